@@ -1,0 +1,79 @@
+"""Receiver + store as one object with start()/aclose(): what `serve` runs, and what the TUI embeds.
+
+Imports no Textual. The TUI awaits `start()` before mounting and `aclose()` after unmounting, never
+from inside a Textual worker: Textual cancels workers before unmount, which would cut the drain
+short and lose acknowledged spans (style §0.6).
+
+Shutdown order matters for durability: stop the servers first (no new requests; those in flight
+get their grace period to be committed and answered), then drain the pipeline, then the writer
+commits and closes the file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from receiver.grpc_server import OtlpGrpcServer, format_address
+from receiver.http_server import OtlpHttpServer
+from receiver.pipeline import IngestPipeline, PipelineConfig
+
+log = logging.getLogger("llmobs.backend")
+
+
+@dataclass(slots=True)
+class BackendConfig:
+    pipeline: PipelineConfig
+    host: str = "127.0.0.1"
+    grpc_port: int | None = 4317  # None: no gRPC listener
+    http_port: int | None = 4318  # None: no HTTP listener
+
+
+class Backend:
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.pipeline = IngestPipeline(config.pipeline)
+        self.grpc: OtlpGrpcServer | None = None
+        self.http: OtlpHttpServer | None = None
+        self.started = False
+
+    async def start(self) -> None:
+        await self.pipeline.start()
+        try:
+            if self.config.grpc_port is not None:
+                self.grpc = OtlpGrpcServer(self.pipeline, self.config.host, self.config.grpc_port)
+                await self.grpc.start()
+            if self.config.http_port is not None:
+                self.http = OtlpHttpServer(self.pipeline, self.config.host, self.config.http_port,
+                                           max_body_bytes=self.config.pipeline.max_body_bytes)
+                await self.http.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        self.started = True
+
+    @property
+    def grpc_address(self) -> str | None:
+        return format_address(self.config.host, self.grpc.port) if self.grpc and self.grpc.port else None
+
+    @property
+    def http_address(self) -> str | None:
+        if not (self.http and self.http.port):
+            return None
+        return f"http://{format_address(self.config.host, self.http.port)}"
+
+    def describe(self) -> str:
+        parts = []
+        if self.grpc_address:
+            parts.append(f"OTLP/gRPC on {self.grpc_address}")
+        if self.http_address:
+            parts.append(f"OTLP/HTTP on {self.http_address}")
+        return ", ".join(parts)
+
+    async def aclose(self, grace: float = 10.0) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+        if self.http is not None:
+            await self.http.stop()
+        await self.pipeline.aclose(timeout=grace + 20.0)
+        self.started = False

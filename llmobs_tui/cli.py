@@ -1,0 +1,479 @@
+"""The `llmobs-tui` command line.
+
+    llmobs-tui serve     receiver + store, no UI (a sidecar, a cluster, CI)
+    llmobs-tui report    calls, errors, tokens, cost and latency per group, from the store
+    llmobs-tui export    one trace as OTLP/JSON that can be sent again
+    llmobs-tui prices    the price table in effect
+    llmobs-tui reprice   apply a changed price table to stored history
+
+Every failure a user can cause (a bad flag, a busy port, a corrupt or locked database, a bad price
+or config file) ends with one line saying what and how to fix it, and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from llmobs_tui import __version__
+from llmobs_tui.config import ConfigError, format_duration, load_config, parse_duration, parse_size
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def default_db_path() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("llmobs-tui", appauthor=False)) / "llmobs.db"
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from exc
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0–65535; 0 picks a free port)")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="PATH", help=f"the SQLite store (default: {default_db_path()})")
+
+
+def _add_ingest(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("receiver")
+    group.add_argument("--host", default="127.0.0.1",
+                       help="interface to listen on (default 127.0.0.1: this machine only)")
+    group.add_argument("--grpc-port", type=_port, default=4317, help="OTLP/gRPC port (default 4317; 0: any free port)")
+    group.add_argument("--http-port", type=_port, default=4318, help="OTLP/HTTP port (default 4318; 0: any free port)")
+    group.add_argument("--prices", metavar="FILE", help="a TOML price file adding to or overriding the shipped table")
+    group.add_argument("--config", metavar="FILE", help="config file (default: ./llmobs.toml if present)")
+    group.add_argument("--no-redact", action="store_true",
+                       help="store prompts and completions as sent (default: redact e-mails, phones, cards, keys)")
+    group.add_argument("--no-content", action="store_true", help="store no prompts or completions at all")
+    group.add_argument("--max-attr-size", type=_size, default=256 * 1024, metavar="SIZE",
+                       help="truncate longer attribute values, with a visible marker (default 256KB)")
+    group.add_argument("--decoders", type=_positive_int, default=0, metavar="N",
+                       help="decoder processes (default: one per core)")
+    store = parser.add_argument_group("store")
+    store.add_argument("--retention", type=_duration, default=7 * 86400, metavar="AGE",
+                       help="evict traces older than this (default 7d)")
+    store.add_argument("--max-db-size", type=_size, default=None, metavar="SIZE",
+                       help="evict the oldest traces to stay under this size (e.g. 2GB)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmobs-tui",
+        description="htop for LLM applications: receive OpenTelemetry GenAI traces and watch latency, "
+                    "errors, tokens and cost.",
+    )
+    parser.add_argument("--version", action="version", version=f"llmobs-tui {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the receiver and store without a UI")
+    _add_db(serve)
+    _add_ingest(serve)
+    serve.add_argument("--stats-every", type=_duration, default=60.0, metavar="DURATION",
+                       help="print a stats line this often (default 1m)")
+
+    report = sub.add_parser("report", help="calls, errors, tokens, cost and latency per group")
+    _add_db(report)
+    report.add_argument("--window", type=_duration, default=86400, metavar="DURATION",
+                        help="how far back from now (default 24h)")
+    report.add_argument("--by", default="model", metavar="DIMS",
+                        help="comma-separated: model, feature, tenant, prompt, provider, service, operation "
+                             "(default: model)")
+    report.add_argument("--format", choices=("md", "json"), default="md")
+
+    export = sub.add_parser("export", help="print one trace as OTLP/JSON (POST it to /v1/traces to send it again)")
+    _add_db(export)
+    export.add_argument("trace_id", metavar="TRACE_ID", help="32 hex characters")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+
+    prices = sub.add_parser("prices", help="list the price table in effect")
+    prices.add_argument("--prices", metavar="FILE", help="a TOML price file adding to or overriding the shipped table")
+    prices.add_argument("--format", choices=("md", "json"), default="md")
+
+    reprice = sub.add_parser("reprice", help="re-price stored calls with the current price table")
+    _add_db(reprice)
+    reprice.add_argument("--prices", metavar="FILE", help="a TOML price file adding to or overriding the shipped table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    command = args.command
+    if command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    handler = {
+        "serve": cmd_serve,
+        "report": cmd_report,
+        "export": cmd_export,
+        "prices": cmd_prices,
+        "reprice": cmd_reprice,
+    }[command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `llmobs-tui report | head` closing the pipe early is not an error.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        except OSError:
+            pass
+        return EXIT_OK
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> int:
+    print(f"llmobs-tui: {message}", file=sys.stderr)
+    return code
+
+
+def db_path_of(args: argparse.Namespace) -> Path:
+    return Path(args.db).expanduser() if getattr(args, "db", None) else default_db_path()
+
+
+# --- serve ---------------------------------------------------------------------------------------
+
+
+def pipeline_config(args: argparse.Namespace) -> Any:
+    from receiver.pipeline import PipelineConfig
+    from receiver.prices import PriceFileError, PriceTable
+
+    config = load_config(args.config)
+    if args.prices:
+        # Validate the user's price file now, in this process, so a typo fails at start with its line.
+        PriceTable.load(args.prices)
+    del PriceFileError
+    return PipelineConfig(
+        db_path=str(db_path_of(args)),
+        decoders=args.decoders,
+        prices_file=args.prices,
+        redact=not args.no_redact,
+        keep_content=not args.no_content,
+        max_attr_bytes=args.max_attr_size,
+        dimension_keys=config.dimension_keys,
+        retention_s=args.retention,
+        max_db_bytes=args.max_db_size,
+    )
+
+
+def check_bind(host: str, insecure_ok: bool = False) -> str | None:
+    """Receivers listen on loopback unless the user chose another interface explicitly."""
+    return None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from llmobs_tui.backend import Backend, BackendConfig
+    from receiver.pipeline import PipelineFailed
+    from receiver.prices import PriceFileError
+
+    try:
+        config = pipeline_config(args)
+    except (ConfigError, PriceFileError) as exc:
+        return fail(str(exc), EXIT_USAGE)
+    backend = Backend(BackendConfig(pipeline=config, host=args.host, grpc_port=args.grpc_port,
+                                    http_port=args.http_port))
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await backend.start()
+        except PipelineFailed as exc:
+            return fail(str(exc))
+        except OSError as exc:
+            return fail(str(exc))
+        print(f"llmobs-tui serve: {backend.describe()}; store {config.db_path}; "
+              f"retention {format_duration(config.retention_s or 0)}"
+              + (f", max {config.max_db_bytes / 1e9:g} GB" if config.max_db_bytes else "")
+              + (", content redacted" if config.redact and config.keep_content else "")
+              + (", no content stored" if not config.keep_content else "")
+              + ". Ctrl-C to stop.", flush=True)
+        stats = StatsPrinter(backend)
+        stats_task = asyncio.create_task(stats.run(args.stats_every, stop))
+        await stop.wait()
+        print("llmobs-tui serve: stopping: finishing in-flight requests and committing…", flush=True)
+        stats_task.cancel()
+        await backend.aclose()
+        writer = backend.pipeline.stats.writer
+        print(f"llmobs-tui serve: stopped; {backend.pipeline.stats.accepted} spans and log records accepted "
+              f"this run, {writer.get('spans', 0)} spans committed.", flush=True)
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+class StatsPrinter:
+    """One line a minute: spans/s, queue, rejected, db size."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self._last_spans = 0
+        self._last_time = time.monotonic()
+
+    def line(self) -> str:
+        stats = self.backend.pipeline.stats
+        writer = stats.writer
+        now = time.monotonic()
+        spans = writer.get("spans", 0) + writer.get("logs", 0)
+        rate = (spans - self._last_spans) / max(1e-6, now - self._last_time)
+        self._last_spans, self._last_time = spans, now
+        rejected_requests = stats.invalid_requests
+        parts = [
+            time.strftime("%H:%M:%S"),
+            f"{rate:,.1f} spans/s",
+            f"queue {stats.inflight_requests} req ({stats.inflight_bytes / 2**20:.1f} MiB)",
+            f"rejected {stats.rejected} spans, {rejected_requests} requests, {stats.overloaded} overloaded",
+            f"db {writer.get('db_bytes', 0) / 2**20:,.1f} MiB",
+        ]
+        if writer.get("last_error"):
+            parts.append(f"last error: {writer['last_error']}")
+        return " | ".join(parts)
+
+    async def run(self, every: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            except asyncio.TimeoutError:
+                print(self.line(), flush=True)
+
+
+# --- report / export / prices / reprice ----------------------------------------------------------
+
+
+def _open_reader(args: argparse.Namespace) -> sqlite3.Connection:
+    from store.connection import open_reader
+
+    return open_reader(db_path_of(args))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from store.connection import StoreError
+    from store.queries import GROUP_COLUMNS, report
+
+    by = [part.strip() for part in args.by.split(",") if part.strip()]
+    unknown = [b for b in by if b not in GROUP_COLUMNS]
+    if unknown:
+        return fail(f"--by {','.join(unknown)}: unknown dimension; choose from {', '.join(GROUP_COLUMNS)}", EXIT_USAGE)
+    try:
+        db = _open_reader(args)
+        result = report(db, args.window, by)
+    except StoreError as exc:
+        return fail(str(exc))
+    except sqlite3.Error as exc:
+        from store.connection import describe_error
+
+        return fail(describe_error(db_path_of(args), exc))
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_report_md(result))
+    return EXIT_OK
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def _fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v / 1000:.2f}s" if v >= 1000 else f"{v:.0f}ms"
+
+
+def format_report_md(result: dict[str, Any]) -> str:
+    window = result["window"]
+    by = result["by"]
+    lines = [f"# LLM calls {window['start']} → {window['end']}", ""]
+    groups = result["groups"]
+    if not groups:
+        lines.append("No LLM calls in this window.")
+        return "\n".join(lines)
+    key_headers = [b for b in by]
+    headers = key_headers + ["calls", "api err", "valid. err", "guard. err", "input", "output", "cache read",
+                             "cache write", "reasoning", "cost $", "unpriced", "cache hit", "TTFT p50/p95",
+                             "latency p50/p95"]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "|".join("---" if i < len(key_headers) else "--:" for i in range(len(headers))) + "|")
+    for g in groups:
+        key = []
+        for name in by:
+            if name == "prompt":
+                pid, ver = g["key"].get("prompt_id"), g["key"].get("prompt_version")
+                key.append(f"{pid or '–'}@{ver}" if ver else (pid or "–"))
+            else:
+                key.append(str(g["key"].get(name) or "–"))
+        tokens = g["tokens"]
+        rate = g["cache_hit_rate"]
+        cells = key + [
+            _fmt_int(g["calls"]),
+            _fmt_int(g["errors"]["api"]),
+            _fmt_int(g["errors"]["validation"]),
+            _fmt_int(g["errors"]["guardrail"]),
+            _fmt_int(tokens["input"]),
+            _fmt_int(tokens["output"]),
+            _fmt_int(tokens["cache_read"]),
+            _fmt_int(tokens["cache_write"]),
+            _fmt_int(tokens["reasoning"]),
+            f"{g['cost_usd']:.4f}",
+            _fmt_int(g["unpriced_calls"]),
+            "–" if rate is None else f"{rate:.1%}",
+            f"{_fmt_ms(g['ttft_ms']['p50'])} / {_fmt_ms(g['ttft_ms']['p95'])}",
+            f"{_fmt_ms(g['latency_ms']['p50'])} / {_fmt_ms(g['latency_ms']['p95'])}",
+        ]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    total_cost = sum(g["cost_usd"] for g in groups)
+    total_calls = sum(g["calls"] for g in groups)
+    unpriced = sum(g["unpriced_calls"] for g in groups)
+    lines.append("")
+    lines.append(f"{total_calls:,} calls, ${total_cost:,.4f}" + (f", {unpriced:,} unpriced (no price row: not counted as $0)" if unpriced else ""))
+    return "\n".join(lines)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from receiver.otlp import message_to_otlp_json
+    from store.connection import StoreError
+    from store.queries import export_trace, parse_trace_id
+
+    try:
+        trace_id = parse_trace_id(args.trace_id)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    try:
+        db = _open_reader(args)
+        request = export_trace(db, trace_id)
+    except StoreError as exc:
+        return fail(str(exc))
+    if request is None:
+        return fail(f"no trace {trace_id.hex()} in {db_path_of(args)}")
+    text = json.dumps(message_to_otlp_json(request), indent=2)
+    if args.output:
+        try:
+            Path(args.output).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            return fail(f"cannot write {args.output}: {exc}")
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def cmd_prices(args: argparse.Namespace) -> int:
+    from receiver.prices import PriceFileError, PriceTable
+
+    try:
+        table = PriceTable.load(args.prices)
+    except PriceFileError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    rows = sorted(table.rows, key=lambda r: (r.provider, r.id))
+    if args.format == "json":
+        print(json.dumps({"digest": table.digest, "rows": [
+            {"id": r.id, "provider": r.provider, "kind": r.kind, "names": list(r.names),
+             "pattern": r.pattern.pattern if r.pattern else None, "input": r.input, "output": r.output,
+             "cache_read": r.cache_read, "cache_write": r.cache_write, "reasoning": r.reasoning,
+             "long_context_threshold": r.long_context_threshold, "long_input": r.long_input,
+             "long_output": r.long_output, "checked": r.checked, "source": r.source} for r in rows]}, indent=2))
+        return EXIT_OK
+    print("USD per 1M tokens. Input includes cached tokens; output includes reasoning.\n")
+    print("| provider | id | models | kind | input | output | cache read | cache write | reasoning | checked |")
+    print("|---|---|---|---|--:|--:|--:|--:|--:|---|")
+    for r in rows:
+        models = ", ".join(r.names) + (f" /{r.pattern.pattern}/" if r.pattern else "")
+        long = f" (>{r.long_context_threshold:,}: {r.long_input:g}/{r.long_output:g})" if r.long_context_threshold else ""
+        print(f"| {r.provider} | {r.id} | {models} | {r.kind} | {r.input:g}{long} | {r.output:g} | "
+              f"{r.cache_read:g} | {r.cache_write:g} | {r.reasoning:g} | {r.checked} |")
+    print(f"\n{len(rows)} rows; table digest {table.digest}")
+    return EXIT_OK
+
+
+def cmd_reprice(args: argparse.Namespace) -> int:
+    from receiver.prices import PriceFileError, PriceTable
+    from store.connection import StoreError, WriterLock, open_writer
+    from store.writer import SpanWriter
+
+    try:
+        table = PriceTable.load(args.prices)
+    except PriceFileError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    path = db_path_of(args)
+    if not path.exists():
+        return fail(f"no database at {path}")
+    lock = WriterLock(path)
+    try:
+        lock.acquire()
+    except StoreError as exc:
+        return fail(f"{exc} (reprice needs exclusive write access: stop `serve` first)")
+    try:
+        db = open_writer(path)
+        writer = SpanWriter(db)
+
+        def price(provider: str | None, response_model: str | None, request_model: str | None,
+                  tokens: tuple) -> tuple[str | None, int | None]:
+            row = table.lookup(provider, response_model) if response_model else None
+            if row is None and request_model:
+                row = table.lookup(provider, request_model)
+            if row is None:
+                return None, None
+            if all(t is None for t in tokens):
+                return row.id, None
+            inp, out, cache_read, cache_write, reasoning = (t or 0 for t in tokens)
+            return row.id, table.cost_nusd(row, inp, out, cache_read, cache_write, reasoning)
+
+        scanned, changed = writer.reprice(price)
+        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('prices_digest', ?)", (table.digest,))
+        db.close()
+    except StoreError as exc:
+        return fail(str(exc))
+    finally:
+        lock.release()
+    print(f"repriced {changed:,} of {scanned:,} stored LLM calls with price table {table.digest}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

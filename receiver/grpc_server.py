@@ -1,0 +1,133 @@
+"""OTLP/gRPC receiver: TraceService, LogsService and MetricsService on one grpc.aio server.
+
+Requests are taken as raw bytes (no deserializer): the decoder processes parse them, so the process
+that owns the socket spends ~10 µs per span instead of ~50. Answers follow the OTLP spec: partial
+success with a rejected count; INVALID_ARGUMENT for a malformed body (not retryable);
+RESOURCE_EXHAUSTED with RetryInfo when full and UNAVAILABLE when the store cannot take it now
+(both retryable).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from receiver.pipeline import IngestPipeline, InvalidRequest, Overloaded, Unavailable
+
+log = logging.getLogger("llmobs.grpc")
+
+SERVICES = {
+    "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
+    "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
+    "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
+}
+DEFAULT_MAX_MESSAGE_BYTES = 64 << 20  # gRPC's default 4 MB caps a batch near 780 LLM spans
+
+
+def success_response(signal: str, rejected: int, message: str) -> bytes:
+    if signal == "traces":
+        response: Any = ExportTraceServiceResponse()
+        if rejected:
+            response.partial_success.rejected_spans = rejected
+    elif signal == "logs":
+        response = ExportLogsServiceResponse()
+        if rejected:
+            response.partial_success.rejected_log_records = rejected
+    else:
+        response = ExportMetricsServiceResponse()
+        if rejected:
+            response.partial_success.rejected_data_points = rejected
+    if rejected or message:
+        response.partial_success.error_message = message
+    return response.SerializeToString()
+
+
+def retry_info(retry_after_s: float) -> error_details_pb2.RetryInfo:
+    return error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(
+        seconds=int(retry_after_s), nanos=int((retry_after_s % 1) * 1e9)))
+
+
+def retry_status(code: int, message: str, retry_after_s: float) -> bytes:
+    """A google.rpc.Status carrying RetryInfo: OTLP clients retry RESOURCE_EXHAUSTED only with it."""
+    status = status_pb2.Status(code=code, message=message)
+    status.details.add().Pack(retry_info(retry_after_s))
+    return status.SerializeToString()
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+class OtlpGrpcServer:
+    def __init__(self, pipeline: IngestPipeline, host: str = "127.0.0.1", port: int = 4317,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self.pipeline = pipeline
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.max_message_bytes = max_message_bytes
+        self._server: grpc.aio.Server | None = None
+        self.rejected_requests = 0
+
+    async def start(self) -> int:
+        server = grpc.aio.server(options=[
+            # A busy port must fail loudly instead of being silently shared with another process.
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", 4 << 20),
+        ])
+        handlers = []
+        for signal, service in SERVICES.items():
+            handlers.append(grpc.method_handlers_generic_handler(service, {
+                "Export": grpc.unary_unary_rpc_method_handler(self._handler(signal)),
+            }))
+        server.add_generic_rpc_handlers(tuple(handlers))
+        address = format_address(self.host, self.requested_port)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from exc
+        if port == 0:
+            raise OSError(f"cannot listen for OTLP/gRPC on {address}: address in use or not available")
+        await server.start()
+        self._server = server
+        self.port = port
+        return port
+
+    def _handler(self, signal: str) -> Any:
+        async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                outcome = await self.pipeline.submit(signal, request)
+            except InvalidRequest as exc:
+                self.rejected_requests += 1
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except Overloaded as exc:
+                # Go clients (the Collector) read RetryInfo from the status details; the Python SDK
+                # reads it from its own trailer. Send both.
+                await context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    str(exc),
+                    trailing_metadata=(
+                        ("grpc-status-details-bin",
+                         retry_status(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s)),
+                        ("google.rpc.retryinfo-bin", retry_info(exc.retry_after_s).SerializeToString()),
+                    ),
+                )
+            except Unavailable as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            return success_response(signal, outcome.rejected, outcome.message)
+
+        return export
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting; requests already in flight get `grace` seconds to be committed."""
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None

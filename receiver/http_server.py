@@ -1,0 +1,120 @@
+"""OTLP/HTTP receiver on aiohttp: POST /v1/traces, /v1/logs, /v1/metrics.
+
+Protobuf (`application/x-protobuf`) and JSON (`application/json`) bodies, optionally gzip. The body
+is handed to the pipeline still compressed (aiohttp's auto-decompression is off), so decompression
+happens in a decoder process under a size limit. Errors carry a google.rpc.Status in the request's
+own encoding, as the OTLP/HTTP spec asks; overload answers 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from google.protobuf import json_format
+from google.rpc import code_pb2, status_pb2
+
+from receiver.grpc_server import success_response
+from receiver.pipeline import IngestPipeline, InvalidRequest, Overloaded, Unavailable
+
+log = logging.getLogger("llmobs.http")
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+DEFAULT_MAX_BODY_BYTES = 64 << 20
+
+
+def _response_json(signal: str, rejected: int, message: str) -> bytes:
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    cls = {"traces": ExportTraceServiceResponse, "logs": ExportLogsServiceResponse,
+           "metrics": ExportMetricsServiceResponse}[signal]
+    msg = cls()
+    msg.ParseFromString(success_response(signal, rejected, message))
+    return json.dumps(json_format.MessageToDict(msg)).encode()
+
+
+class OtlpHttpServer:
+    def __init__(self, pipeline: IngestPipeline, host: str = "127.0.0.1", port: int = 4318,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.pipeline = pipeline
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.max_body_bytes = max_body_bytes
+        self._runner: web.AppRunner | None = None
+        self.rejected_requests = 0
+
+    async def start(self) -> int:
+        app = web.Application(client_max_size=self.max_body_bytes)
+        for signal in ("traces", "logs", "metrics"):
+            app.router.add_post(f"/v1/{signal}", self._handler(signal))
+        # No access log: one line per export request would drown a terminal.
+        runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.requested_port, reuse_port=False)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise OSError(f"cannot listen for OTLP/HTTP on {self.host}:{self.requested_port}: {exc.strerror or exc}") from exc
+        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+        self.port = sockets[0].getsockname()[1] if sockets else self.requested_port
+        self._runner = runner
+        return self.port
+
+    def _handler(self, signal: str):  # noqa: ANN202
+        async def export(request: web.Request) -> web.Response:
+            content_type = request.content_type
+            if content_type not in (PROTOBUF, JSON):
+                self.rejected_requests += 1
+                return self._error(415, code_pb2.INVALID_ARGUMENT,
+                                   f"unsupported Content-Type {content_type!r}: use {PROTOBUF} or {JSON}", JSON)
+            encoding = request.headers.get("Content-Encoding", "identity").lower()
+            if encoding not in ("gzip", "identity", ""):
+                self.rejected_requests += 1
+                return self._error(415, code_pb2.INVALID_ARGUMENT,
+                                   f"unsupported Content-Encoding {encoding!r}: use gzip or none", content_type)
+            try:
+                body = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                self.rejected_requests += 1
+                return self._error(413, code_pb2.INVALID_ARGUMENT,
+                                   f"body larger than {self.max_body_bytes >> 20} MiB", content_type)
+            try:
+                outcome = await self.pipeline.submit(signal, body, json_body=content_type == JSON,
+                                                     gzipped=encoding == "gzip")
+            except InvalidRequest as exc:
+                self.rejected_requests += 1
+                return self._error(400, code_pb2.INVALID_ARGUMENT, str(exc), content_type)
+            except Overloaded as exc:
+                return self._error(503, code_pb2.RESOURCE_EXHAUSTED, str(exc), content_type,
+                                   retry_after=max(1, round(exc.retry_after_s)))
+            except Unavailable as exc:
+                return self._error(503, code_pb2.UNAVAILABLE, str(exc), content_type, retry_after=1)
+            if content_type == JSON:
+                return web.Response(body=_response_json(signal, outcome.rejected, outcome.message),
+                                    content_type=JSON)
+            return web.Response(body=success_response(signal, outcome.rejected, outcome.message),
+                                content_type=PROTOBUF)
+
+        return export
+
+    @staticmethod
+    def _error(http_status: int, code: int, message: str, content_type: str,
+               retry_after: int | None = None) -> web.Response:
+        status = status_pb2.Status(code=code, message=message)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        if content_type == PROTOBUF:
+            return web.Response(status=http_status, body=status.SerializeToString(), content_type=PROTOBUF,
+                                headers=headers)
+        return web.Response(status=http_status, body=json.dumps(json_format.MessageToDict(status)).encode(),
+                            content_type=JSON, headers=headers)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

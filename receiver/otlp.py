@@ -1,0 +1,239 @@
+"""Turning OTLP request bodies (protobuf or JSON, maybe gzip) into protobuf messages.
+
+Pure functions of bytes; no server or store imports. Every failure raises `OtlpDecodeError` with a
+reason a user can act on, which the servers return as gRPC INVALID_ARGUMENT / HTTP 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import zlib
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+SIGNAL_REQUESTS: dict[str, type[Message]] = {
+    "traces": ExportTraceServiceRequest,
+    "logs": ExportLogsServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+}
+# A decompressed body larger than this is refused (a gzip bomb cannot exhaust memory).
+DEFAULT_MAX_BODY_BYTES = 128 << 20
+
+
+class OtlpDecodeError(ValueError):
+    """The request body is not valid OTLP; the message says why."""
+
+
+def gunzip(data: bytes, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
+    decompressor = zlib.decompressobj(wbits=31)  # gzip container
+    try:
+        out = decompressor.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise OtlpDecodeError(f"body is not valid gzip: {exc}") from exc
+    if len(out) > max_bytes or decompressor.unconsumed_tail:
+        raise OtlpDecodeError(f"decompressed body exceeds the {max_bytes >> 20} MiB limit")
+    if not decompressor.eof:
+        raise OtlpDecodeError("gzip body is truncated")
+    return out
+
+
+def parse_protobuf(signal: str, data: bytes) -> tuple[Message, bool]:
+    """Parse a protobuf request. Returns (message, utf8_repaired)."""
+    cls = SIGNAL_REQUESTS[signal]
+    msg = cls()
+    try:
+        msg.ParseFromString(data)
+        return msg, False
+    except DecodeError as exc:
+        if "UTF-8" not in str(exc):
+            raise OtlpDecodeError(f"malformed protobuf {cls.DESCRIPTOR.name}: {exc}") from exc
+    # One bad string would otherwise lose the whole batch: re-read it with strings as bytes,
+    # replace invalid sequences with U+FFFD, and parse again.
+    return _parse_with_utf8_repair(signal, data), True
+
+
+def parse_json(signal: str, data: bytes) -> tuple[Message, bool]:
+    """Parse an OTLP/JSON request (hex trace/span ids, int64 as strings). Returns (message, repaired)."""
+    repaired = False
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", errors="replace")
+        repaired = True
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise OtlpDecodeError(f"malformed JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise OtlpDecodeError("JSON body must be an object")
+    try:
+        _hex_ids_to_base64(obj, signal)
+        msg = SIGNAL_REQUESTS[signal]()
+        json_format.ParseDict(obj, msg, ignore_unknown_fields=True, max_recursion_depth=64)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise OtlpDecodeError(f"invalid OTLP/JSON {signal} request: {exc}") from exc
+    return msg, repaired
+
+
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id")
+
+
+def _hex_ids_to_base64(obj: Any, signal: str, depth: int = 0) -> None:
+    """OTLP/JSON writes ids as hex; protobuf's JSON mapping expects base64 for bytes fields."""
+    if depth > 12:
+        return
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key in _ID_FIELDS and isinstance(value, str):
+                if value == "":
+                    continue
+                try:
+                    raw = bytes.fromhex(value)
+                except ValueError as exc:
+                    raise OtlpDecodeError(f"{key} {value[:40]!r} is not hex") from exc
+                obj[key] = base64.b64encode(raw).decode("ascii")
+            elif key in ("attributes", "body", "value", "values", "kvlistValue", "arrayValue"):
+                # Attribute values never hold ids: don't rewrite user data that happens to be named spanId.
+                continue
+            elif isinstance(value, (dict, list)):
+                _hex_ids_to_base64(value, signal, depth + 1)
+    elif isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, (dict, list)):
+                _hex_ids_to_base64(item, signal, depth + 1)
+
+
+def message_to_otlp_json(msg: Message) -> dict[str, Any]:
+    """The OTLP/JSON form of a request: lowerCamelCase, enums as integers, ids as hex."""
+    obj = json_format.MessageToDict(msg, use_integers_for_enums=True, preserving_proto_field_name=False)
+    _base64_ids_to_hex(obj)
+    return obj
+
+
+def _base64_ids_to_hex(obj: Any) -> None:
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
+                try:
+                    obj[key] = base64.b64decode(value).hex()
+                except (binascii.Error, ValueError):
+                    pass
+            elif key in ("attributes", "body"):
+                continue
+            elif isinstance(value, (dict, list)):
+                _base64_ids_to_hex(value)
+    elif isinstance(obj, list):
+        for item in obj:
+            _base64_ids_to_hex(item)
+
+
+# --- invalid UTF-8 repair ------------------------------------------------------------------------
+
+_LENIENT: dict[str, type[Message]] = {}
+_STRING_FIELDS: dict[str, frozenset[str]] = {}  # lenient message full name -> fields that were strings
+
+
+def _lenient_class(signal: str) -> type[Message]:
+    """A copy of the OTLP schema whose string fields are bytes: parses whatever the bytes are."""
+    if not _LENIENT:
+        pool = descriptor_pool.DescriptorPool()
+        seen: set[str] = set()
+        roots = [cls.DESCRIPTOR.file for cls in SIGNAL_REQUESTS.values()]
+
+        def add(file_desc: Any) -> None:
+            if file_desc.name in seen:
+                return
+            for dep in file_desc.dependencies:
+                add(dep)
+            seen.add(file_desc.name)
+            proto = descriptor_pb2.FileDescriptorProto()
+            file_desc.CopyToProto(proto)
+            proto.name = "lenient/" + proto.name
+            proto.package = "lenient." + proto.package
+            proto.dependency[:] = ["lenient/" + d for d in proto.dependency]
+            proto.ClearField("options")
+            proto.ClearField("service")  # services are not needed to parse messages
+            for message_type in proto.message_type:
+                _make_lenient(message_type, proto.package)
+            pool.Add(proto)
+
+        for root in roots:
+            add(root)
+        for sig, cls in SIGNAL_REQUESTS.items():
+            desc = pool.FindMessageTypeByName("lenient." + cls.DESCRIPTOR.full_name)
+            _LENIENT[sig] = message_factory.GetMessageClass(desc)
+    return _LENIENT[signal]
+
+
+def _make_lenient(message_type: descriptor_pb2.DescriptorProto, package: str) -> None:
+    full_name = f"{package}.{message_type.name}"
+    strings = set()
+    for field in message_type.field:
+        if field.type == descriptor_pb2.FieldDescriptorProto.TYPE_STRING:
+            field.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+            strings.add(field.name)
+        if field.type_name.startswith(".opentelemetry."):
+            field.type_name = ".lenient" + field.type_name
+        field.ClearField("options")
+    message_type.ClearField("options")
+    _STRING_FIELDS[full_name] = frozenset(strings)
+    for nested in message_type.nested_type:
+        _make_lenient(nested, full_name)
+
+
+def _repair(msg: Message, depth: int = 0) -> None:
+    if depth > 64:
+        return
+    strings = _STRING_FIELDS.get(msg.DESCRIPTOR.full_name, frozenset())
+    for field, value in msg.ListFields():
+        if field.name in strings:
+            if field.is_repeated:
+                fixed = [v.decode("utf-8", errors="replace").encode("utf-8") for v in value]
+                del value[:]
+                value.extend(fixed)
+            else:
+                setattr(msg, field.name, value.decode("utf-8", errors="replace").encode("utf-8"))
+        elif field.message_type is not None:
+            if field.is_repeated:
+                if field.message_type.GetOptions().map_entry:
+                    continue
+                for item in value:
+                    _repair(item, depth + 1)
+            else:
+                _repair(value, depth + 1)
+
+
+def _parse_with_utf8_repair(signal: str, data: bytes) -> Message:
+    lenient = _lenient_class(signal)()
+    try:
+        lenient.ParseFromString(data)
+    except DecodeError as exc:
+        raise OtlpDecodeError(f"malformed protobuf {signal} request: {exc}") from exc
+    _repair(lenient)
+    strict = SIGNAL_REQUESTS[signal]()
+    try:
+        strict.ParseFromString(lenient.SerializeToString())
+    except DecodeError as exc:  # pragma: no cover - the repair makes every string valid
+        raise OtlpDecodeError(f"malformed protobuf {signal} request: {exc}") from exc
+    return strict
+
+
+def decode_body(signal: str, data: bytes, *, json_body: bool, gzipped: bool,
+                max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> tuple[Message, bool]:
+    """Decode one request body into its protobuf message. Returns (message, utf8_repaired)."""
+    if signal not in SIGNAL_REQUESTS:
+        raise OtlpDecodeError(f"unknown signal {signal!r}")
+    if gzipped:
+        data = gunzip(data, max_bytes)
+    elif len(data) > max_bytes:
+        raise OtlpDecodeError(f"body exceeds the {max_bytes >> 20} MiB limit")
+    if json_body:
+        return parse_json(signal, data)
+    return parse_protobuf(signal, data)

@@ -1,0 +1,405 @@
+"""The ingest pipeline as seen from the process that owns the sockets (and, in the TUI, the screen).
+
+    servers ──submit(bytes)──▶ IngestPipeline ──▶ decoder processes (decode + normalize + price)
+                                     ▲                    │ tagged, pickled batch
+                                     │                    ▼
+                              ack after COMMIT ◀── writer process (one connection, group commit)
+
+The main process never decodes or writes: it forwards bytes and resolves one future per export
+request when the writer has committed it, which is when the exporter gets its answer. A full
+pipeline answers at once with `Overloaded` (OTLP's retryable RESOURCE_EXHAUSTED / 503) instead of
+queueing without bound. A crashed child fails the requests it held (retryable) and is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import multiprocessing
+import os
+import pickle
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from receiver import protocol, semconv
+
+log = logging.getLogger("llmobs.pipeline")
+
+
+class Overloaded(Exception):
+    """The pipeline is full; the client should retry after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(Exception):
+    """The request could not be stored now (a child crashed, the disk is full); retryable."""
+
+
+class InvalidRequest(Exception):
+    """The body is not valid OTLP; not retryable."""
+
+
+class PipelineFailed(RuntimeError):
+    """The pipeline cannot run at all (the store cannot be opened): the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOutcome:
+    accepted: int
+    rejected: int
+    message: str
+
+
+@dataclass(slots=True)
+class PipelineConfig:
+    db_path: str
+    decoders: int = 0  # 0: one per core
+    prices_file: str | None = None
+    redact: bool = True
+    keep_content: bool = True
+    max_attr_bytes: int = 256 * 1024
+    dimension_keys: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(semconv.DEFAULT_DIMENSION_KEYS))
+    retention_s: float | None = 7 * 86400
+    max_db_bytes: int | None = None
+    max_inflight_bytes: int = 256 << 20
+    max_inflight_requests: int = 512
+    max_body_bytes: int = 128 << 20
+    max_batch_rows: int = 8192
+
+    def decoder_options(self) -> dict[str, Any]:
+        return {
+            "prices_file": self.prices_file,
+            "redact": self.redact,
+            "keep_content": self.keep_content,
+            "max_attr_bytes": self.max_attr_bytes,
+            "dimension_keys": self.dimension_keys,
+            "max_body_bytes": self.max_body_bytes,
+        }
+
+    def writer_options(self) -> dict[str, Any]:
+        return {
+            "db_path": self.db_path,
+            "retention_s": self.retention_s,
+            "max_db_bytes": self.max_db_bytes,
+            "max_batch_rows": self.max_batch_rows,
+        }
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    requests: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    invalid_requests: int = 0
+    overloaded: int = 0
+    failed: int = 0
+    inflight_requests: int = 0
+    inflight_bytes: int = 0
+    writer: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    future: asyncio.Future[ExportOutcome]
+    size: int
+    decoder: int
+    signal: str
+
+
+class _Child:
+    """A child process with a pipe each way, a sender thread and a reader thread."""
+
+    def __init__(self, name: str, target: Callable[..., None], options: dict[str, Any],
+                 on_message: Callable[[bytes], None], on_exit: Callable[[], None]) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        to_child_r, self.to_child = ctx.Pipe(duplex=False)
+        self.from_child, from_child_w = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=target, args=(to_child_r, from_child_w, options), name=name, daemon=True)
+        self.process.start()
+        # The child holds its own ends now; closing ours makes EOF propagate when a side dies.
+        to_child_r.close()
+        from_child_w.close()
+        self.name = name
+        self.inflight_bytes = 0
+        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._on_message = on_message
+        self._on_exit = on_exit
+        self._sender = threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name=f"{name}-read", daemon=True)
+        self._sender.start()
+        self._reader.start()
+        self.alive = True
+
+    def send(self, frame: bytes) -> None:
+        self._outbox.put(frame)
+
+    def _send_loop(self) -> None:
+        # Sends can block while the child is busy; they must never block the event loop.
+        while True:
+            frame = self._outbox.get()
+            if frame is None:
+                try:
+                    self.to_child.close()
+                except OSError:
+                    pass
+                return
+            try:
+                self.to_child.send_bytes(frame)
+            except (BrokenPipeError, OSError):
+                return
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                data = self.from_child.recv_bytes()
+            except (EOFError, OSError):
+                break
+            self._on_message(data)
+        self.alive = False
+        self._on_exit()
+
+    def close_input(self) -> None:
+        self._outbox.put(None)
+
+    def join(self, timeout: float) -> None:
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(1)
+
+
+class IngestPipeline:
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.stats = PipelineStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._ids = itertools.count(1)
+        self._decoders: list[_Child | None] = []
+        self._writer: _Child | None = None
+        self._writer_lock = threading.Lock()
+        self._writer_ready: asyncio.Future[dict[str, Any]] | None = None
+        self._closing = False
+        self._fatal: str | None = None
+        self._stats_listeners: list[Callable[[PipelineStats], None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        n = self.config.decoders or max(1, os.cpu_count() or 1)
+        self._writer_ready = self._loop.create_future()
+        self._start_writer()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer_ready), timeout=60)
+        except asyncio.TimeoutError as exc:
+            await self.aclose()
+            raise PipelineFailed("the writer process did not start within 60 s") from exc
+        except PipelineFailed:
+            await self.aclose()
+            raise
+        for i in range(n):
+            self._decoders.append(self._start_decoder(i))
+
+    def _start_writer(self) -> None:
+        from store import writer_process
+
+        self._writer = _Child("llmobs-writer", writer_process.run, self.config.writer_options(),
+                              self._threadsafe(self._on_writer_message), self._threadsafe(self._on_writer_exit))
+
+    def _start_decoder(self, index: int) -> _Child:
+        from receiver import decoder_process
+
+        return _Child(f"llmobs-decoder-{index}", decoder_process.run, self.config.decoder_options(),
+                      lambda data, i=index: self._on_decoder_message(i, data),
+                      self._threadsafe(lambda i=index: self._on_decoder_exit(i)))
+
+    def _threadsafe(self, fn: Callable[..., None]) -> Callable[..., None]:
+        loop = self._loop
+        assert loop is not None
+
+        def call(*args: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:
+                pass  # the loop is closed: we are shutting down
+
+        return call
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Stop: wait for in-flight requests to be committed, then let the children drain and exit."""
+        self._closing = True
+        deadline = time.monotonic() + timeout
+        while self._pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for decoder in self._decoders:
+            if decoder is not None:
+                decoder.close_input()
+        if self._writer is not None:
+            self._writer.send(protocol.TAG_STOP)
+            self._writer.close_input()
+        remaining = max(1.0, deadline - time.monotonic())
+        await asyncio.to_thread(self._join_all, remaining)
+        for pending in list(self._pending.values()):
+            if not pending.future.done():
+                pending.future.set_exception(Unavailable("llmobs-tui is shutting down"))
+        self._pending.clear()
+
+    def _join_all(self, timeout: float) -> None:
+        for decoder in self._decoders:
+            if decoder is not None:
+                decoder.join(timeout)
+        if self._writer is not None:
+            self._writer.join(timeout)
+
+    @property
+    def fatal_error(self) -> str | None:
+        return self._fatal
+
+    def add_stats_listener(self, listener: Callable[[PipelineStats], None]) -> None:
+        self._stats_listeners.append(listener)
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def submit(self, signal: str, body: bytes, *, json_body: bool = False, gzipped: bool = False) -> ExportOutcome:
+        """Store one export request; returns once its spans are committed."""
+        if self._fatal is not None:
+            raise Unavailable(self._fatal)
+        if self._closing:
+            raise Unavailable("llmobs-tui is shutting down")
+        self.stats.requests += 1
+        size = len(body)
+        if (self.stats.inflight_bytes + size > self.config.max_inflight_bytes and self._pending) or \
+                len(self._pending) >= self.config.max_inflight_requests:
+            self.stats.overloaded += 1
+            raise Overloaded(
+                f"ingest queue full ({len(self._pending)} requests, {self.stats.inflight_bytes >> 20} MiB in flight)",
+                retry_after_s=1.0,
+            )
+        index = self._pick_decoder()
+        if index is None:
+            raise Unavailable("no decoder process is running")
+        assert self._loop is not None
+        req_id = next(self._ids)
+        future: asyncio.Future[ExportOutcome] = self._loop.create_future()
+        self._pending[req_id] = _Pending(future, size, index, signal)
+        self.stats.inflight_bytes += size
+        self.stats.inflight_requests = len(self._pending)
+        decoder = self._decoders[index]
+        assert decoder is not None
+        decoder.inflight_bytes += size
+        decoder.send(protocol.encode_request(req_id, signal, json_body=json_body, gzipped=gzipped,
+                                             received_ns=time.time_ns(), body=body))
+        try:
+            return await future
+        finally:
+            done = self._pending.pop(req_id, None)
+            if done is not None:
+                self._release(done)
+
+    def _release(self, pending: _Pending) -> None:
+        self.stats.inflight_bytes -= pending.size
+        self.stats.inflight_requests = len(self._pending)
+        decoder = self._decoders[pending.decoder] if pending.decoder < len(self._decoders) else None
+        if decoder is not None:
+            decoder.inflight_bytes -= pending.size
+
+    def _pick_decoder(self) -> int | None:
+        best = None
+        for i, decoder in enumerate(self._decoders):
+            if decoder is not None and decoder.alive and (best is None or decoder.inflight_bytes < best[1]):
+                best = (i, decoder.inflight_bytes)
+        return None if best is None else best[0]
+
+    def _resolve(self, req_id: int, outcome: ExportOutcome | None = None, error: BaseException | None = None) -> None:
+        pending = self._pending.get(req_id)
+        if pending is None or pending.future.done():
+            return
+        if error is not None:
+            pending.future.set_exception(error)
+        else:
+            assert outcome is not None
+            self.stats.accepted += outcome.accepted
+            self.stats.rejected += outcome.rejected
+            pending.future.set_result(outcome)
+
+    # -- messages from children ----------------------------------------------------------------
+
+    def _on_decoder_message(self, index: int, data: bytes) -> None:
+        """Runs on the decoder's reader thread: batches go straight on to the writer."""
+        tag = data[:1]
+        if tag == protocol.TAG_BATCH:
+            with self._writer_lock:
+                writer = self._writer
+                if writer is not None and writer.alive:
+                    writer.send(data)
+                    return
+            req_id = pickle.loads(memoryview(data)[1:])[0]
+            self._threadsafe(self._resolve)(req_id, None, Unavailable("the writer process is not running"))
+            return
+        self._threadsafe(self._on_decoder_reply)(tag, data)
+
+    def _on_decoder_reply(self, tag: bytes, data: bytes) -> None:
+        payload = pickle.loads(memoryview(data)[1:])
+        if tag == protocol.TAG_INVALID:
+            req_id, message = payload
+            self.stats.invalid_requests += 1
+            self._resolve(req_id, error=InvalidRequest(message))
+        elif tag == protocol.TAG_DONE:
+            req_id, accepted, rejected, message = payload
+            self._resolve(req_id, ExportOutcome(accepted, rejected, message))
+
+    def _on_writer_message(self, data: bytes) -> None:
+        kind, *rest = pickle.loads(data)
+        if kind == "ack":
+            for req_id, accepted, rejected, message in rest[0]:
+                self._resolve(req_id, ExportOutcome(accepted, rejected, message))
+        elif kind == "nack":
+            req_ids, message = rest
+            self.stats.failed += len(req_ids)
+            for req_id in req_ids:
+                self._resolve(req_id, error=Unavailable(message))
+        elif kind == "stats":
+            self.stats.writer = rest[0]
+            for listener in self._stats_listeners:
+                listener(self.stats)
+        elif kind == "ready":
+            if self._writer_ready is not None and not self._writer_ready.done():
+                self._writer_ready.set_result(rest[0])
+        elif kind == "fatal":
+            self._fatal = rest[0]
+            log.error("writer: %s", rest[0])
+            if self._writer_ready is not None and not self._writer_ready.done():
+                self._writer_ready.set_exception(PipelineFailed(rest[0]))
+
+    def _on_writer_exit(self) -> None:
+        # Whatever was handed to the writer and not acknowledged is lost to this process: fail it
+        # (the exporter retries; duplicates are ignored by span id).
+        for req_id in list(self._pending):
+            self._resolve(req_id, error=Unavailable("the writer process exited"))
+        if self._closing or self._fatal is not None:
+            return
+        log.error("the writer process exited unexpectedly; restarting it")
+        self.stats.restarts += 1
+        with self._writer_lock:
+            self._start_writer()
+
+    def _on_decoder_exit(self, index: int) -> None:
+        for req_id, pending in list(self._pending.items()):
+            if pending.decoder == index:
+                self._resolve(req_id, error=Unavailable("a decoder process exited"))
+        if self._closing:
+            return
+        log.error("decoder %d exited unexpectedly; restarting it", index)
+        self.stats.restarts += 1
+        self._decoders[index] = self._start_decoder(index)

@@ -1,0 +1,35 @@
+"""The framing of messages between the receiver's main process, its decoders and the writer.
+
+Kept tiny and explicit: a request to a decoder is a fixed header plus the raw body (no pickling of
+megabytes of bytes); a decoded batch is tagged so that the main process can forward it to the writer
+without unpickling it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+SIGNALS = ("traces", "logs", "metrics")
+SIGNAL_CODE = {name: i for i, name in enumerate(SIGNALS)}
+
+FLAG_JSON = 1
+FLAG_GZIP = 2
+
+# req_id, signal, flags, received_ns
+REQUEST_HEADER = struct.Struct("<QBBQ")
+
+TAG_BATCH = b"B"  # decoder → (main) → writer: pickled (req_id, spans, logs, resources, scopes, rejected, message)
+TAG_DONE = b"D"  # decoder → main: pickled (req_id, accepted, rejected, message), nothing to store
+TAG_INVALID = b"E"  # decoder → main: pickled (req_id, message): the body is not valid OTLP
+TAG_STOP = b"S"  # main → writer: drain, commit and exit
+
+
+def encode_request(req_id: int, signal: str, *, json_body: bool, gzipped: bool, received_ns: int, body: bytes) -> bytes:
+    flags = (FLAG_JSON if json_body else 0) | (FLAG_GZIP if gzipped else 0)
+    return REQUEST_HEADER.pack(req_id, SIGNAL_CODE[signal], flags, received_ns) + body
+
+
+def decode_request(frame: bytes) -> tuple[int, str, bool, bool, int, memoryview]:
+    req_id, code, flags, received_ns = REQUEST_HEADER.unpack_from(frame)
+    body = memoryview(frame)[REQUEST_HEADER.size:]
+    return req_id, SIGNALS[code], bool(flags & FLAG_JSON), bool(flags & FLAG_GZIP), received_ns, body

@@ -1,0 +1,87 @@
+"""Log-bucketed histograms for latency percentiles with bounded relative error.
+
+Bucket i holds values in (γ^(i-1), γ^i] microseconds with γ = 1.04, so any percentile read back is
+within ±2 % of the true value (DDSketch's estimator). Histograms are additive (merge = add counts),
+which is what lets rollups be corrected with deltas and summed across minutes and dimensions.
+Stored as a compact little-endian array of (bucket, count) int32 pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterable, Mapping
+
+GAMMA = 1.04
+_LOG_GAMMA = math.log(GAMMA)
+RELATIVE_ERROR = (GAMMA - 1) / (GAMMA + 1)
+# Values are microseconds; 0 and sub-µs values land in bucket 0.
+MAX_BUCKET = 700  # γ^700 µs ≈ 10^12 µs ≈ 11 days: anything longer is clamped
+
+
+def bucket_of(value_us: float) -> int:
+    if value_us <= 1.0:
+        return 0
+    index = math.ceil(math.log(value_us) / _LOG_GAMMA)
+    return index if index < MAX_BUCKET else MAX_BUCKET
+
+
+def bucket_value(index: int) -> float:
+    """The representative value (µs) of a bucket: relative error ≤ RELATIVE_ERROR for its members."""
+    if index <= 0:
+        return 1.0
+    return 2.0 * GAMMA**index / (GAMMA + 1.0)
+
+
+def encode(counts: Mapping[int, int]) -> bytes | None:
+    items = [(b, c) for b, c in counts.items() if c]
+    if not items:
+        return None
+    items.sort()
+    flat = array("i")
+    for b, c in items:
+        flat.append(b)
+        flat.append(c)
+    return flat.tobytes()
+
+
+def decode_into(blob: bytes | None, counts: dict[int, int], sign: int = 1) -> None:
+    if not blob:
+        return
+    flat = array("i")
+    flat.frombytes(blob)
+    get = counts.get
+    for i in range(0, len(flat), 2):
+        b = flat[i]
+        counts[b] = get(b, 0) + sign * flat[i + 1]
+
+
+def merge(blobs: Iterable[bytes | None]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for blob in blobs:
+        decode_into(blob, counts)
+    return counts
+
+
+def quantiles(counts: Mapping[int, int], qs: Iterable[float]) -> list[float | None]:
+    """Quantiles in microseconds (None when the histogram is empty)."""
+    items = sorted((b, c) for b, c in counts.items() if c > 0)
+    total = sum(c for _, c in items)
+    qs = list(qs)
+    if total == 0:
+        return [None] * len(qs)
+    out: list[float | None] = []
+    for q in qs:
+        # rank of the q-quantile (nearest-rank definition)
+        rank = max(1, math.ceil(q * total))
+        seen = 0
+        for b, c in items:
+            seen += c
+            if seen >= rank:
+                out.append(bucket_value(b))
+                break
+    return out
+
+
+def count(counts: Mapping[int, int]) -> int:
+    return sum(c for c in counts.values() if c > 0)

@@ -1,0 +1,274 @@
+"""Append-only, numbered schema migrations. Never edit a released migration: add the next one.
+
+Each migration runs in one transaction together with the `PRAGMA user_version` bump, so a crash
+mid-migration leaves the previous schema intact.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+migration = MIGRATIONS.append
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        -- A resource (service.name and the rest) is stored once and referenced by its id.
+        CREATE TABLE resources (
+            id INTEGER PRIMARY KEY,
+            digest BLOB NOT NULL UNIQUE,
+            service TEXT,
+            blob BLOB NOT NULL                -- opentelemetry.proto.resource.v1.Resource
+        );
+        CREATE TABLE scopes (
+            id INTEGER PRIMARY KEY,
+            digest BLOB NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            version TEXT NOT NULL,
+            blob BLOB NOT NULL                -- opentelemetry.proto.common.v1.InstrumentationScope
+        );
+
+        -- One row per span. Typed columns for what is filtered, grouped or sorted; the full span
+        -- (attributes, events, links: content already redacted) is kept in `raw` so that a rule
+        -- fixed later can be re-applied and the trace exported unchanged.
+        CREATE TABLE spans (
+            id INTEGER PRIMARY KEY,           -- assigned by the writer, in commit order
+            trace_id BLOB NOT NULL,
+            span_id BLOB NOT NULL,
+            parent_span_id BLOB,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,               -- llm|embedding|tool|retriever|agent|chain|guardrail|span
+            otel_kind INTEGER NOT NULL,
+            start_ns INTEGER NOT NULL,
+            end_ns INTEGER NOT NULL,
+            duration_ns INTEGER,              -- NULL when end < start
+            status INTEGER NOT NULL,          -- OTel status code: 0 unset, 1 ok, 2 error
+            status_message TEXT,
+            service TEXT,
+            resource_id INTEGER,
+            scope_id INTEGER,
+            provider TEXT,
+            operation TEXT,
+            request_model TEXT,
+            response_model TEXT,
+            input_tokens INTEGER,             -- includes cache read and cache write
+            output_tokens INTEGER,            -- includes reasoning
+            cache_read_tokens INTEGER,
+            cache_write_tokens INTEGER,
+            reasoning_tokens INTEGER,
+            ttft_ns INTEGER,
+            streaming INTEGER,
+            finish_reason TEXT,               -- normalized: stop|length|tool_call|content_filter|error|…
+            own_error_class TEXT,             -- from this span's own attributes
+            error_subclass TEXT,              -- api: rate_limit|provider|client|timeout|network|other
+            error_type TEXT,
+            validation_marker INTEGER NOT NULL DEFAULT 0, -- a failed validation step of its parent call
+            error_class TEXT,                 -- effective: api|validation|guardrail (children included)
+            own_feature TEXT,
+            own_tenant TEXT,
+            feature TEXT,                     -- effective: own, else the trace root's
+            tenant TEXT,
+            prompt_id TEXT,
+            prompt_version TEXT,
+            conversation_id TEXT,
+            user_id TEXT,
+            cost_nusd INTEGER,                -- priced cost in nano-USD; NULL when unpriced
+            price_id TEXT,                    -- the price-table row that priced it
+            billed INTEGER NOT NULL DEFAULT 0, -- 1: this span is the billed LLM call
+            flags INTEGER NOT NULL DEFAULT 0,
+            raw BLOB                          -- zstd(opentelemetry.proto.trace.v1.Span)
+        );
+        CREATE UNIQUE INDEX spans_by_trace ON spans (trace_id, span_id);
+        CREATE INDEX spans_by_start ON spans (start_ns);
+
+        -- One summary row per trace, kept current by the writer, so lists sort without scanning.
+        CREATE TABLE traces (
+            trace_id BLOB PRIMARY KEY,
+            root_span_id BLOB,
+            root_name TEXT,
+            root_known INTEGER NOT NULL,      -- 0 while the parentless span has not arrived
+            service TEXT,
+            start_ns INTEGER NOT NULL,
+            end_ns INTEGER NOT NULL,
+            duration_ns INTEGER NOT NULL,
+            spans INTEGER NOT NULL,
+            llm_calls INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost_nusd INTEGER NOT NULL,
+            unpriced_calls INTEGER NOT NULL,
+            errors_api INTEGER NOT NULL,
+            errors_validation INTEGER NOT NULL,
+            errors_guardrail INTEGER NOT NULL,
+            error_spans INTEGER NOT NULL,
+            feature TEXT,
+            tenant TEXT,
+            models TEXT,
+            updated_ns INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX traces_by_start ON traces (start_ns);
+
+        -- Log records (gen_ai events), joined to spans by (trace_id, span_id) at read time.
+        CREATE TABLE logs (
+            id INTEGER PRIMARY KEY,
+            trace_id BLOB,
+            span_id BLOB,
+            time_ns INTEGER NOT NULL,
+            event_name TEXT,
+            severity INTEGER,
+            resource_id INTEGER,
+            scope_id INTEGER,
+            finish_reason TEXT,
+            raw BLOB                          -- zstd(opentelemetry.proto.logs.v1.LogRecord)
+        );
+        CREATE INDEX logs_by_span ON logs (trace_id, span_id);
+        CREATE INDEX logs_by_time ON logs (time_ns);
+
+        -- Rollup dimensions, interned. '' stands for "none" so that UNIQUE works (NULLs are distinct).
+        CREATE TABLE dims (
+            id INTEGER PRIMARY KEY,
+            service TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            feature TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            UNIQUE (service, provider, model, operation, feature, tenant, prompt_id, prompt_version)
+        );
+
+        -- Per-minute and per-hour rollups of billed calls. Counters are additive so that a late
+        -- correction (a child arriving after its parent) is applied as a delta. Histograms are
+        -- log-bucketed (store/histogram.py) for percentiles with bounded relative error.
+        CREATE TABLE rollups (
+            res INTEGER NOT NULL,             -- bucket width in seconds: 60 or 3600
+            bucket INTEGER NOT NULL,          -- bucket start, seconds since the epoch
+            dims_id INTEGER NOT NULL,
+            calls INTEGER NOT NULL,
+            errors_api INTEGER NOT NULL,
+            err_rate_limit INTEGER NOT NULL,
+            err_provider INTEGER NOT NULL,
+            err_client INTEGER NOT NULL,
+            err_timeout INTEGER NOT NULL,
+            err_network INTEGER NOT NULL,
+            err_other INTEGER NOT NULL,
+            errors_validation INTEGER NOT NULL,
+            errors_guardrail INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost_nusd INTEGER NOT NULL,
+            unpriced_calls INTEGER NOT NULL,
+            streaming_calls INTEGER NOT NULL,
+            duration_ns INTEGER NOT NULL,     -- sum: average concurrency = duration / window
+            decode_tokens INTEGER NOT NULL,   -- output tokens of calls with a TTFT
+            decode_ns INTEGER NOT NULL,       -- their (total − TTFT)
+            hist_latency BLOB,
+            hist_ttft BLOB,
+            hist_tpot BLOB,
+            PRIMARY KEY (res, bucket, dims_id)
+        ) WITHOUT ROWID;
+
+        -- Facts about the store itself (price-table digest, first start, …).
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+        """
+    )
+    pin_planner_statistics(db)
+
+
+# Query-planner statistics for a store of about a million spans, pinned instead of measured.
+# ANALYZE on a young store records "spans: 2 rows", after which the planner full-scans `spans` for
+# a trace lookup for as long as those stats live, millions of rows later (seen in a test here);
+# without any stats it misjudges GROUP BY queries (perf-notes §3). Fixed, representative numbers
+# keep every plan on its index at any size. Format: rows, then rows per distinct index prefix.
+PLANNER_STATISTICS = (
+    ("spans", "spans_by_trace", "1000000 8 1"),
+    ("spans", "spans_by_start", "1000000 1"),
+    ("traces", "traces", "125000 1"),
+    ("traces", "traces_by_start", "125000 1"),
+    ("logs", "logs_by_span", "200000 8 2"),
+    ("logs", "logs_by_time", "200000 1"),
+    ("rollups", "rollups", "100000 50000 20 1"),
+    ("dims", "sqlite_autoindex_dims_1", "500 100 50 20 20 5 2 1 1"),
+    ("resources", "sqlite_autoindex_resources_1", "20 1"),
+    ("scopes", "sqlite_autoindex_scopes_1", "20 1"),
+)
+
+
+def pin_planner_statistics(db: sqlite3.Connection) -> None:
+    db.execute("ANALYZE sqlite_schema")  # creates sqlite_stat1 if it does not exist
+    db.execute("DELETE FROM sqlite_stat1")
+    for table, index, stat in PLANNER_STATISTICS:
+        db.execute("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)", (table, index, stat))
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring the schema up to date; returns the number of migrations applied."""
+    current = schema_version(db)
+    if current > len(MIGRATIONS):
+        raise SchemaTooNew(
+            f"the database has schema version {current}, newer than this llmobs-tui knows "
+            f"({len(MIGRATIONS)}); upgrade llmobs-tui to open it"
+        )
+    applied = 0
+    for version, step in enumerate(MIGRATIONS[current:], start=current + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # executescript() would COMMIT first; run the statements inside our transaction instead.
+            step(_NoCommit(db))
+            db.execute(f"PRAGMA user_version = {version}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        applied += 1
+    return applied
+
+
+class _NoCommit:
+    """Lets a migration use executescript() without committing the surrounding transaction."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def executescript(self, script: str) -> None:
+        for statement in _split_statements(script):
+            self._db.execute(statement)
+
+    def execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, params)
+
+
+def _split_statements(script: str) -> list[str]:
+    statements: list[str] = []
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        stripped = line.strip()
+        if not buffer and (not stripped or stripped.startswith("--")):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements

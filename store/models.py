@@ -1,0 +1,127 @@
+"""The row layout shared by the decoder (which builds rows) and the writer (which stores them).
+
+Rows travel between processes as plain tuples (cheapest to pickle), so their layout is fixed here by
+column name; `SPAN_COLUMNS.index(...)` constants let both sides address fields without a class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+# Column order of a span row as produced by the decoder. The writer fills the effective fields
+# (billed, feature, tenant, error_class) before inserting.
+SPAN_COLUMNS: Final = (
+    "id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "otel_kind",
+    "start_ns",
+    "end_ns",
+    "duration_ns",
+    "status",
+    "status_message",
+    "service",
+    "resource_id",
+    "scope_id",
+    "provider",
+    "operation",
+    "request_model",
+    "response_model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "ttft_ns",
+    "streaming",
+    "finish_reason",
+    "own_error_class",
+    "error_subclass",
+    "error_type",
+    "validation_marker",
+    "error_class",
+    "own_feature",
+    "own_tenant",
+    "feature",
+    "tenant",
+    "prompt_id",
+    "prompt_version",
+    "conversation_id",
+    "user_id",
+    "cost_nusd",
+    "price_id",
+    "billed",
+    "flags",
+    "raw",
+)
+COL: Final = {name: i for i, name in enumerate(SPAN_COLUMNS)}
+
+# Span flags: what the receiver changed or could not trust, so the UI can say so.
+FLAG_TRUNCATED: Final = 1 << 0  # an attribute or event was cut to the size limit
+FLAG_TIME_ADJUSTED: Final = 1 << 1  # start/end were implausible; receive time used instead
+FLAG_DURATION_INVALID: Final = 1 << 2  # end before start: no latency recorded
+FLAG_TOKENS_INVALID: Final = 1 << 3  # negative or absurd token counts: usage dropped
+FLAG_UTF8_REPAIRED: Final = 1 << 4  # invalid UTF-8 replaced with U+FFFD
+FLAG_CONTENT_DROPPED: Final = 1 << 5  # --no-content removed prompts/completions
+FLAG_REDACTED: Final = 1 << 6  # the redaction pass ran on this span's content
+FLAG_TTFT_INVALID: Final = 1 << 7  # TTFT outside [0, duration]: dropped
+FLAG_ATTRS_DROPPED: Final = 1 << 8  # too many attributes/events: the rest dropped
+FLAG_ROOT_NAME_FEATURE: Final = 1 << 9  # feature came from the root span's name
+
+FLAG_NAMES: Final = {
+    FLAG_TRUNCATED: "truncated",
+    FLAG_TIME_ADJUSTED: "time adjusted",
+    FLAG_DURATION_INVALID: "negative duration",
+    FLAG_TOKENS_INVALID: "invalid token counts",
+    FLAG_UTF8_REPAIRED: "invalid UTF-8 repaired",
+    FLAG_CONTENT_DROPPED: "content not stored",
+    FLAG_REDACTED: "redacted",
+    FLAG_TTFT_INVALID: "invalid TTFT",
+    FLAG_ATTRS_DROPPED: "attributes dropped",
+    FLAG_ROOT_NAME_FEATURE: "feature from root span name",
+}
+
+ERROR_CLASSES: Final = ("api", "validation", "guardrail")
+API_SUBCLASSES: Final = ("rate_limit", "provider", "client", "timeout", "network", "other")
+
+LOG_COLUMNS: Final = (
+    "trace_id",
+    "span_id",
+    "time_ns",
+    "event_name",
+    "severity",
+    "resource_id",
+    "scope_id",
+    "finish_reason",
+    "raw",
+)
+
+
+def flag_names(flags: int) -> list[str]:
+    return [name for bit, name in FLAG_NAMES.items() if flags & bit]
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A resource or instrumentation scope, stored once and referenced by id."""
+
+    digest: bytes
+    service: str | None
+    blob: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """What a decoder hands the writer for one export request."""
+
+    request_id: int
+    spans: list[tuple]
+    logs: list[tuple]
+    resources: dict[bytes, tuple[str | None, bytes]]
+    scopes: dict[bytes, tuple[str, str, bytes]]
+    rejected: int
+    rejection_message: str

@@ -1,0 +1,132 @@
+"""Retention: evict whole traces by age (`--retention`) and by size (`--max-db-size`), oldest first.
+
+Runs in the writer process between batches, in short transactions so ingest keeps flowing. Rollups
+are small and outlive the spans they summarize under the size limit (a week of dashboards stays
+right even when old traces had to go); they are evicted by age only.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from store.writer import SpanWriter
+
+NS = 1_000_000_000
+EVICT_CHUNK = 500  # traces per transaction
+
+
+@dataclass(slots=True)
+class RetentionResult:
+    traces: int = 0
+    spans: int = 0
+    logs: int = 0
+    rollups: int = 0
+    freed_pages: int = 0
+
+
+def used_bytes(db: sqlite3.Connection) -> int:
+    """Bytes the database needs: pages in use plus the WAL on disk."""
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    page_count = db.execute("PRAGMA page_count").fetchone()[0]
+    free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    return (page_count - free) * page_size
+
+
+def file_bytes(path: str | os.PathLike[str]) -> int:
+    total = 0
+    for suffix in ("", "-wal"):
+        try:
+            total += os.path.getsize(f"{os.fspath(path)}{suffix}")
+        except OSError:
+            pass
+    return total
+
+
+def _evict(db: sqlite3.Connection, writer: SpanWriter | None, trace_ids: list[bytes], result: RetentionResult) -> None:
+    marks = ", ".join("?" * len(trace_ids))
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result.spans += db.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", trace_ids).rowcount
+        result.logs += db.execute(f"DELETE FROM logs WHERE trace_id IN ({marks})", trace_ids).rowcount
+        result.traces += db.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", trace_ids).rowcount
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    if writer is not None:
+        writer.forget_traces(trace_ids)
+
+
+def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: float | None,
+            max_bytes: int | None, now_ns: int | None = None, deadline_s: float = 2.0) -> RetentionResult:
+    """Evict what is older than `max_age_s`, then the oldest traces until under `max_bytes`.
+
+    Stops after `deadline_s` so a large backlog is worked off across several calls without stalling
+    ingest; the caller runs it again later.
+    """
+    now_ns = now_ns or time.time_ns()
+    started = time.monotonic()
+    result = RetentionResult()
+    if max_age_s:
+        cutoff = now_ns - int(max_age_s * NS)
+        while time.monotonic() - started < deadline_s:
+            # A trace still receiving spans is kept until its end is old too.
+            ids = [r[0] for r in db.execute(
+                "SELECT trace_id FROM traces WHERE start_ns < ? AND end_ns < ? ORDER BY start_ns LIMIT ?",
+                (cutoff, cutoff, EVICT_CHUNK))]
+            if not ids:
+                break
+            _evict(db, writer, ids, result)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result.logs += db.execute("DELETE FROM logs WHERE time_ns < ? AND trace_id IS NULL", (cutoff,)).rowcount
+            result.rollups += db.execute("DELETE FROM rollups WHERE bucket < ?", (cutoff // NS,)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        if result.rollups and writer is not None:
+            writer.forget_rollups()
+    if max_bytes:
+        while time.monotonic() - started < deadline_s:
+            used = used_bytes(db)
+            if used <= max_bytes:
+                break
+            span_count = db.execute("SELECT count(*) FROM traces").fetchone()[0]
+            if span_count == 0:
+                break
+            # Evict roughly the excess, plus 5 % headroom so we are not back here next minute.
+            per_trace = max(1, used // span_count)
+            want = max(1, int((used - max_bytes * 0.95) // per_trace))
+            evicted_any = False
+            while want > 0 and time.monotonic() - started < deadline_s:
+                ids = [r[0] for r in db.execute(
+                    "SELECT trace_id FROM traces ORDER BY start_ns LIMIT ?", (min(want, EVICT_CHUNK),))]
+                if not ids:
+                    break
+                _evict(db, writer, ids, result)
+                evicted_any = True
+                want -= len(ids)
+            if not evicted_any:
+                break
+            # Logs without a trace have no trace to evict with: drop the oldest alongside.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                oldest = db.execute("SELECT min(start_ns) FROM traces").fetchone()[0]
+                if oldest is not None:
+                    result.logs += db.execute(
+                        "DELETE FROM logs WHERE trace_id IS NULL AND time_ns < ?", (oldest,)).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+    if result.traces or result.logs or result.rollups:
+        # Give the freed pages back to the file system (auto_vacuum = INCREMENTAL).
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        if free:
+            db.execute(f"PRAGMA incremental_vacuum({free})").fetchall()
+            result.freed_pages = free
+    return result

@@ -1,0 +1,743 @@
+"""The single writer: one connection, one transaction per batch of decoded requests.
+
+Besides inserting rows, the writer owns every rule that needs more than one span (design §2):
+- bill each call once: an llm/embedding span with a billable descendant is not billed, whichever of
+  parent or child arrived first;
+- a span without its own feature/tenant inherits the trace root's, even when the root comes last;
+- a failed validation step marks the call whose output it rejected;
+- a log record's finish reason joins its span whichever arrives first.
+Decisions can change when a later span arrives, so rollups are additive counters and histograms,
+and a change to a committed span is applied as "subtract the old contribution, add the new one".
+Recent traces live in memory (an LRU); older ones are reloaded from the spans table when touched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from store import histogram
+from store.models import COL, SPAN_COLUMNS
+
+BILLABLE = frozenset({"llm", "embedding"})
+RESOLUTIONS = (60, 3600)
+NS = 1_000_000_000
+# A validation step may start a little before its call's recorded end (clock skew between spans).
+SIBLING_SLACK_NS = 5_000_000
+
+ROLLUP_COUNTERS = (
+    "calls",
+    "errors_api",
+    "err_rate_limit",
+    "err_provider",
+    "err_client",
+    "err_timeout",
+    "err_network",
+    "err_other",
+    "errors_validation",
+    "errors_guardrail",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_nusd",
+    "unpriced_calls",
+    "streaming_calls",
+    "duration_ns",
+    "decode_tokens",
+    "decode_ns",
+)
+_RC = {name: i for i, name in enumerate(ROLLUP_COUNTERS)}
+_N_COUNTERS = len(ROLLUP_COUNTERS)
+_SUBCLASS_COUNTER = {
+    "rate_limit": _RC["err_rate_limit"],
+    "provider": _RC["err_provider"],
+    "client": _RC["err_client"],
+    "timeout": _RC["err_timeout"],
+    "network": _RC["err_network"],
+}
+
+# Columns loaded to rebuild a trace's state (everything but the raw span).
+_STATE_COLUMNS = tuple(c for c in SPAN_COLUMNS if c not in ("raw", "status_message", "conversation_id", "user_id"))
+_INSERT_SPANS = f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))})"
+_UPDATE_SPAN = (
+    "UPDATE spans SET finish_reason = ?, own_error_class = ?, billed = ?, feature = ?, tenant = ?, "
+    "error_class = ? WHERE id = ?"
+)
+_INSERT_LOGS = (
+    "INSERT INTO logs (trace_id, span_id, time_ns, event_name, severity, resource_id, scope_id, "
+    "finish_reason, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_TRACE_COLUMNS = (
+    "trace_id", "root_span_id", "root_name", "root_known", "service", "start_ns", "end_ns", "duration_ns",
+    "spans", "llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "cost_nusd", "unpriced_calls", "errors_api", "errors_validation", "errors_guardrail",
+    "error_spans", "feature", "tenant", "models", "updated_ns",
+)
+_UPSERT_TRACE = f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLUMNS)}) VALUES ({', '.join('?' * len(_TRACE_COLUMNS))})"
+_UPSERT_ROLLUP = (
+    f"INSERT OR REPLACE INTO rollups (res, bucket, dims_id, {', '.join(ROLLUP_COUNTERS)}, hist_latency, hist_ttft, "
+    f"hist_tpot) VALUES (?, ?, ?, {', '.join('?' * _N_COUNTERS)}, ?, ?, ?)"
+)
+
+
+class SpanState:
+    """What the writer remembers of a span: enough to recompute its effective fields and contribution."""
+
+    __slots__ = (
+        "id", "span_id", "parent", "kind", "name", "service", "start", "end", "duration", "status",
+        "provider", "operation", "model", "input", "output", "cache_read", "cache_write", "reasoning",
+        "ttft", "streaming", "finish_reason", "own_error", "subclass", "marker", "own_feature",
+        "own_tenant", "prompt_id", "prompt_version", "cost", "flags",
+        # effective values as last written (and applied to rollups)
+        "billed", "feature", "tenant", "error_class",
+        # a billable span is below this one
+        "has_desc",
+        # the own-field values last written, to detect changes from joined log records
+        "stored_finish", "stored_own_error",
+    )
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], stored: bool) -> SpanState:
+        s = cls()
+        s.id = row[COL["id"]]
+        s.span_id = row[COL["span_id"]]
+        s.parent = row[COL["parent_span_id"]]
+        s.kind = row[COL["kind"]]
+        s.name = row[COL["name"]]
+        s.service = row[COL["service"]]
+        s.start = row[COL["start_ns"]]
+        s.end = row[COL["end_ns"]]
+        s.duration = row[COL["duration_ns"]]
+        s.status = row[COL["status"]]
+        s.provider = row[COL["provider"]]
+        s.operation = row[COL["operation"]]
+        s.model = row[COL["request_model"]] or row[COL["response_model"]]
+        s.input = row[COL["input_tokens"]]
+        s.output = row[COL["output_tokens"]]
+        s.cache_read = row[COL["cache_read_tokens"]]
+        s.cache_write = row[COL["cache_write_tokens"]]
+        s.reasoning = row[COL["reasoning_tokens"]]
+        s.ttft = row[COL["ttft_ns"]]
+        s.streaming = row[COL["streaming"]]
+        s.finish_reason = row[COL["finish_reason"]]
+        s.own_error = row[COL["own_error_class"]]
+        s.subclass = row[COL["error_subclass"]]
+        s.marker = row[COL["validation_marker"]]
+        s.own_feature = row[COL["own_feature"]]
+        s.own_tenant = row[COL["own_tenant"]]
+        s.prompt_id = row[COL["prompt_id"]]
+        s.prompt_version = row[COL["prompt_version"]]
+        s.cost = row[COL["cost_nusd"]]
+        s.flags = row[COL["flags"]]
+        s.has_desc = False
+        s.stored_finish = s.finish_reason
+        s.stored_own_error = s.own_error
+        if stored:
+            s.billed = row[COL["billed"]]
+            s.feature = row[COL["feature"]]
+            s.tenant = row[COL["tenant"]]
+            s.error_class = row[COL["error_class"]]
+        else:
+            s.billed = 0
+            s.feature = s.tenant = s.error_class = None
+        return s
+
+
+@dataclass(slots=True)
+class TraceState:
+    spans: dict[bytes, SpanState] = field(default_factory=dict)
+    children: dict[bytes, list[SpanState]] = field(default_factory=dict)
+    root: SpanState | None = None
+
+    def add(self, s: SpanState) -> None:
+        self.spans[s.span_id] = s
+        if s.parent is None:
+            if self.root is None or (s.start, s.span_id) < (self.root.start, self.root.span_id):
+                self.root = s
+        else:
+            self.children.setdefault(s.parent, []).append(s)
+
+
+def _mark_up(trace: TraceState, s: SpanState | None) -> None:
+    """Record that a billable span lies below `s`, and below every known ancestor of `s`."""
+    while s is not None and not s.has_desc:
+        s.has_desc = True
+        s = trace.spans.get(s.parent) if s.parent is not None else None
+
+
+class _Rollup:
+    __slots__ = ("counters", "hists", "dirty")
+
+    def __init__(self) -> None:
+        self.counters = [0] * _N_COUNTERS
+        self.hists: tuple[dict[int, int], dict[int, int], dict[int, int]] = ({}, {}, {})
+        self.dirty = False
+
+
+@dataclass(slots=True)
+class WriteStats:
+    spans: int = 0
+    logs: int = 0
+    duplicates: int = 0
+    updated: int = 0
+    traces: int = 0
+    transactions: int = 0
+
+
+class SpanWriter:
+    """Stores decoded batches. Not thread-safe: one writer, one thread."""
+
+    def __init__(self, db: sqlite3.Connection, *, trace_cache_spans: int = 200_000,
+                 clock: Any = time.time_ns) -> None:
+        self.db = db
+        self.clock = clock
+        self.trace_cache_spans = trace_cache_spans
+        self.stats = WriteStats()
+        self._traces: OrderedDict[bytes, TraceState] = OrderedDict()
+        self._cached_spans = 0
+        self._rollups: dict[tuple[int, int, int], _Rollup] = {}
+        self._dims: dict[tuple, int] = {}
+        self._resources: dict[bytes, int] = {}
+        self._scopes: dict[bytes, int] = {}
+        # Finish reasons from log records whose span has not arrived yet.
+        self._pending_finish: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
+        row = db.execute("SELECT max(id) FROM spans").fetchone()
+        self._next_id = (row[0] or 0) + 1
+
+    # -- public --------------------------------------------------------------------------------
+
+    def write(self, span_rows: Iterable[Sequence[Any]], log_rows: Iterable[Sequence[Any]] = (),
+              resources: dict[bytes, tuple[str | None, bytes]] | None = None,
+              scopes: dict[bytes, tuple[str, str, bytes]] | None = None) -> WriteStats:
+        """Commit one batch in one transaction. On failure nothing of it is stored and the caches
+        are dropped (they may hold uncommitted decisions), then the error is raised."""
+        db = self.db
+        before = (self.stats.spans, self.stats.logs, self.stats.duplicates, self.stats.updated, self.stats.traces)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._write(list(span_rows), list(log_rows), resources or {}, scopes or {})
+            db.execute("COMMIT")
+        except BaseException:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            (self.stats.spans, self.stats.logs, self.stats.duplicates, self.stats.updated,
+             self.stats.traces) = before
+            self._forget_everything()
+            raise
+        self.stats.transactions += 1
+        self._evict_traces()
+        return self.stats
+
+    def reprice(self, price: Any, chunk: int = 5000) -> tuple[int, int]:
+        """Apply a changed price table to stored history. `price(provider, response_model,
+        request_model, tokens)` returns (price_id, cost_nusd). Returns (calls scanned, changed).
+        Rollups and trace totals move by the exact deltas, so rollups that outlived evicted spans
+        keep their (old-price) totals."""
+        last_id = 0
+        scanned = changed = 0
+        while True:
+            rows = self.db.execute(
+                "SELECT id, trace_id, span_id, provider, request_model, response_model, input_tokens, "
+                "output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nusd, price_id "
+                "FROM spans WHERE id > ? AND kind IN ('llm', 'embedding') ORDER BY id LIMIT ?",
+                (last_id, chunk),
+            ).fetchall()
+            if not rows:
+                break
+            last_id = rows[-1][0]
+            scanned += len(rows)
+            changes = []
+            for (span_row_id, trace_id, span_id, provider, request_model, response_model, *tokens,
+                 cost, price_id) in rows:
+                new_price_id, new_cost = price(provider, response_model, request_model, tuple(tokens))
+                if new_price_id != price_id or new_cost != cost:
+                    changes.append((span_row_id, trace_id, span_id, new_price_id, new_cost))
+            if changes:
+                self._apply_price_changes(changes)
+                changed += len(changes)
+        return scanned, changed
+
+    def _apply_price_changes(self, changes: list[tuple]) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._load_traces({c[1] for c in changes})
+            touched: dict[bytes, TraceState] = {}
+            updates = []
+            for span_row_id, trace_id, span_id, price_id, cost in changes:
+                trace = self._traces[trace_id]
+                s = trace.spans[span_id]
+                old = self._contribution(s)
+                if old is not None:
+                    self._apply(old, -1)
+                s.cost = cost
+                new = self._contribution(s)
+                if new is not None:
+                    self._apply(new, +1)
+                updates.append((cost, price_id, span_row_id))
+                touched[trace_id] = trace
+            db.executemany("UPDATE spans SET cost_nusd = ?, price_id = ? WHERE id = ?", updates)
+            now = self.clock()
+            db.executemany(_UPSERT_TRACE, [self._summary(t, trace, now) for t, trace in touched.items()])
+            self._flush_rollups()
+            db.execute("COMMIT")
+        except BaseException:
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self._forget_everything()
+            raise
+        self._evict_traces()
+
+    def forget_traces(self, trace_ids: Iterable[bytes]) -> None:
+        """Drop cached state of traces that retention deleted."""
+        for trace_id in trace_ids:
+            trace = self._traces.pop(trace_id, None)
+            if trace is not None:
+                self._cached_spans -= len(trace.spans)
+
+    def forget_rollups(self) -> None:
+        self._rollups.clear()
+
+    # -- the batch -----------------------------------------------------------------------------
+
+    def _write(self, span_rows: list[Sequence[Any]], log_rows: list[Sequence[Any]],
+               resources: dict, scopes: dict) -> None:
+        db = self.db
+        now = self.clock()
+        resource_ids = self._intern_blobs(resources, self._resources, "resources")
+        scope_ids = self._intern_blobs(scopes, self._scopes, "scopes")
+
+        # Group rows by trace and load what the store already knows of those traces.
+        by_trace: dict[bytes, list[Sequence[Any]]] = {}
+        for row in span_rows:
+            by_trace.setdefault(row[COL["trace_id"]], []).append(row)
+        log_trace_ids = {row[0] for row in log_rows if row[0] is not None and row[7] is not None}
+        self._load_traces(set(by_trace) | log_trace_ids)
+
+        inserts: list[list[Any]] = []
+        new_states: list[SpanState] = []
+        touched: dict[bytes, TraceState] = {}
+        for trace_id, rows in by_trace.items():
+            trace = self._traces[trace_id]
+            self._traces.move_to_end(trace_id)
+            added: list[SpanState] = []
+            for row in rows:
+                if row[COL["span_id"]] in trace.spans:
+                    self.stats.duplicates += 1
+                    continue
+                # Decoders send lists so that the writer can fill in ids and effective fields in place.
+                record = row if type(row) is list else list(row)
+                record[COL["id"]] = self._next_id
+                self._next_id += 1
+                record[COL["resource_id"]] = resource_ids.get(record[COL["resource_id"]])
+                record[COL["scope_id"]] = scope_ids.get(record[COL["scope_id"]])
+                state = SpanState.from_row(record, stored=False)
+                pending = self._pending_finish.pop((trace_id, state.span_id), None)
+                if pending is not None:
+                    self._join_finish_reason(state, pending)
+                    record[COL["finish_reason"]] = state.finish_reason
+                    record[COL["own_error_class"]] = state.own_error
+                trace.add(state)
+                added.append(state)
+                inserts.append(record)
+                new_states.append(state)
+            if added:
+                self._cached_spans += len(added)
+                for s in added:
+                    for child in trace.children.get(s.span_id, ()):
+                        if child.kind in BILLABLE or child.has_desc:
+                            _mark_up(trace, s)
+                            break
+                    if s.kind in BILLABLE and s.parent is not None:
+                        _mark_up(trace, trace.spans.get(s.parent))
+                touched[trace_id] = trace
+
+        # Log records: finish reasons join their span now, or when it arrives.
+        log_inserts = []
+        for row in log_rows:
+            trace_id, span_id, finish = row[0], row[1], row[7]
+            log_inserts.append((trace_id, span_id, row[2], row[3], row[4], resource_ids.get(row[5]),
+                                scope_ids.get(row[6]), finish, row[8]))
+            if finish is None or trace_id is None or span_id is None:
+                continue
+            trace = self._traces.get(trace_id)
+            state = trace.spans.get(span_id) if trace is not None else None
+            if state is None:
+                self._pending_finish[(trace_id, span_id)] = finish
+                if len(self._pending_finish) > 100_000:
+                    self._pending_finish.popitem(last=False)
+            elif self._join_finish_reason(state, finish):
+                touched[trace_id] = trace
+
+        # Recompute effective fields of every touched trace; apply contribution deltas.
+        new_ids = {id(s) for s in new_states}
+        updates: list[tuple] = []
+        trace_rows: list[tuple] = []
+        for trace_id, trace in touched.items():
+            for s, old, is_new in self._recompute(trace, new_ids):
+                if old is not None:
+                    self._apply(old, -1)
+                new = self._contribution(s)
+                if new is not None:
+                    self._apply(new, +1)
+                if not is_new:
+                    updates.append((s.finish_reason, s.own_error, s.billed, s.feature, s.tenant, s.error_class, s.id))
+                    s.stored_finish, s.stored_own_error = s.finish_reason, s.own_error
+            trace_rows.append(self._summary(trace_id, trace, now))
+
+        for record, state in zip(inserts, new_states):
+            record[COL["billed"]] = state.billed
+            record[COL["feature"]] = state.feature
+            record[COL["tenant"]] = state.tenant
+            record[COL["error_class"]] = state.error_class
+
+        if inserts:
+            db.executemany(_INSERT_SPANS, inserts)
+        if updates:
+            db.executemany(_UPDATE_SPAN, updates)
+        if log_inserts:
+            db.executemany(_INSERT_LOGS, log_inserts)
+        if trace_rows:
+            db.executemany(_UPSERT_TRACE, trace_rows)
+        self._flush_rollups()
+        self.stats.spans += len(inserts)
+        self.stats.logs += len(log_inserts)
+        self.stats.updated += len(updates)
+        self.stats.traces += len(trace_rows)
+
+    @staticmethod
+    def _join_finish_reason(s: SpanState, finish: str) -> bool:
+        """A log record's finish reason fills in a span that has none. Returns True if it changed."""
+        if s.finish_reason is not None:
+            return False
+        s.finish_reason = finish
+        if finish == "content_filter" and s.kind in BILLABLE and s.own_error is None:
+            s.own_error = "guardrail"
+        return True
+
+    # -- trace state ---------------------------------------------------------------------------
+
+    def _load_traces(self, trace_ids: set[bytes]) -> None:
+        missing = [t for t in trace_ids if t not in self._traces]
+        if not missing:
+            return
+        loaded: dict[bytes, TraceState] = {t: TraceState() for t in missing}
+        columns = ", ".join(_STATE_COLUMNS)
+        index = {name: i for i, name in enumerate(_STATE_COLUMNS)}
+        for chunk_start in range(0, len(missing), 500):
+            chunk = missing[chunk_start:chunk_start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for row in self.db.execute(f"SELECT {columns} FROM spans WHERE trace_id IN ({marks})", chunk):
+                full = [None] * len(SPAN_COLUMNS)
+                for name, i in index.items():
+                    full[COL[name]] = row[i]
+                loaded[row[index["trace_id"]]].add(SpanState.from_row(full, stored=True))
+            for trace_id, span_id, finish in self.db.execute(
+                f"SELECT trace_id, span_id, finish_reason FROM logs WHERE trace_id IN ({marks}) "
+                f"AND finish_reason IS NOT NULL", chunk,
+            ):
+                self._pending_finish.setdefault((trace_id, span_id), finish)
+        for trace_id, trace in loaded.items():
+            for s in trace.spans.values():
+                if s.kind in BILLABLE and s.parent is not None:
+                    _mark_up(trace, trace.spans.get(s.parent))
+            # A log that arrived before this (older) span was stored: join it now.
+            for s in trace.spans.values():
+                pending = self._pending_finish.pop((trace_id, s.span_id), None)
+                if pending is not None:
+                    self._join_finish_reason(s, pending)
+            self._traces[trace_id] = trace
+            self._cached_spans += len(trace.spans)
+
+    def _evict_traces(self) -> None:
+        while self._cached_spans > self.trace_cache_spans and len(self._traces) > 1:
+            _, trace = self._traces.popitem(last=False)
+            self._cached_spans -= len(trace.spans)
+
+    def _forget_everything(self) -> None:
+        self._traces.clear()
+        self._cached_spans = 0
+        self._rollups.clear()
+        self._dims.clear()
+        self._resources.clear()
+        self._scopes.clear()
+        row = self.db.execute("SELECT max(id) FROM spans").fetchone()
+        self._next_id = (row[0] or 0) + 1
+
+    def _recompute(self, trace: TraceState, new_ids: set[int]) -> list[tuple[SpanState, tuple | None, bool]]:
+        """Effective billed/feature/tenant/error_class of every span; returns the new and changed
+        spans with their previous contribution (None for new spans)."""
+        root = trace.root
+        root_feature = root_tenant = None
+        if root is not None:
+            root_feature = root.own_feature or root.name or None
+            root_tenant = root.own_tenant
+        validated: set[int] = set()
+        orphan_markers: set[int] = set()
+        for s in trace.spans.values():
+            if s.marker:
+                target = self._validation_target(trace, s)
+                if target is None:
+                    orphan_markers.add(id(s))
+                else:
+                    validated.add(id(target))
+        changed: list[tuple[SpanState, tuple | None, bool]] = []
+        for s in trace.spans.values():
+            billed = 1 if (s.kind in BILLABLE and not s.has_desc) else 0
+            feature = s.own_feature or root_feature
+            tenant = s.own_tenant or root_tenant
+            if s.kind in BILLABLE:
+                error_class = s.own_error
+                if error_class is None and billed and id(s) in validated:
+                    error_class = "validation"
+            elif s.kind == "guardrail":
+                error_class = s.own_error
+            elif s.marker and id(s) in orphan_markers:
+                error_class = "validation"
+            else:
+                error_class = None
+            is_new = id(s) in new_ids
+            if (is_new or billed != s.billed or feature != s.feature or tenant != s.tenant
+                    or error_class != s.error_class or s.finish_reason != s.stored_finish
+                    or s.own_error != s.stored_own_error):
+                old = None if is_new else self._contribution(s)
+                s.billed, s.feature, s.tenant, s.error_class = billed, feature, tenant, error_class
+                changed.append((s, old, is_new))
+        return changed
+
+    @staticmethod
+    def _validation_target(trace: TraceState, marker: SpanState) -> SpanState | None:
+        """The call a failed validation step judged: its parent call, else the latest sibling call
+        that ended before it started. A framework wrapper passes the blame to the call it wraps."""
+        if marker.parent is None:
+            return None
+        parent = trace.spans.get(marker.parent)
+        target = None
+        if parent is not None and parent.kind in BILLABLE:
+            target = parent
+        else:
+            best = None
+            for sibling in trace.children.get(marker.parent, ()):
+                if sibling.kind in BILLABLE and sibling.end <= marker.start + SIBLING_SLACK_NS:
+                    key = (sibling.end, sibling.span_id)
+                    if best is None or key > best:
+                        target, best = sibling, key
+        # Descend through wrappers to the billed call.
+        depth = 0
+        while target is not None and target.has_desc and depth < 64:
+            depth += 1
+            wrapped = [c for c in trace.children.get(target.span_id, ()) if c.kind in BILLABLE]
+            target = min(wrapped, key=lambda c: (c.start, c.span_id)) if wrapped else None
+        return target
+
+    # -- rollups -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _contribution(s: SpanState) -> tuple | None:
+        """What a span adds to the rollups, given its effective fields (None: nothing)."""
+        vector = [0] * _N_COUNTERS
+        if s.billed:
+            vector[_RC["calls"]] = 1
+            error = s.error_class
+            if error == "api":
+                vector[_RC["errors_api"]] = 1
+                vector[_SUBCLASS_COUNTER.get(s.subclass, _RC["err_other"])] = 1
+            elif error == "validation":
+                vector[_RC["errors_validation"]] = 1
+            elif error == "guardrail":
+                vector[_RC["errors_guardrail"]] = 1
+            vector[_RC["input_tokens"]] = s.input or 0
+            vector[_RC["output_tokens"]] = s.output or 0
+            vector[_RC["cache_read_tokens"]] = s.cache_read or 0
+            vector[_RC["cache_write_tokens"]] = s.cache_write or 0
+            vector[_RC["reasoning_tokens"]] = s.reasoning or 0
+            if s.cost is None:
+                vector[_RC["unpriced_calls"]] = 1
+            else:
+                vector[_RC["cost_nusd"]] = s.cost
+            vector[_RC["streaming_calls"]] = 1 if s.streaming else 0
+            latency = ttft = tpot = None
+            if s.duration is not None:
+                vector[_RC["duration_ns"]] = s.duration
+                if error != "api":
+                    # Failed calls (a 429 answers in milliseconds) would flatter the latency figures.
+                    latency = histogram.bucket_of(s.duration / 1000)
+                    if s.ttft is not None:
+                        ttft = histogram.bucket_of(s.ttft / 1000)
+                        decode_ns = s.duration - s.ttft
+                        if s.output:
+                            vector[_RC["decode_tokens"]] = s.output
+                            vector[_RC["decode_ns"]] = decode_ns
+                            if s.output > 1:
+                                tpot = histogram.bucket_of(decode_ns / (s.output - 1) / 1000)
+            hists = (latency, ttft, tpot)
+        elif s.error_class == "guardrail" and s.kind == "guardrail":
+            vector[_RC["errors_guardrail"]] = 1
+            hists = (None, None, None)
+        elif s.error_class == "validation" and s.marker:
+            vector[_RC["errors_validation"]] = 1
+            hists = (None, None, None)
+        else:
+            return None
+        dims = (
+            s.service or "",
+            (s.provider or "") if s.billed else "",
+            (s.model or "") if s.billed else "",
+            (s.operation or "") if s.billed else "",
+            s.feature or "",
+            s.tenant or "",
+            s.prompt_id or "",
+            s.prompt_version or "",
+        )
+        # Sparse: a call touches ~8 of the 21 counters, and _apply runs twice per contribution.
+        return (s.start // NS, dims, tuple((i, v) for i, v in enumerate(vector) if v), hists)
+
+    def _apply(self, contribution: tuple, sign: int) -> None:
+        second, dims, vector, hists = contribution
+        dims_id = self._dims_id(dims)
+        for res in RESOLUTIONS:
+            key = (res, second - second % res, dims_id)
+            acc = self._rollups.get(key)
+            if acc is None:
+                acc = self._load_rollup(key)
+            counters = acc.counters
+            for i, value in vector:
+                counters[i] += sign * value
+            for h, bucket in zip(acc.hists, hists):
+                if bucket is not None:
+                    h[bucket] = h.get(bucket, 0) + sign
+            acc.dirty = True
+
+    def _load_rollup(self, key: tuple[int, int, int]) -> _Rollup:
+        acc = _Rollup()
+        row = self.db.execute(
+            f"SELECT {', '.join(ROLLUP_COUNTERS)}, hist_latency, hist_ttft, hist_tpot FROM rollups "
+            f"WHERE res = ? AND bucket = ? AND dims_id = ?",
+            key,
+        ).fetchone()
+        if row is not None:
+            acc.counters = list(row[:_N_COUNTERS])
+            for h, blob in zip(acc.hists, row[_N_COUNTERS:]):
+                histogram.decode_into(blob, h)
+        self._rollups[key] = acc
+        return acc
+
+    def _flush_rollups(self) -> None:
+        rows = []
+        for key, acc in self._rollups.items():
+            if acc.dirty:
+                rows.append((*key, *acc.counters, *(histogram.encode(h) for h in acc.hists)))
+                acc.dirty = False
+        if rows:
+            self.db.executemany(_UPSERT_ROLLUP, rows)
+        if len(self._rollups) > 50_000:
+            # Keep the recent buckets (those still being written); reload older ones on demand.
+            newest = sorted(self._rollups, key=lambda k: k[1], reverse=True)[:10_000]
+            self._rollups = {k: self._rollups[k] for k in newest}
+
+    def _dims_id(self, dims: tuple) -> int:
+        cached = self._dims.get(dims)
+        if cached is not None:
+            return cached
+        row = self.db.execute(
+            "SELECT id FROM dims WHERE service = ? AND provider = ? AND model = ? AND operation = ? "
+            "AND feature = ? AND tenant = ? AND prompt_id = ? AND prompt_version = ?",
+            dims,
+        ).fetchone()
+        if row is None:
+            cursor = self.db.execute(
+                "INSERT INTO dims (service, provider, model, operation, feature, tenant, prompt_id, "
+                "prompt_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                dims,
+            )
+            dims_id = cursor.lastrowid
+        else:
+            dims_id = row[0]
+        self._dims[dims] = dims_id
+        return dims_id
+
+    # -- resources and trace summaries ---------------------------------------------------------
+
+    def _intern_blobs(self, blobs: dict, cache: dict[bytes, int], table: str) -> dict[bytes, int]:
+        ids: dict[bytes, int] = {}
+        for digest, value in blobs.items():
+            cached = cache.get(digest)
+            if cached is None:
+                row = self.db.execute(f"SELECT id FROM {table} WHERE digest = ?", (digest,)).fetchone()
+                if row is None:
+                    if table == "resources":
+                        service, blob = value
+                        cursor = self.db.execute(
+                            "INSERT INTO resources (digest, service, blob) VALUES (?, ?, ?)", (digest, service, blob)
+                        )
+                    else:
+                        name, version, blob = value
+                        cursor = self.db.execute(
+                            "INSERT INTO scopes (digest, name, version, blob) VALUES (?, ?, ?, ?)",
+                            (digest, name, version, blob),
+                        )
+                    cached = cursor.lastrowid
+                else:
+                    cached = row[0]
+                cache[digest] = cached
+            ids[digest] = cached
+        return ids
+
+    @staticmethod
+    def _summary(trace_id: bytes, trace: TraceState, now: int) -> tuple:
+        # In start order, so that the summary never depends on the order spans arrived in.
+        spans = sorted(trace.spans.values(), key=lambda s: (s.start, s.span_id))
+        root = trace.root
+        root_known = 1 if root is not None else 0
+        if root is None:
+            # Until the parentless span arrives, the earliest span whose parent is missing stands in.
+            orphans = [s for s in spans if s.parent not in trace.spans]
+            root = (orphans or spans)[0]
+        start = min(s.start for s in spans)
+        end = max(s.end for s in spans)
+        calls = inp = out = cread = cwrite = reason = cost = unpriced = 0
+        e_api = e_val = e_guard = error_spans = 0
+        models: list[str] = []
+        feature = root.feature
+        tenant = root.tenant
+        for s in spans:
+            if s.status == 2:
+                error_spans += 1
+            if s.billed:
+                calls += 1
+                inp += s.input or 0
+                out += s.output or 0
+                cread += s.cache_read or 0
+                cwrite += s.cache_write or 0
+                reason += s.reasoning or 0
+                if s.cost is None:
+                    unpriced += 1
+                else:
+                    cost += s.cost
+                if s.model and s.model not in models and len(models) < 4:
+                    models.append(s.model)
+                if feature is None:
+                    feature = s.feature
+                if tenant is None:
+                    tenant = s.tenant
+            if s.error_class == "api" and s.billed:
+                e_api += 1
+            elif s.error_class == "validation" and (s.billed or s.marker):
+                e_val += 1
+            elif s.error_class == "guardrail" and (s.billed or s.kind == "guardrail"):
+                e_guard += 1
+        return (
+            trace_id, root.span_id, root.name, root_known, root.service, start, end, max(0, end - start),
+            len(trace.spans), calls, inp, out, cread, cwrite, reason, cost, unpriced, e_api, e_val, e_guard,
+            error_spans, feature, tenant, ",".join(models) or None, now,
+        )

@@ -1,0 +1,189 @@
+"""The writer process: owns the database file, commits decoded batches, acknowledges them.
+
+Group commit: it takes everything that is waiting (up to `max_batch_rows`) and commits it in one
+transaction, so under load many export requests share a COMMIT, and at low load a request is
+committed the moment it arrives. A request is acknowledged only after its COMMIT returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import sqlite3
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from store import retention
+from store.checkpointer import Checkpointer
+from store.connection import StoreError, WriterLock, describe_error, open_writer
+from store.gctuning import tune_for_throughput
+from store.writer import SpanWriter
+
+log = logging.getLogger("llmobs.writer")
+
+TAG_BATCH = b"B"
+TAG_STOP = b"S"
+
+
+def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
+    """Entry point of the writer process (multiprocessing spawn target)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    db_path = options["db_path"]
+    lock = WriterLock(_path(db_path))
+    try:
+        lock.acquire()
+        db = open_writer(db_path)
+    except StoreError as exc:
+        outbox.send(("fatal", str(exc)))
+        return
+    except OSError as exc:
+        outbox.send(("fatal", f"cannot open {db_path}: {exc}"))
+        return
+    checkpointer = Checkpointer(db_path, interval_s=options.get("checkpoint_every_s", 5.0))
+    checkpointer.start()
+    writer = SpanWriter(db)
+    tune_for_throughput()
+    loop = WriterLoop(db, writer, inbox, outbox, options)
+    try:
+        outbox.send(("ready", {"db_path": str(db_path), "pid": os.getpid()}))
+        loop.run()
+    finally:
+        checkpointer.stop()
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+        db.close()
+        lock.release()
+
+
+def _path(db_path: str) -> Any:
+    from pathlib import Path
+
+    return Path(db_path)
+
+
+class WriterLoop:
+    def __init__(self, db: sqlite3.Connection, writer: SpanWriter, inbox: Connection, outbox: Connection,
+                 options: dict[str, Any]) -> None:
+        self.db = db
+        self.writer = writer
+        self.inbox = inbox
+        self.outbox = outbox
+        self.db_path = options["db_path"]
+        self.max_batch_rows = options.get("max_batch_rows", 8192)
+        self.retention_s = options.get("retention_s")
+        self.max_db_bytes = options.get("max_db_bytes")
+        self.retention_every_s = options.get("retention_every_s", 60.0)
+        self.size_check_every_s = options.get("size_check_every_s", 10.0)
+        self.stats_every_s = options.get("stats_every_s", 1.0)
+        self.commit_seconds = 0.0
+        self.commits = 0
+        self.failed_commits = 0
+        self.last_error: str | None = None
+        self.evicted_traces = 0
+        self._next_retention = time.monotonic() + 1.0
+        self._next_size_check = time.monotonic() + 1.0
+        self._next_stats = time.monotonic()
+
+    def run(self) -> None:
+        stopping = False
+        eof = False
+        while not (stopping or eof):
+            pending: list[tuple] = []
+            rows = 0
+            timeout = max(0.0, min(self._next_stats, self._next_retention, self._next_size_check) - time.monotonic())
+            if wait([self.inbox], timeout):
+                # Drain what is already waiting: that is the group in group commit.
+                while rows < self.max_batch_rows:
+                    try:
+                        frame = self.inbox.recv_bytes()
+                    except (EOFError, OSError):
+                        eof = True  # the main process is gone: commit what we have and exit
+                        break
+                    tag = frame[:1]
+                    if tag == TAG_STOP:
+                        stopping = True
+                        break
+                    if tag == TAG_BATCH:
+                        batch = pickle.loads(memoryview(frame)[1:])
+                        pending.append(batch)
+                        rows += len(batch[1]) + len(batch[2])
+                    if not self.inbox.poll(0):
+                        break
+            if pending:
+                self.commit(pending)
+            self.housekeeping()
+        self.send(("stats", self.stats()))
+
+    def commit(self, pending: list[tuple]) -> None:
+        spans: list = []
+        logs: list = []
+        resources: dict = {}
+        scopes: dict = {}
+        for _req_id, batch_spans, batch_logs, batch_resources, batch_scopes, _rejected, _message in pending:
+            spans.extend(batch_spans)
+            logs.extend(batch_logs)
+            resources.update(batch_resources)
+            scopes.update(batch_scopes)
+        started = time.perf_counter()
+        try:
+            self.writer.write(spans, logs, resources, scopes)
+        except sqlite3.Error as exc:
+            self.failed_commits += 1
+            self.last_error = describe_error(self.db_path, exc)
+            log.error("commit failed: %s", self.last_error)
+            self.send(("nack", [p[0] for p in pending], self.last_error))
+            if "disk" in str(exc) or "full" in str(exc):
+                # Make room if a size limit allows it; the exporter retries the nacked requests.
+                self._next_size_check = time.monotonic()
+            return
+        self.commit_seconds += time.perf_counter() - started
+        self.commits += 1
+        acks = [(req_id, len(s) + len(lg), rejected, message)
+                for req_id, s, lg, _r, _sc, rejected, message in pending]
+        self.send(("ack", acks))
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_retention or (self.max_db_bytes and now >= self._next_size_check):
+            age = self.retention_s if now >= self._next_retention else None
+            try:
+                result = retention.enforce(self.db, self.writer, max_age_s=age, max_bytes=self.max_db_bytes,
+                                           deadline_s=1.0)
+                self.evicted_traces += result.traces
+            except sqlite3.Error as exc:
+                self.last_error = describe_error(self.db_path, exc)
+                log.error("retention failed: %s", self.last_error)
+            if now >= self._next_retention:
+                # No ANALYZE / PRAGMA optimize here: planner statistics are pinned (store/migrations.py).
+                self._next_retention = now + self.retention_every_s
+            self._next_size_check = now + self.size_check_every_s
+        if now >= self._next_stats:
+            self._next_stats = now + self.stats_every_s
+            self.send(("stats", self.stats()))
+
+    def stats(self) -> dict[str, Any]:
+        s = self.writer.stats
+        return {
+            "spans": s.spans,
+            "logs": s.logs,
+            "duplicates": s.duplicates,
+            "updated": s.updated,
+            "commits": self.commits,
+            "failed_commits": self.failed_commits,
+            "commit_seconds": self.commit_seconds,
+            "db_bytes": retention.file_bytes(self.db_path),
+            "evicted_traces": self.evicted_traces,
+            "last_error": self.last_error,
+        }
+
+    def send(self, message: tuple) -> None:
+        try:
+            self.outbox.send(message)
+        except (BrokenPipeError, OSError):
+            pass

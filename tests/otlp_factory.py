@@ -1,0 +1,117 @@
+"""Deterministic builders of real OTLP protobuf requests, shared by every test layer.
+
+Ids are small integers turned into fixed-width bytes (trace 16, span 8, big-endian); times default
+to T0, a fixed instant, so stored rows and snapshots are reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+T0 = 1_767_000_000 * 10**9  # 2025-12-29T09:20:00Z
+MS = 1_000_000
+
+
+def trace_id_bytes(trace_id: int) -> bytes:
+    return trace_id.to_bytes(16, "big")
+
+
+def span_id_bytes(span_id: int) -> bytes:
+    return span_id.to_bytes(8, "big")
+
+
+def any_value(value: Any) -> AnyValue:
+    """A Python value as an OTLP AnyValue (list → array, dict → kvlist)."""
+    out = AnyValue()
+    if isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, int):
+        out.int_value = value
+    elif isinstance(value, float):
+        out.double_value = value
+    elif isinstance(value, bytes):
+        out.bytes_value = value
+    elif isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, (list, tuple)):
+        out.array_value.values.extend(any_value(v) for v in value)
+    elif isinstance(value, Mapping):
+        out.kvlist_value.values.extend(kv(k, v) for k, v in value.items())
+    elif value is None:
+        pass
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as an AnyValue")
+    return out
+
+
+def kv(key: str, value: Any) -> KeyValue:
+    return KeyValue(key=key, value=any_value(value))
+
+
+def make_span(trace_id: int, span_id: int, parent_id: int | None, name: str, attrs: Mapping[str, Any],
+              start_ns: int = T0, end_ns: int | None = None, status_code: int = 0, status_message: str = "",
+              events: Iterable[tuple[str, int, Mapping[str, Any]]] = (), kind: int = 3) -> Span:
+    """A span; `events` are (name, time_ns, attributes). Ends 1 s after it starts by default."""
+    span = Span(
+        trace_id=trace_id_bytes(trace_id),
+        span_id=span_id_bytes(span_id),
+        name=name,
+        kind=kind,
+        start_time_unix_nano=start_ns,
+        end_time_unix_nano=end_ns if end_ns is not None else start_ns + 1000 * MS,
+    )
+    if parent_id is not None:
+        span.parent_span_id = span_id_bytes(parent_id)
+    span.attributes.extend(kv(k, v) for k, v in attrs.items())
+    for event_name, time_ns, event_attrs in events:
+        event = span.events.add(name=event_name, time_unix_nano=time_ns)
+        event.attributes.extend(kv(k, v) for k, v in event_attrs.items())
+    if status_code:
+        span.status.code = status_code
+        span.status.message = status_message
+    return span
+
+
+def trace_request(spans: Sequence[Span], service: str = "svc", scope: tuple[str, str] = ("scope.name", "1.0"),
+                  resource_attrs: Mapping[str, Any] | None = None) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    resource_spans.resource.attributes.append(kv("service.name", service))
+    for key, value in (resource_attrs or {}).items():
+        resource_spans.resource.attributes.append(kv(key, value))
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name, scope_spans.scope.version = scope
+    scope_spans.spans.extend(spans)
+    return request
+
+
+def log_record(trace_id: int | None = None, span_id: int | None = None, event_name: str = "",
+               body: Any = None, attrs: Mapping[str, Any] | None = None, time_ns: int = T0,
+               severity: int = 9) -> LogRecord:
+    record = LogRecord(time_unix_nano=time_ns, severity_number=severity, event_name=event_name)
+    if trace_id is not None:
+        record.trace_id = trace_id_bytes(trace_id)
+    if span_id is not None:
+        record.span_id = span_id_bytes(span_id)
+    if body is not None:
+        record.body.CopyFrom(any_value(body))
+    record.attributes.extend(kv(k, v) for k, v in (attrs or {}).items())
+    return record
+
+
+def logs_request(records: Sequence[LogRecord], service: str = "svc",
+                 scope: tuple[str, str] = ("scope.name", "1.0")) -> ExportLogsServiceRequest:
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.append(kv("service.name", service))
+    scope_logs = resource_logs.scope_logs.add()
+    scope_logs.scope.name, scope_logs.scope.version = scope
+    scope_logs.log_records.extend(records)
+    return request

@@ -1,0 +1,175 @@
+"""An acknowledged span is a committed span (design §1): across Ctrl-C, SIGTERM, kill -9 and a
+crashed writer, checked against a real `llmobs-tui serve` process and its real store file."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+
+from store.connection import open_reader
+from tests.otlp_factory import make_span, trace_request
+
+TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+SPANS_PER_REQUEST = 200
+
+
+def start_serve(db: Path, *extra: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmobs_tui", "serve", "--db", str(db), "--grpc-port", "0", "--http-port", "0",
+         *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"OTLP/gRPC on (127\.0\.0\.1:\d+)", line)
+    assert match, f"serve did not start: {line}{proc.stdout.read() if proc.poll() is not None else ''}"
+    return proc, match.group(1)
+
+
+class Sender(threading.Thread):
+    """Exports requests of unique traces as fast as acks come back; records what was acknowledged."""
+
+    def __init__(self, address: str, start_trace: int) -> None:
+        super().__init__(daemon=True)
+        self.address = address
+        self.next_trace = start_trace
+        self.acked: list[int] = []
+        self.failed = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        channel = grpc.insecure_channel(self.address)
+        export = channel.unary_unary(TRACE_METHOD)
+        while not self.stop.is_set():
+            first = self.next_trace
+            spans = [make_span(first + i, 1, None, "chat gpt-4o", {
+                "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10,
+                "gen_ai.input.messages": "x" * 2000}) for i in range(SPANS_PER_REQUEST)]
+            self.next_trace += SPANS_PER_REQUEST
+            try:
+                export(trace_request(spans).SerializeToString(), timeout=10)
+            except grpc.RpcError:
+                self.failed += 1
+                if self.stop.wait(0.05):
+                    break
+                continue
+            self.acked.extend(range(first, first + SPANS_PER_REQUEST))
+        channel.close()
+
+
+def stored_traces(db: Path) -> set[int]:
+    reader = open_reader(db)
+    try:
+        assert reader.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        return {int.from_bytes(t, "big") for (t,) in reader.execute("SELECT trace_id FROM spans")}
+    finally:
+        reader.close()
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_clean_shutdown_under_load_keeps_every_acknowledged_span(tmp_path, sig):
+    db = tmp_path / "clean.db"
+    proc, address = start_serve(db)
+    sender = Sender(address, 1)
+    sender.start()
+    wait_for(lambda: len(sender.acked) >= 10 * SPANS_PER_REQUEST)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=60)
+    sender.stop.set()
+    sender.join(30)
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+    assert set(sender.acked) <= stored_traces(db)
+
+
+def test_kill_9_loses_no_acknowledged_span_and_the_file_opens(tmp_path):
+    db = tmp_path / "killed.db"
+    proc, address = start_serve(db)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    sender = Sender(address, 1)
+    sender.start()
+    wait_for(lambda: len(sender.acked) >= 10 * SPANS_PER_REQUEST)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-stream: requests are in flight right now
+    proc.wait(10)
+    sender.stop.set()
+    sender.join(30)
+    # The children notice their parent is gone (EOF on their pipes) and exit by themselves.
+    wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children))
+    acked = set(sender.acked)
+    assert len(acked) >= 10 * SPANS_PER_REQUEST
+    assert acked <= stored_traces(db)
+    # And a new server takes the same file over.
+    proc, address = start_serve(db)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+
+
+def test_a_crashed_writer_is_restarted_and_exporters_recover(tmp_path):
+    db = tmp_path / "writer-crash.db"
+    proc, address = start_serve(db)
+    try:
+        sender = Sender(address, 1)
+        sender.start()
+        wait_for(lambda: len(sender.acked) >= 5 * SPANS_PER_REQUEST)
+        writer = next(c for c in psutil.Process(proc.pid).children() if _is_writer(c, db))
+        writer.kill()
+        before = len(sender.acked)
+        wait_for(lambda: len(sender.acked) >= before + 5 * SPANS_PER_REQUEST, timeout=60)
+        sender.stop.set()
+        sender.join(30)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert set(sender.acked) <= stored_traces(db)
+
+
+def _is_writer(child: psutil.Process, db: Path) -> bool:
+    try:
+        return any(f.path.startswith(str(db)) for f in child.open_files())
+    except psutil.Error:
+        return False
+
+
+def test_serve_refuses_a_database_another_process_writes(tmp_path):
+    db = tmp_path / "shared.db"
+    proc, _ = start_serve(db)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "llmobs_tui", "serve", "--db", str(db), "--grpc-port", "0", "--http-port", "0"],
+            capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1
+        # The lock holder is serve's writer process; the message names it and says what to do.
+        assert re.search(r"another llmobs-tui process \(pid \d+\) is writing", second.stderr), second.stderr
+        assert "stop that process" in second.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def test_serve_on_a_corrupt_file_says_so(tmp_path):
+    db = tmp_path / "corrupt.db"
+    db.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+    result = subprocess.run(
+        [sys.executable, "-m", "llmobs_tui", "serve", "--db", str(db), "--grpc-port", "0", "--http-port", "0"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "not a usable llmobs-tui database" in result.stderr or "malformed" in result.stderr

@@ -1,0 +1,232 @@
+"""The SQLite store: schema, connections, bad files, retention, histograms, query plans."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from store import histogram, retention
+from store.connection import StoreError, StoreLocked, WriterLock, open_reader, open_writer
+from store.migrations import MIGRATIONS, migrate
+from store.queries import rollup_ranges
+from store.writer import SpanWriter
+from tests.otlp_factory import T0, make_span, trace_request
+
+NS = 10**9
+
+
+def test_a_new_store_is_wal_migrated_and_incrementally_vacuumed(db_path):
+    db = open_writer(db_path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    assert migrate(db) == 0, "reopening must not migrate again"
+    db.close()
+
+
+def test_a_failing_migration_leaves_the_previous_schema(db_path, monkeypatch):
+    db = open_writer(db_path)
+
+    def broken(conn):
+        conn.execute("CREATE TABLE half_done (x)")
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("store.migrations.MIGRATIONS", [*MIGRATIONS, broken])
+    with pytest.raises(RuntimeError, match="boom"):
+        migrate(db)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone()[0] == 0
+
+
+def test_a_store_from_a_newer_version_is_refused(db_path):
+    db = open_writer(db_path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")
+    db.close()
+    with pytest.raises(StoreError, match="newer"):
+        open_writer(db_path)
+    with pytest.raises(StoreError, match="newer"):
+        open_reader(db_path)
+
+
+def test_readers_cannot_write(db_path):
+    open_writer(db_path).close()
+    reader = open_reader(db_path)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.execute("DELETE FROM spans")
+
+
+def test_a_corrupt_file_gets_a_clear_error(tmp_path):
+    path = tmp_path / "garbage.db"
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(StoreError, match="not a usable llmobs-tui database"):
+        open_writer(path)
+    with pytest.raises(StoreError, match="not a usable llmobs-tui database"):
+        open_reader(path)
+
+
+def test_a_missing_store_gets_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="no database"):
+        open_reader(tmp_path / "nope.db")
+
+
+def test_a_plain_sqlite_file_is_not_mistaken_for_a_store(tmp_path):
+    path = tmp_path / "other.db"
+    sqlite3.connect(path).execute("CREATE TABLE t (x)")
+    with pytest.raises(StoreError, match="not an llmobs-tui database"):
+        open_reader(path)
+
+
+def test_only_one_process_may_write(db_path):
+    first = WriterLock(db_path)
+    first.acquire()
+    with pytest.raises(StoreLocked, match=f"pid {os.getpid()}"):
+        WriterLock(db_path).acquire()
+    first.release()
+    second = WriterLock(db_path)
+    second.acquire()
+    second.release()
+
+
+def test_a_locked_database_gets_a_clear_error(db_path):
+    open_writer(db_path).close()
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("PRAGMA locking_mode = EXCLUSIVE")
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        db = sqlite3.connect(db_path, isolation_level=None, timeout=0.1)
+        with pytest.raises(sqlite3.OperationalError) as excinfo:
+            db.execute("BEGIN IMMEDIATE")
+        from store.connection import describe_error
+
+        assert "locked by another process" in describe_error(db_path, excinfo.value)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+
+
+# --- retention -----------------------------------------------------------------------------------
+
+
+def _ingest(writer, normalizer, trace_id: int, start_ns: int, content: int = 0) -> None:
+    attrs = {"gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
+             "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5}
+    if content:
+        attrs["gen_ai.input.messages"] = os.urandom(content).hex()
+    spans = [make_span(trace_id, 1, None, "root", {}, start_ns=start_ns, end_ns=start_ns + NS),
+             make_span(trace_id, 2, 1, "chat gpt-4o", attrs, start_ns=start_ns, end_ns=start_ns + NS // 2)]
+    rows, resources, scopes, _ = normalizer.decode_traces(trace_request(spans), received_ns=start_ns + 2 * NS)
+    writer.write(rows, [], resources, scopes)
+
+
+def test_retention_by_age_evicts_whole_old_traces_and_old_rollups(writer, writer_db, normalizer):
+    now = T0 + 30 * 86400 * NS
+    _ingest(writer, normalizer, 1, now - 10 * 86400 * NS)
+    _ingest(writer, normalizer, 2, now - 3600 * NS)
+    result = retention.enforce(writer_db, writer, max_age_s=7 * 86400, max_bytes=None, now_ns=now)
+    assert (result.traces, result.spans) == (1, 2)
+    assert [r[0] for r in writer_db.execute("SELECT trace_id FROM traces")] == [(2).to_bytes(16, "big")]
+    assert writer_db.execute("SELECT count(*) FROM spans WHERE trace_id = ?", ((1).to_bytes(16, "big"),)).fetchone()[0] == 0
+    oldest_bucket = writer_db.execute("SELECT min(bucket) FROM rollups").fetchone()[0]
+    assert oldest_bucket >= (now - 7 * 86400 * NS) // NS - 3600
+    # The writer forgot the evicted trace: a late span of it starts a fresh trace, counted once.
+    _ingest(writer, normalizer, 1, now - 60 * NS)
+    assert writer_db.execute("SELECT spans FROM traces WHERE trace_id = ?", ((1).to_bytes(16, "big"),)).fetchone()[0] == 2
+
+
+def test_retention_by_size_evicts_oldest_whole_traces_until_under_the_limit(writer, writer_db, normalizer, db_path):
+    for i in range(200):
+        _ingest(writer, normalizer, 1000 + i, T0 + i * NS, content=4000)
+    before = retention.used_bytes(writer_db)
+    limit = before // 2
+    result = retention.enforce(writer_db, writer, max_age_s=None, max_bytes=limit, now_ns=T0 + 1000 * NS,
+                               deadline_s=30)
+    assert result.traces > 0
+    assert retention.used_bytes(writer_db) <= limit
+    kept = [int.from_bytes(r[0], "big") for r in writer_db.execute("SELECT trace_id FROM traces ORDER BY start_ns")]
+    assert kept == list(range(1200 - len(kept), 1200)), "the newest traces are the ones kept"
+    orphans = writer_db.execute(
+        "SELECT count(*) FROM spans WHERE trace_id NOT IN (SELECT trace_id FROM traces)").fetchone()[0]
+    assert orphans == 0, "traces are evicted whole"
+    assert writer_db.execute("SELECT sum(spans) FROM traces").fetchone()[0] == \
+        writer_db.execute("SELECT count(*) FROM spans").fetchone()[0]
+    writer_db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert os.path.getsize(db_path) < before, "freed pages went back to the file system"
+
+
+# --- histograms and query plumbing ---------------------------------------------------------------
+
+
+def test_histogram_quantiles_stay_within_the_stated_relative_error():
+    rng = random.Random(7)
+    values = [rng.lognormvariate(12, 1.5) for _ in range(20_000)]  # µs: ms to minutes
+    counts: dict[int, int] = {}
+    for v in values:
+        b = histogram.bucket_of(v)
+        counts[b] = counts.get(b, 0) + 1
+    blob = histogram.encode(counts)
+    merged = histogram.merge([blob, None])
+    ordered = sorted(values)
+    for q, got in zip((0.5, 0.95, 0.99), histogram.quantiles(merged, (0.5, 0.95, 0.99))):
+        exact = ordered[math.ceil(q * len(ordered)) - 1]
+        assert abs(got - exact) / exact <= histogram.RELATIVE_ERROR + 1e-9
+
+
+def test_histograms_subtract_exactly():
+    counts: dict[int, int] = {}
+    histogram.decode_into(histogram.encode({10: 3, 20: 1}), counts)
+    histogram.decode_into(histogram.encode({10: 1}), counts, sign=-1)
+    assert histogram.quantiles(counts, (0.5,)) == [histogram.bucket_value(10)]
+    assert histogram.count(counts) == 3
+
+
+@pytest.mark.parametrize("start,end", [(0, 59), (30, 7200), (3599, 3601), (3600, 7200), (100, 90000), (5000, 5000)])
+def test_rollup_ranges_cover_the_window_without_overlap(start, end):
+    base = 1_767_000_000 - 1_767_000_000 % 3600
+    start += base
+    end += base
+    covered: list[tuple[int, int]] = []
+    for res, lo, hi in rollup_ranges(start, end):
+        assert lo % res == 0 and hi % res == 0
+        covered.append((lo, hi))
+    covered.sort()
+    for (a_lo, a_hi), (b_lo, _) in zip(covered, covered[1:]):
+        assert a_hi == b_lo, "no gaps or overlaps"
+    assert covered[0][0] <= start and covered[-1][1] > end
+
+
+def test_hot_queries_use_their_indexes_even_on_a_young_store(writer, writer_db, normalizer, db_path):
+    """A store with two spans must plan like one with millions: planner statistics are pinned."""
+    _ingest(writer, normalizer, 1, T0)
+    writer_db.close()
+    writer_db = open_reader(db_path)
+
+    def plan(sql: str, params: tuple) -> str:
+        return " ".join(row[3] for row in writer_db.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+    assert "spans_by_trace" in plan("SELECT * FROM spans WHERE trace_id = ?", (b"x" * 16,))
+    assert "traces_by_start" in plan("SELECT * FROM traces WHERE start_ns > ? ORDER BY start_ns DESC LIMIT 50", (0,))
+    assert "PRIMARY KEY" in plan("SELECT * FROM rollups WHERE res = 60 AND bucket >= ? AND bucket < ?", (0, 1))
+    assert "logs_by_span" in plan("SELECT * FROM logs WHERE trace_id = ? AND span_id = ?", (b"x" * 16, b"y" * 8))
+
+
+def test_writer_lock_file_lives_next_to_the_database(db_path: Path):
+    lock = WriterLock(db_path)
+    lock.acquire()
+    assert lock.path == db_path.with_name(db_path.name + ".lock")
+    assert lock.path.read_text() == str(os.getpid())
+    lock.release()
+
+
+def test_span_writer_resumes_ids_after_reopening(db_path, normalizer):
+    db = open_writer(db_path)
+    _ingest(SpanWriter(db), normalizer, 1, T0)
+    db.close()
+    db = open_writer(db_path)
+    _ingest(SpanWriter(db), normalizer, 2, T0)
+    ids = [r[0] for r in db.execute("SELECT id FROM spans ORDER BY id")]
+    assert ids == [1, 2, 3, 4]
