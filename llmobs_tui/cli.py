@@ -372,7 +372,8 @@ def format_report_md(result: dict[str, Any]) -> str:
     total_calls = sum(g["calls"] for g in groups)
     unpriced = sum(g["unpriced_calls"] for g in groups)
     lines.append("")
-    lines.append(f"{total_calls:,} calls, ${total_cost:,.4f}" + (f", {unpriced:,} unpriced (no price row: not counted as $0)" if unpriced else ""))
+    lines.append(f"{total_calls:,} calls, ${total_cost:,.4f}" + (f", {unpriced:,} unpriced (no price row, or no usage reported: not counted as $0)"
+                                                               if unpriced else ""))
     return "\n".join(lines)
 
 

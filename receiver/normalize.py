@@ -639,6 +639,9 @@ class Normalizer:
                     cost_nusd = self.prices.cost_nusd(
                         row, input_tokens or 0, output_tokens or 0, cache_read or 0, cache_write or 0, reasoning or 0
                     )
+                elif (span.status.code == 2 or found.get(sc.ERROR_TYPE) is not None) and not flags & m.FLAG_TOKENS_INVALID:
+                    # A failed request reports no usage and is not billed: $0, not "unknown".
+                    cost_nusd = 0
 
         streaming = 1 if (ttft_ns is not None or _truthy(values[F_STREAM])) else 0
         finish_reason = normalize_finish_reason(values[F_FINISH])

@@ -192,6 +192,8 @@ class IngestPipeline:
         self._closing = False
         self._fatal: str | None = None
         self._stats_listeners: list[Callable[[PipelineStats], None]] = []
+        self._writer_ready_seen = False
+        self._restarts: list[float] = []  # monotonic times of recent child restarts
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -374,6 +376,7 @@ class IngestPipeline:
             for listener in self._stats_listeners:
                 listener(self.stats)
         elif kind == "ready":
+            self._writer_ready_seen = True
             if self._writer_ready is not None and not self._writer_ready.done():
                 self._writer_ready.set_result(rest[0])
         elif kind == "fatal":
@@ -382,6 +385,12 @@ class IngestPipeline:
             if self._writer_ready is not None and not self._writer_ready.done():
                 self._writer_ready.set_exception(PipelineFailed(rest[0]))
 
+    def _may_restart(self) -> bool:
+        """At most 5 child restarts a minute: a child that keeps dying must not spin."""
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < 60] + [now]
+        return len(self._restarts) <= 5
+
     def _on_writer_exit(self) -> None:
         # Whatever was handed to the writer and not acknowledged is lost to this process: fail it
         # (the exporter retries; duplicates are ignored by span id).
@@ -389,8 +398,20 @@ class IngestPipeline:
             self._resolve(req_id, error=Unavailable("the writer process exited"))
         if self._closing or self._fatal is not None:
             return
-        log.error("the writer process exited unexpectedly; restarting it")
+        writer = self._writer
+        code = writer.process.exitcode if writer is not None else None
+        if not self._writer_ready_seen:
+            self._fatal = f"the writer process failed to start (exit code {code})"
+        elif not self._may_restart():
+            self._fatal = f"the writer process keeps exiting (last exit code {code}); giving up"
+        if self._fatal is not None:
+            log.error(self._fatal)
+            if self._writer_ready is not None and not self._writer_ready.done():
+                self._writer_ready.set_exception(PipelineFailed(self._fatal))
+            return
+        log.error("the writer process exited unexpectedly (exit code %s); restarting it", code)
         self.stats.restarts += 1
+        self._writer_ready_seen = False
         with self._writer_lock:
             self._start_writer()
 
@@ -399,6 +420,12 @@ class IngestPipeline:
             if pending.decoder == index:
                 self._resolve(req_id, error=Unavailable("a decoder process exited"))
         if self._closing:
+            return
+        if not self._may_restart():
+            log.error("decoder %d keeps exiting; not restarting it", index)
+            self._decoders[index] = None
+            if not any(d is not None and d.alive for d in self._decoders):
+                self._fatal = "every decoder process keeps exiting; giving up"
             return
         log.error("decoder %d exited unexpectedly; restarting it", index)
         self.stats.restarts += 1

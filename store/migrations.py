@@ -115,6 +115,9 @@ def m001_initial(db: sqlite3.Connection) -> None:
             updated_ns INTEGER NOT NULL
         ) WITHOUT ROWID;
         CREATE INDEX traces_by_start ON traces (start_ns);
+        -- "Most expensive / slowest first" walks these instead of sorting every trace in a window.
+        CREATE INDEX traces_by_cost ON traces (cost_nusd);
+        CREATE INDEX traces_by_duration ON traces (duration_ns);
 
         -- Log records (gen_ai events), joined to spans by (trace_id, span_id) at read time.
         CREATE TABLE logs (
@@ -146,7 +149,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
             UNIQUE (service, provider, model, operation, feature, tenant, prompt_id, prompt_version)
         );
 
-        -- Per-minute and per-hour rollups of billed calls. Counters are additive so that a late
+        -- Per-minute and per-hour rollups of billed calls, per dimension set and (dims_id 0) in total. Counters are additive so that a late
         -- correction (a child arriving after its parent) is applied as a delta. Histograms are
         -- log-bucketed (store/histogram.py) for percentiles with bounded relative error.
         CREATE TABLE rollups (
@@ -197,6 +200,8 @@ PLANNER_STATISTICS = (
     ("spans", "spans_by_start", "1000000 1"),
     ("traces", "traces", "125000 1"),
     ("traces", "traces_by_start", "125000 1"),
+    ("traces", "traces_by_cost", "125000 5"),
+    ("traces", "traces_by_duration", "125000 2"),
     ("logs", "logs_by_span", "200000 8 2"),
     ("logs", "logs_by_time", "200000 1"),
     ("rollups", "rollups", "100000 50000 20 1"),

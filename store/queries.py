@@ -142,6 +142,12 @@ def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequen
         f"r.hist_latency, r.hist_ttft, r.hist_tpot "
         f"FROM rollups r JOIN dims d ON d.id = r.dims_id WHERE ({' OR '.join(conditions)}){filters}"
     )
+    if not columns and not where:
+        # Ungrouped: the per-bucket total rows (dims_id 0) already sum every dimension set.
+        sql = (
+            f"SELECT '', {', '.join('r.' + c for c in ROLLUP_COUNTERS)}, r.hist_latency, r.hist_ttft, r.hist_tpot "
+            f"FROM rollups r WHERE ({' OR '.join(conditions)}) AND r.dims_id = 0"
+        )
     n_dims = len(columns) if columns else 1
     groups: dict[tuple, GroupStats] = {}
     for row in db.execute(sql, params):
@@ -153,7 +159,8 @@ def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequen
                 key[name] = value or None
             group = groups[dims] = GroupStats(key=key)
         group.add_row(row[n_dims:n_dims + len(ROLLUP_COUNTERS)], row[n_dims + len(ROLLUP_COUNTERS):])
-    result = list(groups.values())
+    # A group can net to nothing: its calls moved to their feature when the trace's root arrived.
+    result = [g for g in groups.values() if any(g.counters) or g.latency or g.ttft]
     result.sort(key=lambda g: (-g["cost_nusd"], -g["calls"], tuple(str(v) for v in g.key.values())))
     return result
 

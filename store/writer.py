@@ -24,6 +24,7 @@ from store import histogram
 from store.models import COL, SPAN_COLUMNS
 
 BILLABLE = frozenset({"llm", "embedding"})
+TOTAL_DIMS_ID = 0  # rollup rows summing every dimension set of their bucket
 RESOLUTIONS = (60, 3600)
 NS = 1_000_000_000
 # A validation step may start a little before its call's recorded end (clock skew between spans).
@@ -606,17 +607,20 @@ class SpanWriter:
         second, dims, vector, hists = contribution
         dims_id = self._dims_id(dims)
         for res in RESOLUTIONS:
-            key = (res, second - second % res, dims_id)
-            acc = self._rollups.get(key)
-            if acc is None:
-                acc = self._load_rollup(key)
-            counters = acc.counters
-            for i, value in vector:
-                counters[i] += sign * value
-            for h, bucket in zip(acc.hists, hists):
-                if bucket is not None:
-                    h[bucket] = h.get(bucket, 0) + sign
-            acc.dirty = True
+            bucket_start = second - second % res
+            # Each contribution also goes to the bucket's total row (dims_id 0), so that a dashboard
+            # over all traffic merges one histogram per bucket instead of one per dimension set.
+            for key in ((res, bucket_start, dims_id), (res, bucket_start, TOTAL_DIMS_ID)):
+                acc = self._rollups.get(key)
+                if acc is None:
+                    acc = self._load_rollup(key)
+                counters = acc.counters
+                for i, value in vector:
+                    counters[i] += sign * value
+                for h, bucket in zip(acc.hists, hists):
+                    if bucket is not None:
+                        h[bucket] = h.get(bucket, 0) + sign
+                acc.dirty = True
 
     def _load_rollup(self, key: tuple[int, int, int]) -> _Rollup:
         acc = _Rollup()

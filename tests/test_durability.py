@@ -165,6 +165,71 @@ def test_serve_refuses_a_database_another_process_writes(tmp_path):
         proc.wait(60)
 
 
+FULL_DISK_SCRIPT = r"""
+set -e
+mount -t tmpfs -o size=6m tmpfs "$DIR"
+"$PY" -m llmobs_tui serve --db "$DIR/full.db" --grpc-port 0 --http-port 0 --stats-every 3600s &
+SERVE=$!
+trap 'kill -TERM $SERVE 2>/dev/null || true' TERM
+wait $SERVE || true
+"$PY" -c "
+import sqlite3, sys
+db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)
+assert db.execute('PRAGMA quick_check').fetchone()[0] == 'ok'
+print('STORED', ','.join(str(int.from_bytes(t, 'big')) for (t,) in db.execute('SELECT DISTINCT trace_id FROM spans')))
+" "$DIR/full.db"
+"""
+
+
+def _namespace_prefix() -> list[str] | None:
+    """A private mount namespace in which a tiny tmpfs can play a full disk, if this machine allows it."""
+    import shutil
+
+    for prefix in (["unshare", "-rm"], ["unshare", "-m"]):
+        if shutil.which(prefix[0]) is None:
+            continue
+        probe = subprocess.run([*prefix, "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt && echo ok"],
+                               capture_output=True, text=True)
+        if probe.stdout.strip() == "ok":
+            return prefix
+    return None
+
+
+def test_a_full_disk_refuses_new_spans_retryably_and_keeps_the_acknowledged_ones(tmp_path):
+    prefix = _namespace_prefix()
+    if prefix is None:
+        pytest.skip("this machine allows no private mount namespace to simulate a full disk")
+    mount_dir = tmp_path / "tiny"
+    mount_dir.mkdir()
+    env = {**os.environ, "DIR": str(mount_dir), "PY": sys.executable}
+    proc = subprocess.Popen([*prefix, "sh", "-c", FULL_DISK_SCRIPT], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    line = proc.stdout.readline()
+    match = re.search(r"OTLP/gRPC on (127\.0\.0\.1:\d+)", line)
+    assert match, line + proc.stdout.read()
+    sender = Sender(match.group(1), 1)
+    sender.start()
+    # 200 spans of ~2 KB incompressible-ish content per request: 6 MB fills within seconds.
+    wait_for(lambda: sender.failed >= 5, timeout=120)
+    channel = grpc.insecure_channel(match.group(1))
+    try:
+        spans = [make_span(10**9, 1, None, "x", {"payload": os.urandom(200_000).hex()})]
+        with pytest.raises(grpc.RpcError) as excinfo:
+            channel.unary_unary(TRACE_METHOD)(trace_request(spans).SerializeToString(), timeout=30)
+        assert excinfo.value.code() == grpc.StatusCode.UNAVAILABLE, "retryable: the exporter will try again"
+        assert "full" in excinfo.value.details()
+    finally:
+        channel.close()
+    sender.stop.set()
+    sender.join(30)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    stored_line = next(line for line in out.splitlines() if line.startswith("STORED"))
+    stored = {int(t) for t in stored_line.split(" ", 1)[1].split(",") if t}
+    assert sender.acked, "some spans fit before the disk filled"
+    assert set(sender.acked) <= stored
+
+
 def test_serve_on_a_corrupt_file_says_so(tmp_path):
     db = tmp_path / "corrupt.db"
     db.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))

@@ -1,0 +1,371 @@
+"""Realistic LLM-application traffic as data: the demo feed, the screenshot fixtures and the TUI
+benchmark are all built from these scenarios.
+
+A scenario is a list of `SpanSpec` (parent index, offsets, attributes) relative to the trace's start;
+emitters turn it into spans: through the real OTel SDK (the live demo) or straight into OTLP
+protobuf (deterministic fixtures). Everything random comes from one `random.Random`, so a seed
+reproduces the same traffic exactly. No Textual, no grpc: this runs in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+MS = 1_000_000
+S = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    provider: str
+    name: str
+    response_name: str
+    ttft_s: float
+    tokens_per_s: float
+    reasoning: bool = False
+    caches: bool = False
+    embedding: bool = False
+
+
+MODELS = {
+    "gpt-4o": Model("openai", "gpt-4o", "gpt-4o-2024-08-06", 0.45, 85),
+    "gpt-4o-mini": Model("openai", "gpt-4o-mini", "gpt-4o-mini-2024-07-18", 0.30, 120),
+    "o4-mini": Model("openai", "o4-mini", "o4-mini-2025-04-16", 1.6, 140, reasoning=True),
+    "claude-sonnet-4-5": Model("anthropic", "claude-sonnet-4-5", "claude-sonnet-4-5-20250929", 0.85, 65, caches=True),
+    "claude-haiku-4-5": Model("anthropic", "claude-haiku-4-5", "claude-haiku-4-5-20251001", 0.35, 160, caches=True),
+    "gemini-2.5-flash": Model("gcp.gemini", "gemini-2.5-flash", "gemini-2.5-flash", 0.5, 180),
+    "mistral-small": Model("mistral_ai", "mistral-small-latest", "mistral-small-2506", 0.3, 140),
+    "llama-3.3-70b-local": Model("ollama", "llama-3.3-70b-local", "llama-3.3-70b-local", 0.9, 35),
+    "text-embedding-3-small": Model("openai", "text-embedding-3-small", "text-embedding-3-small", 0, 0, embedding=True),
+}
+
+FEATURES = {
+    # feature: (prompt id, current version, planner model, worker model, tenant weights)
+    "support": ("support-answer", "v7", "gpt-4o", "gpt-4o-mini"),
+    "checkout": ("checkout-assist", "v3", "claude-sonnet-4-5", "claude-haiku-4-5"),
+    "search": ("search-rag", "v12", "gemini-2.5-flash", "gpt-4o-mini"),
+    "onboarding": ("onboarding-guide", "v2", "mistral-small", "llama-3.3-70b-local"),
+}
+TENANTS = ("acme", "globex", "initech", "umbrella", "hooli")
+SERVICES = {"support": "support-bot", "checkout": "checkout-api", "search": "search-api", "onboarding": "support-bot"}
+
+QUESTIONS = (
+    "Where is my order #{n}? I was told it would arrive on Tuesday.",
+    "Can I change the shipping address to 221B Baker Street, London?",
+    "My card ending 4242 was charged twice, please refund one of them.",
+    "How do I reset my password? Reply to {user}@example.com please.",
+    "Compare the Pro and Team plans for a 40-person company.",
+    "Summarise the last three tickets from this customer.",
+    "Which of these invoices are overdue, and by how much?",
+    "Translate the return policy into Spanish and keep the formatting.",
+)
+DOCUMENTS = (
+    "Returns are accepted within 30 days of delivery when the item is unused.",
+    "Express shipping takes 1–2 business days within the EU.",
+    "Team plans include SSO, audit logs and priority support.",
+    "Refunds are issued to the original payment method within 5 days.",
+)
+
+
+@dataclass(slots=True)
+class SpanSpec:
+    name: str
+    parent: int | None
+    start_ns: int  # offset from the trace start
+    duration_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # status message when the span failed
+    kind: int = 1  # OTel SpanKind: 1 internal, 2 server, 3 client
+    events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)  # (name, offset ns, attrs)
+
+    @property
+    def end_ns(self) -> int:
+        return self.start_ns + self.duration_ns
+
+
+@dataclass(slots=True)
+class Trace:
+    feature: str
+    service: str
+    spans: list[SpanSpec]
+
+    @property
+    def duration_ns(self) -> int:
+        return max(s.end_ns for s in self.spans)
+
+
+@dataclass(slots=True)
+class TrafficState:
+    """What changes over a demo run: prompt versions, incidents."""
+
+    prompt_versions: dict[str, str] = field(default_factory=lambda: {f: v[1] for f, v in FEATURES.items()})
+    # A bigger prompt (twice the input tokens) for a feature: the regression the alert rules catch.
+    heavy_versions: set[tuple[str, str]] = field(default_factory=set)
+    rate_limit_storm: bool = False
+
+
+class Traffic:
+    """Generates traces: agentic trees, RAG pipelines, streaming and reasoning calls, and failures."""
+
+    def __init__(self, seed: int | None = None, state: TrafficState | None = None) -> None:
+        self.rng = random.Random(seed)
+        self.state = state or TrafficState()
+        self._counter = 0
+
+    # -- building blocks ---------------------------------------------------------------------------
+
+    def _messages(self, user: str, n_docs: int = 0) -> tuple[str, str]:
+        rng = self.rng
+        question = rng.choice(QUESTIONS).format(n=rng.randint(10000, 99999), user=user)
+        system = "You are a concise, friendly assistant for an online store. Cite the policy you use."
+        docs = " ".join(rng.sample(DOCUMENTS, k=min(n_docs, len(DOCUMENTS))))
+        prompt = [
+            {"role": "system", "parts": [{"type": "text", "content": system}]},
+            {"role": "user", "parts": [{"type": "text", "content": (docs + "\n\n" if docs else "") + question}]},
+        ]
+        answer = rng.choice(DOCUMENTS) + " Is there anything else I can help with?"
+        completion = [{"role": "assistant", "parts": [{"type": "text", "content": answer}], "finish_reason": "stop"}]
+        return json.dumps(prompt), json.dumps(completion)
+
+    def llm_call(self, spans: list[SpanSpec], parent: int, start_ns: int, model_key: str, feature: str,
+                 tenant: str, user: str, base_input: int, stream: bool = True, n_docs: int = 0,
+                 tool_call: str | None = None) -> int:
+        """Append one LLM call (OTel GenAI semconv, current keys) and return its end offset."""
+        rng = self.rng
+        model = MODELS[model_key]
+        prompt_id, _, _, _ = FEATURES[feature]
+        version = self.state.prompt_versions[feature]
+        input_tokens = int(base_input * rng.uniform(0.8, 1.25))
+        if (feature, version) in self.state.heavy_versions:
+            input_tokens *= 2
+        output_tokens = rng.randint(40, 420)
+        reasoning = rng.randint(300, 1800) if model.reasoning else 0
+        output_tokens += reasoning
+        cache_read = int(input_tokens * rng.uniform(0.5, 0.9)) if model.caches and rng.random() < 0.7 else 0
+        cache_write = int(input_tokens * 0.1) if model.caches and cache_read == 0 else 0
+        ttft = model.ttft_s * rng.uniform(0.6, 1.8) * (1 + input_tokens / 40_000)
+        if rng.random() < 0.03:
+            ttft *= rng.uniform(3, 6)  # the slow tail every provider has
+        decode = output_tokens / (model.tokens_per_s * rng.uniform(0.7, 1.2))
+        duration = int((ttft + decode) * S)
+        finish = "tool_calls" if tool_call else "stop"
+        prompt, completion = self._messages(user, n_docs)
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": model.provider,
+            "gen_ai.request.model": model.name,
+            "gen_ai.request.temperature": 0.2,
+            "gen_ai.request.max_tokens": 1024,
+            "gen_ai.request.stream": stream,
+            "gen_ai.response.model": model.response_name,
+            "gen_ai.response.id": f"resp_{rng.getrandbits(48):012x}",
+            "gen_ai.usage.input_tokens": input_tokens,
+            "gen_ai.usage.output_tokens": output_tokens,
+            "gen_ai.conversation.id": f"conv_{rng.randint(1, 400)}",
+            "app.llm.prompt.template.id": prompt_id,
+            "app.llm.prompt.template.version": version,
+            "user.id": user,
+            "server.address": {"openai": "api.openai.com", "anthropic": "api.anthropic.com",
+                               "gcp.gemini": "generativelanguage.googleapis.com", "mistral_ai": "api.mistral.ai",
+                               "ollama": "localhost"}[model.provider],
+            "gen_ai.input.messages": prompt,
+        }
+        if cache_read:
+            attrs["gen_ai.usage.cache_read.input_tokens"] = cache_read
+        if cache_write:
+            attrs["gen_ai.usage.cache_creation.input_tokens"] = cache_write
+        if reasoning:
+            attrs["gen_ai.usage.reasoning.output_tokens"] = reasoning
+        if stream:
+            attrs["gen_ai.response.time_to_first_chunk"] = round(ttft, 4)
+        error = None
+        roll = rng.random()
+        rate_limit_share = 0.35 if self.state.rate_limit_storm and feature == "checkout" else 0.025
+        if roll < rate_limit_share:
+            duration = int(rng.uniform(0.05, 0.25) * S)
+            attrs.update({"error.type": "RateLimitError", "http.response.status_code": 429})
+            error = "Error code: 429 - Rate limit reached for requests"
+            for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.time_to_first_chunk",
+                        "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.reasoning.output_tokens"):
+                attrs.pop(key, None)
+        elif roll < rate_limit_share + 0.01:
+            duration = int(rng.uniform(1, 8) * S)
+            overloaded = model.provider == "anthropic"
+            attrs.update({"error.type": "OverloadedError" if overloaded else "InternalServerError",
+                          "http.response.status_code": 529 if overloaded else 500})
+            error = "Overloaded" if overloaded else "Error code: 500 - The server had an error"
+            for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.time_to_first_chunk"):
+                attrs.pop(key, None)
+        elif roll < rate_limit_share + 0.02:
+            finish = "content_filter"
+        if error is None:
+            attrs["gen_ai.response.finish_reasons"] = [finish]
+            if finish == "content_filter":
+                completion = json.dumps([{"role": "assistant", "parts": [{"type": "text",
+                                          "content": "I can't help with that request."}], "finish_reason": "content_filter"}])
+            elif tool_call:
+                completion = json.dumps([{"role": "assistant", "parts": [{"type": "tool_call", "id": f"call_{rng.getrandbits(32):08x}",
+                                          "name": tool_call, "arguments": {"query": "order status", "limit": 5}}],
+                                          "finish_reason": "tool_call"}])
+            attrs["gen_ai.output.messages"] = completion
+        spans.append(SpanSpec(f"chat {model.name}", parent, start_ns, duration, attrs, error=error, kind=3))
+        end = start_ns + duration
+        index = len(spans) - 1
+        # The app validates structured output; now and then it fails (a validation error, not an api one).
+        if error is None and finish != "content_filter" and rng.random() < 0.03:
+            spans.append(SpanSpec("parse_output", parent, end + 2 * MS, 3 * MS,
+                                  {"error.type": "pydantic.ValidationError", "app.llm.output.schema": "Answer"},
+                                  error="1 validation error for Answer: field required"))
+            end += 5 * MS
+        del index
+        return end
+
+    def embedding(self, spans: list[SpanSpec], parent: int, start_ns: int, user: str) -> int:
+        rng = self.rng
+        duration = int(rng.uniform(0.04, 0.15) * S)
+        spans.append(SpanSpec("embeddings text-embedding-3-small", parent, start_ns, duration, {
+            "gen_ai.operation.name": "embeddings", "gen_ai.provider.name": "openai",
+            "gen_ai.request.model": "text-embedding-3-small", "gen_ai.usage.input_tokens": rng.randint(20, 120),
+            "user.id": user}, kind=3))
+        return start_ns + duration
+
+    # -- scenarios -----------------------------------------------------------------------------------
+
+    def agentic(self, feature: str) -> Trace:
+        """planner → parallel tool calls, each with a nested LLM call → composer (depth 5)."""
+        rng = self.rng
+        _, _, planner, worker = FEATURES[feature]
+        tenant = rng.choice(TENANTS)
+        user = f"u{rng.randint(1000, 9999)}"
+        spans = [SpanSpec(f"POST /{feature}/ask", None, 0, 0, {
+            "http.request.method": "POST", "http.route": f"/{feature}/ask", "http.response.status_code": 200,
+            "app.llm.feature": feature, "app.llm.tenant.id": tenant, "user.id": user}, kind=2)]
+        spans.append(SpanSpec(f"invoke_agent {feature}-agent", 0, 2 * MS, 0, {
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": f"{feature}-agent",
+            "gen_ai.provider.name": MODELS[planner].provider}))
+        t = self.llm_call(spans, 1, 5 * MS, planner, feature, tenant, user, 1800, tool_call="search_orders")
+        tools = rng.sample(["search_orders", "lookup_customer", "get_policy", "check_inventory"], k=rng.randint(2, 3))
+        ends = []
+        for tool in tools:  # parallel siblings: they start together
+            tool_start = t + rng.randint(1, 8) * MS
+            tool_index = len(spans)
+            spans.append(SpanSpec(f"execute_tool {tool}", 1, tool_start, 0, {
+                "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+                "gen_ai.tool.call.id": f"call_{rng.getrandbits(32):08x}",
+                "gen_ai.tool.call.arguments": json.dumps({"customer": tenant, "limit": 5})}))
+            inner_start = tool_start + int(rng.uniform(0.02, 0.3) * S)  # a database or API lookup first
+            inner_end = self.llm_call(spans, tool_index, inner_start, worker, feature, tenant, user, 900, stream=False)
+            spans[tool_index].duration_ns = inner_end + 3 * MS - tool_start
+            ends.append(inner_end + 3 * MS)
+        t = max(ends)
+        t = self.llm_call(spans, 1, t + 5 * MS, planner, feature, tenant, user, 2600)
+        spans[1].duration_ns = t + 2 * MS - spans[1].start_ns
+        spans[0].duration_ns = t + 6 * MS
+        return Trace(feature, SERVICES[feature], spans)
+
+    def rag(self, feature: str) -> Trace:
+        """embed → retrieve → chat (streaming)."""
+        rng = self.rng
+        _, _, planner, _ = FEATURES[feature]
+        tenant = rng.choice(TENANTS)
+        user = f"u{rng.randint(1000, 9999)}"
+        spans = [SpanSpec(f"GET /{feature}", None, 0, 0, {
+            "http.request.method": "GET", "http.route": f"/{feature}", "http.response.status_code": 200,
+            "app.llm.feature": feature, "app.llm.tenant.id": tenant, "user.id": user}, kind=2)]
+        t = self.embedding(spans, 0, 3 * MS, user)
+        retrieve = int(rng.uniform(0.01, 0.08) * S)
+        spans.append(SpanSpec("retrieval products-index", 0, t + MS, retrieve, {
+            "gen_ai.operation.name": "retrieval", "gen_ai.data_source.id": "products-index",
+            "gen_ai.retrieval.top_k": 5}))
+        t += MS + retrieve
+        t = self.llm_call(spans, 0, t + 2 * MS, planner, feature, tenant, user, 3200, n_docs=3)
+        spans[0].duration_ns = t + 4 * MS
+        return Trace(feature, SERVICES[feature], spans)
+
+    def guarded(self, feature: str) -> Trace:
+        """An input guardrail, then one call: the smallest trace."""
+        rng = self.rng
+        _, _, _, worker = FEATURES[feature]
+        tenant = rng.choice(TENANTS)
+        user = f"u{rng.randint(1000, 9999)}"
+        spans = [SpanSpec(f"POST /{feature}/chat", None, 0, 0, {
+            "app.llm.feature": feature, "app.llm.tenant.id": tenant, "user.id": user}, kind=2)]
+        blocked = rng.random() < 0.04
+        spans.append(SpanSpec("input-moderation", 0, 1 * MS, int(rng.uniform(0.01, 0.05) * S),
+                              {"openinference.span.kind": "GUARDRAIL", "guardrail.name": "pii-and-abuse"},
+                              error="blocked: prompt injection detected" if blocked else None))
+        t = spans[1].end_ns
+        if not blocked:
+            t = self.llm_call(spans, 0, t + MS, worker, feature, tenant, user, 700)
+        spans[0].duration_ns = t + 2 * MS
+        return Trace(feature, SERVICES[feature], spans)
+
+    def next_trace(self) -> Trace:
+        rng = self.rng
+        self._counter += 1
+        feature = rng.choices(list(FEATURES), weights=(4, 3, 3, 1))[0]
+        kind = rng.choices(("agentic", "rag", "guarded"), weights=(4, 4, 2))[0]
+        return getattr(self, kind)(feature)
+
+    def traces(self) -> Iterator[Trace]:
+        while True:
+            yield self.next_trace()
+
+
+# --- emitting as OTLP protobuf (deterministic fixtures, benchmarks) ------------------------------------
+
+
+def to_otlp_request(traces: list[tuple[Trace, int, int]], scope: tuple[str, str] = ("llmobs.demo", "1")) -> Any:
+    """An ExportTraceServiceRequest of `(trace, trace_number, start_ns)`; ids derive from the number."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    def value(v: Any) -> AnyValue:
+        out = AnyValue()
+        if isinstance(v, bool):
+            out.bool_value = v
+        elif isinstance(v, int):
+            out.int_value = v
+        elif isinstance(v, float):
+            out.double_value = v
+        elif isinstance(v, (list, tuple)):
+            out.array_value.values.extend(value(x) for x in v)
+        else:
+            out.string_value = str(v)
+        return out
+
+    request = ExportTraceServiceRequest()
+    by_service: dict[str, Any] = {}
+    for trace, number, start_ns in traces:
+        scope_spans = by_service.get(trace.service)
+        if scope_spans is None:
+            resource_spans = request.resource_spans.add()
+            resource_spans.resource.attributes.append(KeyValue(key="service.name", value=value(trace.service)))
+            scope_spans = resource_spans.scope_spans.add()
+            scope_spans.scope.name, scope_spans.scope.version = scope
+            by_service[trace.service] = scope_spans
+        trace_id = (number * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big") + number.to_bytes(8, "big")
+        for index, spec in enumerate(trace.spans):
+            span = scope_spans.spans.add()
+            span.trace_id = trace_id
+            span.span_id = (number % 2**40).to_bytes(5, "big") + (index + 1).to_bytes(3, "big")
+            if spec.parent is not None:
+                span.parent_span_id = (number % 2**40).to_bytes(5, "big") + (spec.parent + 1).to_bytes(3, "big")
+            span.name = spec.name
+            span.kind = spec.kind
+            span.start_time_unix_nano = start_ns + spec.start_ns
+            span.end_time_unix_nano = start_ns + spec.end_ns
+            for key, v in spec.attributes.items():
+                span.attributes.append(KeyValue(key=key, value=value(v)))
+            for name, offset, attrs in spec.events:
+                event = span.events.add(name=name, time_unix_nano=start_ns + offset)
+                for key, v in attrs.items():
+                    event.attributes.append(KeyValue(key=key, value=value(v)))
+            if spec.error:
+                span.status.code = 2
+                span.status.message = spec.error
+    return request
