@@ -106,7 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llmobs-tui {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--demo", action="store_true", help="the live TUI on a built-in demo feed (same as `demo`)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="only watch the store (another process, e.g. `serve`, receives and writes)")
+    _add_db(parser)
+    _add_ingest(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="the live TUI on a built-in demo feed sent through the real OTel SDK")
+    _add_db(demo)
+    _add_ingest(demo)
 
     serve = sub.add_parser("serve", help="run the receiver and store without a UI")
     _add_db(serve)
@@ -145,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     command = args.command
     if command is None:
-        parser.print_help()
-        return EXIT_USAGE
+        command = "demo" if args.demo else "tui"
     handler = {
+        "tui": cmd_tui,
+        "demo": cmd_tui,
         "serve": cmd_serve,
         "report": cmd_report,
         "export": cmd_export,
@@ -174,6 +184,62 @@ def fail(message: str, code: int = EXIT_ERROR) -> int:
 
 def db_path_of(args: argparse.Namespace) -> Path:
     return Path(args.db).expanduser() if getattr(args, "db", None) else default_db_path()
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    """The live monitor: receiver + store + TUI in one process tree, or read-only on a store that
+    another process writes, or (demo) with a built-in traffic generator."""
+    from llmobs_tui.backend import BackendConfig
+    from llmobs_tui.run import run_tui
+    from receiver.pipeline import PipelineFailed
+    from receiver.prices import PriceFileError, PriceTable
+    from store.connection import StoreError, StoreLocked, WriterLock
+
+    demo = args.command == "demo" or args.demo
+    if demo and not getattr(args, "db", None):
+        # The demo's made-up traffic must not mix with a real store.
+        args.db = str(default_db_path().with_name("demo.db"))
+        if args.grpc_port == 4317 and args.http_port == 4318:
+            # Free ports: a collector already on 4317/4318 must not stop the demo from starting.
+            args.grpc_port = args.http_port = 0
+    path = db_path_of(args)
+    try:
+        prices = PriceTable.load(args.prices)
+        config = pipeline_config(args)
+    except (ConfigError, PriceFileError) as exc:
+        return fail(str(exc), EXIT_USAGE)
+    backend_config = None
+    read_only_reason = None
+    if args.read_only:
+        read_only_reason = f"read-only {path}"
+    else:
+        probe = WriterLock(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            probe.acquire()
+            probe.release()
+            backend_config = BackendConfig(pipeline=config, host=args.host, grpc_port=args.grpc_port,
+                                           http_port=args.http_port)
+        except StoreLocked as exc:
+            if demo:
+                return fail(str(exc))
+            read_only_reason = "read-only: another llmobs-tui process writes this store"
+            del exc
+        except OSError as exc:
+            return fail(f"cannot use {path}: {exc}")
+    if backend_config is None and not path.exists():
+        return fail(f"no database at {path}")
+    import asyncio
+
+    try:
+        return asyncio.run(run_tui(path, backend_config=backend_config, demo=demo, prices=prices,
+                                   read_only_reason=read_only_reason))
+    except PipelineFailed as exc:
+        return fail(str(exc))
+    except StoreError as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(str(exc))
 
 
 # --- serve ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ class DemoPlan:
     heavy_prompt_from_s: float = 20.0
     heavy_prompt_feature: str = "support"
     seed: int | None = None
+    backfill_after_s: float | None = None  # the newest trace already in the store
 
 
 def _emit(tracer: Any, trace: Trace, start_ns: int) -> None:
@@ -80,8 +81,9 @@ def run(endpoint: str, plan: DemoPlan) -> None:
     started = time.time()
     parent = multiprocessing.parent_process()
 
-    # Live traffic first, so the trace list fills at once; history right behind it.
-    backfill_start = started - plan.backfill_s
+    # Live traffic first, so the trace list fills at once; history right behind it, but only for the
+    # gap since the newest trace already stored (a restarted demo must not pile history up).
+    backfill_start = max(started - plan.backfill_s, plan.backfill_after_s or 0)
     backfill_step = 1 / plan.backfill_traces_per_s
     next_backfill = backfill_start
     next_live = started

@@ -262,7 +262,9 @@ class Traffic:
             spans[tool_index].duration_ns = inner_end + 3 * MS - tool_start
             ends.append(inner_end + 3 * MS)
         t = max(ends)
-        t = self.llm_call(spans, 1, t + 5 * MS, planner, feature, tenant, user, 2600)
+        # Support answers with a reasoning model: reasoning tokens, and a long wait for the first token.
+        composer = "o4-mini" if feature == "support" else planner
+        t = self.llm_call(spans, 1, t + 5 * MS, composer, feature, tenant, user, 2600)
         spans[1].duration_ns = t + 2 * MS - spans[1].start_ns
         spans[0].duration_ns = t + 6 * MS
         return Trace(feature, SERVICES[feature], spans)

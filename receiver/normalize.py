@@ -18,13 +18,13 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import zstandard
 
 from receiver import semconv as sc
-from receiver.prices import PriceTable, canonical_provider
+from receiver.prices import CANONICAL_PROVIDERS, PriceTable, canonical_provider
 from receiver.redact import redact_text
 from store import models as m
 
@@ -49,8 +49,8 @@ _CONTENT = 2
 # can supply with its priority (its position in that field's key tuple); the best present wins.
 (F_PROVIDER, F_REQUEST_MODEL, F_RESPONSE_MODEL, F_INPUT, F_OUTPUT, F_CACHE_READ, F_CACHE_WRITE,
  F_REASONING, F_TTFT_S, F_TTFT_MS, F_STREAM, F_FINISH, F_HTTP_STATUS, F_FEATURE, F_TENANT, F_PROMPT_ID,
- F_PROMPT_VERSION, F_CONVERSATION, F_USER) = range(19)
-_N_FIELDS = 19
+ F_PROMPT_VERSION, F_CONVERSATION, F_USER, F_TTFT_SERVER) = range(20)
+_N_FIELDS = 20
 _FIELD_KEYS = {
     F_PROVIDER: sc.PROVIDER_KEYS,
     F_REQUEST_MODEL: sc.REQUEST_MODEL_KEYS,
@@ -61,6 +61,7 @@ _FIELD_KEYS = {
     F_CACHE_WRITE: sc.CACHE_WRITE_KEYS,
     F_REASONING: sc.REASONING_KEYS,
     F_TTFT_S: sc.TTFT_SECONDS_KEYS,
+    F_TTFT_SERVER: sc.TTFT_SERVER_SECONDS_KEYS,
     F_TTFT_MS: sc.TTFT_MS_KEYS,
     F_STREAM: sc.STREAM_KEYS,
     F_FINISH: sc.FINISH_REASON_KEYS,
@@ -119,10 +120,15 @@ def _int(value: Any) -> int | None:
             return int(value)
         return None
     if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit() or (text[:1] == "-" and text[1:].isdigit()):
+            return int(text)
         try:
-            return int(float(value.strip()))
+            number = float(text)
         except ValueError:
             return None
+        # "inf", "1e400": not a count. Never let it reach int() (OverflowError).
+        return int(number) if math.isfinite(number) else None
     return None
 
 
@@ -172,6 +178,11 @@ def _text(value: Any, limit: int = 512) -> str | None:
     return value[:limit]
 
 
+def _ns(value: float) -> int:
+    """Nanoseconds from a float; absurd values become -1, which the TTFT check rejects and flags."""
+    return int(value) if math.isfinite(value) and abs(value) < 2**62 else -1
+
+
 def _dim_text(value: Any) -> str | None:
     """A scalar attribute as a short label (None for structured values)."""
     if isinstance(value, (list, dict)):
@@ -191,8 +202,16 @@ def _json_obj(value: Any) -> Any:
     return value
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def _iso_to_ns(value: Any) -> int | None:
-    value = _json_obj(value) if isinstance(value, str) and value.startswith('"') else value
+    """An ISO-8601 instant (Langfuse may JSON-quote it once more) in integer nanoseconds."""
+    if isinstance(value, str) and value.startswith('"'):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return None
     if not isinstance(value, str):
         return None
     try:
@@ -201,7 +220,8 @@ def _iso_to_ns(value: Any) -> int | None:
         return None
     if dt.tzinfo is None:
         return None
-    return int(dt.timestamp() * 1e9)
+    delta = dt - _EPOCH  # integer arithmetic: a float timestamp would lose sub-microseconds
+    return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
 
 
 # --- classification rules ----------------------------------------------------------------------
@@ -281,32 +301,47 @@ _SERVER_PROVIDERS = (
     ("api.x.ai", "xai"),
     ("api.groq.com", "groq"),
 )
+# First match wins: Bedrock ids ("mistral.mistral-large…") before vendor names, Google's
+# text-embedding-00N before OpenAI's text-embedding- family.
 _MODEL_PROVIDERS = (
+    (("amazon.", "anthropic.", "us.", "eu.", "apac.", "global.", "meta.", "cohere.", "mistral.", "ai21."),
+     "aws.bedrock"),
+    (("gemini", "text-embedding-00", "text-multilingual-embedding", "gemma"), "google"),
     (("gpt-", "o1", "o3", "o4", "chatgpt", "text-embedding-", "davinci", "babbage"), "openai"),
     (("claude",), "anthropic"),
-    (("gemini", "text-embedding-004", "gemma"), "google"),
     (("mistral", "codestral", "ministral", "pixtral", "magistral", "devstral", "open-mistral"), "mistral"),
     (("command", "embed-english", "embed-multilingual", "embed-v", "rerank-"), "cohere"),
     (("deepseek",), "deepseek"),
     (("grok",), "xai"),
-    (("amazon.", "anthropic.", "us.anthropic.", "eu.anthropic.", "meta.", "cohere.", "mistral."), "aws.bedrock"),
 )
 
 
-def infer_provider(raw: Any, server: Any, model: str | None) -> str | None:
-    """The provider key if present; else guessed from the server address, then the model name."""
+_VERCEL_PROVIDERS = {"amazon-bedrock": "aws.bedrock", "azure-openai": "azure", "azure": "azure",
+                     "google-vertex": "google", "vertex": "google"}
+
+
+def infer_provider(raw: Any, server: Any, *models: str | None) -> str | None:
+    """The provider key if present; else guessed from the server address, then the model names."""
     if isinstance(raw, str) and raw:
-        return canonical_provider(raw)
+        provider = canonical_provider(raw)
+        if provider not in CANONICAL_PROVIDERS and provider is not None:
+            # Vercel AI SDK ids: "openai.chat", "anthropic.messages", "amazon-bedrock".
+            head = provider.split(".", 1)[0]
+            mapped = _VERCEL_PROVIDERS.get(head) or canonical_provider(head)
+            if mapped in CANONICAL_PROVIDERS:
+                return mapped
+        return provider
     if isinstance(server, str):
         server = server.lower()
         for needle, provider in _SERVER_PROVIDERS:
             if needle in server:
                 return provider
-    if model:
-        lowered = model.lower()
-        for prefixes, provider in _MODEL_PROVIDERS:
-            if lowered.startswith(prefixes):
-                return provider
+    for model in models:
+        if model:
+            lowered = model.lower()
+            for prefixes, provider in _MODEL_PROVIDERS:
+                if lowered.startswith(prefixes):
+                    return provider
     return None
 
 
@@ -604,16 +639,22 @@ class Normalizer:
         if not (EARLIEST_PLAUSIBLE_NS <= start_ns <= received_ns + FUTURE_SKEW_NS) or end_ns > received_ns + FUTURE_SKEW_NS:
             # Keep the span, but at the time it was received: a year-3000 timestamp must not own
             # "today" in every dashboard, nor survive retention forever.
-            length = duration_ns if duration_ns is not None and duration_ns < 86_400 * 10**9 else 0
+            plausible = duration_ns is not None and duration_ns < 86_400 * 10**9
+            length = duration_ns if plausible else 0
             end_ns = received_ns
             start_ns = received_ns - length
             flags |= m.FLAG_TIME_ADJUSTED
+            if not plausible:
+                # One end was absurd: the span's length is unknown, not centuries.
+                duration_ns = None
+                ttft_ns = None
+                flags |= m.FLAG_DURATION_INVALID
 
         # Model, provider, operation.
         request_model = _dim_text(values[F_REQUEST_MODEL])
         response_model = _dim_text(values[F_RESPONSE_MODEL])
         provider = infer_provider(values[F_PROVIDER], found.get(sc.SERVER_ADDRESS),
-                                  response_model or request_model) if (
+                                  response_model, request_model) if (
             kind in sc.BILLABLE_KINDS or request_model or response_model) else None
         operation = _text(found.get(sc.OPERATION_NAME) or found.get(sc.LLM_REQUEST_TYPE), 64)
         if operation is None and kind in sc.BILLABLE_KINDS:
@@ -784,7 +825,7 @@ class Normalizer:
               chunk_ns: int | None) -> int | None:
         seconds = _float(values[F_TTFT_S])
         if seconds is not None:
-            return int(seconds * 1e9)
+            return _ns(seconds * 1e9)
         if first_token_ns:
             return first_token_ns - start_ns
         if chunk_ns:
@@ -796,7 +837,11 @@ class Normalizer:
                 return ns - start_ns
         millis = _float(values[F_TTFT_MS])
         if millis is not None:
-            return int(millis * 1e6)
+            return _ns(millis * 1e6)
+        # openlit reports the server's TTFT: the last resort (design §2 rule 5).
+        seconds = _float(values[F_TTFT_SERVER])
+        if seconds is not None:
+            return _ns(seconds * 1e9)
         return None
 
     @staticmethod

@@ -135,7 +135,8 @@ LANGFUSE_OUTPUT_BUCKETS = ("output",)
 LANGFUSE_REASONING_BUCKETS = ("output_reasoning", "output_reasoning_tokens")
 
 # --- latency ---------------------------------------------------------------------------------
-TTFT_SECONDS_KEYS = ("gen_ai.response.time_to_first_chunk", "gen_ai.server.time_to_first_token")
+TTFT_SECONDS_KEYS = ("gen_ai.response.time_to_first_chunk",)
+TTFT_SERVER_SECONDS_KEYS = ("gen_ai.server.time_to_first_token",)  # openlit: the last resort
 TTFT_MS_KEYS = ("ai.response.msToFirstChunk", "ai.stream.msToFirstChunk")
 LANGFUSE_COMPLETION_START = "langfuse.observation.completion_start_time"
 FIRST_TOKEN_EVENTS = ("First Token Stream Event",)
@@ -171,6 +172,7 @@ FINISH_REASON_MAP = {
     "prohibited_content": "content_filter",
     "spii": "content_filter",
     "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
     "error": "error",
 }
 ERROR_TYPE = "error.type"
@@ -276,7 +278,7 @@ CONTENT_PREFIXES = (
     "reranker.output_documents.",
 )
 # Flattened keys that are structure, not content, and must stay readable with --no-content.
-CONTENT_PREFIX_EXCEPTIONS = ("gen_ai.completion.0.finish_reason",)
+CONTENT_PREFIX_EXCEPTIONS = ("gen_ai.completion.0.finish_reason", "gen_ai.prompt.name", "gen_ai.prompt.version")
 CONTENT_EVENTS = frozenset(
     {
         "gen_ai.content.prompt",
@@ -327,6 +329,7 @@ def all_known_keys() -> frozenset[str]:
         CACHE_WRITE_KEYS,
         REASONING_KEYS,
         TTFT_SECONDS_KEYS,
+        TTFT_SERVER_SECONDS_KEYS,
         TTFT_MS_KEYS,
         STREAM_KEYS,
         FINISH_REASON_KEYS,

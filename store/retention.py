@@ -16,6 +16,7 @@ from store.writer import SpanWriter
 
 NS = 1_000_000_000
 EVICT_CHUNK = 500  # traces per transaction
+FINE_ROLLUP_KEEP_S = 2 * 3600
 
 
 @dataclass(slots=True)
@@ -70,6 +71,15 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
     now_ns = now_ns or time.time_ns()
     started = time.monotonic()
     result = RetentionResult()
+    # 10-second rollups only serve the 5-minute view.
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result.rollups += db.execute("DELETE FROM rollups WHERE res = 10 AND bucket < ?",
+                                     (now_ns // NS - FINE_ROLLUP_KEEP_S,)).rowcount
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
     if max_age_s:
         cutoff = now_ns - int(max_age_s * NS)
         while time.monotonic() - started < deadline_s:

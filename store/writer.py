@@ -26,6 +26,8 @@ from store.models import COL, SPAN_COLUMNS
 BILLABLE = frozenset({"llm", "embedding"})
 TOTAL_DIMS_ID = 0  # rollup rows summing every dimension set of their bucket
 RESOLUTIONS = (60, 3600)
+# 10-second buckets give the 5-minute view its shape; kept as totals only, and only for 2 hours.
+FINE_RESOLUTION = 10
 NS = 1_000_000_000
 # A validation step may start a little before its call's recorded end (clock skew between spans).
 SIBLING_SLACK_NS = 5_000_000
@@ -621,6 +623,17 @@ class SpanWriter:
                     if bucket is not None:
                         h[bucket] = h.get(bucket, 0) + sign
                 acc.dirty = True
+        key = (FINE_RESOLUTION, second - second % FINE_RESOLUTION, TOTAL_DIMS_ID)
+        acc = self._rollups.get(key)
+        if acc is None:
+            acc = self._load_rollup(key)
+        counters = acc.counters
+        for i, value in vector:
+            counters[i] += sign * value
+        for h, bucket in zip(acc.hists, hists):
+            if bucket is not None:
+                h[bucket] = h.get(bucket, 0) + sign
+        acc.dirty = True
 
     def _load_rollup(self, key: tuple[int, int, int]) -> _Rollup:
         acc = _Rollup()

@@ -1,0 +1,379 @@
+"""The llmobs-tui Textual app: five screens, k9s keys, one live refresh loop.
+
+The app only reads. The receiver and writer (when embedded) run outside it, started before
+`run_async()` and drained after it returns (llmobs_tui/run.py), never in a Textual worker, because
+Textual cancels workers before unmount and a cut-short drain would lose acknowledged spans.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+
+from llmobs_tui import format as fmt
+from llmobs_tui.filtering import FilterError, parse
+from llmobs_tui.reader import StoreReader
+from llmobs_tui.screens.alerts import AlertsScreen
+from llmobs_tui.screens.base import LiveScreen
+from llmobs_tui.screens.breakdown import GROUPINGS, BreakdownScreen
+from llmobs_tui.screens.help import HelpScreen, describe_bindings
+from llmobs_tui.screens.overview import OverviewScreen
+from llmobs_tui.screens.prompt import PromptScreen
+from llmobs_tui.screens.trace import TraceScreen
+from llmobs_tui.screens.traces import TracesScreen
+from llmobs_tui.widgets.chrome import AlertBanner, AlertLine, IngestStatus, StatusLine, TopBar
+
+WINDOWS = (300, 3600, 86400, 7 * 86400)
+
+
+@dataclass(slots=True)
+class AlertView:
+    key: str
+    firing: bool
+    severity: str
+    title: str
+    value_text: str
+    since_s: float
+    scope: str | None = None
+    example_trace_id: bytes | None = None
+    detail: str = ""
+
+
+class AlertSource:
+    """What the Alerts screen and the banner show. The rule engine plugs in here."""
+
+    empty_message = "No alert rules are configured: nothing can fire yet."
+
+    def snapshot(self, now_s: float) -> list[AlertView]:
+        return []
+
+    def get(self, key: str) -> AlertView | None:
+        return next((a for a in self.snapshot(time.time()) if a.key == key), None)
+
+    async def evaluate(self, reader: StoreReader, now_s: float) -> None:
+        return None
+
+
+class LlmobsApp(App):
+    TITLE = "llmobs-tui"
+    CSS = """
+    Screen { layout: vertical; }
+    #traces-filter, #trace-summary, #alerts-note { height: 1; }
+    """
+    BINDINGS = [
+        Binding("1", "goto('overview')", "Overview", show=False),
+        Binding("2", "goto('breakdown')", "Breakdown", show=False),
+        Binding("3", "goto('traces')", "Traces", show=False),
+        Binding("4", "goto('trace')", "Trace", show=False),
+        Binding("5", "goto('alerts')", "Alerts", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("slash", "filter", "Filter"),
+        Binding("colon", "command", "Command", show=False),
+        Binding("f", "follow", "Follow"),
+        Binding("t", "window", "Window"),
+        Binding("y", "copy", "Copy id"),
+        Binding("ctrl+s", "export", "Export trace"),
+        Binding("escape", "back", "Back", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, db_path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
+                 refresh_s: float | None = 1.0, status: Callable[[], IngestStatus] | None = None,
+                 prices: Any = None, alerts: AlertSource | None = None, window_s: float = 3600,
+                 export_dir: str | os.PathLike[str] = ".") -> None:
+        super().__init__()
+        self.db_path = Path(db_path)
+        self.reader = StoreReader(self.db_path)
+        self.clock = clock
+        self.refresh_s = refresh_s
+        self.status_source = status
+        self.prices = prices
+        self.alerts = alerts or AlertSource()
+        self.window_s = window_s
+        self.export_dir = Path(export_dir)
+        self.following = True
+        self._history: list[str] = []
+        self._wake = asyncio.Event()
+        self._last_counts: tuple[float, int] | None = None
+        self.status = IngestStatus(mode=f"read-only {self.db_path}")
+        self.load_error: str | None = None
+        self.ticks = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def on_mount(self) -> None:
+        await self.reader.open()
+        for screen in (OverviewScreen(), BreakdownScreen(), TracesScreen(), TraceScreen(), AlertsScreen()):
+            self.install_screen(screen, name=screen.NAME)
+        await self.push_screen("overview")
+        if self.refresh_s is not None:
+            self.live()
+        else:
+            await self.tick()
+
+    async def on_unmount(self) -> None:
+        await self.reader.close()
+
+    @work(exclusive=True, group="live", exit_on_error=False)
+    async def live(self) -> None:
+        """One refresh loop: the next tick starts only after the last one finished."""
+        assert self.refresh_s is not None
+        while True:
+            await self.tick()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.refresh_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    def wake(self) -> None:
+        """Refresh now (after a key changed what is shown) instead of at the next tick."""
+        self._wake.set()
+
+    async def tick(self) -> None:
+        self.ticks += 1
+        now_s = self.clock()
+        screen = self.screen
+        data = None
+        error = None
+        try:
+            await self.alerts.evaluate(self.reader, now_s)
+            if isinstance(screen, LiveScreen):
+                data = await screen.load(self.reader, now_s)
+            self._update_status(await self.reader.counts(), now_s)
+        except Exception as exc:  # a locked or damaged file must not take the UI down
+            error = f"store read failed: {exc}"
+        self.load_error = error
+        if screen is not self.screen:
+            return  # the user moved on while we read; the next tick serves the new screen
+        with self.batch_update():
+            if isinstance(screen, LiveScreen) and data is not None and error is None:
+                screen.show(data)
+            self.refresh_chrome(screen)
+
+    def _update_status(self, counts: tuple[int, int], now_s: float) -> None:
+        if self.status_source is not None:
+            self.status = self.status_source()
+        else:
+            _traces, max_id = counts
+            rate = None
+            if self._last_counts is not None:
+                then, last_id = self._last_counts
+                if now_s > then:
+                    rate = (max_id - last_id) / (now_s - then)
+            self._last_counts = (now_s, max_id)
+            self.status = IngestStatus(mode=f"read-only {fmt.clean(self.db_path)}", spans_per_s=rate,
+                                       store_bytes=self.reader.file_bytes())
+        self.status.error = self.load_error
+
+    def refresh_chrome(self, screen: Any) -> None:
+        try:
+            extra = ""
+            if isinstance(screen, BreakdownScreen):
+                extra = f"by {screen.by} (g)"
+            screen.query_one(TopBar).show(screen.NAME, self.window_s, self.following, extra)
+            screen.query_one(AlertBanner).show([
+                AlertLine(a.severity, a.title, a.detail or a.value_text)
+                for a in self.alerts.snapshot(self.clock()) if a.firing])
+            self.status.error = self.load_error
+            screen.query_one(StatusLine).show(self.status)
+        except Exception:
+            pass  # a modal or a screen without chrome
+
+    # -- navigation ----------------------------------------------------------------------------
+
+    def _switch(self, name: str) -> None:
+        current = self.screen
+        if isinstance(current, LiveScreen) and current.NAME == name:
+            return
+        if isinstance(current, LiveScreen):
+            self._history.append(current.NAME)
+            del self._history[:-20]
+        self.switch_screen(name)
+        self.wake()
+
+    def action_goto(self, name: str) -> None:
+        self._switch(name)
+
+    def action_back(self) -> None:
+        if self._history:
+            self.switch_screen(self._history.pop())
+            self.wake()
+
+    def open_traces(self, filter_text: str, sort: str = "start", descending: bool = True,
+                    description: str = "") -> None:
+        traces: TracesScreen = self.get_screen("traces")  # type: ignore[assignment]
+        error = traces.set_query(filter_text, sort, descending, description)
+        if error:
+            self.notify(error, severity="error", title="filter")
+            return
+        self._switch("traces")
+
+    def open_trace(self, trace_id: bytes, slowest: bool = False) -> None:
+        screen: TraceScreen = self.get_screen("trace")  # type: ignore[assignment]
+        screen.open(trace_id, slowest=slowest)
+        self._switch("trace")
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(describe_bindings(self, self.screen)))
+
+    def action_filter(self) -> None:
+        traces: TracesScreen = self.get_screen("traces")  # type: ignore[assignment]
+
+        def done(value: str | None) -> None:
+            if value is not None:
+                self.open_traces(value, traces.sort, traces.descending, "")
+
+        self.push_screen(PromptScreen("/", traces.flt.text, "filter traces: model=~gpt-4.* ttft>1s status=error · "
+                                      "a leading ! inverts · Enter applies, Esc cancels"), done)
+
+    def action_command(self) -> None:
+        self.push_screen(PromptScreen(":", "", "window 1h · sort cost · filter … · by feature · export · follow · quit"),
+                         self.run_command)
+
+    def run_command(self, text: str | None) -> None:
+        if not text:
+            return
+        verb, _, rest = text.strip().partition(" ")
+        rest = rest.strip()
+        traces: TracesScreen = self.get_screen("traces")  # type: ignore[assignment]
+        if verb in ("q", "quit"):
+            self.exit()
+        elif verb == "window":
+            from llmobs_tui.config import parse_duration
+
+            try:
+                self.window_s = parse_duration(rest)
+            except ValueError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.refresh_chrome(self.screen)
+            self.wake()
+        elif verb == "sort":
+            from store.dashboards import TRACE_SORTS
+
+            if rest not in TRACE_SORTS:
+                self.notify(f"sort by one of: {', '.join(TRACE_SORTS)}", severity="error")
+                return
+            self.open_traces(traces.flt.text, rest, True)
+        elif verb == "filter":
+            self.open_traces(rest, traces.sort, traces.descending)
+        elif verb == "by":
+            if rest not in GROUPINGS:
+                self.notify(f"group by one of: {', '.join(GROUPINGS)}", severity="error")
+                return
+            breakdown: BreakdownScreen = self.get_screen("breakdown")  # type: ignore[assignment]
+            breakdown.by = rest
+            if breakdown.is_mounted:
+                breakdown._columns()
+            self._switch("breakdown")
+        elif verb == "export":
+            self.action_export()
+        elif verb == "follow":
+            self.action_follow()
+        elif verb in ("help", "?"):
+            self.action_help()
+        elif verb in ("overview", "breakdown", "traces", "trace", "alerts"):
+            self._switch(verb)
+        else:
+            self.notify(f"unknown command {fmt.clean(verb)!r}: try window, sort, filter, by, export, follow, quit",
+                        severity="error")
+
+    def action_follow(self) -> None:
+        self.following = not self.following
+        if self.following and isinstance(self.screen, TracesScreen):
+            table = self.screen.query_one("#traces")
+            table.move_cursor(row=0)
+            table.scroll_home(animate=False)
+        self.refresh_chrome(self.screen)
+        self.wake()
+
+    def action_window(self) -> None:
+        index = WINDOWS.index(self.window_s) if self.window_s in WINDOWS else -1
+        self.window_s = WINDOWS[(index + 1) % len(WINDOWS)]
+        self.refresh_chrome(self.screen)
+        self.wake()
+
+    def _current_trace_id(self) -> bytes | None:
+        screen = self.screen
+        if isinstance(screen, TraceScreen):
+            return screen.trace_id
+        if isinstance(screen, TracesScreen) and screen.selected_trace is not None:
+            return screen.selected_trace.trace_id
+        return None
+
+    def action_copy(self) -> None:
+        screen = self.screen
+        if isinstance(screen, TraceScreen) and screen.selected_span is not None and screen.trace_id:
+            what, value = "span id", screen.selected_span.span_id.hex()
+        else:
+            trace_id = self._current_trace_id()
+            if trace_id is None:
+                self.notify("Nothing to copy here: select a trace or a span.", severity="warning")
+                return
+            what, value = "trace id", trace_id.hex()
+        self.copy_value(what, value)
+
+    def copy_value(self, what: str, value: str) -> None:
+        """Copy with the system clipboard if there is one, else the terminal's (OSC 52), and say which."""
+        tools = (("pbcopy",), ("wl-copy",), ("xclip", "-selection", "clipboard"), ("xsel", "--clipboard", "--input"))
+        for tool in tools:
+            needs = {"wl-copy": "WAYLAND_DISPLAY", "xclip": "DISPLAY", "xsel": "DISPLAY"}.get(tool[0])
+            if shutil.which(tool[0]) and (needs is None or os.environ.get(needs)):
+                try:
+                    subprocess.run(tool, input=value.encode(), check=True, timeout=2, capture_output=True)
+                except (OSError, subprocess.SubprocessError):
+                    continue
+                self.notify(f"Copied {what} {value}")
+                return
+        if self.is_headless or not os.environ.get("TERM"):
+            self.notify(f"No clipboard available here. The {what} is {value}", severity="warning", timeout=10)
+            return
+        self.copy_to_clipboard(value)
+        self.notify(f"Sent the {what} to the terminal clipboard (OSC 52; terminals without it copy nothing): {value}",
+                    timeout=8)
+
+    def action_export(self) -> None:
+        trace_id = self._current_trace_id()
+        if trace_id is None:
+            self.notify("Open or select a trace to export it.", severity="warning")
+            return
+        self.export_trace(trace_id)
+
+    @work(exclusive=True, group="export")
+    async def export_trace(self, trace_id: bytes) -> None:
+        import json
+
+        from receiver.otlp import message_to_otlp_json
+
+        request = await self.reader.export_trace(trace_id)
+        if request is None:
+            self.notify(f"Trace {trace_id.hex()} is no longer in the store.", severity="error")
+            return
+        path = self.export_dir / f"trace-{trace_id.hex()}.json"
+        try:
+            path.write_text(json.dumps(message_to_otlp_json(request), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            self.notify(f"Cannot write {path}: {exc.strerror or exc}", severity="error")
+            return
+        self.notify(f"Exported to {path} (OTLP/JSON: POST it to /v1/traces to send it again)")
+
+    def validate_filter(self, text: str) -> str | None:
+        try:
+            parse(text)
+        except FilterError as exc:
+            return str(exc)
+        return None

@@ -1,0 +1,178 @@
+"""The `/` filter language: `model=~gpt-4.* ttft>1s status=error feature=checkout`.
+
+Terms are ANDed; a leading `!` inverts the whole filter. Operators: `=` `!=` `=~` (regex) `!~`
+`>` `>=` `<` `<=`. Values take units: durations `300ms` `1.5s` `2m`, money `$0.02`, tokens `2k` `1M`.
+Trace fields come from the trace summary; span fields (model, ttft, …) match when any span of the
+trace matches. Everything compiles to parameterised SQL: user text never becomes SQL.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+NS = 1_000_000_000
+
+
+class FilterError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    kind: str  # "text" | "duration" | "money" | "count" | "status"
+    trace_sql: str | None = None  # an expression over the traces table (alias t)
+    span_sql: str | None = None  # an expression over the spans table (alias s)
+
+
+FIELDS: dict[str, FieldSpec] = {
+    "feature": FieldSpec("text", trace_sql="t.feature"),
+    "tenant": FieldSpec("text", trace_sql="t.tenant"),
+    "service": FieldSpec("text", trace_sql="t.service"),
+    "root": FieldSpec("text", trace_sql="t.root_name"),
+    "status": FieldSpec("status"),
+    "duration": FieldSpec("duration", trace_sql="t.duration_ns"),
+    "cost": FieldSpec("money", trace_sql="t.cost_nusd"),
+    "tokens": FieldSpec("count", trace_sql="(t.input_tokens + t.output_tokens)"),
+    "calls": FieldSpec("count", trace_sql="t.llm_calls"),
+    "spans": FieldSpec("count", trace_sql="t.spans"),
+    "model": FieldSpec("text", span_sql="coalesce(s.request_model, s.response_model)"),
+    "provider": FieldSpec("text", span_sql="s.provider"),
+    "name": FieldSpec("text", span_sql="s.name"),
+    "kind": FieldSpec("text", span_sql="s.kind"),
+    "error": FieldSpec("text", span_sql="coalesce(s.error_subclass, s.error_class)"),
+    "prompt": FieldSpec("text", span_sql="s.prompt_id"),
+    "version": FieldSpec("text", span_sql="s.prompt_version"),
+    "user": FieldSpec("text", span_sql="s.user_id"),
+    "conversation": FieldSpec("text", span_sql="s.conversation_id"),
+    "ttft": FieldSpec("duration", span_sql="s.ttft_ns"),
+    "latency": FieldSpec("duration", span_sql="s.duration_ns"),
+}
+ALIASES = {"svc": "service", "dur": "duration", "err": "error", "session": "conversation", "span": "name"}
+
+_TERM = re.compile(r"^(?P<field>[a-z_]+)\s*(?P<op>=~|!~|!=|>=|<=|=|>|<)\s*(?P<value>.*)$", re.S)
+_NUMBER = re.compile(r"^\$?(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[a-zµ]*)$", re.I)
+_DURATION_UNITS = {"": NS, "s": NS, "sec": NS, "ms": 10**6, "us": 10**3, "µs": 10**3, "m": 60 * NS, "min": 60 * NS,
+                   "h": 3600 * NS}
+_COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6}
+
+
+@dataclass(slots=True)
+class Filter:
+    """A compiled filter: SQL over `traces t`, its parameters, and whether regexp() is needed."""
+
+    text: str = ""
+    where: str = "1"
+    params: list = field(default_factory=list)
+    uses_regexp: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.text.strip()
+
+
+def _value(spec: FieldSpec, raw: str, name: str) -> object:
+    if spec.kind == "text":
+        return raw
+    match = _NUMBER.match(raw.strip())
+    if not match:
+        raise FilterError(f"{name}: {raw!r} is not a number{' with a unit (300ms, 1.5s)' if spec.kind == 'duration' else ''}")
+    number = float(match.group("num"))
+    unit = match.group("unit").lower()
+    if spec.kind == "duration":
+        if unit not in _DURATION_UNITS:
+            raise FilterError(f"{name}: unknown unit {unit!r} (use ms, s, m, h)")
+        return int(number * _DURATION_UNITS[unit])
+    if spec.kind == "money":
+        if unit:
+            raise FilterError(f"{name}: write money as $0.02 or 0.02")
+        return int(round(number * 1e9))  # nano-USD, as stored
+    if unit not in _COUNT_UNITS:
+        raise FilterError(f"{name}: unknown unit {unit!r} (use k or M)")
+    return int(number * _COUNT_UNITS[unit])
+
+
+def parse(text: str) -> Filter:
+    """Compile filter text; raises FilterError with a message meant for the user."""
+    source = text.strip()
+    invert = source.startswith("!")
+    if invert:
+        source = source[1:].strip()
+    if not source:
+        return Filter(text=text)
+    try:
+        terms = shlex.split(source)
+    except ValueError as exc:
+        raise FilterError(f"unbalanced quotes: {exc}") from exc
+    clauses: list[str] = []
+    params: list = []
+    uses_regexp = False
+    for term in terms:
+        match = _TERM.match(term)
+        if not match:
+            raise FilterError(f"{term!r}: expected field op value, e.g. model=~gpt-4.* or ttft>1s")
+        name = ALIASES.get(match.group("field"), match.group("field"))
+        op = match.group("op")
+        raw = match.group("value")
+        spec = FIELDS.get(name)
+        if spec is None:
+            raise FilterError(f"unknown field {name!r}; fields: {', '.join(sorted(FIELDS))}")
+        if spec.kind == "status":
+            if op not in ("=", "!=") or raw not in ("error", "ok"):
+                raise FilterError("status takes = or != with error or ok")
+            failing = ("(t.errors_api + t.errors_validation + t.errors_guardrail + t.error_spans) > 0")
+            clauses.append(failing if (raw == "error") == (op == "=") else f"NOT {failing}")
+            continue
+        if op in ("=~", "!~"):
+            if spec.kind != "text":
+                raise FilterError(f"{name}: =~ and !~ apply to text fields")
+            try:
+                re.compile(raw)
+            except re.error as exc:
+                raise FilterError(f"{name}: bad regular expression: {exc}") from exc
+            uses_regexp = True
+        elif op in (">", ">=", "<", "<=") and spec.kind == "text":
+            raise FilterError(f"{name}: {op} applies to numbers and durations")
+        value = _value(spec, raw, name)
+        sql_op = {"=~": "REGEXP", "!~": "NOT REGEXP"}.get(op, op)
+        if spec.trace_sql is not None:
+            expression = spec.trace_sql
+            if op in ("=~", "!~"):
+                clauses.append(f"coalesce({expression}, '') {sql_op} ?")
+            elif op == "!=":
+                clauses.append(f"({expression} IS NULL OR {expression} != ?)")
+            else:
+                clauses.append(f"{expression} {sql_op} ?")
+            params.append(value)
+        else:
+            expression = spec.span_sql
+            if op in ("!=", "!~"):
+                # "no span of the trace has model=x", not "some span has another model".
+                positive = "=" if op == "!=" else "REGEXP"
+                clauses.append(f"NOT EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id "
+                               f"AND {expression} {positive} ?)")
+            else:
+                clauses.append(f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id "
+                               f"AND {expression} {sql_op} ?)")
+            params.append(value)
+    where = " AND ".join(clauses) or "1"
+    if invert:
+        where = f"NOT ({where})"
+    return Filter(text=text, where=where, params=params, uses_regexp=uses_regexp)
+
+
+def regexp(pattern: str, value: object) -> bool:
+    """SQLite's REGEXP operator (user function): a search, case-insensitive, cached."""
+    if value is None:
+        return False
+    compiled = _REGEX_CACHE.get(pattern)
+    if compiled is None:
+        compiled = re.compile(pattern, re.I)
+        if len(_REGEX_CACHE) > 256:
+            _REGEX_CACHE.clear()
+        _REGEX_CACHE[pattern] = compiled
+    return compiled.search(str(value)) is not None
+
+
+_REGEX_CACHE: dict[str, re.Pattern[str]] = {}

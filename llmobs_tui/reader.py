@@ -1,0 +1,193 @@
+"""The TUI's read side: one read-only aiosqlite connection, queries from store.dashboards.
+
+Each refresh reads inside one short transaction (one consistent snapshot; short, so a reader never
+holds the WAL back). Span details are decoded from the stored protobuf only when a span is opened.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from llmobs_tui.filtering import Filter, regexp
+from store import dashboards as q
+from store.connection import READER_PRAGMAS, StoreError, open_reader
+from store.queries import GroupStats, decompress
+
+
+@dataclass(slots=True)
+class Attribute:
+    key: str
+    value: Any
+
+
+@dataclass(slots=True)
+class SpanDetail:
+    span: q.SpanRow
+    attributes: list[Attribute]
+    resource: list[Attribute]
+    scope: tuple[str | None, str | None]
+    events: list[tuple[str, int, dict[str, Any]]]
+    logs: list[tuple[str, int, dict[str, Any], Any]]  # (event name, time, attributes, body)
+    links: list[tuple[str, str]]
+    messages: list[Any] = field(default_factory=list)
+    tool_io: tuple[Any, Any] = (None, None)
+    dropped_attributes: int = 0
+
+
+@dataclass(slots=True)
+class TraceDetail:
+    trace_id: bytes
+    spans: list[q.SpanRow]
+    log_counts: dict[bytes, int]
+
+
+class StoreReader:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        self.last_query_ms: float = 0.0
+
+    async def open(self) -> None:
+        # Validate the file (schema, version) with the same checks as the CLI, then go async.
+        open_reader(self.path).close()
+        db = await aiosqlite.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        for pragma in READER_PRAGMAS:
+            await db.execute(pragma)
+        await db.create_function("regexp", 2, regexp, deterministic=True)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the store is not open")
+        return self._db
+
+    async def _fetch(self, query: q.Query) -> list[tuple]:
+        return list(await self.db.execute_fetchall(query.sql, query.params))
+
+    async def _snapshot(self, queries: dict[str, q.Query]) -> dict[str, list[tuple]]:
+        started = time.perf_counter()
+        await self.db.execute("BEGIN")
+        try:
+            return {name: await self._fetch(query) for name, query in queries.items()}
+        finally:
+            await self.db.execute("COMMIT")
+            self.last_query_ms = (time.perf_counter() - started) * 1000
+
+    # -- screens -------------------------------------------------------------------------------
+
+    async def overview(self, window_s: float, now_s: float) -> q.Overview:
+        rows = await self._snapshot(q.overview_queries(window_s, now_s))
+        return q.parse_overview(window_s, now_s, rows)
+
+    async def breakdown(self, window_s: float, now_s: float, by: str) -> list[GroupStats]:
+        rows = await self._snapshot({"rows": q.breakdown_query(window_s, now_s, by)})
+        return q.parse_breakdown(by, rows["rows"])
+
+    async def traces(self, window_s: float, now_s: float, flt: Filter, sort: str, descending: bool,
+                     limit: int = 500) -> list[q.TraceRow]:
+        query = q.traces_query(window_s, now_s, flt.where, flt.params, sort, descending, limit)
+        rows = await self._snapshot({"rows": query})
+        return q.parse_traces(rows["rows"])
+
+    async def trace(self, trace_id: bytes) -> TraceDetail:
+        rows = await self._snapshot({"spans": q.trace_spans_query(trace_id),
+                                     "logs": q.trace_log_counts_query(trace_id)})
+        return TraceDetail(trace_id, q.parse_spans(rows["spans"]), {sid: n for sid, n in rows["logs"]})
+
+    async def span_detail(self, trace_id: bytes, span: q.SpanRow) -> SpanDetail:
+        rows = await self._snapshot({"raw": q.span_raw_query(span.id),
+                                     "logs": q.span_logs_query(trace_id, span.span_id)})
+        return decode_span_detail(span, rows["raw"][0] if rows["raw"] else None, rows["logs"],
+                                  await self._resource(rows["raw"][0][1] if rows["raw"] else None))
+
+    async def _resource(self, resource_id: int | None) -> bytes | None:
+        if resource_id is None:
+            return None
+        rows = await self._fetch(q.resource_query(resource_id))
+        return rows[0][0] if rows else None
+
+    async def export_trace(self, trace_id: bytes) -> Any:
+        from store.queries import export_trace
+
+        # export_trace is written for sqlite3; run it on a short-lived read-only connection.
+        import asyncio
+
+        def run() -> Any:
+            db = open_reader(self.path)
+            try:
+                return export_trace(db, trace_id)
+            finally:
+                db.close()
+
+        return await asyncio.to_thread(run)
+
+    async def counts(self) -> tuple[int, int]:
+        rows = await self._fetch(q.store_counts_query())
+        traces, max_id = rows[0]
+        return traces or 0, max_id or 0
+
+    def file_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(f"{self.path}{suffix}")
+            except OSError:
+                pass
+        return total
+
+
+def _value(v: Any) -> Any:
+    from receiver.normalize import any_value
+
+    return any_value(v)
+
+
+def decode_span_detail(span: q.SpanRow, raw_row: tuple | None, log_rows: list[tuple],
+                       resource_blob: bytes | None) -> SpanDetail:
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from receiver.content import LogEvent, SpanEvent, messages_from_span, tool_io
+
+    attributes: list[Attribute] = []
+    events: list[tuple[str, int, dict[str, Any]]] = []
+    links: list[tuple[str, str]] = []
+    dropped = 0
+    scope = (None, None)
+    if raw_row is not None:
+        raw, _resource_id, _scope_id, scope_name, scope_version = raw_row
+        scope = (scope_name, scope_version)
+        proto = Span.FromString(decompress(raw))
+        attributes = [Attribute(kv.key, _value(kv.value)) for kv in proto.attributes]
+        attributes.sort(key=lambda a: a.key)
+        events = [(e.name, e.time_unix_nano, {kv.key: _value(kv.value) for kv in e.attributes}) for e in proto.events]
+        links = [(link.trace_id.hex(), link.span_id.hex()) for link in proto.links]
+        dropped = proto.dropped_attributes_count
+    resource: list[Attribute] = []
+    if resource_blob:
+        resource = sorted((Attribute(kv.key, _value(kv.value)) for kv in Resource.FromString(resource_blob).attributes),
+                          key=lambda a: a.key)
+    logs = []
+    for time_ns, event_name, _severity, raw in log_rows:
+        record = LogRecord.FromString(decompress(raw))
+        attrs = {kv.key: _value(kv.value) for kv in record.attributes}
+        logs.append((event_name or attrs.get("event.name") or "log", time_ns, attrs, _value(record.body)))
+    attr_map = {a.key: a.value for a in attributes}
+    span_events = [SpanEvent(name, t, attrs) for name, t, attrs in events]
+    log_events = [LogEvent(name, t, attrs, body) for name, t, attrs, body in logs]
+    messages = messages_from_span(attr_map, span_events, log_events)
+    io = tool_io(attr_map, span_events, log_events) if span.kind == "tool" else (None, None)
+    return SpanDetail(span, attributes, resource, scope, events, logs, links, messages, io, dropped)

@@ -1,0 +1,83 @@
+"""Running the TUI: with an embedded receiver and writer, read-only on another process's store, or
+with the built-in demo feed. The backend lives outside the Textual app (see app.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from llmobs_tui.widgets.chrome import IngestStatus
+
+
+class BackendStatus:
+    """The status line's figures from the embedded pipeline."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self._last: tuple[float, int] | None = None
+
+    def __call__(self) -> IngestStatus:
+        stats = self.backend.pipeline.stats
+        now = time.monotonic()
+        committed = stats.writer.get("spans", 0) + stats.writer.get("logs", 0)
+        rate = None
+        if self._last is not None and now > self._last[0]:
+            rate = (committed - self._last[1]) / (now - self._last[0])
+        if self._last is None or now - self._last[0] >= 1.0:
+            self._last = (now, committed)
+        address = " · ".join(a for a in (self.backend.grpc_address, self.backend.http_address) if a)
+        return IngestStatus(address=address, spans_per_s=rate, queue=stats.inflight_requests,
+                            rejected_spans=stats.rejected, rejected_requests=stats.invalid_requests,
+                            store_bytes=stats.writer.get("db_bytes"),
+                            error=stats.writer.get("last_error") or self.backend.pipeline.fatal_error)
+
+
+async def run_tui(db_path: Path, *, backend_config: Any | None, demo: bool, prices: Any,
+                  read_only_reason: str | None = None) -> int:
+    from llmobs_tui.app import LlmobsApp
+
+    backend = None
+    feed = None
+    status = None
+    if backend_config is not None:
+        from llmobs_tui.backend import Backend
+
+        backend = Backend(backend_config)
+        await backend.start()
+        status = BackendStatus(backend)
+        if demo:
+            from dataclasses import replace
+
+            from llmobs_tui.demo import DemoFeed, DemoPlan
+
+            feed = DemoFeed(f"http://{backend.grpc_address}", replace(DemoPlan(), backfill_after_s=_newest_trace_s(db_path)))
+            feed.start()
+    app = LlmobsApp(db_path, status=status, prices=prices)
+    if read_only_reason:
+        app.status = IngestStatus(mode=read_only_reason)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, app.exit)
+    try:
+        await app.run_async()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        if feed is not None:
+            feed.stop()
+        if backend is not None:
+            # Every span the receiver acknowledged is committed before we return.
+            await backend.aclose()
+    return 0
+
+
+def _newest_trace_s(db_path: Path) -> float | None:
+    from store.connection import open_reader
+
+    db = open_reader(db_path)
+    try:
+        newest = db.execute("SELECT max(start_ns) FROM traces").fetchone()[0]
+    finally:
+        db.close()
+    return None if newest is None else newest / 1e9

@@ -1,0 +1,1 @@
+"""The screens: overview, breakdown, traces, trace, alerts, help."""

@@ -1,0 +1,133 @@
+"""Traces: one row per trace (its true root), live, sortable, filterable."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import Static
+
+from llmobs_tui import format as fmt
+from llmobs_tui.filtering import Filter, FilterError, parse
+from llmobs_tui.screens.base import LiveScreen
+from llmobs_tui.widgets.keyed_table import KeyedTable
+from store.dashboards import TraceRow
+
+# Shift-letter sorts (k9s): pressing the same one again reverses.
+SORT_KEYS = {"S": "start", "D": "duration", "C": "cost", "T": "tokens", "L": "calls", "E": "errors", "R": "root",
+             "V": "service"}
+
+
+class TracesScreen(LiveScreen):
+    NAME = "traces"
+    BINDINGS = [
+        *[Binding(key, f"sort('{name}')", f"Sort {name}", show=key in "SDC") for key, name in SORT_KEYS.items()],
+        Binding("enter", "open", "Open trace", show=False),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.flt: Filter = Filter()
+        self.sort = "start"
+        self.descending = True
+        self.description = ""
+        self._rows: dict[str, TraceRow] = {}
+        self.held_back = 0
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_chrome_top()
+        yield Static(id="traces-filter")
+        yield KeyedTable(id="traces")
+        yield from self.compose_chrome_bottom()
+
+    def on_mount(self) -> None:
+        table = self.query_one(KeyedTable)
+        table.add_columns("start", "root", "service", "duration", "calls", "tokens", "cost", "status")
+        table.focus()
+        self._describe()
+
+    def set_query(self, filter_text: str, sort: str, descending: bool, description: str = "") -> str | None:
+        """Apply a filter and sort; returns an error message for a bad filter."""
+        try:
+            self.flt = parse(filter_text)
+        except FilterError as exc:
+            return str(exc)
+        self.sort, self.descending, self.description = sort, descending, description
+        self.llmobs.following = True
+        if not self.is_mounted:
+            return None  # on_mount describes the query
+        self._describe()
+        table = self.query_one(KeyedTable)
+        table.clear()
+        table._cells.clear()
+        table.move_cursor(row=0)
+        return None
+
+    def _describe(self) -> None:
+        text = Text(" filter ", style="dim")
+        text.append_text(fmt.safe(self.flt.text or "none", style="bold"))
+        text.append(f"   sort {self.sort} {'↓' if self.descending else '↑'}", style="dim")
+        if self.description:
+            text.append("   ")
+            text.append_text(fmt.safe(self.description, style="italic"))
+        if self.held_back:
+            text.append(f"   ▲ {self.held_back} new (f to follow)", style="bold yellow")
+        self.query_one("#traces-filter", Static).update(text)
+
+    async def load(self, reader, now_s: float) -> tuple[list[TraceRow], float]:
+        return await reader.traces(self.llmobs.window_s, now_s, self.flt, self.sort, self.descending), now_s
+
+    def show(self, data: tuple[list[TraceRow], float]) -> None:
+        traces, now_s = data
+        table = self.query_one(KeyedTable)
+        # Reading further down the list pauses following: rows stay where they are.
+        if table.cursor_row > 0 and self.llmobs.following and self.sort == "start":
+            self.llmobs.following = False
+        rows = []
+        self._rows = {}
+        for trace in traces:
+            key = trace.trace_id.hex()
+            self._rows[key] = trace
+            status = Text("ok", style="green")
+            if trace.failed:
+                labels = []
+                if trace.errors_api:
+                    labels.append(f"api {trace.errors_api}")
+                if trace.errors_validation:
+                    labels.append(f"valid {trace.errors_validation}")
+                if trace.errors_guardrail:
+                    labels.append(f"guard {trace.errors_guardrail}")
+                status = Text(" ".join(labels) or f"{trace.error_spans} err", style="bold red")
+            root = fmt.safe(trace.root_name or "?", style="" if trace.root_known else "italic", limit=60)
+            cost = Text(fmt.money(trace.cost_nusd))
+            if trace.unpriced_calls:
+                cost.append("+?", style="yellow")
+            rows.append((key, (
+                Text(fmt.clock(trace.start_ns, now_s)), root, fmt.safe(trace.service or "–", limit=30),
+                Text(fmt.duration(trace.duration_ns)), Text(str(trace.llm_calls)),
+                Text(fmt.tokens(trace.input_tokens + trace.output_tokens)), cost, status,
+            )))
+        self.held_back = table.sync(rows, reorder=self.llmobs.following)
+        self._describe()
+
+    def action_sort(self, name: str) -> None:
+        if self.sort == name:
+            self.descending = not self.descending
+        else:
+            self.sort, self.descending = name, name not in ("root", "service")
+        self.llmobs.following = True
+        self._describe()
+        self.llmobs.wake()
+
+    def action_open(self) -> None:
+        key = self.query_one(KeyedTable).cursor_key
+        if key and key in self._rows:
+            self.llmobs.open_trace(self._rows[key].trace_id, slowest=self.sort == "duration")
+
+    def on_data_table_row_selected(self, _) -> None:
+        self.action_open()
+
+    @property
+    def selected_trace(self) -> TraceRow | None:
+        key = self.query_one(KeyedTable).cursor_key
+        return self._rows.get(key or "")

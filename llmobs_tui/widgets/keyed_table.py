@@ -1,0 +1,94 @@
+"""A DataTable that is updated by key, so that a refresh never moves the user's cursor."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import RenderableType
+from textual.widgets import DataTable
+from textual.widgets.data_table import RowKey
+
+
+class KeyedTable(DataTable):
+    """`sync(rows)` diffs by row key: changed cells are updated in place, stale rows removed, and
+    when the order itself changes the table is rebuilt with the cursor kept on the same row key
+    and at the same height on screen."""
+
+    DEFAULT_CSS = """
+    KeyedTable { height: 1fr; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        self._cells: dict[str, tuple] = {}
+
+    def keys(self) -> list[str]:
+        return [str(row.key.value) for row in self.ordered_rows]
+
+    @property
+    def cursor_key(self) -> str | None:
+        if not self.row_count:
+            return None
+        try:
+            return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+        except Exception:
+            return None
+
+    def sync(self, rows: Sequence[tuple[str, Sequence[RenderableType]]], *, reorder: bool = True) -> int:
+        """Show `rows` (key, cells). With reorder=False, rows not yet shown are held back (the
+        user is reading); returns how many were held back."""
+        desired = [key for key, _ in rows]
+        desired_set = set(desired)
+        current = self.keys()
+        current_set = set(current)
+        for key in current_set - desired_set:
+            self.remove_row(key)
+            self._cells.pop(key, None)
+        if not reorder:
+            held = 0
+            for key, cells in rows:
+                if key in current_set:
+                    self._update(key, cells)
+                else:
+                    held += 1
+            return held
+        surviving = [k for k in current if k in desired_set]
+        # Unchanged order: the surviving rows keep their relative order and new rows only append.
+        if surviving == desired[:len(surviving)]:
+            for key, cells in rows:
+                if key in current_set:
+                    self._update(key, cells)
+                else:
+                    self.add_row(*cells, key=key)
+                    self._cells[key] = tuple(cells)
+            return 0
+        self._rebuild(rows)
+        return 0
+
+    def _update(self, key: str, cells: Sequence[RenderableType]) -> None:
+        old = self._cells.get(key)
+        cells = tuple(cells)
+        if old == cells:
+            return
+        for column, (before, after) in enumerate(zip(old or (None,) * len(cells), cells)):
+            if before != after:
+                self.update_cell_at((self.get_row_index(key), column), after, update_width=False)
+        self._cells[key] = cells
+
+    def _rebuild(self, rows: Sequence[tuple[str, Sequence[RenderableType]]]) -> None:
+        cursor_key = self.cursor_key
+        offset = self.cursor_row - int(self.scroll_y) if self.row_count else 0
+        self.clear()
+        self._cells.clear()
+        for key, cells in rows:
+            self.add_row(*cells, key=key)
+            self._cells[key] = tuple(cells)
+        if cursor_key is not None and cursor_key in self._cells:
+            index = self.get_row_index(cursor_key)
+            self.move_cursor(row=index, animate=False, scroll=False)
+            self.scroll_to(y=max(0, index - offset), animate=False)
+
+    def row_key_at_cursor(self) -> RowKey | None:
+        if not self.row_count:
+            return None
+        return self.coordinate_to_cell_key(self.cursor_coordinate).row_key

@@ -1,0 +1,208 @@
+"""The detail pane of a span: attributes, the rendered conversation, events and logs, and cost."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import Static, TabbedContent, TabPane
+
+from llmobs_tui import format as fmt
+from llmobs_tui.reader import SpanDetail
+from store.models import flag_names
+
+ROLE_STYLE = {"system": "bold yellow", "user": "bold green", "assistant": "bold magenta", "tool": "bold cyan",
+              "developer": "bold yellow"}
+
+
+def _value_text(value: Any) -> Text:
+    if isinstance(value, (dict, list)):
+        return fmt.safe(json.dumps(value, indent=2, ensure_ascii=False, default=str), newlines=True)
+    if isinstance(value, bytes):
+        return fmt.safe(f"<{len(value)} bytes> {value[:64].hex()}", style="dim")
+    if isinstance(value, str):
+        return fmt.safe(value, newlines=True)
+    return fmt.safe(value, style="cyan")
+
+
+def _json_or_text(value: Any) -> Text:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return fmt.safe(value, newlines=True)
+    return _value_text(value)
+
+
+def attributes_view(detail: SpanDetail) -> RenderableType:
+    span = detail.span
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="dim", no_wrap=True, max_width=42)
+    table.add_column(overflow="fold")
+    table.add_row(Text("span", style="bold"), fmt.safe(f"{span.span_id.hex()}  {span.kind}"))
+    if span.status == 2:
+        table.add_row(Text("status", style="bold red"), fmt.safe(span.status_message or "ERROR", style="red"))
+    flags = flag_names(span.flags)
+    if flags:
+        table.add_row(Text("receiver", style="bold yellow"), Text(", ".join(flags), style="yellow"))
+    if detail.dropped_attributes:
+        table.add_row(Text("dropped", style="bold yellow"), Text(f"{detail.dropped_attributes} attributes"))
+    for attribute in detail.attributes:
+        table.add_row(fmt.safe(attribute.key, limit=200), _value_text(attribute.value))
+    if detail.scope[0]:
+        table.add_row(Text("scope", style="bold"), fmt.safe(f"{detail.scope[0]} {detail.scope[1] or ''}"))
+    for attribute in detail.resource:
+        table.add_row(fmt.safe("resource." + attribute.key, limit=200), _value_text(attribute.value))
+    for trace_id, span_id in detail.links:
+        table.add_row(Text("link"), Text(f"{trace_id}/{span_id}"))
+    return table
+
+
+def conversation_view(detail: SpanDetail) -> RenderableType:
+    parts: list[RenderableType] = []
+    arguments, result = detail.tool_io
+    if arguments is not None or result is not None:
+        if arguments is not None:
+            parts.append(Text("arguments", style="bold cyan"))
+            parts.append(_json_or_text(arguments))
+        if result is not None:
+            parts.append(Text("result", style="bold cyan"))
+            parts.append(_json_or_text(result))
+    for message in detail.messages:
+        header = Text(message.role, style=ROLE_STYLE.get(message.role, "bold"))
+        if message.name:
+            header.append(f" ({fmt.clean(message.name)})", style="dim")
+        if message.finish_reason:
+            header.append(f"  finish: {fmt.clean(message.finish_reason)}", style="dim")
+        header.append(f"  [{message.source}]", style="dim")
+        parts.append(header)
+        for part in message.parts:
+            if part.type == "text":
+                parts.append(fmt.safe(part.text or "", newlines=True, limit=20000))
+            elif part.type == "reasoning":
+                parts.append(fmt.safe("reasoning: " + (part.text or ""), style="dim italic", newlines=True, limit=20000))
+            elif part.type == "tool_call":
+                call = Text("→ tool call ", style="bold cyan")
+                call.append_text(fmt.safe(part.name or "?", style="bold"))
+                if part.id:
+                    call.append(f"  {fmt.clean(part.id)}", style="dim")
+                parts.append(call)
+                parts.append(_json_or_text(part.arguments))
+            elif part.type == "tool_call_response":
+                response = Text("← tool result", style="bold cyan")
+                if part.id:
+                    response.append(f"  {fmt.clean(part.id)}", style="dim")
+                parts.append(response)
+                parts.append(_json_or_text(part.response))
+            else:
+                parts.append(fmt.safe(part.text or f"<{part.type}>", style="dim"))
+        parts.append(Text(""))
+    if not parts:
+        text = "No prompt or completion recorded for this span."
+        if detail.span.flags & 32:
+            text += " The receiver runs with --no-content."
+        return Text(text, style="dim")
+    return Group(*parts)
+
+
+def events_view(detail: SpanDetail) -> RenderableType:
+    span = detail.span
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for name, time_ns, attrs in detail.events:
+        body = Text()
+        for i, (key, value) in enumerate(attrs.items()):
+            if i:
+                body.append("\n")
+            body.append_text(fmt.safe(f"{key}: ", style="dim"))
+            body.append_text(_value_text(value))
+        table.add_row(Text("+" + fmt.duration(time_ns - span.start_ns)), fmt.safe(name, style="bold"), body)
+    for name, time_ns, attrs, log_body in detail.logs:
+        body = _value_text(log_body) if log_body is not None else Text("")
+        table.add_row(Text("+" + fmt.duration(time_ns - span.start_ns)), fmt.safe(f"log {name}", style="bold cyan"), body)
+    if not detail.events and not detail.logs:
+        return Text("No span events or correlated log records.", style="dim")
+    return table
+
+
+def cost_view(detail: SpanDetail, prices: Any) -> RenderableType:
+    span = detail.span
+    lines = Table.grid(padding=(0, 1))
+    lines.add_column(style="dim", no_wrap=True)
+    lines.add_column()
+    if not span.is_llm:
+        return Text(f"A {span.kind} span: not an LLM call, never billed.", style="dim")
+    lines.add_row("model", fmt.safe(f"{span.request_model or '–'} → {span.response_model or '–'}"))
+    lines.add_row("provider", fmt.safe(span.provider or "–"))
+    inp, out = span.input_tokens, span.output_tokens
+    cread, cwrite, reason = span.cache_read_tokens or 0, span.cache_write_tokens or 0, span.reasoning_tokens or 0
+    lines.add_row("input", Text(f"{fmt.tokens(inp)} (cache read {fmt.tokens(cread)}, cache write {fmt.tokens(cwrite)})"))
+    lines.add_row("output", Text(f"{fmt.tokens(out)} (reasoning {fmt.tokens(reason)})"))
+    if span.ttft_ns is not None:
+        decode = (span.duration_ns or 0) - span.ttft_ns
+        tpot = decode / (out - 1) if out and out > 1 else None
+        rate = out / (decode / 1e9) if out and decode > 0 else None
+        lines.add_row("latency", Text(f"TTFT {fmt.duration(span.ttft_ns)}, TPOT {fmt.duration(tpot)}, "
+                                      f"decode {rate:.0f} tok/s" if rate else f"TTFT {fmt.duration(span.ttft_ns)}"))
+    if not span.billed:
+        lines.add_row("billing", Text("not billed here: an LLM span below this one is the billed call", style="yellow"))
+    row = None
+    if span.price_id and prices is not None:
+        row = next((r for r in prices.rows if r.id == span.price_id), None)
+    if span.price_id is None:
+        lines.add_row("price", Text("unpriced: no price row matches this model (counted as unpriced, never $0)",
+                                    style="bold yellow"))
+    elif row is None:
+        lines.add_row("price", fmt.safe(f"{span.price_id} (not in the current table: run llmobs-tui reprice)"))
+    else:
+        lines.add_row("price row", fmt.safe(f"{row.id}  checked {row.checked}"))
+        lines.add_row("per 1M", Text(f"in ${row.input:g} · cache read ${row.cache_read:g} · cache write "
+                                     f"${row.cache_write:g} · out ${row.output:g} · reasoning ${row.reasoning:g}"))
+        if inp is not None or out is not None:
+            uncached = max(0, (inp or 0) - cread - cwrite)
+            formula = (f"{uncached:,}×{row.input:g} + {cread:,}×{row.cache_read:g} + {cwrite:,}×{row.cache_write:g} + "
+                       f"{max(0, (out or 0) - reason):,}×{row.output:g} + {reason:,}×{row.reasoning:g}  (/1M)")
+            lines.add_row("formula", Text(formula))
+            if row.long_context_threshold and (inp or 0) > row.long_context_threshold:
+                lines.add_row("", Text(f"input above {row.long_context_threshold:,}: long-context prices apply",
+                                       style="yellow"))
+    lines.add_row("cost", Text(fmt.money(span.cost_nusd, unpriced=span.price_id is None), style="bold"))
+    return lines
+
+
+class SpanDetailView(Vertical):
+    DEFAULT_CSS = """
+    SpanDetailView { height: 1fr; }
+    SpanDetailView TabbedContent { height: 1fr; }
+    SpanDetailView TabPane { padding: 0 1; height: 1fr; }
+    SpanDetailView VerticalScroll { height: 1fr; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.prices: Any = None
+
+    def compose(self) -> ComposeResult:
+        with TabbedContent():
+            for tab_id, title in (("conversation", "Conversation"), ("attributes", "Attributes"),
+                                  ("events", "Events & logs"), ("cost", "Cost")):
+                with TabPane(title, id=f"tab-{tab_id}"):
+                    with VerticalScroll():
+                        yield Static(Text("Select a span.", style="dim"), id=f"detail-{tab_id}")
+
+    def show(self, detail: SpanDetail | None) -> None:
+        if detail is None:
+            for name in ("conversation", "attributes", "events", "cost"):
+                self.query_one(f"#detail-{name}", Static).update(Text("Select a span.", style="dim"))
+            return
+        self.query_one("#detail-conversation", Static).update(conversation_view(detail))
+        self.query_one("#detail-attributes", Static).update(attributes_view(detail))
+        self.query_one("#detail-events", Static).update(events_view(detail))
+        self.query_one("#detail-cost", Static).update(cost_view(detail, self.prices))

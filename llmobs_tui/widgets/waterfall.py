@@ -1,0 +1,324 @@
+"""The span tree of one trace as a waterfall scaled to the terminal.
+
+Rows are spans in tree order (children by start time, so parallel siblings sit under each other
+with overlapping bars). LLM calls carry model, tokens and cost, and a tick where the first token
+arrived. Drawn with the line API: a 500-span trace renders only the lines on screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.segment import Segment
+from rich.style import Style
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from llmobs_tui import format as fmt
+from store.dashboards import SpanRow
+
+KIND_MARK = {"llm": "●", "embedding": "◌", "tool": "⚒", "retriever": "⌕", "agent": "◆", "chain": "▪",
+             "guardrail": "⛨", "span": "·"}
+ZOOMS = (1, 2, 4, 8, 16, 32)
+
+STYLE_NAME = Style()
+STYLE_DIM = Style(dim=True)
+STYLE_LLM = Style(color="magenta", bold=True)
+STYLE_ERROR = Style(color="red", bold=True)
+STYLE_BAR = Style(color="blue")
+STYLE_BAR_LLM = Style(color="magenta")
+STYLE_BAR_WAIT = Style(color="yellow")
+STYLE_BAR_ERROR = Style(color="red")
+STYLE_LABEL = Style(color="cyan")
+STYLE_LABEL_ON_BAR = Style(color="bright_white", bold=True)
+STYLE_CURSOR = Style(reverse=True)
+
+
+@dataclass(slots=True)
+class Row:
+    span: SpanRow
+    depth: int
+    prefix: str
+    has_children: bool
+    collapsed: bool
+
+
+class Waterfall(ScrollView, can_focus=True):
+    DEFAULT_CSS = """
+    Waterfall { height: 1fr; scrollbar-size-horizontal: 0; }
+    """
+    BINDINGS = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup", "cursor(-10)", show=False),
+        Binding("pagedown", "cursor(10)", show=False),
+        Binding("home", "cursor(-1000000)", show=False),
+        Binding("end", "cursor(1000000)", show=False),
+        Binding("space", "toggle", "Collapse"),
+        Binding("l", "llm_only", "LLM only"),
+        Binding("plus,equals_sign", "zoom(1)", "Zoom in"),
+        Binding("minus", "zoom(-1)", "Zoom out"),
+        Binding("n", "next_error(1)", "Next error"),
+        Binding("N", "next_error(-1)", "Prev error"),
+    ]
+
+    cursor: reactive[int] = reactive(0)
+    llm_only: reactive[bool] = reactive(False)
+    zoom_level: reactive[int] = reactive(0)
+
+    class Selected(Message):
+        def __init__(self, span: SpanRow | None) -> None:
+            super().__init__()
+            self.span = span
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._spans: list[SpanRow] = []
+        self._children: dict[bytes | None, list[SpanRow]] = {}
+        self._collapsed: set[bytes] = set()
+        self._rows: list[Row] = []
+        self._t0 = 0
+        self._t1 = 1
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def set_spans(self, spans: Sequence[SpanRow], select: bytes | None = None) -> None:
+        selected = select or (self.selected.span_id if self.selected else None)
+        self._spans = list(spans)
+        present = {s.span_id for s in self._spans}
+        self._children = {}
+        for span in sorted(self._spans, key=lambda s: (s.start_ns, s.id)):
+            parent = span.parent_span_id if span.parent_span_id in present else None
+            self._children.setdefault(parent, []).append(span)
+        if self._spans:
+            self._t0 = min(s.start_ns for s in self._spans)
+            self._t1 = max(max(s.end_ns for s in self._spans), self._t0 + 1)
+        self._build_rows()
+        if selected is not None:
+            self.select_span(selected)
+        else:
+            self.cursor = min(self.cursor, max(0, len(self._rows) - 1))
+            self._post_selected()
+
+    def _build_rows(self) -> None:
+        rows: list[Row] = []
+        llm_only = self.llm_only
+
+        def walk(parent: bytes | None, depth: int, prefix: str) -> None:
+            children = self._children.get(parent, [])
+            for i, span in enumerate(children):
+                last = i == len(children) - 1
+                has_children = span.span_id in self._children
+                collapsed = span.span_id in self._collapsed
+                branch = ("└─" if last else "├─") if depth else ""
+                if not llm_only or span.is_llm:
+                    rows.append(Row(span, depth, prefix + branch, has_children, collapsed))
+                if has_children and not collapsed:
+                    walk(span.span_id, depth + 1, prefix + (("  " if last else "│ ") if depth else ""))
+
+        walk(None, 0, "")
+        self._rows = rows
+        self.virtual_size = Size(self.size.width, len(rows))
+        self.refresh()
+
+    @property
+    def rows(self) -> list[Row]:
+        return self._rows
+
+    @property
+    def selected(self) -> SpanRow | None:
+        if 0 <= self.cursor < len(self._rows):
+            return self._rows[self.cursor].span
+        return None
+
+    def select_span(self, span_id: bytes) -> bool:
+        for i, row in enumerate(self._rows):
+            if row.span.span_id == span_id:
+                self.cursor = i
+                self._post_selected()
+                return True
+        return False
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def _window(self) -> tuple[int, int]:
+        """The time range on screen: the whole trace, or a zoomed slice around the cursor."""
+        zoom = ZOOMS[self.zoom_level]
+        if zoom == 1 or self.selected is None:
+            return self._t0, self._t1
+        width = (self._t1 - self._t0) / zoom
+        center = self.selected.start_ns + (self.selected.end_ns - self.selected.start_ns) / 2
+        start = max(self._t0, min(center - width / 2, self._t1 - width))
+        return int(start), int(start + width)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        index = int(self.scroll_offset.y) + y
+        if index >= len(self._rows) or width <= 0:
+            return Strip.blank(width)
+        return Strip(self._segments(self._rows[index], width, index == self.cursor), width)
+
+    def _segments(self, row: Row, width: int, is_cursor: bool) -> list[Segment]:
+        span = row.span
+        name_width = max(16, min(width * 2 // 5, 48))
+        mark = KIND_MARK.get(span.kind, "·")
+        toggle = ("▸" if row.collapsed else "▾") if row.has_children else " "
+        name = fmt.clean(span.name, limit=200)
+        head = f"{row.prefix}{toggle}{mark} "
+        label_room = name_width - len(head)
+        if len(name) > label_room:
+            name = name[: max(0, label_room - 1)] + "…"
+        name_style = STYLE_ERROR if span.failed else (STYLE_LLM if span.is_llm else STYLE_NAME)
+        segments = [Segment(head, STYLE_DIM), Segment(name.ljust(max(0, label_room)), name_style)]
+
+        bar_width = width - name_width - 1
+        if bar_width < 4:
+            return self._finish(segments, width, is_cursor)
+        t0, t1 = self._window()
+        scale = bar_width / max(1, t1 - t0)
+        start = (span.start_ns - t0) * scale
+        end = (span.end_ns - t0) * scale
+        cells = [" "] * bar_width
+        styles = [STYLE_DIM] * bar_width
+        a = max(0, min(bar_width - 1, int(start)))
+        b = max(a + 1, min(bar_width, int(round(end))))
+        bar_style = STYLE_BAR_ERROR if span.failed else (STYLE_BAR_LLM if span.is_llm else STYLE_BAR)
+        if end < 0 or start > bar_width:
+            pass  # outside the zoomed window
+        else:
+            for i in range(a, b):
+                cells[i] = "━"
+                styles[i] = bar_style
+            if span.ttft_ns is not None and span.is_llm and not span.failed:
+                tick = int((span.start_ns + span.ttft_ns - t0) * scale)
+                for i in range(a, min(b, tick)):
+                    cells[i] = "╌"
+                    styles[i] = STYLE_BAR_WAIT
+                if a <= tick < bar_width:
+                    cells[tick] = "┃"
+                    styles[tick] = STYLE_BAR_WAIT
+            if start < 0:
+                cells[0], styles[0] = "◂", bar_style
+            if end > bar_width:
+                cells[-1], styles[-1] = "▸", bar_style
+        label = self._label(span)
+        room_after = bar_width - b - 1
+        if label and len(label) <= room_after:
+            for i, ch in enumerate(label):
+                cells[b + 1 + i] = ch
+                styles[b + 1 + i] = STYLE_LABEL
+        elif label and len(label) <= a - 1:
+            for i, ch in enumerate(label):
+                cells[a - 1 - len(label) + i] = ch
+                styles[a - 1 - len(label) + i] = STYLE_LABEL
+        elif label and b - a > 6:
+            # No room beside the bar: write the label over it.
+            inside = label[: b - a - 2]
+            for i, ch in enumerate(inside):
+                cells[a + 1 + i] = ch
+                styles[a + 1 + i] = STYLE_LABEL_ON_BAR
+        segments.append(Segment(" "))
+        run_start = 0
+        for i in range(1, bar_width + 1):
+            if i == bar_width or styles[i] is not styles[run_start]:
+                segments.append(Segment("".join(cells[run_start:i]), styles[run_start]))
+                run_start = i
+        return self._finish(segments, width, is_cursor)
+
+    @staticmethod
+    def _label(span: SpanRow) -> str:
+        parts = [fmt.duration(span.duration_ns)]
+        if span.is_llm:
+            if span.model:
+                parts.append(fmt.clean(span.model, limit=40))
+            if span.input_tokens is not None or span.output_tokens is not None:
+                parts.append(f"{fmt.tokens(span.input_tokens)}→{fmt.tokens(span.output_tokens)}")
+            if span.billed:
+                parts.append(fmt.money(span.cost_nusd, unpriced=True))
+        if span.error_subclass or span.error_class:
+            parts.append(f"✗ {span.error_subclass or span.error_class}")
+        return " ".join(parts)
+
+    @staticmethod
+    def _finish(segments: list[Segment], width: int, is_cursor: bool) -> list[Segment]:
+        strip = Strip(segments).crop(0, width)
+        if is_cursor:
+            strip = strip.apply_style(STYLE_CURSOR)
+        return list(strip)
+
+    # -- interaction ---------------------------------------------------------------------------
+
+    def on_resize(self) -> None:
+        self.virtual_size = Size(self.size.width, len(self._rows))
+        self.refresh()
+
+    def watch_cursor(self, old: int, new: int) -> None:
+        self.scroll_to_region_if_needed(new)
+        self.refresh()
+
+    def scroll_to_region_if_needed(self, index: int) -> None:
+        top = int(self.scroll_offset.y)
+        height = self.size.height or 1
+        if index < top:
+            self.scroll_to(y=index, animate=False)
+        elif index >= top + height:
+            self.scroll_to(y=index - height + 1, animate=False)
+
+    def _post_selected(self) -> None:
+        self.post_message(self.Selected(self.selected))
+
+    def action_cursor(self, step: int) -> None:
+        if not self._rows:
+            return
+        self.cursor = max(0, min(len(self._rows) - 1, self.cursor + step))
+        self._post_selected()
+
+    def action_toggle(self) -> None:
+        span = self.selected
+        if span is None or span.span_id not in self._children:
+            return
+        if span.span_id in self._collapsed:
+            self._collapsed.discard(span.span_id)
+        else:
+            self._collapsed.add(span.span_id)
+        self._build_rows()
+        self.select_span(span.span_id)
+
+    def action_llm_only(self) -> None:
+        self.llm_only = not self.llm_only
+
+    def watch_llm_only(self) -> None:
+        selected = self.selected
+        self._build_rows()
+        if selected is None or not self.select_span(selected.span_id):
+            self.cursor = 0
+            self._post_selected()
+
+    def action_zoom(self, step: int) -> None:
+        self.zoom_level = max(0, min(len(ZOOMS) - 1, self.zoom_level + step))
+
+    def watch_zoom_level(self) -> None:
+        self.refresh()
+
+    def action_next_error(self, step: int) -> None:
+        if not self._rows:
+            return
+        n = len(self._rows)
+        for k in range(1, n + 1):
+            i = (self.cursor + step * k) % n
+            if self._rows[i].span.failed:
+                self.cursor = i
+                self._post_selected()
+                return
+        self.notify("No failed span in this trace", severity="information", timeout=2)
+
+    def on_click(self, event) -> None:
+        index = int(self.scroll_offset.y) + event.y
+        if 0 <= index < len(self._rows):
+            self.cursor = index
+            self._post_selected()
