@@ -139,7 +139,11 @@ class LlmobsApp(App):
 
     def wake(self) -> None:
         """Refresh now (after a key changed what is shown) instead of at the next tick."""
-        self._wake.set()
+        if self.refresh_s is None:
+            # No live loop (tests, screenshots): refresh once, right away.
+            self.run_worker(self.tick, group="tick", exclusive=True, exit_on_error=False)
+        else:
+            self._wake.set()
 
     async def tick(self) -> None:
         self.ticks += 1
@@ -201,7 +205,8 @@ class LlmobsApp(App):
             self._history.append(current.NAME)
             del self._history[:-20]
         self.switch_screen(name)
-        self.wake()
+        # Refresh once the new screen is in place, or the tick would read for the old one.
+        self.call_after_refresh(self.wake)
 
     def action_goto(self, name: str) -> None:
         self._switch(name)
@@ -209,7 +214,7 @@ class LlmobsApp(App):
     def action_back(self) -> None:
         if self._history:
             self.switch_screen(self._history.pop())
-            self.wake()
+            self.call_after_refresh(self.wake)
 
     def open_traces(self, filter_text: str, sort: str = "start", descending: bool = True,
                     description: str = "") -> None:

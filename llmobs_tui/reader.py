@@ -6,6 +6,7 @@ holds the WAL back). Span details are decoded from the stored protobuf only when
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,9 @@ class StoreReader:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
         self.last_query_ms: float = 0.0
+        # One connection serves the refresh loop and on-demand loads (a span's details): their
+        # transactions must not interleave.
+        self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         # Validate the file (schema, version) with the same checks as the CLI, then go async.
@@ -77,13 +81,14 @@ class StoreReader:
         return list(await self.db.execute_fetchall(query.sql, query.params))
 
     async def _snapshot(self, queries: dict[str, q.Query]) -> dict[str, list[tuple]]:
-        started = time.perf_counter()
-        await self.db.execute("BEGIN")
-        try:
-            return {name: await self._fetch(query) for name, query in queries.items()}
-        finally:
-            await self.db.execute("COMMIT")
-            self.last_query_ms = (time.perf_counter() - started) * 1000
+        async with self._lock:
+            started = time.perf_counter()
+            await self.db.execute("BEGIN")
+            try:
+                return {name: await self._fetch(query) for name, query in queries.items()}
+            finally:
+                await self.db.execute("COMMIT")
+                self.last_query_ms = (time.perf_counter() - started) * 1000
 
     # -- screens -------------------------------------------------------------------------------
 
@@ -115,15 +120,13 @@ class StoreReader:
     async def _resource(self, resource_id: int | None) -> bytes | None:
         if resource_id is None:
             return None
-        rows = await self._fetch(q.resource_query(resource_id))
+        rows = (await self._snapshot({"resource": q.resource_query(resource_id)}))["resource"]
         return rows[0][0] if rows else None
 
     async def export_trace(self, trace_id: bytes) -> Any:
         from store.queries import export_trace
 
         # export_trace is written for sqlite3; run it on a short-lived read-only connection.
-        import asyncio
-
         def run() -> Any:
             db = open_reader(self.path)
             try:
@@ -134,7 +137,7 @@ class StoreReader:
         return await asyncio.to_thread(run)
 
     async def counts(self) -> tuple[int, int]:
-        rows = await self._fetch(q.store_counts_query())
+        rows = (await self._snapshot({"counts": q.store_counts_query()}))["counts"]
         traces, max_id = rows[0]
         return traces or 0, max_id or 0
 

@@ -118,7 +118,7 @@ def test_export_is_otlp_json_that_can_be_sent_again(tmp_path, capsys):
     async def resend() -> None:
         import aiohttp
 
-        backend = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "dst.db"), decoders=1),
+        backend = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "dst.db"), decoders=1, retention_s=None),
                                         grpc_port=0, http_port=0))
         await backend.start()
         try:

@@ -51,7 +51,8 @@ class Sender(threading.Thread):
         export = channel.unary_unary(TRACE_METHOD)
         while not self.stop.is_set():
             first = self.next_trace
-            spans = [make_span(first + i, 1, None, "chat gpt-4o", {
+            now = time.time_ns()  # current times: the server's retention must not evict them
+            spans = [make_span(first + i, 1, None, "chat gpt-4o", start_ns=now, end_ns=now + 10**6, attrs={
                 "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
                 "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10,
                 "gen_ai.input.messages": "x" * 2000}) for i in range(SPANS_PER_REQUEST)]

@@ -148,7 +148,7 @@ def live_backend(tmp_path_factory):
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     backend = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path_factory.mktemp("fuzz") / "f.db"),
-                                                   decoders=1), grpc_port=0, http_port=0))
+                                                   decoders=1, retention_s=None), grpc_port=0, http_port=0))
     asyncio.run_coroutine_threadsafe(backend.start(), loop).result(60)
     yield backend
     asyncio.run_coroutine_threadsafe(backend.aclose(), loop).result(60)

@@ -33,7 +33,7 @@ TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 @pytest.fixture
 async def backend(tmp_path: Path):
-    b = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "recv.db"), decoders=1),
+    b = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "recv.db"), decoders=1, retention_s=None),
                               grpc_port=0, http_port=0))
     await b.start()
     try:
@@ -214,7 +214,7 @@ async def test_metrics_are_accepted(backend):
 
 
 async def test_a_full_pipeline_answers_retryable_overload(tmp_path):
-    b = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "full.db"), decoders=1,
+    b = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "full.db"), decoders=1, retention_s=None,
                                              max_inflight_requests=2), grpc_port=0, http_port=0))
     await b.start()
     try:
@@ -256,11 +256,11 @@ async def test_a_busy_port_is_a_clear_error(tmp_path):
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        b = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "busy.db"), decoders=1),
+        b = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "busy.db"), decoders=1, retention_s=None),
                                   grpc_port=0, http_port=port))
         with pytest.raises(OSError, match=f"cannot listen for OTLP/HTTP on 127.0.0.1:{port}"):
             await b.start()
-        b = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "busy2.db"), decoders=1),
+        b = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "busy2.db"), decoders=1, retention_s=None),
                                   grpc_port=port, http_port=0))
         with pytest.raises(OSError, match=f"cannot listen for OTLP/gRPC on 127.0.0.1:{port}"):
             await b.start()

@@ -32,10 +32,22 @@ class BreakdownScreen(LiveScreen):
     def on_mount(self) -> None:
         self._columns()
 
+    WIDE = ("calls", "p95", "TTFT p95", "error %", "tokens", "cost", "cache hit", "decode")
+    NARROW = ("calls", "p95", "error %", "cost", "cache hit")
+
+    def on_resize(self) -> None:
+        layout = self.WIDE if self.size.width >= 110 else self.NARROW
+        if layout != getattr(self, "_layout", None):
+            self._columns()
+            self.llmobs.wake()
+
     def _columns(self) -> None:
+        self._layout = self.WIDE if self.size.width >= 110 or not self.size.width else self.NARROW
         table = self.query_one(KeyedTable)
         table.clear(columns=True)
-        table.add_columns(self.by, "calls", "p95", "TTFT p95", "error %", "tokens", "cost", "cache hit", "decode")
+        table._cells.clear()
+        table.add_column(self.by, width=28 if self._layout is self.NARROW else None)
+        table.add_columns(*self._layout)
         table.focus()
 
     async def load(self, reader, now_s: float) -> list[GroupStats]:
@@ -64,13 +76,16 @@ class BreakdownScreen(LiveScreen):
                 cost = Text(fmt.money(group["cost_nusd"]))
                 if unpriced:
                     cost.append(f" +{unpriced}?", style="yellow")
-            rows.append((key, (
-                fmt.safe(name, limit=48), Text(f"{calls:,}"), Text(fmt.duration(p95 * 1e6) if p95 else "–"),
-                Text(fmt.duration(ttft * 1e6) if ttft else "–"),
-                Text(fmt.percent(errors / calls) if calls else "–", style="red" if errors else ""),
-                Text(fmt.tokens(group["input_tokens"] + group["output_tokens"])), cost,
-                Text(fmt.percent(group.cache_hit_rate)), Text(f"{decode:,.0f}/s" if decode else "–"),
-            )))
+            label = fmt.safe(name, limit=48)
+            label.truncate(28 if self._layout is self.NARROW else 48, overflow="ellipsis")
+            cells = {
+                "calls": Text(f"{calls:,}"), "p95": Text(fmt.duration(p95 * 1e6) if p95 else "–"),
+                "TTFT p95": Text(fmt.duration(ttft * 1e6) if ttft else "–"),
+                "error %": Text(fmt.percent(errors / calls) if calls else "–", style="red" if errors else ""),
+                "tokens": Text(fmt.tokens(group["input_tokens"] + group["output_tokens"])), "cost": cost,
+                "cache hit": Text(fmt.percent(group.cache_hit_rate)), "decode": Text(f"{decode:,.0f}/s" if decode else "–"),
+            }
+            rows.append((key, (label, *(cells[c] for c in self._layout))))
         self.query_one(KeyedTable).sync(rows)
 
     def action_next_grouping(self) -> None:

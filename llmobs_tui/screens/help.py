@@ -31,14 +31,14 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, bindings: list[tuple[str, str, str]]) -> None:
         super().__init__()
-        self._bindings = bindings
+        self._rows = bindings  # not _bindings: that name is Textual's own
 
     def compose(self) -> ComposeResult:
         table = Table(box=None, show_header=True, header_style="bold")
         table.add_column("key", style="bold cyan", no_wrap=True)
         table.add_column("does")
         table.add_column("where", style="dim")
-        for key, description, where in self._bindings:
+        for key, description, where in self._rows:
             table.add_row(key, description, where)
         with VerticalScroll():
             yield Static(Text("llmobs-tui keys", style="bold"))

@@ -52,6 +52,8 @@ class OverviewScreen(LiveScreen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width >= 150, "-wide")
+        # Taller sparklines when the terminal has the rows for them.
+        self.set_class(self.size.height >= 40, "-tall")
 
     async def load(self, reader, now_s: float) -> Overview:
         return await reader.overview(self.llmobs.window_s, now_s)

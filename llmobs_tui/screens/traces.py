@@ -33,6 +33,7 @@ class TracesScreen(LiveScreen):
         self.description = ""
         self._rows: dict[str, TraceRow] = {}
         self.held_back = 0
+        self._layout: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome_top()
@@ -40,11 +41,31 @@ class TracesScreen(LiveScreen):
         yield KeyedTable(id="traces")
         yield from self.compose_chrome_bottom()
 
+    # Columns by terminal width: narrow terminals keep what decides whether to open a trace.
+    WIDE = ("start", "root", "service", "duration", "calls", "tokens", "cost", "status")
+    NARROW = ("start", "root", "duration", "calls", "cost", "status")
+
     def on_mount(self) -> None:
-        table = self.query_one(KeyedTable)
-        table.add_columns("start", "root", "service", "duration", "calls", "tokens", "cost", "status")
-        table.focus()
+        self._layout = ()
+        self._set_columns()
+        self.query_one(KeyedTable).focus()
         self._describe()
+
+    def on_resize(self) -> None:
+        if self._set_columns():
+            self.llmobs.wake()
+
+    def _set_columns(self) -> bool:
+        layout = self.WIDE if self.size.width >= 110 or not self.size.width else self.NARROW
+        if layout == self._layout:
+            return False
+        self._layout = layout
+        table = self.query_one(KeyedTable)
+        table.clear(columns=True)
+        table._cells.clear()
+        for name in layout:
+            table.add_column(name, width=(22 if layout is self.NARROW else 40) if name == "root" else None)
+        return True
 
     def set_query(self, filter_text: str, sort: str, descending: bool, description: str = "") -> str | None:
         """Apply a filter and sort; returns an error message for a bad filter."""
@@ -102,11 +123,14 @@ class TracesScreen(LiveScreen):
             cost = Text(fmt.money(trace.cost_nusd))
             if trace.unpriced_calls:
                 cost.append("+?", style="yellow")
-            rows.append((key, (
-                Text(fmt.clock(trace.start_ns, now_s)), root, fmt.safe(trace.service or "–", limit=30),
-                Text(fmt.duration(trace.duration_ns)), Text(str(trace.llm_calls)),
-                Text(fmt.tokens(trace.input_tokens + trace.output_tokens)), cost, status,
-            )))
+            root.truncate(22 if self._layout is self.NARROW else 40, overflow="ellipsis")
+            cells = {
+                "start": Text(fmt.clock(trace.start_ns, now_s)), "root": root,
+                "service": fmt.safe(trace.service or "–", limit=30), "duration": Text(fmt.duration(trace.duration_ns)),
+                "calls": Text(str(trace.llm_calls)), "tokens": Text(fmt.tokens(trace.input_tokens + trace.output_tokens)),
+                "cost": cost, "status": status,
+            }
+            rows.append((key, tuple(cells[name] for name in self._layout)))
         self.held_back = table.sync(rows, reorder=self.llmobs.following)
         self._describe()
 

@@ -76,7 +76,8 @@ class KeyedTable(DataTable):
         self._cells[key] = cells
 
     def _rebuild(self, rows: Sequence[tuple[str, Sequence[RenderableType]]]) -> None:
-        cursor_key = self.cursor_key
+        # A cursor on the top row stays on top (following the newest); elsewhere it stays on its row.
+        cursor_key = self.cursor_key if self.cursor_row > 0 else None
         offset = self.cursor_row - int(self.scroll_y) if self.row_count else 0
         self.clear()
         self._cells.clear()

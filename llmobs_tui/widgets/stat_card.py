@@ -44,6 +44,7 @@ class StatCard(Widget, can_focus=True):
     StatCard:focus-within, StatCard:focus { border: round $accent; }
     StatCard > .card--figures { height: auto; }
     StatCard > Sparkline { height: 1; margin-top: 0; }
+    .-tall StatCard > Sparkline { height: 3; }
     """
     BINDINGS = [
         Binding("up,k", "move(-1)", "Prev figure", show=False),

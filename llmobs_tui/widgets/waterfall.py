@@ -26,16 +26,18 @@ KIND_MARK = {"llm": "●", "embedding": "◌", "tool": "⚒", "retriever": "⌕"
              "guardrail": "⛨", "span": "·"}
 ZOOMS = (1, 2, 4, 8, 16, 32)
 
+# Explicit colours: a theme's ANSI magenta and red can be the same pink, and LLM calls must not
+# look like failures. Under NO_COLOR, Textual turns these into shades.
 STYLE_NAME = Style()
 STYLE_DIM = Style(dim=True)
-STYLE_LLM = Style(color="magenta", bold=True)
-STYLE_ERROR = Style(color="red", bold=True)
-STYLE_BAR = Style(color="blue")
-STYLE_BAR_LLM = Style(color="magenta")
-STYLE_BAR_WAIT = Style(color="yellow")
-STYLE_BAR_ERROR = Style(color="red")
+STYLE_LLM = Style(color="#a78bfa", bold=True)
+STYLE_ERROR = Style(color="#f87171", bold=True)
+# Bars are background colour (htop style), so a label can sit on a bar without hiding it.
+STYLE_BAR = Style(color="#f9fafb", bgcolor="#4b5563")
+STYLE_BAR_LLM = Style(color="#f9fafb", bgcolor="#6d28d9")
+STYLE_BAR_WAIT = Style(color="#f9fafb", bgcolor="#92400e")  # waiting for the first token
+STYLE_BAR_ERROR = Style(color="#f9fafb", bgcolor="#b91c1c")
 STYLE_LABEL = Style(color="cyan")
-STYLE_LABEL_ON_BAR = Style(color="bright_white", bold=True)
 STYLE_CURSOR = Style(reverse=True)
 
 
@@ -192,20 +194,17 @@ class Waterfall(ScrollView, can_focus=True):
             pass  # outside the zoomed window
         else:
             for i in range(a, b):
-                cells[i] = "━"
                 styles[i] = bar_style
             if span.ttft_ns is not None and span.is_llm and not span.failed:
                 tick = int((span.start_ns + span.ttft_ns - t0) * scale)
                 for i in range(a, min(b, tick)):
-                    cells[i] = "╌"
                     styles[i] = STYLE_BAR_WAIT
-                if a <= tick < bar_width:
-                    cells[tick] = "┃"
-                    styles[tick] = STYLE_BAR_WAIT
+                if a <= tick < b:
+                    cells[tick] = "▏"  # the first token
             if start < 0:
-                cells[0], styles[0] = "◂", bar_style
+                cells[0] = "◂"
             if end > bar_width:
-                cells[-1], styles[-1] = "▸", bar_style
+                cells[-1] = "▸"
         label = self._label(span)
         room_after = bar_width - b - 1
         if label and len(label) <= room_after:
@@ -217,11 +216,9 @@ class Waterfall(ScrollView, can_focus=True):
                 cells[a - 1 - len(label) + i] = ch
                 styles[a - 1 - len(label) + i] = STYLE_LABEL
         elif label and b - a > 6:
-            # No room beside the bar: write the label over it.
-            inside = label[: b - a - 2]
-            for i, ch in enumerate(inside):
+            # No room beside the bar: write the label on it (the bar's colour stays).
+            for i, ch in enumerate(label[: b - a - 1]):
                 cells[a + 1 + i] = ch
-                styles[a + 1 + i] = STYLE_LABEL_ON_BAR
         segments.append(Segment(" "))
         run_start = 0
         for i in range(1, bar_width + 1):

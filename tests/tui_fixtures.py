@@ -1,0 +1,108 @@
+"""A deterministic store for the TUI's tests, snapshots and screenshots.
+
+An hour of seeded demo traffic ending at FROZEN_NOW, written through the real normalizer and
+writer, plus hand-made traces: hostile text (markup, escape sequences, RTL), a prompt-version
+regression, and a trace with log records. Same seed, same file, same pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from llmobs_tui.scenarios import MS, S, SpanSpec, Trace, Traffic, TrafficState, to_otlp_request
+from receiver.normalize import IngestOptions, Normalizer
+from receiver.prices import PriceTable
+from store.connection import WriterLock, open_writer
+from store.writer import SpanWriter
+from tests.otlp_factory import log_record, logs_request
+
+FROZEN_NOW = 1_795_000_000.0  # 2026-11-18T11:06:40Z
+HOSTILE_TRACE_NUMBER = 900_001
+LOGGED_TRACE_NUMBER = 900_002
+
+
+def use_utc() -> None:
+    """Clock text and 'today' depend on the local zone: pin it for reproducible pictures."""
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+
+def hostile_trace() -> Trace:
+    """Untrusted text that must render literally (issue: markup, escapes, box drawing, RTL)."""
+    prompt = json.dumps([{"role": "user", "parts": [{"type": "text", "content":
+                          "┌─┐ boxed ╚═╝ and RTL \u202eevil\u202c עברית مرحبا [red]not markup[/red] \x1b[31mred\x1b[0m"}]}])
+    spans = [
+        SpanSpec("[bold red]boom[/]", None, 0, 900 * MS, {"app.llm.feature": "support", "app.llm.tenant.id": "acme",
+                                                          "note": "\x1b[2J\x1b[H cleared?"}, kind=2),
+        SpanSpec("chat gpt-4o \x1b]0;pwned\x07", 0, 10 * MS, 850 * MS, {
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+            "gen_ai.usage.input_tokens": 120, "gen_ai.usage.output_tokens": 12, "gen_ai.input.messages": prompt,
+            "gen_ai.output.messages": json.dumps([{"role": "assistant", "parts": [
+                {"type": "text", "content": "[link=https://evil.example]click[/link] ok"}]}])}, kind=3),
+    ]
+    return Trace("support", "support-bot", spans)
+
+
+def build_store(path: Path, *, minutes: int = 60, traces_per_minute: int = 12, seed: int = 7) -> Path:
+    """Write the fixture store at `path` (replacing it) and return the path."""
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        try:
+            os.remove(f"{path}{suffix}")
+        except FileNotFoundError:
+            pass
+    normalizer = Normalizer(PriceTable.load(), IngestOptions())
+    lock = WriterLock(path)
+    lock.acquire()
+    db = open_writer(path)
+    try:
+        writer = SpanWriter(db, clock=lambda: int(FROZEN_NOW * S))
+        state = TrafficState()
+        traffic = Traffic(seed, state)
+        total = minutes * traces_per_minute
+        start = FROZEN_NOW - minutes * 60
+        batch: list = []
+        for i in range(total):
+            at = start + i * 60 / traces_per_minute
+            if i == total * 2 // 3:
+                # A new prompt version doubles input tokens for support, and checkout hits a 429 storm.
+                state.prompt_versions["support"] = "v8"
+                state.heavy_versions.add(("support", "v8"))
+                state.rate_limit_storm = True
+            trace = traffic.next_trace()
+            batch.append((trace, i + 1, int(at * S)))
+            if len(batch) == 50:
+                _write(writer, normalizer, batch)
+                batch = []
+        batch.append((hostile_trace(), HOSTILE_TRACE_NUMBER, int((FROZEN_NOW - 90) * S)))
+        logged = traffic.rag("search")
+        batch.append((logged, LOGGED_TRACE_NUMBER, int((FROZEN_NOW - 60) * S)))
+        _write(writer, normalizer, batch)
+        # Log records joined to the logged trace's chat span: the Events & logs tab shows them.
+        chat_index = next(i for i, s in enumerate(logged.spans) if s.name.startswith("chat "))
+        trace_id = (LOGGED_TRACE_NUMBER * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big") + LOGGED_TRACE_NUMBER.to_bytes(8, "big")
+        span_id = (LOGGED_TRACE_NUMBER % 2**40).to_bytes(5, "big") + (chat_index + 1).to_bytes(3, "big")
+        records = [log_record(event_name="gen_ai.choice", time_ns=int((FROZEN_NOW - 59) * S),
+                              body={"index": 0, "finish_reason": "stop", "message": {"content": "Here is the policy."}})]
+        for record in records:
+            record.trace_id = trace_id
+            record.span_id = span_id
+        rows, resources, scopes, _ = normalizer.decode_logs(logs_request(records), int(FROZEN_NOW * S))
+        writer.write([], rows, resources, scopes)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+        lock.release()
+    return path
+
+
+def _write(writer: SpanWriter, normalizer: Normalizer, batch: list) -> None:
+    rows, resources, scopes, rejections = normalizer.decode_traces(to_otlp_request(batch), int(FROZEN_NOW * S))
+    assert rejections.count == 0, rejections.message()
+    writer.write(rows, [], resources, scopes)
+
+
+def trace_id_of(number: int) -> bytes:
+    return (number * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big") + number.to_bytes(8, "big")

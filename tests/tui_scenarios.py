@@ -1,0 +1,107 @@
+"""Named UI states, replayed by the snapshot tests and by the screenshot script."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from llmobs_tui.app import LlmobsApp
+from llmobs_tui.widgets.chrome import IngestStatus
+from receiver.prices import PriceTable
+from store.connection import open_reader
+from tests.tui_fixtures import FROZEN_NOW
+
+Scenario = Callable[..., Awaitable[None]]
+
+
+def fixed_status() -> IngestStatus:
+    """What an embedded receiver's status line shows; fixed, so that pictures are reproducible
+    (a real store path or a live rate would differ from run to run)."""
+    return IngestStatus(address="127.0.0.1:4317 · http://127.0.0.1:4318", spans_per_s=184.0, queue=0,
+                        rejected_spans=0, rejected_requests=0, store_bytes=48_300_000)
+
+
+def make_app(store: Path) -> LlmobsApp:
+    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, prices=PriceTable.load(), status=fixed_status)
+
+
+async def settle(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.app.tick()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+def showcase_trace(store: Path) -> bytes:
+    """The agentic trace with the most LLM calls and a failed call: the richest waterfall."""
+    db = open_reader(store)
+    try:
+        return db.execute(
+            "SELECT trace_id FROM traces WHERE errors_api > 0 AND start_ns > ? "
+            "ORDER BY llm_calls DESC, spans DESC, trace_id LIMIT 1", (int((FROZEN_NOW - 1800) * 1e9),)).fetchone()[0]
+    finally:
+        db.close()
+
+
+async def overview(pilot) -> None:
+    await settle(pilot)
+
+
+async def breakdown(pilot) -> None:
+    await pilot.press("2")
+    await settle(pilot)
+
+
+async def breakdown_by_prompt(pilot) -> None:
+    await pilot.press("2")
+    await settle(pilot)
+    for _ in range(3):
+        await pilot.press("g")
+    await settle(pilot)
+
+
+async def traces(pilot) -> None:
+    await pilot.press("3")
+    await settle(pilot)
+
+
+async def traces_filtered(pilot) -> None:
+    pilot.app.open_traces("model=~claude status=error", "cost", True)
+    await settle(pilot)
+
+
+async def trace(pilot) -> None:
+    pilot.app.open_trace(showcase_trace(pilot.app.db_path), slowest=True)
+    await settle(pilot)
+
+
+async def trace_cost(pilot) -> None:
+    await trace(pilot)
+    await pilot.press("dollar_sign")
+    await settle(pilot)
+
+
+async def alerts(pilot) -> None:
+    await pilot.press("5")
+    await settle(pilot)
+
+
+async def help_screen(pilot) -> None:
+    await trace(pilot)
+    await pilot.press("question_mark")
+    await settle(pilot)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "overview": overview,
+    "breakdown": breakdown,
+    "breakdown-prompt": breakdown_by_prompt,
+    "traces": traces,
+    "traces-filtered": traces_filtered,
+    "trace": trace,
+    "trace-cost": trace_cost,
+    "alerts": alerts,
+    "help": help_screen,
+}
+SIZES = ((80, 24), (160, 48))
