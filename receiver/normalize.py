@@ -183,6 +183,14 @@ def _ns(value: float) -> int:
     return int(value) if math.isfinite(value) and abs(value) < 2**62 else -1
 
 
+def _invocation_model(raw: Any) -> str | None:
+    """The "model" of OpenInference's llm.invocation_parameters JSON (the model asked for)."""
+    if not isinstance(raw, str) or '"model"' not in raw:
+        return None
+    params = _json_obj(raw)
+    return _dim_text(params.get("model")) if isinstance(params, dict) else None
+
+
 def _dim_text(value: Any) -> str | None:
     """A scalar attribute as a short label (None for structured values)."""
     if isinstance(value, (list, dict)):
@@ -653,6 +661,9 @@ class Normalizer:
         # Model, provider, operation.
         request_model = _dim_text(values[F_REQUEST_MODEL])
         response_model = _dim_text(values[F_RESPONSE_MODEL])
+        if request_model is None and (sc.OPENINFERENCE_MODEL in found or sc.OPENINFERENCE_INVOCATION in found):
+            # A failed call has no response model: the invocation parameters still name the model.
+            request_model = _invocation_model(found.get(sc.OPENINFERENCE_INVOCATION)) or response_model
         provider = infer_provider(values[F_PROVIDER], found.get(sc.SERVER_ADDRESS),
                                   response_model, request_model) if (
             kind in sc.BILLABLE_KINDS or request_model or response_model) else None

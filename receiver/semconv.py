@@ -75,12 +75,15 @@ PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.s
 REQUEST_MODEL_KEYS = (
     "gen_ai.request.model",
     "llm.request.model_name",
-    "llm.model_name",
     "embedding.model_name",
     "langfuse.observation.model.name",
     "ai.model.id",
 )
-RESPONSE_MODEL_KEYS = ("gen_ai.response.model", "llm.response.model_name", "ai.response.model")
+RESPONSE_MODEL_KEYS = ("gen_ai.response.model", "llm.response.model_name", "ai.response.model", "llm.model_name")
+# OpenInference: `llm.model_name` is the response model when known; the model asked for is the
+# "model" inside this JSON attribute. The request model falls back to `llm.model_name`.
+OPENINFERENCE_INVOCATION = "llm.invocation_parameters"
+OPENINFERENCE_MODEL = "llm.model_name"
 SERVER_ADDRESS = "server.address"
 
 # --- tokens (design §2 rule 2: input INCLUDES cache, output INCLUDES reasoning) -----------------
@@ -316,6 +319,8 @@ def all_known_keys() -> frozenset[str]:
         LANGFUSE_LEVEL,
         LANGFUSE_STATUS_MESSAGE,
         OPENINFERENCE_METADATA,
+        OPENINFERENCE_INVOCATION,
+        OPENINFERENCE_MODEL,
     }
     for group in (
         TOOL_KEYS,

@@ -96,7 +96,10 @@ class WriterLoop:
         while not (stopping or eof):
             pending: list[tuple] = []
             rows = 0
-            timeout = max(0.0, min(self._next_stats, self._next_retention, self._next_size_check) - time.monotonic())
+            deadlines = [self._next_stats, self._next_retention]
+            if self.max_db_bytes:
+                deadlines.append(self._next_size_check)
+            timeout = max(0.0, min(deadlines) - time.monotonic())
             if wait([self.inbox], timeout):
                 # Drain what is already waiting: that is the group in group commit.
                 while rows < self.max_batch_rows:

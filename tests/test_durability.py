@@ -239,3 +239,20 @@ def test_serve_on_a_corrupt_file_says_so(tmp_path):
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "not a usable llmobs-tui database" in result.stderr or "malformed" in result.stderr
+
+
+def test_an_idle_server_stays_idle(tmp_path):
+    """No busy loops: with no traffic, serve and its children together use almost no CPU."""
+    proc, _ = start_serve(tmp_path / "idle.db")
+    try:
+        # Past start-up, and past the first retention pass plus the 10 s size-check interval: a
+        # busy loop once hid there (the size-check deadline stayed in the past without --max-db-size).
+        time.sleep(12)
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        before = sum(sum(p.cpu_times()[:2]) for p in tree)
+        time.sleep(3)
+        used = sum(sum(p.cpu_times()[:2]) for p in tree) - before
+        assert used < 0.3, f"{used:.2f} CPU-seconds in 3 idle seconds"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
