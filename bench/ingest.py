@@ -56,6 +56,8 @@ def build_request(seed: int, traces: int):
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+    from receiver.otlp import to_any_value
+
     rng = random.Random(seed)
     req = ExportTraceServiceRequest()
     rs = req.resource_spans.add()
@@ -68,19 +70,7 @@ def build_request(seed: int, traces: int):
 
     def kvs(span, attrs):
         for key, value in attrs.items():
-            kv = KeyValue(key=key)
-            if isinstance(value, bool):
-                kv.value.bool_value = value
-            elif isinstance(value, int):
-                kv.value.int_value = value
-            elif isinstance(value, float):
-                kv.value.double_value = value
-            elif isinstance(value, list):
-                for item in value:
-                    kv.value.array_value.values.add(string_value=item)
-            else:
-                kv.value.string_value = value
-            span.attributes.append(kv)
+            span.attributes.append(KeyValue(key=key, value=to_any_value(value)))
 
     t0 = 1_700_000_000 * 10**9  # rewritten per send
     for t in range(traces):

@@ -89,7 +89,9 @@ def build_week(db: Path, spans_target: int = 1_000_000, days: int = 7) -> dict:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     lock.release()
-    big_trace = (big_number * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big") + big_number.to_bytes(8, "big")
+    from llmobs_tui.scenarios import trace_id_of
+
+    big_trace = trace_id_of(big_number)
     info = {"spans": written + len(rows), "traces": number + 1, "big_trace": big_trace.hex(),
             "built_at": now, "build_seconds": round(time.monotonic() - started)}
     (db.parent / "week.json").write_text(json.dumps(info))

@@ -142,13 +142,9 @@ class StoreReader:
         return traces or 0, max_id or 0
 
     def file_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            try:
-                total += os.path.getsize(f"{self.path}{suffix}")
-            except OSError:
-                pass
-        return total
+        from store.retention import file_bytes
+
+        return file_bytes(self.path)
 
 
 def _value(v: Any) -> Any:

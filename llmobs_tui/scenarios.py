@@ -324,21 +324,9 @@ class Traffic:
 def to_otlp_request(traces: list[tuple[Trace, int, int]], scope: tuple[str, str] = ("llmobs.demo", "1")) -> Any:
     """An ExportTraceServiceRequest of `(trace, trace_number, start_ns)`; ids derive from the number."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-    def value(v: Any) -> AnyValue:
-        out = AnyValue()
-        if isinstance(v, bool):
-            out.bool_value = v
-        elif isinstance(v, int):
-            out.int_value = v
-        elif isinstance(v, float):
-            out.double_value = v
-        elif isinstance(v, (list, tuple)):
-            out.array_value.values.extend(value(x) for x in v)
-        else:
-            out.string_value = str(v)
-        return out
+    from receiver.otlp import to_any_value as value
 
     request = ExportTraceServiceRequest()
     by_service: dict[str, Any] = {}
@@ -350,7 +338,7 @@ def to_otlp_request(traces: list[tuple[Trace, int, int]], scope: tuple[str, str]
             scope_spans = resource_spans.scope_spans.add()
             scope_spans.scope.name, scope_spans.scope.version = scope
             by_service[trace.service] = scope_spans
-        trace_id = (number * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big") + number.to_bytes(8, "big")
+        trace_id = trace_id_of(number)
         for index, spec in enumerate(trace.spans):
             span = scope_spans.spans.add()
             span.trace_id = trace_id
@@ -371,3 +359,8 @@ def to_otlp_request(traces: list[tuple[Trace, int, int]], scope: tuple[str, str]
                 span.status.code = 2
                 span.status.message = spec.error
     return request
+
+
+def trace_id_of(number: int) -> bytes:
+    """The trace id `to_otlp_request` gives trace number `number`: scrambled like real random ids."""
+    return (number * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big") + number.to_bytes(8, "big")

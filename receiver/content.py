@@ -198,6 +198,13 @@ def _tool_calls(calls: Any) -> list[Part]:
     return parts
 
 
+def _as_tool_response(role: str, tool_call_id: str | None, parts: list[Part]) -> list[Part]:
+    """A tool message's text, in every format, is the result of the call it names."""
+    if role == "tool" and tool_call_id and parts and all(p.type == "text" for p in parts):
+        return [Part("tool_call_response", id=tool_call_id, response=_maybe_json("\n".join(p.text or "" for p in parts)))]
+    return parts
+
+
 def coerce_message(item: Any, direction: str, source: str, default_role: str) -> list[Message]:
     """One message in any vendor format (OTel, OpenAI chat/Responses, Anthropic, Gemini, Vercel)."""
     if isinstance(item, (str, int, float)):
@@ -217,10 +224,7 @@ def coerce_message(item: Any, direction: str, source: str, default_role: str) ->
     parts.extend(_tool_calls(item.get("tool_calls")))
     if isinstance(item.get("function_call"), Mapping):
         parts.extend(_tool_calls([{"function": item["function_call"]}]))
-    tool_call_id = _str(item.get("tool_call_id", item.get("id") if role == "tool" else None))
-    if role == "tool" and tool_call_id and parts and all(p.type == "text" for p in parts):
-        response = "\n".join(p.text or "" for p in parts)
-        parts = [Part("tool_call_response", id=tool_call_id, response=_maybe_json(response))]
+    parts = _as_tool_response(role, _str(item.get("tool_call_id", item.get("id") if role == "tool" else None)), parts)
     finish = _str(item.get("finish_reason"))
     return [Message(role, tuple(parts[:MAX_PARTS]), direction, source, finish, _str(item.get("name")))]
 
@@ -336,9 +340,7 @@ def _openinference_message(fields: Mapping[str, Any], direction: str) -> list[Me
     for call in _indexed(fields, "message.tool_calls"):
         parts.append(Part("tool_call", name=_str(call.get("tool_call.function.name")), id=_str(call.get("tool_call.id")),
                           arguments=_maybe_json(call.get("tool_call.function.arguments"))))
-    tool_call_id = _str(fields.get("message.tool_call_id"))
-    if role == "tool" and tool_call_id and parts and all(p.type == "text" for p in parts):
-        parts = [Part("tool_call_response", id=tool_call_id, response=_maybe_json("\n".join(p.text or "" for p in parts)))]
+    parts = _as_tool_response(role, _str(fields.get("message.tool_call_id")), parts)
     return [Message(role, tuple(parts), direction, "openinference", name=_str(fields.get("message.name")))]
 
 
@@ -348,9 +350,7 @@ def _openllmetry_message(fields: Mapping[str, Any], direction: str) -> list[Mess
     for call in _indexed(fields, "tool_calls"):
         parts.append(Part("tool_call", name=_str(call.get("name")), id=_str(call.get("id")),
                           arguments=_maybe_json(call.get("arguments"))))
-    tool_call_id = _str(fields.get("tool_call_id"))
-    if role == "tool" and tool_call_id and parts and all(p.type == "text" for p in parts):
-        parts = [Part("tool_call_response", id=tool_call_id, response=_maybe_json("\n".join(p.text or "" for p in parts)))]
+    parts = _as_tool_response(role, _str(fields.get("tool_call_id")), parts)
     return [Message(role, tuple(parts), direction, "openllmetry.flattened", _str(fields.get("finish_reason")))]
 
 

@@ -110,6 +110,33 @@ def _hex_ids_to_base64(obj: Any, signal: str, depth: int = 0) -> None:
                 _hex_ids_to_base64(item, signal, depth + 1)
 
 
+def to_any_value(value: Any) -> Any:
+    """A Python value as an OTLP AnyValue (list/tuple → array, mapping → kvlist); the inverse of
+    receiver.normalize.any_value."""
+    from collections.abc import Mapping
+
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    out = AnyValue()
+    if isinstance(value, bool):
+        out.bool_value = value
+    elif isinstance(value, int):
+        out.int_value = value
+    elif isinstance(value, float):
+        out.double_value = value
+    elif isinstance(value, bytes):
+        out.bytes_value = value
+    elif isinstance(value, str):
+        out.string_value = value
+    elif isinstance(value, (list, tuple)):
+        out.array_value.values.extend(to_any_value(v) for v in value)
+    elif isinstance(value, Mapping):
+        out.kvlist_value.values.extend(KeyValue(key=k, value=to_any_value(v)) for k, v in value.items())
+    elif value is not None:
+        raise TypeError(f"cannot encode {type(value).__name__} as an OTLP AnyValue")
+    return out
+
+
 def message_to_otlp_json(msg: Message) -> dict[str, Any]:
     """The OTLP/JSON form of a request: lowerCamelCase, enums as integers, ids as hex."""
     obj = json_format.MessageToDict(msg, use_integers_for_enums=True, preserving_proto_field_name=False)

@@ -612,18 +612,11 @@ class SpanWriter:
             bucket_start = second - second % res
             # Each contribution also goes to the bucket's total row (dims_id 0), so that a dashboard
             # over all traffic merges one histogram per bucket instead of one per dimension set.
-            for key in ((res, bucket_start, dims_id), (res, bucket_start, TOTAL_DIMS_ID)):
-                acc = self._rollups.get(key)
-                if acc is None:
-                    acc = self._load_rollup(key)
-                counters = acc.counters
-                for i, value in vector:
-                    counters[i] += sign * value
-                for h, bucket in zip(acc.hists, hists):
-                    if bucket is not None:
-                        h[bucket] = h.get(bucket, 0) + sign
-                acc.dirty = True
-        key = (FINE_RESOLUTION, second - second % FINE_RESOLUTION, TOTAL_DIMS_ID)
+            self._accumulate((res, bucket_start, dims_id), vector, hists, sign)
+            self._accumulate((res, bucket_start, TOTAL_DIMS_ID), vector, hists, sign)
+        self._accumulate((FINE_RESOLUTION, second - second % FINE_RESOLUTION, TOTAL_DIMS_ID), vector, hists, sign)
+
+    def _accumulate(self, key: tuple[int, int, int], vector: tuple, hists: tuple, sign: int) -> None:
         acc = self._rollups.get(key)
         if acc is None:
             acc = self._load_rollup(key)

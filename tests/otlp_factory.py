@@ -20,6 +20,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from receiver.otlp import to_any_value
+
 T0 = 1_767_000_000 * 10**9  # 2025-12-29T09:20:00Z, in ns since the epoch
 MS = 1_000_000  # one millisecond in ns
 
@@ -39,31 +41,8 @@ def span_id_bytes(span_id: int) -> bytes:
 
 
 def any_value(value: Any) -> AnyValue:
-    """A Python value as an OTLP AnyValue.
-
-    str → string_value, bool → bool_value (checked before int), int → int_value, float →
-    double_value, bytes → bytes_value, list/tuple → array_value, dict → kvlist_value (recursively),
-    None → an empty AnyValue."""
-    out = AnyValue()
-    if isinstance(value, bool):
-        out.bool_value = value
-    elif isinstance(value, int):
-        out.int_value = value
-    elif isinstance(value, float):
-        out.double_value = value
-    elif isinstance(value, bytes):
-        out.bytes_value = value
-    elif isinstance(value, str):
-        out.string_value = value
-    elif isinstance(value, (list, tuple)):
-        out.array_value.values.extend(any_value(v) for v in value)
-    elif isinstance(value, Mapping):
-        out.kvlist_value.values.extend(kv(k, v) for k, v in value.items())
-    elif value is None:
-        pass
-    else:
-        raise TypeError(f"cannot encode {type(value).__name__} as an AnyValue")
-    return out
+    """A Python value as an OTLP AnyValue (list → array, dict → kvlist)."""
+    return to_any_value(value)
 
 
 def kv(key: str, value: Any) -> KeyValue:

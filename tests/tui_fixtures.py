@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from llmobs_tui.scenarios import MS, S, SpanSpec, Trace, Traffic, TrafficState, to_otlp_request
+from llmobs_tui.scenarios import MS, S, SpanSpec, Trace, Traffic, TrafficState, to_otlp_request, trace_id_of
 from receiver.normalize import IngestOptions, Normalizer
 from receiver.prices import PriceTable
 from store.connection import WriterLock, open_writer
@@ -82,7 +82,7 @@ def build_store(path: Path, *, minutes: int = 60, traces_per_minute: int = 12, s
         _write(writer, normalizer, batch)
         # Log records joined to the logged trace's chat span: the Events & logs tab shows them.
         chat_index = next(i for i, s in enumerate(logged.spans) if s.name.startswith("chat "))
-        trace_id = (LOGGED_TRACE_NUMBER * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big") + LOGGED_TRACE_NUMBER.to_bytes(8, "big")
+        trace_id = trace_id_of(LOGGED_TRACE_NUMBER)
         span_id = (LOGGED_TRACE_NUMBER % 2**40).to_bytes(5, "big") + (chat_index + 1).to_bytes(3, "big")
         records = [log_record(event_name="gen_ai.choice", time_ns=int((FROZEN_NOW - 59) * S),
                               body={"index": 0, "finish_reason": "stop", "message": {"content": "Here is the policy."}})]
@@ -104,5 +104,3 @@ def _write(writer: SpanWriter, normalizer: Normalizer, batch: list) -> None:
     writer.write(rows, [], resources, scopes)
 
 
-def trace_id_of(number: int) -> bytes:
-    return (number * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big") + number.to_bytes(8, "big")
