@@ -48,12 +48,18 @@ class AlertView:
     scope: str | None = None
     example_trace_id: bytes | None = None
     detail: str = ""
+    window: str = ""
+    acknowledged: bool = False
+    resolved_s: float | None = None
 
 
 class AlertSource:
-    """What the Alerts screen and the banner show. The rule engine plugs in here."""
+    """What the Alerts screen and the banner show; the rule engine's adapter is
+    llmobs_tui/alerting/live.py. This base holds nothing (a store opened without rules)."""
 
-    empty_message = "No alert rules are configured: nothing can fire yet."
+    empty_message = "No alert rules are loaded: nothing can fire."
+    slo_rows: list[Any] = []
+    error: str | None = None
 
     def snapshot(self, now_s: float) -> list[AlertView]:
         return []
@@ -63,6 +69,9 @@ class AlertSource:
 
     async def evaluate(self, reader: StoreReader, now_s: float) -> None:
         return None
+
+    def acknowledge(self, key: str) -> bool:
+        return False
 
 
 class LlmobsApp(App):
@@ -105,6 +114,7 @@ class LlmobsApp(App):
         self.following = True
         self._history: list[str] = []
         self._wake = asyncio.Event()
+        self._tick_lock = asyncio.Lock()
         self._last_counts: tuple[float, int] | None = None
         self.status = IngestStatus(mode=f"read-only {self.db_path}")
         self.load_error: str | None = None
@@ -140,12 +150,17 @@ class LlmobsApp(App):
     def wake(self) -> None:
         """Refresh now (after a key changed what is shown) instead of at the next tick."""
         if self.refresh_s is None:
-            # No live loop (tests, screenshots): refresh once, right away.
-            self.run_worker(self.tick, group="tick", exclusive=True, exit_on_error=False)
+            # No live loop (tests, screenshots): refresh once, right away. Not exclusive: cancelling
+            # a tick midway through its read would leave the reader's transaction open.
+            self.run_worker(self.tick, group="tick", exit_on_error=False)
         else:
             self._wake.set()
 
     async def tick(self) -> None:
+        async with self._tick_lock:  # ticks never overlap, whoever asks for one
+            await self._tick()
+
+    async def _tick(self) -> None:
         self.ticks += 1
         now_s = self.clock()
         screen = self.screen
@@ -188,8 +203,8 @@ class LlmobsApp(App):
                 extra = f"by {screen.by} (g)"
             screen.query_one(TopBar).show(screen.NAME, self.window_s, self.following, extra)
             screen.query_one(AlertBanner).show([
-                AlertLine(a.severity, a.title, a.detail or a.value_text)
-                for a in self.alerts.snapshot(self.clock()) if a.firing])
+                AlertLine(a.severity, a.title, f"{a.value_text} ({a.window})" if a.window else a.value_text)
+                for a in self.alerts.snapshot(self.clock()) if a.firing and not a.acknowledged])
             self.status.error = self.load_error
             screen.query_one(StatusLine).show(self.status)
         except Exception:

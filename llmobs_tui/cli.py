@@ -5,6 +5,8 @@
     llmobs-tui export    one trace as OTLP/JSON that can be sent again
     llmobs-tui prices    the price table in effect
     llmobs-tui reprice   apply a changed price table to stored history
+    llmobs-tui check     evaluate the SLOs and alert rules once: exit 0 ok, 1 ticket, 2 page
+    llmobs-tui init      write a commented llmobs.toml (SLOs, budgets, alert thresholds)
 
 Every failure a user can cause (a bad flag, a busy port, a corrupt or locked database, a bad price
 or config file) ends with one line saying what and how to fix it, and a non-zero exit code.
@@ -25,11 +27,21 @@ from pathlib import Path
 from typing import Any
 
 from llmobs_tui import __version__
-from llmobs_tui.config import ConfigError, format_duration, load_config, parse_duration, parse_size
+from llmobs_tui.config import (
+    DEMO_CONFIG,
+    EXAMPLE_CONFIG,
+    ConfigError,
+    format_duration,
+    load_config,
+    parse_duration,
+    parse_size,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+# `check` gives 1 and 2 their alerting meaning (ticket, page); it cannot evaluate → this instead.
+EXIT_CHECK_FAILED = 3
 
 
 def default_db_path() -> Path:
@@ -131,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated: model, feature, tenant, prompt, provider, service, operation "
                              "(default: model)")
     report.add_argument("--format", choices=("md", "json"), default="md")
+    report.add_argument("--config", metavar="FILE", help="SLOs for the SLO table (default: ./llmobs.toml if present)")
+
+    check = sub.add_parser("check", help="evaluate SLOs and alert rules once; exit 0 ok, 1 ticket, 2 page "
+                                         "(3: could not evaluate)")
+    _add_db(check)
+    check.add_argument("--config", metavar="FILE", help="config file (default: ./llmobs.toml if present)")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+
+    init = sub.add_parser("init", help="write a commented example config (SLOs, budgets, thresholds)")
+    init.add_argument("path", nargs="?", default="llmobs.toml", help="where to write it (default: ./llmobs.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     export = sub.add_parser("export", help="print one trace as OTLP/JSON (POST it to /v1/traces to send it again)")
     _add_db(export)
@@ -163,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         "export": cmd_export,
         "prices": cmd_prices,
         "reprice": cmd_reprice,
+        "check": cmd_check,
+        "init": cmd_init,
     }[command]
     try:
         return handler(args)
@@ -206,6 +231,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
     try:
         prices = PriceTable.load(args.prices)
         config = pipeline_config(args)
+        # The demo's made-up features need the demo's rules, unless the user names a config.
+        rules = load_config(DEMO_CONFIG) if demo and not args.config else load_config(args.config)
     except (ConfigError, PriceFileError) as exc:
         return fail(str(exc), EXIT_USAGE)
     backend_config = None
@@ -233,7 +260,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run_tui(path, backend_config=backend_config, demo=demo, prices=prices,
-                                   read_only_reason=read_only_reason))
+                                   read_only_reason=read_only_reason, rules=rules))
     except PipelineFailed as exc:
         return fail(str(exc))
     except StoreError as exc:
@@ -368,8 +395,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     if unknown:
         return fail(f"--by {','.join(unknown)}: unknown dimension; choose from {', '.join(GROUP_COLUMNS)}", EXIT_USAGE)
     try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    try:
         db = _open_reader(args)
-        result = report(db, args.window, by)
+        now_s = time.time()
+        result = report(db, args.window, by, now_s=now_s)
+        if config.slos:
+            result["slos"] = [row.as_json() for row in _slo_rows(db_path_of(args), config, now_s)]
     except StoreError as exc:
         return fail(str(exc))
     except sqlite3.Error as exc:
@@ -380,7 +414,102 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(format_report_md(result))
+        if config.slos:
+            print()
+            print(format_slo_table_md(result["slos"]))
     return EXIT_OK
+
+
+def _slo_rows(db_path: Path, config: Any, now_s: float) -> list[Any]:
+    from llmobs_tui.alerting.engine import AlertEngine
+
+    engine = AlertEngine(db_path, config)
+    try:
+        return engine.slo_table(now_s)
+    finally:
+        engine.close()
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def format_slo_table_md(slos: list[dict[str, Any]]) -> str:
+    lines = ["## SLOs", "",
+             "| SLO | objective | scope | events | current | budget left | burn 1h | burn 6h | burn 3d |",
+             "|---|---|---|--:|--:|--:|--:|--:|--:|"]
+    for slo in slos:
+        burns = slo["burn_rate"]
+        cells = [slo["name"], slo["describe"], slo["scope"], f"{slo['events']:,}", _pct(slo["current"]),
+                 _pct(slo["budget_left"], 0),
+                 *("–" if burns.get(w) is None else f"{burns[w]:.1f}×" for w in ("1h", "6h", "3d"))]
+        lines.append(_md_row(cells))
+    lines.append("")
+    lines.append("Burn rate: how many times faster than the objective allows the error budget is being spent "
+                 "(1× spends it exactly over the SLO window).")
+    return "\n".join(lines)
+
+
+# --- check / init --------------------------------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """One evaluation of every rule, for cron or CI: the exit code is the verdict."""
+    from llmobs_tui.alerting.engine import AlertEngine, exit_code
+    from store.connection import StoreError, describe_error
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return fail(str(exc), EXIT_CHECK_FAILED)
+    path = db_path_of(args)
+    engine = AlertEngine(path, config)
+    now_s = time.time()
+    try:
+        findings = engine.evaluate(now_s)
+        slos = engine.slo_rows
+    except StoreError as exc:
+        return fail(str(exc), EXIT_CHECK_FAILED)
+    except sqlite3.Error as exc:
+        return fail(describe_error(path, exc), EXIT_CHECK_FAILED)
+    finally:
+        engine.close()
+    code = exit_code(findings)
+    verdict = {0: "ok", 1: "ticket", 2: "page"}[code]
+    if args.format == "json":
+        print(json.dumps({"status": verdict, "exit_code": code, "evaluated_at": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_s)), "config": str(config.path) if config.path else None,
+            "alerts": [f.as_json() for f in findings], "slos": [row.as_json() for row in slos]}, indent=2))
+        return code
+    source = config.path or "built-in defaults (no llmobs.toml)"
+    print(f"llmobs-tui check: {verdict.upper()}: {len(findings)} alert(s); {len(config.slos)} SLO(s) from {source}")
+    for f in findings:
+        trace = f" · example trace {f.example_trace_id.hex()}" if f.example_trace_id else ""
+        print(f"  [{f.severity.upper()}] {f.title}: {f.value_text} ({f.window}; {f.scope}){trace}")
+        if f.detail:
+            print(f"      {f.detail}")
+    if slos:
+        print()
+        print(format_slo_table_md([row.as_json() for row in slos]))
+    return code
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = Path(args.path)
+    if target.exists() and not args.force:
+        return fail(f"{target} exists; pass --force to overwrite it", EXIT_USAGE)
+    try:
+        target.write_text(EXAMPLE_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    except OSError as exc:
+        return fail(f"cannot write {target}: {exc.strerror or exc}")
+    print(f"wrote {target}: edit the SLOs and budgets, then `llmobs-tui check --config {target}` "
+          f"(./llmobs.toml is read by default)")
+    return EXIT_OK
+
+
+def _md_row(cells: list[str]) -> str:
+    """A Markdown table row; a `|` inside a cell (a model or feature name) is escaped."""
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
 def _fmt_int(n: int) -> str:
@@ -433,7 +562,7 @@ def format_report_md(result: dict[str, Any]) -> str:
             f"{_fmt_ms(g['ttft_ms']['p50'])} / {_fmt_ms(g['ttft_ms']['p95'])}",
             f"{_fmt_ms(g['latency_ms']['p50'])} / {_fmt_ms(g['latency_ms']['p95'])}",
         ]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append(_md_row(cells))
     total_cost = sum(g["cost_usd"] for g in groups)
     total_calls = sum(g["calls"] for g in groups)
     unpriced = sum(g["unpriced_calls"] for g in groups)

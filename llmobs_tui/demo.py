@@ -26,7 +26,7 @@ class DemoPlan:
     backfill_s: float = 20 * 60
     backfill_traces_per_s: float = 0.35
     # Incidents, in seconds after start: (start, end).
-    rate_limit_storm: tuple[float, float] = (45.0, 165.0)
+    rate_limit_storm: tuple[float, float] = (45.0, 300.0)
     heavy_prompt_from_s: float = 20.0
     heavy_prompt_feature: str = "support"
     seed: int | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,10 +81,19 @@ class StoreReader:
     async def _fetch(self, query: q.Query) -> list[tuple]:
         return list(await self.db.execute_fetchall(query.sql, query.params))
 
+    async def _begin(self) -> None:
+        try:
+            await self.db.execute("BEGIN")
+        except sqlite3.OperationalError:
+            # A read cancelled between its BEGIN and COMMIT (a superseded refresh) left its
+            # transaction open on the connection's thread: end it, then start ours.
+            await self.db.execute("ROLLBACK")
+            await self.db.execute("BEGIN")
+
     async def _snapshot(self, queries: dict[str, q.Query]) -> dict[str, list[tuple]]:
         async with self._lock:
             started = time.perf_counter()
-            await self.db.execute("BEGIN")
+            await self._begin()
             try:
                 return {name: await self._fetch(query) for name, query in queries.items()}
             finally:

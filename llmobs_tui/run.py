@@ -36,8 +36,10 @@ class BackendStatus:
 
 
 async def run_tui(db_path: Path, *, backend_config: Any | None, demo: bool, prices: Any,
-                  read_only_reason: str | None = None) -> int:
+                  read_only_reason: str | None = None, rules: Any = None) -> int:
+    from llmobs_tui.alerting.live import EngineAlerts
     from llmobs_tui.app import LlmobsApp
+    from llmobs_tui.config import Config
 
     backend = None
     feed = None
@@ -55,7 +57,9 @@ async def run_tui(db_path: Path, *, backend_config: Any | None, demo: bool, pric
 
             feed = DemoFeed(f"http://{backend.grpc_address}", replace(DemoPlan(), backfill_after_s=_newest_trace_s(db_path)))
             feed.start()
-    app = LlmobsApp(db_path, status=status, prices=prices)
+    # The store exists now (the backend created it, or another process writes it).
+    alerts = EngineAlerts(db_path, rules if rules is not None else Config())
+    app = LlmobsApp(db_path, status=status, prices=prices, alerts=alerts)
     if read_only_reason:
         app.status = IngestStatus(mode=read_only_reason)
     loop = asyncio.get_running_loop()
@@ -64,6 +68,7 @@ async def run_tui(db_path: Path, *, backend_config: Any | None, demo: bool, pric
         await app.run_async()
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+        alerts.close()
         if feed is not None:
             feed.stop()
         if backend is not None:

@@ -106,6 +106,10 @@ class TrafficState:
     # A bigger prompt (twice the input tokens) for a feature: the regression the alert rules catch.
     heavy_versions: set[tuple[str, str]] = field(default_factory=set)
     rate_limit_storm: bool = False
+    # (429 share, provider 5xx share) of calls outside a storm. Checkout runs on a provisioned tier:
+    # its errors stay well inside its availability SLO, so a storm is what burns its budget.
+    error_shares: dict[str, tuple[float, float]] = field(default_factory=lambda: {"checkout": (0.004, 0.002)})
+    storm_share: float = 0.6  # the share of checkout calls that get a 429 during a storm
 
 
 class Traffic:
@@ -184,7 +188,9 @@ class Traffic:
             attrs["gen_ai.response.time_to_first_chunk"] = round(ttft, 4)
         error = None
         roll = rng.random()
-        rate_limit_share = 0.35 if self.state.rate_limit_storm and feature == "checkout" else 0.025
+        rate_limit_share, provider_share = self.state.error_shares.get(feature, (0.025, 0.01))
+        if self.state.rate_limit_storm and feature == "checkout":
+            rate_limit_share = self.state.storm_share
         if roll < rate_limit_share:
             duration = int(rng.uniform(0.05, 0.25) * S)
             attrs.update({"error.type": "RateLimitError", "http.response.status_code": 429})
@@ -192,7 +198,7 @@ class Traffic:
             for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.time_to_first_chunk",
                         "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.reasoning.output_tokens"):
                 attrs.pop(key, None)
-        elif roll < rate_limit_share + 0.01:
+        elif roll < rate_limit_share + provider_share:
             duration = int(rng.uniform(1, 8) * S)
             overloaded = model.provider == "anthropic"
             attrs.update({"error.type": "OverloadedError" if overloaded else "InternalServerError",
@@ -200,7 +206,7 @@ class Traffic:
             error = "Overloaded" if overloaded else "Error code: 500 - The server had an error"
             for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.time_to_first_chunk"):
                 attrs.pop(key, None)
-        elif roll < rate_limit_share + 0.02:
+        elif roll < rate_limit_share + provider_share + 0.01:
             finish = "content_filter"
         if error is None:
             attrs["gen_ai.response.finish_reasons"] = [finish]

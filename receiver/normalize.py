@@ -920,6 +920,13 @@ class Normalizer:
             for kv in record.body.kvlist_value.values:
                 if kv.key == "finish_reason":
                     finish_reason = normalize_finish_reason(any_value(kv.value))
+        eval_name = eval_score = None
+        if event_name == sc.EVALUATION_EVENT:
+            for kv in attrs:
+                if kv.key == "gen_ai.evaluation.name":
+                    eval_name = _text(any_value(kv.value), 128)
+                elif kv.key == "gen_ai.evaluation.score.value":
+                    eval_score = _float(any_value(kv.value))
         is_content = event_name in sc.CONTENT_EVENTS
         if is_content:
             if not self.options.keep_content:
@@ -952,6 +959,8 @@ class Normalizer:
             resource_digest,
             scope_digest,
             finish_reason,
+            eval_name,
+            eval_score,
             _COMPRESSOR.compress(blob),
         )
 

@@ -191,6 +191,23 @@ def m001_initial(db: sqlite3.Connection) -> None:
     pin_planner_statistics(db)
 
 
+@migration
+def m002_alerting(db: sqlite3.Connection) -> None:
+    """What the alert rules read: per-call cost and token histograms in the rollups (cost-per-call
+    SLOs, token budgets) and evaluation scores on log records (quality SLOs). Rollups written
+    before this migration have neither histogram: those SLOs count only calls stored since."""
+    db.executescript(
+        """
+        ALTER TABLE rollups ADD COLUMN hist_cost BLOB;     -- cost per priced call (µUSD)
+        ALTER TABLE rollups ADD COLUMN hist_tokens BLOB;   -- tokens (input + output) per call
+        ALTER TABLE logs ADD COLUMN eval_name TEXT;        -- gen_ai.evaluation.result: what was judged
+        ALTER TABLE logs ADD COLUMN eval_score REAL;       -- and its score
+        CREATE INDEX logs_evaluations ON logs (eval_name, time_ns) WHERE eval_score IS NOT NULL;
+        """
+    )
+    pin_planner_statistics(db)
+
+
 # Query-planner statistics for a store of about a million spans, pinned instead of measured.
 # ANALYZE on a young store records "spans: 2 rows", after which the planner full-scans `spans` for
 # a trace lookup for as long as those stats live, millions of rows later (seen in a test here);
@@ -205,6 +222,7 @@ PLANNER_STATISTICS = (
     ("traces", "traces_by_duration", "125000 2 1"),
     ("logs", "logs_by_span", "200000 8 2"),
     ("logs", "logs_by_time", "200000 1"),
+    ("logs", "logs_evaluations", "2000 200 1"),
     ("rollups", "rollups", "100000 50000 20 1"),
     ("dims", "sqlite_autoindex_dims_1", "500 100 50 20 20 5 2 1 1"),
     ("resources", "sqlite_autoindex_resources_1", "20 1"),

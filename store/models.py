@@ -97,6 +97,8 @@ LOG_COLUMNS: Final = (
     "resource_id",
     "scope_id",
     "finish_reason",
+    "eval_name",
+    "eval_score",
     "raw",
 )
 

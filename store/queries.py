@@ -16,7 +16,7 @@ from typing import Any
 import zstandard
 
 from store import histogram
-from store.writer import ROLLUP_COUNTERS
+from store.writer import HISTOGRAMS, ROLLUP_COUNTERS
 
 GROUP_COLUMNS = {
     "service": ("service",),
@@ -60,16 +60,19 @@ class GroupStats:
     latency: dict[int, int] = field(default_factory=dict)
     ttft: dict[int, int] = field(default_factory=dict)
     tpot: dict[int, int] = field(default_factory=dict)
+    cost: dict[int, int] = field(default_factory=dict)  # µUSD per priced call
+    tokens: dict[int, int] = field(default_factory=dict)  # tokens per call
 
     def __getitem__(self, name: str) -> int:
         return self.counters[_RC[name]]
 
-    def add_row(self, counters: Sequence[int], hists: Sequence[bytes | None]) -> None:
+    def add_row(self, counters: Sequence[int], hists: Sequence[bytes | None],
+                names: Sequence[str] = HISTOGRAMS) -> None:
+        """Add one rollup row: its counters, and its histograms (columns `names`, in order)."""
         for i, value in enumerate(counters):
             self.counters[i] += value
-        histogram.decode_into(hists[0], self.latency)
-        histogram.decode_into(hists[1], self.ttft)
-        histogram.decode_into(hists[2], self.tpot)
+        for blob, name in zip(hists, names):
+            histogram.decode_into(blob, getattr(self, name[5:]))  # hist_ttft → self.ttft
 
     @property
     def cache_hit_rate(self) -> float | None:
@@ -121,8 +124,9 @@ _RC = {name: i for i, name in enumerate(ROLLUP_COUNTERS)}
 
 
 def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequence[str],
-                    where: dict[str, str] | None = None) -> list[GroupStats]:
-    """Rollups in [start_s, end_s] grouped by dimensions (`by` ⊆ GROUP_COLUMNS)."""
+                    where: dict[str, str] | None = None, hists: Sequence[str] = HISTOGRAMS) -> list[GroupStats]:
+    """Rollups in [start_s, end_s] grouped by dimensions (`by` ⊆ GROUP_COLUMNS). Decoding
+    histograms is most of the cost over long windows: `hists` names only the ones needed."""
     for name in by:
         if name not in GROUP_COLUMNS:
             raise ValueError(f"cannot group by {name!r}: choose from {', '.join(GROUP_COLUMNS)}")
@@ -138,14 +142,14 @@ def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequen
         filters += f" AND d.{column} = ?"
         params.append(value or "")
     sql = (
-        f"SELECT {select_dims}, {', '.join('r.' + c for c in ROLLUP_COUNTERS)}, "
-        f"r.hist_latency, r.hist_ttft, r.hist_tpot "
+        f"SELECT {select_dims}, {', '.join('r.' + c for c in ROLLUP_COUNTERS)}"
+        f"{''.join(', r.' + h for h in hists)} "
         f"FROM rollups r JOIN dims d ON d.id = r.dims_id WHERE ({' OR '.join(conditions)}){filters}"
     )
     if not columns and not where:
         # Ungrouped: the per-bucket total rows (dims_id 0) already sum every dimension set.
         sql = (
-            f"SELECT '', {', '.join('r.' + c for c in ROLLUP_COUNTERS)}, r.hist_latency, r.hist_ttft, r.hist_tpot "
+            f"SELECT '', {', '.join('r.' + c for c in ROLLUP_COUNTERS)}{''.join(', r.' + h for h in hists)} "
             f"FROM rollups r WHERE ({' OR '.join(conditions)}) AND r.dims_id = 0"
         )
     n_dims = len(columns) if columns else 1
@@ -158,7 +162,7 @@ def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequen
             for name, value in zip(columns, dims):
                 key[name] = value or None
             group = groups[dims] = GroupStats(key=key)
-        group.add_row(row[n_dims:n_dims + len(ROLLUP_COUNTERS)], row[n_dims + len(ROLLUP_COUNTERS):])
+        group.add_row(row[n_dims:n_dims + len(ROLLUP_COUNTERS)], row[n_dims + len(ROLLUP_COUNTERS):], hists)
     # A group can net to nothing: its calls moved to their feature when the trace's root arrived.
     result = [g for g in groups.values() if any(g.counters) or g.latency or g.ttft]
     result.sort(key=lambda g: (-g["cost_nusd"], -g["calls"], tuple(str(v) for v in g.key.values())))

@@ -74,7 +74,7 @@ _UPDATE_SPAN = (
 )
 _INSERT_LOGS = (
     "INSERT INTO logs (trace_id, span_id, time_ns, event_name, severity, resource_id, scope_id, "
-    "finish_reason, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "finish_reason, eval_name, eval_score, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _TRACE_COLUMNS = (
     "trace_id", "root_span_id", "root_name", "root_known", "service", "start_ns", "end_ns", "duration_ns",
@@ -83,9 +83,10 @@ _TRACE_COLUMNS = (
     "error_spans", "feature", "tenant", "models", "updated_ns",
 )
 _UPSERT_TRACE = f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLUMNS)}) VALUES ({', '.join('?' * len(_TRACE_COLUMNS))})"
+HISTOGRAMS = ("hist_latency", "hist_ttft", "hist_tpot", "hist_cost", "hist_tokens")
 _UPSERT_ROLLUP = (
-    f"INSERT OR REPLACE INTO rollups (res, bucket, dims_id, {', '.join(ROLLUP_COUNTERS)}, hist_latency, hist_ttft, "
-    f"hist_tpot) VALUES (?, ?, ?, {', '.join('?' * _N_COUNTERS)}, ?, ?, ?)"
+    f"INSERT OR REPLACE INTO rollups (res, bucket, dims_id, {', '.join(ROLLUP_COUNTERS)}, {', '.join(HISTOGRAMS)}) "
+    f"VALUES (?, ?, ?, {', '.join('?' * (_N_COUNTERS + len(HISTOGRAMS)))})"
 )
 
 
@@ -179,7 +180,7 @@ class _Rollup:
 
     def __init__(self) -> None:
         self.counters = [0] * _N_COUNTERS
-        self.hists: tuple[dict[int, int], dict[int, int], dict[int, int]] = ({}, {}, {})
+        self.hists: tuple[dict[int, int], ...] = ({}, {}, {}, {}, {})  # latency, ttft, tpot, cost, tokens
         self.dirty = False
 
 
@@ -370,7 +371,7 @@ class SpanWriter:
         for row in log_rows:
             trace_id, span_id, finish = row[0], row[1], row[7]
             log_inserts.append((trace_id, span_id, row[2], row[3], row[4], resource_ids.get(row[5]),
-                                scope_ids.get(row[6]), finish, row[8]))
+                                scope_ids.get(row[6]), finish, row[8], row[9], row[10]))
             if finish is None or trace_id is None or span_id is None:
                 continue
             trace = self._traces.get(trace_id)
@@ -549,6 +550,7 @@ class SpanWriter:
     def _contribution(s: SpanState) -> tuple | None:
         """What a span adds to the rollups, given its effective fields (None: nothing)."""
         vector = [0] * _N_COUNTERS
+        cost = None
         if s.billed:
             vector[_RC["calls"]] = 1
             error = s.error_class
@@ -568,6 +570,10 @@ class SpanWriter:
                 vector[_RC["unpriced_calls"]] = 1
             else:
                 vector[_RC["cost_nusd"]] = s.cost
+                cost = histogram.bucket_of(s.cost / 1000)  # µUSD
+            tokens = None
+            if s.input is not None or s.output is not None:
+                tokens = histogram.bucket_of((s.input or 0) + (s.output or 0))
             vector[_RC["streaming_calls"]] = 1 if s.streaming else 0
             latency = ttft = tpot = None
             if s.duration is not None:
@@ -583,13 +589,13 @@ class SpanWriter:
                             vector[_RC["decode_ns"]] = decode_ns
                             if s.output > 1:
                                 tpot = histogram.bucket_of(decode_ns / (s.output - 1) / 1000)
-            hists = (latency, ttft, tpot)
+            hists = (latency, ttft, tpot, cost, tokens)
         elif s.error_class == "guardrail" and s.kind == "guardrail":
             vector[_RC["errors_guardrail"]] = 1
-            hists = (None, None, None)
+            hists = (None, None, None, None, None)
         elif s.error_class == "validation" and s.marker:
             vector[_RC["errors_validation"]] = 1
-            hists = (None, None, None)
+            hists = (None, None, None, None, None)
         else:
             return None
         dims = (
@@ -631,7 +637,7 @@ class SpanWriter:
     def _load_rollup(self, key: tuple[int, int, int]) -> _Rollup:
         acc = _Rollup()
         row = self.db.execute(
-            f"SELECT {', '.join(ROLLUP_COUNTERS)}, hist_latency, hist_ttft, hist_tpot FROM rollups "
+            f"SELECT {', '.join(ROLLUP_COUNTERS)}, {', '.join(HISTOGRAMS)} FROM rollups "
             f"WHERE res = ? AND bucket = ? AND dims_id = ?",
             key,
         ).fetchone()

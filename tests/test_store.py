@@ -43,6 +43,41 @@ def test_a_failing_migration_leaves_the_previous_schema(db_path, monkeypatch):
     assert db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'half_done'").fetchone()[0] == 0
 
 
+def test_a_version_1_store_with_data_migrates_and_keeps_its_history(db_path, normalizer, monkeypatch):
+    """A store written before the alerting columns existed opens, gains them, and its old rollups
+    still report (without the new histograms)."""
+    from store.queries import grouped_rollups
+
+    monkeypatch.setattr("store.migrations.MIGRATIONS", MIGRATIONS[:1])
+    db = open_writer(db_path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    from store.writer import ROLLUP_COUNTERS
+
+    counters = {name: 0 for name in ROLLUP_COUNTERS} | {"calls": 3, "cost_nusd": 9000}
+    db.execute(f"INSERT INTO rollups (res, bucket, dims_id, {', '.join(counters)}, hist_latency) "
+               f"VALUES (60, ?, 0, {', '.join('?' * len(counters))}, ?)",
+               (T0 // NS - T0 // NS % 60, *counters.values(), histogram.encode({histogram.bucket_of(2e6): 3})))
+    db.close()
+    monkeypatch.undo()
+    db = open_writer(db_path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(rollups)")}
+    assert {"hist_cost", "hist_tokens"} <= columns
+    assert {"eval_name", "eval_score"} <= {row[1] for row in db.execute("PRAGMA table_info(logs)")}
+    (group,) = grouped_rollups(db, T0 // NS - 3600, T0 // NS + 60, [])
+    assert group["calls"] == 3 and group["cost_nusd"] == 9000 and histogram.count(group.latency) == 3
+    assert group.cost == {} and group.tokens == {}
+    # New spans write the new histograms next to the old rows.
+    writer = SpanWriter(db)
+    span = make_span(1, 1, None, "chat gpt-4o", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                                                 "gen_ai.usage.input_tokens": 100, "gen_ai.usage.output_tokens": 10})
+    rows, resources, scopes, _ = normalizer.decode_traces(trace_request([span]), T0)
+    writer.write(rows, [], resources, scopes)
+    (group,) = grouped_rollups(db, T0 // NS - 3600, T0 // NS + 60, [])
+    assert group["calls"] == 4 and histogram.count(group.tokens) == 1 and histogram.count(group.cost) == 1
+    db.close()
+
+
 def test_a_store_from_a_newer_version_is_refused(db_path):
     db = open_writer(db_path)
     db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 5}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from llmobs_tui.alerting.live import EngineAlerts
 from llmobs_tui.app import LlmobsApp
+from llmobs_tui.config import DEMO_CONFIG, load_config
 from llmobs_tui.widgets.chrome import IngestStatus
 from receiver.prices import PriceTable
 from store.connection import open_reader
@@ -22,12 +24,17 @@ def fixed_status() -> IngestStatus:
 
 
 def make_app(store: Path) -> LlmobsApp:
-    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, prices=PriceTable.load(), status=fixed_status)
+    """The app as `llmobs-tui demo` runs it (the demo's alert rules), on the fixture store."""
+    alerts = EngineAlerts(store, load_config(DEMO_CONFIG))
+    alerts.evaluate_now(FROZEN_NOW)  # before the app starts, so no tick waits on the rules' thread
+    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, prices=PriceTable.load(), status=fixed_status,
+                     alerts=alerts)
 
 
 async def settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+    for _ in range(2):  # a screen switch schedules its refresh after the next repaint
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
     await pilot.app.tick()
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
@@ -87,6 +94,13 @@ async def alerts(pilot) -> None:
     await settle(pilot)
 
 
+async def alerts_acknowledged(pilot) -> None:
+    """The first alert acknowledged: the banner moves on to the next one."""
+    await alerts(pilot)
+    await pilot.press("a")
+    await settle(pilot)
+
+
 async def help_screen(pilot) -> None:
     await trace(pilot)
     await pilot.press("question_mark")
@@ -102,6 +116,7 @@ SCENARIOS: dict[str, Scenario] = {
     "trace": trace,
     "trace-cost": trace_cost,
     "alerts": alerts,
+    "alerts-acknowledged": alerts_acknowledged,
     "help": help_screen,
 }
 SIZES = ((80, 24), (160, 48))

@@ -1,5 +1,7 @@
-"""Alerts: firing and recently resolved alerts. The rules that raise them come from the alerting
-module (`llmobs.toml`); this screen and the banner show whatever the app's alert source holds."""
+"""Alerts: the SLO table (objective, current, error budget left, burn rates) and the firing and
+recently resolved alerts. `a` acknowledges (the banner stops showing it), Enter opens the example
+trace. The rules come from the alerting module (`llmobs.toml`); this screen shows what the app's
+alert source holds."""
 
 from __future__ import annotations
 
@@ -9,50 +11,163 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from llmobs_tui import format as fmt
+from llmobs_tui.config import format_duration
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.keyed_table import KeyedTable
+
+BURN_WINDOWS = ((3600, "1h×"), (6 * 3600, "6h×"), (3 * 86400, "3d×"))
+
+
+def burn_text(rate: float | None) -> Text:
+    if rate is None:
+        return Text("–", style="dim")
+    style = "bold red" if rate >= 14.4 else "red" if rate >= 6 else "yellow" if rate >= 1 else ""
+    return Text(f"{rate:.1f}", style=style)
+
+
+def budget_text(left: float | None) -> Text:
+    if left is None:
+        return Text("–", style="dim")
+    style = "bold red" if left <= 0 else "yellow" if left < 0.25 else "green"
+    return Text(f"{left * 100:.0f}%", style=style)
+
+
+def pct_text(value: float | None) -> Text:
+    return Text("–", style="dim") if value is None else Text(f"{value * 100:.2f}%")
 
 
 class AlertsScreen(LiveScreen):
     NAME = "alerts"
-    BINDINGS = [Binding("enter", "open", "Example trace", show=False)]
+    DEFAULT_CSS = """
+    AlertsScreen #slos { height: auto; max-height: 40%; }
+    AlertsScreen #alerts { height: 1fr; }
+    """
+    BINDINGS = [
+        Binding("enter", "open", "Example trace", show=False),
+        Binding("a", "acknowledge", "Acknowledge"),
+    ]
+
+    # Columns by terminal width, as on the Traces screen: narrow terminals fold value into the title.
+    WIDE_WIDTH = 110
 
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome_top()
         yield Static(id="alerts-note")
+        yield KeyedTable(id="slos")
         yield KeyedTable(id="alerts")
         yield from self.compose_chrome_bottom()
 
     def on_mount(self) -> None:
-        table = self.query_one(KeyedTable)
-        table.add_columns("state", "severity", "alert", "value", "since", "scope")
-        table.focus()
+        self._wide: bool | None = None
+        self._set_columns()
+        self.query_one("#slos", KeyedTable).display = False
+        self.query_one("#alerts", KeyedTable).focus()
+
+    def on_resize(self) -> None:
+        if self._set_columns():
+            self.llmobs.wake()
+
+    @property
+    def wide(self) -> bool:
+        return self.size.width >= self.WIDE_WIDTH or not self.size.width
+
+    def _set_columns(self) -> bool:
+        wide = self.wide
+        if wide == self._wide:
+            return False
+        self._wide = wide
+        slos = self.query_one("#slos", KeyedTable)
+        alerts = self.query_one("#alerts", KeyedTable)
+        for table in (slos, alerts):
+            table.clear(columns=True)
+            table._cells.clear()
+        slos.add_columns("SLO", "objective", "current", "budget", *(label for _, label in BURN_WINDOWS))
+        if wide:
+            slos.add_columns("window", "scope")
+            alerts.add_columns("state", "sev", "since", "alert", "value", "window", "scope")
+        else:
+            alerts.add_columns("state", "sev", "since", "alert")
+        return True
 
     async def load(self, reader, now_s: float):
-        return self.llmobs.alerts.snapshot(now_s), now_s
+        source = self.llmobs.alerts
+        return source.snapshot(now_s), list(source.slo_rows), source.error, now_s
 
     def show(self, data) -> None:
-        alerts, now_s = data
+        alerts, slo_rows, error, now_s = data
         note = self.query_one("#alerts-note", Static)
-        if not alerts:
+        firing = [a for a in alerts if a.firing]
+        if error:
+            note.update(fmt.safe(" " + error, style="bold red"))
+        elif not alerts:
             note.update(Text(" " + self.llmobs.alerts.empty_message, style="dim"))
         else:
-            note.update(Text(f" {sum(1 for a in alerts if a.firing)} firing", style="bold"))
+            acked = sum(1 for a in firing if a.acknowledged)
+            text = Text(f" {len(firing)} firing", style="bold")
+            if acked:
+                text.append(f" ({acked} acknowledged)")
+            text.append(f" · {len(alerts) - len(firing)} resolved · a: acknowledge · Enter: example trace", style="dim")
+            note.update(text)
+        self._show_slos(slo_rows)
+        wide = self.wide
+        title_width = 56 if wide else max(24, self.size.width - 30)
         rows = []
         for alert in alerts:
-            rows.append((alert.key, (
-                Text("FIRING" if alert.firing else "resolved", style="bold red" if alert.firing else "green"),
-                Text(alert.severity), fmt.safe(alert.title, limit=60), fmt.safe(alert.value_text, limit=40),
-                Text(fmt.ago(int(alert.since_s * 1e9), now_s)), fmt.safe(alert.scope or "all", limit=40))))
-        self.query_one(KeyedTable).sync(rows)
+            if not alert.firing:
+                state = Text("resolved", style="green")
+            elif alert.acknowledged:
+                state = Text("ACKED", style="yellow")
+            else:
+                state = Text("FIRING", style="bold red")
+            cells = [state, Text(alert.severity, style="bold" if alert.severity == "page" else ""),
+                     Text(fmt.ago(int(alert.since_s * 1e9), now_s))]
+            if wide:
+                cells += [fmt.safe(alert.title, limit=title_width), fmt.safe(alert.value_text, limit=48),
+                          fmt.safe(alert.window, limit=16), fmt.safe(alert.scope or "all", limit=40)]
+            else:
+                cells.append(fmt.safe(f"{alert.title} · {alert.value_text}", limit=title_width))
+            rows.append((alert.key, tuple(cells)))
+        self.query_one("#alerts", KeyedTable).sync(rows)
+
+    def _show_slos(self, slo_rows) -> None:
+        table = self.query_one("#slos", KeyedTable)
+        table.display = bool(slo_rows)
+        wide = self.wide
+        rows = []
+        for row in slo_rows:
+            spec = row.spec
+            cells = [fmt.safe(spec.name, limit=32 if wide else 18), Text(spec.target()), pct_text(row.current),
+                     budget_text(row.budget_left), *(burn_text(row.burns.get(w)) for w, _ in BURN_WINDOWS)]
+            if wide:
+                cells += [Text(format_duration(spec.window_s)), fmt.safe(spec.scope, limit=32)]
+            rows.append((spec.name, tuple(cells)))
+        table.sync(rows)
+
+    def _selected(self):
+        key = self.query_one("#alerts", KeyedTable).cursor_key
+        return self.llmobs.alerts.get(key or "") if key else None
 
     def action_open(self) -> None:
-        key = self.query_one(KeyedTable).cursor_key
-        alert = self.llmobs.alerts.get(key or "")
+        alert = self._selected()
         if alert is not None and alert.example_trace_id:
             self.llmobs.open_trace(alert.example_trace_id)
         elif alert is not None:
             self.notify("This alert has no example trace in its window.")
 
-    def on_data_table_row_selected(self, _) -> None:
-        self.action_open()
+    def action_acknowledge(self) -> None:
+        alert = self._selected()
+        if alert is None:
+            self.notify("Select an alert to acknowledge it.", severity="warning")
+        elif not alert.firing:
+            self.notify("That alert has already resolved.")
+        elif self.llmobs.alerts.acknowledge(alert.key):
+            self.notify(f"Acknowledged: {fmt.clean(alert.title)}. The banner no longer shows it; it stays listed "
+                        "here until it resolves.")
+            self.llmobs.refresh_chrome(self)
+            self.llmobs.wake()
+        else:
+            self.notify("That alert can no longer be acknowledged.")
+
+    def on_data_table_row_selected(self, event) -> None:
+        if event.data_table.id == "alerts":
+            self.action_open()

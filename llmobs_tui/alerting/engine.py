@@ -1,0 +1,454 @@
+"""The alert rules, evaluated from rollups, and the state that keeps alerts from flapping.
+
+`evaluate(now)` is stateless (what `llmobs-tui check` runs once); `update(now)` evaluates and applies
+hysteresis (an alert resolves only after its condition has been false for `clear_after`) and keeps
+acknowledgements and recently resolved alerts (what the TUI shows).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llmobs_tui.alerting import burn
+from llmobs_tui.config import AlertSettings, Config, SloSpec, format_duration
+from store import histogram
+from store.connection import open_reader
+from store.queries import GroupStats, grouped_rollups
+
+NS = 1_000_000_000
+HOUR = 3600
+DAY = 86400
+WEEK = 7 * DAY
+SEVERITY_ORDER = {"page": 0, "ticket": 1}
+
+
+@dataclass(slots=True)
+class Finding:
+    """One rule, for one scope, whose condition holds now."""
+
+    key: str
+    rule: str
+    severity: str  # "page" | "ticket"
+    title: str
+    value: float
+    threshold: float
+    value_text: str
+    window: str
+    scope: str
+    example_trace_id: bytes | None = None
+    detail: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {"key": self.key, "rule": self.rule, "severity": self.severity, "title": self.title,
+                "value": self.value, "threshold": self.threshold, "value_text": self.value_text,
+                "window": self.window, "scope": self.scope, "detail": self.detail,
+                "example_trace_id": self.example_trace_id.hex() if self.example_trace_id else None}
+
+
+@dataclass(slots=True)
+class AlertState:
+    finding: Finding
+    since_s: float
+    last_true_s: float
+    acknowledged: bool = False
+    resolved_s: float | None = None
+
+    @property
+    def firing(self) -> bool:
+        return self.resolved_s is None
+
+
+@dataclass(slots=True)
+class SloRow:
+    spec: SloSpec
+    current: float | None  # good share over the SLO window
+    budget_left: float | None
+    burns: dict[int, float | None] = field(default_factory=dict)  # window → burn rate
+    events: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        spec = self.spec
+        return {"name": spec.name, "kind": spec.kind, "describe": spec.describe(), "objective": spec.objective,
+                "window": format_duration(spec.window_s),
+                "threshold": spec.threshold, "scope": spec.scope, "events": self.events, "current": self.current,
+                "budget_left": self.budget_left,
+                "burn_rate": {format_duration(w): rate for w, rate in self.burns.items()}}
+
+
+def _fmt_pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.2f}%"
+
+
+class AlertEngine:
+    def __init__(self, db_path: str | os.PathLike[str], config: Config) -> None:
+        self.db_path = Path(db_path)
+        self.config = config
+        self.settings: AlertSettings = config.alerts
+        self.states: dict[str, AlertState] = {}
+        self._lock = threading.RLock()  # one evaluation at a time (a worker thread, or `check`)
+        self._db: sqlite3.Connection | None = None
+        self.last_evaluated_s: float | None = None
+        self.slo_rows: list[SloRow] = []
+
+    # -- data ------------------------------------------------------------------------------------
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = open_reader(self.db_path)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # Each rule asks only for the histograms it reads: decoding them is most of an evaluation's cost.
+    def _stats(self, start_s: float, end_s: float, where: dict[str, str | None] | None = None,
+               hists: tuple[str, ...] = ()) -> GroupStats:
+        scope = {k: v for k, v in (where or {}).items() if v}
+        groups = grouped_rollups(self.db, int(start_s), int(end_s), [], scope, hists)  # type: ignore[arg-type]
+        return groups[0] if groups else GroupStats(key={})
+
+    def _grouped(self, start_s: float, end_s: float, by: list[str], hists: tuple[str, ...] = ()) -> list[GroupStats]:
+        return grouped_rollups(self.db, int(start_s), int(end_s), by, hists=hists)
+
+    def _example(self, start_s: float, condition: str, params: tuple = (), table: str = "spans",
+                 order: str = "start_ns DESC") -> bytes | None:
+        row = self.db.execute(
+            f"SELECT trace_id FROM {table} WHERE start_ns >= ? AND {condition} ORDER BY {order} LIMIT 1",
+            (int(start_s * NS), *params)).fetchone()
+        return row[0] if row else None
+
+    # -- SLOs ------------------------------------------------------------------------------------
+
+    def slo_events(self, spec: SloSpec, start_s: float, end_s: float) -> tuple[float, float]:
+        """(bad, total) events of an SLO in a window."""
+        if spec.kind == "quality":
+            return self._quality_events(spec, start_s, end_s)
+        hist = {"ttft": ("hist_ttft",), "latency": ("hist_latency",), "cost_per_call": ("hist_cost",)}.get(spec.kind, ())
+        stats = self._stats(start_s, end_s, {"feature": spec.feature, "model": spec.model}, hist)
+        if spec.kind == "availability":
+            return stats["errors_api"], stats["calls"]
+        if spec.kind == "validity":
+            return stats["errors_validation"], stats["calls"]
+        counts = {"ttft": stats.ttft, "latency": stats.latency, "cost_per_call": stats.cost}[spec.kind]
+        bound = spec.threshold * 1e6  # seconds → µs; USD → µUSD
+        total = histogram.count(counts)
+        bad = sum(c for b, c in counts.items() if c > 0 and histogram.bucket_value(b) > bound)
+        return bad, total
+
+    def _quality_events(self, spec: SloSpec, start_s: float, end_s: float) -> tuple[float, float]:
+        sql = ("SELECT count(*), coalesce(sum(l.eval_score < ?), 0) FROM logs l "
+               "LEFT JOIN spans s ON s.trace_id = l.trace_id AND s.span_id = l.span_id "
+               "WHERE l.eval_score IS NOT NULL AND l.time_ns >= ? AND l.time_ns < ?")
+        params: list[Any] = [spec.threshold, int(start_s * NS), int(end_s * NS)]
+        if spec.evaluation:
+            sql += " AND l.eval_name = ?"
+            params.append(spec.evaluation)
+        if spec.feature:
+            sql += " AND s.feature = ?"
+            params.append(spec.feature)
+        if spec.model:
+            sql += " AND coalesce(s.request_model, s.response_model) = ?"
+            params.append(spec.model)
+        total, bad = self.db.execute(sql, params).fetchone()
+        return bad, total
+
+    def _slo_example(self, spec: SloSpec, start_s: float) -> bytes | None:
+        scope = ""
+        params: list[Any] = []
+        if spec.feature:
+            scope += " AND feature = ?"
+            params.append(spec.feature)
+        if spec.model:
+            scope += " AND (request_model = ? OR response_model = ?)"
+            params += [spec.model, spec.model]
+        condition = {
+            "availability": "billed = 1 AND error_class = 'api'",
+            "validity": "billed = 1 AND error_class = 'validation'",
+            "ttft": "billed = 1 AND ttft_ns > ?",
+            "latency": "billed = 1 AND duration_ns > ?",
+            "cost_per_call": "billed = 1 AND cost_nusd > ?",
+        }.get(spec.kind)
+        if condition is None:
+            row = self.db.execute(
+                "SELECT trace_id FROM logs WHERE eval_score < ? AND time_ns >= ? ORDER BY time_ns DESC LIMIT 1",
+                (spec.threshold, int(start_s * NS))).fetchone()
+            return row[0] if row else None
+        if "?" in condition:
+            bound = spec.threshold * (1e9 if spec.kind in ("ttft", "latency", "cost_per_call") else 1)
+            params.insert(0, int(bound))
+        return self._example(start_s, condition + scope, tuple(params))
+
+    def evaluate_slos(self, now_s: float) -> tuple[list[Finding], list[SloRow]]:
+        findings = []
+        rows = []
+        for spec in self.config.slos:
+            events = {w: self.slo_events(spec, now_s - w, now_s) for w in burn.WINDOWS}
+            bad, total = self.slo_events(spec, now_s - spec.window_s, now_s)
+            row = SloRow(spec, None if not total else 1 - bad / total, burn.budget_left(bad, total, spec.objective),
+                         {w: burn.burn_rate(*events[w], spec.objective) for w in (HOUR, 6 * HOUR, 3 * DAY)},
+                         int(total))
+            rows.append(row)
+            verdict = burn.firing_tier(events, spec.objective)
+            if verdict is None:
+                continue
+            findings.append(Finding(
+                key=f"slo:{spec.name}", rule="slo_burn", severity=verdict.severity,
+                title=f"{spec.name}: error budget burning {verdict.long_burn:.1f}×",
+                value=verdict.long_burn, threshold=verdict.factor,
+                value_text=f"{verdict.long_burn:.1f}× / {verdict.short_burn:.1f}× ≥ {verdict.factor:g}×",
+                window=f"{format_duration(verdict.long_s)} & {format_duration(verdict.short_s)}", scope=spec.scope,
+                example_trace_id=self._slo_example(spec, now_s - verdict.short_s),
+                detail=f"{spec.describe()}; budget left {_fmt_pct(row.budget_left)}"))
+        return findings, rows
+
+    # -- cost and tokens ---------------------------------------------------------------------------
+
+    def evaluate_budgets(self, now_s: float) -> list[Finding]:
+        from store.dashboards import local_midnight
+
+        findings = []
+        midnight = local_midnight(now_s)
+        hours_left = max(0.0, (midnight + DAY - now_s) / HOUR)
+        for feature, budget in self.settings.daily_cost_usd.items():
+            where = {} if feature == "*" else {"feature": feature}
+            today = self._stats(midnight, now_s, where)["cost_nusd"] / 1e9
+            last_hour = self._stats(now_s - HOUR, now_s, where)["cost_nusd"] / 1e9
+            projected = today + last_hour * hours_left
+            scope = "all features" if feature == "*" else f"feature={feature}"
+            example_scope = "" if feature == "*" else " AND feature = ?"
+            example_params = () if feature == "*" else (feature,)
+            example = self._example(midnight, "1" + example_scope, example_params, table="traces",
+                                    order="cost_nusd DESC") if (today > budget or projected > budget) else None
+            if today > budget:
+                findings.append(Finding(f"budget:{feature}", "daily_cost", "page",
+                                        f"Daily cost budget exceeded ({scope})", today, budget,
+                                        f"${today:,.2f} > ${budget:,.2f}", "today", scope, example))
+            elif projected > budget:
+                findings.append(Finding(f"budget:{feature}", "daily_cost", "ticket",
+                                        f"Daily cost budget projected to run out ({scope})", projected, budget,
+                                        f"${projected:,.2f} projected > ${budget:,.2f} (${today:,.2f} so far)",
+                                        "today", scope, example,
+                                        f"at ${last_hour:,.2f}/h for the {hours_left:.1f} h left today"))
+        for feature, limit in self.settings.tokens_per_call.items():
+            stats = self._stats(now_s - HOUR, now_s, {"feature": feature}, ("hist_tokens",))
+            over = sum(c for b, c in stats.tokens.items() if c > 0 and histogram.bucket_value(b) > limit)
+            if over:
+                example = self._example(now_s - HOUR, "billed = 1 AND feature = ? AND "
+                                        "coalesce(input_tokens, 0) + coalesce(output_tokens, 0) > ?", (feature, limit))
+                findings.append(Finding(f"tokens:{feature}", "token_budget", "ticket",
+                                        f"Calls over the token budget (feature={feature})", over, limit,
+                                        f"{over} calls > {limit:,} tokens", "1h", f"feature={feature}", example))
+        return findings
+
+    def evaluate_prompt_regressions(self, now_s: float) -> list[Finding]:
+        """Cost per call of a (feature, prompt version) above `factor` × that feature's cost per call
+        over the prior 7 days without this version.
+
+        The baseline is the feature's other versions of the same prompt: calls that carry no prompt
+        version (embeddings, tools, a cheap router) cost a different amount by nature, and comparing a
+        prompt against them would flag every prompt on the first day."""
+        findings = []
+        factor = self.settings.prompt_regression_factor
+        week = {tuple(g.key.values()): g for g in self._grouped(now_s - WEEK, now_s, ["feature", "prompt"])}
+        recent = self._grouped(now_s - HOUR, now_s, ["feature", "prompt"])
+        per_prompt: dict[tuple[Any, Any], tuple[int, int]] = {}  # (feature, prompt id) → (cost, priced calls)
+        for (feature, prompt_id, version), g in week.items():
+            if version:
+                cost, calls = per_prompt.get((feature, prompt_id), (0, 0))
+                per_prompt[(feature, prompt_id)] = (cost + g["cost_nusd"], calls + g["calls"] - g["unpriced_calls"])
+        for g in recent:
+            feature, prompt_id, version = g.key.get("feature"), g.key.get("prompt_id"), g.key.get("prompt_version")
+            priced = g["calls"] - g["unpriced_calls"]
+            if not version or priced < self.settings.min_calls or feature is None:
+                continue
+            mine = week.get((feature, prompt_id, version))
+            prompt_cost, prompt_calls = per_prompt.get((feature, prompt_id), (0, 0))
+            base_cost = prompt_cost - (mine["cost_nusd"] if mine else 0)
+            base_calls = prompt_calls - ((mine["calls"] - mine["unpriced_calls"]) if mine else 0)
+            if base_calls < self.settings.min_calls or base_cost <= 0:
+                continue
+            current = g["cost_nusd"] / priced
+            baseline = base_cost / base_calls
+            if current >= factor * baseline:
+                example = self._example(now_s - HOUR, "billed = 1 AND feature = ? AND prompt_version = ?",
+                                        (feature, version), order="cost_nusd DESC")
+                label = f"{prompt_id or 'prompt'}@{version}"
+                findings.append(Finding(
+                    f"prompt:{feature}:{label}", "prompt_regression", "ticket",
+                    f"Prompt {label} costs {current / baseline:.1f}× per call (feature={feature})",
+                    current / baseline, factor,
+                    f"${current / 1e9:.4f} vs ${baseline / 1e9:.4f} per call", "1h vs prior 7d",
+                    f"feature={feature} prompt={label}", example,
+                    f"{priced} calls in the last hour; baseline: {base_calls} calls of other versions"))
+        return findings
+
+    def evaluate_cache(self, now_s: float) -> list[Finding]:
+        findings = []
+        drop = self.settings.cache_hit_drop
+        week = {g.key.get("feature"): g for g in self._grouped(now_s - WEEK, now_s - HOUR, ["feature"])}
+        for g in self._grouped(now_s - HOUR, now_s, ["feature"]):
+            feature = g.key.get("feature")
+            before = week.get(feature)
+            if feature is None or before is None or g["calls"] < self.settings.min_calls:
+                continue
+            now_rate, week_rate = g.cache_hit_rate, before.cache_hit_rate
+            if now_rate is None or week_rate is None or week_rate < 0.05 or before["calls"] < self.settings.min_calls:
+                continue
+            if now_rate < week_rate * (1 - drop):
+                example = self._example(now_s - HOUR, "billed = 1 AND feature = ?", (feature,))
+                findings.append(Finding(
+                    f"cache:{feature}", "cache_drop", "ticket", f"Cache-hit rate dropped (feature={feature})",
+                    now_rate, week_rate * (1 - drop), f"{now_rate:.1%} vs {week_rate:.1%} last week",
+                    "1h vs prior 7d", f"feature={feature}", example,
+                    f"more than {drop:.0%} below the prior week"))
+        return findings
+
+    def evaluate_error_spikes(self, now_s: float) -> list[Finding]:
+        findings = []
+        window = self.settings.error_spike_window_s
+        stats = self._stats(now_s - window, now_s)
+        calls = stats["calls"]
+        if calls < self.settings.min_calls:
+            return findings
+        counters = {"rate_limit": "err_rate_limit", "provider": "err_provider",
+                    "validation": "errors_validation", "guardrail": "errors_guardrail"}
+        for name, threshold in self.settings.error_spike.items():
+            count = stats[counters[name]]
+            rate = count / calls
+            if rate < threshold:
+                continue
+            column = "error_subclass" if name in ("rate_limit", "provider") else "error_class"
+            example = self._example(now_s - window, f"{column} = ?", (name,))
+            findings.append(Finding(
+                f"errors:{name}", "error_spike", "page" if rate >= 2 * threshold else "ticket",
+                f"{name.replace('_', ' ')} errors spiking", rate, threshold,
+                f"{rate:.1%} of {calls:,} calls ≥ {threshold:.1%}", format_duration(window), "all", example,
+                f"{count} {name} errors"))
+        return findings
+
+    def evaluate_provider_health(self, now_s: float) -> list[Finding]:
+        """Per model: decode speed down, or time to first token up while prompts stay the same size."""
+        findings = []
+        recent_s = 15 * 60
+        week = {g.key.get("model"): g for g in self._grouped(now_s - WEEK, now_s - recent_s, ["model"], ("hist_ttft",))}
+        for g in self._grouped(now_s - recent_s, now_s, ["model"], ("hist_ttft",)):
+            model = g.key.get("model")
+            before = week.get(model)
+            if not model or before is None or g["calls"] < self.settings.min_calls or before["calls"] < self.settings.min_calls:
+                continue
+            example_model = (model, model)
+            if g["decode_ns"] and before["decode_ns"]:
+                now_rate = g["decode_tokens"] / (g["decode_ns"] / NS)
+                week_rate = before["decode_tokens"] / (before["decode_ns"] / NS)
+                if now_rate < week_rate * (1 - self.settings.decode_drop):
+                    findings.append(Finding(
+                        f"health:{model}:decode", "provider_health", "ticket", f"{model}: decoding slowed down",
+                        now_rate, week_rate * (1 - self.settings.decode_drop),
+                        f"{now_rate:,.0f} vs {week_rate:,.0f} tok/s last week", "15m vs prior 7d", f"model={model}",
+                        self._example(now_s - recent_s, "(request_model = ? OR response_model = ?) AND ttft_ns IS NOT NULL",
+                                      example_model)))
+            # The median, not p95: a p95 over a quarter hour of one model's streaming calls is a handful
+            # of tail samples (every provider has a 3-6x slow tail), and paging on that is noise.
+            if min(histogram.count(g.ttft), histogram.count(before.ttft)) < self.settings.min_calls:
+                continue
+            median_now = histogram.quantiles(g.ttft, (0.5,))[0]
+            median_week = histogram.quantiles(before.ttft, (0.5,))[0]
+            answered_now = g["calls"] - g["errors_api"]
+            answered_week = before["calls"] - before["errors_api"]
+            inp_now = g["input_tokens"] / answered_now if answered_now > 0 else 0
+            inp_week = before["input_tokens"] / answered_week if answered_week > 0 else 0
+            stable = inp_week > 0 and abs(inp_now - inp_week) <= 0.25 * inp_week
+            if median_now and median_week and stable and median_now > self.settings.ttft_rise * median_week:
+                findings.append(Finding(
+                    f"health:{model}:ttft", "provider_health", "ticket", f"{model}: time to first token up",
+                    median_now / 1e6, self.settings.ttft_rise * median_week / 1e6,
+                    f"median {median_now / 1e6:.2f}s vs {median_week / 1e6:.2f}s last week", "15m vs prior 7d",
+                    f"model={model}",
+                    self._example(now_s - recent_s, "(request_model = ? OR response_model = ?) AND ttft_ns > ?",
+                                  (*example_model, int(self.settings.ttft_rise * median_week * 1000))),
+                    f"input tokens per call unchanged ({inp_now:,.0f} vs {inp_week:,.0f}), so the provider is slower"))
+        return findings
+
+    # -- all rules ---------------------------------------------------------------------------------
+
+    def evaluate(self, now_s: float | None = None) -> list[Finding]:
+        """Every rule once, from one snapshot of the store."""
+        now_s = time.time() if now_s is None else now_s
+        with self._lock:
+            db = self.db
+            db.execute("BEGIN")
+            try:
+                slo_findings, self.slo_rows = self.evaluate_slos(now_s)
+                findings = [*slo_findings, *self.evaluate_budgets(now_s), *self.evaluate_prompt_regressions(now_s),
+                            *self.evaluate_cache(now_s), *self.evaluate_error_spikes(now_s),
+                            *self.evaluate_provider_health(now_s)]
+            finally:
+                db.execute("COMMIT")
+            self.last_evaluated_s = now_s
+        findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.key))
+        return findings
+
+    def slo_table(self, now_s: float) -> list[SloRow]:
+        """Only the SLO table (for `report`), from one snapshot of the store."""
+        with self._lock:
+            self.db.execute("BEGIN")
+            try:
+                return self.evaluate_slos(now_s)[1]
+            finally:
+                self.db.execute("COMMIT")
+
+    def update(self, now_s: float | None = None) -> list[AlertState]:
+        """Evaluate and apply hysteresis: fire at once, resolve after `clear_after` of quiet."""
+        now_s = time.time() if now_s is None else now_s
+        with self._lock:
+            return self._apply(self.evaluate(now_s), now_s)
+
+    def _apply(self, findings: list[Finding], now_s: float) -> list[AlertState]:
+        active = set()
+        for finding in findings:
+            active.add(finding.key)
+            state = self.states.get(finding.key)
+            if state is None or not state.firing:
+                self.states[finding.key] = AlertState(finding, since_s=now_s, last_true_s=now_s)
+            else:
+                state.finding = finding
+                state.last_true_s = now_s
+        for key, state in list(self.states.items()):
+            if key in active:
+                continue
+            if state.firing and now_s - state.last_true_s >= self.settings.clear_after_s:
+                state.resolved_s = now_s
+            if state.resolved_s is not None and now_s - state.resolved_s > 3600:
+                del self.states[key]  # resolved more than an hour ago
+        return self.alerts()
+
+    def alerts(self) -> list[AlertState]:
+        states = list(self.states.values())  # one C-level copy: safe while a worker thread updates
+        return sorted(states, key=lambda s: (not s.firing, SEVERITY_ORDER[s.finding.severity], -s.since_s))
+
+    def acknowledge(self, key: str) -> bool:
+        # No lock: a keypress must not wait for an evaluation in progress. Setting one attribute is
+        # atomic, and an alert that re-fires later is a new AlertState, unacknowledged, as it should be.
+        state = self.states.get(key)
+        if state is None or not state.firing:
+            return False
+        state.acknowledged = True
+        return True
+
+
+def exit_code(findings: list[Finding]) -> int:
+    """`llmobs-tui check`: 0 all clear, 1 ticket-level, 2 page-level."""
+    if any(f.severity == "page" for f in findings):
+        return 2
+    if findings:
+        return 1
+    return 0
