@@ -84,29 +84,41 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_db(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", metavar="PATH", help=f"the SQLite store (default: {default_db_path()})")
+def _add_db(parser: argparse.ArgumentParser, shared: bool = False) -> None:
+    parser.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS if shared else None,
+                        help=f"the SQLite store (default: {default_db_path()})")
 
 
-def _add_ingest(parser: argparse.ArgumentParser) -> None:
+def _add_ingest(parser: argparse.ArgumentParser, shared: bool = False) -> None:
+    """The receiver and store flags. `shared`: a subcommand repeating the top-level flags, whose
+    defaults must not overwrite a value given before the subcommand (`llmobs-tui --db X demo`)."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if shared else value
+
     group = parser.add_argument_group("receiver")
-    group.add_argument("--host", default="127.0.0.1",
+    group.add_argument("--host", default=default("127.0.0.1"),
                        help="interface to listen on (default 127.0.0.1: this machine only)")
-    group.add_argument("--grpc-port", type=_port, default=4317, help="OTLP/gRPC port (default 4317; 0: any free port)")
-    group.add_argument("--http-port", type=_port, default=4318, help="OTLP/HTTP port (default 4318; 0: any free port)")
-    group.add_argument("--prices", metavar="FILE", help="a TOML price file adding to or overriding the shipped table")
-    group.add_argument("--config", metavar="FILE", help="config file (default: ./llmobs.toml if present)")
-    group.add_argument("--no-redact", action="store_true",
+    group.add_argument("--grpc-port", type=_port, default=default(4317),
+                       help="OTLP/gRPC port (default 4317; 0: any free port)")
+    group.add_argument("--http-port", type=_port, default=default(4318),
+                       help="OTLP/HTTP port (default 4318; 0: any free port)")
+    group.add_argument("--prices", metavar="FILE", default=default(None),
+                       help="a TOML price file adding to or overriding the shipped table")
+    group.add_argument("--config", metavar="FILE", default=default(None),
+                       help="config file (default: ./llmobs.toml if present)")
+    group.add_argument("--no-redact", action="store_true", default=default(False),
                        help="store prompts and completions as sent (default: redact e-mails, phones, cards, keys)")
-    group.add_argument("--no-content", action="store_true", help="store no prompts or completions at all")
-    group.add_argument("--max-attr-size", type=_size, default=256 * 1024, metavar="SIZE",
+    group.add_argument("--no-content", action="store_true", default=default(False),
+                       help="store no prompts or completions at all")
+    group.add_argument("--max-attr-size", type=_size, default=default(256 * 1024), metavar="SIZE",
                        help="truncate longer attribute values, with a visible marker (default 256KB)")
-    group.add_argument("--decoders", type=_positive_int, default=0, metavar="N",
+    group.add_argument("--decoders", type=_positive_int, default=default(0), metavar="N",
                        help="decoder processes (default: one per core)")
     store = parser.add_argument_group("store")
-    store.add_argument("--retention", type=_duration, default=7 * 86400, metavar="AGE",
+    store.add_argument("--retention", type=_duration, default=default(7 * 86400), metavar="AGE",
                        help="evict traces older than this (default 7d)")
-    store.add_argument("--max-db-size", type=_size, default=None, metavar="SIZE",
+    store.add_argument("--max-db-size", type=_size, default=default(None), metavar="SIZE",
                        help="evict the oldest traces to stay under this size (e.g. 2GB)")
 
 
@@ -126,29 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="the live TUI on a built-in demo feed sent through the real OTel SDK")
-    _add_db(demo)
-    _add_ingest(demo)
+    _add_db(demo, shared=True)
+    _add_ingest(demo, shared=True)
 
     serve = sub.add_parser("serve", help="run the receiver and store without a UI")
-    _add_db(serve)
-    _add_ingest(serve)
+    _add_db(serve, shared=True)
+    _add_ingest(serve, shared=True)
     serve.add_argument("--stats-every", type=_duration, default=60.0, metavar="DURATION",
                        help="print a stats line this often (default 1m)")
 
     report = sub.add_parser("report", help="calls, errors, tokens, cost and latency per group")
-    _add_db(report)
+    _add_db(report, shared=True)
     report.add_argument("--window", type=_duration, default=86400, metavar="DURATION",
                         help="how far back from now (default 24h)")
     report.add_argument("--by", default="model", metavar="DIMS",
                         help="comma-separated: model, feature, tenant, prompt, provider, service, operation "
                              "(default: model)")
     report.add_argument("--format", choices=("md", "json"), default="md")
-    report.add_argument("--config", metavar="FILE", help="SLOs for the SLO table (default: ./llmobs.toml if present)")
+    report.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="SLOs for the SLO table (default: ./llmobs.toml if present)")
 
     check = sub.add_parser("check", help="evaluate SLOs and alert rules once; exit 0 ok, 1 ticket, 2 page "
                                          "(3: could not evaluate)")
-    _add_db(check)
-    check.add_argument("--config", metavar="FILE", help="config file (default: ./llmobs.toml if present)")
+    _add_db(check, shared=True)
+    check.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="config file (default: ./llmobs.toml if present)")
     check.add_argument("--format", choices=("text", "json"), default="text")
 
     init = sub.add_parser("init", help="write a commented example config (SLOs, budgets, thresholds)")
@@ -156,17 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     export = sub.add_parser("export", help="print one trace as OTLP/JSON (POST it to /v1/traces to send it again)")
-    _add_db(export)
+    _add_db(export, shared=True)
     export.add_argument("trace_id", metavar="TRACE_ID", help="32 hex characters")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
 
     prices = sub.add_parser("prices", help="list the price table in effect")
-    prices.add_argument("--prices", metavar="FILE", help="a TOML price file adding to or overriding the shipped table")
+    prices.add_argument("--prices", metavar="FILE", default=argparse.SUPPRESS,
+                        help="a TOML price file adding to or overriding the shipped table")
     prices.add_argument("--format", choices=("md", "json"), default="md")
 
     reprice = sub.add_parser("reprice", help="re-price stored calls with the current price table")
-    _add_db(reprice)
-    reprice.add_argument("--prices", metavar="FILE", help="a TOML price file adding to or overriding the shipped table")
+    _add_db(reprice, shared=True)
+    reprice.add_argument("--prices", metavar="FILE", default=argparse.SUPPRESS,
+                         help="a TOML price file adding to or overriding the shipped table")
     return parser
 
 
@@ -292,11 +308,6 @@ def pipeline_config(args: argparse.Namespace) -> Any:
         retention_s=args.retention,
         max_db_bytes=args.max_db_size,
     )
-
-
-def check_bind(host: str, insecure_ok: bool = False) -> str | None:
-    """Receivers listen on loopback unless the user chose another interface explicitly."""
-    return None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

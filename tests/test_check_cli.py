@@ -146,3 +146,22 @@ def test_report_gains_the_slo_table(tmp_path, capsys):
     code, out, _ = run(capsys, "report", "--db", str(db), "--config", config, "--format", "json")
     slo = json.loads(out)["slos"][0]
     assert slo["current"] == pytest.approx(0.9) and slo["events"] == 30
+
+
+@pytest.mark.parametrize("argv", [
+    ["--db", "/x.db", "--config", "c.toml", "--grpc-port", "0", "demo"],
+    ["demo", "--db", "/x.db", "--config", "c.toml", "--grpc-port", "0"],
+    ["--db", "/x.db", "--config", "c.toml", "--grpc-port", "0", "serve"],
+])
+def test_flags_before_or_after_the_subcommand_mean_the_same(argv):
+    from llmobs_tui.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert (args.db, args.config, args.grpc_port, args.http_port) == ("/x.db", "c.toml", 0, 4318)
+
+
+def test_a_bad_config_stops_the_demo_before_it_starts(tmp_path, capsys):
+    bad = config_file(tmp_path, '[[slo]]\nkind = "latency"\nobjective = "99%"\n')
+    code, _, err = run(capsys, "--config", str(bad), "demo", "--db", str(tmp_path / "d.db"))
+    assert code == 2 and f"{bad}:1:" in err and "needs a threshold" in err
+    assert not (tmp_path / "d.db").exists()
