@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from receiver.auth import TokenCheck, check_bind
+from receiver.forward import Forwarder
 from receiver.grpc_server import OtlpGrpcServer, format_address
 from receiver.http_server import OtlpHttpServer
 from receiver.pipeline import IngestPipeline, PipelineConfig
@@ -27,6 +29,8 @@ class BackendConfig:
     host: str = "127.0.0.1"
     grpc_port: int | None = 4317  # None: no gRPC listener
     http_port: int | None = 4318  # None: no HTTP listener
+    forward: str | None = None  # an upstream OTLP endpoint that gets a copy of every stored batch
+    token: str | None = None  # required from senders (Authorization: Bearer …); needed off loopback
 
 
 class Backend:
@@ -35,17 +39,25 @@ class Backend:
         self.pipeline = IngestPipeline(config.pipeline)
         self.grpc: OtlpGrpcServer | None = None
         self.http: OtlpHttpServer | None = None
+        # Checked now, so that a bad --forward or an unguarded bind fails before anything starts.
+        check_bind(config.host, config.token)
+        self.forward = Forwarder(config.forward) if config.forward else None
+        self.auth = TokenCheck(config.token)
         self.started = False
 
     async def start(self) -> None:
         await self.pipeline.start()
         try:
+            if self.forward is not None:
+                await self.forward.start()
             if self.config.grpc_port is not None:
-                self.grpc = OtlpGrpcServer(self.pipeline, self.config.host, self.config.grpc_port)
+                self.grpc = OtlpGrpcServer(self.pipeline, self.config.host, self.config.grpc_port, forward=self.forward,
+                                           auth=self.auth)
                 await self.grpc.start()
             if self.config.http_port is not None:
                 self.http = OtlpHttpServer(self.pipeline, self.config.host, self.config.http_port,
-                                           max_body_bytes=self.config.pipeline.max_body_bytes)
+                                           max_body_bytes=self.config.pipeline.max_body_bytes, forward=self.forward,
+                                           auth=self.auth)
                 await self.http.start()
         except BaseException:
             await self.aclose()
@@ -68,6 +80,8 @@ class Backend:
             parts.append(f"OTLP/gRPC on {self.grpc_address}")
         if self.http_address:
             parts.append(f"OTLP/HTTP on {self.http_address}")
+        if self.forward is not None:
+            parts.append(f"forwarding to {self.forward.endpoint.describe()}")
         return ", ".join(parts)
 
     async def aclose(self, grace: float = 10.0) -> None:
@@ -76,4 +90,6 @@ class Backend:
         if self.http is not None:
             await self.http.stop()
         await self.pipeline.aclose(timeout=grace + 20.0)
+        if self.forward is not None:
+            await self.forward.aclose()
         self.started = False

@@ -84,6 +84,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _forward_endpoint(text: str) -> str:
+    from receiver.forward import Endpoint, ForwardEndpointError
+
+    try:
+        Endpoint.parse(text)
+    except ForwardEndpointError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def _add_db(parser: argparse.ArgumentParser, shared: bool = False) -> None:
     parser.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS if shared else None,
                         help=f"the SQLite store (default: {default_db_path()})")
@@ -107,6 +117,13 @@ def _add_ingest(parser: argparse.ArgumentParser, shared: bool = False) -> None:
                        help="a TOML price file adding to or overriding the shipped table")
     group.add_argument("--config", metavar="FILE", default=default(None),
                        help="config file (default: ./llmobs.toml if present)")
+    group.add_argument("--token", metavar="SECRET", default=default(os.environ.get("LLMOBS_TOKEN") or None),
+                       help="require `Authorization: Bearer SECRET` from senders (default: $LLMOBS_TOKEN); "
+                            "needed to listen on anything but loopback")
+    group.add_argument("--forward", metavar="ENDPOINT", type=_forward_endpoint, default=default(None),
+                       help="also send every stored batch, unchanged, to this OTLP endpoint (your Collector, "
+                            "Jaeger, Tempo): http://host:4318 or grpc://host:4317. A slow or down upstream never "
+                            "blocks local ingest; what cannot be sent is counted")
     group.add_argument("--no-redact", action="store_true", default=default(False),
                        help="store prompts and completions as sent (default: redact e-mails, phones, cards, keys)")
     group.add_argument("--no-content", action="store_true", default=default(False),
@@ -232,6 +249,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     another process writes, or (demo) with a built-in traffic generator."""
     from llmobs_tui.backend import BackendConfig
     from llmobs_tui.run import run_tui
+    from receiver.auth import InsecureBind, check_bind
     from receiver.pipeline import PipelineFailed
     from receiver.prices import PriceFileError, PriceTable
     from store.connection import StoreError, StoreLocked, WriterLock
@@ -244,6 +262,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
             # Free ports: a collector already on 4317/4318 must not stop the demo from starting.
             args.grpc_port = args.http_port = 0
     path = db_path_of(args)
+    try:
+        check_bind(args.host, args.token)
+    except InsecureBind as exc:
+        return fail(str(exc), EXIT_USAGE)
     try:
         prices = PriceTable.load(args.prices)
         config = pipeline_config(args)
@@ -262,7 +284,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
             probe.acquire()
             probe.release()
             backend_config = BackendConfig(pipeline=config, host=args.host, grpc_port=args.grpc_port,
-                                           http_port=args.http_port)
+                                           http_port=args.http_port, forward=args.forward,
+                                           token=args.token)
         except StoreLocked as exc:
             if demo:
                 return fail(str(exc))
@@ -312,15 +335,18 @@ def pipeline_config(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from llmobs_tui.backend import Backend, BackendConfig
+    from receiver.auth import InsecureBind, check_bind
     from receiver.pipeline import PipelineFailed
     from receiver.prices import PriceFileError
 
     try:
+        check_bind(args.host, args.token)
         config = pipeline_config(args)
-    except (ConfigError, PriceFileError) as exc:
+    except (ConfigError, PriceFileError, InsecureBind) as exc:
         return fail(str(exc), EXIT_USAGE)
     backend = Backend(BackendConfig(pipeline=config, host=args.host, grpc_port=args.grpc_port,
-                                    http_port=args.http_port))
+                                    http_port=args.http_port, forward=args.forward,
+                                           token=args.token))
 
     async def run() -> int:
         loop = asyncio.get_running_loop()
@@ -373,9 +399,16 @@ class StatsPrinter:
             time.strftime("%H:%M:%S"),
             f"{rate:,.1f} spans/s",
             f"queue {stats.inflight_requests} req ({stats.inflight_bytes / 2**20:.1f} MiB)",
-            f"rejected {stats.rejected} spans, {rejected_requests} requests, {stats.overloaded} overloaded",
+            f"rejected {stats.rejected} spans, {rejected_requests} requests, {stats.overloaded} overloaded"
+            + (f", {self.backend.auth.refused} unauthenticated" if self.backend.auth.enabled else ""),
             f"db {writer.get('db_bytes', 0) / 2**20:,.1f} MiB",
         ]
+        forward = self.backend.forward
+        if forward is not None:
+            f = forward.stats
+            parts.append(f"forwarded {f.forwarded} batches, {f.queued} queued, {f.dropped} dropped, {f.failed} refused")
+            if f.queued and f.last_error:
+                parts.append(f"upstream: {f.last_error}")
         if writer.get("last_error"):
             parts.append(f"last error: {writer['last_error']}")
         return " | ".join(parts)

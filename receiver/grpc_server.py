@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from receiver.auth import TokenCheck
 from receiver.pipeline import IngestPipeline, InvalidRequest, Overloaded, Unavailable
 
 log = logging.getLogger("llmobs.grpc")
@@ -67,8 +68,11 @@ def format_address(host: str, port: int) -> str:
 
 class OtlpGrpcServer:
     def __init__(self, pipeline: IngestPipeline, host: str = "127.0.0.1", port: int = 4317,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, forward: Any = None,
+                 auth: TokenCheck | None = None) -> None:
         self.pipeline = pipeline
+        self.auth = auth
+        self.forward = forward  # a receiver.forward.Forwarder, or None
         self.host = host
         self.requested_port = port
         self.port: int | None = None
@@ -103,6 +107,10 @@ class OtlpGrpcServer:
 
     def _handler(self, signal: str) -> Any:
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            if self.auth is not None and self.auth.enabled:
+                authorization = dict(context.invocation_metadata() or ()).get("authorization")
+                if not self.auth.allows(authorization):
+                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, TokenCheck.reason(authorization))
             try:
                 outcome = await self.pipeline.submit(signal, request)
             except InvalidRequest as exc:
@@ -122,6 +130,10 @@ class OtlpGrpcServer:
                 )
             except Unavailable as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            if self.forward is not None:
+                # Only batches stored here: one refused with a retryable error comes back, and is
+                # forwarded then, once.
+                self.forward.offer(signal, request)
             return success_response(signal, outcome.rejected, outcome.message)
 
         return export

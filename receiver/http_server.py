@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from aiohttp import web
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
 from receiver.grpc_server import success_response
+from receiver.auth import TokenCheck
 from receiver.pipeline import IngestPipeline, InvalidRequest, Overloaded, Unavailable
 
 log = logging.getLogger("llmobs.http")
@@ -39,8 +41,11 @@ def _response_json(signal: str, rejected: int, message: str) -> bytes:
 
 class OtlpHttpServer:
     def __init__(self, pipeline: IngestPipeline, host: str = "127.0.0.1", port: int = 4318,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, forward: Any = None,
+                 auth: TokenCheck | None = None) -> None:
         self.pipeline = pipeline
+        self.auth = auth
+        self.forward = forward  # a receiver.forward.Forwarder, or None
         self.host = host
         self.requested_port = port
         self.port: int | None = None
@@ -69,6 +74,11 @@ class OtlpHttpServer:
     def _handler(self, signal: str):  # noqa: ANN202
         async def export(request: web.Request) -> web.Response:
             content_type = request.content_type
+            if self.auth is not None and self.auth.enabled:
+                authorization = request.headers.get("Authorization")
+                if not self.auth.allows(authorization):
+                    return self._error(401, code_pb2.UNAUTHENTICATED, TokenCheck.reason(authorization),
+                                       PROTOBUF if content_type == PROTOBUF else JSON)
             if content_type not in (PROTOBUF, JSON):
                 self.rejected_requests += 1
                 return self._error(415, code_pb2.INVALID_ARGUMENT,
@@ -95,6 +105,8 @@ class OtlpHttpServer:
                                    retry_after=max(1, round(exc.retry_after_s)))
             except Unavailable as exc:
                 return self._error(503, code_pb2.UNAVAILABLE, str(exc), content_type, retry_after=1)
+            if self.forward is not None:
+                self.forward.offer(signal, body, json_body=content_type == JSON, gzipped=encoding == "gzip")
             if content_type == JSON:
                 return web.Response(body=_response_json(signal, outcome.rejected, outcome.message),
                                     content_type=JSON)
