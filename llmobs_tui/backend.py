@@ -19,6 +19,7 @@ from receiver.forward import Forwarder
 from receiver.grpc_server import OtlpGrpcServer, format_address
 from receiver.http_server import OtlpHttpServer
 from receiver.pipeline import IngestPipeline, PipelineConfig
+from receiver.tls import TlsFiles
 
 log = logging.getLogger("llmobs.backend")
 
@@ -31,6 +32,8 @@ class BackendConfig:
     http_port: int | None = 4318  # None: no HTTP listener
     forward: str | None = None  # an upstream OTLP endpoint that gets a copy of every stored batch
     token: str | None = None  # required from senders (Authorization: Bearer …); needed off loopback
+    tls_cert: str | None = None  # PEM files: both, or neither
+    tls_key: str | None = None
 
 
 class Backend:
@@ -43,6 +46,7 @@ class Backend:
         check_bind(config.host, config.token)
         self.forward = Forwarder(config.forward) if config.forward else None
         self.auth = TokenCheck(config.token)
+        self.tls = TlsFiles.load(config.tls_cert, config.tls_key)
         self.started = False
 
     async def start(self) -> None:
@@ -52,12 +56,12 @@ class Backend:
                 await self.forward.start()
             if self.config.grpc_port is not None:
                 self.grpc = OtlpGrpcServer(self.pipeline, self.config.host, self.config.grpc_port, forward=self.forward,
-                                           auth=self.auth)
+                                           auth=self.auth, tls=self.tls)
                 await self.grpc.start()
             if self.config.http_port is not None:
                 self.http = OtlpHttpServer(self.pipeline, self.config.host, self.config.http_port,
                                            max_body_bytes=self.config.pipeline.max_body_bytes, forward=self.forward,
-                                           auth=self.auth)
+                                           auth=self.auth, tls=self.tls)
                 await self.http.start()
         except BaseException:
             await self.aclose()
@@ -72,12 +76,13 @@ class Backend:
     def http_address(self) -> str | None:
         if not (self.http and self.http.port):
             return None
-        return f"http://{format_address(self.config.host, self.http.port)}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{format_address(self.config.host, self.http.port)}"
 
     def describe(self) -> str:
         parts = []
         if self.grpc_address:
-            parts.append(f"OTLP/gRPC on {self.grpc_address}")
+            parts.append(f"OTLP/gRPC{' (TLS)' if self.tls is not None else ''} on {self.grpc_address}")
         if self.http_address:
             parts.append(f"OTLP/HTTP on {self.http_address}")
         if self.forward is not None:

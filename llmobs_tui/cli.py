@@ -120,6 +120,9 @@ def _add_ingest(parser: argparse.ArgumentParser, shared: bool = False) -> None:
     group.add_argument("--token", metavar="SECRET", default=default(os.environ.get("LLMOBS_TOKEN") or None),
                        help="require `Authorization: Bearer SECRET` from senders (default: $LLMOBS_TOKEN); "
                             "needed to listen on anything but loopback")
+    group.add_argument("--tls-cert", metavar="PEM", default=default(None),
+                       help="serve OTLP over TLS with this certificate chain (with --tls-key)")
+    group.add_argument("--tls-key", metavar="PEM", default=default(None), help="the certificate's private key")
     group.add_argument("--forward", metavar="ENDPOINT", type=_forward_endpoint, default=default(None),
                        help="also send every stored batch, unchanged, to this OTLP endpoint (your Collector, "
                             "Jaeger, Tempo): http://host:4318 or grpc://host:4317. A slow or down upstream never "
@@ -250,6 +253,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     from llmobs_tui.backend import BackendConfig
     from llmobs_tui.run import run_tui
     from receiver.auth import InsecureBind, check_bind
+    from receiver.tls import TlsError, TlsFiles
     from receiver.pipeline import PipelineFailed
     from receiver.prices import PriceFileError, PriceTable
     from store.connection import StoreError, StoreLocked, WriterLock
@@ -264,7 +268,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
     path = db_path_of(args)
     try:
         check_bind(args.host, args.token)
-    except InsecureBind as exc:
+        TlsFiles.load(args.tls_cert, args.tls_key)
+    except (InsecureBind, TlsError) as exc:
         return fail(str(exc), EXIT_USAGE)
     try:
         prices = PriceTable.load(args.prices)
@@ -285,7 +290,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
             probe.release()
             backend_config = BackendConfig(pipeline=config, host=args.host, grpc_port=args.grpc_port,
                                            http_port=args.http_port, forward=args.forward,
-                                           token=args.token)
+                                           token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key)
         except StoreLocked as exc:
             if demo:
                 return fail(str(exc))
@@ -338,15 +343,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from receiver.auth import InsecureBind, check_bind
     from receiver.pipeline import PipelineFailed
     from receiver.prices import PriceFileError
+    from receiver.tls import TlsError, TlsFiles
 
     try:
         check_bind(args.host, args.token)
         config = pipeline_config(args)
     except (ConfigError, PriceFileError, InsecureBind) as exc:
         return fail(str(exc), EXIT_USAGE)
+    try:
+        TlsFiles.load(args.tls_cert, args.tls_key)
+    except TlsError as exc:
+        return fail(str(exc), EXIT_USAGE)
     backend = Backend(BackendConfig(pipeline=config, host=args.host, grpc_port=args.grpc_port,
                                     http_port=args.http_port, forward=args.forward,
-                                           token=args.token))
+                                           token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key))
 
     async def run() -> int:
         loop = asyncio.get_running_loop()

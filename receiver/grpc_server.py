@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from receiver.auth import TokenCheck
+from receiver.tls import TlsFiles
 from receiver.pipeline import IngestPipeline, InvalidRequest, Overloaded, Unavailable
 
 log = logging.getLogger("llmobs.grpc")
@@ -69,9 +70,10 @@ def format_address(host: str, port: int) -> str:
 class OtlpGrpcServer:
     def __init__(self, pipeline: IngestPipeline, host: str = "127.0.0.1", port: int = 4317,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, forward: Any = None,
-                 auth: TokenCheck | None = None) -> None:
+                 auth: TokenCheck | None = None, tls: TlsFiles | None = None) -> None:
         self.pipeline = pipeline
         self.auth = auth
+        self.tls = tls
         self.forward = forward  # a receiver.forward.Forwarder, or None
         self.host = host
         self.requested_port = port
@@ -95,7 +97,11 @@ class OtlpGrpcServer:
         server.add_generic_rpc_handlers(tuple(handlers))
         address = format_address(self.host, self.requested_port)
         try:
-            port = server.add_insecure_port(address)
+            if self.tls is not None:
+                credentials = grpc.ssl_server_credentials([(self.tls.key_pem, self.tls.cert_pem)])
+                port = server.add_secure_port(address, credentials)
+            else:
+                port = server.add_insecure_port(address)
         except RuntimeError as exc:
             raise OSError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from exc
         if port == 0:

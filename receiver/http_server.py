@@ -18,6 +18,7 @@ from google.rpc import code_pb2, status_pb2
 
 from receiver.grpc_server import success_response
 from receiver.auth import TokenCheck
+from receiver.tls import TlsFiles
 from receiver.pipeline import IngestPipeline, InvalidRequest, Overloaded, Unavailable
 
 log = logging.getLogger("llmobs.http")
@@ -42,9 +43,10 @@ def _response_json(signal: str, rejected: int, message: str) -> bytes:
 class OtlpHttpServer:
     def __init__(self, pipeline: IngestPipeline, host: str = "127.0.0.1", port: int = 4318,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, forward: Any = None,
-                 auth: TokenCheck | None = None) -> None:
+                 auth: TokenCheck | None = None, tls: TlsFiles | None = None) -> None:
         self.pipeline = pipeline
         self.auth = auth
+        self.tls = tls
         self.forward = forward  # a receiver.forward.Forwarder, or None
         self.host = host
         self.requested_port = port
@@ -60,7 +62,8 @@ class OtlpHttpServer:
         # No access log: one line per export request would drown a terminal.
         runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.requested_port, reuse_port=False)
+        site = web.TCPSite(runner, self.host, self.requested_port, reuse_port=False,
+                           ssl_context=self.tls.server_context() if self.tls is not None else None)
         try:
             await site.start()
         except OSError as exc:

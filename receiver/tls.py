@@ -1,0 +1,47 @@
+"""TLS for the OTLP receivers (`--tls-cert`, `--tls-key`): one PEM certificate chain and key,
+loaded and checked at start so that a wrong path or a key that does not match fails with a clear
+message before anything listens."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class TlsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    cert_path: str
+    key_path: str
+    cert_pem: bytes
+    key_pem: bytes
+
+    @classmethod
+    def load(cls, cert_path: str | None, key_path: str | None) -> "TlsFiles | None":
+        if not cert_path and not key_path:
+            return None
+        if not cert_path or not key_path:
+            raise TlsError("--tls-cert and --tls-key go together: pass both PEM files")
+        pems = []
+        for flag, path in (("--tls-cert", cert_path), ("--tls-key", key_path)):
+            try:
+                pems.append(Path(path).read_bytes())
+            except OSError as exc:
+                raise TlsError(f"{flag} {path}: cannot read it: {exc.strerror or exc}") from exc
+        files = cls(cert_path, key_path, *pems)
+        files.server_context()  # a mismatched or malformed pair fails here, with the reason
+        return files
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.cert_path, self.key_path)
+        except (ssl.SSLError, OSError) as exc:
+            raise TlsError(f"--tls-cert {self.cert_path} / --tls-key {self.key_path}: not a usable certificate "
+                           f"and matching private key in PEM ({exc})") from exc
+        return context
