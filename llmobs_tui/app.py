@@ -194,7 +194,7 @@ class LlmobsApp(App):
             self._last_counts = (now_s, max_id)
             self.status = IngestStatus(mode=f"read-only {fmt.clean(self.db_path)}", spans_per_s=rate,
                                        store_bytes=self.reader.file_bytes())
-        self.status.error = self.load_error
+        self.status.error = self.load_error or self.status.error
 
     def refresh_chrome(self, screen: Any) -> None:
         try:
@@ -205,7 +205,8 @@ class LlmobsApp(App):
             screen.query_one(AlertBanner).show([
                 AlertLine(a.severity, a.title, f"{a.value_text} ({a.window})" if a.window else a.value_text)
                 for a in self.alerts.snapshot(self.clock()) if a.firing and not a.acknowledged])
-            self.status.error = self.load_error
+            if self.load_error:
+                self.status.error = self.load_error
             screen.query_one(StatusLine).show(self.status)
         except Exception:
             pass  # a modal or a screen without chrome

@@ -19,6 +19,7 @@ from receiver.forward import Forwarder
 from receiver.grpc_server import OtlpGrpcServer, format_address
 from receiver.http_server import OtlpHttpServer
 from receiver.pipeline import IngestPipeline, PipelineConfig
+from receiver.query_server import QueryServer
 from receiver.tls import TlsFiles
 
 log = logging.getLogger("llmobs.backend")
@@ -33,6 +34,7 @@ class BackendConfig:
     forward: str | None = None  # an upstream OTLP endpoint that gets a copy of every stored batch
     token: str | None = None  # required from senders (Authorization: Bearer …); needed off loopback
     tls_cert: str | None = None  # PEM files: both, or neither
+    query_port: int | None = None  # the backfill/tail service for `attach` (None: off)
     tls_key: str | None = None
 
 
@@ -42,6 +44,7 @@ class Backend:
         self.pipeline = IngestPipeline(config.pipeline)
         self.grpc: OtlpGrpcServer | None = None
         self.http: OtlpHttpServer | None = None
+        self.query: QueryServer | None = None
         # Checked now, so that a bad --forward or an unguarded bind fails before anything starts.
         check_bind(config.host, config.token)
         self.forward = Forwarder(config.forward) if config.forward else None
@@ -63,6 +66,10 @@ class Backend:
                                            max_body_bytes=self.config.pipeline.max_body_bytes, forward=self.forward,
                                            auth=self.auth, tls=self.tls)
                 await self.http.start()
+            if self.config.query_port is not None:
+                self.query = QueryServer(self.config.pipeline.db_path, self.config.host, self.config.query_port,
+                                         auth=self.auth, tls=self.tls)
+                await self.query.start()
         except BaseException:
             await self.aclose()
             raise
@@ -85,11 +92,15 @@ class Backend:
             parts.append(f"OTLP/gRPC{' (TLS)' if self.tls is not None else ''} on {self.grpc_address}")
         if self.http_address:
             parts.append(f"OTLP/HTTP on {self.http_address}")
+        if self.query is not None and self.query.port:
+            parts.append(f"queries (attach) on {format_address(self.config.host, self.query.port)}")
         if self.forward is not None:
             parts.append(f"forwarding to {self.forward.endpoint.describe()}")
         return ", ".join(parts)
 
     async def aclose(self, grace: float = 10.0) -> None:
+        if self.query is not None:
+            await self.query.stop()
         if self.grpc is not None:
             await self.grpc.stop(grace)
         if self.http is not None:

@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the receiver and store without a UI")
     _add_db(serve, shared=True)
     _add_ingest(serve, shared=True)
+    serve.add_argument("--query-port", type=_port, default=None, metavar="PORT",
+                       help="also serve backfill and live tail for `llmobs-tui attach` on this port (0: any free)")
     serve.add_argument("--stats-every", type=_duration, default=60.0, metavar="DURATION",
                        help="print a stats line this often (default 1m)")
 
@@ -184,6 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                        help="config file (default: ./llmobs.toml if present)")
     check.add_argument("--format", choices=("text", "json"), default="text")
+
+    attach = sub.add_parser("attach", help="the TUI on a remote `serve --query-port` (e.g. through kubectl "
+                                           "port-forward): backfill, then follow live")
+    attach.add_argument("target", metavar="HOST:PORT", help="the remote query port")
+    _add_db(attach, shared=True)
+    attach.add_argument("--window", type=_duration, default=3600, metavar="DURATION",
+                        help="how much history to backfill on first attach (default 1h)")
+    attach.add_argument("--token", metavar="SECRET", default=argparse.SUPPRESS,
+                        help="the remote's token (default: $LLMOBS_TOKEN)")
+    attach.add_argument("--ca", metavar="PEM", help="trust this certificate (or CA) for a TLS query port")
 
     init = sub.add_parser("init", help="write a commented example config (SLOs, budgets, thresholds)")
     init.add_argument("path", nargs="?", default="llmobs.toml", help="where to write it (default: ./llmobs.toml)")
@@ -224,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         "reprice": cmd_reprice,
         "check": cmd_check,
         "init": cmd_init,
+        "attach": cmd_attach,
     }[command]
     try:
         return handler(args)
@@ -356,7 +369,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return fail(str(exc), EXIT_USAGE)
     backend = Backend(BackendConfig(pipeline=config, host=args.host, grpc_port=args.grpc_port,
                                     http_port=args.http_port, forward=args.forward,
-                                           token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key))
+                                           token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                                           query_port=args.query_port))
 
     async def run() -> int:
         loop = asyncio.get_running_loop()
@@ -546,6 +560,43 @@ def cmd_check(args: argparse.Namespace) -> int:
         print()
         print(format_slo_table_md([row.as_json() for row in slos]))
     return code
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """The TUI on a remote `serve`: a child process pulls into a local cache store, the TUI reads it."""
+    from llmobs_tui.attach import AttachFeed, AttachPlan
+    from llmobs_tui.run import run_tui
+    from receiver.prices import PriceTable
+    from store.connection import StoreError, WriterLock, open_writer
+
+    host, _, port = args.target.rpartition(":")
+    if not host or not port.isdigit():
+        return fail(f"{args.target!r}: expected HOST:PORT of a `serve --query-port`", EXIT_USAGE)
+    if args.ca and not Path(args.ca).is_file():
+        return fail(f"--ca {args.ca}: no such file", EXIT_USAGE)
+    safe_target = "".join(c if c.isalnum() else "-" for c in args.target)
+    path = Path(args.db).expanduser() if args.db else default_db_path().with_name(f"attach-{safe_target}.db")
+    try:
+        rules = load_config(args.config)
+        lock = WriterLock(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # the cache store is ours alone; create it now so the TUI can open it at once
+        open_writer(path).close()
+        lock.release()
+    except ConfigError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    except (StoreError, OSError) as exc:
+        return fail(str(exc))
+    feed = AttachFeed(AttachPlan(args.target, str(path), window_s=args.window, token=args.token, ca_file=args.ca))
+    feed.start()
+    try:
+        return asyncio.run(run_tui(path, backend_config=None, demo=False, prices=PriceTable.load(),
+                                   read_only_reason=f"attaching to {args.target}", rules=rules,
+                                   status=feed.status))
+    except StoreError as exc:
+        return fail(str(exc))
+    finally:
+        feed.stop()
 
 
 def cmd_init(args: argparse.Namespace) -> int:

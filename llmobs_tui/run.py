@@ -36,14 +36,13 @@ class BackendStatus:
 
 
 async def run_tui(db_path: Path, *, backend_config: Any | None, demo: bool, prices: Any,
-                  read_only_reason: str | None = None, rules: Any = None) -> int:
+                  read_only_reason: str | None = None, rules: Any = None, status: Any = None) -> int:
     from llmobs_tui.alerting.live import EngineAlerts
     from llmobs_tui.app import LlmobsApp
     from llmobs_tui.config import Config
 
     backend = None
     feed = None
-    status = None
     if backend_config is not None:
         from llmobs_tui.backend import Backend
 
@@ -60,7 +59,7 @@ async def run_tui(db_path: Path, *, backend_config: Any | None, demo: bool, pric
     # The store exists now (the backend created it, or another process writes it).
     alerts = EngineAlerts(db_path, rules if rules is not None else Config())
     app = LlmobsApp(db_path, status=status, prices=prices, alerts=alerts)
-    if read_only_reason:
+    if read_only_reason and status is None:
         app.status = IngestStatus(mode=read_only_reason)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, app.exit)

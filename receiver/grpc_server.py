@@ -63,6 +63,21 @@ def retry_status(code: int, message: str, retry_after_s: float) -> bytes:
     return status.SerializeToString()
 
 
+def bind_port(server: grpc.aio.Server, host: str, port: int, tls: TlsFiles | None, what: str) -> int:
+    """Add a (TLS when configured) listening port; a busy or unusable address is a clear OSError."""
+    address = format_address(host, port)
+    try:
+        if tls is not None:
+            bound = server.add_secure_port(address, grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)]))
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen for {what} on {address}: {exc}") from exc
+    if bound == 0:
+        raise OSError(f"cannot listen for {what} on {address}: address in use or not available")
+    return bound
+
+
 def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
@@ -95,17 +110,7 @@ class OtlpGrpcServer:
                 "Export": grpc.unary_unary_rpc_method_handler(self._handler(signal)),
             }))
         server.add_generic_rpc_handlers(tuple(handlers))
-        address = format_address(self.host, self.requested_port)
-        try:
-            if self.tls is not None:
-                credentials = grpc.ssl_server_credentials([(self.tls.key_pem, self.tls.cert_pem)])
-                port = server.add_secure_port(address, credentials)
-            else:
-                port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise OSError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from exc
-        if port == 0:
-            raise OSError(f"cannot listen for OTLP/gRPC on {address}: address in use or not available")
+        port = bind_port(server, self.host, self.requested_port, self.tls, "OTLP/gRPC")
         await server.start()
         self._server = server
         self.port = port

@@ -202,40 +202,66 @@ def parse_trace_id(text: str) -> bytes:
 
 def export_trace(db: sqlite3.Connection, trace_id: bytes) -> Any:
     """The stored trace as an ExportTraceServiceRequest (spans grouped by resource and scope)."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
-    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
     rows = db.execute(
         "SELECT resource_id, scope_id, raw FROM spans WHERE trace_id = ? ORDER BY start_ns, id", (trace_id,)
     ).fetchall()
-    request = ExportTraceServiceRequest()
-    if not rows:
-        return None
-    resources = {rid: blob for rid, blob in db.execute(
-        f"SELECT id, blob FROM resources WHERE id IN ({', '.join('?' * len({r[0] for r in rows}))})",
-        list({r[0] for r in rows}))}
-    scopes = {sid: blob for sid, blob in db.execute(
-        f"SELECT id, blob FROM scopes WHERE id IN ({', '.join('?' * len({r[1] for r in rows}))})",
-        list({r[1] for r in rows}))}
+    return as_export_request(db, "traces", rows) if rows else None
+
+
+def as_export_request(db: sqlite3.Connection, signal: str, rows: Sequence[tuple[Any, Any, bytes]]) -> Any:
+    """Stored (resource_id, scope_id, raw) rows of spans or log records as the OTLP export request
+    an SDK would have sent: grouped by resource, then scope, in row order."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    traces = signal == "traces"
+    request = ExportTraceServiceRequest() if traces else ExportLogsServiceRequest()
+    resources = _blobs(db, "resources", {r[0] for r in rows})
+    scopes = _blobs(db, "scopes", {r[1] for r in rows})
     by_resource: dict[Any, Any] = {}
     by_scope: dict[tuple[Any, Any], Any] = {}
     for resource_id, scope_id, raw in rows:
-        resource_spans = by_resource.get(resource_id)
-        if resource_spans is None:
-            resource_spans = request.resource_spans.add()
+        group = by_resource.get(resource_id)
+        if group is None:
+            group = (request.resource_spans if traces else request.resource_logs).add()
             if resources.get(resource_id):
-                resource_spans.resource.CopyFrom(Resource.FromString(resources[resource_id]))
-            by_resource[resource_id] = resource_spans
-        scope_spans = by_scope.get((resource_id, scope_id))
-        if scope_spans is None:
-            scope_spans = resource_spans.scope_spans.add()
+                group.resource.CopyFrom(Resource.FromString(resources[resource_id]))
+            by_resource[resource_id] = group
+        scoped = by_scope.get((resource_id, scope_id))
+        if scoped is None:
+            scoped = (group.scope_spans if traces else group.scope_logs).add()
             if scopes.get(scope_id):
-                scope_spans.scope.CopyFrom(InstrumentationScope.FromString(scopes[scope_id]))
-            by_scope[(resource_id, scope_id)] = scope_spans
-        scope_spans.spans.append(Span.FromString(decompress(raw)))
+                scoped.scope.CopyFrom(InstrumentationScope.FromString(scopes[scope_id]))
+            by_scope[(resource_id, scope_id)] = scoped
+        if traces:
+            scoped.spans.append(Span.FromString(decompress(raw)))
+        else:
+            scoped.log_records.append(LogRecord.FromString(decompress(raw)))
     return request
+
+
+def _blobs(db: sqlite3.Connection, table: str, ids: set[Any]) -> dict[Any, bytes]:
+    ids.discard(None)
+    if not ids:
+        return {}
+    return dict(db.execute(f"SELECT id, blob FROM {table} WHERE id IN ({', '.join('?' * len(ids))})", list(ids)))
+
+
+def tail(db: sqlite3.Connection, after_span: int, after_log: int, since_ns: int,
+         limit: int = 500) -> tuple[Any, Any, int, int]:
+    """What was stored after a cursor: (traces request or None, logs request or None, span cursor,
+    log cursor). Row ids grow in commit order (one writer), so a cursor resumes exactly."""
+    spans = db.execute("SELECT id, resource_id, scope_id, raw FROM spans WHERE id > ? AND start_ns >= ? "
+                       "ORDER BY id LIMIT ?", (after_span, since_ns, limit)).fetchall()
+    logs = db.execute("SELECT id, resource_id, scope_id, raw FROM logs WHERE id > ? AND time_ns >= ? "
+                      "ORDER BY id LIMIT ?", (after_log, since_ns, limit)).fetchall()
+    return (as_export_request(db, "traces", [r[1:] for r in spans]) if spans else None,
+            as_export_request(db, "logs", [r[1:] for r in logs]) if logs else None,
+            spans[-1][0] if spans else after_span, logs[-1][0] if logs else after_log)
 
 
 def trace_summary(db: sqlite3.Connection, trace_id: bytes) -> dict[str, Any] | None:

@@ -13,7 +13,8 @@ CASES = [
      ("textual", "grpc", "receiver", "llmobs_tui", "aiohttp")),
     ("receiver.normalize, receiver.otlp, receiver.prices, receiver.content, receiver.redact, "
      "receiver.decoder_process", ("textual", "llmobs_tui", "grpc", "aiohttp")),
-    ("receiver.pipeline, receiver.grpc_server, receiver.http_server", ("textual", "llmobs_tui")),
+    ("receiver.pipeline, receiver.grpc_server, receiver.http_server, receiver.query_server, receiver.forward, "
+     "receiver.auth, receiver.tls", ("textual", "llmobs_tui")),
     ("llmobs_tui, llmobs_tui.backend, llmobs_tui.cli", ("textual",)),
 ]
 
