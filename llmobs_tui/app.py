@@ -58,7 +58,7 @@ class AlertSource:
     llmobs_tui/alerting/live.py. This base holds nothing (a store opened without rules)."""
 
     empty_message = "No alert rules are loaded: nothing can fire."
-    slo_rows: list[Any] = []
+    slo_rows: tuple[Any, ...] = ()
     error: str | None = None
 
     def snapshot(self, now_s: float) -> list[AlertView]:

@@ -90,6 +90,7 @@ def run(plan: AttachPlan, state: AttachState) -> None:
             else:
                 channel = grpc.insecure_channel(plan.target, options=options)
             state.say(f"connecting to {plan.target}…")
+            state.counts[3] = 0
             request = json.dumps({"after_span": cursor[0], "after_log": cursor[1], "since_ns": since_ns}).encode()
             try:
                 stream = channel.unary_stream(TAIL_METHOD)(request, metadata=metadata)
@@ -110,9 +111,8 @@ def run(plan: AttachPlan, state: AttachState) -> None:
                     cursor = new_cursor
                     db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (cursor_key(plan.target), json.dumps(
                         {"span": cursor[0], "log": cursor[1], "since_ns": since_ns})))
-                    if not state.counts[3]:
+                    if not state.counts[3] or kind == "caught_up":  # the first frame of this connection, or live
                         state.counts[3] = 1
-                    if kind == "caught_up" or state.text.value.startswith(b"connecting"):
                         state.say(f"attached to {plan.target}" + (" · live" if kind == "caught_up" else " · backfilling"))
                     backoff = 0.5
             except grpc.RpcError as exc:

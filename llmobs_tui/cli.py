@@ -263,12 +263,11 @@ def db_path_of(args: argparse.Namespace) -> Path:
 def cmd_tui(args: argparse.Namespace) -> int:
     """The live monitor: receiver + store + TUI in one process tree, or read-only on a store that
     another process writes, or (demo) with a built-in traffic generator."""
-    from llmobs_tui.backend import BackendConfig
     from llmobs_tui.run import run_tui
-    from receiver.auth import InsecureBind, check_bind
-    from receiver.tls import TlsError, TlsFiles
+    from receiver.auth import InsecureBind
     from receiver.pipeline import PipelineFailed
     from receiver.prices import PriceFileError, PriceTable
+    from receiver.tls import TlsError
     from store.connection import StoreError, StoreLocked, WriterLock
 
     demo = args.command == "demo" or args.demo
@@ -280,18 +279,14 @@ def cmd_tui(args: argparse.Namespace) -> int:
             args.grpc_port = args.http_port = 0
     path = db_path_of(args)
     try:
-        check_bind(args.host, args.token)
-        TlsFiles.load(args.tls_cert, args.tls_key)
-    except (InsecureBind, TlsError) as exc:
-        return fail(str(exc), EXIT_USAGE)
-    try:
         prices = PriceTable.load(args.prices)
         config = pipeline_config(args)
+        listening = backend_config(args, config)
         # The demo's made-up features need the demo's rules, unless the user names a config.
         rules = load_config(DEMO_CONFIG) if demo and not args.config else load_config(args.config)
-    except (ConfigError, PriceFileError) as exc:
+    except (ConfigError, PriceFileError, InsecureBind, TlsError) as exc:
         return fail(str(exc), EXIT_USAGE)
-    backend_config = None
+    embedded = None
     read_only_reason = None
     if args.read_only:
         read_only_reason = f"read-only {path}"
@@ -301,9 +296,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             probe.acquire()
             probe.release()
-            backend_config = BackendConfig(pipeline=config, host=args.host, grpc_port=args.grpc_port,
-                                           http_port=args.http_port, forward=args.forward,
-                                           token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key)
+            embedded = listening
         except StoreLocked as exc:
             if demo:
                 return fail(str(exc))
@@ -311,12 +304,12 @@ def cmd_tui(args: argparse.Namespace) -> int:
             del exc
         except OSError as exc:
             return fail(f"cannot use {path}: {exc}")
-    if backend_config is None and not path.exists():
+    if embedded is None and not path.exists():
         return fail(f"no database at {path}")
     import asyncio
 
     try:
-        return asyncio.run(run_tui(path, backend_config=backend_config, demo=demo, prices=prices,
+        return asyncio.run(run_tui(path, backend_config=embedded, demo=demo, prices=prices,
                                    read_only_reason=read_only_reason, rules=rules))
     except PipelineFailed as exc:
         return fail(str(exc))
@@ -351,26 +344,32 @@ def pipeline_config(args: argparse.Namespace) -> Any:
     )
 
 
+def backend_config(args: argparse.Namespace, pipeline: Any) -> Any:
+    """The receivers' settings from the flags, checked: an unguarded non-loopback bind or unusable
+    TLS files fail here, before anything starts."""
+    from llmobs_tui.backend import BackendConfig
+    from receiver.auth import check_bind
+    from receiver.tls import TlsFiles
+
+    check_bind(args.host, args.token)
+    TlsFiles.load(args.tls_cert, args.tls_key)
+    return BackendConfig(pipeline=pipeline, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+                         forward=args.forward, token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                         query_port=getattr(args, "query_port", None))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from llmobs_tui.backend import Backend, BackendConfig
-    from receiver.auth import InsecureBind, check_bind
+    from llmobs_tui.backend import Backend
+    from receiver.auth import InsecureBind
     from receiver.pipeline import PipelineFailed
     from receiver.prices import PriceFileError
-    from receiver.tls import TlsError, TlsFiles
+    from receiver.tls import TlsError
 
     try:
-        check_bind(args.host, args.token)
-        config = pipeline_config(args)
-    except (ConfigError, PriceFileError, InsecureBind) as exc:
+        backend = Backend(backend_config(args, pipeline_config(args)))
+    except (ConfigError, PriceFileError, InsecureBind, TlsError) as exc:
         return fail(str(exc), EXIT_USAGE)
-    try:
-        TlsFiles.load(args.tls_cert, args.tls_key)
-    except TlsError as exc:
-        return fail(str(exc), EXIT_USAGE)
-    backend = Backend(BackendConfig(pipeline=config, host=args.host, grpc_port=args.grpc_port,
-                                    http_port=args.http_port, forward=args.forward,
-                                           token=args.token, tls_cert=args.tls_cert, tls_key=args.tls_key,
-                                           query_port=args.query_port))
+    config = backend.config.pipeline
 
     async def run() -> int:
         loop = asyncio.get_running_loop()

@@ -239,17 +239,25 @@ class Traffic:
             "user.id": user}, kind=3))
         return start_ns + duration
 
+    def _request(self, feature: str, method: str, route: str, http_attributes: bool = True
+                 ) -> tuple[str, str, SpanSpec]:
+        """A request's tenant, user and root server span (its duration is set once the trace is built)."""
+        tenant = self.rng.choice(TENANTS)
+        user = f"u{self.rng.randint(1000, 9999)}"
+        attrs: dict[str, Any] = {}
+        if http_attributes:
+            attrs = {"http.request.method": method, "http.route": route, "http.response.status_code": 200}
+        attrs |= {"app.llm.feature": feature, "app.llm.tenant.id": tenant, "user.id": user}
+        return tenant, user, SpanSpec(f"{method} {route}", None, 0, 0, attrs, kind=2)
+
     # -- scenarios -----------------------------------------------------------------------------------
 
     def agentic(self, feature: str) -> Trace:
         """planner → parallel tool calls, each with a nested LLM call → composer (depth 5)."""
         rng = self.rng
         _, _, planner, worker = FEATURES[feature]
-        tenant = rng.choice(TENANTS)
-        user = f"u{rng.randint(1000, 9999)}"
-        spans = [SpanSpec(f"POST /{feature}/ask", None, 0, 0, {
-            "http.request.method": "POST", "http.route": f"/{feature}/ask", "http.response.status_code": 200,
-            "app.llm.feature": feature, "app.llm.tenant.id": tenant, "user.id": user}, kind=2)]
+        tenant, user, root = self._request(feature, "POST", f"/{feature}/ask")
+        spans = [root]
         spans.append(SpanSpec(f"invoke_agent {feature}-agent", 0, 2 * MS, 0, {
             "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": f"{feature}-agent",
             "gen_ai.provider.name": MODELS[planner].provider}))
@@ -279,11 +287,8 @@ class Traffic:
         """embed → retrieve → chat (streaming)."""
         rng = self.rng
         _, _, planner, _ = FEATURES[feature]
-        tenant = rng.choice(TENANTS)
-        user = f"u{rng.randint(1000, 9999)}"
-        spans = [SpanSpec(f"GET /{feature}", None, 0, 0, {
-            "http.request.method": "GET", "http.route": f"/{feature}", "http.response.status_code": 200,
-            "app.llm.feature": feature, "app.llm.tenant.id": tenant, "user.id": user}, kind=2)]
+        tenant, user, root = self._request(feature, "GET", f"/{feature}")
+        spans = [root]
         t = self.embedding(spans, 0, 3 * MS, user)
         retrieve = int(rng.uniform(0.01, 0.08) * S)
         spans.append(SpanSpec("retrieval products-index", 0, t + MS, retrieve, {
@@ -298,10 +303,8 @@ class Traffic:
         """An input guardrail, then one call: the smallest trace."""
         rng = self.rng
         _, _, _, worker = FEATURES[feature]
-        tenant = rng.choice(TENANTS)
-        user = f"u{rng.randint(1000, 9999)}"
-        spans = [SpanSpec(f"POST /{feature}/chat", None, 0, 0, {
-            "app.llm.feature": feature, "app.llm.tenant.id": tenant, "user.id": user}, kind=2)]
+        tenant, user, root = self._request(feature, "POST", f"/{feature}/chat", http_attributes=False)
+        spans = [root]
         blocked = rng.random() < 0.04
         spans.append(SpanSpec("input-moderation", 0, 1 * MS, int(rng.uniform(0.01, 0.05) * S),
                               {"openinference.span.kind": "GUARDRAIL", "guardrail.name": "pii-and-abuse"},

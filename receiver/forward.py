@@ -129,7 +129,7 @@ class Forwarder:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.stats.dropped += len(self._queue)
         self._queue.clear()
-        self._account()
+        self.stats.queued, self.stats.queued_bytes = 0, 0
         if self._session is not None:
             await self._session.close()
         if self._channel is not None:
@@ -142,14 +142,21 @@ class Forwarder:
         if self._closing or self.stats.queued_bytes + len(body) > self.max_queue_bytes:
             self.stats.dropped += 1
             return False
-        self._queue.append(_Batch(signal, body, json_body, gzipped))
-        self._account()
+        self._push(_Batch(signal, body, json_body, gzipped))
         self._ready.set()
         return True
 
-    def _account(self) -> None:
+    # The byte count is kept as batches come and go: offer() runs on every export request.
+    def _push(self, batch: _Batch, front: bool = False) -> None:
+        (self._queue.appendleft if front else self._queue.append)(batch)
         self.stats.queued = len(self._queue)
-        self.stats.queued_bytes = sum(len(b.body) for b in self._queue)
+        self.stats.queued_bytes += len(batch.body)
+
+    def _pop(self) -> _Batch:
+        batch = self._queue.popleft()
+        self.stats.queued = len(self._queue)
+        self.stats.queued_bytes -= len(batch.body)
+        return batch
 
     # -- the upstream side -------------------------------------------------------------------------
 
@@ -159,12 +166,11 @@ class Forwarder:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            batch = self._queue.popleft()
-            self._account()
+            batch = self._pop()
             try:
                 outcome = await self._send(batch)
             except asyncio.CancelledError:
-                self._queue.appendleft(batch)  # counted as dropped by aclose()
+                self._push(batch, front=True)  # counted as dropped by aclose()
                 raise
             if outcome == "ok":
                 self.stats.forwarded += 1
@@ -173,8 +179,7 @@ class Forwarder:
             else:  # retry: back at the head, after a pause that grows with each attempt
                 batch.attempts += 1
                 self.stats.retries += 1
-                self._queue.appendleft(batch)
-                self._account()
+                self._push(batch, front=True)
                 pause = min(self.max_backoff_s, 0.25 * 2 ** min(batch.attempts, 8)) * random.uniform(0.8, 1.2)
                 await asyncio.sleep(pause)
 

@@ -78,6 +78,14 @@ def bind_port(server: grpc.aio.Server, host: str, port: int, tls: TlsFiles | Non
     return bound
 
 
+async def require_token(auth: TokenCheck | None, context: grpc.aio.ServicerContext) -> None:
+    """Abort the call with UNAUTHENTICATED (and count it) unless it carries the expected token."""
+    if auth is not None and auth.enabled:
+        authorization = dict(context.invocation_metadata() or ()).get("authorization")
+        if not auth.allows(authorization):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, TokenCheck.reason(authorization))
+
+
 def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
@@ -118,10 +126,7 @@ class OtlpGrpcServer:
 
     def _handler(self, signal: str) -> Any:
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            if self.auth is not None and self.auth.enabled:
-                authorization = dict(context.invocation_metadata() or ()).get("authorization")
-                if not self.auth.allows(authorization):
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, TokenCheck.reason(authorization))
+            await require_token(self.auth, context)
             try:
                 outcome = await self.pipeline.submit(signal, request)
             except InvalidRequest as exc:

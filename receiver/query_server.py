@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from receiver.auth import TokenCheck
-from receiver.grpc_server import bind_port
+from receiver.grpc_server import bind_port, require_token
 from receiver.tls import TlsFiles
 
 log = logging.getLogger("llmobs.query")
@@ -68,10 +68,7 @@ class QueryServer:
             self._server = None
 
     async def _tail(self, request: bytes, context: grpc.aio.ServicerContext) -> Any:
-        if self.auth is not None and self.auth.enabled:
-            authorization = dict(context.invocation_metadata() or ()).get("authorization")
-            if not self.auth.allows(authorization):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, TokenCheck.reason(authorization))
+        await require_token(self.auth, context)
         try:
             ask = json.loads(request or b"{}")
             cursor = (int(ask.get("after_span", 0)), int(ask.get("after_log", 0)))

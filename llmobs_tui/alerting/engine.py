@@ -11,6 +11,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,8 +185,7 @@ class AlertEngine:
                 (spec.threshold, int(start_s * NS))).fetchone()
             return row[0] if row else None
         if "?" in condition:
-            bound = spec.threshold * (1e9 if spec.kind in ("ttft", "latency", "cost_per_call") else 1)
-            params.insert(0, int(bound))
+            params.insert(0, int(spec.threshold * 1e9))  # seconds → ns; USD → nUSD
         return self._example(start_s, condition + scope, tuple(params))
 
     def evaluate_slos(self, now_s: float) -> tuple[list[Finding], list[SloRow]]:
@@ -383,26 +384,27 @@ class AlertEngine:
     def evaluate(self, now_s: float | None = None) -> list[Finding]:
         """Every rule once, from one snapshot of the store."""
         now_s = time.time() if now_s is None else now_s
-        with self._lock:
-            db = self.db
-            db.execute("BEGIN")
-            try:
-                slo_findings, self.slo_rows = self.evaluate_slos(now_s)
-                findings = [*slo_findings, *self.evaluate_budgets(now_s), *self.evaluate_prompt_regressions(now_s),
-                            *self.evaluate_cache(now_s), *self.evaluate_error_spikes(now_s),
-                            *self.evaluate_provider_health(now_s)]
-            finally:
-                db.execute("COMMIT")
+        with self._snapshot():
+            slo_findings, self.slo_rows = self.evaluate_slos(now_s)
+            findings = [*slo_findings, *self.evaluate_budgets(now_s), *self.evaluate_prompt_regressions(now_s),
+                        *self.evaluate_cache(now_s), *self.evaluate_error_spikes(now_s),
+                        *self.evaluate_provider_health(now_s)]
             self.last_evaluated_s = now_s
         findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.key))
         return findings
 
     def slo_table(self, now_s: float) -> list[SloRow]:
         """Only the SLO table (for `report`), from one snapshot of the store."""
+        with self._snapshot():
+            return self.evaluate_slos(now_s)[1]
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One evaluation at a time, all of its queries reading one consistent state of the store."""
         with self._lock:
             self.db.execute("BEGIN")
             try:
-                return self.evaluate_slos(now_s)[1]
+                yield
             finally:
                 self.db.execute("COMMIT")
 
