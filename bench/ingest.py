@@ -6,13 +6,22 @@ database bytes per span.
     python -m bench.ingest --seconds 60 --inflight 4 --decoders 2
 
 "Committed" is exact: the server answers an export only after its COMMIT, and the load is a closed
-loop, so every counted span was durable when counted.
+loop, so every counted span was durable when counted. After the run every acknowledged span is looked
+up in the store by its ids ("acknowledged N, stored N, missing 0"); a difference is attributed from
+serve's own counters (duplicates it dropped, spans evicted after commit) and only an unexplained one
+fails the run (exit 1).
 
 The workload (per trace, 8 spans, like perf-notes'): an HTTP root, an agent, five LLM calls
 (planner, two tool-driven calls, composer, one embedding) and a tool span; LLM spans carry ≈25
 attributes with ≈2 KB of prompt/completion JSON. Requests hold 512 spans. The load process builds a
-handful of requests once and rewrites only their trace/span ids before each send, so it costs the
-2-core machine almost nothing.
+handful of requests once and, before each send, copies one and rewrites only its trace/span ids and
+timestamps, so it costs the 2-core machine almost nothing.
+
+Ids: every request gets a fresh number from one counter; a trace id is
+scramble(number) ^ run key (8 bytes, scattered like real random ids) + run tag (4 bytes) + trace
+index (4 bytes), the run key and tag random per run, so no two requests of a run and no two runs (on
+the same `--db`) share a trace id. Timestamps: each request's traces end at the moment it is sent
+(the template's relative offsets are kept), so the default 7-day retention never touches them.
 """
 
 from __future__ import annotations
@@ -24,9 +33,9 @@ import os
 import platform
 import re
 import shutil
-import signal
+import secrets
 import statistics
-import subprocess
+import struct
 import sys
 import tempfile
 import threading
@@ -35,8 +44,10 @@ from pathlib import Path
 
 import psutil
 
-TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+from bench import TRACE_METHOD, Serve, attribute, tree, tree_cpu
+
 SPANS_PER_TRACE = 8
+T0 = 1_700_000_000 * 10**9  # the templates' placeholder time base, replaced before each send
 
 
 # --- the workload --------------------------------------------------------------------------------
@@ -50,7 +61,7 @@ def _content(rng, n_chars: int) -> str:
 
 
 def build_request(seed: int, traces: int):
-    """One ExportTraceServiceRequest of `traces` agentic traces with placeholder ids."""
+    """One ExportTraceServiceRequest of `traces` agentic traces with placeholder ids and times."""
     import random
 
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -72,7 +83,7 @@ def build_request(seed: int, traces: int):
         for key, value in attrs.items():
             span.attributes.append(KeyValue(key=key, value=to_any_value(value)))
 
-    t0 = 1_700_000_000 * 10**9  # rewritten per send
+    t0 = T0
     for t in range(traces):
         feature = rng.choice(["checkout", "support", "search", "onboarding"])
         tenant = rng.choice(["acme", "globex", "initech", "umbrella", "hooli"])
@@ -84,7 +95,7 @@ def build_request(seed: int, traces: int):
         ]
         for index, parent, name, kind in layout:
             span = ss.spans.add()
-            span.trace_id = bytes([0xEE]) * 8 + t.to_bytes(4, "big") + b"\xee\xee\xee\xee"
+            span.trace_id = b"\xee" * 12 + t.to_bytes(4, "big")
             span.span_id = bytes([0xDD, 0xDD]) + t.to_bytes(4, "big") + bytes([index, 0xDD])
             if parent is not None:
                 span.parent_span_id = bytes([0xDD, 0xDD]) + t.to_bytes(4, "big") + bytes([parent, 0xDD])
@@ -136,97 +147,113 @@ def build_request(seed: int, traces: int):
 
 
 class Template:
-    """A serialized request whose ids and times are rewritten in place before each send."""
+    """A serialized request; render() returns a fresh copy with its ids and times rewritten.
+
+    The template itself is never modified after construction, so the load threads can share it.
+    """
 
     def __init__(self, seed: int, traces: int) -> None:
-        self.data = bytearray(build_request(seed, traces).SerializeToString())
-        self.trace_offsets = [m.start() for m in re.finditer(re.escape(b"\xee" * 8), self.data)]
-        self.span_offsets = [m.start() for m in re.finditer(re.escape(b"\xdd\xdd"), self.data)]
+        request = build_request(seed, traces)
+        data = request.SerializeToString()
+        self.data = data
         self.spans = traces * SPANS_PER_TRACE
+        # Offsets of the fields to rewrite, found by their wire tags (Span: trace_id = field 1,
+        # span_id 2, parent_span_id 4, start/end time 7/8 fixed64) and checked to be exactly the
+        # expected number, so a stray byte pattern inside an attribute can never be rewritten.
+        self.trace_offsets = [m.start() + 2 for m in re.finditer(re.escape(b"\x0a\x10" + b"\xee" * 12), data)]
+        self.span_offsets = [m.start() + 2 for m in re.finditer(rb"[\x12\x22]\x08\xdd\xdd", data)]
+        self.time_offsets: list[tuple[int, int]] = []
+        for m in re.finditer(rb"\x39(.{8})\x41(.{8})", data, re.DOTALL):
+            start, end = struct.unpack("<Q", m.group(1))[0], struct.unpack("<Q", m.group(2))[0]
+            if T0 <= start <= end < T0 + 3600 * 10**9:
+                self.time_offsets += [(m.start() + 1, start - T0), (m.start() + 10, end - T0)]
+        assert len(self.trace_offsets) == self.spans, len(self.trace_offsets)
+        assert len(self.span_offsets) == self.spans + traces * (SPANS_PER_TRACE - 1), len(self.span_offsets)
+        assert len(self.time_offsets) == 2 * self.spans, len(self.time_offsets)
+        # Each request's traces end when it is sent.
+        self.duration_ns = max(delta for _, delta in self.time_offsets)
 
-    def render(self, counter: int) -> bytes:
-        # Real trace ids are random: a multiplicative hash keeps index inserts as scattered as theirs.
-        prefix = (counter * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big")
-        data = self.data
+    def render(self, prefix: bytes, marker: bytes, now_ns: int) -> bytes:
+        """A new body: trace ids start with the 12-byte `prefix`, span ids with the 2-byte `marker`,
+        times are now. Touches only a local copy (the template is shared by all load threads)."""
+        data = bytearray(self.data)
         for offset in self.trace_offsets:
-            data[offset:offset + 8] = prefix
-        marker = (counter & 0xFFFF).to_bytes(2, "big")
+            data[offset:offset + 12] = prefix
         for offset in self.span_offsets:
             data[offset:offset + 2] = marker
+        base = now_ns - self.duration_ns
+        pack = struct.Struct("<Q").pack_into
+        for offset, delta in self.time_offsets:
+            pack(data, offset, base + delta)
         return bytes(data)
+
+
+def trace_prefix(number: int, run_key: int, run_tag: bytes) -> bytes:
+    """The first 12 bytes of every trace id in request `number` of the run (the last 4: trace index).
+    Real trace ids are random: a multiplicative hash keeps index inserts as scattered as theirs; it is
+    a bijection of `number`, so requests of one run never share ids, and the random run key and tag
+    keep runs apart."""
+    return ((number * 0x9E3779B97F4A7C15 % 2**64) ^ run_key).to_bytes(8, "big") + run_tag
 
 
 # --- the load process ------------------------------------------------------------------------------
 
 
-def load_process(address: str, seconds: float, inflight: int, result_queue, ready, go) -> None:
+def load_process(address: str, seconds: float, inflight: int, run_key: int, run_tag: bytes, result_queue, ready,
+                 go) -> None:
     import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
     templates = [Template(seed, 64) for seed in range(4)]  # 64 traces × 8 spans = 512 spans per request
     lock = threading.Lock()
-    counter = [os.getpid() << 20]
+    counter = [0]
     latencies: list[float] = []
-    spans = [0]
-    errors = [0]
+    acked: list[tuple[int, int, int]] = []  # (request number, template spans, spans the server rejected)
+    failed: list[tuple[int, int, str]] = []  # (request number, template spans, status): answered with an error
 
-    def worker() -> None:
+    def worker(first: int) -> None:
         channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
         export = channel.unary_unary(TRACE_METHOD)
         deadline = end_at[0]
-        i = 0
+        i = first
         while time.monotonic() < deadline:
             with lock:
                 counter[0] += 1
                 n = counter[0]
             template = templates[i % len(templates)]
             i += 1
-            body = template.render(n)
+            body = template.render(trace_prefix(n, run_key, run_tag), (n & 0xFFFF).to_bytes(2, "big"),
+                                   time.time_ns())
             started = time.perf_counter()
             try:
-                export(body, timeout=60)
-            except grpc.RpcError:
+                answer = export(body, timeout=60)
+            except grpc.RpcError as exc:
                 with lock:
-                    errors[0] += 1
+                    failed.append((n, template.spans, exc.code().name))
                 time.sleep(0.05)
                 continue
             elapsed = time.perf_counter() - started
+            rejected = ExportTraceServiceResponse.FromString(answer).partial_success.rejected_spans
             with lock:
                 latencies.append(elapsed)
-                spans[0] += template.spans
+                acked.append((n, template.spans, rejected))
         channel.close()
 
     ready.set()
     go.wait()
     end_at = [time.monotonic() + seconds]
     started = time.monotonic()
-    threads = [threading.Thread(target=worker) for _ in range(inflight)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(inflight)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    result_queue.put({"spans": spans[0], "elapsed": time.monotonic() - started, "latencies": latencies,
-                      "errors": errors[0], "cpu": sum(psutil.Process().cpu_times()[:2])})
+    result_queue.put({"spans": sum(s - r for _, s, r in acked), "elapsed": time.monotonic() - started,
+                      "latencies": latencies, "acked": acked, "failed": failed,
+                      "cpu": sum(psutil.Process().cpu_times()[:2])})
 
 
 # --- the run -----------------------------------------------------------------------------------------
-
-
-def tree(proc: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def tree_cpu(procs: list[psutil.Process]) -> float:
-    total = 0.0
-    for p in procs:
-        try:
-            t = p.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def _holds(proc: psutil.Process, db: Path) -> bool:
@@ -236,34 +263,63 @@ def _holds(proc: psutil.Process, db: Path) -> bool:
         return False
 
 
+def check_store(db: Path, run_key: int, run_tag: bytes, acked: list[tuple[int, int, int]],
+                failed: list[tuple[int, int, str]]) -> dict:
+    """Look every request of this run up in the store by its ids: one index range per request (its
+    trace ids share a 12-byte prefix), counted exactly, since (trace_id, span_id) is unique there."""
+    import sqlite3
+
+    def stored(conn: sqlite3.Connection, number: int) -> int:
+        prefix = trace_prefix(number, run_key, run_tag)
+        return conn.execute("SELECT count(*) FROM spans WHERE trace_id BETWEEN ? AND ?",
+                            (prefix + b"\x00" * 4, prefix + b"\xff" * 4)).fetchone()[0]
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        found_acked = 0
+        short_requests = 0
+        for number, spans, rejected in acked:
+            n = stored(conn, number)
+            # A request's spans are all stored or the request was not acknowledged; the server may
+            # reject single spans (partial success), which then were not acknowledged either.
+            found_acked += min(n, spans - rejected)
+            short_requests += n < spans - rejected
+        found_failed = sum(stored(conn, number) for number, _, _ in failed)
+        total = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+    acknowledged = sum(s - r for _, s, r in acked)
+    return {"acknowledged": acknowledged, "stored": found_acked, "missing": acknowledged - found_acked,
+            "short_requests": short_requests, "failed_requests": len(failed),
+            "failed_spans": sum(s for _, s, _ in failed), "failed_but_stored": found_failed,
+            "failed_codes": sorted({code for *_, code in failed}),
+            "run_stored": found_acked + found_failed, "store_total": total}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--inflight", type=int, default=8, help="concurrent export requests")
     parser.add_argument("--decoders", type=int, default=0, help="decoder processes (default: one per core)")
-    parser.add_argument("--db", help="store file (default: a temporary directory)")
+    parser.add_argument("--db", help="store file (default: a temporary directory); may already hold data")
     parser.add_argument("--keep", action="store_true", help="keep the temporary store")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
 
-    workdir = Path(tempfile.mkdtemp(prefix="llmobs-bench-"))
+    workdir = None if args.db else Path(tempfile.mkdtemp(prefix="llmobs-bench-"))
     db = Path(args.db) if args.db else workdir / "bench.db"
-    cmd = [sys.executable, "-m", "llmobs_tui", "serve", "--db", str(db), "--grpc-port", "0", "--http-port", "0",
-           "--decoders", str(args.decoders), "--stats-every", "3600s"]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = server.stdout.readline()
-    match = re.search(r"OTLP/gRPC on (\S+?),", line)
-    if not match:
-        print(line + server.stdout.read(), file=sys.stderr)
+    run_key, run_tag = secrets.randbits(64), secrets.token_bytes(4)
+    server = Serve(db, "--decoders", str(args.decoders))
+    if server.address is None:
+        server.stop(10)
+        print(server.output(), file=sys.stderr)
         return 1
-    address = match.group(1)
+    address = server.address
     server_proc = psutil.Process(server.pid)
     time.sleep(1.0)  # let the children finish importing
 
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     ready, go = ctx.Event(), ctx.Event()
-    load = ctx.Process(target=load_process, args=(address, args.seconds, args.inflight, results, ready, go))
+    load = ctx.Process(target=load_process,
+                       args=(address, args.seconds, args.inflight, run_key, run_tag, results, ready, go))
     load.start()
     ready.wait(60)
 
@@ -292,47 +348,73 @@ def main(argv: list[str] | None = None) -> int:
     outcome = results.get(timeout=args.seconds + 120)
     wall = time.monotonic() - wall_start
     cpu_after = tree_cpu(tree(server_proc))
-    roles = {}
+    roles: dict[str, float] = {}  # CPU-seconds per process role during the run
     for p in tree(server_proc):
         role = "main" if p.pid == server.pid else ("writer" if _holds(p, db) else "decoder")
-        roles[role] = roles.get(role, 0.0) + (tree_cpu([p]) - per_process_before.get(p.pid, 0.0)) / wall
+        roles[role] = roles.get(role, 0.0) + tree_cpu([p]) - per_process_before.get(p.pid, 0.0)
     sampling = False
     load.join(30)
 
-    server.send_signal(signal.SIGTERM)
-    server.communicate(timeout=120)
+    time.sleep(1.2)  # the writer reports its counters every second: let one report follow the last commit
+    counters = server.stop()
     db_bytes = sum(os.path.getsize(f"{db}{s}") for s in ("", "-wal") if os.path.exists(f"{db}{s}"))
-    import sqlite3
-
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        stored = conn.execute("SELECT count(*) FROM spans").fetchone()[0]
+    check = check_store(db, run_key, run_tag, outcome["acked"], outcome["failed"])
 
     lat = sorted(outcome["latencies"])
-    spans_per_s = outcome["spans"] / outcome["elapsed"]
+    acknowledged = outcome["spans"]
+    spans_per_s = acknowledged / outcome["elapsed"]
+    server_cpu = cpu_after - cpu_before
+
+    def us_per_span(cpu_seconds: float) -> float | None:
+        return round(cpu_seconds / acknowledged * 1e6, 1) if acknowledged else None
+
+    deleted_after_commit = None if counters.committed is None else counters.committed - check["run_stored"]
     report = {
         "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, Python {platform.python_version()}",
+        "run": (run_key.to_bytes(8, "big") + run_tag).hex(),
         "seconds": round(outcome["elapsed"], 1),
         "inflight": args.inflight,
         "decoders": args.decoders or psutil.cpu_count(),
-        "spans_acknowledged": outcome["spans"],
-        "spans_stored": stored,
+        "spans_acknowledged": acknowledged,
+        "spans_stored": check["stored"],
+        "spans_missing": check["missing"],
         "spans_per_s": round(spans_per_s),
         "export_p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
         "export_p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1) if lat else None,
-        "rejected_requests": outcome["errors"],
-        "server_cpu_cores": round((cpu_after - cpu_before) / wall, 2),
-        "server_cpu_by_process": {k: round(v, 2) for k, v in sorted(roles.items())},
+        "rejected_requests": len(outcome["failed"]),
+        "server_cpu_cores": round(server_cpu / wall, 2),
+        "server_cpu_us_per_span": us_per_span(server_cpu),
+        "server_cpu_by_process": {k: round(v / wall, 2) for k, v in sorted(roles.items())},
+        "server_cpu_us_per_span_by_process": {k: us_per_span(v) for k, v in sorted(roles.items())},
         "load_cpu_cores": round(outcome["cpu"] / wall, 2),
+        "load_cpu_us_per_span": us_per_span(outcome["cpu"]),
         "server_peak_rss_mb": round(peak_rss / 2**20),
-        "db_bytes_per_span": round(db_bytes / max(1, stored)),
+        "db_bytes_per_span": round(db_bytes / max(1, check["store_total"])),
+        "serve_accepted": counters.accepted,
+        "serve_committed": counters.committed,
+        "serve_duplicates": counters.duplicates,
+        "deleted_after_commit": deleted_after_commit,
     }
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    if stored < outcome["spans"]:
-        print(f"ERROR: {outcome['spans'] - stored} acknowledged spans are missing", file=sys.stderr)
+
+    print(f"acknowledged {acknowledged:,}, stored {check['stored']:,}, missing {check['missing']:,} "
+          f"(every acknowledged span looked up by its ids; store holds {check['store_total']:,} spans)")
+    print(f"{spans_per_s:,.0f} spans/s at {server_cpu / max(1, acknowledged) * 1e6:,.1f} µs of server CPU per span "
+          f"({server_cpu / wall:.2f} cores)")
+    if check["failed_requests"]:
+        print(f"{check['failed_requests']} requests ({check['failed_spans']:,} spans) were answered with an error "
+              f"({', '.join(check['failed_codes'])}) and not counted; {check['failed_but_stored']:,} of their "
+              f"spans were stored anyway (committed before the client gave up)")
+    lines, unexplained = attribute(check["missing"], counters, deleted_after_commit)
+    for line in lines:
+        print(line)
+    if unexplained:
+        print(f"ERROR: {unexplained:,} acknowledged spans are missing from the store and serve's counters do "
+              f"not explain them ({check['short_requests']} requests short); store kept at {db}", file=sys.stderr)
         return 1
-    if not args.keep and not args.db:
+    if workdir is not None and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -4,6 +4,12 @@ plus the TUI process's RSS and the time from launch to the first frame with data
 
     python -m bench.tui                    # builds bench/results/week.db once (~2 min), then measures
     python -m bench.tui --rebuild          # rebuild the store
+    python -m bench.tui --db /tmp/small.db --store-spans 20000 --rounds 5   # a quick run
+
+The ingest load's trace ids start from a random number each run, so a rerun on the same store adds
+its spans (instead of sending ids the store already holds, which it drops as duplicates). The output
+says how many spans the store held before and after, and checks that every span the load had
+acknowledged is in the store; a difference is attributed from serve's own counters.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ import asyncio
 import json
 import multiprocessing
 import os
-import re
-import signal
+import secrets
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -24,9 +30,20 @@ from pathlib import Path
 
 import psutil
 
+from bench import TRACE_METHOD, Serve, attribute, tree, tree_cpu
+
 RESULTS = Path(__file__).resolve().parent / "results"
 S = 1_000_000_000
-TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+def info_path(db: Path) -> Path:
+    """What build_week knows about a store, next to it: week.db → week.json."""
+    return db.with_suffix(".json")
+
+
+def count_spans(db: Path) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT count(*) FROM spans").fetchone()[0]
 
 
 def build_week(db: Path, spans_target: int = 1_000_000, days: int = 7) -> dict:
@@ -94,20 +111,25 @@ def build_week(db: Path, spans_target: int = 1_000_000, days: int = 7) -> dict:
     big_trace = trace_id_of(big_number)
     info = {"spans": written + len(rows), "traces": number + 1, "big_trace": big_trace.hex(),
             "built_at": now, "build_seconds": round(time.monotonic() - started)}
-    (db.parent / "week.json").write_text(json.dumps(info))
+    info_path(db).write_text(json.dumps(info))
     return info
 
 
-def ingest_load(address: str, rate: float, stop, counter) -> None:
-    """A separate process exporting realistic LLM traces at `rate` spans/s with current timestamps."""
+def ingest_load(address: str, rate: float, first_number: int, stop, counter, result_queue) -> None:
+    """A separate process exporting realistic LLM traces at `rate` spans/s with current timestamps.
+    Trace numbers (hence ids) start at `first_number`, random per run. Puts the acknowledged requests
+    (first trace number, traces, spans, spans rejected) and the failed ones on `result_queue`."""
     import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
     from llmobs_tui.scenarios import Traffic, to_otlp_request
 
     traffic = Traffic(seed=5)
     channel = grpc.insecure_channel(address)
     export = channel.unary_unary(TRACE_METHOD)
-    number = 2 * 10**9
+    number = first_number - 1
+    acked: list[tuple[int, int, int, int]] = []
+    failed: list[tuple[int, int, int, str]] = []
     next_at = time.monotonic()
     while not stop.is_set():
         batch = []
@@ -118,15 +140,38 @@ def ingest_load(address: str, rate: float, stop, counter) -> None:
         body = to_otlp_request(batch).SerializeToString()
         n = sum(len(t.spans) for t, _, _ in batch)
         try:
-            export(body, timeout=30)
+            answer = export(body, timeout=30)
+            rejected = ExportTraceServiceResponse.FromString(answer).partial_success.rejected_spans
+            acked.append((batch[0][1], len(batch), n, rejected))
             with counter.get_lock():
-                counter.value += n
-        except grpc.RpcError:
-            pass
+                counter.value += n - rejected
+        except grpc.RpcError as exc:
+            failed.append((batch[0][1], len(batch), n, exc.code().name))
         next_at += n / rate
         delay = next_at - time.monotonic()
         if delay > 0:
             time.sleep(delay)
+    channel.close()
+    result_queue.put({"acked": acked, "failed": failed})
+
+
+def check_store(db: Path, acked: list[tuple[int, int, int, int]], failed: list[tuple[int, int, int, str]]) -> dict:
+    """Every trace the load sent, looked up by id (the store's (trace_id, span_id) is unique, so a
+    count per request is exact)."""
+    from llmobs_tui.scenarios import trace_id_of
+
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        def stored(first: int, traces: int) -> int:
+            ids = [trace_id_of(k) for k in range(first, first + traces)]
+            return conn.execute(f"SELECT count(*) FROM spans WHERE trace_id IN ({', '.join('?' * len(ids))})",
+                                ids).fetchone()[0]
+
+        found = sum(min(stored(first, traces), spans - rejected) for first, traces, spans, rejected in acked)
+        found_failed = sum(stored(first, traces) for first, traces, _, _ in failed)
+    acknowledged = sum(spans - rejected for _, _, spans, rejected in acked)
+    return {"acknowledged": acknowledged, "stored": found, "missing": acknowledged - found,
+            "failed_requests": len(failed), "failed_but_stored": found_failed, "run_stored": found + found_failed,
+            "failed_codes": sorted({code for *_, code in failed})}
 
 
 async def time_queries(db: Path, big_trace: bytes, rounds: int) -> dict:
@@ -238,51 +283,92 @@ def probe_tui(db: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--db", type=Path, default=RESULTS / "week.db",
+                        help="the store (default: bench/results/week.db; built if missing)")
+    parser.add_argument("--store-spans", type=int, default=1_000_000,
+                        help="spans in the week of traffic when the store is built (default 1,000,000)")
     parser.add_argument("--rate", type=float, default=2000, help="ingest spans/s during the measurement")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--json", help="also write results here")
     args = parser.parse_args(argv)
 
-    db = RESULTS / "week.db"
-    info_file = RESULTS / "week.json"
+    db = args.db
+    info_file = info_path(db)
     if args.rebuild or not db.exists() or not info_file.exists():
         print("building a week of traffic (once)…", flush=True)
-        build_week(db)
+        build_week(db, args.store_spans)
     info = json.loads(info_file.read_text())
     age_h = (time.time() - info["built_at"]) / 3600
-    print(f"store: {info['spans']:,} spans, {info['traces']:,} traces, {db.stat().st_size / 2**20:,.0f} MiB "
-          f"(built {age_h:.1f} h ago)", flush=True)
+    spans_before = count_spans(db)
+    print(f"store: {spans_before:,} spans now ({info['spans']:,} spans, {info['traces']:,} traces when built "
+          f"{age_h:.1f} h ago), {db.stat().st_size / 2**20:,.0f} MiB", flush=True)
 
-    server = subprocess.Popen([sys.executable, "-m", "llmobs_tui", "serve", "--db", str(db), "--grpc-port", "0",
-                               "--http-port", "0", "--retention", "30d", "--stats-every", "3600s"],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    line = server.stdout.readline()
-    address = re.search(r"OTLP/gRPC on (\S+?),", line).group(1)
+    # Random per run, far above the numbers build_week used (1…, 10⁹): a rerun sends new trace ids.
+    first_number = (1 << 62) + secrets.randbits(61)
+    server = Serve(db, "--retention", "30d")
+    if server.address is None:
+        server.stop(10)
+        print(server.output(), file=sys.stderr)
+        return 1
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     counter = ctx.Value("q", 0)
-    load = ctx.Process(target=ingest_load, args=(address, args.rate, stop, counter))
+    results = ctx.Queue()
+    load = ctx.Process(target=ingest_load, args=(server.address, args.rate, first_number, stop, counter, results))
     load.start()
     time.sleep(3)
-    ingest_started, ingest_count = time.monotonic(), counter.value
+    server_tree = psutil.Process(server.pid)
+    ingest_started, ingest_count, cpu_started = time.monotonic(), counter.value, tree_cpu(tree(server_tree))
     queries = asyncio.run(time_queries(db, bytes.fromhex(info["big_trace"]), args.rounds))
     queries |= time_alerts(db, rounds=10)
     tui = probe_tui(db)
-    ingest_rate = (counter.value - ingest_count) / (time.monotonic() - ingest_started)
+    ingested = counter.value - ingest_count
+    ingest_seconds = time.monotonic() - ingest_started
+    server_cpu = tree_cpu(tree(server_tree)) - cpu_started
     stop.set()
+    outcome = results.get(timeout=60)
     load.join(30)
-    server.send_signal(signal.SIGTERM)
-    server.communicate(timeout=120)
+    time.sleep(1.2)  # the writer reports its counters every second: let one report follow the last commit
+    counters = server.stop()
+    spans_after = count_spans(db)
+    check = check_store(db, outcome["acked"], outcome["failed"])
+    # Spans of any age the store deleted while serve ran (retention 30d; the week store ages).
+    deleted = None if counters.committed is None else spans_before + counters.committed - spans_after
     report = {
         "machine": f"{psutil.cpu_count()} cores",
-        "store_spans": info["spans"],
-        "ingest_spans_per_s_during_measurement": round(ingest_rate),
+        "store_spans_before": spans_before,
+        "store_spans_after": spans_after,
+        "ingest_spans_acknowledged": check["acknowledged"],
+        "ingest_spans_stored": check["stored"],
+        "ingest_spans_missing": check["missing"],
+        "ingest_spans_per_s_during_measurement": round(ingested / ingest_seconds),
+        "server_cpu_us_per_ingested_span": round(server_cpu / ingested * 1e6, 1) if ingested else None,
         **queries,
         **tui,
     }
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"store held {spans_before:,} spans before this run and {spans_after:,} after "
+          f"({spans_after - spans_before:+,})")
+    print(f"acknowledged {check['acknowledged']:,}, stored {check['stored']:,}, missing {check['missing']:,} "
+          f"(every acknowledged span of this run looked up by its trace ids)")
+    if check["failed_requests"]:
+        print(f"{check['failed_requests']} requests were answered with an error ({', '.join(check['failed_codes'])}) "
+              f"and not counted; "
+              f"{check['failed_but_stored']:,} of their spans were stored anyway")
+    # Deletes hit the oldest traces, not necessarily this run's: only this run's own shortfall counts.
+    own_deleted = None if counters.committed is None else max(0, counters.committed - check["run_stored"])
+    lines, unexplained = attribute(check["missing"], counters, own_deleted)
+    for line in lines:
+        print(line)
+    if deleted:
+        print(f"retention/size eviction removed {deleted:,} spans in all while serve ran "
+              f"(retention {counters.retention})")
+    if unexplained:
+        print(f"ERROR: {unexplained:,} acknowledged spans are missing and serve's counters do not explain them",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import App
 from textual.binding import Binding
+from textual.notifications import SeverityLevel
 
 from llmobs_tui import format as fmt
 from llmobs_tui.filtering import FilterError, parse
@@ -210,6 +211,29 @@ class LlmobsApp(App):
             screen.query_one(StatusLine).show(self.status)
         except Exception:
             pass  # a modal or a screen without chrome
+
+    # -- notifications -------------------------------------------------------------------------
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Every toast is plain text, whoever asks: notifications quote alert titles (a remote
+        sender's feature and prompt-version names), filter errors and paths, and Textual would
+        otherwise parse them as markup (`[@click=app.quit]` live, a stray `[/]` a MarkupError
+        that ends the app). `Widget.notify` passes markup=True by default, so it is ignored here."""
+        super().notify(fmt.clean(message, newlines=True, limit=1000), title=fmt.clean(title, limit=80),
+                       severity=severity, timeout=timeout, markup=False)
+
+    def action_help_quit(self) -> None:
+        """Textual's ctrl+c hint, in plain text (its own wording uses markup, which `notify` shows literally)."""
+        keys = [key for key, active in self.active_bindings.items() if active.binding.action in ("quit", "app.quit")]
+        if keys:
+            self.notify(f"Press {keys[0]} to quit the app", title="Do you want to quit?")
+
+    def on_delivery_complete(self, event: events.DeliveryComplete) -> None:
+        """Textual's 'Saved screenshot' toast (command palette), in plain text for the same reason."""
+        if event.name == "screenshot":
+            event.prevent_default()  # Textual's own handler would say it again, in markup
+            self.notify(f"Saved screenshot to {event.path}" if event.path else "Saved screenshot", title="Screenshot")
 
     # -- navigation ----------------------------------------------------------------------------
 

@@ -74,6 +74,15 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _db_size(text: str) -> int:
+    from store.disk_budget import MIN_LIMIT
+
+    size = _size(text)
+    if size < MIN_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text}: the store needs at least {MIN_LIMIT >> 20}MB")
+    return size
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -138,8 +147,9 @@ def _add_ingest(parser: argparse.ArgumentParser, shared: bool = False) -> None:
     store = parser.add_argument_group("store")
     store.add_argument("--retention", type=_duration, default=default(7 * 86400), metavar="AGE",
                        help="evict traces older than this (default 7d)")
-    store.add_argument("--max-db-size", type=_size, default=default(None), metavar="SIZE",
-                       help="evict the oldest traces to stay under this size (e.g. 2GB)")
+    store.add_argument("--max-db-size", type=_db_size, default=default(None), metavar="SIZE",
+                       help="keep the store's files (database, WAL, reserve) under this size, evicting the "
+                            "oldest traces (e.g. 2GB; at least 4MB); the disk needs this much free")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,8 +303,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
     else:
         probe = WriterLock(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            probe.acquire()
+            probe.acquire()  # makes the store's directory (0700) on a machine that never ran us
             probe.release()
             embedded = listening
         except StoreLocked as exc:
@@ -302,6 +311,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
                 return fail(str(exc))
             read_only_reason = "read-only: another llmobs-tui process writes this store"
             del exc
+        except StoreError as exc:
+            return fail(str(exc))
         except OSError as exc:
             return fail(f"cannot use {path}: {exc}")
     if embedded is None and not path.exists():
@@ -390,13 +401,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
               + ". Ctrl-C to stop.", flush=True)
         stats = StatsPrinter(backend)
         stats_task = asyncio.create_task(stats.run(args.stats_every, stop))
-        await stop.wait()
-        print("llmobs-tui serve: stopping: finishing in-flight requests and committing…", flush=True)
+        gave_up = asyncio.create_task(backend.pipeline.failed.wait())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({gave_up, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        failure = backend.pipeline.fatal_error if gave_up.done() else None
+        gave_up.cancel()
+        stopped.cancel()
+        if failure is not None:
+            # Answering UNAVAILABLE forever behind a healthy-looking stats line helps nobody: exit
+            # non-zero so that systemd, Kubernetes or a shell loop restarts the whole process.
+            print(f"llmobs-tui serve: giving up: {failure}; stopping so a supervisor can restart it", flush=True)
+        else:
+            print("llmobs-tui serve: stopping: finishing in-flight requests and committing…", flush=True)
         stats_task.cancel()
         await backend.aclose()
         writer = backend.pipeline.stats.writer
         print(f"llmobs-tui serve: stopped; {backend.pipeline.stats.accepted} spans and log records accepted "
               f"this run, {writer.get('spans', 0)} spans committed.", flush=True)
+        if failure is not None:
+            return fail(failure)
         return EXIT_OK
 
     return asyncio.run(run())
@@ -423,8 +446,12 @@ class StatsPrinter:
             f"{rate:,.1f} spans/s",
             f"queue {stats.inflight_requests} req ({stats.inflight_bytes / 2**20:.1f} MiB)",
             f"rejected {stats.rejected} spans, {rejected_requests} requests, {stats.overloaded} overloaded"
-            + (f", {self.backend.auth.refused} unauthenticated" if self.backend.auth.enabled else ""),
+            + (f", {self.backend.auth.refused} unauthenticated" if self.backend.auth.enabled else "")
+            + (f", {self.backend.http.tls_handshakes_failed} TLS handshakes failed (HTTP)"
+               if self.backend.tls is not None and self.backend.http is not None else ""),
             f"db {writer.get('db_bytes', 0) / 2**20:,.1f} MiB",
+            f"{writer.get('duplicates', 0)} duplicate spans ({writer.get('conflicting_duplicates', 0)} with other "
+            f"content, kept first)",
         ]
         forward = self.backend.forward
         if forward is not None:
@@ -578,7 +605,6 @@ def cmd_attach(args: argparse.Namespace) -> int:
     try:
         rules = load_config(args.config)
         lock = WriterLock(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         lock.acquire()  # the cache store is ours alone; create it now so the TUI can open it at once
         open_writer(path).close()
         lock.release()

@@ -1,8 +1,10 @@
 """Pure formatters for the TUI: durations, tokens, money, times, and untrusted text made safe.
 
-Untrusted text (span names, attribute values, prompts) is data, never markup: it is wrapped in
-`rich.text.Text` (which never parses `[bold]`), and control characters are replaced with visible
-stand-ins so that a value holding `\\x1b[2J` cannot clear or restyle the screen.
+Untrusted text (span names, attribute values, prompts, and every message that quotes them: alert
+titles, filter errors) is data, never markup: it is wrapped in `rich.text.Text` (which never parses
+`[bold]`), or handed to Textual with markup off, and control, format, bidi and separator characters
+are replaced with visible stand-ins so that a value holding `\\x1b[2J` cannot clear or restyle the
+screen and a zero-width or right-to-left character cannot move the columns after it.
 """
 
 from __future__ import annotations
@@ -14,31 +16,61 @@ from rich.text import Text
 
 NS = 1_000_000_000
 
-# C0 controls, DEL and C1 controls become visible; tab and newline are allowed only where asked.
-_CONTROL_NAMES = {0x1B: "␛", 0x07: "␇", 0x08: "␈", 0x0D: "␍", 0x00: "␀", 0x7F: "␡"}
+# Shown instead of the character itself. C0 controls and DEL become the Unicode control pictures
+# (ESC as ␛, so `\x1b[2J` reads ␛[2J and no escape sequence reaches the terminal); C1 controls
+# (the 8-bit CSI, OSC, NEL), format characters (zero-width spaces and joiners, bidi embeddings,
+# overrides and isolates, the BOM, soft hyphens), line and paragraph separators and lone surrogates
+# become a ⁅U+XXXX⁆ marker: each would otherwise reorder, hide or move the text after it, and a
+# column would no longer line up with what its width was measured as.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+def _visible(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x20:
+        return chr(0x2400 + code)  # ␀ … ␟
+    if code == 0x7F:
+        return "␡"
+    return f"⁅U+{code:04X}⁆"
+
+
+def _hidden(ch: str) -> bool:
+    return not ch.isprintable() and unicodedata.category(ch) in _HIDDEN_CATEGORIES
 
 
 def clean(value: object, *, newlines: bool = False, limit: int | None = 4000) -> str:
-    """A string that is safe to draw: no control characters, no bidi overrides, bounded length."""
+    """A string that is safe to draw: every control, format, bidi and separator character shown
+    visibly instead of acted on (newlines kept if asked, tabs as spaces), bounded length.
+
+    Only the characters themselves are made safe: markup such as `[bold]` stays as it is, so the
+    result goes into `Text(...)` (see `safe`), never into anything that parses markup."""
     text = value if isinstance(value, str) else str(value)
     if limit is not None and len(text) > limit:
         text = text[:limit] + "…"
+    if text.isprintable():  # the common case, in C: no control, format or separator character at all
+        return text
     out = []
     for ch in text:
-        code = ord(ch)
-        if ch == "\n" and newlines:
+        if ch.isprintable():
+            out.append(ch)
+        elif ch == "\n" and newlines:
             out.append(ch)
         elif ch == "\t":
             out.append("    " if newlines else " ")
-        elif code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
-            out.append(_CONTROL_NAMES.get(code, "�"))
-        elif unicodedata.category(ch) == "Cf" and code in (0x202A, 0x202B, 0x202C, 0x202D, 0x202E,
-                                                          0x2066, 0x2067, 0x2068, 0x2069):
-            # Bidi embeddings/overrides would reorder the rest of the line: show them instead.
-            out.append("⁅" + f"U+{code:04X}" + "⁆")
+        elif unicodedata.category(ch) in _HIDDEN_CATEGORIES:
+            out.append(_visible(ch))
         else:
-            out.append(ch)
+            out.append(ch)  # spaces other than ' ' (no-break, ideographic), private use, unassigned
     return "".join(out)
+
+
+def clean_in_place(text: str) -> str:
+    """`clean` for text being edited: each hidden character becomes exactly one visible one (a
+    control picture, else �), so positions in the string stay positions on screen."""
+    if text.isprintable():
+        return text
+    return "".join((_visible(ch) if ord(ch) < 0x20 or ord(ch) == 0x7F else "�") if _hidden(ch) else ch
+                   for ch in text)
 
 
 def safe(value: object, style: str = "", *, newlines: bool = False, limit: int | None = 4000) -> Text:

@@ -13,10 +13,11 @@ import pickle
 import signal
 import traceback
 from multiprocessing.connection import Connection
+from collections.abc import Iterator
 from typing import Any
 
 from receiver import protocol
-from receiver.normalize import IngestOptions, Normalizer
+from receiver.normalize import IngestOptions, Normalizer, Rejections
 from receiver.otlp import OtlpDecodeError, decode_body
 from receiver.prices import PriceTable
 from store.gctuning import tune_for_throughput
@@ -46,43 +47,105 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
             return
         if not frame:
             return
-        reply = handle(normalizer, frame, max_body)
         try:
-            outbox.send_bytes(reply)
+            for reply in handle(normalizer, frame, max_body):
+                outbox.send_bytes(reply)
         except (BrokenPipeError, OSError):
             return
 
 
-def handle(normalizer: Normalizer, frame: bytes, max_body: int) -> bytes:
+# Spans (or log records) per batch sent on to the writer. A request larger than this is normalized
+# and committed in slices, so that one huge request (a million spans fit under the body limit) holds
+# neither the writer nor this process's memory: other exporters' requests commit between its slices.
+CHUNK_ITEMS = 2048
+
+
+def handle(normalizer: Normalizer, frame: bytes, max_body: int) -> Iterator[bytes]:
+    """Replies to one request: TAG_INVALID or TAG_DONE, or one or more TAG_BATCH slices, the last one
+    marked final (the request is acknowledged when the writer has committed that one)."""
     req_id, signal_name, json_body, gzipped, received_ns, body = protocol.decode_request(frame)
     try:
         message, repaired = decode_body(signal_name, bytes(body), json_body=json_body, gzipped=gzipped,
                                         max_bytes=max_body)
     except OtlpDecodeError as exc:
-        return protocol.TAG_INVALID + pickle.dumps((req_id, str(exc)))
+        yield protocol.TAG_INVALID + pickle.dumps((req_id, str(exc)))
+        return
     except Exception as exc:  # never let one request kill the decoder
         log.error("decoder failed on request %s: %s", req_id, traceback.format_exc())
-        return protocol.TAG_INVALID + pickle.dumps((req_id, f"could not decode request: {exc!r}"))
+        yield protocol.TAG_INVALID + pickle.dumps((req_id, f"could not decode request: {exc!r}"))
+        return
+    if signal_name == "metrics":
+        # Metrics are accepted so that an SDK exporting all signals works, but not stored:
+        # every figure the TUI shows is derived from spans.
+        yield protocol.TAG_DONE + pickle.dumps((req_id, count_data_points(message), 0, ""))
+        return
+    rejections = Rejections()
+    held = None  # one slice is held back, so that the last one sent can carry the final mark
+    sent = False
     try:
-        if signal_name == "traces":
-            spans, resources, scopes, rejections = normalizer.decode_traces(
-                message, received_ns, utf8_repaired=repaired)
-            logs: list = []
-        elif signal_name == "logs":
-            logs, resources, scopes, rejections = normalizer.decode_logs(
-                message, received_ns, utf8_repaired=repaired)
-            spans = []
-        else:
-            # Metrics are accepted so that an SDK exporting all signals works, but not stored:
-            # every figure the TUI shows is derived from spans.
-            return protocol.TAG_DONE + pickle.dumps((req_id, count_data_points(message), 0, ""))
+        for part in slices(signal_name, message, CHUNK_ITEMS):
+            if signal_name == "traces":
+                spans, resources, scopes, rejected = normalizer.decode_traces(
+                    part, received_ns, utf8_repaired=repaired)
+                logs: list = []
+            else:
+                logs, resources, scopes, rejected = normalizer.decode_logs(part, received_ns, utf8_repaired=repaired)
+                spans = []
+            for reason, n in rejected.reasons.items():
+                rejections.add(reason, n)
+            if not spans and not logs:
+                continue
+            if held is not None:
+                yield protocol.encode_batch((req_id, *held, 0, "", False))
+                sent = True
+            held = (spans, logs, resources, scopes)
     except Exception as exc:
         log.error("normalizer failed on request %s: %s", req_id, traceback.format_exc())
-        return protocol.TAG_INVALID + pickle.dumps((req_id, f"could not normalize request: {exc!r}"))
-    if not spans and not logs:
-        return protocol.TAG_DONE + pickle.dumps((req_id, 0, rejections.count, rejections.message()))
-    payload = (req_id, spans, logs, resources, scopes, rejections.count, rejections.message())
-    return protocol.TAG_BATCH + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        if not sent:  # nothing stored yet: the request as a whole is refused, as before slicing
+            yield protocol.TAG_INVALID + pickle.dumps((req_id, f"could not normalize request: {exc!r}"))
+            return
+        held = held or ([], [], {}, {})
+        rejections.add("unreadable remainder of the request")
+    if held is None:
+        yield protocol.TAG_DONE + pickle.dumps((req_id, 0, rejections.count, rejections.message()))
+        return
+    yield protocol.encode_batch((req_id, *held, rejections.count, rejections.message(), True))
+
+
+def slices(signal_name: str, request: Any, size: int) -> Iterator[Any]:
+    """The request itself when it holds at most `size` items, else requests of at most `size` items
+    each, with each item under a copy of its own resource and scope."""
+    if signal_name == "traces":
+        outer, middle, leaf, scope_key = "resource_spans", "scope_spans", "spans", "scope"
+    else:
+        outer, middle, leaf, scope_key = "resource_logs", "scope_logs", "log_records", "scope"
+    total = sum(len(getattr(m, leaf)) for o in getattr(request, outer) for m in getattr(o, middle))
+    if total <= size:
+        yield request
+        return
+    part = type(request)()
+    count = 0
+    for o in getattr(request, outer):
+        for m in getattr(o, middle):
+            items = getattr(m, leaf)
+            i = 0
+            while i < len(items):
+                take = min(size - count, len(items) - i)
+                target_outer = getattr(part, outer).add()
+                target_outer.resource.CopyFrom(o.resource)
+                target_outer.schema_url = o.schema_url
+                target_middle = getattr(target_outer, middle).add()
+                getattr(target_middle, scope_key).CopyFrom(getattr(m, scope_key))
+                target_middle.schema_url = m.schema_url
+                getattr(target_middle, leaf).extend(items[i:i + take])
+                count += take
+                i += take
+                if count == size:
+                    yield part
+                    part = type(request)()
+                    count = 0
+    if count:
+        yield part
 
 
 def count_data_points(request: Any) -> int:

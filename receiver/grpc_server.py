@@ -78,12 +78,42 @@ def bind_port(server: grpc.aio.Server, host: str, port: int, tls: TlsFiles | Non
     return bound
 
 
-async def require_token(auth: TokenCheck | None, context: grpc.aio.ServicerContext) -> None:
-    """Abort the call with UNAUTHENTICATED (and count it) unless it carries the expected token."""
-    if auth is not None and auth.enabled:
-        authorization = dict(context.invocation_metadata() or ()).get("authorization")
-        if not auth.allows(authorization):
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, TokenCheck.reason(authorization))
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a call without the token (UNAUTHENTICATED, counted) from its metadata alone.
+
+    grpc.aio reads a unary request message in full before it calls the method's handler; interceptors
+    run before that, on the call's headers. A refused call gets a request-streaming handler that
+    aborts without ever asking for a message, so its body is not assembled in this process, nor
+    handed to the decoders. What grpc still does below Python: the HTTP/2 transport accepts DATA
+    frames up to the stream's flow-control window until the client sees the status and stops, and
+    discards them.
+    """
+
+    def __init__(self, auth: TokenCheck) -> None:
+        self.auth = auth
+
+    async def intercept_service(self, continuation: Any, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        if not self.auth.enabled:
+            return await continuation(handler_call_details)
+        authorization = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                authorization = value if isinstance(value, str) else None
+        if self.auth.allows(authorization):
+            return await continuation(handler_call_details)
+        return refusal(TokenCheck.reason(authorization))
+
+
+def refusal(reason: str) -> grpc.RpcMethodHandler:
+    async def refuse(_requests: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
+
+    # Request streaming: grpc hands over a lazy iterator instead of reading the message first.
+    return grpc.stream_stream_rpc_method_handler(refuse)
+
+
+def token_interceptors(auth: TokenCheck | None) -> tuple[grpc.aio.ServerInterceptor, ...]:
+    return (TokenInterceptor(auth),) if auth is not None and auth.enabled else ()
 
 
 def format_address(host: str, port: int) -> str:
@@ -106,7 +136,7 @@ class OtlpGrpcServer:
         self.rejected_requests = 0
 
     async def start(self) -> int:
-        server = grpc.aio.server(options=[
+        server = grpc.aio.server(interceptors=token_interceptors(self.auth), options=[
             # A busy port must fail loudly instead of being silently shared with another process.
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", self.max_message_bytes),
@@ -126,7 +156,7 @@ class OtlpGrpcServer:
 
     def _handler(self, signal: str) -> Any:
         async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            await require_token(self.auth, context)
+            # The token was checked before the request was read (TokenInterceptor).
             try:
                 outcome = await self.pipeline.submit(signal, request)
             except InvalidRequest as exc:

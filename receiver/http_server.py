@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import _default_expect_handler
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
@@ -54,16 +55,19 @@ class OtlpHttpServer:
         self.max_body_bytes = max_body_bytes
         self._runner: web.AppRunner | None = None
         self.rejected_requests = 0
+        # Clients that failed the TLS handshake: a plaintext client, a scanner, one that does not trust
+        # the certificate. Counted, not logged: one line per connection would drown a terminal.
+        self.tls_handshakes_failed = 0
 
     async def start(self) -> int:
         app = web.Application(client_max_size=self.max_body_bytes)
         for signal in ("traces", "logs", "metrics"):
-            app.router.add_post(f"/v1/{signal}", self._handler(signal))
+            app.router.add_post(f"/v1/{signal}", self._handler(signal), expect_handler=self._expect)
         # No access log: one line per export request would drown a terminal.
         runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.requested_port, reuse_port=False,
-                           ssl_context=self.tls.server_context() if self.tls is not None else None)
+        ssl_context = self.tls.server_context(self._handshake_failed) if self.tls is not None else None
+        site = web.TCPSite(runner, self.host, self.requested_port, reuse_port=False, ssl_context=ssl_context)
         try:
             await site.start()
         except OSError as exc:
@@ -74,14 +78,37 @@ class OtlpHttpServer:
         self._runner = runner
         return self.port
 
+    def _handshake_failed(self, _exc: Exception) -> None:
+        self.tls_handshakes_failed += 1
+
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """401 unless the request carries the token; looks at the headers only, never the body."""
+        if self.auth is None or not self.auth.enabled:
+            return None
+        authorization = request.headers.get("Authorization")
+        if self.auth.allows(authorization):
+            return None
+        content_type = PROTOBUF if request.content_type == PROTOBUF else JSON
+        return self._error(401, code_pb2.UNAUTHENTICATED, TokenCheck.reason(authorization), content_type)
+
+    async def _expect(self, request: web.Request) -> web.Response | None:
+        """`Expect: 100-continue` (curl, for bodies over 1 MB): a sender without the token gets its 401
+        instead of the go-ahead, and so never sends the body; the connection is not kept alive."""
+        refused = self._refusal(request)
+        if refused is not None:
+            refused.force_close()
+            return refused
+        return await _default_expect_handler(request)
+
     def _handler(self, signal: str):  # noqa: ANN202
         async def export(request: web.Request) -> web.Response:
             content_type = request.content_type
-            if self.auth is not None and self.auth.enabled:
-                authorization = request.headers.get("Authorization")
-                if not self.auth.allows(authorization):
-                    return self._error(401, code_pb2.UNAUTHENTICATED, TokenCheck.reason(authorization),
-                                       PROTOBUF if content_type == PROTOBUF else JSON)
+            # Before the body is read: a sender without the token gets its 401 at once. (aiohttp then
+            # reads and drops what the client still sends, for up to 10 s, so that the client sees
+            # the 401 rather than a reset connection; none of it is kept.)
+            refused = self._refusal(request)
+            if refused is not None:
+                return refused
             if content_type not in (PROTOBUF, JSON):
                 self.rejected_requests += 1
                 return self._error(415, code_pb2.INVALID_ARGUMENT,
@@ -122,7 +149,9 @@ class OtlpHttpServer:
     def _error(http_status: int, code: int, message: str, content_type: str,
                retry_after: int | None = None) -> web.Response:
         status = status_pb2.Status(code=code, message=message)
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        if http_status == 401:
+            headers["WWW-Authenticate"] = "Bearer"  # RFC 7235: a 401 names the scheme it wants
         if content_type == PROTOBUF:
             return web.Response(status=http_status, body=status.SerializeToString(), content_type=PROTOBUF,
                                 headers=headers)

@@ -24,6 +24,7 @@ from typing import Any
 import zstandard
 
 from receiver import semconv as sc
+from receiver.nesting import MARKER_BYTES as NESTING_MARKER_BYTES
 from receiver.prices import CANONICAL_PROVIDERS, PriceTable, canonical_provider
 from receiver.redact import redact_text
 from store import models as m
@@ -34,6 +35,10 @@ MAX_ATTRIBUTES = 2048
 MAX_EVENTS = 4096
 MAX_TOKENS_PER_CALL = 50_000_000  # no model takes or emits more: larger counts are garbage
 EARLIEST_PLAUSIBLE_NS = 946_684_800 * 10**9  # 2000-01-01
+# Redaction and truncation walk nested values this deep: past anything that parses (the protobuf
+# runtime stops at ~48 array levels, and receiver.nesting cuts a refused request's values at 16), so
+# no string escapes them by being nested.
+_VALUE_WALK_DEPTH = 64
 FUTURE_SKEW_NS = 3600 * 10**9  # a clock an hour fast is plausible; the year 3000 is not
 
 log = logging.getLogger("llmobs.normalize")
@@ -759,8 +764,11 @@ class Normalizer:
             if _truncate_span(span, self.options.max_attr_bytes):
                 flags |= m.FLAG_TRUNCATED
                 blob = span.SerializeToString()
-        if utf8_repaired and b"\xef\xbf\xbd" in blob:
-            flags |= m.FLAG_UTF8_REPAIRED
+        if utf8_repaired:  # otlp.decode_body's repairs: True / bit 1 UTF-8, bit 2 too-deep values cut
+            if utf8_repaired & 1 and b"\xef\xbf\xbd" in blob:
+                flags |= m.FLAG_UTF8_REPAIRED
+            if utf8_repaired & 2 and NESTING_MARKER_BYTES in blob:
+                flags |= m.FLAG_TRUNCATED
 
         # A list, not a tuple: the writer fills in the id and the effective fields in place.
         return [
@@ -1021,7 +1029,7 @@ def _redact_any(value: Any, depth: int = 0) -> None:
         redacted = redact_text(text)
         if redacted is not text and redacted != text:
             value.string_value = redacted
-    elif depth < 32:
+    elif depth < _VALUE_WALK_DEPTH:
         if which == "array_value":
             for item in value.array_value.values:
                 _redact_any(item, depth + 1)
@@ -1044,9 +1052,9 @@ def _truncate_value(value: Any, limit: int, depth: int = 0) -> bool:
             cut = len(value.bytes_value) - limit
             value.bytes_value = value.bytes_value[:limit] + f"…[truncated {cut} bytes]".encode()
             return True
-    elif depth < 32 and which == "array_value":
+    elif depth < _VALUE_WALK_DEPTH and which == "array_value":
         return any([_truncate_value(v, limit, depth + 1) for v in value.array_value.values])
-    elif depth < 32 and which == "kvlist_value":
+    elif depth < _VALUE_WALK_DEPTH and which == "kvlist_value":
         return any([_truncate_value(kv.value, limit, depth + 1) for kv in value.kvlist_value.values])
     return False
 

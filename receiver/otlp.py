@@ -18,6 +18,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from receiver import nesting
+
 SIGNAL_REQUESTS: dict[str, type[Message]] = {
     "traces": ExportTraceServiceRequest,
     "logs": ExportLogsServiceRequest,
@@ -25,6 +27,10 @@ SIGNAL_REQUESTS: dict[str, type[Message]] = {
 }
 # A decompressed body larger than this is refused (a gzip bomb cannot exhaust memory).
 DEFAULT_MAX_BODY_BYTES = 128 << 20
+# The second value parse_protobuf / parse_json / decode_body return: False when the body parsed as
+# it was, else a bitmask of these. Invalid UTF-8 alone gives True (== REPAIRED_UTF8), as before.
+REPAIRED_UTF8 = 1  # invalid UTF-8 replaced with U+FFFD
+REPAIRED_NESTING = 2  # values nested too deep to parse replaced with nesting.MARKER
 
 
 class OtlpDecodeError(ValueError):
@@ -44,41 +50,97 @@ def gunzip(data: bytes, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> bytes:
     return out
 
 
-def parse_protobuf(signal: str, data: bytes) -> tuple[Message, bool]:
-    """Parse a protobuf request. Returns (message, utf8_repaired)."""
+def parse_protobuf(signal: str, data: bytes) -> tuple[Message, int]:
+    """Parse a protobuf request. Returns (message, repairs): False, or REPAIRED_* bits."""
     cls = SIGNAL_REQUESTS[signal]
     msg = cls()
     try:
         msg.ParseFromString(data)
         return msg, False
     except DecodeError as exc:
-        if "UTF-8" not in str(exc):
-            raise OtlpDecodeError(f"malformed protobuf {cls.DESCRIPTOR.name}: {exc}") from exc
+        error = exc
+    clipped = False
+    if _too_deep(error):
+        # One attribute nested past the runtime's depth limit would otherwise lose the whole batch:
+        # cut the too-deep values at the wire level (receiver.nesting) and parse again.
+        data = _clip_protobuf(cls, data, error)
+        clipped = True
+        msg = cls()
+        try:
+            msg.ParseFromString(data)
+            return msg, REPAIRED_NESTING
+        except DecodeError as exc:
+            error = exc
+    if "UTF-8" not in str(error):
+        raise OtlpDecodeError(f"malformed protobuf {cls.DESCRIPTOR.name}: {error}") from error
     # One bad string would otherwise lose the whole batch: re-read it with strings as bytes,
     # replace invalid sequences with U+FFFD, and parse again.
-    return _parse_with_utf8_repair(signal, data), True
+    msg, clipped = _parse_with_utf8_repair(signal, data, clipped)
+    return msg, (REPAIRED_UTF8 | REPAIRED_NESTING) if clipped else True
 
 
-def parse_json(signal: str, data: bytes) -> tuple[Message, bool]:
-    """Parse an OTLP/JSON request (hex trace/span ids, int64 as strings). Returns (message, repaired)."""
+def _too_deep(error: DecodeError) -> bool:
+    """The parse failed on the nesting limit (upb: "Exceeded upb_DecodeOptions_MaxDepth"; the pure
+    Python runtime: "too many levels of nesting")."""
+    text = str(error)
+    return "MaxDepth" in text or "levels of nesting" in text
+
+
+def _clip_protobuf(cls: type[Message], data: bytes, error: DecodeError) -> bytes:
+    try:
+        clipped, cut = nesting.clip_protobuf(cls.DESCRIPTOR, data)
+    except nesting.WireError as exc:
+        raise OtlpDecodeError(f"malformed protobuf {cls.DESCRIPTOR.name}: {exc}") from exc
+    if not cut:  # too deep somewhere other than an attribute value: nothing we can cut
+        raise OtlpDecodeError(f"malformed protobuf {cls.DESCRIPTOR.name}: nested too deeply ({error})") from error
+    return clipped
+
+
+def parse_json(signal: str, data: bytes) -> tuple[Message, int]:
+    """Parse an OTLP/JSON request (hex trace/span ids, int64 as strings). Returns (message, repairs):
+    False, or REPAIRED_* bits."""
     repaired = False
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("utf-8", errors="replace")
         repaired = True
+    clipped = False
     try:
         obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
+    except RecursionError:
+        # Nested deeper than json.loads can follow: prune far below anything OTLP nests, then the
+        # too-deep values are cut below like any other.
+        text, pruned = nesting.prune_json_text(text)
+        if not pruned:
+            raise OtlpDecodeError("malformed JSON: nested too deeply") from None
+        try:
+            obj = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise OtlpDecodeError(f"malformed JSON: {exc}") from exc
+        clipped = True
+    except json.JSONDecodeError as exc:
         raise OtlpDecodeError(f"malformed JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise OtlpDecodeError("JSON body must be an object")
     try:
         _hex_ids_to_base64(obj, signal)
+        if clipped:
+            nesting.clip_json(obj)
         msg = SIGNAL_REQUESTS[signal]()
-        json_format.ParseDict(obj, msg, ignore_unknown_fields=True, max_recursion_depth=64)
+        try:
+            json_format.ParseDict(obj, msg, ignore_unknown_fields=True, max_recursion_depth=64)
+        except json_format.ParseError as exc:
+            if clipped or "too deep" not in str(exc) or not nesting.clip_json(obj):
+                raise
+            # An attribute nested past the limit: cut it (and any other too-deep value), parse again.
+            clipped = True
+            msg = SIGNAL_REQUESTS[signal]()
+            json_format.ParseDict(obj, msg, ignore_unknown_fields=True, max_recursion_depth=64)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
         raise OtlpDecodeError(f"invalid OTLP/JSON {signal} request: {exc}") from exc
+    if clipped:
+        return msg, REPAIRED_NESTING | (REPAIRED_UTF8 if repaired else 0)
     return msg, repaired
 
 
@@ -216,7 +278,9 @@ def _make_lenient(message_type: descriptor_pb2.DescriptorProto, package: str) ->
 
 
 def _repair(msg: Message, depth: int = 0) -> None:
-    if depth > 64:
+    # Bounded past the runtime's own limit (100 messages): a bad string at any depth that parsed is
+    # repaired, else the strict re-parse below would refuse the whole request.
+    if depth > 128:
         return
     strings = _STRING_FIELDS.get(msg.DESCRIPTOR.full_name, frozenset())
     for field, value in msg.ListFields():
@@ -237,24 +301,37 @@ def _repair(msg: Message, depth: int = 0) -> None:
                 _repair(value, depth + 1)
 
 
-def _parse_with_utf8_repair(signal: str, data: bytes) -> Message:
+def _parse_with_utf8_repair(signal: str, data: bytes, clipped: bool) -> tuple[Message, bool]:
+    """The request with invalid UTF-8 replaced; and whether too-deep values had to be cut."""
     lenient = _lenient_class(signal)()
     try:
         lenient.ParseFromString(data)
     except DecodeError as exc:
-        raise OtlpDecodeError(f"malformed protobuf {signal} request: {exc}") from exc
+        if clipped or not _too_deep(exc):
+            raise OtlpDecodeError(f"malformed protobuf {signal} request: {exc}") from exc
+        # The strict parser stopped at the bad string before reaching the deep value.
+        data = _clip_protobuf(SIGNAL_REQUESTS[signal], data, exc)
+        clipped = True
+        lenient = _lenient_class(signal)()
+        try:
+            lenient.ParseFromString(data)
+        except DecodeError as exc2:
+            raise OtlpDecodeError(f"malformed protobuf {signal} request: {exc2}") from exc2
     _repair(lenient)
     strict = SIGNAL_REQUESTS[signal]()
     try:
         strict.ParseFromString(lenient.SerializeToString())
     except DecodeError as exc:  # pragma: no cover - the repair makes every string valid
         raise OtlpDecodeError(f"malformed protobuf {signal} request: {exc}") from exc
-    return strict
+    return strict, clipped
 
 
 def decode_body(signal: str, data: bytes, *, json_body: bool, gzipped: bool,
-                max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> tuple[Message, bool]:
-    """Decode one request body into its protobuf message. Returns (message, utf8_repaired)."""
+                max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> tuple[Message, int]:
+    """Decode one request body into its protobuf message. Returns (message, repairs): False when
+    the body parsed as it was, True when invalid UTF-8 was replaced, else a bitmask of REPAIRED_*
+    (REPAIRED_NESTING: values nested deeper than nesting.MAX_VALUE_NESTING were cut). The normalizer
+    takes it as `utf8_repaired` and flags the spans it touched."""
     if signal not in SIGNAL_REQUESTS:
         raise OtlpDecodeError(f"unknown signal {signal!r}")
     if gzipped:

@@ -19,7 +19,6 @@ import logging
 import multiprocessing
 import os
 import pickle
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +27,14 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from receiver import protocol, semconv
+from receiver.writer_feed import FeedClosed, WriterFeed
 
 log = logging.getLogger("llmobs.pipeline")
+
+
+# Writer counters that add up across writer processes (a crashed writer's are carried over).
+_CARRIED_COUNTERS = ("spans", "logs", "duplicates", "conflicting_duplicates", "updated", "commits",
+                     "failed_commits", "commit_seconds", "evicted_traces", "wal_truncations", "room_made")
 
 
 class Overloaded(Exception):
@@ -114,6 +119,7 @@ class _Pending:
     size: int
     decoder: int
     signal: str
+    committed: int = 0  # items of a sliced request committed so far (acks of its non-final slices)
 
 
 class _Child:
@@ -131,7 +137,7 @@ class _Child:
         from_child_w.close()
         self.name = name
         self.inflight_bytes = 0
-        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.feed = WriterFeed()
         self._on_message = on_message
         self._on_exit = on_exit
         self._sender = threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True)
@@ -140,13 +146,15 @@ class _Child:
         self._reader.start()
         self.alive = True
 
-    def send(self, frame: bytes) -> None:
-        self._outbox.put(frame)
+    def send(self, frame: bytes, request: int | None = None) -> None:
+        """Queue a frame for the child. With `request`, it may wait for room (see WriterFeed): never
+        call it so from the event loop. Raises FeedClosed when the child is gone."""
+        self.feed.put(frame, request)
 
     def _send_loop(self) -> None:
         # Sends can block while the child is busy; they must never block the event loop.
         while True:
-            frame = self._outbox.get()
+            frame = self.feed.get()
             if frame is None:
                 try:
                     self.to_child.close()
@@ -156,6 +164,7 @@ class _Child:
             try:
                 self.to_child.send_bytes(frame)
             except (BrokenPipeError, OSError):
+                self.feed.close()
                 return
 
     def _read_loop(self) -> None:
@@ -166,10 +175,14 @@ class _Child:
                 break
             self._on_message(data)
         self.alive = False
+        self.feed.close()
         self._on_exit()
 
     def close_input(self) -> None:
-        self._outbox.put(None)
+        try:
+            self.feed.put(None)
+        except FeedClosed:
+            pass
 
     def join(self, timeout: float) -> None:
         self.process.join(timeout)
@@ -192,8 +205,15 @@ class IngestPipeline:
         self._closing = False
         self._fatal: str | None = None
         self._stats_listeners: list[Callable[[PipelineStats], None]] = []
-        self._writer_ready_seen = False
-        self._restarts: list[float] = []  # monotonic times of recent child restarts
+        self._writer_ever_ready = False  # a writer that dies before its first "ready" could not open the store
+        self._writer_last: dict[str, Any] = {}
+        self._writer_carried: dict[str, int] = {}
+        # Monotonic times of recent restarts, per child: one crash-looping decoder must not use up
+        # the writer's budget (or the other way round).
+        self._restarts: dict[str, list[float]] = {}
+        # Set when the pipeline has given up (a child keeps dying): `serve` exits non-zero on it so
+        # that a supervisor restarts the whole process instead of it answering UNAVAILABLE forever.
+        self.failed = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -248,7 +268,10 @@ class IngestPipeline:
             if decoder is not None:
                 decoder.close_input()
         if self._writer is not None:
-            self._writer.send(protocol.TAG_STOP)
+            try:
+                self._writer.send(protocol.TAG_STOP)
+            except FeedClosed:
+                pass  # the writer is already gone
             self._writer.close_input()
         remaining = max(1.0, deadline - time.monotonic())
         await asyncio.to_thread(self._join_all, remaining)
@@ -300,8 +323,11 @@ class IngestPipeline:
         decoder = self._decoders[index]
         assert decoder is not None
         decoder.inflight_bytes += size
-        decoder.send(protocol.encode_request(req_id, signal, json_body=json_body, gzipped=gzipped,
-                                             received_ns=time.time_ns(), body=body))
+        try:
+            decoder.send(protocol.encode_request(req_id, signal, json_body=json_body, gzipped=gzipped,
+                                                 received_ns=time.time_ns(), body=body))
+        except FeedClosed:
+            self._resolve(req_id, error=Unavailable("a decoder process exited"))
         try:
             return await future
         finally:
@@ -341,12 +367,16 @@ class IngestPipeline:
         """Runs on the decoder's reader thread: batches go straight on to the writer."""
         tag = data[:1]
         if tag == protocol.TAG_BATCH:
+            req_id = protocol.batch_request_id(data)
             with self._writer_lock:
                 writer = self._writer
-                if writer is not None and writer.alive:
-                    writer.send(data)
+            if writer is not None and writer.alive:
+                try:
+                    # May wait while this request has slices queued: backpressure on this decoder.
+                    writer.send(data, request=req_id)
                     return
-            req_id = pickle.loads(memoryview(data)[1:])[0]
+                except FeedClosed:
+                    pass
             self._threadsafe(self._resolve)(req_id, None, Unavailable("the writer process is not running"))
             return
         self._threadsafe(self._on_decoder_reply)(tag, data)
@@ -364,32 +394,48 @@ class IngestPipeline:
     def _on_writer_message(self, data: bytes) -> None:
         kind, *rest = pickle.loads(data)
         if kind == "ack":
-            for req_id, accepted, rejected, message in rest[0]:
-                self._resolve(req_id, ExportOutcome(accepted, rejected, message))
+            for req_id, accepted, rejected, message, final in rest[0]:
+                if final:
+                    pending = self._pending.get(req_id)
+                    earlier = pending.committed if pending is not None else 0
+                    self._resolve(req_id, ExportOutcome(accepted + earlier, rejected, message))
+                else:
+                    pending = self._pending.get(req_id)
+                    if pending is not None:
+                        pending.committed += accepted
         elif kind == "nack":
             req_ids, message = rest
             self.stats.failed += len(req_ids)
             for req_id in req_ids:
                 self._resolve(req_id, error=Unavailable(message))
         elif kind == "stats":
-            self.stats.writer = rest[0]
+            # Counters restart with each writer process; carry the earlier ones' so that serve's
+            # totals (committed, duplicates, evicted) stay right across a writer crash.
+            current = rest[0]
+            self._writer_last = current
+            self.stats.writer = {**current, **{k: current.get(k, 0) + v for k, v in self._writer_carried.items()}}
             for listener in self._stats_listeners:
                 listener(self.stats)
         elif kind == "ready":
-            self._writer_ready_seen = True
+            self._writer_ever_ready = True
             if self._writer_ready is not None and not self._writer_ready.done():
                 self._writer_ready.set_result(rest[0])
         elif kind == "fatal":
-            self._fatal = rest[0]
-            log.error("writer: %s", rest[0])
-            if self._writer_ready is not None and not self._writer_ready.done():
-                self._writer_ready.set_exception(PipelineFailed(rest[0]))
+            self._give_up(rest[0])
 
-    def _may_restart(self) -> bool:
-        """At most 5 child restarts a minute: a child that keeps dying must not spin."""
+    def _may_restart(self, child: str) -> bool:
+        """At most 5 restarts a minute for each child: one that keeps dying must not spin."""
         now = time.monotonic()
-        self._restarts = [t for t in self._restarts if now - t < 60] + [now]
-        return len(self._restarts) <= 5
+        recent = [t for t in self._restarts.get(child, ()) if now - t < 60] + [now]
+        self._restarts[child] = recent
+        return len(recent) <= 5
+
+    def _give_up(self, reason: str) -> None:
+        self._fatal = reason
+        log.error(reason)
+        if self._writer_ready is not None and not self._writer_ready.done():
+            self._writer_ready.set_exception(PipelineFailed(reason))
+        self.failed.set()
 
     def _on_writer_exit(self) -> None:
         # Whatever was handed to the writer and not acknowledged is lost to this process: fail it
@@ -399,19 +445,20 @@ class IngestPipeline:
         if self._closing or self._fatal is not None:
             return
         writer = self._writer
+        if writer is not None:
+            writer.process.join(0.5)  # reap it, for its exit code (it is gone: its pipe closed)
         code = writer.process.exitcode if writer is not None else None
-        if not self._writer_ready_seen:
-            self._fatal = f"the writer process failed to start (exit code {code})"
-        elif not self._may_restart():
-            self._fatal = f"the writer process keeps exiting (last exit code {code}); giving up"
-        if self._fatal is not None:
-            log.error(self._fatal)
-            if self._writer_ready is not None and not self._writer_ready.done():
-                self._writer_ready.set_exception(PipelineFailed(self._fatal))
+        for key in _CARRIED_COUNTERS:
+            self._writer_carried[key] = self._writer_carried.get(key, 0) + self._writer_last.get(key, 0)
+        self._writer_last = {}
+        if not self._writer_ever_ready:
+            self._give_up(f"the writer process failed to start (exit code {code})")
+            return
+        if not self._may_restart("writer"):
+            self._give_up(f"the writer process keeps exiting (last exit code {code}); giving up")
             return
         log.error("the writer process exited unexpectedly (exit code %s); restarting it", code)
         self.stats.restarts += 1
-        self._writer_ready_seen = False
         with self._writer_lock:
             self._start_writer()
 
@@ -421,11 +468,11 @@ class IngestPipeline:
                 self._resolve(req_id, error=Unavailable("a decoder process exited"))
         if self._closing:
             return
-        if not self._may_restart():
+        if not self._may_restart(f"decoder-{index}"):
             log.error("decoder %d keeps exiting; not restarting it", index)
             self._decoders[index] = None
             if not any(d is not None and d.alive for d in self._decoders):
-                self._fatal = "every decoder process keeps exiting; giving up"
+                self._give_up("every decoder process keeps exiting; giving up")
             return
         log.error("decoder %d exited unexpectedly; restarting it", index)
         self.stats.restarts += 1

@@ -7,6 +7,7 @@ without unpickling it.
 
 from __future__ import annotations
 
+import pickle
 import struct
 
 SIGNALS = ("traces", "logs", "metrics")
@@ -18,7 +19,10 @@ FLAG_GZIP = 2
 # req_id, signal, flags, received_ns
 REQUEST_HEADER = struct.Struct("<QBBQ")
 
-TAG_BATCH = b"B"  # decoder → (main) → writer: pickled (req_id, spans, logs, resources, scopes, rejected, message)
+# decoder → (main) → writer: pickled (req_id, spans, logs, resources, scopes, rejected, message, final).
+# A large request comes as several slices; only the last is final, and carries the rejections.
+TAG_BATCH = b"B"
+BATCH_HEADER = struct.Struct("<Q")  # after TAG_BATCH: the request id, readable without unpickling
 TAG_DONE = b"D"  # decoder → main: pickled (req_id, accepted, rejected, message), nothing to store
 TAG_INVALID = b"E"  # decoder → main: pickled (req_id, message): the body is not valid OTLP
 TAG_STOP = b"S"  # main → writer: drain, commit and exit
@@ -33,3 +37,13 @@ def decode_request(frame: bytes) -> tuple[int, str, bool, bool, int, memoryview]
     req_id, code, flags, received_ns = REQUEST_HEADER.unpack_from(frame)
     body = memoryview(frame)[REQUEST_HEADER.size:]
     return req_id, SIGNALS[code], bool(flags & FLAG_JSON), bool(flags & FLAG_GZIP), received_ns, body
+
+
+def encode_batch(payload: tuple) -> bytes:
+    """TAG_BATCH, the request id (so the main process can route the frame without unpickling
+    megabytes), then the pickled payload, whose first item is that id."""
+    return TAG_BATCH + BATCH_HEADER.pack(payload[0]) + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def batch_request_id(frame: bytes) -> int:
+    return BATCH_HEADER.unpack_from(frame, 1)[0]

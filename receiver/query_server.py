@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from receiver.auth import TokenCheck
-from receiver.grpc_server import bind_port, require_token
+from receiver.grpc_server import bind_port, token_interceptors
 from receiver.tls import TlsFiles
 
 log = logging.getLogger("llmobs.query")
@@ -54,7 +54,8 @@ class QueryServer:
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> int:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_send_message_length", 64 << 20)])
+        server = grpc.aio.server(interceptors=token_interceptors(self.auth),
+                                 options=[("grpc.so_reuseport", 0), ("grpc.max_send_message_length", 64 << 20)])
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("llmobs.v1.Query", {
             "Tail": grpc.unary_stream_rpc_method_handler(self._tail)}),))
         port = bind_port(server, self.host, self.requested_port, self.tls, "queries")
@@ -68,7 +69,7 @@ class QueryServer:
             self._server = None
 
     async def _tail(self, request: bytes, context: grpc.aio.ServicerContext) -> Any:
-        await require_token(self.auth, context)
+        # The token was checked from the call's metadata, before this (TokenInterceptor).
         try:
             ask = json.loads(request or b"{}")
             cursor = (int(ask.get("after_span", 0)), int(ask.get("after_log", 0)))

@@ -5,6 +5,7 @@ message before anything listens."""
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,9 @@ class TlsFiles:
         files.server_context()  # a mismatched or malformed pair fails here, with the reason
         return files
 
-    def server_context(self) -> ssl.SSLContext:
+    def server_context(self, on_handshake_failure: Callable[[ssl.SSLError], None] | None = None) -> ssl.SSLContext:
+        """A server context; `on_handshake_failure` is called once per connection whose TLS handshake
+        fails (asyncio logs nothing for those unless in debug mode: this is where they are counted)."""
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
@@ -44,4 +47,27 @@ class TlsFiles:
         except (ssl.SSLError, OSError) as exc:
             raise TlsError(f"--tls-cert {self.cert_path} / --tls-key {self.key_path}: not a usable certificate "
                            f"and matching private key in PEM ({exc})") from exc
+        if on_handshake_failure is not None:
+            context.sslobject_class = _counting_sslobject(on_handshake_failure)
         return context
+
+
+def _counting_sslobject(on_failure: Callable[[ssl.SSLError], None]) -> type[ssl.SSLObject]:
+    """asyncio (and so aiohttp) drives TLS through SSLContext.wrap_bio(), whose objects are of the
+    context's `sslobject_class`; this one reports a handshake that fails with a TLS error (a plaintext
+    client, garbage, no shared protocol version or cipher, a client that refuses the certificate with
+    an alert). Not reported: a connection closed during the handshake without a word (a TCP probe,
+    a client that drops the connection instead of sending an alert) and a handshake that times out:
+    asyncio ends those without a TLS error."""
+
+    class CountingSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, ssl.SSLSyscallError):
+                raise  # more bytes to come (asyncio retries on these too): not a failure
+            except ssl.SSLError as exc:
+                on_failure(exc)
+                raise
+
+    return CountingSSLObject

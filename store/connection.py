@@ -65,42 +65,136 @@ def _describe_sqlite_error(path: Path, exc: sqlite3.Error) -> str:
 
 
 class WriterLock:
-    """An advisory lock next to the database so that two processes never both write it."""
+    """The single-writer rule, enforced on the database file itself, whatever path reaches it.
+
+    The lock is an `flock` on the database's inode: a symlink, a hard link or a relative path to the
+    same file all meet the same lock, so a second writer cannot start through another name (it
+    would otherwise keep its own -wal/-shm and lose what it acknowledged). flock and SQLite's own
+    POSIX byte-range locks are independent on Linux, so holding it costs SQLite nothing. The
+    holder's pid goes to `<real path>.lock` (also flocked, as older versions did) for messages;
+    through another name the pid is found in /proc/locks.
+
+    POSIX rule to respect: closing any descriptor of the database drops every SQLite lock this
+    process holds on it, so `release()` only after this process's connections to the file are closed.
+    """
 
     def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + ".lock")
-        self._fd: int | None = None
+        self.db_path = Path(db_path)
+        real = Path(os.path.realpath(self.db_path))
+        self.path = real.with_name(real.name + ".lock")
+        self._fds: list[int] = []
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        make_private_dirs(self.db_path.parent)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            db_fd = _open_private(self.db_path)
         except OSError as exc:
-            owner = ""
-            try:
-                owner = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            except OSError:
-                pass
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                who = f" (pid {owner})" if owner else ""
-                raise StoreLocked(
-                    f"another llmobs-tui process{who} is writing {self.path.with_suffix('')}. "
-                    f"Open it read-only with `llmobs-tui --db {self.path.with_suffix('')}`, "
-                    f"or stop that process first."
-                ) from exc
-            raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._fd = fd
+            raise StoreError(f"cannot open {self.db_path}: {exc.strerror or exc}") from exc
+        if not _try_flock(db_fd):
+            holder = _flock_holder(db_fd)
+            os.close(db_fd)
+            raise self._locked(holder)
+        try:
+            pid_fd = _open_private(self.path)
+        except OSError as exc:
+            os.close(db_fd)
+            raise StoreError(f"cannot open {self.path}: {exc.strerror or exc}") from exc
+        if not _try_flock(pid_fd):
+            holder = _read_pid(pid_fd)
+            os.close(pid_fd)
+            os.close(db_fd)
+            raise self._locked(holder)
+        os.ftruncate(pid_fd, 0)
+        os.pwrite(pid_fd, str(os.getpid()).encode(), 0)
+        self._fds = [db_fd, pid_fd]
+
+    def _locked(self, holder: str) -> StoreLocked:
+        who = f" (pid {holder})" if holder else ""
+        return StoreLocked(
+            f"another llmobs-tui process{who} is writing {self.db_path}. "
+            f"Open it read-only with `llmobs-tui --db {self.db_path}`, or stop that process first.")
 
     def release(self) -> None:
-        if self._fd is not None:
+        fds, self._fds = self._fds, []
+        for fd in reversed(fds):
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
-                os.close(self._fd)
-                self._fd = None
+                os.close(fd)
+
+
+def make_private_dirs(directory: Path) -> None:
+    """Create `directory` and any missing parents as 0700: stored prompts are nobody else's to read.
+    Directories that already exist are left as they are (it may be /tmp or a shared volume)."""
+    missing = []
+    current = Path(directory)
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot create the directory {path}: {exc.strerror or exc}") from exc
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask; make it exact
+
+
+def _open_private(path: Path) -> int:
+    """Open (creating if needed) a store file readable and writable by its owner only."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    make_private(fd)
+    return fd
+
+
+def make_private(target: int | str | os.PathLike[str]) -> None:
+    """Drop group/other permission bits from a store file we own (older versions made them 0644)."""
+    try:
+        mode = os.stat(target).st_mode
+        if mode & 0o077:
+            if isinstance(target, int):
+                os.fchmod(target, mode & 0o700)
+            else:
+                os.chmod(target, mode & 0o700)
+    except (FileNotFoundError, PermissionError):
+        pass  # not ours to change (or gone): SQLite reports what matters when it opens the file
+
+
+def _try_flock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            return False
+        os.close(fd)
+        raise StoreError(f"cannot lock the store: {exc.strerror or exc}") from exc
+
+
+def _flock_holder(fd: int) -> str:
+    """The pid holding an flock on the file behind `fd`, from /proc/locks ('' if unknown)."""
+    st = os.fstat(fd)
+    ident = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                fields = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"
+                if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == ident and fields[4].isdigit():
+                    return fields[4]
+    except OSError:
+        pass
+    return ""
+
+
+def _read_pid(fd: int) -> str:
+    try:
+        return os.pread(fd, 64, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 QUICK_CHECK_MAX_BYTES = 128 * 2**20
@@ -109,10 +203,16 @@ QUICK_CHECK_MAX_BYTES = 128 * 2**20
 def open_writer(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """Open (creating if needed) the store for writing and migrate it. Caller holds the WriterLock."""
     db_path = Path(path)
+    make_private_dirs(db_path.parent)
     try:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+        # Created here as 0600, so SQLite (which gives -wal and -shm the database's mode) never
+        # makes a world-readable file of stored prompts. Only when missing: closing a descriptor of
+        # a file drops this process's SQLite locks on it.
+        if not db_path.exists():
+            os.close(_open_private(db_path))
+        make_private(db_path)
     except OSError as exc:
-        raise StoreError(f"cannot create the directory for {db_path}: {exc}") from exc
+        raise StoreError(f"cannot open {db_path}: {exc.strerror or exc}") from exc
     try:
         # isolation_level=None: we issue BEGIN IMMEDIATE / COMMIT ourselves.
         db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
@@ -125,6 +225,8 @@ def open_writer(path: str | os.PathLike[str]) -> sqlite3.Connection:
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"{db_path}: could not switch to WAL mode (got {mode!r})")
+        for suffix in ("-wal", "-shm"):
+            make_private(f"{db_path}{suffix}")
         migrate(db)
         # A damaged file fails here, at start, with a clear message, rather than at the first write.
         # quick_check reads every page (15 s for a 1 GB store on this machine), so a big store gets

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from store.writer import SpanWriter
@@ -29,7 +30,8 @@ class RetentionResult:
 
 
 def used_bytes(db: sqlite3.Connection) -> int:
-    """Bytes the database needs: pages in use plus the WAL on disk."""
+    """Bytes of the database's pages in use (free pages excluded; the WAL is budgeted apart, see
+    store/disk_budget.py)."""
     page_size = db.execute("PRAGMA page_size").fetchone()[0]
     page_count = db.execute("PRAGMA page_count").fetchone()[0]
     free = db.execute("PRAGMA freelist_count").fetchone()[0]
@@ -46,6 +48,13 @@ def file_bytes(path: str | os.PathLike[str]) -> int:
     return total
 
 
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open: SQLite ends it itself on some errors (a full disk
+    at COMMIT), and a second error from ROLLBACK would hide the one that matters."""
+    if db.in_transaction:
+        db.execute("ROLLBACK")
+
+
 def _evict(db: sqlite3.Connection, writer: SpanWriter | None, trace_ids: list[bytes], result: RetentionResult) -> None:
     marks = ", ".join("?" * len(trace_ids))
     db.execute("BEGIN IMMEDIATE")
@@ -55,14 +64,15 @@ def _evict(db: sqlite3.Connection, writer: SpanWriter | None, trace_ids: list[by
         result.traces += db.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", trace_ids).rowcount
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
     if writer is not None:
         writer.forget_traces(trace_ids)
 
 
 def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: float | None,
-            max_bytes: int | None, now_ns: int | None = None, deadline_s: float = 2.0) -> RetentionResult:
+            max_bytes: int | None, now_ns: int | None = None, deadline_s: float = 2.0,
+            chunk: int = EVICT_CHUNK, after_chunk: Callable[[], object] | None = None) -> RetentionResult:
     """Evict what is older than `max_age_s`, then the oldest traces until under `max_bytes`.
 
     Stops after `deadline_s` so a large backlog is worked off across several calls without stalling
@@ -78,7 +88,7 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
                                      (now_ns // NS - FINE_ROLLUP_KEEP_S,)).rowcount
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
     if max_age_s:
         cutoff = now_ns - int(max_age_s * NS)
@@ -96,7 +106,7 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
             result.rollups += db.execute("DELETE FROM rollups WHERE bucket < ?", (cutoff // NS,)).rowcount
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            _rollback(db)
             raise
         if result.rollups and writer is not None:
             writer.forget_rollups()
@@ -114,10 +124,12 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
             evicted_any = False
             while want > 0 and time.monotonic() - started < deadline_s:
                 ids = [r[0] for r in db.execute(
-                    "SELECT trace_id FROM traces ORDER BY start_ns LIMIT ?", (min(want, EVICT_CHUNK),))]
+                    "SELECT trace_id FROM traces ORDER BY start_ns LIMIT ?", (min(want, chunk),))]
                 if not ids:
                     break
                 _evict(db, writer, ids, result)
+                if after_chunk is not None:
+                    after_chunk()  # e.g. empty the WAL, when the disk has no room for it to grow
                 evicted_any = True
                 want -= len(ids)
             if not evicted_any:
@@ -131,7 +143,7 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
                         "DELETE FROM logs WHERE trace_id IS NULL AND time_ns < ?", (oldest,)).rowcount
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                _rollback(db)
                 raise
     if result.traces or result.logs or result.rollups:
         # Give the freed pages back to the file system (auto_vacuum = INCREMENTAL).

@@ -189,9 +189,19 @@ class WriteStats:
     spans: int = 0
     logs: int = 0
     duplicates: int = 0
+    # Duplicates whose identity fields differ from the stored span: a span id reused by a buggy or
+    # hostile sender, not a retry. The first version is kept; these are counted so someone can see it.
+    conflicting: int = 0
     updated: int = 0
     traces: int = 0
     transactions: int = 0
+
+
+def _conflicts(known: SpanState, row: Sequence[Any]) -> bool:
+    """A retry resends the same span; a different name, parent, time or status is another span."""
+    return (known.name != row[COL["name"]] or known.parent != row[COL["parent_span_id"]]
+            or known.start != row[COL["start_ns"]] or known.end != row[COL["end_ns"]]
+            or known.status != row[COL["status"]])
 
 
 class SpanWriter:
@@ -222,7 +232,8 @@ class SpanWriter:
         """Commit one batch in one transaction. On failure nothing of it is stored and the caches
         are dropped (they may hold uncommitted decisions), then the error is raised."""
         db = self.db
-        before = (self.stats.spans, self.stats.logs, self.stats.duplicates, self.stats.updated, self.stats.traces)
+        before = (self.stats.spans, self.stats.logs, self.stats.duplicates, self.stats.conflicting,
+                  self.stats.updated, self.stats.traces)
         db.execute("BEGIN IMMEDIATE")
         try:
             self._write(list(span_rows), list(log_rows), resources or {}, scopes or {})
@@ -232,8 +243,8 @@ class SpanWriter:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            (self.stats.spans, self.stats.logs, self.stats.duplicates, self.stats.updated,
-             self.stats.traces) = before
+            (self.stats.spans, self.stats.logs, self.stats.duplicates, self.stats.conflicting,
+             self.stats.updated, self.stats.traces) = before
             self._forget_everything()
             raise
         self.stats.transactions += 1
@@ -336,8 +347,11 @@ class SpanWriter:
             self._traces.move_to_end(trace_id)
             added: list[SpanState] = []
             for row in rows:
-                if row[COL["span_id"]] in trace.spans:
+                known = trace.spans.get(row[COL["span_id"]])
+                if known is not None:
                     self.stats.duplicates += 1
+                    if _conflicts(known, row):
+                        self.stats.conflicting += 1
                     continue
                 # Decoders send lists so that the writer can fill in ids and effective fields in place.
                 record = row if type(row) is list else list(row)

@@ -19,6 +19,7 @@ from typing import Any
 from store import retention
 from store.checkpointer import Checkpointer
 from store.connection import StoreError, WriterLock, describe_error, open_writer
+from store.disk_budget import DiskBudget, Reserve, store_files_bytes, truncate_wal, wal_bytes
 from store.gctuning import tune_for_throughput
 from store.writer import SpanWriter
 
@@ -78,6 +79,11 @@ class WriterLoop:
         self.max_batch_rows = options.get("max_batch_rows", 8192)
         self.retention_s = options.get("retention_s")
         self.max_db_bytes = options.get("max_db_bytes")
+        self.budget = DiskBudget.for_limit(self.max_db_bytes)
+        self.reserve = Reserve(self.db_path, self.budget.reserve)
+        self.reserve.hold()
+        self.wal_truncations = 0
+        self.room_made = 0
         self.retention_every_s = options.get("retention_every_s", 60.0)
         self.size_check_every_s = options.get("size_check_every_s", 10.0)
         self.stats_every_s = options.get("stats_every_s", 1.0)
@@ -101,8 +107,10 @@ class WriterLoop:
                 deadlines.append(self._next_size_check)
             timeout = max(0.0, min(deadlines) - time.monotonic())
             if wait([self.inbox], timeout):
-                # Drain what is already waiting: that is the group in group commit.
-                while rows < self.max_batch_rows:
+                # Drain what is already waiting: that is the group in group commit. Bounded in rows
+                # and bytes: one commit must not overshoot the WAL cap by much (store/disk_budget.py).
+                size = 0
+                while rows < self.max_batch_rows and size < self.budget.batch_bytes:
                     try:
                         frame = self.inbox.recv_bytes()
                     except (EOFError, OSError):
@@ -113,9 +121,11 @@ class WriterLoop:
                         stopping = True
                         break
                     if tag == TAG_BATCH:
-                        batch = pickle.loads(memoryview(frame)[1:])
+                        # Tag, 8-byte request id (for the main process's routing), pickled batch.
+                        batch = pickle.loads(memoryview(frame)[9:])
                         pending.append(batch)
                         rows += len(batch[1]) + len(batch[2])
+                        size += len(frame)
                     if not self.inbox.poll(0):
                         break
             if pending:
@@ -128,7 +138,7 @@ class WriterLoop:
         logs: list = []
         resources: dict = {}
         scopes: dict = {}
-        for _req_id, batch_spans, batch_logs, batch_resources, batch_scopes, _rejected, _message in pending:
+        for _req_id, batch_spans, batch_logs, batch_resources, batch_scopes, _rejected, _message, _final in pending:
             spans.extend(batch_spans)
             logs.extend(batch_logs)
             resources.update(batch_resources)
@@ -141,24 +151,63 @@ class WriterLoop:
             self.last_error = describe_error(self.db_path, exc)
             log.error("commit failed: %s", self.last_error)
             self.send(("nack", [p[0] for p in pending], self.last_error))
-            if "disk" in str(exc) or "full" in str(exc):
-                # Make room if a size limit allows it; the exporter retries the nacked requests.
-                self._next_size_check = time.monotonic()
+            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+                # The exporter retries the nacked requests; with a size limit there is room for them
+                # once the oldest traces are gone.
+                self.make_room()
             return
         self.commit_seconds += time.perf_counter() - started
         self.commits += 1
-        acks = [(req_id, len(s) + len(lg), rejected, message)
-                for req_id, s, lg, _r, _sc, rejected, message in pending]
+        self.bound_wal()
+        data_limit = self.budget.data_bytes
+        if data_limit is not None and retention.used_bytes(self.db) > data_limit:
+            # Over the limit now: evict right after this commit, not at the next periodic check
+            # (at full speed, 10 s of ingest is tens of MB past the limit).
+            self._next_size_check = time.monotonic()
+        acks = [(req_id, len(s) + len(lg), rejected, message, final)
+                for req_id, s, lg, _r, _sc, rejected, message, final in pending]
         self.send(("ack", acks))
+
+    def bound_wal(self) -> None:
+        """Truncate the WAL once it is past half its cap: the other half is room for the next commit
+        (a group commit writes at most about a quarter of the cap, see DiskBudget)."""
+        if wal_bytes(self.db_path) > self.budget.wal_cap // 2 and truncate_wal(self.db):
+            self.wal_truncations += 1
+
+    def make_room(self) -> None:
+        """The disk is full below the size limit: give up the reserve so that eviction can be written,
+        evict the oldest tenth, checkpoint so the file shrinks, and take the reserve back."""
+        if self.budget.limit is None:
+            return  # no size limit: nothing may be evicted; new spans are refused (retryably)
+        self.reserve.give_up()
+        try:
+            # Small steps, each followed by a checkpoint that empties the WAL: on a full disk the
+            # WAL has only the reserve's room to grow into.
+            truncate_wal(self.db)
+            live = retention.used_bytes(self.db)
+            target = min(self.budget.data_bytes or live, int(live * 0.9))
+            result = retention.enforce(self.db, self.writer, max_age_s=None, max_bytes=target, deadline_s=5.0,
+                                       chunk=25, after_chunk=lambda: truncate_wal(self.db))
+            self.evicted_traces += result.traces
+            truncate_wal(self.db)
+            self.room_made += 1
+            log.warning("disk full below the size limit: evicted %d oldest traces", result.traces)
+        except sqlite3.Error as exc:
+            self.last_error = describe_error(self.db_path, exc)
+            log.error("could not make room on a full disk: %s", self.last_error)
+        finally:
+            self.reserve.hold()
 
     def housekeeping(self) -> None:
         now = time.monotonic()
         if now >= self._next_retention or (self.max_db_bytes and now >= self._next_size_check):
             age = self.retention_s if now >= self._next_retention else None
             try:
-                result = retention.enforce(self.db, self.writer, max_age_s=age, max_bytes=self.max_db_bytes,
+                result = retention.enforce(self.db, self.writer, max_age_s=age, max_bytes=self.budget.data_bytes,
                                            deadline_s=1.0)
                 self.evicted_traces += result.traces
+                if result.traces or result.logs or result.rollups:
+                    self.bound_wal()  # eviction is written to the WAL too
             except sqlite3.Error as exc:
                 self.last_error = describe_error(self.db_path, exc)
                 log.error("retention failed: %s", self.last_error)
@@ -176,11 +225,14 @@ class WriterLoop:
             "spans": s.spans,
             "logs": s.logs,
             "duplicates": s.duplicates,
+            "conflicting_duplicates": s.conflicting,
             "updated": s.updated,
             "commits": self.commits,
             "failed_commits": self.failed_commits,
             "commit_seconds": self.commit_seconds,
-            "db_bytes": retention.file_bytes(self.db_path),
+            "db_bytes": store_files_bytes(self.db_path),
+            "wal_truncations": self.wal_truncations,
+            "room_made": self.room_made,
             "evicted_traces": self.evicted_traces,
             "last_error": self.last_error,
         }

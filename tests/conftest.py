@@ -48,3 +48,18 @@ def writer(writer_db: sqlite3.Connection) -> SpanWriter:
 def anyio_backend() -> str:
     # aiosqlite and grpc.aio are asyncio-only (style §0.4).
     return "asyncio"
+
+
+@pytest.fixture
+async def backend(tmp_path: Path):
+    """A real receiver (gRPC and HTTP on free ports), one decoder process and a SQLite file."""
+    from llmobs_tui.backend import Backend, BackendConfig
+    from receiver.pipeline import PipelineConfig
+
+    b = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "recv.db"), decoders=1, retention_s=None),
+                              grpc_port=0, http_port=0))
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.aclose()

@@ -173,12 +173,14 @@ mount -t tmpfs -o size=6m tmpfs "$DIR"
 SERVE=$!
 trap 'kill -TERM $SERVE 2>/dev/null || true' TERM
 wait $SERVE || true
-"$PY" -c "
+"$PY" -c "$STORED_REPORT" "$DIR/full.db"
+"""
+# Run inside the namespace after serve stops: the store must check clean; prints the stored traces.
+STORED_REPORT = """
 import sqlite3, sys
 db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)
 assert db.execute('PRAGMA quick_check').fetchone()[0] == 'ok'
 print('STORED', ','.join(str(int.from_bytes(t, 'big')) for (t,) in db.execute('SELECT DISTINCT trace_id FROM spans')))
-" "$DIR/full.db"
 """
 
 
@@ -202,7 +204,7 @@ def test_a_full_disk_refuses_new_spans_retryably_and_keeps_the_acknowledged_ones
         pytest.skip("this machine allows no private mount namespace to simulate a full disk")
     mount_dir = tmp_path / "tiny"
     mount_dir.mkdir()
-    env = {**os.environ, "DIR": str(mount_dir), "PY": sys.executable}
+    env = {**os.environ, "DIR": str(mount_dir), "PY": sys.executable, "STORED_REPORT": STORED_REPORT}
     proc = subprocess.Popen([*prefix, "sh", "-c", FULL_DISK_SCRIPT], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     line = proc.stdout.readline()

@@ -31,16 +31,6 @@ pytestmark = pytest.mark.anyio
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
-@pytest.fixture
-async def backend(tmp_path: Path):
-    b = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "recv.db"), decoders=1, retention_s=None),
-                              grpc_port=0, http_port=0))
-    await b.start()
-    try:
-        yield b
-    finally:
-        await b.aclose()
-
 
 def rows(backend: Backend, sql: str, params: tuple = ()) -> list[tuple]:
     db = open_reader(backend.config.pipeline.db_path)

@@ -1,12 +1,20 @@
 """TLS on both OTLP ports with a self-signed certificate made here: the real SDK exporters connect
-when they trust it, a plaintext client cannot, and bad certificate flags fail at start."""
+when they trust it, a plaintext client cannot, failed handshakes are counted rather than logged one
+line each, and bad certificate flags fail at start."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import ipaddress
+import os
+import re
+import signal
+import socket
 import ssl
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import aiohttp
@@ -14,7 +22,7 @@ import grpc
 import pytest
 
 from llmobs_tui.backend import Backend, BackendConfig
-from llmobs_tui.cli import main
+from llmobs_tui.cli import StatsPrinter, main
 from receiver.pipeline import PipelineConfig
 from receiver.tls import TlsError, TlsFiles
 from store.connection import open_reader
@@ -122,3 +130,84 @@ def test_bad_certificate_flags_fail_at_start(tmp_path, capsys):
     code = main(["serve", "--db", str(tmp_path / "s.db"), "--grpc-port", "0", "--http-port", "0",
                  "--tls-cert", str(cert)])
     assert code == 2 and "--tls-cert and --tls-key go together" in capsys.readouterr().err
+
+
+GARBAGE = b"GET /v1/traces HTTP/1.1\r\nHost: x\r\n\r\n"  # plaintext HTTP to a TLS port
+
+
+def send_garbage(port: int, connections: int) -> None:
+    """Open `connections` plaintext connections to a TLS port, each sending garbage, and wait for the
+    server to end each one."""
+    for _ in range(connections):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(GARBAGE)
+            try:
+                while sock.recv(4096):  # a TLS alert, then EOF
+                    pass
+            except ConnectionResetError:
+                pass
+
+
+def refuse_the_certificate(port: int) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        # The system roots only: a self-signed certificate fails verification, and OpenSSL says so.
+        with ssl.create_default_context().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                                      server_hostname="localhost"):
+            pass
+
+
+async def test_failed_handshakes_on_the_http_port_are_counted(secure):
+    backend, cert = secure
+    await asyncio.to_thread(send_garbage, backend.http.port, 5)
+    deadline = time.monotonic() + 10
+    while backend.http.tls_handshakes_failed < 5 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert backend.http.tls_handshakes_failed == 5
+    # A client that trusts the certificate completes its handshake: not counted.
+    async with aiohttp.ClientSession() as session:
+        async with session.get(backend.http_address + "/v1/traces",
+                               ssl=ssl.create_default_context(cafile=str(cert))) as response:
+            assert response.status == 405
+    # One that does not trust it ends the handshake with an alert ("unknown CA"): counted.
+    await asyncio.to_thread(refuse_the_certificate, backend.http.port)
+    deadline = time.monotonic() + 10
+    while backend.http.tls_handshakes_failed < 6 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert backend.http.tls_handshakes_failed == 6
+    assert "6 TLS handshakes failed (HTTP)" in StatsPrinter(backend).line()
+
+
+def test_serve_counts_failed_handshakes_instead_of_logging_each(tmp_path):
+    cert, key = self_signed(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}  # grpc's own defaults
+    stderr_path = tmp_path / "stderr.txt"
+    with stderr_path.open("w") as stderr:
+        serve = subprocess.Popen([sys.executable, "-m", "llmobs_tui", "serve", "--db", str(tmp_path / "s.db"),
+                                  "--grpc-port", "0", "--http-port", "0", "--tls-cert", str(cert),
+                                  "--tls-key", str(key), "--stats-every", "0.5s"],
+                                 stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
+    try:
+        line = serve.stdout.readline()
+        grpc_port = re.search(r"OTLP/gRPC \(TLS\) on 127\.0\.0\.1:(\d+)", line)
+        http_port = re.search(r"OTLP/HTTP on https://127\.0\.0\.1:(\d+)", line)
+        assert grpc_port and http_port, line + stderr_path.read_text()
+        connections = 6
+        send_garbage(int(grpc_port.group(1)), connections)
+        send_garbage(int(http_port.group(1)), connections)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = serve.stdout.readline()
+            if f"{connections} TLS handshakes failed (HTTP)" in line or not line:
+                break
+        assert f"{connections} TLS handshakes failed (HTTP)" in line, line
+    finally:
+        serve.send_signal(signal.SIGINT)
+        try:
+            serve.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.communicate()
+    assert serve.returncode == 0
+    stderr_text = stderr_path.read_text()
+    # Not one line per connection: grpc's C core would print "Handshake failed with error …" for each.
+    assert sum("andshake" in line for line in stderr_text.splitlines()) < connections, stderr_text

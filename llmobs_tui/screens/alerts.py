@@ -100,7 +100,7 @@ class AlertsScreen(LiveScreen):
         if error:
             note.update(fmt.safe(" " + error, style="bold red"))
         elif not alerts:
-            note.update(Text(" " + self.llmobs.alerts.empty_message, style="dim"))
+            note.update(fmt.safe(" " + self.llmobs.alerts.empty_message, style="dim"))
         else:
             acked = sum(1 for a in firing if a.acknowledged)
             text = Text(f" {len(firing)} firing", style="bold")
@@ -161,7 +161,7 @@ class AlertsScreen(LiveScreen):
         elif not alert.firing:
             self.notify("That alert has already resolved.")
         elif self.llmobs.alerts.acknowledge(alert.key):
-            self.notify(f"Acknowledged: {fmt.clean(alert.title)}. The banner no longer shows it; it stays listed "
+            self.notify(f"Acknowledged: {alert.title}. The banner no longer shows it; it stays listed "
                         "here until it resolves.")
             self.llmobs.refresh_chrome(self)
             self.llmobs.wake()

@@ -39,7 +39,7 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("does")
         table.add_column("where", style="dim")
         for key, description, where in self._rows:
-            table.add_row(key, description, where)
+            table.add_row(Text(key), Text(description), Text(where))  # a str cell would be parsed as markup
         with VerticalScroll():
             yield Static(Text("llmobs-tui keys", style="bold"))
             yield Static(table)

@@ -84,9 +84,9 @@ class StatusLine(Static):
     def show(self, status: IngestStatus) -> None:
         text = Text(" ")
         if status.address:
-            text.append(f"OTLP {status.address}", style="bold")
+            text.append_text(fmt.safe(f"OTLP {status.address}", style="bold", limit=120))
         else:
-            text.append(status.mode or "read-only", style="bold")
+            text.append_text(fmt.safe(status.mode or "read-only", style="bold", limit=160))
         if status.spans_per_s is not None:
             text.append(f"  {status.spans_per_s:,.0f} spans/s")
         if status.queue is not None:

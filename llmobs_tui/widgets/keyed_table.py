@@ -8,6 +8,8 @@ from rich.console import RenderableType
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
+from llmobs_tui import format as fmt
+
 
 class KeyedTable(DataTable):
     """`sync(rows)` diffs by row key: changed cells are updated in place, stale rows removed, and
@@ -36,7 +38,10 @@ class KeyedTable(DataTable):
 
     def sync(self, rows: Sequence[tuple[str, Sequence[RenderableType]]], *, reorder: bool = True) -> int:
         """Show `rows` (key, cells). With reorder=False, rows not yet shown are held back (the
-        user is reading); returns how many were held back."""
+        user is reading); returns how many were held back.
+
+        A cell given as a str is shown literally: DataTable itself would parse it as markup."""
+        rows = [(key, tuple(fmt.safe(c) if isinstance(c, str) else c for c in cells)) for key, cells in rows]
         desired = [key for key, _ in rows]
         desired_set = set(desired)
         current = self.keys()

@@ -59,7 +59,7 @@ def attributes_view(detail: SpanDetail) -> RenderableType:
     for attribute in detail.resource:
         table.add_row(fmt.safe("resource." + attribute.key, limit=200), _value_text(attribute.value))
     for trace_id, span_id in detail.links:
-        table.add_row(Text("link"), Text(f"{trace_id}/{span_id}"))
+        table.add_row(Text("link"), fmt.safe(f"{trace_id}/{span_id}"))
     return table
 
 
@@ -74,12 +74,12 @@ def conversation_view(detail: SpanDetail) -> RenderableType:
             parts.append(Text("result", style="bold cyan"))
             parts.append(_json_or_text(result))
     for message in detail.messages:
-        header = Text(message.role, style=ROLE_STYLE.get(message.role, "bold"))
+        header = fmt.safe(message.role, style=ROLE_STYLE.get(message.role, "bold"), limit=40)
         if message.name:
             header.append(f" ({fmt.clean(message.name)})", style="dim")
         if message.finish_reason:
             header.append(f"  finish: {fmt.clean(message.finish_reason)}", style="dim")
-        header.append(f"  [{message.source}]", style="dim")
+        header.append(f"  [{fmt.clean(message.source, limit=40)}]", style="dim")
         parts.append(header)
         for part in message.parts:
             if part.type == "text":

@@ -238,7 +238,7 @@ class Waterfall(ScrollView, can_focus=True):
             if span.billed:
                 parts.append(fmt.money(span.cost_nusd, unpriced=True))
         if span.error_subclass or span.error_class:
-            parts.append(f"✗ {span.error_subclass or span.error_class}")
+            parts.append(f"✗ {fmt.clean(span.error_subclass or span.error_class, limit=24)}")
         return " ".join(parts)
 
     @staticmethod
