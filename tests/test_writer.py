@@ -261,8 +261,22 @@ def test_a_retried_export_is_not_counted_twice(writer, writer_db, normalizer):
     batch = [root(), sdk_call(3, 1)]
     ingest(writer, normalizer, batch, batch)
     assert writer.stats.duplicates == 2
+    assert writer.stats.conflicting == 0, "a retry is the same span: no conflict"
     assert writer_db.execute("SELECT count(*) FROM spans").fetchone()[0] == 2
     assert rollup_totals(writer_db)[()]["calls"] == 1
+
+
+def test_a_reused_span_id_with_other_content_keeps_the_first_and_is_counted(writer, writer_db, normalizer):
+    first = sdk_call(3, 1)
+    other = make_span(TRACE, 3, 1, "something else entirely", {}, start_ns=T0 + 5 * MS, end_ns=T0 + 9 * MS)
+    ingest(writer, normalizer, [root(), first], [other])
+    # ...and again from a fresh writer, which must find the stored span to compare with.
+    fresh = SpanWriter(writer_db)
+    ingest(fresh, normalizer, [other])
+    assert (writer.stats.duplicates, writer.stats.conflicting) == (1, 1)
+    assert (fresh.stats.duplicates, fresh.stats.conflicting) == (1, 1)
+    names = [r[0] for r in writer_db.execute("SELECT name FROM spans WHERE span_id = ?", ((3).to_bytes(8, "big"),))]
+    assert names == [first.name]
 
 
 def test_traces_evicted_from_memory_are_reloaded_correctly(writer_db, normalizer):
