@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how far back from now (default 24h)")
     report.add_argument("--by", default="model", metavar="DIMS",
                         help="comma-separated: model, feature, tenant, prompt, provider, service, operation "
-                             "(default: model)")
+                             "(default: model); or tool (calls, errors, p50/p95 duration per tool; with "
+                             "service, feature or tenant)")
     report.add_argument("--format", choices=("md", "json"), default="md")
     report.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="SLOs for the SLO table (default: ./llmobs.toml if present)")
@@ -350,6 +351,8 @@ def pipeline_config(args: argparse.Namespace) -> Any:
         keep_content=not args.no_content,
         max_attr_bytes=args.max_attr_size,
         dimension_keys=config.dimension_keys,
+        redact_patterns=config.redact_patterns,
+        drop_keys=config.drop_keys,
         retention_s=args.retention,
         max_db_bytes=args.max_db_size,
     )
@@ -482,12 +485,22 @@ def _open_reader(args: argparse.Namespace) -> sqlite3.Connection:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from store.connection import StoreError
-    from store.queries import GROUP_COLUMNS, report
+    from store.queries import GROUP_COLUMNS, TOOL_GROUP_COLUMNS, report, tool_report
 
     by = [part.strip() for part in args.by.split(",") if part.strip()]
-    unknown = [b for b in by if b not in GROUP_COLUMNS]
-    if unknown:
-        return fail(f"--by {','.join(unknown)}: unknown dimension; choose from {', '.join(GROUP_COLUMNS)}", EXIT_USAGE)
+    tools = "tool" in by
+    if tools:
+        # Tool calls are read from spans, which carry service, feature and tenant but no model.
+        by = ["tool"] + [b for b in by if b != "tool"]
+        unknown = [b for b in by if b not in TOOL_GROUP_COLUMNS]
+        if unknown:
+            return fail(f"--by tool,{','.join(unknown)}: tool calls group by {', '.join(TOOL_GROUP_COLUMNS)} "
+                        "only", EXIT_USAGE)
+    else:
+        unknown = [b for b in by if b not in GROUP_COLUMNS]
+        if unknown:
+            return fail(f"--by {','.join(unknown)}: unknown dimension; choose from "
+                        f"{', '.join(GROUP_COLUMNS)}, tool", EXIT_USAGE)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -495,7 +508,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         db = _open_reader(args)
         now_s = time.time()
-        result = report(db, args.window, by, now_s=now_s)
+        result = tool_report(db, args.window, by, now_s=now_s) if tools else report(db, args.window, by, now_s=now_s)
         if config.slos:
             result["slos"] = [row.as_json() for row in _slo_rows(db_path_of(args), config, now_s)]
     except StoreError as exc:
@@ -507,7 +520,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(result, indent=2))
     else:
-        print(format_report_md(result))
+        print(format_tool_report_md(result) if tools else format_report_md(result))
         if config.slos:
             print()
             print(format_slo_table_md(result["slos"]))
@@ -699,6 +712,34 @@ def format_report_md(result: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"{total_calls:,} calls, ${total_cost:,.4f}" + (f", {unpriced:,} unpriced (no price row, or no usage reported: not counted as $0)"
                                                                if unpriced else ""))
+    return "\n".join(lines)
+
+
+def format_tool_report_md(result: dict[str, Any]) -> str:
+    window = result["window"]
+    by = result["by"]
+    lines = [f"# Tool calls {window['start']} → {window['end']}", ""]
+    groups = result["groups"]
+    if not groups:
+        lines.append("No tool calls in this window.")
+        return "\n".join(lines)
+    headers = list(by) + ["calls", "errors", "error %", "p50", "p95"]
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|" + "|".join("---" if i < len(by) else "--:" for i in range(len(headers))) + "|")
+    for g in groups:
+        rate = g["error_rate"]
+        cells = [str(g["key"].get(name) or "–") for name in by] + [
+            _fmt_int(g["calls"]),
+            _fmt_int(g["errors"]),
+            "–" if rate is None else f"{rate:.1%}",
+            _fmt_ms(g["duration_ms"]["p50"]),
+            _fmt_ms(g["duration_ms"]["p95"]),
+        ]
+        lines.append(_md_row(cells))
+    calls = sum(g["calls"] for g in groups)
+    errors = sum(g["errors"] for g in groups)
+    lines.append("")
+    lines.append(f"{calls:,} tool calls, {errors:,} failed")
     return "\n".join(lines)
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from receiver import semconv
+from receiver.redact import PatternError, check_pattern
 
 DEFAULT_CONFIG_NAME = "llmobs.toml"
 _DATA = Path(__file__).parent / "data"
 EXAMPLE_CONFIG = _DATA / "llmobs.example.toml"  # what `llmobs-tui init` writes
 DEMO_CONFIG = _DATA / "demo.toml"  # the demo's rules, matched to the incidents its feed plants
 _DIMENSIONS = tuple(semconv.DEFAULT_DIMENSION_KEYS)
-KNOWN_SECTIONS = ("dimensions", "slo", "budgets", "alerts")
+KNOWN_SECTIONS = ("dimensions", "slo", "budgets", "alerts", "redaction")
 SLO_KINDS = ("availability", "validity", "ttft", "latency", "cost_per_call", "quality")
 
 
@@ -129,6 +130,9 @@ class Config:
     dimension_keys: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(semconv.DEFAULT_DIMENSION_KEYS))
     slos: list[SloSpec] = field(default_factory=list)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    # [redaction]: RE2 patterns redacted besides the built-in ones; attribute keys never stored.
+    redact_patterns: tuple[str, ...] = ()
+    drop_keys: tuple[str, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -173,7 +177,50 @@ def load_config(path: str | Path | None) -> Config:
         names.add(spec.name)
         config.slos.append(spec)
     config.alerts = _alert_settings(file, text, data.get("budgets", {}), data.get("alerts", {}))
+    config.redact_patterns, config.drop_keys = _redaction(file, text, data.get("redaction", {}))
     return config
+
+
+def _redaction(file: Path, text: str, table: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`[redaction]`: `patterns` (RE2, compiled here so a typo fails at start with its line) and
+    `drop_keys` (exact keys, or prefixes ending in `*`)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}:{_line(text, 'redaction')}: [redaction] must be a table")
+    for key in table:
+        if key not in ("patterns", "drop_keys"):
+            raise ConfigError(f"{file}:{_line(text, 'redaction', key)}: [redaction] {key}: unknown "
+                              f"(known: drop_keys, patterns)")
+    lists = {}
+    for key in ("patterns", "drop_keys"):
+        values = table.get(key, [])
+        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+            raise ConfigError(f"{file}:{_line(text, 'redaction', key)}: [redaction] {key} must be a list of "
+                              f"non-empty strings")
+        lists[key] = tuple(values)
+    for pattern in lists["patterns"]:
+        try:
+            check_pattern(pattern)
+        except PatternError as exc:
+            line = _value_line(text, "redaction", "patterns", pattern)
+            raise ConfigError(f"{file}:{line}: [redaction] patterns: {pattern!r}: {exc}") from None
+    for key in lists["drop_keys"]:
+        if "*" in key[:-1] or key == "*":
+            line = _value_line(text, "redaction", "drop_keys", key)
+            raise ConfigError(f"{file}:{line}: [redaction] drop_keys: {key!r}: write an exact key, or a prefix "
+                              f"followed by one final * (e.g. \"http.request.header.*\")")
+    return lists["patterns"], lists["drop_keys"]
+
+
+def _value_line(text: str, section: str, key: str, value: str) -> int:
+    """The line where `value` is written in the list `key` of [section] (best effort), for errors."""
+    start = _line(text, section, key)
+    spellings = (value, value.replace("\\", "\\\\"))
+    lines = text.splitlines()
+    for number in range(start, len(lines) + 1):
+        line = lines[number - 1]
+        if any(f'"{s}"' in line or f"'{s}'" in line for s in spellings):
+            return number
+    return start
 
 
 def _line(text: str, section: str, key: str | None = None, index: int = 0) -> int:

@@ -41,6 +41,7 @@ FIELDS: dict[str, FieldSpec] = {
     "provider": FieldSpec("text", span_sql="s.provider"),
     "name": FieldSpec("text", span_sql="s.name"),
     "kind": FieldSpec("text", span_sql="s.kind"),
+    "tool": FieldSpec("text", span_sql="s.tool_name"),
     "error": FieldSpec("text", span_sql="coalesce(s.error_subclass, s.error_class)"),
     "prompt": FieldSpec("text", span_sql="s.prompt_id"),
     "version": FieldSpec("text", span_sql="s.prompt_version"),

@@ -37,6 +37,8 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
         keep_content=options.get("keep_content", True),
         max_attr_bytes=options.get("max_attr_bytes", 256 * 1024),
         dimension_keys=options["dimension_keys"],
+        redact_patterns=tuple(options.get("redact_patterns", ())),
+        drop_keys=tuple(options.get("drop_keys", ())),
     ))
     max_body = options.get("max_body_bytes", 128 << 20)
     tune_for_throughput()

@@ -2,7 +2,8 @@
 
 This is the per-span hot path (measured budget ≈ 30–50 µs per span), so it walks each span's
 attributes once, reads values only for the keys it needs (an attribute value access through upb
-costs ~1 µs, a key ~0.3 µs), rewrites content in place for redaction, and keeps the whole span as
+costs ~1 µs, a key ~0.3 µs), redacts every string in place (after one RE2 scan of the serialized
+span says something may match), and keeps the whole span as
 compressed protobuf bytes instead of turning it into dicts. Everything cross-span (billing once,
 inheriting the root's feature, validation errors on children) is the writer's job, because only the
 writer sees spans from every request.
@@ -10,13 +11,14 @@ writer sees spans from every request.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -26,7 +28,7 @@ import zstandard
 from receiver import semconv as sc
 from receiver.nesting import MARKER_BYTES as NESTING_MARKER_BYTES
 from receiver.prices import CANONICAL_PROVIDERS, PriceTable, canonical_provider
-from receiver.redact import redact_text
+from receiver.redact import DEFAULT_REDACTOR, Redactor
 from store import models as m
 
 # Limits that keep one absurd span from hurting the rest.
@@ -49,14 +51,17 @@ _ZERO_SPAN = b"\x00" * 8
 _COMPRESSOR = zstandard.ZstdCompressor(level=-1)
 _KNOWN = 1
 _CONTENT = 2
+_DROP = 4  # a key `[redaction] drop_keys` removes: never read, never stored (exclusive of the others)
 
 # Canonical fields filled in one pass over a span's attributes: each known key maps to the fields it
 # can supply with its priority (its position in that field's key tuple); the best present wins.
 (F_PROVIDER, F_REQUEST_MODEL, F_RESPONSE_MODEL, F_INPUT, F_OUTPUT, F_CACHE_READ, F_CACHE_WRITE,
  F_REASONING, F_TTFT_S, F_TTFT_MS, F_STREAM, F_FINISH, F_HTTP_STATUS, F_FEATURE, F_TENANT, F_PROMPT_ID,
- F_PROMPT_VERSION, F_CONVERSATION, F_USER, F_TTFT_SERVER) = range(20)
-_N_FIELDS = 20
+ F_PROMPT_VERSION, F_CONVERSATION, F_USER, F_TTFT_SERVER, F_RESPONSE_ID, F_TOOL_NAME) = range(22)
+_N_FIELDS = 22
 _FIELD_KEYS = {
+    F_RESPONSE_ID: sc.RESPONSE_ID_KEYS,
+    F_TOOL_NAME: sc.TOOL_NAME_KEYS,
     F_PROVIDER: sc.PROVIDER_KEYS,
     F_REQUEST_MODEL: sc.REQUEST_MODEL_KEYS,
     F_RESPONSE_MODEL: sc.RESPONSE_MODEL_KEYS,
@@ -75,13 +80,6 @@ _FIELD_KEYS = {
 _DIMENSION_FIELDS = {"feature": F_FEATURE, "tenant": F_TENANT, "prompt_id": F_PROMPT_ID,
                      "prompt_version": F_PROMPT_VERSION, "conversation": F_CONVERSATION, "user": F_USER}
 _NO_PRIORITY = 1 << 30
-
-# The parse/validation failures of application code (pydantic, json, LangChain output parsers…).
-# AWS's "ValidationException" is a 400 from the provider, not the app's own validation.
-_VALIDATION_NAME = re.compile(
-    r"(?i)(validationerror|outputparser|jsondecode|json.?parse|parseerror|parsingerror|schema.?error|"
-    r"pydantic|invalid.?json|invalid.?output|malformed.?output|output.?validation|structured.?output)"
-)
 
 
 # --- small value helpers ----------------------------------------------------------------------
@@ -196,6 +194,23 @@ def _invocation_model(raw: Any) -> str | None:
     return _dim_text(params.get("model")) if isinstance(params, dict) else None
 
 
+def _response_id_in_output(attributes: Any) -> str | None:
+    """The provider's response id where an instrumentation records it only inside the response it
+    keeps as JSON (OpenInference's `output.value` of an anthropic or openai call): it is what ties
+    this span to the SDK's own span of the same call (store/writer.py, same_call_twins)."""
+    for kv in attributes:
+        if kv.key == "output.value":
+            text = kv.value.string_value
+            if not text.startswith("{") or len(text) > 4 << 20:
+                return None
+            try:
+                found = json.loads(text).get("id")
+            except (ValueError, AttributeError, RecursionError):
+                return None
+            return _text(found, 256) if isinstance(found, str) and found else None
+    return None
+
+
 def _dim_text(value: Any) -> str | None:
     """A scalar attribute as a short label (None for structured values)."""
     if isinstance(value, (list, dict)):
@@ -273,11 +288,18 @@ def classify_kind(found: Mapping[str, Any], name: str) -> str:
             return "llm"
         if value.endswith(".doEmbed"):
             return "embedding"
+        kind = sc.VERCEL_OPERATION_KIND.get(value)
+        if kind:
+            return kind
         if value.startswith("ai.toolCall"):
             return "tool"
         if value.startswith("ai."):
             # ai.generateText / ai.streamText wrap the doGenerate calls and carry their summed usage.
             return "chain"
+    value = found.get(sc.MCP_METHOD)
+    if isinstance(value, str) and value:
+        # An MCP request or notification: a tool call only when it is tools/call.
+        return "tool" if value == sc.MCP_TOOLS_CALL else "span"
     if _first(found, sc.TOOL_KEYS) is not None:
         return "tool"
     if _first(found, sc.AGENT_KEYS) is not None:
@@ -375,43 +397,117 @@ def normalize_finish_reason(value: Any) -> str | None:
     return normalized[0]
 
 
-_STATUS_DIGITS = re.compile(r"\b([1-5][0-9]{2})\b")
+# A type name as a status description starts it: "RateLimitError: …" (OTel SDKs),
+# "OpenAIRateLimitError('…')" (LangChain's repr). "Error code: 429" and "Connection error." do not.
+_STATUS_TYPE = re.compile(r"\s*((?:[A-Za-z_]\w*\.)*[A-Z]\w*)(?::\s|:$|\(|$)")
+_TRACEBACK = "Traceback (most recent call last)"
+
+
+def _status_type(status_message: str | None) -> str | None:
+    """The exception type a status description names, if it starts with one."""
+    if not status_message:
+        return None
+    match = _STATUS_TYPE.match(status_message)
+    return match.group(1) if match else None
+
+
+def _short_type(name: str) -> str:
+    short = name.rsplit(".", 1)[-1]
+    return short[3:] if short.startswith("AI_") else short
+
+
+def _status_subclass(status: int) -> str:
+    if status == 429:
+        return "rate_limit"
+    if status == 408:
+        return "timeout"
+    return "provider" if status >= 500 else "client"
+
+
+def _message_status(texts: Iterable[str]) -> int | None:
+    """The first HTTP status a message quotes as one (semconv: API_STATUS_NUMBER and its context)."""
+    for text in texts:
+        for match in sc.API_STATUS_NUMBER.finditer(text):
+            start, end = match.span()
+            if (sc.API_STATUS_BEFORE.search(text, max(0, start - 32), start)
+                    or sc.API_STATUS_AFTER.match(text, end)
+                    or (start <= 240 and sc.API_STATUS_LEADING.match(text, 0, start))):
+                return int(match.group())
+    return None
+
+
+def _keyword_subclass(haystack: str, status: int | None) -> str | None:
+    """Design §2 rule 6 sub-class from words and a quoted status, in semconv.API_ERROR_KEYWORDS order."""
+    for subclass, words in sc.API_ERROR_KEYWORD_PATTERNS:
+        if subclass == "rate_limit" and status == 429 or subclass == "timeout" and status == 408:
+            return subclass
+        if subclass == "provider" and status is not None and status >= 500:
+            return subclass
+        if subclass == "client" and status is not None and 400 <= status < 500:
+            return subclass
+        if words.search(haystack):
+            return subclass
+    return None
+
+
+def classify_failure(types: Iterable[Any], messages: Iterable[Any], http_status: int | None = None
+                     ) -> tuple[str | None, str | None]:
+    """What a failed span's own failure is (design §2 rule 6), from the exception types it names
+    (`error.type`, `exception.type` of its exception events, the type a status description starts
+    with), the messages (`exception.message`, the status description) and an HTTP status attribute.
+
+    Returns ("guardrail", None), ("api", sub-class or None), ("validation", None), or (None, None)
+    when nothing is recognised. The tables and the order they are read in are in semconv ("error
+    classes from exception types and messages"): API failures are recognised from types and quoted
+    statuses before any validation heuristic, and validation only from the names and messages of a
+    failed parse of model output, never from a package name."""
+    names = [t.strip() for t in types if isinstance(t, str) and t.strip()]
+    texts = []
+    for message in messages:
+        if isinstance(message, str) and message:
+            cut = message.find(_TRACEBACK)
+            texts.append(message[:cut] if cut >= 0 else message)
+    shorts = [short for short in map(_short_type, names) if len(short) <= 128]  # longer: not a class name
+    if any(sc.GUARDRAIL_ERROR_TYPES.fullmatch(short) for short in shorts):
+        return "guardrail", None
+    if http_status is not None and 400 <= http_status <= 599:
+        return "api", _status_subclass(http_status)
+    generic = False
+    fallback = None
+    for short in shorts:
+        for pattern, subclass, decisive in sc.API_ERROR_TYPES:
+            if pattern.fullmatch(short):
+                if decisive:
+                    return "api", subclass
+                if not generic:
+                    generic, fallback = True, subclass
+                break
+    if not generic and any(sc.VALIDATION_ERROR_TYPES.fullmatch(short) for short in shorts):
+        return "validation", None
+    status = _message_status([*names, *texts])
+    haystack = " ".join(t[:512] for t in (*names, *texts)).lower().replace(" ", "")  # the words come early
+    if status is not None or generic:
+        return "api", _keyword_subclass(haystack, status) or fallback
+    for text in texts:
+        lowered = text.lower()
+        if any(word in lowered for word in sc.VALIDATION_MESSAGE_WORDS) and sc.VALIDATION_MESSAGES.search(text):
+            return "validation", None
+    subclass = _keyword_subclass(haystack, None)
+    if subclass is not None:
+        return "api", subclass
+    return None, None
+
+
+_TYPE_LIKE = re.compile(r"[A-Za-z_][\w.]*")
 
 
 def classify_api_error(*texts: Any, http_status: int | None = None) -> str:
-    """The api error sub-class (design §2 rule 6): rate_limit, provider, client, timeout, network."""
-    status = http_status
-    joined = " ".join(t for t in texts if isinstance(t, str))
-    if status is None:
-        match = _STATUS_DIGITS.search(joined)
-        if match and ("error" in joined.lower() or match.group(0) == joined.strip()):
-            status = int(match.group(1))
-    lowered = joined.lower().replace(" ", "")
-    if status == 429 or any(
-        s in lowered for s in ("ratelimit", "rate_limit", "toomanyrequests", "throttl", "resourceexhausted",
-                               "resource_exhausted", "quotaexceeded", "insufficient_quota")
-    ):
-        return "rate_limit"
-    if status == 408 or any(s in lowered for s in ("timeout", "timedout", "deadline")):
-        return "timeout"
-    if any(s in lowered for s in ("connecterror", "connectionerror", "apiconnection", "connectionreset",
-                                  "connectionrefused", "econnreset", "econnrefused", "remoteprotocol",
-                                  "readerror", "networkerror", "dnserror", "socket", "sslerror")):
-        return "network"
-    if status is not None and 500 <= status <= 599:
-        return "provider"
-    if any(s in lowered for s in ("overloaded", "internalserver", "internal_server", "serviceunavailable",
-                                  "service_unavailable", "badgateway", "servererror", "server_error",
-                                  "modelerror", "unavailable", "apierror")):
-        return "provider"
-    if status is not None and 400 <= status <= 499:
-        return "client"
-    if any(s in lowered for s in ("badrequest", "authentication", "permission", "notfound", "unprocessable",
-                                  "conflict", "invalidrequest", "validationexception", "accessdenied",
-                                  "clienterror", "invalid_argument", "unauthorized", "forbidden",
-                                  "contextlength", "context_length")):
-        return "client"
-    return "other"
+    """The api error sub-class (design §2 rule 6) of a failed call: rate_limit, provider, client,
+    timeout, network, or other. `texts` are exception type names and messages, in any order."""
+    strings = [t for t in texts if isinstance(t, str)]
+    types = [t.strip() for t in strings if _TYPE_LIKE.fullmatch(t.strip())]
+    _, subclass = classify_failure(types, strings, http_status)
+    return subclass or "other"
 
 
 # --- the normalizer ----------------------------------------------------------------------------
@@ -423,6 +519,10 @@ class IngestOptions:
     keep_content: bool = True
     max_attr_bytes: int = DEFAULT_MAX_ATTR_BYTES
     dimension_keys: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(sc.DEFAULT_DIMENSION_KEYS))
+    # `[redaction]` in llmobs.toml: RE2 patterns redacted besides the built-in ones (when `redact`),
+    # and attribute keys removed before storage ("key" exact, "prefix.*" / "prefix*" by prefix; always).
+    redact_patterns: tuple[str, ...] = ()
+    drop_keys: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -452,7 +552,8 @@ class Normalizer:
         for keys in dims.values():
             known.update(keys)
         self._known = frozenset(known)
-        # key -> bits (_KNOWN: read its value, _CONTENT: redact it). Keys repeat across spans, so one
+        # key -> bits (_KNOWN: read its value, _CONTENT: prompt/completion text, _DROP: remove it). Keys
+        # repeat across spans, so one
         # dict lookup per attribute replaces two set lookups and a prefix scan.
         self._key_class: dict[str, int] = {}
         self._slots: dict[str, tuple[tuple[int, int], ...]] = {}
@@ -470,11 +571,25 @@ class Normalizer:
             for name, field_index in _DIMENSION_FIELDS.items() for key in field_keys[field_index]
             if key.startswith("metadata.")]
         self._resource_dims: dict[bytes, tuple[Any, Any]] = {}
+        # Redaction covers every string (receiver.redact); None when it is turned off.
+        self._redactor: Redactor | None = None
+        if self.options.redact:
+            patterns = tuple(self.options.redact_patterns)
+            self._redactor = Redactor(patterns) if patterns else DEFAULT_REDACTOR
+        drops = tuple(self.options.drop_keys)
+        self._drop_exact = frozenset(k for k in drops if not k.endswith("*"))
+        self._drop_prefixes = tuple(k.rstrip("*") for k in drops if k.endswith("*"))
+        self._dropping = bool(drops)
 
     # -- resources and scopes --
 
     def _resource(self, resource: Any, resources: dict) -> tuple[bytes, str | None, dict[str, Any]]:
+        if self._dropping:
+            self._drop_attrs(resource.attributes)
         blob = resource.SerializeToString(deterministic=True)
+        redactor = self._redactor
+        if redactor is not None and redactor.may_match(blob) and _redact_message(redactor, _gather_resource, resource):
+            blob = resource.SerializeToString(deterministic=True)
         digest = hashlib.blake2b(blob, digest_size=16).digest()
         found: dict[str, Any] = {}
         service = None
@@ -499,6 +614,15 @@ class Normalizer:
             self._resource_dims[digest] = dims
         return digest, service, dims
 
+    def _dropped(self, key: str) -> bool:
+        return key in self._drop_exact or bool(self._drop_prefixes and key.startswith(self._drop_prefixes))
+
+    def _drop_attrs(self, attributes: Any) -> None:
+        """Remove the attributes `[redaction] drop_keys` names, in place."""
+        for index in range(len(attributes) - 1, -1, -1):
+            if self._dropped(attributes[index].key):
+                del attributes[index]
+
     def _fill(self, key: str, value: Any, values: list[Any], priorities: list[int]) -> None:
         slots = self._slots.get(key)
         if slots is None or value is None or value == "":
@@ -508,9 +632,13 @@ class Normalizer:
                 priorities[field_index] = priority
                 values[field_index] = value
 
-    @staticmethod
-    def _scope(scope: Any, scopes: dict) -> bytes:
+    def _scope(self, scope: Any, scopes: dict) -> bytes:
+        if self._dropping:
+            self._drop_attrs(scope.attributes)
         blob = scope.SerializeToString(deterministic=True)
+        redactor = self._redactor
+        if redactor is not None and redactor.may_match(blob) and _redact_message(redactor, _gather_scope, scope):
+            blob = scope.SerializeToString(deterministic=True)
         digest = hashlib.blake2b(blob, digest_size=16).digest()
         if digest not in scopes:
             scopes[digest] = (scope.name[:256], scope.version[:128], blob)
@@ -530,6 +658,7 @@ class Normalizer:
             resource_digest, service, resource_dims = self._resource(resource_spans.resource, resources)
             for scope_spans in resource_spans.scope_spans:
                 scope_digest = self._scope(scope_spans.scope, scopes)
+                layer = sc.call_layer(scope_spans.scope.name)
                 for span in scope_spans.spans:
                     trace_id = span.trace_id
                     span_id = span.span_id
@@ -550,7 +679,7 @@ class Normalizer:
                     seen.add(key)
                     try:
                         rows.append(self._span_row(span, service, resource_digest, resource_dims,
-                                                   scope_digest, received_ns, utf8_repaired))
+                                                   scope_digest, received_ns, utf8_repaired, layer))
                     except Exception:  # one unreadable span must not lose the rest of the batch
                         log.exception("could not normalize span %s", span_id.hex())
                         rejections.add("unreadable span")
@@ -558,7 +687,7 @@ class Normalizer:
 
     def _span_row(self, span: Any, service: str | None, resource_digest: bytes,
                   resource_dims: tuple[str | None, str | None], scope_digest: bytes, received_ns: int,
-                  utf8_repaired: bool) -> tuple:
+                  utf8_repaired: bool, layer: int = m.LAYER_INSTRUMENTATION) -> tuple:
         flags = 0
         key_class = self._key_class
         slots = self._slots
@@ -566,6 +695,7 @@ class Normalizer:
         priorities = [_NO_PRIORITY] * _N_FIELDS
         found: dict[str, Any] = {}
         content_indexes: list[int] = []
+        drop_indexes: list[int] = []
         attributes = span.attributes
         if len(attributes) > MAX_ATTRIBUTES:
             dropped = len(attributes) - MAX_ATTRIBUTES
@@ -578,6 +708,9 @@ class Normalizer:
             if cls is None:
                 cls = self._classify_key(key)
             if cls:
+                if cls == _DROP:
+                    drop_indexes.append(index)
+                    continue
                 if cls & _KNOWN:
                     value = scalar_value(kv.value)
                     found[key] = value
@@ -589,6 +722,16 @@ class Normalizer:
                                 values[field_index] = value
                 if cls & _CONTENT:
                     content_indexes.append(index)
+        if self._dropping:
+            # `[redaction] drop_keys`: gone before anything reads or stores them.
+            if drop_indexes:
+                for index in reversed(drop_indexes):
+                    del attributes[index]
+                content_indexes = [i - bisect.bisect(drop_indexes, i) for i in content_indexes]
+            for event in span.events:
+                self._drop_attrs(event.attributes)
+            for link in span.links:
+                self._drop_attrs(link.attributes)
 
         # Events: time to first token, exceptions, and content carried on span events.
         first_token_ns = None
@@ -628,11 +771,7 @@ class Normalizer:
                     events.extend(kept)
                 flags |= m.FLAG_CONTENT_DROPPED
             elif self.options.redact:
-                for index in content_indexes:
-                    _redact_any(attributes[index].value)
-                for event in content_events:
-                    for kv in event.attributes:
-                        _redact_any(kv.value)
+                # The pass over every string of the span, below, redacts the content with the rest.
                 flags |= m.FLAG_REDACTED
 
         name = span.name[:1024]
@@ -681,7 +820,8 @@ class Normalizer:
         cost_nusd = None
         price_id = None
         if kind in sc.BILLABLE_KINDS or kind in ("agent", "chain"):
-            input_tokens, output_tokens, cache_read, cache_write, reasoning, invalid = self._tokens(values, found)
+            input_tokens, output_tokens, cache_read, cache_write, reasoning, invalid = self._tokens(
+                values, found, kind == "embedding")
             if invalid:
                 flags |= m.FLAG_TOKENS_INVALID
         if kind in sc.BILLABLE_KINDS:
@@ -713,19 +853,23 @@ class Normalizer:
             status_message = status_message or _text(found.get(sc.LANGFUSE_STATUS_MESSAGE), 1024)
         failed = status == 2 or error_type is not None
         http_status = _int(values[F_HTTP_STATUS])
-        failure_name = error_type or exception_type or status_message or ""
         own_error_class = None
         error_subclass = None
         validation_marker = 0
+        # The span's own failure, from its exception types and messages (API failures first).
+        failure_class = failure_subclass = None
+        if failed:
+            failure_class, failure_subclass = classify_failure(
+                (error_type, exception_type, _status_type(status_message)), (exception_message, status_message),
+                http_status)
         if kind in sc.BILLABLE_KINDS:
             app_validation = found.get(sc.VALIDATION_ATTR)
             if failed:
-                if http_status is None and _VALIDATION_NAME.search(failure_name):
-                    own_error_class = "validation"
+                if failure_class in ("validation", "guardrail"):
+                    own_error_class = failure_class
                 else:
                     own_error_class = "api"
-                    error_subclass = classify_api_error(error_type, exception_type, status_message,
-                                                        exception_message, http_status=http_status)
+                    error_subclass = failure_subclass or "other"
             elif finish_reason == "content_filter":
                 own_error_class = "guardrail"
             elif app_validation not in (None, False, "", "false", "False", 0):
@@ -736,7 +880,9 @@ class Normalizer:
                 own_error_class = "guardrail"
         else:
             app_validation = found.get(sc.VALIDATION_ATTR)
-            if (failed and _VALIDATION_NAME.search(failure_name)) or app_validation not in (
+            # Only the app's failed parse of model output marks the call it judged (the writer finds
+            # it); an API failure passing up through an agent or chain span marks nothing.
+            if (failed and failure_class == "validation") or app_validation not in (
                     None, False, "", "false", "False", 0):
                 validation_marker = 1
         if failed and error_type is None:
@@ -770,8 +916,16 @@ class Normalizer:
             if utf8_repaired & 2 and NESTING_MARKER_BYTES in blob:
                 flags |= m.FLAG_TRUNCATED
 
+        # Redaction: one RE2 scan of the serialized span says whether any string in it (name, status,
+        # attribute keys and values at any depth, events, links) may hold something to redact; only
+        # then are its strings walked. The text columns copied from those strings follow.
+        redactor = self._redactor
+        redact_columns = redactor is not None and redactor.may_match(blob)
+        if redact_columns and _redact_message(redactor, _gather_span, span):
+            blob = span.SerializeToString()
+
         # A list, not a tuple: the writer fills in the id and the effective fields in place.
-        return [
+        row = [
             None,  # id: assigned by the writer
             span.trace_id,
             span.span_id,
@@ -817,13 +971,23 @@ class Normalizer:
             0,  # billed: decided by the writer once it sees the whole trace
             flags,
             _COMPRESSOR.compress(blob),
+            _dim_text(values[F_RESPONSE_ID]) or (_response_id_in_output(span.attributes) if kind in sc.BILLABLE_KINDS
+                                                 else None),
+            layer,
+            _tool_name(values[F_TOOL_NAME], name) if kind == "tool" else None,
+            None,  # duplicate_of: decided by the writer, like billed
         ]
+        if redact_columns:  # name, status message, user id, dimensions…: every text column
+            _redact_columns(redactor, row)
+        return row
 
     def _classify_key(self, key: str) -> int:
         cls = _KNOWN if key in self._known else 0
         if key in sc.CONTENT_KEYS or (key.startswith(sc.CONTENT_PREFIXES)
                                       and not key.startswith(sc.CONTENT_PREFIX_EXCEPTIONS)):
             cls |= _CONTENT
+        if self._dropping and self._dropped(key):
+            cls = _DROP
         if len(self._key_class) > 100_000:
             # Indexed keys (llm.input_messages.N...) are unbounded; the cache must not be.
             self._key_class.clear()
@@ -864,16 +1028,19 @@ class Normalizer:
         return None
 
     @staticmethod
-    def _tokens(values: list[Any], found: Mapping[str, Any]
+    def _tokens(values: list[Any], found: Mapping[str, Any], embedding: bool = False
                 ) -> tuple[int | None, int | None, int | None, int | None, int | None, bool]:
-        """Design §2 rule 2: input includes cache read+write, output includes reasoning."""
+        """Design §2 rule 2: input includes cache read+write, output includes reasoning. An
+        embedding's tokens are all input: a total-only count on one is its input."""
         inp = _int(values[F_INPUT])
         out = _int(values[F_OUTPUT])
         cache_read = _int(values[F_CACHE_READ])
         cache_write = _int(values[F_CACHE_WRITE])
         reasoning = _int(values[F_REASONING])
+        if inp is None and embedding:
+            inp = _first_int(found, sc.TOTAL_TOKEN_KEYS)
         if inp is None and out is None and found.get(sc.LANGFUSE_USAGE) is not None:
-            inp, out, cache_read, cache_write, reasoning = _langfuse_usage(found.get(sc.LANGFUSE_USAGE))
+            inp, out, cache_read, cache_write, reasoning = _langfuse_usage(found.get(sc.LANGFUSE_USAGE), embedding)
         elif inp is not None and (cache_read or 0) + (cache_write or 0) > inp:
             # An emitter reporting raw Anthropic usage (input excludes cache) gives itself away
             # when the cache counts exceed the input count: add them in rather than under-bill.
@@ -918,6 +1085,8 @@ class Normalizer:
         attrs = record.attributes
         if len(attrs) > MAX_ATTRIBUTES:
             del attrs[MAX_ATTRIBUTES:]
+        if self._dropping:
+            self._drop_attrs(attrs)
         if event_name is None:
             for kv in attrs:
                 if kv.key == sc.EVENT_NAME_ATTR:
@@ -943,14 +1112,6 @@ class Normalizer:
                 if len(kept) != len(attrs):
                     del attrs[:]
                     attrs.extend(kept)
-            elif self.options.redact:
-                _redact_any(record.body)
-                for kv in attrs:
-                    if kv.key in sc.CONTENT_KEYS:
-                        _redact_any(kv.value)
-        elif self.options.redact and record.body.WhichOneof("value") == "string_value":
-            # Plain application logs can carry anything a user typed.
-            _redact_any(record.body)
         time_ns = record.time_unix_nano or record.observed_time_unix_nano or received_ns
         if not (EARLIEST_PLAUSIBLE_NS <= time_ns <= received_ns + FUTURE_SKEW_NS):
             time_ns = received_ns
@@ -958,6 +1119,15 @@ class Normalizer:
         if len(blob) > self.options.max_attr_bytes:
             _truncate_log(record, self.options.max_attr_bytes)
             blob = record.SerializeToString()
+        # Every string of the record (body at any depth, attributes, event name, severity text), as
+        # for spans: one scan of the serialized record first, the walk only when it may match.
+        redactor = self._redactor
+        if redactor is not None and redactor.may_match(blob):
+            if _redact_message(redactor, _gather_log, record):
+                blob = record.SerializeToString()
+            columns = [event_name, finish_reason, eval_name]
+            _redact_columns(redactor, columns)
+            event_name, finish_reason, eval_name = columns
         return (
             trace_id,
             span_id,
@@ -973,13 +1143,27 @@ class Normalizer:
         )
 
 
+def _tool_name(value: Any, span_name: str) -> str | None:
+    """A tool span's tool: its tool-name key, else its span name without the `execute_tool ` /
+    `tools/call ` template (Langfuse tool observations are named after the tool)."""
+    tool = _dim_text(value)
+    if tool is None:
+        for prefix in sc.TOOL_SPAN_NAME_PREFIXES:
+            if span_name.startswith(prefix):
+                span_name = span_name[len(prefix):]
+                break
+        tool = _dim_text(span_name)
+    return tool
+
+
 def _truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.lower() in ("true", "1", "yes")
     return bool(value)
 
 
-def _langfuse_usage(raw: Any) -> tuple[int | None, int | None, int | None, int | None, int | None]:
+def _langfuse_usage(raw: Any, embedding: bool = False
+                    ) -> tuple[int | None, int | None, int | None, int | None, int | None]:
     usage = _json_obj(raw)
     if not isinstance(usage, dict):
         return None, None, None, None, None
@@ -1018,24 +1202,101 @@ def _langfuse_usage(raw: Any) -> tuple[int | None, int | None, int | None, int |
         inp = (inp or 0) + (cache_read or 0) + (cache_write or 0)
     if out is not None or reasoning is not None:
         out = (out or 0) + (reasoning or 0)
+    if inp is None and out is None and embedding:
+        # An embedding's total is its input (the first total bucket present; they are one count).
+        inp = next((v for v in (_int(usage.get(n)) for n in sc.LANGFUSE_TOTAL_BUCKETS) if v is not None), None)
     return inp, out, cache_read, cache_write, reasoning
 
 
-def _redact_any(value: Any, depth: int = 0) -> None:
-    """Redact every string inside an AnyValue, in place."""
+# Redaction walks gather every string of a message with where it lives ((message, field) pairs),
+# ask the redactor once which of them may need it (one RE2 scan of them all), and rewrite only those.
+
+def _gather_value(value: Any, refs: list, texts: list, depth: int) -> None:
     which = value.WhichOneof("value")
     if which == "string_value":
         text = value.string_value
-        redacted = redact_text(text)
-        if redacted is not text and redacted != text:
-            value.string_value = redacted
+        if text:
+            refs.append((value, "string_value"))
+            texts.append(text)
+    elif which == "bytes_value":
+        if value.bytes_value:
+            refs.append((value, "bytes_value"))
+            texts.append(value.bytes_value.decode("latin-1"))  # ASCII stays ASCII: an e-mail in bytes is found
     elif depth < _VALUE_WALK_DEPTH:
         if which == "array_value":
             for item in value.array_value.values:
-                _redact_any(item, depth + 1)
+                _gather_value(item, refs, texts, depth + 1)
         elif which == "kvlist_value":
-            for kv in value.kvlist_value.values:
-                _redact_any(kv.value, depth + 1)
+            _gather_kvs(value.kvlist_value.values, refs, texts, depth + 1)
+
+
+def _gather_kvs(kvs: Any, refs: list, texts: list, depth: int = 0) -> None:
+    """Keys and values (at any depth) of repeated KeyValues."""
+    for kv in kvs:
+        refs.append((kv, "key"))
+        texts.append(kv.key)
+        _gather_value(kv.value, refs, texts, depth)
+
+
+def _gather_fields(message: Any, names: tuple[str, ...], refs: list, texts: list) -> None:
+    for name in names:
+        text = getattr(message, name)
+        if text:
+            refs.append((message, name))
+            texts.append(text)
+
+
+def _gather_span(span: Any, refs: list, texts: list) -> None:
+    """Every string a span carries: name, trace state, status message, attributes, event names and
+    attributes, link trace states and attributes."""
+    _gather_fields(span, ("name", "trace_state"), refs, texts)
+    _gather_fields(span.status, ("message",), refs, texts)
+    _gather_kvs(span.attributes, refs, texts)
+    for event in span.events:
+        _gather_fields(event, ("name",), refs, texts)
+        _gather_kvs(event.attributes, refs, texts)
+    for link in span.links:
+        _gather_fields(link, ("trace_state",), refs, texts)
+        _gather_kvs(link.attributes, refs, texts)
+
+
+def _gather_resource(resource: Any, refs: list, texts: list) -> None:
+    _gather_kvs(resource.attributes, refs, texts)
+
+
+def _gather_scope(scope: Any, refs: list, texts: list) -> None:
+    _gather_fields(scope, ("name", "version"), refs, texts)
+    _gather_kvs(scope.attributes, refs, texts)
+
+
+def _gather_log(record: Any, refs: list, texts: list) -> None:
+    _gather_fields(record, ("event_name", "severity_text"), refs, texts)
+    _gather_value(record.body, refs, texts, 0)
+    _gather_kvs(record.attributes, refs, texts)
+
+
+def _redact_message(redactor: Redactor, gather: Callable[[Any, list, list], None], message: Any) -> bool:
+    """Redact every string `gather` finds in `message`, in place; True when one changed."""
+    refs: list = []
+    texts: list = []
+    gather(message, refs, texts)
+    changed = False
+    for index in redactor.candidates(texts):
+        text = texts[index]
+        redacted = redactor.redact(text)
+        if redacted is not text:
+            holder, name = refs[index]
+            setattr(holder, name, redacted.encode("latin-1", "replace") if name == "bytes_value" else redacted)
+            changed = True
+    return changed
+
+
+def _redact_columns(redactor: Redactor, row: list) -> None:
+    """The text columns of a row, copied from strings of a message that needed redaction."""
+    indexes = [i for i, value in enumerate(row) if type(value) is str]
+    texts = [row[i] for i in indexes]
+    for index in redactor.candidates(texts):
+        row[indexes[index]] = redactor.redact(texts[index])
 
 
 def _truncate_value(value: Any, limit: int, depth: int = 0) -> bool:

@@ -73,6 +73,8 @@ class PipelineConfig:
     keep_content: bool = True
     max_attr_bytes: int = 256 * 1024
     dimension_keys: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(semconv.DEFAULT_DIMENSION_KEYS))
+    redact_patterns: tuple[str, ...] = ()  # llmobs.toml [redaction] patterns, besides the built-in ones
+    drop_keys: tuple[str, ...] = ()  # llmobs.toml [redaction] drop_keys: attributes never stored
     retention_s: float | None = 7 * 86400
     max_db_bytes: int | None = None
     max_inflight_bytes: int = 256 << 20
@@ -87,6 +89,8 @@ class PipelineConfig:
             "keep_content": self.keep_content,
             "max_attr_bytes": self.max_attr_bytes,
             "dimension_keys": self.dimension_keys,
+            "redact_patterns": tuple(self.redact_patterns),
+            "drop_keys": tuple(self.drop_keys),
             "max_body_bytes": self.max_body_bytes,
         }
 

@@ -296,7 +296,7 @@ SPAN_COLUMNS_FOR_TRACE = (
     "status_message", "service", "provider", "operation", "request_model", "response_model", "input_tokens",
     "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "ttft_ns", "streaming",
     "finish_reason", "error_class", "error_subclass", "error_type", "feature", "tenant", "prompt_id",
-    "prompt_version", "conversation_id", "user_id", "cost_nusd", "price_id", "billed", "flags",
+    "prompt_version", "conversation_id", "user_id", "cost_nusd", "price_id", "billed", "flags", "duplicate_of",
 )
 
 
@@ -338,6 +338,7 @@ class SpanRow:
     price_id: str | None
     billed: int
     flags: int
+    duplicate_of: bytes | None  # the billed span of the same provider call, when this one is a twin
 
     @property
     def model(self) -> str | None:

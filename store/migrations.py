@@ -208,6 +208,29 @@ def m002_alerting(db: sqlite3.Connection) -> None:
     pin_planner_statistics(db)
 
 
+@migration
+def m003_one_call_once(db: sqlite3.Connection) -> None:
+    """What finds two spans of one provider call that are not ancestor and descendant (an SDK's own
+    span beside an instrumentation's, a framework span whose SDK span hangs elsewhere): the provider's
+    response id and the layer a span was emitted at; the effective `duplicate_of` the writer sets; and
+    the tool name, for tool calls (function tools and MCP) broken down per tool."""
+    db.executescript(
+        """
+        ALTER TABLE spans ADD COLUMN response_id TEXT;    -- gen_ai.response.id and its aliases
+        -- 0: the provider SDK's own span, 1: an instrumentation of an SDK, 2: a framework's span
+        ALTER TABLE spans ADD COLUMN call_layer INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE spans ADD COLUMN tool_name TEXT;
+        ALTER TABLE spans ADD COLUMN duplicate_of BLOB;   -- effective: the billed span of the same call
+        -- Two spans of one call can even be in two traces (an instrumentation that never makes its
+        -- span current, with no app span around the call): found by response id across the store.
+        CREATE INDEX spans_by_response ON spans (response_id) WHERE response_id IS NOT NULL;
+        -- The breakdown by tool reads a window's tool spans: 24 h of 1M spans in 0.63 s, not 1.8 s.
+        CREATE INDEX spans_tool_by_start ON spans (start_ns) WHERE kind = 'tool';
+        """
+    )
+    pin_planner_statistics(db)
+
+
 # Query-planner statistics for a store of about a million spans, pinned instead of measured.
 # ANALYZE on a young store records "spans: 2 rows", after which the planner full-scans `spans` for
 # a trace lookup for as long as those stats live, millions of rows later (seen in a test here);
@@ -216,6 +239,8 @@ def m002_alerting(db: sqlite3.Connection) -> None:
 PLANNER_STATISTICS = (
     ("spans", "spans_by_trace", "1000000 8 1"),
     ("spans", "spans_by_start", "1000000 1"),
+    ("spans", "spans_by_response", "300000 1"),
+    ("spans", "spans_tool_by_start", "50000 1"),
     ("traces", "traces", "125000 1"),
     ("traces", "traces_by_start", "125000 1"),
     ("traces", "traces_by_cost", "125000 5 1"),

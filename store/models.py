@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 # Column order of a span row as produced by the decoder. The writer fills the effective fields
-# (billed, feature, tenant, error_class) before inserting.
+# (billed, feature, tenant, error_class, duplicate_of) before inserting.
 SPAN_COLUMNS: Final = (
     "id",
     "trace_id",
@@ -57,8 +57,18 @@ SPAN_COLUMNS: Final = (
     "billed",
     "flags",
     "raw",
+    "response_id",
+    "call_layer",
+    "tool_name",
+    "duplicate_of",
 )
 COL: Final = {name: i for i, name in enumerate(SPAN_COLUMNS)}
+
+# call_layer: how far from the wire a span was emitted. Two spans of one call at different layers
+# (a framework's and the SDK's) are one call billed once, at the lowest layer.
+LAYER_NATIVE_SDK: Final = 0  # the provider SDK's own span (e.g. anthropic's com.anthropic.sdk.python)
+LAYER_INSTRUMENTATION: Final = 1  # an instrumentation library wrapping an SDK (the default)
+LAYER_FRAMEWORK: Final = 2  # a framework's span (LangChain, LlamaIndex, pydantic-ai, Vercel's wrapper…)
 
 # Span flags: what the receiver changed or could not trust, so the UI can say so.
 FLAG_TRUNCATED: Final = 1 << 0  # an attribute or event was cut to the size limit

@@ -7,6 +7,7 @@ its ragged edges. Every function takes an explicit `now_s` so results are reprod
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -182,6 +183,107 @@ def report(db: sqlite3.Connection, window_s: float, by: Sequence[str], now_s: fl
 
 def _iso(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+# --- tool calls ----------------------------------------------------------------------------------
+# Rollups have no tool dimension (a tool call is not a billed LLM call): tool breakdowns read the
+# tool spans of the window from `spans`. The dimensions a tool span carries itself:
+TOOL_GROUP_COLUMNS = {"tool": "s.tool_name", "service": "s.service", "feature": "s.feature", "tenant": "s.tenant"}
+_TOOL_FAILED = "({0}.status = 2 OR {0}.error_type IS NOT NULL)"  # OTel status ERROR, or error.type set
+
+
+def tool_calls_query(start_ns: int, end_ns: int, by: Sequence[str] = ("tool",)) -> tuple[str, tuple]:
+    """(sql, params): one row per tool call started in [start_ns, end_ns]: the `by` columns,
+    duration_ns, failed (0/1).
+
+    One call can leave several tool spans, one inside the other: a framework's execute_tool span,
+    the MCP client's `tools/call` below it, the MCP server's `tools/call` below that. A tool span
+    whose parent is a tool span of the same tool is part of its parent's call, not a call of its
+    own: the outermost span gives the duration the caller waited, and the call failed if any span
+    of the chain did (an MCP server flags `tool_error` where the client may see a plain result)."""
+    for name in by:
+        if name not in TOOL_GROUP_COLUMNS:
+            raise ValueError(f"cannot group tool calls by {name!r}: choose from {', '.join(TOOL_GROUP_COLUMNS)}")
+    dims = "".join(f"{TOOL_GROUP_COLUMNS[name]}, " for name in by)
+    sql = (
+        "WITH RECURSIVE chain(call_id, trace_id, span_id, tool_name, failed) AS ("
+        f"SELECT s.id, s.trace_id, s.span_id, s.tool_name, {_TOOL_FAILED.format('s')} FROM spans s "
+        "WHERE s.start_ns >= ? AND s.start_ns <= ? AND s.kind = 'tool' AND NOT EXISTS ("
+        "SELECT 1 FROM spans p WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id "
+        "AND p.kind = 'tool' AND p.tool_name IS s.tool_name) "
+        # UNION, not UNION ALL: a row already in the chain is not walked again
+        f"UNION SELECT chain.call_id, c.trace_id, c.span_id, c.tool_name, {_TOOL_FAILED.format('c')} "
+        "FROM chain JOIN spans c ON c.trace_id = chain.trace_id AND c.parent_span_id = chain.span_id "
+        "WHERE c.kind = 'tool' AND c.tool_name IS chain.tool_name) "
+        f"SELECT {dims}s.duration_ns, max(chain.failed) FROM chain JOIN spans s ON s.id = chain.call_id "
+        "GROUP BY chain.call_id"
+    )
+    return sql, (int(start_ns), int(end_ns))
+
+
+@dataclass(slots=True)
+class ToolStats:
+    """Calls of one tool (or one tool × dimension) over a window."""
+
+    key: dict[str, str | None]
+    calls: int = 0
+    errors: int = 0
+    durations_ns: list[int] = field(default_factory=list)
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.calls if self.calls else None
+
+    def percentile_ms(self, q: float) -> float | None:
+        """Nearest-rank percentile of the calls' durations, in ms (exact: read from spans)."""
+        if not self.durations_ns:
+            return None
+        ordered = sorted(self.durations_ns)
+        rank = min(len(ordered), max(1, math.ceil(q * len(ordered) - 1e-9)))
+        return round(ordered[rank - 1] / 1e6, 1)
+
+    def as_report(self) -> dict[str, Any]:
+        rate = self.error_rate
+        return {
+            "key": self.key,
+            "calls": self.calls,
+            "errors": self.errors,
+            "error_rate": None if rate is None else round(rate, 4),
+            "duration_ms": {"p50": self.percentile_ms(0.5), "p95": self.percentile_ms(0.95)},
+        }
+
+
+def parse_tool_calls(by: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[ToolStats]:
+    """Rows of tool_calls_query → one ToolStats per group, most called first."""
+    n = len(by)
+    groups: dict[tuple, ToolStats] = {}
+    for row in rows:
+        dims = tuple(row[:n])
+        group = groups.get(dims)
+        if group is None:
+            group = groups[dims] = ToolStats(key={name: value or None for name, value in zip(by, dims)})
+        group.calls += 1
+        if row[n + 1]:
+            group.errors += 1
+        if row[n] is not None:
+            group.durations_ns.append(row[n])
+    result = list(groups.values())
+    result.sort(key=lambda g: (-g.calls, -g.errors, tuple(str(v or "") for v in g.key.values())))
+    return result
+
+
+def tool_report(db: sqlite3.Connection, window_s: float, by: Sequence[str] = ("tool",),
+                now_s: float | None = None) -> dict[str, Any]:
+    """`report --by tool`: calls, errors and duration percentiles per tool over the window."""
+    now_s = int(now_s if now_s is not None else time.time())
+    start_s = now_s - int(window_s)
+    sql, params = tool_calls_query(start_s * 10**9, now_s * 10**9 + 10**9 - 1, by)
+    groups = parse_tool_calls(by, db.execute(sql, params))
+    return {
+        "window": {"start": _iso(start_s), "end": _iso(now_s), "seconds": int(window_s)},
+        "by": list(by),
+        "groups": [g.as_report() for g in groups],
+    }
 
 
 # --- traces --------------------------------------------------------------------------------------

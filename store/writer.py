@@ -70,7 +70,7 @@ _STATE_COLUMNS = tuple(c for c in SPAN_COLUMNS if c not in ("raw", "status_messa
 _INSERT_SPANS = f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))})"
 _UPDATE_SPAN = (
     "UPDATE spans SET finish_reason = ?, own_error_class = ?, billed = ?, feature = ?, tenant = ?, "
-    "error_class = ? WHERE id = ?"
+    "error_class = ?, duplicate_of = ? WHERE id = ?"
 )
 _INSERT_LOGS = (
     "INSERT INTO logs (trace_id, span_id, time_ns, event_name, severity, resource_id, scope_id, "
@@ -97,9 +97,11 @@ class SpanState:
         "id", "span_id", "parent", "kind", "name", "service", "start", "end", "duration", "status",
         "provider", "operation", "model", "input", "output", "cache_read", "cache_write", "reasoning",
         "ttft", "streaming", "finish_reason", "own_error", "subclass", "marker", "own_feature",
-        "own_tenant", "prompt_id", "prompt_version", "cost", "flags",
+        "own_tenant", "prompt_id", "prompt_version", "cost", "flags", "response_id", "layer", "response_model",
         # effective values as last written (and applied to rollups)
-        "billed", "feature", "tenant", "error_class",
+        "billed", "feature", "tenant", "error_class", "duplicate_of",
+        # the billed span of the same call when it is in another trace (found by response id)
+        "external_keeper",
         # a billable span is below this one
         "has_desc",
         # the own-field values last written, to detect changes from joined log records
@@ -139,6 +141,11 @@ class SpanState:
         s.prompt_version = row[COL["prompt_version"]]
         s.cost = row[COL["cost_nusd"]]
         s.flags = row[COL["flags"]]
+        s.response_id = row[COL["response_id"]]
+        layer = row[COL["call_layer"]]
+        s.layer = 1 if layer is None else layer
+        s.response_model = row[COL["response_model"]]
+        s.external_keeper = None
         s.has_desc = False
         s.stored_finish = s.finish_reason
         s.stored_own_error = s.own_error
@@ -147,9 +154,10 @@ class SpanState:
             s.feature = row[COL["feature"]]
             s.tenant = row[COL["tenant"]]
             s.error_class = row[COL["error_class"]]
+            s.duplicate_of = row[COL["duplicate_of"]]
         else:
             s.billed = 0
-            s.feature = s.tenant = s.error_class = None
+            s.feature = s.tenant = s.error_class = s.duplicate_of = None
         return s
 
 
@@ -195,6 +203,114 @@ class WriteStats:
     updated: int = 0
     traces: int = 0
     transactions: int = 0
+
+
+# How far apart two spans of one call may start or end beyond containment (clocks of one process).
+TWIN_SLACK_NS = 20_000_000
+
+
+def same_call_twins(trace: TraceState) -> dict[int, SpanState]:
+    """Spans that are another span's provider call, mapped (by id()) to the span billed for it.
+
+    The descendant rule (an LLM span with an LLM span below it is a wrapper) misses two spans of one
+    call that are not ancestor and descendant: a provider SDK's own span beside an instrumentation's
+    span of the same call (siblings), or a framework span that its instrumentation never made
+    current, so the SDK's span hangs elsewhere (cousins). Among the spans the descendant rule would
+    bill, two are one call when
+      - they carry the same provider response id, or
+      - they were emitted at different layers (models.LAYER_*: SDK, instrumentation, framework),
+        are the same operation (chat or embedding) of a compatible provider and model, neither has a
+        different response id, and one's time window contains the other's. Each span is matched to
+        at most one span of each other layer, the nearest in time, so two concurrent calls of one
+        model stay two.
+    Of each group, the one billed is the one with usage, then priced, then nearest the wire (lowest
+    layer), then the earliest: a function of the group alone, so every arrival order bills the same.
+    """
+    candidates = [s for s in trace.spans.values() if s.kind in BILLABLE and not s.has_desc]
+    if len(candidates) < 2:
+        return {}
+    parent: dict[int, SpanState] = {id(s): s for s in candidates}
+
+    def find(s: SpanState) -> SpanState:
+        while parent[id(s)] is not s:
+            parent[id(s)] = parent[id(parent[id(s)])]
+            s = parent[id(s)]
+        return s
+
+    def union(a: SpanState, b: SpanState) -> None:
+        ra, rb = find(a), find(b)
+        if ra is not rb:
+            parent[id(rb)] = ra
+
+    by_response: dict[str, SpanState] = {}
+    for s in sorted(candidates, key=_span_order):
+        if s.response_id:
+            first = by_response.setdefault(s.response_id, s)
+            if first is not s:
+                union(first, s)
+    layers = {s.layer for s in candidates}
+    if len(layers) > 1:
+        ordered = sorted(candidates, key=_span_order)
+        taken: set[tuple[int, int]] = set()  # (id of the lower span, layer of the span it was matched to)
+        for upper in sorted(candidates, key=lambda s: (-s.layer, s.start, s.span_id)):
+            best = None
+            for lower in ordered:
+                if lower.start > upper.end + TWIN_SLACK_NS:
+                    break
+                if (lower.layer >= upper.layer or (id(lower), upper.layer) in taken
+                        or not _may_be_one_call(upper, lower)):
+                    continue
+                distance = abs(lower.start - upper.start) + abs(lower.end - upper.end)
+                if best is None or distance < best[0]:
+                    best = (distance, lower)
+            if best is not None:
+                taken.add((id(best[1]), upper.layer))
+                union(upper, best[1])
+    groups: dict[int, list[SpanState]] = {}
+    for s in candidates:
+        groups.setdefault(id(find(s)), []).append(s)
+    twins: dict[int, SpanState] = {}
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        keeper = min(group, key=_keeper_order)
+        for s in group:
+            if s is not keeper:
+                twins[id(s)] = keeper
+    return twins
+
+
+def _keeper_order(s: SpanState) -> tuple:
+    """Which span of one call is billed: one with usage, then priced, then nearest the wire, then
+    the earliest (then the span id, so that the choice never depends on arrival order)."""
+    return (s.input is None and s.output is None, s.cost is None, s.layer, s.start, s.span_id)
+
+
+def _span_order(s: SpanState) -> tuple[int, bytes]:
+    return (s.start, s.span_id)
+
+
+def _may_be_one_call(a: SpanState, b: SpanState) -> bool:
+    if a.kind != b.kind:
+        return False
+    if a.response_id and b.response_id and a.response_id != b.response_id:
+        return False
+    if a.provider and b.provider and a.provider != b.provider:
+        return False
+    if not _same_model(a, b):
+        return False
+    outer, inner = (a, b) if (a.end - a.start) >= (b.end - b.start) else (b, a)
+    return outer.start - TWIN_SLACK_NS <= inner.start and inner.end <= outer.end + TWIN_SLACK_NS
+
+
+def _same_model(a: SpanState, b: SpanState) -> bool:
+    """Models match when any name of one equals or prefixes one of the other ("gpt-4o" asked for,
+    "gpt-4o-2024-08-06" answered); a span that names no model matches on provider alone."""
+    names_a = {m.lower() for m in (a.model, a.response_model) if m}
+    names_b = {m.lower() for m in (b.model, b.response_model) if m}
+    if not names_a or not names_b:
+        return True
+    return any(x == y or x.startswith(y) or y.startswith(x) for x in names_a for y in names_b)
 
 
 def _conflicts(known: SpanState, row: Sequence[Any]) -> bool:
@@ -397,6 +513,8 @@ class SpanWriter:
             elif self._join_finish_reason(state, finish):
                 touched[trace_id] = trace
 
+        self._join_twins_across_traces(new_states, touched)
+
         # Recompute effective fields of every touched trace; apply contribution deltas.
         new_ids = {id(s) for s in new_states}
         updates: list[tuple] = []
@@ -409,7 +527,8 @@ class SpanWriter:
                 if new is not None:
                     self._apply(new, +1)
                 if not is_new:
-                    updates.append((s.finish_reason, s.own_error, s.billed, s.feature, s.tenant, s.error_class, s.id))
+                    updates.append((s.finish_reason, s.own_error, s.billed, s.feature, s.tenant, s.error_class,
+                                    s.duplicate_of, s.id))
                     s.stored_finish, s.stored_own_error = s.finish_reason, s.own_error
             trace_rows.append(self._summary(trace_id, trace, now))
 
@@ -418,6 +537,7 @@ class SpanWriter:
             record[COL["feature"]] = state.feature
             record[COL["tenant"]] = state.tenant
             record[COL["error_class"]] = state.error_class
+            record[COL["duplicate_of"]] = state.duplicate_of
 
         if inserts:
             db.executemany(_INSERT_SPANS, inserts)
@@ -469,6 +589,8 @@ class SpanWriter:
             for s in trace.spans.values():
                 if s.kind in BILLABLE and s.parent is not None:
                     _mark_up(trace, trace.spans.get(s.parent))
+                if s.duplicate_of is not None and s.duplicate_of not in trace.spans:
+                    s.external_keeper = s.duplicate_of
             # A log that arrived before this (older) span was stored: join it now.
             for s in trace.spans.values():
                 pending = self._pending_finish.pop((trace_id, s.span_id), None)
@@ -476,6 +598,42 @@ class SpanWriter:
                     self._join_finish_reason(s, pending)
             self._traces[trace_id] = trace
             self._cached_spans += len(trace.spans)
+
+    def _join_twins_across_traces(self, new_states: list[SpanState], touched: dict[bytes, TraceState]) -> None:
+        """Spans of one call (same response id) in different traces: an instrumentation that never
+        makes its span current, and no app span around the call, puts the SDK's span in a trace of
+        its own. One of them is billed, chosen as within a trace (same_call_twins); the others point
+        at it through `external_keeper`, and their traces are recomputed (rollups move by deltas)."""
+        new_ids = {s.response_id for s in new_states if s.response_id and s.kind in BILLABLE}
+        if not new_ids:
+            return
+        members: dict[str, set[tuple[bytes, bytes]]] = {}
+        ids = sorted(new_ids)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ", ".join("?" * len(chunk))
+            for trace_id, span_id, response_id in self.db.execute(
+                    f"SELECT trace_id, span_id, response_id FROM spans WHERE response_id IN ({marks})", chunk):
+                members.setdefault(response_id, set()).add((trace_id, span_id))
+        for trace_id, trace in touched.items():
+            for s in trace.spans.values():
+                if s.response_id in new_ids:
+                    members.setdefault(s.response_id, set()).add((trace_id, s.span_id))
+        for response_id, spans in members.items():
+            if len({trace_id for trace_id, _ in spans}) < 2:
+                continue  # one trace: same_call_twins decides
+            self._load_traces({trace_id for trace_id, _ in spans})
+            states = [(trace_id, self._traces[trace_id].spans.get(span_id)) for trace_id, span_id in spans
+                      if trace_id in self._traces]
+            states = [(t, s) for t, s in states if s is not None and s.kind in BILLABLE and not s.has_desc]
+            if len({t for t, _ in states}) < 2:
+                continue
+            keeper_trace, keeper = min(states, key=lambda ts: _keeper_order(ts[1]))
+            for trace_id, s in states:
+                external = keeper.span_id if trace_id != keeper_trace else None
+                if s.external_keeper != external:
+                    s.external_keeper = external
+                    touched[trace_id] = self._traces[trace_id]
 
     def _evict_traces(self) -> None:
         while self._cached_spans > self.trace_cache_spans and len(self._traces) > 1:
@@ -493,13 +651,14 @@ class SpanWriter:
         self._next_id = (row[0] or 0) + 1
 
     def _recompute(self, trace: TraceState, new_ids: set[int]) -> list[tuple[SpanState, tuple | None, bool]]:
-        """Effective billed/feature/tenant/error_class of every span; returns the new and changed
-        spans with their previous contribution (None for new spans)."""
+        """Effective billed/feature/tenant/error_class/duplicate_of of every span; returns the new and
+        changed spans with their previous contribution (None for new spans)."""
         root = trace.root
         root_feature = root_tenant = None
         if root is not None:
             root_feature = root.own_feature or root.name or None
             root_tenant = root.own_tenant
+        twins = same_call_twins(trace)
         validated: set[int] = set()
         orphan_markers: set[int] = set()
         for s in trace.spans.values():
@@ -508,10 +667,12 @@ class SpanWriter:
                 if target is None:
                     orphan_markers.add(id(s))
                 else:
-                    validated.add(id(target))
+                    validated.add(id(twins.get(id(target), target)))
         changed: list[tuple[SpanState, tuple | None, bool]] = []
         for s in trace.spans.values():
-            billed = 1 if (s.kind in BILLABLE and not s.has_desc) else 0
+            keeper = twins.get(id(s))
+            duplicate_of = keeper.span_id if keeper is not None else s.external_keeper
+            billed = 1 if (s.kind in BILLABLE and not s.has_desc and duplicate_of is None) else 0
             feature = s.own_feature or root_feature
             tenant = s.own_tenant or root_tenant
             if s.kind in BILLABLE:
@@ -526,10 +687,11 @@ class SpanWriter:
                 error_class = None
             is_new = id(s) in new_ids
             if (is_new or billed != s.billed or feature != s.feature or tenant != s.tenant
-                    or error_class != s.error_class or s.finish_reason != s.stored_finish
-                    or s.own_error != s.stored_own_error):
+                    or error_class != s.error_class or duplicate_of != s.duplicate_of
+                    or s.finish_reason != s.stored_finish or s.own_error != s.stored_own_error):
                 old = None if is_new else self._contribution(s)
                 s.billed, s.feature, s.tenant, s.error_class = billed, feature, tenant, error_class
+                s.duplicate_of = duplicate_of
                 changed.append((s, old, is_new))
         return changed
 

@@ -1,7 +1,8 @@
 """A local stand-in for the OpenAI HTTP API, deterministic, for end-to-end tests with the real SDK.
 
 Usage per model is fixed (USAGE), so a test knows exactly what the provider reported. A request
-whose `user` is "force-429" gets a rate-limit error; "force-500" a server error.
+whose `user` is "force-429", or whose messages contain FORCE_429 (for frameworks that do not pass
+`user` through), gets a rate-limit error; "force-500" a server error.
 """
 
 from __future__ import annotations
@@ -20,6 +21,17 @@ USAGE = {
     "local-llama": ("local-llama", 100, 0, 20, 0),
 }
 EMBEDDING_TOKENS = 42
+FORCE_429 = "[force-429]"
+
+
+def _has_marker(body: object) -> bool:
+    if isinstance(body, str):
+        return FORCE_429 in body
+    if isinstance(body, dict):
+        return any(_has_marker(v) for v in body.values())
+    if isinstance(body, list):
+        return any(_has_marker(v) for v in body)
+    return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -40,7 +52,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length", "0"))
         request = json.loads(self.rfile.read(length) or b"{}")
         self.server.requests.append((self.path, request))  # type: ignore[attr-defined]
-        if request.get("user") == "force-429":
+        if request.get("user") == "force-429" or _has_marker(request.get("messages")):
             self._json(429, {"error": {"message": "Rate limit reached for requests", "type": "requests",
                                        "code": "rate_limit_exceeded"}})
             return
@@ -54,6 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
                              "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(n)],
                              "usage": {"prompt_tokens": EMBEDDING_TOKENS, "total_tokens": EMBEDDING_TOKENS}})
             return
+        # Unique per call, as the API's are: a span's response id names one provider call.
+        call_id = f"chatcmpl-standin-{len(self.server.requests):04d}"  # type: ignore[attr-defined]
         model, prompt, cached, completion, reasoning = USAGE[request["model"]]
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
                  "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
@@ -66,22 +80,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             chunks = [{"role": "assistant", "content": ""}, {"content": "Parcels ship "}, {"content": "within 2 days."}]
             for i, delta in enumerate(chunks):
-                event = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": created, "model": model,
+                event = {"id": call_id, "object": "chat.completion.chunk", "created": created, "model": model,
                          "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
                 self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
                 self.wfile.flush()
                 time.sleep(0.05 if i == 0 else 0.01)  # a measurable time to first token
-            final = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": created, "model": model,
+            final = {"id": call_id, "object": "chat.completion.chunk", "created": created, "model": model,
                      "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
             if (request.get("stream_options") or {}).get("include_usage"):
-                tail = {"id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": created, "model": model,
+                tail = {"id": call_id, "object": "chat.completion.chunk", "created": created, "model": model,
                         "choices": [], "usage": usage}
                 self.wfile.write(f"data: {json.dumps(tail)}\n\n".encode())
             self.wfile.write(b"data: [DONE]\n\n")
             self.wfile.flush()
             return
-        self._json(200, {"id": "chatcmpl-1", "object": "chat.completion", "created": created, "model": model,
+        self._json(200, {"id": call_id, "object": "chat.completion", "created": created, "model": model,
                          "choices": [{"index": 0, "finish_reason": "stop",
                                       "message": {"role": "assistant", "content": "Parcels ship within 2 days."}}],
                          "usage": usage, "system_fingerprint": "fp_test"})

@@ -1517,8 +1517,8 @@ def test_log_redaction_of_bodies_and_structured_attributes():
     assert attrs == {"gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": PII_REDACTED}]}],
                      "gen_ai.usage.input_tokens": 42}
     assert any_value(stored[1].body) == f"user said: {PII_REDACTED}"
-    # Structured bodies of non-GenAI events are not content and are stored as sent.
-    assert any_value(stored[2].body) == {"who": EMAIL}
+    # Structured bodies of any other event are redacted too: redaction covers every string.
+    assert any_value(stored[2].body) == {"who": "[REDACTED:email]"}
 
 
 @pytest.mark.parametrize(("body", "expected"), [

@@ -1,4 +1,5 @@
-"""Breakdown: the window by model, feature, tenant, prompt version or provider."""
+"""Breakdown: the window by model, feature, tenant, prompt version or provider (LLM calls, from
+rollups), or by tool (tool calls: calls, errors, p50/p95 duration, from the tool spans)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from textual.binding import Binding
 from llmobs_tui import format as fmt
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.keyed_table import KeyedTable
-from store.queries import GroupStats
+from store.dashboards import Query
+from store.queries import GroupStats, ToolStats, parse_tool_calls, tool_calls_query
 
-GROUPINGS = ("model", "feature", "tenant", "prompt", "provider")
-FILTER_FIELD = {"model": "model", "feature": "feature", "tenant": "tenant", "prompt": "prompt", "provider": "provider"}
+GROUPINGS = ("model", "feature", "tenant", "prompt", "provider", "tool")
+FILTER_FIELD = {"model": "model", "feature": "feature", "tenant": "tenant", "prompt": "prompt", "provider": "provider",
+                "tool": "tool"}
 
 
 class BreakdownScreen(LiveScreen):
@@ -34,26 +37,46 @@ class BreakdownScreen(LiveScreen):
 
     WIDE = ("calls", "p95", "TTFT p95", "error %", "tokens", "cost", "cache hit", "decode")
     NARROW = ("calls", "p95", "error %", "cost", "cache hit")
+    TOOL_WIDE = ("calls", "errors", "error %", "p50", "p95")
+    TOOL_NARROW = ("calls", "error %", "p95")
+
+    def _layout_for(self, width: int) -> tuple[str, ...]:
+        wide = width >= 110 or not width
+        if self.by == "tool":
+            return self.TOOL_WIDE if wide else self.TOOL_NARROW
+        return self.WIDE if wide else self.NARROW
 
     def on_resize(self) -> None:
-        layout = self.WIDE if self.size.width >= 110 else self.NARROW
+        layout = self._layout_for(self.size.width)
         if layout != getattr(self, "_layout", None):
             self._columns()
             self.llmobs.wake()
 
     def _columns(self) -> None:
-        self._layout = self.WIDE if self.size.width >= 110 or not self.size.width else self.NARROW
+        self._layout = self._layout_for(self.size.width)
+        narrow = self._layout in (self.NARROW, self.TOOL_NARROW)
         table = self.query_one(KeyedTable)
         table.clear(columns=True)
         table._cells.clear()
-        table.add_column(self.by, width=28 if self._layout is self.NARROW else None)
+        table.add_column(self.by, width=28 if narrow else None)
         table.add_columns(*self._layout)
         table.focus()
 
-    async def load(self, reader, now_s: float) -> list[GroupStats]:
+    async def load(self, reader, now_s: float) -> list[GroupStats] | list[ToolStats]:
+        if self.by == "tool":
+            # Tool calls are not in the rollups: read the window's tool spans (store.queries).
+            window_ns = int(self.llmobs.window_s * 1e9)
+            sql, params = tool_calls_query(int(now_s * 1e9) - window_ns, int(now_s * 1e9))
+            rows = await reader._snapshot({"rows": Query(sql, params)})
+            return parse_tool_calls(("tool",), rows["rows"])
         return await reader.breakdown(self.llmobs.window_s, now_s, self.by)
 
-    def show(self, groups: list[GroupStats]) -> None:
+    def show(self, groups: list[GroupStats] | list[ToolStats]) -> None:
+        if groups and isinstance(groups[0], ToolStats) != (self.by == "tool"):
+            return  # loaded for the grouping before a `g`: the next refresh brings the right rows
+        if self.by == "tool":
+            self._show_tools(groups)  # type: ignore[arg-type]
+            return
         rows = []
         self._groups = {}
         for group in groups:
@@ -84,6 +107,26 @@ class BreakdownScreen(LiveScreen):
                 "error %": Text(fmt.percent(errors / calls) if calls else "–", style="red" if errors else ""),
                 "tokens": Text(fmt.tokens(group["input_tokens"] + group["output_tokens"])), "cost": cost,
                 "cache hit": Text(fmt.percent(group.cache_hit_rate)), "decode": Text(f"{decode:,.0f}/s" if decode else "–"),
+            }
+            rows.append((key, (label, *(cells[c] for c in self._layout))))
+        self.query_one(KeyedTable).sync(rows)
+
+    def _show_tools(self, groups: list[ToolStats]) -> None:
+        rows = []
+        self._groups = {}
+        narrow = self._layout is self.TOOL_NARROW
+        for group in groups:
+            key = repr(tuple(group.key.values()))
+            self._groups[key] = group
+            label = fmt.safe(group.key.get("tool") or "–", limit=48)
+            label.truncate(28 if narrow else 48, overflow="ellipsis")
+            p50, p95 = group.percentile_ms(0.5), group.percentile_ms(0.95)
+            cells = {
+                "calls": Text(f"{group.calls:,}"),
+                "errors": Text(f"{group.errors:,}", style="red" if group.errors else ""),
+                "error %": Text(fmt.percent(group.error_rate), style="red" if group.errors else ""),
+                "p50": Text(fmt.duration(p50 * 1e6) if p50 is not None else "–"),
+                "p95": Text(fmt.duration(p95 * 1e6) if p95 is not None else "–"),
             }
             rows.append((key, (label, *(cells[c] for c in self._layout))))
         self.query_one(KeyedTable).sync(rows)

@@ -13,12 +13,12 @@ from textual.widgets import Static
 FILTER_HELP = (
     "Filter (/): field op value, terms ANDed, a leading ! inverts.  ops: = != =~ !~ > >= < <=\n"
     "fields: feature tenant service root status duration cost tokens calls spans model provider name kind\n"
-    "        error prompt version user conversation ttft latency\n"
+    "        error prompt version user conversation ttft latency tool\n"
     "e.g.  model=~gpt-4.* ttft>1s status=error feature=checkout      !feature=search      cost>$0.01"
 )
 COMMAND_HELP = (
     "Commands (:): window 5m|1h|24h|7d · sort <start|duration|cost|tokens|calls|errors> · filter <expr> · "
-    "by <model|feature|tenant|prompt|provider> · export · follow · quit"
+    "by <model|feature|tenant|prompt|provider|tool> · export · follow · quit"
 )
 
 

@@ -14,7 +14,7 @@ from textual.widgets import Static, TabbedContent, TabPane
 
 from llmobs_tui import format as fmt
 from llmobs_tui.reader import SpanDetail
-from store.models import flag_names
+from store.models import FLAG_CONTENT_DROPPED, flag_names
 
 ROLE_STYLE = {"system": "bold yellow", "user": "bold green", "assistant": "bold magenta", "tool": "bold cyan",
               "developer": "bold yellow"}
@@ -63,6 +63,71 @@ def attributes_view(detail: SpanDetail) -> RenderableType:
     return table
 
 
+# What turns on prompt and completion capture, per instrumentation family, found from the span's
+# instrumentation scope name (first row whose prefix matches wins; the README has the same table).
+_OTEL_CONTENT = ("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=SPAN_AND_EVENT with "
+                 "OTEL_SEMCONV_STABILITY_OPT_IN=gen_ai_latest_experimental (older releases: "
+                 "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true)")
+_OPENLLMETRY_CONTENT = "TRACELOOP_TRACE_CONTENT=true (OpenLLMetry records content unless it is false)"
+CONTENT_SWITCHES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    # (scope-name prefixes, family, setting)
+    (("opentelemetry.instrumentation.openai_v2", "opentelemetry.instrumentation.genai.",
+      "opentelemetry.instrumentation.google_genai", "opentelemetry.util.genai"), "OTel GenAI instrumentation",
+     _OTEL_CONTENT),
+    # Both OTel contrib and OpenLLMetry ship an instrumentation under these names.
+    (("opentelemetry.instrumentation.vertexai", "opentelemetry.instrumentation.langchain"),
+     "OTel contrib or OpenLLMetry instrumentation", f"{_OTEL_CONTENT}; or, for OpenLLMetry, {_OPENLLMETRY_CONTENT}"),
+    (("opentelemetry.instrumentation.", "traceloop"), "OpenLLMetry", _OPENLLMETRY_CONTENT),
+    (("openinference.",), "OpenInference",
+     "OPENINFERENCE_HIDE_INPUTS / OPENINFERENCE_HIDE_OUTPUTS (and OPENINFERENCE_HIDE_INPUT_MESSAGES / "
+     "OPENINFERENCE_HIDE_OUTPUT_MESSAGES) unset or false, and no TraceConfig(hide_inputs=True)"),
+    (("langfuse",), "Langfuse",
+     "LANGFUSE_OBSERVE_DECORATOR_IO_CAPTURE_ENABLED unset or true, and no "
+     "@observe(capture_input=False, capture_output=False)"),
+    (("pydantic-ai", "pydantic_ai", "logfire"), "Pydantic AI",
+     "Agent(instrument=InstrumentationSettings(include_content=True)) "
+     "(logfire.instrument_pydantic_ai(include_content=True))"),
+    (("openlit",), "OpenLIT", "OPENLIT_CAPTURE_MESSAGE_CONTENT=true (openlit.init(capture_message_content=True))"),
+)
+# The Vercel AI SDK's scope is just "ai".
+_VERCEL_CONTENT = ("Vercel AI SDK",
+                   "experimental_telemetry: { isEnabled: true, recordInputs: true, recordOutputs: true }")
+
+
+def content_switch(scope_name: str | None) -> tuple[str, str] | None:
+    """(family, the setting that records prompts and completions) for an instrumentation scope."""
+    if not scope_name:
+        return None
+    name = scope_name.strip().lower()
+    if name == "ai":
+        return _VERCEL_CONTENT
+    for prefixes, family, setting in CONTENT_SWITCHES:
+        if name.startswith(prefixes):
+            return family, setting
+    return None
+
+
+def no_content_text(detail: SpanDetail) -> Text:
+    """The line shown when a span carries no prompt or completion: what to turn on, and where.
+    Built from plain Text pieces: the scope name is the sender's, never markup."""
+    text = Text("No prompt or completion recorded for this span.", style="dim")
+    if detail.span.flags & FLAG_CONTENT_DROPPED:
+        text.append(" The receiver runs with --no-content.", style="dim")
+        return text
+    scope = detail.scope[0]
+    switch = content_switch(scope)
+    if switch is None:
+        text.append(" If the instrumentation should record them, turn its content capture on "
+                    "(README: \"Capture prompts and completions\").", style="dim")
+        return text
+    family, setting = switch
+    text.append(f" {family} (scope ", style="dim")
+    text.append_text(fmt.safe(scope, style="dim", limit=120))
+    text.append(") records them with: ", style="dim")
+    text.append(setting)
+    return text
+
+
 def conversation_view(detail: SpanDetail) -> RenderableType:
     parts: list[RenderableType] = []
     arguments, result = detail.tool_io
@@ -103,10 +168,7 @@ def conversation_view(detail: SpanDetail) -> RenderableType:
                 parts.append(fmt.safe(part.text or f"<{part.type}>", style="dim"))
         parts.append(Text(""))
     if not parts:
-        text = "No prompt or completion recorded for this span."
-        if detail.span.flags & 32:
-            text += " The receiver runs with --no-content."
-        return Text(text, style="dim")
+        return no_content_text(detail)
     return Group(*parts)
 
 
@@ -151,7 +213,11 @@ def cost_view(detail: SpanDetail, prices: Any) -> RenderableType:
         rate = out / (decode / 1e9) if out and decode > 0 else None
         lines.add_row("latency", Text(f"TTFT {fmt.duration(span.ttft_ns)}, TPOT {fmt.duration(tpot)}, "
                                       f"decode {rate:.0f} tok/s" if rate else f"TTFT {fmt.duration(span.ttft_ns)}"))
-    if not span.billed:
+    if span.duplicate_of is not None:
+        lines.add_row("billing", Text(f"not billed here: the same provider call as span {span.duplicate_of.hex()}, "
+                                      f"which is billed (same response id, or a wrapper's and an SDK's span of "
+                                      f"one call)", style="yellow"))
+    elif not span.billed:
         lines.add_row("billing", Text("not billed here: an LLM span below this one is the billed call", style="yellow"))
     row = None
     if span.price_id and prices is not None:

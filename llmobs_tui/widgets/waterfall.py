@@ -237,6 +237,9 @@ class Waterfall(ScrollView, can_focus=True):
                 parts.append(f"{fmt.tokens(span.input_tokens)}→{fmt.tokens(span.output_tokens)}")
             if span.billed:
                 parts.append(fmt.money(span.cost_nusd, unpriced=True))
+            elif span.duplicate_of is not None:
+                # First, so that a narrow label still says it: this call is billed on its twin.
+                parts.insert(1, "dup")
         if span.error_subclass or span.error_class:
             parts.append(f"✗ {fmt.clean(span.error_subclass or span.error_class, limit=24)}")
         return " ".join(parts)
