@@ -223,7 +223,7 @@ def m003_one_call_once(db: sqlite3.Connection) -> None:
         ALTER TABLE spans ADD COLUMN duplicate_of BLOB;   -- effective: the billed span of the same call
         -- Two spans of one call can even be in two traces (an instrumentation that never makes its
         -- span current, with no app span around the call): found by response id across the store.
-        CREATE INDEX spans_by_response ON spans (response_id) WHERE response_id IS NOT NULL;
+        CREATE INDEX spans_by_response ON spans (response_id, call_layer, start_ns) WHERE response_id IS NOT NULL;
         -- The breakdown by tool reads a window's tool spans: 24 h of 1M spans in 0.63 s, not 1.8 s.
         CREATE INDEX spans_tool_by_start ON spans (start_ns) WHERE kind = 'tool';
         """
@@ -239,7 +239,7 @@ def m003_one_call_once(db: sqlite3.Connection) -> None:
 PLANNER_STATISTICS = (
     ("spans", "spans_by_trace", "1000000 8 1"),
     ("spans", "spans_by_start", "1000000 1"),
-    ("spans", "spans_by_response", "300000 1"),
+    ("spans", "spans_by_response", "300000 1 1 1"),
     ("spans", "spans_tool_by_start", "50000 1"),
     ("traces", "traces", "125000 1"),
     ("traces", "traces_by_start", "125000 1"),

@@ -16,12 +16,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from store import histogram
-from store.models import COL, SPAN_COLUMNS
+from store.models import COL, LAYER_FRAMEWORK, LAYER_INSTRUMENTATION, LAYER_NATIVE_SDK, SPAN_COLUMNS
 
 BILLABLE = frozenset({"llm", "embedding"})
 TOTAL_DIMS_ID = 0  # rollup rows summing every dimension set of their bucket
@@ -176,6 +176,17 @@ class TraceState:
             self.children.setdefault(s.parent, []).append(s)
 
 
+def _descendants(trace: TraceState, s: SpanState, limit: int = 10_000) -> Iterator[SpanState]:
+    """The spans below `s`, in no particular order (bounded: a trace can be huge)."""
+    queue = list(trace.children.get(s.span_id, ()))
+    seen = 0
+    while queue and seen < limit:
+        d = queue.pop()
+        seen += 1
+        yield d
+        queue.extend(trace.children.get(d.span_id, ()))
+
+
 def _mark_up(trace: TraceState, s: SpanState | None) -> None:
     """Record that a billable span lies below `s`, and below every known ancestor of `s`."""
     while s is not None and not s.has_desc:
@@ -207,6 +218,7 @@ class WriteStats:
 
 # How far apart two spans of one call may start or end beyond containment (clocks of one process).
 TWIN_SLACK_NS = 20_000_000
+LAYERS = (LAYER_NATIVE_SDK, LAYER_INSTRUMENTATION, LAYER_FRAMEWORK)
 
 
 def same_call_twins(trace: TraceState) -> dict[int, SpanState]:
@@ -242,12 +254,15 @@ def same_call_twins(trace: TraceState) -> dict[int, SpanState]:
         if ra is not rb:
             parent[id(rb)] = ra
 
-    by_response: dict[str, SpanState] = {}
+    by_response: dict[str, list[SpanState]] = {}
     for s in sorted(candidates, key=_span_order):
         if s.response_id:
-            first = by_response.setdefault(s.response_id, s)
-            if first is not s:
-                union(first, s)
+            seen = by_response.setdefault(s.response_id, [])
+            for other in seen:
+                # Nesting windows too: a replayed or mocked id reused by another call is not this call.
+                if _may_be_one_call(other, s):
+                    union(other, s)
+            seen.append(s)
     layers = {s.layer for s in candidates}
     if len(layers) > 1:
         ordered = sorted(candidates, key=_span_order)
@@ -299,8 +314,14 @@ def _may_be_one_call(a: SpanState, b: SpanState) -> bool:
         return False
     if not _same_model(a, b):
         return False
-    outer, inner = (a, b) if (a.end - a.start) >= (b.end - b.start) else (b, a)
-    return outer.start - TWIN_SLACK_NS <= inner.start and inner.end <= outer.end + TWIN_SLACK_NS
+    return _windows_nest(a.start, a.end, b.start, b.end)
+
+
+def _windows_nest(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:
+    """One time window contains the other (within TWIN_SLACK_NS)."""
+    if (a_end - a_start) < (b_end - b_start):
+        a_start, a_end, b_start, b_end = b_start, b_end, a_start, a_end
+    return a_start - TWIN_SLACK_NS <= b_start and b_end <= a_end + TWIN_SLACK_NS
 
 
 def _same_model(a: SpanState, b: SpanState) -> bool:
@@ -600,40 +621,61 @@ class SpanWriter:
             self._cached_spans += len(trace.spans)
 
     def _join_twins_across_traces(self, new_states: list[SpanState], touched: dict[bytes, TraceState]) -> None:
-        """Spans of one call (same response id) in different traces: an instrumentation that never
-        makes its span current, and no app span around the call, puts the SDK's span in a trace of
-        its own. One of them is billed, chosen as within a trace (same_call_twins); the others point
-        at it through `external_keeper`, and their traces are recomputed (rollups move by deltas)."""
-        new_ids = {s.response_id for s in new_states if s.response_id and s.kind in BILLABLE}
-        if not new_ids:
+        """Spans of one call in different traces: an instrumentation that never makes its span current,
+        and no app span around the call, puts the SDK's span in a trace of its own. They share the
+        provider's response id, were emitted at different layers (an SDK's and an instrumentation's),
+        and their time windows nest: a mocked or replayed id that other calls reuse does not join
+        them. One is billed, chosen as within a trace (_keeper_order); the others point at it through
+        `external_keeper`, and their traces are recomputed, so rollups move by deltas."""
+        new_ids = {id(s) for s in new_states}
+        new = [(trace_id, s) for trace_id, trace in touched.items() for s in trace.spans.values()
+               if id(s) in new_ids and s.response_id and s.kind in BILLABLE]
+        if not new:
             return
-        members: dict[str, set[tuple[bytes, bytes]]] = {}
-        ids = sorted(new_ids)
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ", ".join("?" * len(chunk))
-            for trace_id, span_id, response_id in self.db.execute(
-                    f"SELECT trace_id, span_id, response_id FROM spans WHERE response_id IN ({marks})", chunk):
-                members.setdefault(response_id, set()).add((trace_id, span_id))
-        for trace_id, trace in touched.items():
-            for s in trace.spans.values():
-                if s.response_id in new_ids:
-                    members.setdefault(s.response_id, set()).add((trace_id, s.span_id))
-        for response_id, spans in members.items():
-            if len({trace_id for trace_id, _ in spans}) < 2:
-                continue  # one trace: same_call_twins decides
-            self._load_traces({trace_id for trace_id, _ in spans})
-            states = [(trace_id, self._traces[trace_id].spans.get(span_id)) for trace_id, span_id in spans
-                      if trace_id in self._traces]
-            states = [(t, s) for t, s in states if s is not None and s.kind in BILLABLE and not s.has_desc]
-            if len({t for t, _ in states}) < 2:
+        by_response: dict[str, list[tuple[bytes, SpanState]]] = {}
+        for trace_id, s in new:
+            by_response.setdefault(s.response_id, []).append((trace_id, s))
+        # Stored spans with these ids at another layer: one query per layer present in the batch
+        # (with real, unique ids it finds next to nothing; the index answers it without the table).
+        ids_by_layer: dict[int, set[str]] = {}
+        for _, s in new:
+            ids_by_layer.setdefault(s.layer, set()).add(s.response_id)
+        stored: dict[str, list[tuple]] = {}
+        for layer, response_ids in ids_by_layer.items():
+            other_layers = [other for other in LAYERS if other != layer]
+            ordered = sorted(response_ids)
+            for start in range(0, len(ordered), 400):
+                chunk = ordered[start:start + 400]
+                for row in self.db.execute(
+                        "SELECT response_id, trace_id, span_id, call_layer, start_ns, end_ns FROM spans "
+                        f"WHERE response_id IN ({', '.join('?' * len(chunk))}) "
+                        f"AND call_layer IN ({', '.join('?' * len(other_layers))})", (*chunk, *other_layers)):
+                    stored.setdefault(row[0], []).append(row[1:])
+        for trace_id, s in new:
+            others: set[tuple[bytes, bytes]] = set()
+            for other_trace, span_id, layer, start, end in stored.get(s.response_id, ()):
+                if other_trace != trace_id and layer != s.layer and _windows_nest(s.start, s.end, start, end):
+                    others.add((other_trace, span_id))
+            for other_trace, other in by_response[s.response_id]:
+                if other_trace != trace_id and other.layer != s.layer:
+                    others.add((other_trace, other.span_id))
+            if not others:
                 continue
-            keeper_trace, keeper = min(states, key=lambda ts: _keeper_order(ts[1]))
-            for trace_id, s in states:
-                external = keeper.span_id if trace_id != keeper_trace else None
-                if s.external_keeper != external:
-                    s.external_keeper = external
-                    touched[trace_id] = self._traces[trace_id]
+            self._load_traces({t for t, _ in others})
+            group = [(trace_id, s)]
+            for other_trace, span_id in sorted(others):
+                other = self._traces[other_trace].spans.get(span_id) if other_trace in self._traces else None
+                if (other is not None and other.kind in BILLABLE and not other.has_desc
+                        and other.layer != s.layer and _may_be_one_call(s, other)):
+                    group.append((other_trace, other))
+            if len(group) < 2:
+                continue
+            keeper_trace, keeper = min(group, key=lambda ts: _keeper_order(ts[1]))
+            for member_trace, member in group:
+                external = keeper.span_id if member_trace != keeper_trace else None
+                if member.external_keeper != external:
+                    member.external_keeper = external
+                    touched[member_trace] = self._traces[member_trace]
 
     def _evict_traces(self) -> None:
         while self._cached_spans > self.trace_cache_spans and len(self._traces) > 1:
@@ -663,6 +705,8 @@ class SpanWriter:
         orphan_markers: set[int] = set()
         for s in trace.spans.values():
             if s.marker:
+                if any(d.marker for d in _descendants(trace, s)):
+                    continue  # the failure passed up from a step below (a chain re-raising it): counted there
                 target = self._validation_target(trace, s)
                 if target is None:
                     orphan_markers.add(id(s))
@@ -699,10 +743,19 @@ class SpanWriter:
     def _validation_target(trace: TraceState, marker: SpanState) -> SpanState | None:
         """The call a failed validation step judged: its parent call, else the latest sibling call
         that ended before it started. A framework wrapper passes the blame to the call it wraps."""
+        # A marker above calls (an agent run whose output failed validation): the last call inside it.
+        target = None
+        best_inside = None
+        for d in _descendants(trace, marker):
+            if d.kind in BILLABLE and d.end <= marker.end + SIBLING_SLACK_NS:
+                key = (d.end, d.span_id)
+                if best_inside is None or key > best_inside:
+                    target, best_inside = d, key
+        if target is not None:
+            return SpanWriter._descend_to_billed(trace, target)
         if marker.parent is None:
             return None
         parent = trace.spans.get(marker.parent)
-        target = None
         if parent is not None and parent.kind in BILLABLE:
             target = parent
         else:
@@ -712,7 +765,11 @@ class SpanWriter:
                     key = (sibling.end, sibling.span_id)
                     if best is None or key > best:
                         target, best = sibling, key
-        # Descend through wrappers to the billed call.
+        return SpanWriter._descend_to_billed(trace, target)
+
+    @staticmethod
+    def _descend_to_billed(trace: TraceState, target: SpanState | None) -> SpanState | None:
+        """Through wrappers (an LLM span with an LLM span below) to the call that is billed."""
         depth = 0
         while target is not None and target.has_desc and depth < 64:
             depth += 1

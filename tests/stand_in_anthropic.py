@@ -9,10 +9,10 @@ final output tokens in `message_delta`). A request whose text contains FORCE_429
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+from tests.stand_in_server import StandInServer
 
 FORCE_429 = "[force-429]"
 # The API answers with the dated snapshot of the alias asked for.
@@ -103,26 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
         event("message_stop", {"type": "message_stop"})
 
 
-class StandInAnthropic:
-    def __init__(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.requests = []  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+class StandInAnthropic(StandInServer):
+    """What `anthropic.Anthropic(base_url=...)` takes: the SDK appends /v1/messages."""
 
-    @property
-    def base_url(self) -> str:
-        """What `anthropic.Anthropic(base_url=...)` takes: the SDK appends /v1/messages."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    @property
-    def requests(self) -> list[tuple[str, dict]]:
-        return self.server.requests  # type: ignore[attr-defined]
-
-    def __enter__(self) -> "StandInAnthropic":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    handler = _Handler
+    path = ""

@@ -9,12 +9,12 @@ the API's RESOURCE_EXHAUSTED error.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.stand_in_anthropic import request_text
+from tests.stand_in_server import StandInServer
 
 FORCE_429 = "[force-429]"
 MODEL_VERSION = "gemini-2.5-flash"
@@ -74,26 +74,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(404, {"error": {"code": 404, "status": "NOT_FOUND", "message": path}})
 
 
-class StandInGoogle:
-    def __init__(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.requests = []  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+class StandInGoogle(StandInServer):
+    """What `genai.Client(http_options={"base_url": ...})` takes: the SDK appends /v1beta/models/..."""
 
-    @property
-    def base_url(self) -> str:
-        """What `genai.Client(http_options={"base_url": ...})` takes: the SDK appends /v1beta/models/..."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}/"
-
-    @property
-    def requests(self) -> list[tuple[str, dict]]:
-        return self.server.requests  # type: ignore[attr-defined]
-
-    def __enter__(self) -> "StandInGoogle":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    handler = _Handler
+    path = "/"

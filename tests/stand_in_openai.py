@@ -8,10 +8,10 @@ whose `user` is "force-429", or whose messages contain FORCE_429 (for frameworks
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+from tests.stand_in_server import StandInServer
 
 # model asked for → (response model, prompt tokens incl. cached, cached, completion incl. reasoning, reasoning)
 USAGE = {
@@ -101,24 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
                          "usage": usage, "system_fingerprint": "fp_test"})
 
 
-class StandInOpenAI:
-    def __init__(self) -> None:
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.requests = []  # type: ignore[attr-defined]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+class StandInOpenAI(StandInServer):
+    """The OpenAI API: the SDK appends /chat/completions and /embeddings."""
 
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    @property
-    def requests(self) -> list[tuple[str, dict]]:
-        return self.server.requests  # type: ignore[attr-defined]
-
-    def __enter__(self) -> "StandInOpenAI":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    handler = _Handler
+    path = "/v1"

@@ -98,14 +98,9 @@ Scoped = tuple[Span, tuple[str, str]]
 
 
 @pytest.fixture
-def store(tmp_path):
-    path = tmp_path / "once.db"
-    lock = WriterLock(path)
-    lock.acquire()
-    db = open_writer(path)
-    yield db
-    db.close()
-    lock.release()
+def store(writer_db):
+    """A real store file, opened for writing (tests/conftest.py)."""
+    return writer_db
 
 
 def write(db: sqlite3.Connection, normalizer: Normalizer, batches: list[list[Scoped]]) -> SpanWriter:

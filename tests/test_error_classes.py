@@ -394,14 +394,9 @@ def parse_step(span_id: int, parent: int, start: int, end: int):
 
 
 @pytest.fixture
-def store(tmp_path):
-    path = tmp_path / "errors.db"
-    lock = WriterLock(path)
-    lock.acquire()
-    db = open_writer(path)
-    yield db
-    db.close()
-    lock.release()
+def store(writer_db):
+    """A real store file, opened for writing (tests/conftest.py)."""
+    return writer_db
 
 
 ISSUE_TRACE = [app_root(), openai_call(2, 1, 10, 200), pydantic_ai_agent(3, 1, 300, 900),
@@ -444,3 +439,62 @@ def test_a_429_and_a_real_validation_failure_in_one_trace_keep_their_classes(ord
     assert totals["api_by_class"]["rate_limit"] == 1
     assert totals["latency_count"] == 1
     assert store.execute("SELECT errors_api, errors_validation FROM traces").fetchone() == (1, 1)
+
+
+def langchain_sequence(span_id: int, parent: int | None, start: int, end: int, *, failed: bool):
+    """LangChain's RunnableSequence (OpenInference): a parser failure inside re-raises through it."""
+    fail = raised("langchain_core.exceptions.OutputParserException",
+                  "Invalid json output: The answer is 42")
+    return make_span(TRACE, span_id, parent, "RunnableSequence", {"openinference.span.kind": "CHAIN"},
+                     start_ns=T0 + start * MS, end_ns=T0 + end * MS,
+                     status_code=STATUS_ERROR if failed else 0, status_message=fail["status"] if failed else "",
+                     events=fail["events"] if failed else ()), LANGCHAIN_SCOPE
+
+
+def langchain_parser(span_id: int, parent: int, start: int, end: int):
+    fail = raised("langchain_core.exceptions.OutputParserException", "Invalid json output: The answer is 42")
+    return make_span(TRACE, span_id, parent, "JsonOutputParser", {"openinference.span.kind": "CHAIN"},
+                     start_ns=T0 + start * MS, end_ns=T0 + end * MS, status_code=STATUS_ERROR,
+                     status_message=fail["status"], events=fail["events"]), LANGCHAIN_SCOPE
+
+
+LANGCHAIN_SCOPE = ("openinference.instrumentation.langchain", "0.1.80")
+PASSED_UP_TRACE = [langchain_sequence(1, None, 0, 1000, failed=True), openai_call(2, 1, 10, 800),
+                   langchain_parser(3, 1, 810, 820)]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(len(PASSED_UP_TRACE)))))
+def test_a_parse_failure_re_raised_by_its_chain_is_one_validation_error(order, store, normalizer):
+    """The parser span fails, and the RunnableSequence above it fails with the same exception: one
+    validation error, on the call whose answer failed to parse (before: two)."""
+    write(store, normalizer, [[PASSED_UP_TRACE[i]] for i in order])
+    assert span_classes(store)[2] == ("validation", None)
+    totals = rollup_totals(store)[()]
+    assert totals["errors"] == {"api": 0, "validation": 1, "guardrail": 0}
+    assert store.execute("SELECT errors_validation FROM traces").fetchone() == (1,)
+
+
+def pydantic_ai_output_validation_agent(span_id: int, parent: int, start: int, end: int):
+    """An agent run whose output type rejected the model's answers until the retries ran out."""
+    fail = raised("pydantic_ai.exceptions.UnexpectedModelBehavior",
+                  "Exceeded maximum retries (1) for output validation")
+    return make_span(TRACE, span_id, parent, "invoke_agent support", {
+        "gen_ai.agent.name": "support", "gen_ai.operation.name": "invoke_agent"},
+        start_ns=T0 + start * MS, end_ns=T0 + end * MS, status_code=STATUS_ERROR, status_message=fail["status"],
+        events=fail["events"]), PYDANTIC_AI
+
+
+AGENT_VALIDATION_TRACE = [app_root(), openai_call(2, 1, 10, 200), pydantic_ai_output_validation_agent(3, 1, 300, 900),
+                          pydantic_ai_call(4, 3, 310, 500, rate_limited=False),
+                          pydantic_ai_call(5, 3, 520, 880, rate_limited=False)]
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3, 4), (4, 3, 2, 1, 0), (2, 0, 4, 1, 3), (3, 4, 1, 0, 2)])
+def test_an_agent_run_that_failed_output_validation_blames_its_own_last_call(order, store, normalizer):
+    """Before: the agent span's marker looked at its parent and earlier siblings, and blamed the
+    classifier call that ran before the agent. The call whose answer failed is the agent's last."""
+    write(store, normalizer, [[AGENT_VALIDATION_TRACE[i]] for i in order])
+    classes = span_classes(store)
+    assert classes[5] == ("validation", None)
+    assert classes[2] == (None, None) and classes[4] == (None, None)
+    assert rollup_totals(store)[()]["errors"] == {"api": 0, "validation": 1, "guardrail": 0}
