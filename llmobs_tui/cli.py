@@ -399,7 +399,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"llmobs-tui serve: {backend.describe()}; store {config.db_path}; "
               f"retention {format_duration(config.retention_s or 0)}"
               + (f", max {config.max_db_bytes / 1e9:g} GB" if config.max_db_bytes else "")
-              + (", content redacted" if config.redact and config.keep_content else "")
+              + (", PII redacted" if config.redact else "")
               + (", no content stored" if not config.keep_content else "")
               + ". Ctrl-C to stop.", flush=True)
         stats = StatsPrinter(backend)
