@@ -38,6 +38,13 @@ from llmobs_tui.widgets.chrome import AlertBanner, AlertLine, IngestStatus, Stat
 WINDOWS = (300, 3600, 86400, 7 * 86400)
 
 
+def default_export_dir() -> Path:
+    """Where Ctrl-S writes without --export-dir: under the data directory, not wherever the TUI started."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("llmobs-tui", appauthor=False)) / "exports"
+
+
 @dataclass(slots=True)
 class AlertView:
     key: str
@@ -52,6 +59,7 @@ class AlertView:
     window: str = ""
     acknowledged: bool = False
     resolved_s: float | None = None
+    example_span_id: bytes | None = None  # the call that made the value: the trace opens on it
 
 
 class AlertSource:
@@ -101,7 +109,7 @@ class LlmobsApp(App):
     def __init__(self, db_path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
                  refresh_s: float | None = 1.0, status: Callable[[], IngestStatus] | None = None,
                  prices: Any = None, alerts: AlertSource | None = None, window_s: float = 3600,
-                 export_dir: str | os.PathLike[str] = ".") -> None:
+                 export_dir: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         self.db_path = Path(db_path)
         self.reader = StoreReader(self.db_path)
@@ -111,9 +119,11 @@ class LlmobsApp(App):
         self.prices = prices
         self.alerts = alerts or AlertSource()
         self.window_s = window_s
-        self.export_dir = Path(export_dir)
+        self.export_dir = Path(export_dir).expanduser() if export_dir else default_export_dir()
         self.following = True
         self._history: list[str] = []
+        self.prompt_history: dict[str, list[str]] = {"filter": [], "command": []}  # this session's, in memory
+        self._known_values: tuple[float, dict[str, list[str]]] | None = None
         self._wake = asyncio.Event()
         self._tick_lock = asyncio.Lock()
         self._last_counts: tuple[float, int] | None = None
@@ -164,7 +174,7 @@ class LlmobsApp(App):
     async def _tick(self) -> None:
         self.ticks += 1
         now_s = self.clock()
-        screen = self.screen
+        screen = self._served_screen()
         data = None
         error = None
         try:
@@ -175,12 +185,19 @@ class LlmobsApp(App):
         except Exception as exc:  # a locked or damaged file must not take the UI down
             error = f"store read failed: {exc}"
         self.load_error = error
-        if screen is not self.screen:
+        if screen is not self._served_screen():
             return  # the user moved on while we read; the next tick serves the new screen
         with self.batch_update():
             if isinstance(screen, LiveScreen) and data is not None and error is None:
                 screen.show(data)
             self.refresh_chrome(screen)
+
+    def _served_screen(self) -> Any:
+        """The screen a refresh serves: the one on top, or the one under the `/` `:` prompt (the
+        filter applies as it is typed, and the list under the prompt shows it)."""
+        if isinstance(self.screen, PromptScreen) and len(self.screen_stack) > 1:
+            return self.screen_stack[-2]
+        return self.screen
 
     def _update_status(self, counts: tuple[int, int], now_s: float) -> None:
         if self.status_source is not None:
@@ -202,7 +219,7 @@ class LlmobsApp(App):
             extra = ""
             if isinstance(screen, BreakdownScreen):
                 extra = f"by {screen.by} (g)"
-            screen.query_one(TopBar).show(screen.NAME, self.window_s, self.following, extra)
+            screen.query_one(TopBar).show(screen.NAME, self.window_s, self.following, extra, link=self.status.link)
             screen.query_one(AlertBanner).show([
                 AlertLine(a.severity, a.title, f"{a.value_text} ({a.window})" if a.window else a.value_text)
                 for a in self.alerts.snapshot(self.clock()) if a.firing and not a.acknowledged])
@@ -265,29 +282,126 @@ class LlmobsApp(App):
             return
         self._switch("traces")
 
-    def open_trace(self, trace_id: bytes, slowest: bool = False) -> None:
+    def open_trace(self, trace_id: bytes, slowest: bool = False, span_id: bytes | None = None) -> None:
         screen: TraceScreen = self.get_screen("trace")  # type: ignore[assignment]
-        screen.open(trace_id, slowest=slowest)
+        screen.open(trace_id, slowest=slowest, span_id=span_id)
         self._switch("trace")
 
     # -- keys ----------------------------------------------------------------------------------
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(describe_bindings(self, self.screen)))
+        screen = self.screen
+        self.push_screen(HelpScreen(describe_bindings(self, screen), getattr(screen, "NAME", "").capitalize()))
 
     def action_filter(self) -> None:
         traces: TracesScreen = self.get_screen("traces")  # type: ignore[assignment]
+        before = (traces.flt.text, traces.sort, traces.descending, traces.description)
+        live = isinstance(self.screen, TracesScreen)  # elsewhere the list is not showing: Enter applies
+        applied = [before[0]]
+
+        def change(value: str) -> str | None:
+            """Typing paused: apply the filter to the list under the prompt, or say what is wrong."""
+            if self._looks_like_trace_id(value):
+                return "Enter opens the trace whose id starts with this"
+            error = self.validate_filter(value)
+            if error is None and live and value != applied[-1]:
+                applied.append(value)
+                traces.set_query(value, traces.sort, traces.descending, "")
+                self.wake()
+            return error
 
         def done(value: str | None) -> None:
-            if value is not None:
-                self.open_traces(value, traces.sort, traces.descending, "")
+            if value is None:
+                if applied[-1] != before[0]:  # Esc: back to the filter there was
+                    traces.set_query(before[0], *before[1:])
+                    self.wake()
+            elif self._looks_like_trace_id(value):
+                self.open_trace_by_id(value)
+            else:
+                if self.validate_filter(value) is not None and applied[-1] != before[0]:
+                    traces.set_query(before[0], *before[1:])  # a bad filter keeps the one there was
+                    self.wake()
+                self.open_traces(value, traces.sort, traces.descending, "" if value != before[0] else before[3])
 
         self.push_screen(PromptScreen("/", traces.flt.text, "filter traces: model=~gpt-4.* ttft>1s status=error · "
-                                      "a leading ! inverts · Enter applies, Esc cancels"), done)
+                                      "a leading ! inverts · Tab completes, ↑↓ history · a trace id opens it · "
+                                      "Enter keeps, Esc restores", history=self.prompt_history["filter"],
+                                      complete=self.complete_filter, on_change=change,
+                                      on_submit_early=self._is_full_trace_id), done)
 
     def action_command(self) -> None:
-        self.push_screen(PromptScreen(":", "", "window 1h · sort cost · filter … · by feature · export · follow · quit"),
-                         self.run_command)
+        self.push_screen(PromptScreen(":", "", "window 1h · sort cost · filter … · by feature · open TRACE-ID · "
+                                      "export · follow · quit", history=self.prompt_history["command"],
+                                      complete=self.complete_command), self.run_command)
+
+    @staticmethod
+    def _is_full_trace_id(text: str) -> bool:
+        from store.dashboards import TRACE_ID_HEX, normalize_trace_id_prefix
+
+        prefix = normalize_trace_id_prefix(text)
+        return prefix is not None and len(prefix) == TRACE_ID_HEX
+
+    @staticmethod
+    def _looks_like_trace_id(text: str) -> bool:
+        """Filter text that is a trace id or the start of one (hex, no operator: never a filter)."""
+        from store.dashboards import normalize_trace_id_prefix
+
+        return normalize_trace_id_prefix(text) is not None and parse_or_none(text) is None
+
+    async def known_values(self) -> dict[str, list[str]]:
+        """Field values for completion, read from the store at most every few seconds."""
+        now = time.monotonic()
+        if self._known_values is None or now - self._known_values[0] > 5:
+            try:
+                values = await self.reader.known_values(self.clock())
+            except Exception:  # a busy or damaged store: complete field names only
+                values = self._known_values[1] if self._known_values else {}
+            self._known_values = (now, values)
+        return self._known_values[1]
+
+    async def complete_filter(self, text: str) -> list[str]:
+        from llmobs_tui.filtering import complete
+
+        return complete(text, await self.known_values())
+
+    async def complete_command(self, text: str) -> list[str]:
+        from store.dashboards import TRACE_SORTS
+
+        verb, space, rest = text.partition(" ")
+        if not space:
+            verbs = ("alerts", "breakdown", "by", "export", "filter", "follow", "help", "open", "overview", "quit",
+                     "sort", "trace", "traces", "window")
+            return [v for v in verbs if v.startswith(verb) and v != verb]
+        options = {"by": GROUPINGS, "sort": tuple(TRACE_SORTS), "window": ("5m", "1h", "24h", "7d")}.get(verb)
+        if verb == "filter":
+            return [f"filter {c}" for c in await self.complete_filter(rest)]
+        return [f"{verb} {o}" for o in options or () if o.startswith(rest) and o != rest]
+
+    @work(group="open-id", exit_on_error=False)
+    async def open_trace_by_id(self, text: str) -> None:
+        """`:open ID`, or an id typed or pasted at `/`: the full id or a unique start of it."""
+        from store.dashboards import TRACE_ID_HEX, normalize_trace_id_prefix
+
+        prefix = normalize_trace_id_prefix(text)
+        if prefix is None:
+            self.notify(f"{text.strip()!r} is not a trace id: expected up to {TRACE_ID_HEX} hex characters "
+                        "(the start of an id will do)", severity="error", title="open")
+            return
+        try:
+            found = await self.reader.traces_with_prefix(prefix, limit=1000)
+        except Exception as exc:
+            self.notify(f"store read failed: {exc}", severity="error", title="open")
+            return
+        if not found:
+            what = f"trace {prefix}" if len(prefix) == TRACE_ID_HEX else f"trace id starting with {prefix}"
+            self.notify(f"No {what} in this store (not received yet, or older than retention keeps).",
+                        severity="warning", title="open")
+        elif len(found) > 1:
+            count = "More than 1000" if len(found) > 1000 else str(len(found))
+            self.notify(f"{count} traces have ids starting with {prefix}: type more of the id.",
+                        severity="warning", title="open")
+        else:
+            self.open_trace(found[0])
 
     def run_command(self, text: str | None) -> None:
         if not text:
@@ -325,6 +439,11 @@ class LlmobsApp(App):
             if breakdown.is_mounted:
                 breakdown._columns()
             self._switch("breakdown")
+        elif verb == "open":
+            if not rest:
+                self.notify("open takes a trace id, or the start of one: open 4bf92f35", severity="error")
+                return
+            self.open_trace_by_id(rest)
         elif verb == "export":
             self.action_export()
         elif verb == "follow":
@@ -334,7 +453,7 @@ class LlmobsApp(App):
         elif verb in ("overview", "breakdown", "traces", "trace", "alerts"):
             self._switch(verb)
         else:
-            self.notify(f"unknown command {fmt.clean(verb)!r}: try window, sort, filter, by, export, follow, quit",
+            self.notify(f"unknown command {fmt.clean(verb)!r}: try window, sort, filter, by, open, export, follow, quit",
                         severity="error")
 
     def action_follow(self) -> None:
@@ -408,8 +527,9 @@ class LlmobsApp(App):
         if request is None:
             self.notify(f"Trace {trace_id.hex()} is no longer in the store.", severity="error")
             return
-        path = self.export_dir / f"trace-{trace_id.hex()}.json"
+        path = (self.export_dir / f"trace-{trace_id.hex()}.json").absolute()  # the toast says where, in full
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(message_to_otlp_json(request), indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
             self.notify(f"Cannot write {path}: {exc.strerror or exc}", severity="error")
@@ -421,4 +541,11 @@ class LlmobsApp(App):
             parse(text)
         except FilterError as exc:
             return str(exc)
+        return None
+
+
+def parse_or_none(text: str) -> Any:
+    try:
+        return parse(text)
+    except FilterError:
         return None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 STATUS_BYTES = 240
+STOPPED = -1  # counts[3] when the child gave up for good (the remote refused the token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,14 +37,18 @@ class AttachState:
 
     def __init__(self, ctx: Any) -> None:
         self.text = ctx.Array("c", STATUS_BYTES)
-        self.counts = ctx.Array("q", 4)  # spans, logs, reconnects, connected (0/1)
+        self.counts = ctx.Array("q", 4)  # spans, logs, reconnects, connected (0/1; STOPPED: given up)
 
     def say(self, text: str) -> None:
         self.text.value = text.encode("utf-8", "replace")[: STATUS_BYTES - 1]
 
     def read(self) -> tuple[str, int, int, int, bool]:
         spans, logs, reconnects, connected = self.counts[:]
-        return self.text.value.decode("utf-8", "replace"), spans, logs, reconnects, bool(connected)
+        return self.text.value.decode("utf-8", "replace"), spans, logs, reconnects, connected == 1
+
+    @property
+    def stopped(self) -> bool:
+        return self.counts[3] == STOPPED
 
 
 def cursor_key(target: str) -> str:
@@ -53,8 +58,22 @@ def cursor_key(target: str) -> str:
 def run(plan: AttachPlan, state: AttachState) -> None:
     """The child: connect, backfill, follow; on any break, back off and resume from the cursor."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+    stop: dict[str, Any] = {"now": False, "stream": None}
+
+    def on_term(*_: Any) -> None:
+        # Quit must not wait for the remote's next frame: cancel the open stream (on a thread, as
+        # the handler may run while grpc holds the call's lock).
+        import threading
+
+        stop["now"] = True
+        stream = stop["stream"]
+        if stream is not None:
+            threading.Thread(target=stream.cancel, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    from llmobs_tui.logfile import child_logs_to_file
+
+    child_logs_to_file()  # the terminal belongs to the TUI
 
     import grpc
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
@@ -94,6 +113,7 @@ def run(plan: AttachPlan, state: AttachState) -> None:
             request = json.dumps({"after_span": cursor[0], "after_log": cursor[1], "since_ns": since_ns}).encode()
             try:
                 stream = channel.unary_stream(TAIL_METHOD)(request, metadata=metadata)
+                stop["stream"] = stream
                 for frame in stream:
                     if stop["now"]:
                         stream.cancel()
@@ -119,14 +139,18 @@ def run(plan: AttachPlan, state: AttachState) -> None:
                 code = exc.code() if hasattr(exc, "code") else None
                 state.counts[3] = 0
                 if code == grpc.StatusCode.UNAUTHENTICATED:
-                    state.say(f"{plan.target} refused the token ({exc.details()}): pass --token or set LLMOBS_TOKEN")
-                    backoff = plan.max_backoff_s
+                    # Retrying cannot help: the same token is refused every time. Stop, and say so.
+                    state.say(f"{plan.target} refused the token: stopped. Restart with the right --token or "
+                              f"LLMOBS_TOKEN ({exc.details()})")
+                    state.counts[3] = STOPPED
+                    stop["now"] = True
                 elif code != grpc.StatusCode.CANCELLED:
                     details = (exc.details() or "") if hasattr(exc, "details") else str(exc)
                     state.say(f"disconnected from {plan.target} ({code.name if code else 'error'}: {details[:80]}); "
                               f"reconnecting in {backoff:.0f}s, resuming where it stopped")
                 state.counts[2] += 1
             finally:
+                stop["stream"] = None
                 channel.close()
             deadline = time.monotonic() + backoff
             while time.monotonic() < deadline and not stop["now"]:
@@ -162,11 +186,22 @@ class AttachFeed:
             rate = (spans - self._last[1]) / (now - self._last[0])
         if self._last is None or now - self._last[0] >= 1.0:
             self._last = (now, spans)
-        broken = (not connected and text.startswith("disconnected")) or "refused the token" in text
+        # The header's link state, truthfully: "live" only while frames flow from a caught-up stream.
+        if self.state.stopped:
+            link = "stopped"
+        elif self._process is not None and not self._process.is_alive():
+            link, text = "stopped", f"the attach process for {self.plan.target} exited: see the log file"
+        elif connected:
+            link = "live" if text.endswith("· live") else "backfilling"
+        elif text.startswith("disconnected"):
+            link = "disconnected"
+        else:
+            link = "connecting"
+        broken = link in ("stopped", "disconnected")
         mode = f"attach {self.plan.target}" if broken else (text or f"attaching to {self.plan.target}…")
-        if reconnects:
+        if reconnects and link != "stopped":
             mode += f" · {reconnects} reconnect{'s' if reconnects > 1 else ''}"
-        return IngestStatus(mode=mode, spans_per_s=rate, error=text if broken else None)
+        return IngestStatus(mode=mode, spans_per_s=rate, error=text if broken else None, link=link)
 
     @property
     def alive(self) -> bool:

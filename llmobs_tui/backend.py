@@ -65,6 +65,7 @@ class Backend:
                 self.http = OtlpHttpServer(self.pipeline, self.config.host, self.config.http_port,
                                            max_body_bytes=self.config.pipeline.max_body_bytes, forward=self.forward,
                                            auth=self.auth, tls=self.tls)
+                self.http.grpc_port = self.grpc.port if self.grpc is not None else None
                 await self.http.start()
             if self.config.query_port is not None:
                 self.query = QueryServer(self.config.pipeline.db_path, self.config.host, self.config.query_port,

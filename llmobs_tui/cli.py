@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -108,6 +109,12 @@ def _add_db(parser: argparse.ArgumentParser, shared: bool = False) -> None:
                         help=f"the SQLite store (default: {default_db_path()})")
 
 
+def _add_export_dir(parser: argparse.ArgumentParser, shared: bool = False) -> None:
+    parser.add_argument("--export-dir", metavar="DIR", default=argparse.SUPPRESS if shared else None,
+                        help="where Ctrl-S in the TUI writes a trace (default: exports/ in the data directory, "
+                             f"{default_db_path().parent})")
+
+
 def _add_ingest(parser: argparse.ArgumentParser, shared: bool = False) -> None:
     """The receiver and store flags. `shared`: a subcommand repeating the top-level flags, whose
     defaults must not overwrite a value given before the subcommand (`llmobs-tui --db X demo`)."""
@@ -165,11 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only watch the store (another process, e.g. `serve`, receives and writes)")
     _add_db(parser)
     _add_ingest(parser)
+    _add_export_dir(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="the live TUI on a built-in demo feed sent through the real OTel SDK")
     _add_db(demo, shared=True)
     _add_ingest(demo, shared=True)
+    _add_export_dir(demo, shared=True)
 
     serve = sub.add_parser("serve", help="run the receiver and store without a UI")
     _add_db(serve, shared=True)
@@ -202,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "port-forward): backfill, then follow live")
     attach.add_argument("target", metavar="HOST:PORT", help="the remote query port")
     _add_db(attach, shared=True)
+    _add_export_dir(attach, shared=True)
     attach.add_argument("--window", type=_duration, default=3600, metavar="DURATION",
                         help="how much history to backfill on first attach (default 1h)")
     attach.add_argument("--token", metavar="SECRET", default=argparse.SUPPRESS,
@@ -309,7 +319,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
             embedded = listening
         except StoreLocked as exc:
             if demo:
-                return fail(str(exc))
+                return fail(locked_advice(str(exc), "demo"))
             read_only_reason = "read-only: another llmobs-tui process writes this store"
             del exc
         except StoreError as exc:
@@ -322,7 +332,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run_tui(path, backend_config=embedded, demo=demo, prices=prices,
-                                   read_only_reason=read_only_reason, rules=rules))
+                                   read_only_reason=read_only_reason, rules=rules,
+                                   export_dir=getattr(args, "export_dir", None)))
     except PipelineFailed as exc:
         return fail(str(exc))
     except StoreError as exc:
@@ -393,7 +404,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             await backend.start()
         except PipelineFailed as exc:
-            return fail(str(exc))
+            return fail(locked_advice(str(exc), "serve"))
         except OSError as exc:
             return fail(str(exc))
         print(f"llmobs-tui serve: {backend.describe()}; store {config.db_path}; "
@@ -419,13 +430,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stats_task.cancel()
         await backend.aclose()
         writer = backend.pipeline.stats.writer
-        print(f"llmobs-tui serve: stopped; {backend.pipeline.stats.accepted} spans and log records accepted "
-              f"this run, {writer.get('spans', 0)} spans committed.", flush=True)
+        print(serve_summary(backend.pipeline.stats.accepted, writer), flush=True)
         if failure is not None:
             return fail(failure)
         return EXIT_OK
 
     return asyncio.run(run())
+
+
+def serve_summary(accepted: int, writer: dict[str, Any]) -> str:
+    """serve's last line. The gap between accepted and committed is duplicates (an exporter's retry
+    of a batch already stored: kept once, by design), so it says so instead of reading like loss.
+    bench/__init__.py parses "N … accepted this run, M spans committed"."""
+    duplicates = writer.get("duplicates", 0)
+    logs = writer.get("logs", 0)
+    return (f"llmobs-tui serve: stopped; {accepted} spans and log records accepted this run, "
+            f"{writer.get('spans', 0)} spans committed"
+            + (f", {logs} log records committed" if logs else "")
+            + (f", {duplicates} duplicate span{'s' if duplicates != 1 else ''} already stored (a retry sends "
+               f"a batch again; kept once, none lost)" if duplicates else ", no duplicates")
+            + ".")
+
+
+def locked_advice(message: str, command: str) -> str:
+    """The store's "another process is writing" message, with the advice that fits `command`."""
+    match = re.match(r"(another llmobs-tui process.*? is writing .*?)\. Open it read-only", message, re.S)
+    if not match:
+        return message
+    advice = {
+        "serve": "stop that process first, or give this one another --db",
+        "demo": "stop it first, or give the demo another --db",
+        "reprice": "stop `serve` first (or the TUI that writes it): reprice rewrites the store",
+    }.get(command, "stop that process first, or pass another --db")
+    return f"{match.group(1)}: {advice}."
 
 
 class StatsPrinter:
@@ -630,7 +667,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_tui(path, backend_config=None, demo=False, prices=PriceTable.load(),
                                    read_only_reason=f"attaching to {args.target}", rules=rules,
-                                   status=feed.status))
+                                   status=feed.status, export_dir=getattr(args, "export_dir", None)))
     except StoreError as exc:
         return fail(str(exc))
     finally:
@@ -666,6 +703,8 @@ def _fmt_ms(v: float | None) -> str:
 
 
 def format_report_md(result: dict[str, Any]) -> str:
+    from llmobs_tui.format import plural, usd_figure  # sub-cent costs in significant digits, not 0.0000
+
     window = result["window"]
     by = result["by"]
     lines = [f"# LLM calls {window['start']} → {window['end']}", ""]
@@ -699,7 +738,7 @@ def format_report_md(result: dict[str, Any]) -> str:
             _fmt_int(tokens["cache_read"]),
             _fmt_int(tokens["cache_write"]),
             _fmt_int(tokens["reasoning"]),
-            f"{g['cost_usd']:.4f}",
+            usd_figure(g["cost_usd"]),
             _fmt_int(g["unpriced_calls"]),
             "–" if rate is None else f"{rate:.1%}",
             f"{_fmt_ms(g['ttft_ms']['p50'])} / {_fmt_ms(g['ttft_ms']['p95'])}",
@@ -710,7 +749,7 @@ def format_report_md(result: dict[str, Any]) -> str:
     total_calls = sum(g["calls"] for g in groups)
     unpriced = sum(g["unpriced_calls"] for g in groups)
     lines.append("")
-    lines.append(f"{total_calls:,} calls, ${total_cost:,.4f}" + (f", {unpriced:,} unpriced (no price row, or no usage reported: not counted as $0)"
+    lines.append(f"{plural(total_calls, 'call')}, ${usd_figure(total_cost)}" + (f", {unpriced:,} unpriced (no price row, or no usage reported: not counted as $0)"
                                                                if unpriced else ""))
     return "\n".join(lines)
 
@@ -800,7 +839,7 @@ def cmd_prices(args: argparse.Namespace) -> int:
 
 def cmd_reprice(args: argparse.Namespace) -> int:
     from receiver.prices import PriceFileError, PriceTable
-    from store.connection import StoreError, WriterLock, open_writer
+    from store.connection import StoreError, StoreLocked, WriterLock, open_writer
     from store.writer import SpanWriter
 
     try:
@@ -814,7 +853,7 @@ def cmd_reprice(args: argparse.Namespace) -> int:
     try:
         lock.acquire()
     except StoreError as exc:
-        return fail(f"{exc} (reprice needs exclusive write access: stop `serve` first)")
+        return fail(locked_advice(str(exc), "reprice") if isinstance(exc, StoreLocked) else str(exc))
     try:
         db = open_writer(path)
         writer = SpanWriter(db)

@@ -38,11 +38,14 @@ _SIZE_UNITS = {"b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "ki": 2**10, "m": 
 
 
 def parse_duration(text: str) -> float:
-    """`90s`, `30m`, `24h`, `7d`, `2w` → seconds. A bare number is seconds."""
+    """`90s`, `30m`, `24h`, `7d`, `2w` → seconds. A bare number is an error: `--retention 90` once
+    meant 90 seconds where 90 days was meant, and retention deletes data."""
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration: use a number with s, m, h, d or w (e.g. 7d, 24h)")
-    value = float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "s").lower()]
+    if match.group(2) is None:
+        raise ValueError(f"{text.strip()}: give a unit, e.g. {text.strip()}d or {text.strip()}m")
+    value = float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
     if value <= 0:
         raise ValueError(f"{text!r}: a duration must be positive")
     return value

@@ -60,6 +60,10 @@ def run(endpoint: str, plan: DemoPlan) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("now", True))
+    # The exporter's warnings (a DEADLINE_EXCEEDED at shutdown) must not land on the TUI's screen.
+    from llmobs_tui.logfile import child_logs_to_file
+
+    child_logs_to_file()
 
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
@@ -135,7 +139,9 @@ class DemoFeed:
         self._process = ctx.Process(target=run, args=(self.endpoint, self.plan), name="llmobs-demo", daemon=True)
         self._process.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 0.5) -> None:
+        """Blocks up to `timeout` (+ a kill): call it off the event loop that runs the receiver
+        (llmobs_tui.run.shutdown), or the exporter cannot flush to it."""
         if self._process is not None and self._process.is_alive():
             self._process.terminate()  # SIGTERM: the SDK flushes what it holds
             self._process.join(timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 NS = 1_000_000_000
@@ -177,3 +178,45 @@ def regexp(pattern: str, value: object) -> bool:
 
 
 _REGEX_CACHE: dict[str, re.Pattern[str]] = {}
+
+_PARTIAL_TERM = re.compile(r"^(?P<field>[a-z_]*)(?:(?P<op>=~|!~|!=|>=|<=|=|>|<)(?P<value>.*))?$", re.S)
+_TEXT_OPS = ("=", "!=", "=~", "!~")
+
+
+def complete(text: str, known: Mapping[str, Sequence[str]]) -> list[str]:
+    """Completions of the term being typed (the last one), each the whole filter text: field names
+    (`mo` → `model`), then values known to the store (`model=gpt` → `model=gpt-4o`, `model=gpt-4o-mini`),
+    `known` mapping a field to its values. Matches are case-sensitive prefixes. Values that need it come
+    quoted, as parse() reads them (so such a completion need not start with `text`)."""
+    if not text or text[-1].isspace():
+        return []
+    head, _, term = text.rpartition(" ")
+    head = f"{head} " if head else ""
+    if not head and term.startswith("!"):  # the whole-filter inversion
+        head, term = "!", term[1:]
+    match = _PARTIAL_TERM.match(term)
+    if match is None:
+        return []
+    name = match.group("field")
+    op = match.group("op")
+    if op is None:
+        if not name:
+            return []
+        names = sorted({*FIELDS, *ALIASES})
+        return [f"{head}{n}" for n in names if n.startswith(name) and n != name]
+    field_name = ALIASES.get(name, name)
+    spec = FIELDS.get(field_name)
+    if spec is None or op not in _TEXT_OPS:
+        return []
+    values = ("error", "ok") if spec.kind == "status" else known.get(field_name, ()) if spec.kind == "text" else ()
+    typed = match.group("value")
+    bare = typed.lstrip("'\"")
+    out = []
+    for value in values:
+        if not value.startswith(bare) or value == bare:
+            continue
+        quoted = shlex.quote(value)
+        candidate = f"{head}{name}{op}{quoted}"
+        if candidate != text:
+            out.append(candidate)
+    return out

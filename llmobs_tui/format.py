@@ -9,6 +9,7 @@ screen and a zero-width or right-to-left character cannot move the columns after
 
 from __future__ import annotations
 
+import math
 import time
 import unicodedata
 
@@ -173,8 +174,28 @@ def bytes_(n: int | None) -> str:
     return f"{n} B"
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """`1 call`, `2 calls`, `1,204 calls` (with `many` for irregular plurals)."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def article(word: str) -> str:
+    """`a tool span`, `an agent span`: the indefinite article for a word shown after it."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def usd_figure(value: float, *, digits: int = 2) -> str:
+    """A dollar amount for a report: four decimals, and more below that, so that a sub-cent cost
+    keeps `digits` significant digits (0.00042, 0.0000012), never 0.0000."""
+    decimals = 4
+    if value:
+        decimals = max(4, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
 def window_label(seconds_: float) -> str:
+    # A day is shown as 24h (as `t` and the README name it); two days and more in days.
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds_ >= size and seconds_ % size == 0:
+        if seconds_ >= max(size, 2 * 86400 if unit == "d" else 0) and seconds_ % size == 0:
             return f"{int(seconds_ // size)}{unit}"
     return f"{int(seconds_)}s"

@@ -121,6 +121,15 @@ class StoreReader:
                                      "logs": q.trace_log_counts_query(trace_id)})
         return TraceDetail(trace_id, q.parse_spans(rows["spans"]), {sid: n for sid, n in rows["logs"]})
 
+    async def traces_with_prefix(self, prefix: str, limit: int = 1000) -> list[bytes]:
+        """Trace ids starting with a normalized hex prefix (q.normalize_trace_id_prefix), at most limit + 1."""
+        rows = await self._snapshot({"ids": q.trace_prefix_query(prefix, limit)})
+        return q.parse_trace_prefix(rows["ids"])
+
+    async def known_values(self, now_s: float) -> dict[str, list[str]]:
+        """Values the filter can complete, per field (model, feature, tenant, service, tool, …)."""
+        return q.parse_known_values(await self._snapshot(q.known_values_queries(now_s)))
+
     async def span_detail(self, trace_id: bytes, span: q.SpanRow) -> SpanDetail:
         rows = await self._snapshot({"raw": q.span_raw_query(span.id),
                                      "logs": q.span_logs_query(trace_id, span.span_id)})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ class BackendStatus:
 
 
 async def run_tui(db_path: Path, *, backend_config: Any | None, demo: bool, prices: Any,
-                  read_only_reason: str | None = None, rules: Any = None, status: Any = None) -> int:
+                  read_only_reason: str | None = None, rules: Any = None, status: Any = None,
+                  export_dir: Any = None) -> int:
     from llmobs_tui.alerting.live import EngineAlerts
     from llmobs_tui.app import LlmobsApp
     from llmobs_tui.config import Config
@@ -58,22 +60,57 @@ async def run_tui(db_path: Path, *, backend_config: Any | None, demo: bool, pric
             feed.start()
     # The store exists now (the backend created it, or another process writes it).
     alerts = EngineAlerts(db_path, rules if rules is not None else Config())
-    app = LlmobsApp(db_path, status=status, prices=prices, alerts=alerts)
+    app = LlmobsApp(db_path, status=status, prices=prices, alerts=alerts, export_dir=export_dir)
     if read_only_reason and status is None:
         app.status = IngestStatus(mode=read_only_reason)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, app.exit)
+    from llmobs_tui.logfile import logs_to_file
+
     try:
-        await app.run_async()
+        # Library loggers (aiohttp, grpc, the OTel SDK, asyncio) must not paint over the screen.
+        with logs_to_file():
+            await app.run_async()
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         alerts.close()
-        if feed is not None:
-            feed.stop()
-        if backend is not None:
-            # Every span the receiver acknowledged is committed before we return.
-            await backend.aclose()
+        # The terminal is back: what remains must not keep the user waiting (design §1: the backend
+        # is stopped here, after the app, never inside a Textual worker).
+        await shutdown(feed, backend)
     return 0
+
+
+FEED_GRACE_S = 0.5  # how long the demo feed may take to flush before it is killed
+SLOW_DRAIN_S = 1.0  # after this, say what the wait is for
+
+
+async def shutdown(feed: Any, backend: Any, *, out: Any = None) -> None:
+    """Stop the demo feed, then drain the backend: every span the receiver acknowledged is committed
+    before this returns.
+
+    The feed is stopped on a thread, so that the receiver on this loop keeps answering the feed's
+    exporter while it flushes (a blocking join here starved it into DEADLINE_EXCEEDED for 10 s). The
+    demo's spans are made up: what it has not sent within FEED_GRACE_S was never acknowledged, and is
+    dropped with the process."""
+    import anyio
+
+    if feed is not None:
+        await anyio.to_thread.run_sync(feed.stop, FEED_GRACE_S)
+    if backend is None:
+        return
+
+    async def say_if_slow() -> None:
+        await anyio.sleep(SLOW_DRAIN_S)
+        inflight = backend.pipeline.stats.inflight_requests
+        print(f"finishing: committing {inflight} in-flight request{'s' if inflight != 1 else ''}…",
+              file=out if out is not None else sys.stderr, flush=True)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(say_if_slow)
+        try:
+            await backend.aclose()
+        finally:
+            group.cancel_scope.cancel()
 
 
 def _newest_trace_s(db_path: Path) -> float | None:

@@ -9,6 +9,7 @@ RESOURCE_EXHAUSTED with RetryInfo when full and UNAVAILABLE when the store canno
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -63,8 +64,48 @@ def retry_status(code: int, message: str, retry_after_s: float) -> bytes:
     return status.SerializeToString()
 
 
-def bind_port(server: grpc.aio.Server, host: str, port: int, tls: TlsFiles | None, what: str) -> int:
+class PortInUse(OSError):
+    """A listening port another process holds; the message names the flag that changes it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno.EADDRINUSE
+
+
+def port_in_use_message(what: str, host: str, port: int, flag: str | None) -> str:
+    hint = (f": pass {flag} with another port, or {flag} 0 to pick a free one" if flag
+            else ": choose another port")
+    return f"cannot listen for {what} on {format_address(host, port)}: the port is in use (another collector?){hint}"
+
+
+def check_port_free(host: str, port: int, what: str, flag: str | None = None) -> None:
+    """Raise PortInUse if `host:port` is taken, before grpc tries: grpc's C core would print its own
+    `add_port.cc` line to the terminal and then fail with a message that names no flag."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return  # grpc reports an unresolvable host itself
+    for family, kind, proto, _name, address in infos[:1]:
+        probe = socket.socket(family, kind, proto)
+        try:
+            # As grpc binds: SO_REUSEADDR (a port in TIME_WAIT is free), no SO_REUSEPORT.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(port_in_use_message(what, host, port, flag)) from None
+        finally:
+            probe.close()
+
+
+def bind_port(server: grpc.aio.Server, host: str, port: int, tls: TlsFiles | None, what: str,
+              flag: str | None = None) -> int:
     """Add a (TLS when configured) listening port; a busy or unusable address is a clear OSError."""
+    check_port_free(host, port, what, flag)
     address = format_address(host, port)
     try:
         if tls is not None:
@@ -148,7 +189,7 @@ class OtlpGrpcServer:
                 "Export": grpc.unary_unary_rpc_method_handler(self._handler(signal)),
             }))
         server.add_generic_rpc_handlers(tuple(handlers))
-        port = bind_port(server, self.host, self.requested_port, self.tls, "OTLP/gRPC")
+        port = bind_port(server, self.host, self.requested_port, self.tls, "OTLP/gRPC", flag="--grpc-port")
         await server.start()
         self._server = server
         self.port = port

@@ -8,16 +8,18 @@ own encoding, as the OTLP/HTTP spec asks; overload answers 503 with Retry-After.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_urldispatcher import _default_expect_handler
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
-from receiver.grpc_server import success_response
+from receiver.grpc_server import PortInUse, port_in_use_message, success_response
 from receiver.auth import TokenCheck
 from receiver.tls import TlsFiles
 from receiver.pipeline import IngestPipeline, InvalidRequest, Overloaded, Unavailable
@@ -41,6 +43,29 @@ def _response_json(signal: str, rejected: int, message: str) -> bytes:
     return json.dumps(json_format.MessageToDict(msg)).encode()
 
 
+class ProtocolMistakes(logging.LoggerAdapter):
+    """aiohttp's server logger for our HTTP port. A request aiohttp cannot parse is a client speaking
+    another protocol to this port: counted as a rejected request (the status line and `serve`'s stats
+    show it) and logged once, with the hint, instead of a traceback per connection."""
+
+    def __init__(self, server: OtlpHttpServer) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self.server = server
+        self.hinted: set[str] = set()
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, BaseException) and isinstance(exc, HttpProcessingError):
+            self.server.rejected_requests += 1
+            self.server.pipeline.stats.invalid_requests += 1
+            kind, hint = self.server.mistake(exc)
+            if kind not in self.hinted:
+                self.hinted.add(kind)
+                log.warning("%s (further ones are counted as rejected requests, not logged)", hint)
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
 class OtlpHttpServer:
     def __init__(self, pipeline: IngestPipeline, host: str = "127.0.0.1", port: int = 4318,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, forward: Any = None,
@@ -55,6 +80,7 @@ class OtlpHttpServer:
         self.max_body_bytes = max_body_bytes
         self._runner: web.AppRunner | None = None
         self.rejected_requests = 0
+        self.grpc_port: int | None = None  # named in the hint to a gRPC client on this port (Backend sets it)
         # Clients that failed the TLS handshake: a plaintext client, a scanner, one that does not trust
         # the certificate. Counted, not logged: one line per connection would drown a terminal.
         self.tls_handshakes_failed = 0
@@ -63,8 +89,11 @@ class OtlpHttpServer:
         app = web.Application(client_max_size=self.max_body_bytes)
         for signal in ("traces", "logs", "metrics"):
             app.router.add_post(f"/v1/{signal}", self._handler(signal), expect_handler=self._expect)
-        # No access log: one line per export request would drown a terminal.
-        runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+        # No access log: one line per export request would drown a terminal. Requests that are not
+        # HTTP/1.1 at all (a gRPC exporter's HTTP/2 preface, a TLS handshake) never reach a handler:
+        # aiohttp answers 400 and logs them through `logger`, which counts them (ProtocolMistakes).
+        runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False,
+                               logger=ProtocolMistakes(self))
         await runner.setup()
         ssl_context = self.tls.server_context(self._handshake_failed) if self.tls is not None else None
         site = web.TCPSite(runner, self.host, self.requested_port, reuse_port=False, ssl_context=ssl_context)
@@ -72,11 +101,27 @@ class OtlpHttpServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(port_in_use_message("OTLP/HTTP", self.host, self.requested_port,
+                                                               "--http-port")) from None
             raise OSError(f"cannot listen for OTLP/HTTP on {self.host}:{self.requested_port}: {exc.strerror or exc}") from exc
         sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
         self.port = sockets[0].getsockname()[1] if sockets else self.requested_port
         self._runner = runner
         return self.port
+
+    def mistake(self, exc: HttpProcessingError) -> tuple[str, str]:
+        """What a request aiohttp could not parse probably was, and what to do about it."""
+        where = f"{self.host}:{self.port or self.requested_port}"
+        text = str(exc.message or exc)
+        if "PRI" in text or "HTTP/2" in text:
+            use = f"port {self.grpc_port}" if self.grpc_port else "the OTLP/gRPC port (--grpc-port)"
+            return "grpc", (f"a gRPC (HTTP/2) client connected to {where}: this is the OTLP/HTTP port; "
+                            f"gRPC exporters use {use}")
+        if "HTTPS" in text or "\\x16\\x03" in text:
+            return "tls", (f"a TLS client connected to {where}, which is plaintext: use http://, not https:// "
+                           f"(or start with --tls-cert/--tls-key)")
+        return "bad", f"a request to {where} is not HTTP/1.1 and was refused (400: {text.splitlines()[0][:80]})"
 
     def _handshake_failed(self, _exc: Exception) -> None:
         self.tls_handshakes_failed += 1

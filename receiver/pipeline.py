@@ -436,9 +436,11 @@ class IngestPipeline:
 
     def _give_up(self, reason: str) -> None:
         self._fatal = reason
-        log.error(reason)
         if self._writer_ready is not None and not self._writer_ready.done():
+            # start() raises it, and its caller prints it: logging it too said it twice.
             self._writer_ready.set_exception(PipelineFailed(reason))
+        else:
+            log.error(reason)
         self.failed.set()
 
     def _on_writer_exit(self) -> None:

@@ -58,7 +58,7 @@ class QueryServer:
                                  options=[("grpc.so_reuseport", 0), ("grpc.max_send_message_length", 64 << 20)])
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("llmobs.v1.Query", {
             "Tail": grpc.unary_stream_rpc_method_handler(self._tail)}),))
-        port = bind_port(server, self.host, self.requested_port, self.tls, "queries")
+        port = bind_port(server, self.host, self.requested_port, self.tls, "queries", flag="--query-port")
         await server.start()
         self._server, self.port = server, port
         return port

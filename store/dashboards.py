@@ -382,3 +382,59 @@ def resource_query(resource_id: int) -> Query:
 
 def store_counts_query() -> Query:
     return Query("SELECT (SELECT count(*) FROM traces), (SELECT max(id) FROM spans)", ())
+
+
+# --- opening a trace by id, and the filter's known values ----------------------------------------
+
+TRACE_ID_HEX = 32
+
+
+def normalize_trace_id_prefix(text: str) -> str | None:
+    """Lowercase hex from a pasted or typed trace id (or its start): `0x` and dashes dropped.
+    None when it is not hex or longer than a trace id."""
+    cleaned = text.strip().lower().replace("-", "")
+    if cleaned.startswith("0x"):
+        cleaned = cleaned[2:]
+    if not cleaned or len(cleaned) > TRACE_ID_HEX or any(c not in "0123456789abcdef" for c in cleaned):
+        return None
+    return cleaned
+
+
+def trace_prefix_query(prefix: str, limit: int = 1000) -> Query:
+    """Trace ids starting with the hex `prefix` (normalize_trace_id_prefix first): a range over the
+    traces primary key, `trace_id >= X'ab10' AND trace_id < X'ab20'` for `ab1`, so no scan.
+    At most `limit` + 1 rows, enough to say "more than `limit`"."""
+    if normalize_trace_id_prefix(prefix) != prefix:
+        raise ValueError(f"{prefix!r} is not a normalized hex trace id prefix")
+    width = len(prefix) + len(prefix) % 2
+    low = bytes.fromhex(prefix.ljust(width, "0"))
+    after = int(prefix, 16) + 1
+    if after >= 16 ** len(prefix):  # ffff…: no upper bound
+        return Query("SELECT trace_id FROM traces WHERE trace_id >= ? ORDER BY trace_id LIMIT ?", (low, limit + 1))
+    high = bytes.fromhex(format(after, f"0{len(prefix)}x").ljust(width, "0"))
+    return Query("SELECT trace_id FROM traces WHERE trace_id >= ? AND trace_id < ? ORDER BY trace_id LIMIT ?",
+                 (low, high, limit + 1))
+
+
+def parse_trace_prefix(rows: list[tuple]) -> list[bytes]:
+    return [bytes(row[0]) for row in rows]
+
+
+# Filter field → the dims column holding its values (dims is small: one row per dimension set).
+KNOWN_VALUE_COLUMNS = {"model": "model", "feature": "feature", "tenant": "tenant", "service": "service",
+                       "provider": "provider", "prompt": "prompt_id", "version": "prompt_version"}
+
+
+def known_values_queries(now_s: float, tool_window_s: float = 86400, limit: int = 200) -> dict[str, Query]:
+    """Distinct values per filter field, for completion: the dimensions from `dims`, tool names
+    from the last `tool_window_s` of tool spans (the spans_tool_by_start index)."""
+    queries = {name: Query(f"SELECT DISTINCT {column} FROM dims WHERE {column} != '' ORDER BY 1 LIMIT ?", (limit,))
+               for name, column in KNOWN_VALUE_COLUMNS.items()}
+    queries["tool"] = Query(
+        "SELECT DISTINCT tool_name FROM spans WHERE kind = 'tool' AND start_ns >= ? AND tool_name IS NOT NULL "
+        "AND tool_name != '' LIMIT ?", (int((now_s - tool_window_s) * NS), limit))
+    return queries
+
+
+def parse_known_values(rows: dict[str, list[tuple]]) -> dict[str, list[str]]:
+    return {name: sorted({str(row[0]) for row in found if row[0] is not None}) for name, found in rows.items()}

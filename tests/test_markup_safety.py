@@ -267,7 +267,9 @@ async def test_hostile_text_is_shown_never_interpreted(hostile, tmp_path):
         await settle(pilot)
         assert app.screen.NAME == "trace"
         frame = assert_safe(app, "trace")
-        assert_shows(frame.text, [f["root"], f["span"], f["model"]], "trace")
+        # The waterfall drops whole label parts (the model first) where the bar leaves no room; the
+        # model is checked on the Cost tab below.
+        assert_shows(frame.text, [f["root"], f["span"]], "trace")
         await pilot.press("down")  # the LLM call
         await settle(pilot)
         tabs = {

@@ -43,8 +43,16 @@ class Finding:
     value_text: str
     window: str
     scope: str
-    example_trace_id: bytes | None = None
+    # The engine passes `_example`'s (trace id, span id) here; __post_init__ splits it, so the
+    # Alerts screen can open the trace on the span that made the value (the failed, slowest or
+    # costliest call), not on the trace's first LLM span.
+    example_trace_id: Any = None
     detail: str = ""
+    example_span_id: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.example_trace_id, tuple):
+            self.example_trace_id, self.example_span_id = self.example_trace_id
 
     def as_json(self) -> dict[str, Any]:
         return {"key": self.key, "rule": self.rule, "severity": self.severity, "title": self.title,
@@ -122,11 +130,22 @@ class AlertEngine:
         return grouped_rollups(self.db, int(start_s), int(end_s), by, hists=hists)
 
     def _example(self, start_s: float, condition: str, params: tuple = (), table: str = "spans",
-                 order: str = "start_ns DESC") -> bytes | None:
+                 order: str = "start_ns DESC") -> tuple[bytes, bytes | None] | None:
+        """(trace id, span id) of the most telling match: the span is the one the Alerts screen
+        opens the trace on. From the traces table (a cost budget): the trace's costliest call."""
+        if table == "traces":
+            row = self.db.execute(
+                f"SELECT trace_id FROM traces WHERE start_ns >= ? AND {condition} ORDER BY {order} LIMIT 1",
+                (int(start_s * NS), *params)).fetchone()
+            if row is None:
+                return None
+            span = self.db.execute("SELECT span_id FROM spans WHERE trace_id = ? AND billed = 1 "
+                                   "ORDER BY cost_nusd DESC LIMIT 1", (row[0],)).fetchone()
+            return row[0], span[0] if span else None
         row = self.db.execute(
-            f"SELECT trace_id FROM {table} WHERE start_ns >= ? AND {condition} ORDER BY {order} LIMIT 1",
+            f"SELECT trace_id, span_id FROM {table} WHERE start_ns >= ? AND {condition} ORDER BY {order} LIMIT 1",
             (int(start_s * NS), *params)).fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
 
     # -- SLOs ------------------------------------------------------------------------------------
 
@@ -181,12 +200,15 @@ class AlertEngine:
         }.get(spec.kind)
         if condition is None:
             row = self.db.execute(
-                "SELECT trace_id FROM logs WHERE eval_score < ? AND time_ns >= ? ORDER BY time_ns DESC LIMIT 1",
+                "SELECT trace_id, span_id FROM logs WHERE eval_score < ? AND time_ns >= ? ORDER BY time_ns DESC LIMIT 1",
                 (spec.threshold, int(start_s * NS))).fetchone()
-            return row[0] if row else None
+            return (row[0], row[1]) if row and row[0] else None
         if "?" in condition:
             params.insert(0, int(spec.threshold * 1e9))  # seconds → ns; USD → nUSD
-        return self._example(start_s, condition + scope, tuple(params))
+        # The call that made the value: the slowest, the costliest, or the latest failed one.
+        order = {"ttft": "ttft_ns DESC", "latency": "duration_ns DESC",
+                 "cost_per_call": "cost_nusd DESC"}.get(spec.kind, "start_ns DESC")
+        return self._example(start_s, condition + scope, tuple(params), order=order)
 
     def evaluate_slos(self, now_s: float) -> tuple[list[Finding], list[SloRow]]:
         findings = []
@@ -328,7 +350,8 @@ class AlertEngine:
             if rate < threshold:
                 continue
             column = "error_subclass" if name in ("rate_limit", "provider") else "error_class"
-            example = self._example(now_s - window, f"{column} = ?", (name,))
+            # The failed billed call (the provider's 429 itself), not a wrapper span that inherited it.
+            example = self._example(now_s - window, f"{column} = ?", (name,), order="billed DESC, start_ns DESC")
             findings.append(Finding(
                 f"errors:{name}", "error_spike", "page" if rate >= 2 * threshold else "ticket",
                 f"{name.replace('_', ' ')} errors spiking", rate, threshold,
@@ -375,7 +398,8 @@ class AlertEngine:
                     f"median {median_now / 1e6:.2f}s vs {median_week / 1e6:.2f}s last week", "15m vs prior 7d",
                     f"model={model}",
                     self._example(now_s - recent_s, "(request_model = ? OR response_model = ?) AND ttft_ns > ?",
-                                  (*example_model, int(self.settings.ttft_rise * median_week * 1000))),
+                                  (*example_model, int(self.settings.ttft_rise * median_week * 1000)),
+                                  order="ttft_ns DESC"),
                     f"input tokens per call unchanged ({inp_now:,.0f} vs {inp_week:,.0f}), so the provider is slower"))
         return findings
 

@@ -54,7 +54,8 @@ class EngineAlerts(AlertSource):
         finding = state.finding
         return AlertView(key=finding.key, firing=state.firing, severity=finding.severity, title=finding.title,
                          value_text=finding.value_text, since_s=state.since_s, scope=finding.scope,
-                         example_trace_id=finding.example_trace_id, detail=finding.detail, window=finding.window,
+                         example_trace_id=finding.example_trace_id, example_span_id=finding.example_span_id,
+                         detail=finding.detail, window=finding.window,
                          acknowledged=state.acknowledged, resolved_s=state.resolved_s)
 
     def snapshot(self, now_s: float) -> list[AlertView]:

@@ -36,11 +36,43 @@ def pct_text(value: float | None) -> Text:
     return Text("–", style="dim") if value is None else Text(f"{value * 100:.2f}%")
 
 
+def rules_guide(source) -> Text | None:
+    """Nothing fires and no rules file is loaded: how to get rules, and what runs without one."""
+    config = getattr(source, "config", None)
+    if config is not None and config.path is not None and (config.slos or config.alerts.daily_cost_usd):
+        return None  # the user's own rules, and the SLO table above shows them
+    text = Text("No llmobs.toml is loaded, so no SLOs or cost budgets are set.", style="bold")
+    text.append("\n  llmobs-tui init", style="bold cyan")
+    text.append("  writes a commented example (SLOs, budgets, thresholds)\n"
+                "  to ./llmobs.toml, which the TUI reads when it starts; or pass ")
+    text.append("--config FILE", style="bold cyan")
+    text.append(".\n\n")
+    if config is None:
+        text.append("No alert rules run in this session.", style="dim")
+        return text
+    settings = config.alerts
+    spikes = ", ".join(f"{name.replace('_', ' ')} ≥ {share:.0%}" for name, share in settings.error_spike.items())
+    text.append("Without one, the built-in rules watch:\n", style="bold")
+    for line in (
+        f"  errors: {spikes}",
+        f"    of calls over {format_duration(settings.error_spike_window_s)}",
+        f"  prompts: a version costing ≥ {settings.prompt_regression_factor:g}× per call what the feature's",
+        "    other versions cost over the prior 7 days",
+        f"  caching: a feature's cache-hit rate {settings.cache_hit_drop:.0%} below the prior week",
+        f"  providers: a model decoding {settings.decode_drop:.0%} slower, or its median time to",
+        f"    first token {settings.ttft_rise:g}× the prior week",
+    ):
+        text.append(line + "\n", style="dim")
+    text.append(f"  (each needs at least {settings.min_calls} calls to judge)", style="dim")
+    return text
+
+
 class AlertsScreen(LiveScreen):
     NAME = "alerts"
     DEFAULT_CSS = """
     AlertsScreen #slos { height: auto; max-height: 40%; }
     AlertsScreen #alerts { height: 1fr; }
+    AlertsScreen #alerts-empty { height: auto; padding: 1 1; display: none; }
     """
     BINDINGS = [
         Binding("enter", "open", "Example trace", show=False),
@@ -53,6 +85,7 @@ class AlertsScreen(LiveScreen):
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome_top()
         yield Static(id="alerts-note")
+        yield Static(id="alerts-empty")
         yield KeyedTable(id="slos")
         yield KeyedTable(id="alerts")
         yield from self.compose_chrome_bottom()
@@ -99,6 +132,8 @@ class AlertsScreen(LiveScreen):
         firing = [a for a in alerts if a.firing]
         if error:
             note.update(fmt.safe(" " + error, style="bold red"))
+        elif not alerts and rules_guide(self.llmobs.alerts) is not None:
+            note.update(Text(" Nothing firing.", style="dim"))  # the guide below says which rules run
         elif not alerts:
             note.update(fmt.safe(" " + self.llmobs.alerts.empty_message, style="dim"))
         else:
@@ -109,6 +144,11 @@ class AlertsScreen(LiveScreen):
             text.append(f" · {len(alerts) - len(firing)} resolved · a: acknowledge · Enter: example trace", style="dim")
             note.update(text)
         self._show_slos(slo_rows)
+        empty = self.query_one("#alerts-empty", Static)
+        guide = None if alerts or error else rules_guide(self.llmobs.alerts)
+        empty.display = guide is not None
+        if guide is not None:
+            empty.update(guide)
         wide = self.wide
         title_width = 56 if wide else max(24, self.size.width - 30)
         rows = []
@@ -150,7 +190,7 @@ class AlertsScreen(LiveScreen):
     def action_open(self) -> None:
         alert = self._selected()
         if alert is not None and alert.example_trace_id:
-            self.llmobs.open_trace(alert.example_trace_id)
+            self.llmobs.open_trace(alert.example_trace_id, span_id=alert.example_span_id)
         elif alert is not None:
             self.notify("This alert has no example trace in its window.")
 

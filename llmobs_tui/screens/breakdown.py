@@ -6,9 +6,11 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.widgets import Static
 
 from llmobs_tui import format as fmt
 from llmobs_tui.screens.base import LiveScreen
+from llmobs_tui.widgets.chrome import empty_window_text
 from llmobs_tui.widgets.keyed_table import KeyedTable
 from store.dashboards import Query
 from store.queries import GroupStats, ToolStats, parse_tool_calls, tool_calls_query
@@ -21,6 +23,9 @@ FILTER_FIELD = {"model": "model", "feature": "feature", "tenant": "tenant", "pro
 class BreakdownScreen(LiveScreen):
     NAME = "breakdown"
     BINDINGS = [Binding("g", "next_grouping", "Group by"), Binding("enter", "drill", "Traces", show=False)]
+    DEFAULT_CSS = """
+    BreakdownScreen #breakdown-empty { height: auto; padding: 1 0; display: none; }
+    """
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -29,6 +34,7 @@ class BreakdownScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome_top()
+        yield Static(id="breakdown-empty")
         yield KeyedTable(id="breakdown")
         yield from self.compose_chrome_bottom()
 
@@ -80,6 +86,8 @@ class BreakdownScreen(LiveScreen):
         rows = []
         self._groups = {}
         for group in groups:
+            if not group["calls"] and not (group["errors_api"] + group["errors_validation"] + group["errors_guardrail"]):
+                continue  # a rollup row with nothing in this window (a 0-call "–" row says nothing)
             if self.by == "prompt":
                 pid, version = group.key.get("prompt_id"), group.key.get("prompt_version")
                 name = f"{pid or '–'}@{version}" if version else (pid or "–")
@@ -104,18 +112,30 @@ class BreakdownScreen(LiveScreen):
             cells = {
                 "calls": Text(f"{calls:,}"), "p95": Text(fmt.duration(p95 * 1e6) if p95 else "–"),
                 "TTFT p95": Text(fmt.duration(ttft * 1e6) if ttft else "–"),
-                "error %": Text(fmt.percent(errors / calls) if calls else "–", style="red" if errors else ""),
+                "error %": Text(fmt.percent(errors / calls) if calls else (f"{errors:,} err" if errors else "–"),
+                                style="red" if errors else ""),  # failed before any call (no model): a count
                 "tokens": Text(fmt.tokens(group["input_tokens"] + group["output_tokens"])), "cost": cost,
                 "cache hit": Text(fmt.percent(group.cache_hit_rate)), "decode": Text(f"{decode:,.0f}/s" if decode else "–"),
             }
             rows.append((key, (label, *(cells[c] for c in self._layout))))
         self.query_one(KeyedTable).sync(rows)
+        self._show_empty(not rows)
+
+    def _show_empty(self, empty: bool) -> None:
+        note = self.query_one("#breakdown-empty", Static)
+        note.display = empty
+        if empty:
+            what = "tool calls" if self.by == "tool" else "LLM calls"
+            note.update(empty_window_text(what, self.llmobs.window_s,
+                                          "g: group by something else · 1: how to send spans"))
 
     def _show_tools(self, groups: list[ToolStats]) -> None:
         rows = []
         self._groups = {}
         narrow = self._layout is self.TOOL_NARROW
         for group in groups:
+            if not group.calls and not group.errors:
+                continue
             key = repr(tuple(group.key.values()))
             self._groups[key] = group
             label = fmt.safe(group.key.get("tool") or "–", limit=48)
@@ -130,6 +150,7 @@ class BreakdownScreen(LiveScreen):
             }
             rows.append((key, (label, *(cells[c] for c in self._layout))))
         self.query_one(KeyedTable).sync(rows)
+        self._show_empty(not rows)
 
     def action_next_grouping(self) -> None:
         self.by = GROUPINGS[(GROUPINGS.index(self.by) + 1) % len(GROUPINGS)]
@@ -152,7 +173,8 @@ class BreakdownScreen(LiveScreen):
         else:
             value = next(iter(group.key.values()), None)
             flt = f"{FILTER_FIELD[self.by]}={value}" if value else ""
-        self.llmobs.open_traces(_quote_values(flt), "start", True, f"{self.by} {flt}")
+        # The filter line already says which group (a description would repeat it: "model model=x").
+        self.llmobs.open_traces(_quote_values(flt), "start", True, "")
 
     def on_data_table_row_selected(self, _) -> None:
         self.action_drill()

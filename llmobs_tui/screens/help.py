@@ -1,6 +1,14 @@
-"""`?`: the keys, generated from the bindings that are active where the user pressed it."""
+"""`?`: a key reference, generated from the bindings that are active where the user pressed it.
+
+The app's keys first (they work on every screen), then this screen's (the screen and the focused
+widget), each action in words; then the filter fields, the commands and where the log file is.
+Only llmobs-tui's own bindings are listed: Textual's built-ins (focus cycling, `super+c` text copy)
+and raw action strings (`cursor(-1000000)`) are internals, and a binding without words is hidden.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from rich.table import Table
 from rich.text import Text
@@ -21,6 +29,134 @@ COMMAND_HELP = (
     "by <model|feature|tenant|prompt|provider|tool> · export · follow · quit"
 )
 
+# What an action does, in words. Keyed by the binding's action string; a binding whose action is
+# not here shows its own description, and one with neither is not listed.
+ACTION_WORDS = {
+    "goto('overview')": "Overview: latency, traffic, errors, cost, tokens",
+    "goto('breakdown')": "Breakdown: cost, tokens and errors by model, feature, tenant…",
+    "goto('traces')": "Traces: the trace list",
+    "goto('trace')": "Trace: the open trace's spans",
+    "goto('alerts')": "Alerts: SLOs and firing alerts",
+    "help": "This help",
+    "filter": "Filter traces (fields below)",
+    "command": "Command line (commands below)",
+    "follow": "Follow live data / pause",
+    "window": "Next time window (5m, 1h, 24h, 7d)",
+    "copy": "Copy the trace id (on a span: the span id)",
+    "export": "Export trace as OTLP/JSON to the export directory",
+    "back": "Back to the previous screen",
+    "quit": "Quit",
+    "next_grouping": "Group by the next dimension",
+    "drill": "Traces behind the selected row",
+    "acknowledge": "Acknowledge the selected alert (the banner stops showing it)",
+    "tab('conversation')": "Conversation tab",
+    "tab('attributes')": "Attributes tab",
+    "tab('events')": "Events & logs tab",
+    "tab('cost')": "Cost tab",
+    "cursor(-1)": "Previous span",
+    "cursor(1)": "Next span",
+    "cursor(-10)": "Ten spans up",
+    "cursor(10)": "Ten spans down",
+    "cursor(-1000000)": "First span",
+    "cursor(1000000)": "Last span",
+    "toggle": "Collapse / expand the span's children",
+    "llm_only": "LLM spans only / all spans",
+    "zoom(1)": "Zoom in on the timeline",
+    "zoom(-1)": "Zoom out",
+    "next_error(1)": "Next error (failed span)",
+    "next_error(-1)": "Previous error",
+    "move(-1)": "Previous figure",
+    "move(1)": "Next figure",
+}
+SCREEN_ACTION_WORDS = {  # the same action name means different things on different screens
+    ("traces", "open"): "Open the selected trace",
+    ("alerts", "open"): "Open the alert's example trace on the call that made its value",
+    ("overview", "drill"): "Traces behind the selected figure",
+}
+KEY_NAMES = {
+    "question_mark": "?", "slash": "/", "colon": ":", "dollar_sign": "$", "plus": "+", "equals_sign": "=",
+    "minus": "-", "escape": "Esc", "enter": "Enter", "space": "Space", "up": "↑", "down": "↓", "left": "←",
+    "right": "→", "pageup": "PgUp", "pagedown": "PgDn", "home": "Home", "end": "End", "tab": "Tab",
+}
+
+try:  # another module may not be there yet; the help says where the log is when it can
+    from llmobs_tui.logfile import log_path as _log_path  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - until llmobs_tui/logfile.py lands
+    _log_path = None
+
+
+def log_line() -> str | None:
+    if _log_path is None:
+        return None
+    try:
+        return f"Log file: {_log_path()}"
+    except Exception:  # noqa: BLE001 - the help must open whatever the log module does
+        return None
+
+
+def key_name(key: str) -> str:
+    key = key.strip()
+    if key in KEY_NAMES:
+        return KEY_NAMES[key]
+    if key.startswith("ctrl+"):
+        return "Ctrl+" + key_name(key[5:]).upper()
+    if key.startswith("shift+"):
+        return "Shift+" + key_name(key[6:])
+    return key
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    keys: str
+    words: str
+    section: str  # "everywhere" | "this screen"
+
+
+def _own_bindings(node) -> list[Binding]:
+    """The bindings llmobs-tui's own classes declare on this node (not Textual's built-ins)."""
+    found: list[Binding] = []
+    for cls in reversed(type(node).__mro__):
+        if not cls.__module__.startswith("llmobs_tui"):
+            continue
+        for binding in cls.__dict__.get("BINDINGS", ()):
+            found.append(binding if isinstance(binding, Binding) else Binding(*binding))
+    return found
+
+
+def _rows_of(bindings: list[Binding], screen_name: str, section: str, taken: set[str]) -> list[KeyRow]:
+    rows: dict[str, list[str]] = {}  # words → keys, in binding order
+    for binding in bindings:
+        words = (SCREEN_ACTION_WORDS.get((screen_name, binding.action)) or ACTION_WORDS.get(binding.action)
+                 or binding.description)
+        if not words:
+            continue
+        for key in binding.key.split(","):
+            key = key.strip()
+            if not key or key in taken or key.startswith(("super+", "meta+")):
+                continue
+            taken.add(key)
+            rows.setdefault(words, []).append(key_name(key))
+    return [KeyRow(" ".join(keys), words, section) for words, keys in rows.items()]
+
+
+def describe_bindings(app, screen) -> list[KeyRow]:
+    """The app's keys, then the screen's and the focused widget's, each key once: where a screen
+    binds a key the app binds too, the screen's meaning is the one that applies, so it is listed
+    there and not among the global keys."""
+    local: list[Binding] = []
+    node = screen.focused
+    chain = []
+    while node is not None and node is not screen:
+        chain.append(node)
+        node = node.parent
+    for node in [*chain, screen]:
+        local += _own_bindings(node)
+    screen_name = getattr(screen, "NAME", "")
+    taken: set[str] = set()
+    screen_rows = _rows_of(local, screen_name, "this screen", taken)
+    app_rows = _rows_of(_own_bindings(app), screen_name, "everywhere", taken)
+    return [*app_rows, *screen_rows]
+
 
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
@@ -29,46 +165,31 @@ class HelpScreen(ModalScreen[None]):
     """
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
 
-    def __init__(self, bindings: list[tuple[str, str, str]]) -> None:
+    def __init__(self, bindings: list[KeyRow], screen_title: str = "") -> None:
         super().__init__()
         self._rows = bindings  # not _bindings: that name is Textual's own
+        self._screen_title = screen_title
+
+    def _table(self, rows: list[KeyRow]) -> Table:
+        table = Table(box=None, show_header=False, padding=(0, 2, 0, 0))
+        table.add_column("keys", style="bold cyan", no_wrap=True, min_width=8)
+        table.add_column("does")
+        for row in rows:
+            table.add_row(Text(row.keys), Text(row.words))  # a str cell would be parsed as markup
+        return table
 
     def compose(self) -> ComposeResult:
-        table = Table(box=None, show_header=True, header_style="bold")
-        table.add_column("key", style="bold cyan", no_wrap=True)
-        table.add_column("does")
-        table.add_column("where", style="dim")
-        for key, description, where in self._rows:
-            table.add_row(Text(key), Text(description), Text(where))  # a str cell would be parsed as markup
+        everywhere = [r for r in self._rows if r.section == "everywhere"]
+        here = [r for r in self._rows if r.section != "everywhere"]
         with VerticalScroll():
-            yield Static(Text("llmobs-tui keys", style="bold"))
-            yield Static(table)
+            yield Static(Text("llmobs-tui keys  (Esc, q or ? closes)", style="bold"))
+            yield Static(Text("\nEverywhere", style="bold underline"))
+            yield Static(self._table(everywhere))
+            if here:
+                title = f"On the {self._screen_title} screen" if self._screen_title else "On this screen"
+                yield Static(Text("\n" + title, style="bold underline"))
+                yield Static(self._table(here))
             yield Static(Text("\n" + FILTER_HELP + "\n\n" + COMMAND_HELP, style="dim"))
-
-
-def describe_bindings(app, screen) -> list[tuple[str, str, str]]:
-    """(key, description, scope) for every binding reachable from the focused widget."""
-    seen: set[tuple[str, str]] = set()
-    rows: list[tuple[str, str, str]] = []
-    nodes = []
-    focused = screen.focused
-    node = focused
-    while node is not None:
-        nodes.append(node)
-        node = node.parent
-    if screen not in nodes:
-        nodes.append(screen)
-    nodes.append(app)
-    for node in nodes:
-        scope = "everywhere" if node is app else ("this screen" if node is screen else type(node).__name__)
-        for binding in getattr(node, "BINDINGS", []):
-            if isinstance(binding, tuple):
-                binding = Binding(*binding)
-            description = binding.description or binding.action
-            for key in binding.key.split(","):
-                display = app.get_key_display(Binding(key.strip(), binding.action)) if hasattr(app, "get_key_display") else key
-                if (display, description) in seen:
-                    continue
-                seen.add((display, description))
-                rows.append((display, description, scope))
-    return rows
+            log = log_line()
+            if log:
+                yield Static(Text("\n" + log, style="dim"), id="help-log")

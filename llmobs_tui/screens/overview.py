@@ -7,9 +7,11 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Grid, VerticalScroll
+from textual.widgets import Static
 
 from llmobs_tui import format as fmt
 from llmobs_tui.screens.base import LiveScreen
+from llmobs_tui.widgets.chrome import empty_store_text, empty_window_text
 from llmobs_tui.widgets.stat_card import Drill, Figure, StatCard
 from store.dashboards import Overview
 
@@ -34,10 +36,12 @@ class OverviewScreen(LiveScreen):
     OverviewScreen Grid { grid-size: 2; grid-gutter: 0 1; grid-rows: auto; height: auto; padding: 0 1; }
     OverviewScreen.-wide Grid { grid-size: 3; }
     OverviewScreen #overview-scroll { height: 1fr; }
+    OverviewScreen #overview-empty { height: auto; padding: 1 0; display: none; }
     """
 
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome_top()
+        yield Static(id="overview-empty")
         with VerticalScroll(id="overview-scroll"), Grid():
             yield StatCard("Latency", id="card-latency")
             yield StatCard("Traffic", id="card-traffic")
@@ -56,9 +60,24 @@ class OverviewScreen(LiveScreen):
         self.set_class(self.size.height >= 40, "-tall")
 
     async def load(self, reader, now_s: float) -> Overview:
-        return await reader.overview(self.llmobs.window_s, now_s)
+        overview = await reader.overview(self.llmobs.window_s, now_s)
+        # Nothing in the window: is it the window, or has nothing ever been sent? (Read only then.)
+        self._store_empty = not overview["calls"] and (await reader.counts())[1] == 0
+        return overview
+
+    def _show_empty(self, o: Overview) -> None:
+        note = self.query_one("#overview-empty", Static)
+        if o["calls"]:
+            note.display = False
+            return
+        note.display = True
+        if getattr(self, "_store_empty", False):
+            note.update(empty_store_text(self.llmobs.status))
+        else:
+            note.update(empty_window_text("LLM calls", self.llmobs.window_s, "3: the traces that did arrive"))
 
     def show(self, o: Overview) -> None:
+        self._show_empty(o)
         total = o.percentiles("latency")
         ttft = o.percentiles("ttft")
         tpot = o.percentiles("tpot")
@@ -75,7 +94,7 @@ class OverviewScreen(LiveScreen):
             Figure("calls", _value(f"{fmt.rate(o.requests_per_s)}  ({o['calls']:,})"), Drill(description="latest traces")),
             Figure("tokens", _value(f"{fmt.tokens(o.tokens_per_s)}/s  ({fmt.tokens(o['input_tokens'] + o['output_tokens'])})"),
                    Drill(sort="tokens", description="most tokens")),
-            *[Figure(f"· {fmt.clean(model or '–')[:12]}", _value(f"{calls:,} calls", ""),
+            *[Figure(f"· {fmt.clean(model or '–', limit=60)}", _value(fmt.plural(calls, "call"), ""),
                      Drill(filter=f"model={model}" if model else "", description=f"calls to {model}"))
               for model, _cost, calls in o.models[:3]],
         ], o.series("calls"), subtitle="calls per bucket")
@@ -102,7 +121,7 @@ class OverviewScreen(LiveScreen):
             Figure("in flight", _value(f"{o.in_flight:.1f} calls avg"), Drill(sort="calls", description="busiest")),
             Figure("429 share", _value(fmt.percent(share), "bold red" if share and share > 0.05 else "bold"),
                    Drill(filter="error=rate_limit", description="429s")),
-            Figure("unpriced", _value(f"{o['unpriced_calls']:,} calls", "bold yellow" if o["unpriced_calls"] else ""),
+            Figure("unpriced", _value(fmt.plural(o['unpriced_calls'], "call"), "bold yellow" if o["unpriced_calls"] else ""),
                    Drill(description="latest traces")),
         ], o.series("err_rate_limit"), subtitle="429s per bucket")
         cost_figures = [
@@ -111,8 +130,8 @@ class OverviewScreen(LiveScreen):
                    Drill(sort="cost", description="most expensive")),
         ]
         for feature, cost, calls in o.features[:4]:
-            cost_figures.append(Figure(f"· {fmt.clean(feature or 'no feature')[:12]}",
-                                       _value(f"{fmt.money(cost)}  {calls:,} calls", ""),
+            cost_figures.append(Figure(f"· {fmt.clean(feature or 'no feature', limit=60)}",
+                                       _value(f"{fmt.money(cost)}  {fmt.plural(calls, 'call')}", ""),
                                        Drill(filter=f"feature={feature}" if feature else "", sort="cost",
                                              description=f"cost of {feature}")))
         self.query_one("#card-cost", StatCard).show(cost_figures, o.series("cost_nusd"), subtitle="cost per bucket")

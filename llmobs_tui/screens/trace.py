@@ -24,6 +24,8 @@ class TraceScreen(LiveScreen):
         Binding("a", "tab('attributes')", "Attributes"),
         Binding("e", "tab('events')", "Events"),
         Binding("dollar_sign", "tab('cost')", "Cost"),
+        Binding("y", "copy_id('trace')", "Copy trace id"),
+        Binding("Y", "copy_id('span')", "Copy span id"),
     ]
     DEFAULT_CSS = """
     TraceScreen #trace-body { height: 1fr; }
@@ -39,6 +41,7 @@ class TraceScreen(LiveScreen):
         self.trace_id: bytes | None = None
         self.detail: TraceDetail | None = None
         self._select_slowest = False
+        self._select_span: bytes | None = None  # a span to open on (an alert's failed or slowest call)
         self._shown_span: bytes | None = None
 
     def compose(self) -> ComposeResult:
@@ -56,8 +59,12 @@ class TraceScreen(LiveScreen):
     def on_resize(self) -> None:
         self.query_one("#trace-body").set_class(self.size.width >= 140, "-wide")
 
-    def open(self, trace_id: bytes, slowest: bool = False) -> None:
+    def open(self, trace_id: bytes, slowest: bool = False, span_id: bytes | None = None) -> None:
         self._select_slowest = slowest
+        self._select_span = span_id
+        if span_id is not None and trace_id == self.trace_id and self.is_mounted and self.detail is not None:
+            self.query_one(Waterfall).set_spans(self.detail.spans, select=span_id)
+            self._select_span = None
         if trace_id != self.trace_id:
             self.trace_id = trace_id
             self.detail = None
@@ -80,7 +87,8 @@ class TraceScreen(LiveScreen):
             summary.update(Text(" No trace open: press 3 for the trace list and Enter on a trace.", style="dim"))
             return
         if not detail.spans:
-            summary.update(Text(f" Trace {detail.trace_id.hex()} is not in the store (evicted?).", style="yellow"))
+            summary.update(Text(f" Trace {detail.trace_id.hex()} is not in the store: evicted by retention, or never "
+                                "received. Press 3 for the trace list, Esc to go back.", style="yellow"))
             return
         self.detail = detail
         spans = detail.spans
@@ -94,7 +102,7 @@ class TraceScreen(LiveScreen):
         text = Text(" ")
         text.append_text(fmt.safe(root.name, style="bold", limit=60))
         text.append(f"  {detail.trace_id.hex()}", style="dim")
-        text.append(f"  {fmt.duration(t1 - t0)}  {len(spans)} spans  {len(calls)} LLM calls  "
+        text.append(f"  {fmt.duration(t1 - t0)}  {fmt.plural(len(spans), 'span')}  {fmt.plural(len(calls), 'LLM call')}  "
                     f"{fmt.tokens(sum((s.input_tokens or 0) + (s.output_tokens or 0) for s in calls))} tok  ")
         text.append(fmt.money(cost), style="bold")
         if unpriced:
@@ -104,7 +112,11 @@ class TraceScreen(LiveScreen):
         summary.update(text)
         waterfall = self.query_one(Waterfall)
         select = None
-        if self._select_slowest:
+        if self._select_span is not None and any(s.span_id == self._select_span for s in spans):
+            select = self._select_span
+            self._select_span = None
+            self._select_slowest = False
+        elif self._select_slowest:
             llm = [s for s in spans if s.is_llm] or spans
             select = max(llm, key=lambda s: s.duration_ns or 0).span_id
             self._select_slowest = False
@@ -131,6 +143,19 @@ class TraceScreen(LiveScreen):
         from textual.widgets import TabbedContent
 
         self.query_one(TabbedContent).active = f"tab-{name}"
+
+    def action_copy_id(self, which: str) -> None:
+        """y: the trace id (what a log line or a colleague asks for); Y: the selected span's."""
+        if self.trace_id is None:
+            self.notify("No trace open: nothing to copy.", severity="warning")
+        elif which == "span":
+            span = self.selected_span
+            if span is None:
+                self.notify("Select a span to copy its id.", severity="warning")
+            else:
+                self.llmobs.copy_value("span id", span.span_id.hex())
+        else:
+            self.llmobs.copy_value("trace id", self.trace_id.hex())
 
     @property
     def selected_span(self) -> SpanRow | None:

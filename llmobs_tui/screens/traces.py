@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Static
@@ -42,7 +43,8 @@ class TracesScreen(LiveScreen):
         yield from self.compose_chrome_bottom()
 
     # Columns by terminal width: narrow terminals keep what decides whether to open a trace.
-    WIDE = ("start", "root", "service", "duration", "calls", "tokens", "cost", "status")
+    # `trace` is the id's first 8 hex characters (`:open` takes them); at 80 columns there is no room.
+    WIDE = ("start", "trace", "root", "service", "duration", "calls", "tokens", "cost", "status")
     NARROW = ("start", "root", "duration", "calls", "cost", "status")
 
     def on_mount(self) -> None:
@@ -66,6 +68,23 @@ class TracesScreen(LiveScreen):
         for name in layout:
             table.add_column(name, width=(22 if layout is self.NARROW else 40) if name == "root" else None)
         return True
+
+    def _root_width(self, table: KeyedTable) -> int:
+        """The root column takes the room the other columns leave (no horizontal scrollbar)."""
+        others = sum(c.get_render_width(table) for c in table.ordered_columns if str(c.label.plain) != "root")
+        most = 22 if self._layout is self.NARROW else 40
+        if not others or not table.size.width:
+            return most
+        return max(12, min(60, table.size.width - others - 2))
+
+    def _fit_root(self, table: KeyedTable) -> None:
+        width = self._root_width(table)
+        for column in table.ordered_columns:
+            if str(column.label.plain) == "root" and column.width != width:
+                column.width = width
+                column.auto_width = False
+                table._require_update_dimensions = True
+                table.refresh()
 
     def set_query(self, filter_text: str, sort: str, descending: bool, description: str = "") -> str | None:
         """Apply a filter and sort; returns an error message for a bad filter."""
@@ -123,16 +142,31 @@ class TracesScreen(LiveScreen):
             cost = Text(fmt.money(trace.cost_nusd))
             if trace.unpriced_calls:
                 cost.append("+?", style="yellow")
-            root.truncate(22 if self._layout is self.NARROW else 40, overflow="ellipsis")
+            root.truncate(self._root_width(table), overflow="ellipsis")
             cells = {
-                "start": Text(fmt.clock(trace.start_ns, now_s)), "root": root,
+                "start": Text(fmt.clock(trace.start_ns, now_s)), "trace": Text(key[:8], style="dim"), "root": root,
                 "service": fmt.safe(trace.service or "–", limit=30), "duration": Text(fmt.duration(trace.duration_ns)),
                 "calls": Text(str(trace.llm_calls)), "tokens": Text(fmt.tokens(trace.input_tokens + trace.output_tokens)),
                 "cost": cost, "status": status,
             }
             rows.append((key, tuple(cells[name] for name in self._layout)))
         self.held_back = table.sync(rows, reorder=self.llmobs.following)
+        self._fit_root(table)
         self._describe()
+        if not rows:  # say why the list is empty and what to do next
+            self._describe_empty()
+
+    def _describe_empty(self) -> None:
+        from llmobs_tui.widgets.chrome import empty_window_text
+
+        if self.flt.text:
+            text = Text(" No trace matches ", style="bold")
+            text.append_text(fmt.safe(self.flt.text, style="bold cyan", limit=80))
+            text.append(f" in the last {fmt.window_label(self.llmobs.window_s)}.", style="bold")
+            text.append(" /: change the filter · t: a longer window")
+        else:
+            text = empty_window_text("traces", self.llmobs.window_s, "1: how to send spans")
+        self.query_one("#traces-filter", Static).update(text)
 
     def action_sort(self, name: str) -> None:
         if self.sort == name:
@@ -147,6 +181,12 @@ class TracesScreen(LiveScreen):
         key = self.query_one(KeyedTable).cursor_key
         if key and key in self._rows:
             self.llmobs.open_trace(self._rows[key].trace_id, slowest=self.sort == "duration")
+
+    def on_paste(self, event: events.Paste) -> None:
+        """A trace id pasted on the list (from a log line) opens that trace."""
+        if self.llmobs._is_full_trace_id(event.text):
+            event.stop()
+            self.llmobs.open_trace_by_id(event.text)
 
     def on_data_table_row_selected(self, _) -> None:
         self.action_open()

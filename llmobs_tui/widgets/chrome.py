@@ -19,13 +19,22 @@ class TopBar(Static):
     TopBar { height: 1; background: $panel; color: $text; }
     """
 
-    def show(self, current: str, window_s: float, following: bool, extra: str = "") -> None:
+    def show(self, current: str, window_s: float, following: bool, extra: str = "", link: str | None = None) -> None:
+        """`link`: the state of the feed the store comes from when it can break (attach): None or
+        "live" is up; anything else ("connecting", "disconnected", "stopped") replaces "● live"."""
         text = Text(" llmobs ", style="bold reverse")
+        # A link state wider than "● live" must not be cut off at 80 columns: the other screens' tabs
+        # then show only their number.
+        compact = link not in (None, "live") and 0 < self.size.width < 100
         for key, name, title in SCREENS:
             style = "bold reverse" if name == current else "dim"
-            text.append(f" {key} {title} ", style=style)
-        text.append(f"  ⏱ {fmt.window_label(window_s)}", style="bold")
-        text.append("  ● live" if following else "  ‖ paused", style="green" if following else "yellow")
+            text.append(f" {key} {title} " if name == current or not compact else f" {key} ", style=style)
+        text.append(f"  last {fmt.window_label(window_s)}", style="bold")  # a stopwatch glyph renders as a box in many fonts
+        if link not in (None, "live"):
+            style = "bold red" if link in ("stopped", "disconnected") else "yellow"
+            text.append(f"  {'✕' if link == 'stopped' else '○'} {link}", style=style)
+        else:
+            text.append("  ● live" if following else "  ‖ paused", style="green" if following else "yellow")
         if extra:
             text.append("  ")
             text.append_text(fmt.safe(extra, style="dim", limit=80))
@@ -74,6 +83,47 @@ class IngestStatus:
     store_bytes: int | None = None
     mode: str = ""
     error: str | None = None
+    link: str | None = None  # attach: "live", "connecting", "disconnected", "stopped" (None: no link to lose)
+
+
+def empty_store_text(status: IngestStatus | None) -> Text:
+    """What the Overview says on a store nothing has been sent to: how to send something."""
+    grpc, http = "http://127.0.0.1:4317", "http://127.0.0.1:4318"
+    if status is not None and status.address:  # "host:grpc · http://host:http" (either may be absent)
+        for part in (p.strip() for p in status.address.split("·")):
+            if part.startswith(("http://", "https://")):
+                http = part
+            elif part:
+                grpc = part if "://" in part else f"http://{part}"
+    if status is not None and status.link is not None:  # attach: the spans come from a remote serve
+        text = Text(" No spans from the remote yet", style="bold")
+        text.append(f" ({status.link}).")
+        if status.error:
+            text.append("\n ")
+            text.append_text(fmt.safe(status.error, style="bold red", limit=300))
+        return text
+    text = Text(" No spans in this store yet.", style="bold")
+    text.append(" Point your app's OpenTelemetry exporter here\n and run it:\n\n")
+    for label, endpoint in (("HTTP", http), ("gRPC", grpc)):
+        text.append(f"  {label}  ", style="dim")
+        text.append_text(fmt.safe(f"OTEL_EXPORTER_OTLP_ENDPOINT={endpoint} python app.py", style="bold cyan",
+                                  limit=200))
+        text.append("\n")
+    text.append("\n With a --token, also OTEL_EXPORTER_OTLP_HEADERS=\"Authorization=Bearer <token>\".\n"
+                " The README shows how to instrument OpenAI, Anthropic, Gemini, LangChain.\n"
+                " No app at hand? `llmobs-tui demo` shows the screens on made-up traffic.", style="dim")
+    if status is not None and not status.address and status.mode:
+        text.append("\n This TUI only reads (")
+        text.append_text(fmt.safe(status.mode, limit=120))
+        text.append("): send to the process that writes the store.")
+    return text
+
+
+def empty_window_text(what: str, window_s: float, more: str = "") -> Text:
+    """A screen with nothing in the window of a store that has data: say how to see some."""
+    text = Text(f" No {what} in the last {fmt.window_label(window_s)}.", style="bold")
+    text.append(" t: a longer window" + (f" · {more}" if more else ""))
+    return text
 
 
 class StatusLine(Static):
@@ -83,6 +133,11 @@ class StatusLine(Static):
 
     def show(self, status: IngestStatus) -> None:
         text = Text(" ")
+        if status.error and status.link in ("stopped", "disconnected"):
+            # The link is down: why comes first, where a narrow terminal cannot cut it off.
+            text.append_text(fmt.safe(status.error, style="bold red", limit=160))
+            text.append("  ")
+            status = IngestStatus(**{**{f: getattr(status, f) for f in status.__dataclass_fields__}, "error": None})
         if status.address:
             text.append_text(fmt.safe(f"OTLP {status.address}", style="bold", limit=120))
         else:

@@ -16,8 +16,11 @@ class KeyedTable(DataTable):
     when the order itself changes the table is rebuilt with the cursor kept on the same row key
     and at the same height on screen."""
 
+    # As wide as the screen (a table sized to its columns left its scrollbar mid-screen as stray
+    # ▂▂ glyphs), and no vertical scrollbar: the cursor row is the position, and at 80 columns the
+    # bar was a blue strip taking two of them. The horizontal one shows only when columns overflow.
     DEFAULT_CSS = """
-    KeyedTable { height: 1fr; }
+    KeyedTable { height: 1fr; width: 1fr; scrollbar-size-vertical: 0; overflow-x: auto; }
     """
 
     def __init__(self, **kwargs) -> None:

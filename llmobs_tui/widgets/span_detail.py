@@ -26,8 +26,20 @@ def _value_text(value: Any) -> Text:
     if isinstance(value, bytes):
         return fmt.safe(f"<{len(value)} bytes> {value[:64].hex()}", style="dim")
     if isinstance(value, str):
-        return fmt.safe(value, newlines=True)
+        return fmt.safe(_unescaped_json(value), newlines=True)
     return fmt.safe(value, style="cyan")
+
+
+def _unescaped_json(value: str) -> str:
+    """A string attribute holding JSON (`gen_ai.input.messages` as the SDK serialised it, with
+    `\\u2013` escapes) with its real characters; any other string as it is."""
+    if "\\u" not in value or value.lstrip()[:1] not in ("{", "[", '"'):
+        return value
+    try:
+        parsed = json.loads(value)
+    except (ValueError, RecursionError):
+        return value
+    return json.dumps(parsed, ensure_ascii=False)
 
 
 def _json_or_text(value: Any) -> Text:
@@ -200,7 +212,8 @@ def cost_view(detail: SpanDetail, prices: Any) -> RenderableType:
     lines.add_column(style="dim", no_wrap=True)
     lines.add_column()
     if not span.is_llm:
-        return Text(f"A {span.kind} span: not an LLM call, never billed.", style="dim")
+        kind = "" if span.kind in ("span", "", None) else f"{span.kind} "
+        return Text(f"{fmt.article(kind or 'span').capitalize()} {kind}span: not an LLM call, never billed.", style="dim")
     lines.add_row("model", fmt.safe(f"{span.request_model or '–'} → {span.response_model or '–'}"))
     lines.add_row("provider", fmt.safe(span.provider or "–"))
     inp, out = span.input_tokens, span.output_tokens
@@ -243,6 +256,41 @@ def cost_view(detail: SpanDetail, prices: Any) -> RenderableType:
     return lines
 
 
+_HTTP_STATUS_KEYS = ("http.response.status_code", "http.status_code", "error.status_code", "llm.error.status_code")
+
+
+def error_header(detail: SpanDetail) -> Text | None:
+    """A failed span's error, for the top of the Conversation and Cost tabs (a 429 must not hide
+    under Attributes): its class, the HTTP status if it carries one, and the message."""
+    span = detail.span
+    if not span.failed:
+        return None
+    text = Text("✕ failed", style="bold red")
+    kind = span.error_subclass or span.error_class
+    if kind:
+        text.append(" · ")
+        text.append_text(fmt.safe(kind.replace("_", " "), style="bold red", limit=40))
+        if span.error_subclass and span.error_class and span.error_class != span.error_subclass:
+            text.append_text(fmt.safe(f" ({span.error_class})", style="red", limit=40))
+    status = next((a.value for a in detail.attributes if a.key in _HTTP_STATUS_KEYS), None)
+    if status is not None:
+        text.append_text(fmt.safe(f" · HTTP {status}", style="bold red", limit=20))
+    elif span.status == 2:
+        text.append(" · status ERROR", style="red")
+    if span.error_type:
+        text.append(" · ")
+        text.append_text(fmt.safe(span.error_type, style="red", limit=120))
+    if span.status_message:
+        text.append("\n")
+        text.append_text(fmt.safe(span.status_message, style="red", newlines=True, limit=2000))
+    return text
+
+
+def _with_error(detail: SpanDetail, body: RenderableType) -> RenderableType:
+    header = error_header(detail)
+    return body if header is None else Group(header, Text(""), body)
+
+
 class SpanDetailView(Vertical):
     DEFAULT_CSS = """
     SpanDetailView { height: 1fr; }
@@ -268,7 +316,7 @@ class SpanDetailView(Vertical):
             for name in ("conversation", "attributes", "events", "cost"):
                 self.query_one(f"#detail-{name}", Static).update(Text("Select a span.", style="dim"))
             return
-        self.query_one("#detail-conversation", Static).update(conversation_view(detail))
+        self.query_one("#detail-conversation", Static).update(_with_error(detail, conversation_view(detail)))
         self.query_one("#detail-attributes", Static).update(attributes_view(detail))
         self.query_one("#detail-events", Static).update(events_view(detail))
-        self.query_one("#detail-cost", Static).update(cost_view(detail, self.prices))
+        self.query_one("#detail-cost", Static).update(_with_error(detail, cost_view(detail, self.prices)))

@@ -77,11 +77,22 @@ class StatCard(Widget, can_focus=True):
         self._render_figures()
         self.query_one(Sparkline).data = list(series) or [0.0]
 
+    def _label_width(self) -> int:
+        """The label column: as wide as the longest label, narrowed only when a line would not fit
+        the card (a model name is cut where the room ends, not at a fixed length)."""
+        width = max((len(f.label) for f in self._figures), default=0)
+        room = self.content_size.width
+        if room > 0:
+            value = max((f.value.cell_len for f in self._figures), default=0)
+            width = min(width, max(8, room - 2 - value))
+        return width
+
     def _render_figures(self) -> None:
         text = Text()
-        width = max((len(f.label) for f in self._figures), default=0)
+        width = self._label_width()
         for i, figure in enumerate(self._figures):
-            line = Text(f"{figure.label:<{width}}  ", style="dim")
+            label = figure.label if len(figure.label) <= width else figure.label[: max(0, width - 1)] + "…"
+            line = Text(f"{label:<{width}}  ", style="dim")
             line.append_text(figure.value)
             if self.has_focus and i == self.highlighted and figure.drill is not None:
                 line.stylize("reverse")
@@ -91,6 +102,9 @@ class StatCard(Widget, can_focus=True):
         self.query_one(".card--figures", Static).update(text)
 
     def watch_highlighted(self) -> None:
+        self._render_figures()
+
+    def on_resize(self, _: events.Resize) -> None:
         self._render_figures()
 
     def on_focus(self, _: events.Focus) -> None:

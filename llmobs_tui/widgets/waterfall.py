@@ -25,6 +25,8 @@ from store.dashboards import SpanRow
 KIND_MARK = {"llm": "●", "embedding": "◌", "tool": "⚒", "retriever": "⌕", "agent": "◆", "chain": "▪",
              "guardrail": "⛨", "span": "·"}
 ZOOMS = (1, 2, 4, 8, 16, 32)
+# Label parts, most important first: a narrow label drops them from the end.
+LABEL_KEEP = ("duration", "dup", "error", "cost", "model", "tokens")
 
 # Explicit colours: a theme's ANSI magenta and red can be the same pink, and LLM calls must not
 # look like failures. Under NO_COLOR, Textual turns these into shades.
@@ -142,6 +144,7 @@ class Waterfall(ScrollView, can_focus=True):
         for i, row in enumerate(self._rows):
             if row.span.span_id == span_id:
                 self.cursor = i
+                self.scroll_to_cursor()  # also when the cursor index did not change (another trace)
                 self._post_selected()
                 return True
         return False
@@ -205,19 +208,25 @@ class Waterfall(ScrollView, can_focus=True):
                 cells[0] = "◂"
             if end > bar_width:
                 cells[-1] = "▸"
-        label = self._label(span)
-        room_after = bar_width - b - 1
-        if label and len(label) <= room_after:
+        # The label goes right of the bar, else left of it, else on it: wherever the most of it
+        # fits. Whole parts are dropped from the least important end, never a figure cut.
+        best: tuple[int, str, str] = (0, "", "")
+        for where, room in (("right", bar_width - b - 1), ("left", a - 1), ("inside", b - a - 2)):
+            parts = self._label_parts(span, room)
+            if len(parts) > best[0]:
+                best = (len(parts), where, " ".join(text for _, text in parts))
+        _, where, label = best
+        if where == "right":
             for i, ch in enumerate(label):
                 cells[b + 1 + i] = ch
                 styles[b + 1 + i] = STYLE_LABEL
-        elif label and len(label) <= a - 1:
+        elif where == "left":
             for i, ch in enumerate(label):
                 cells[a - 1 - len(label) + i] = ch
                 styles[a - 1 - len(label) + i] = STYLE_LABEL
-        elif label and b - a > 6:
+        elif where == "inside":
             # No room beside the bar: write the label on it (the bar's colour stays).
-            for i, ch in enumerate(label[: b - a - 1]):
+            for i, ch in enumerate(label):
                 cells[a + 1 + i] = ch
         segments.append(Segment(" "))
         run_start = 0
@@ -228,21 +237,31 @@ class Waterfall(ScrollView, can_focus=True):
         return self._finish(segments, width, is_cursor)
 
     @staticmethod
-    def _label(span: SpanRow) -> str:
-        parts = [fmt.duration(span.duration_ns)]
+    def _label_parts(span: SpanRow, room: int | None = None) -> list[tuple[str, str]]:
+        """(kind, text) of a bar's label in display order; with `room`, the most important parts
+        that fit in that many cells (tokens go first, then model, cost, error, dup; the duration last)."""
+        parts = [("duration", fmt.duration(span.duration_ns))]
         if span.is_llm:
+            if not span.billed and span.duplicate_of is not None:
+                # First after the duration, so that a narrow label still says it: billed on its twin.
+                parts.append(("dup", "dup"))
             if span.model:
-                parts.append(fmt.clean(span.model, limit=40))
+                parts.append(("model", fmt.clean(span.model, limit=40)))
             if span.input_tokens is not None or span.output_tokens is not None:
-                parts.append(f"{fmt.tokens(span.input_tokens)}→{fmt.tokens(span.output_tokens)}")
+                parts.append(("tokens", f"{fmt.tokens(span.input_tokens)}→{fmt.tokens(span.output_tokens)}"))
             if span.billed:
-                parts.append(fmt.money(span.cost_nusd, unpriced=True))
-            elif span.duplicate_of is not None:
-                # First, so that a narrow label still says it: this call is billed on its twin.
-                parts.insert(1, "dup")
+                parts.append(("cost", fmt.money(span.cost_nusd, unpriced=True)))
         if span.error_subclass or span.error_class:
-            parts.append(f"✗ {fmt.clean(span.error_subclass or span.error_class, limit=24)}")
-        return " ".join(parts)
+            parts.append(("error", f"✗ {fmt.clean(span.error_subclass or span.error_class, limit=24)}"))
+        if room is None:
+            return parts
+        while parts and len(" ".join(text for _, text in parts)) > room:
+            parts.remove(max(parts, key=lambda part: LABEL_KEEP.index(part[0])))
+        return parts
+
+    @classmethod
+    def _label(cls, span: SpanRow, room: int | None = None) -> str:
+        return " ".join(text for _, text in cls._label_parts(span, room))
 
     @staticmethod
     def _finish(segments: list[Segment], width: int, is_cursor: bool) -> list[Segment]:
@@ -256,14 +275,24 @@ class Waterfall(ScrollView, can_focus=True):
     def on_resize(self) -> None:
         self.virtual_size = Size(self.size.width, len(self._rows))
         self.refresh()
+        self.call_after_refresh(self.scroll_to_cursor)
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self.scroll_to_cursor)
 
     def watch_cursor(self, old: int, new: int) -> None:
-        self.scroll_to_region_if_needed(new)
+        self.scroll_to_cursor()
         self.refresh()
 
+    def scroll_to_cursor(self) -> None:
+        """Keep the selected row on screen (also once the size is known, and after a resize)."""
+        self.scroll_to_region_if_needed(self.cursor)
+
     def scroll_to_region_if_needed(self, index: int) -> None:
+        if not self.size.height or not self._rows:
+            return  # not laid out yet: on_resize scrolls once it is
         top = int(self.scroll_offset.y)
-        height = self.size.height or 1
+        height = self.size.height
         if index < top:
             self.scroll_to(y=index, animate=False)
         elif index >= top + height:
