@@ -83,6 +83,7 @@ def run(plan: AttachPlan, state: AttachState) -> None:
     from receiver.prices import PriceTable
     from receiver.query_server import TAIL_METHOD, decode_frame
     from store.connection import WriterLock, open_writer
+    from store.meta import get_meta, set_meta
     from store.writer import SpanWriter
 
     # The remote already redacted (or chose not to); redacting again would only cost CPU.
@@ -91,8 +92,8 @@ def run(plan: AttachPlan, state: AttachState) -> None:
     lock.acquire()
     db = open_writer(plan.db_path)
     writer = SpanWriter(db)
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (cursor_key(plan.target),)).fetchone()
-    saved = json.loads(row[0]) if row else {}
+    saved_text = get_meta(db, cursor_key(plan.target))
+    saved = json.loads(saved_text) if saved_text is not None else {}
     cursor = (int(saved.get("span", 0)), int(saved.get("log", 0)))
     since_ns = int(saved.get("since_ns", time.time_ns() - int(plan.window_s * 1e9)))
     metadata = (("authorization", f"Bearer {plan.token}"),) if plan.token else None
@@ -129,8 +130,8 @@ def run(plan: AttachPlan, state: AttachState) -> None:
                         writer.write([], rows, resources, scopes)
                         state.counts[1] += len(rows)
                     cursor = new_cursor
-                    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (cursor_key(plan.target), json.dumps(
-                        {"span": cursor[0], "log": cursor[1], "since_ns": since_ns})))
+                    set_meta(db, cursor_key(plan.target), json.dumps(
+                        {"span": cursor[0], "log": cursor[1], "since_ns": since_ns}))
                     if not state.counts[3] or kind == "caught_up":  # the first frame of this connection, or live
                         state.counts[3] = 1
                         state.say(f"attached to {plan.target}" + (" · live" if kind == "caught_up" else " · backfilling"))

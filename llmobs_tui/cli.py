@@ -21,11 +21,10 @@ import logging
 import os
 import re
 import signal
-import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmobs_tui import __version__
 from llmobs_tui.config import (
@@ -37,6 +36,9 @@ from llmobs_tui.config import (
     parse_duration,
     parse_size,
 )
+
+if TYPE_CHECKING:  # the store is imported lazily: `--help` and `--version` stay fast
+    from store.connection import Connection
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -514,14 +516,14 @@ class StatsPrinter:
 # --- report / export / prices / reprice ----------------------------------------------------------
 
 
-def _open_reader(args: argparse.Namespace) -> sqlite3.Connection:
+def _open_reader(args: argparse.Namespace) -> Connection:
     from store.connection import open_reader
 
     return open_reader(db_path_of(args))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from store.connection import StoreError
+    from store.connection import DatabaseError, StoreError
     from store.queries import GROUP_COLUMNS, TOOL_GROUP_COLUMNS, report, tool_report
 
     by = [part.strip() for part in args.by.split(",") if part.strip()]
@@ -550,7 +552,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             result["slos"] = [row.as_json() for row in _slo_rows(db_path_of(args), config, now_s)]
     except StoreError as exc:
         return fail(str(exc))
-    except sqlite3.Error as exc:
+    except DatabaseError as exc:
         from store.connection import describe_error
 
         return fail(describe_error(db_path_of(args), exc))
@@ -600,7 +602,7 @@ def format_slo_table_md(slos: list[dict[str, Any]]) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     """One evaluation of every rule, for cron or CI: the exit code is the verdict."""
     from llmobs_tui.alerting.engine import AlertEngine, exit_code
-    from store.connection import StoreError, describe_error
+    from store.connection import DatabaseError, StoreError, describe_error
 
     try:
         config = load_config(args.config)
@@ -614,7 +616,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         slos = engine.slo_rows
     except StoreError as exc:
         return fail(str(exc), EXIT_CHECK_FAILED)
-    except sqlite3.Error as exc:
+    except DatabaseError as exc:
         return fail(describe_error(path, exc), EXIT_CHECK_FAILED)
     finally:
         engine.close()
@@ -840,6 +842,7 @@ def cmd_prices(args: argparse.Namespace) -> int:
 def cmd_reprice(args: argparse.Namespace) -> int:
     from receiver.prices import PriceFileError, PriceTable
     from store.connection import StoreError, StoreLocked, WriterLock, open_writer
+    from store.meta import set_prices_digest
     from store.writer import SpanWriter
 
     try:
@@ -871,7 +874,7 @@ def cmd_reprice(args: argparse.Namespace) -> int:
             return row.id, table.cost_nusd(row, inp, out, cache_read, cache_write, reasoning)
 
         scanned, changed = writer.reprice(price)
-        db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('prices_digest', ?)", (table.digest,))
+        set_prices_digest(db, table.digest)
         db.close()
     except StoreError as exc:
         return fail(str(exc))

@@ -13,6 +13,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from store.filters import SPAN_FIELDS, TRACE_FAILING, TRACE_FIELDS, any_span_clause
+
 NS = 1_000_000_000
 
 
@@ -27,29 +29,17 @@ class FieldSpec:
     span_sql: str | None = None  # an expression over the spans table (alias s)
 
 
+# Each field's kind; its column comes from store.filters (the store owns the schema).
+_KINDS = {
+    "feature": "text", "tenant": "text", "service": "text", "root": "text", "status": "status",
+    "duration": "duration", "cost": "money", "tokens": "count", "calls": "count", "spans": "count",
+    "model": "text", "provider": "text", "name": "text", "kind": "text", "tool": "text", "error": "text",
+    "prompt": "text", "version": "text", "user": "text", "conversation": "text", "ttft": "duration",
+    "latency": "duration",
+}
 FIELDS: dict[str, FieldSpec] = {
-    "feature": FieldSpec("text", trace_sql="t.feature"),
-    "tenant": FieldSpec("text", trace_sql="t.tenant"),
-    "service": FieldSpec("text", trace_sql="t.service"),
-    "root": FieldSpec("text", trace_sql="t.root_name"),
-    "status": FieldSpec("status"),
-    "duration": FieldSpec("duration", trace_sql="t.duration_ns"),
-    "cost": FieldSpec("money", trace_sql="t.cost_nusd"),
-    "tokens": FieldSpec("count", trace_sql="(t.input_tokens + t.output_tokens)"),
-    "calls": FieldSpec("count", trace_sql="t.llm_calls"),
-    "spans": FieldSpec("count", trace_sql="t.spans"),
-    "model": FieldSpec("text", span_sql="coalesce(s.request_model, s.response_model)"),
-    "provider": FieldSpec("text", span_sql="s.provider"),
-    "name": FieldSpec("text", span_sql="s.name"),
-    "kind": FieldSpec("text", span_sql="s.kind"),
-    "tool": FieldSpec("text", span_sql="s.tool_name"),
-    "error": FieldSpec("text", span_sql="coalesce(s.error_subclass, s.error_class)"),
-    "prompt": FieldSpec("text", span_sql="s.prompt_id"),
-    "version": FieldSpec("text", span_sql="s.prompt_version"),
-    "user": FieldSpec("text", span_sql="s.user_id"),
-    "conversation": FieldSpec("text", span_sql="s.conversation_id"),
-    "ttft": FieldSpec("duration", span_sql="s.ttft_ns"),
-    "latency": FieldSpec("duration", span_sql="s.duration_ns"),
+    name: FieldSpec(kind, trace_sql=TRACE_FIELDS.get(name), span_sql=SPAN_FIELDS.get(name))
+    for name, kind in _KINDS.items()
 }
 ALIASES = {"svc": "service", "dur": "duration", "err": "error", "session": "conversation", "span": "name"}
 
@@ -123,8 +113,7 @@ def parse(text: str) -> Filter:
         if spec.kind == "status":
             if op not in ("=", "!=") or raw not in ("error", "ok"):
                 raise FilterError("status takes = or != with error or ok")
-            failing = ("(t.errors_api + t.errors_validation + t.errors_guardrail + t.error_spans) > 0")
-            clauses.append(failing if (raw == "error") == (op == "=") else f"NOT {failing}")
+            clauses.append(TRACE_FAILING if (raw == "error") == (op == "=") else f"NOT {TRACE_FAILING}")
             continue
         if op in ("=~", "!~"):
             if spec.kind != "text":
@@ -152,11 +141,9 @@ def parse(text: str) -> Filter:
             if op in ("!=", "!~"):
                 # "no span of the trace has model=x", not "some span has another model".
                 positive = "=" if op == "!=" else "REGEXP"
-                clauses.append(f"NOT EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id "
-                               f"AND {expression} {positive} ?)")
+                clauses.append(any_span_clause(expression, positive, negate=True))
             else:
-                clauses.append(f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id "
-                               f"AND {expression} {sql_op} ?)")
+                clauses.append(any_span_clause(expression, sql_op))
             params.append(value)
     where = " AND ".join(clauses) or "1"
     if invert:

@@ -115,10 +115,11 @@ async def shutdown(feed: Any, backend: Any, *, out: Any = None) -> None:
 
 def _newest_trace_s(db_path: Path) -> float | None:
     from store.connection import open_reader
+    from store.queries import newest_trace_start_ns
 
     db = open_reader(db_path)
     try:
-        newest = db.execute("SELECT max(start_ns) FROM traces").fetchone()[0]
+        newest = newest_trace_start_ns(db)
     finally:
         db.close()
     return None if newest is None else newest / 1e9

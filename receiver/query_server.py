@@ -77,7 +77,7 @@ class QueryServer:
         except (ValueError, TypeError, AttributeError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad tail request: {exc}")
         from store.connection import StoreError, open_reader
-        from store.queries import tail
+        from store.queries import tail_snapshot
 
         try:
             db = await asyncio.to_thread(open_reader, self.db_path)
@@ -89,7 +89,7 @@ class QueryServer:
         try:
             while True:
                 traces, logs, span_cursor, log_cursor = await asyncio.to_thread(
-                    _read_snapshot, db, tail, cursor, since_ns)
+                    tail_snapshot, db, cursor[0], cursor[1], since_ns)
                 # Spans first, then logs, each frame carrying the cursor to resume after it.
                 if traces is not None:
                     cursor = (span_cursor, cursor[1])
@@ -113,11 +113,3 @@ class QueryServer:
         finally:
             self.streams -= 1
             db.close()
-
-
-def _read_snapshot(db: Any, tail: Any, cursor: tuple[int, int], since_ns: int) -> tuple:
-    db.execute("BEGIN")
-    try:
-        return tail(db, cursor[0], cursor[1], since_ns)
-    finally:
-        db.execute("COMMIT")

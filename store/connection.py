@@ -10,6 +10,8 @@ import errno
 import fcntl
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from store.migrations import SchemaTooNew, migrate
@@ -36,6 +38,11 @@ READER_PRAGMAS = (
     "PRAGMA temp_store = MEMORY",
     "PRAGMA mmap_size = 268435456",
 )
+
+
+# What callers outside store/ name instead of importing sqlite3 (issue 12: store/ owns the schema).
+Connection = sqlite3.Connection
+DatabaseError = sqlite3.Error
 
 
 class StoreError(RuntimeError):
@@ -274,3 +281,13 @@ def open_reader(path: str | os.PathLike[str]) -> sqlite3.Connection:
 
 def describe_error(path: str | os.PathLike[str], exc: sqlite3.Error) -> str:
     return _describe_sqlite_error(Path(path), exc)
+
+
+@contextmanager
+def read_snapshot(db: sqlite3.Connection) -> Iterator[None]:
+    """Every query inside reads one consistent state of the store (a deferred read transaction)."""
+    db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        db.execute("COMMIT")

@@ -17,6 +17,7 @@ from typing import Any
 import zstandard
 
 from store import histogram
+from store.connection import read_snapshot
 from store.writer import HISTOGRAMS, ROLLUP_COUNTERS
 
 GROUP_COLUMNS = {
@@ -380,3 +381,14 @@ def totals(db: sqlite3.Connection) -> dict[str, int]:
     traces = db.execute("SELECT count(*) FROM traces").fetchone()[0]
     logs = db.execute("SELECT count(*) FROM logs").fetchone()[0]
     return {"spans": spans, "traces": traces, "logs": logs}
+
+
+def newest_trace_start_ns(db: sqlite3.Connection) -> int | None:
+    """When the newest stored trace started (ns), or None for an empty store."""
+    return db.execute("SELECT max(start_ns) FROM traces").fetchone()[0]
+
+
+def tail_snapshot(db: sqlite3.Connection, after_span: int, after_log: int, since_ns: int) -> tuple[Any, Any, int, int]:
+    """tail() read from one consistent state of the store."""
+    with read_snapshot(db):
+        return tail(db, after_span, after_log, since_ns)

@@ -18,7 +18,7 @@ from store.connection import StoreError, open_reader
 from tests.otlp_factory import log_record, logs_request, make_span, trace_request
 from tests.test_receiver import grpc_export
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 LOG_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
 
 

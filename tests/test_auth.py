@@ -23,7 +23,7 @@ from store.connection import open_reader
 from tests.otlp_factory import make_span, trace_request
 from tests.test_receiver import TRACE_METHOD
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 TOKEN = "s3cret-token-for-tests"  # at least MIN_TOKEN_CHARS: the fixture binds 0.0.0.0
 # Not an address of this machine (TEST-NET-3, RFC 5737): were a refusal to fail, binding it fails too,
 # so no test ever listens beyond loopback by mistake.

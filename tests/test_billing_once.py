@@ -262,6 +262,7 @@ def test_any_set_of_duplicate_spans_of_one_call_bills_once(layers, seed, one_per
         lock.release()
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_the_duplicate_is_marked_in_the_waterfall_and_the_span_detail(tmp_path, normalizer):
     """A person opening the trace sees which span is the billed call and which is its twin."""

@@ -15,6 +15,8 @@ from store.writer import SpanWriter
 from tests.otlp_factory import MS, T0, make_span, trace_request
 from tests.test_tui import settle, text_of
 
+pytestmark = pytest.mark.slow
+
 TRACE = 0xC047
 CHAT = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
         "gen_ai.usage.input_tokens": 12, "gen_ai.usage.output_tokens": 3}

@@ -19,6 +19,8 @@ import pytest
 from store.connection import open_reader
 from tests.otlp_factory import make_span, trace_request
 
+pytestmark = pytest.mark.slow
+
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SPANS_PER_REQUEST = 200
 

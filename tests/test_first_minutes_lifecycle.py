@@ -19,6 +19,8 @@ from types import SimpleNamespace
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 LEAVE_ALT_SCREEN = b"\x1b[?1049l"
 ENTER_ALT_SCREEN = b"\x1b[?1049h"

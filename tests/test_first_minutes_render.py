@@ -25,7 +25,7 @@ from store.dashboards import SpanRow
 from store.queries import GroupStats
 from tests.tui_fixtures import FROZEN_NOW, build_store, use_utc
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

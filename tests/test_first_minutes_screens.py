@@ -18,7 +18,7 @@ from receiver.prices import PriceTable
 from tests.tui_fixtures import FROZEN_NOW, build_store, trace_id_of, use_utc
 from tests.tui_scenarios import settle
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from store.connection import open_reader
 from tests.otlp_factory import T0, make_span, trace_request
 from tests.test_receiver import grpc_export, sdk_export
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def make_backend(path: Path, forward: str | None = None) -> Backend:

@@ -32,6 +32,8 @@ from tests.test_durability import (
     wait_for,
 )
 
+pytestmark = pytest.mark.slow
+
 SERVE = [sys.executable, "-m", "llmobs_tui", "serve", "--grpc-port", "0", "--http-port", "0"]
 
 

@@ -1,5 +1,13 @@
-"""Module boundaries (design §1): the receiver never imports Textual; the store never imports grpc
-or Textual; the headless backend runs without Textual. Checked in a fresh interpreter each."""
+"""Module boundaries (design §1, issue 12): the import contracts between the packages.
+
+- ``store`` imports no ``receiver``, ``llmobs_tui``, grpc, Textual or aiohttp;
+- ``receiver`` imports no Textual and no ``llmobs_tui`` (its pure parsing modules no grpc/aiohttp either);
+- ``llmobs_tui.alerting``, ``llmobs_tui.config`` and ``llmobs_tui.backend`` import no Textual,
+  so the headless backend and the alert engine run without it.
+
+Each contract is checked in a fresh interpreter: import the modules, then inspect ``sys.modules``.
+A name ending in ``.*`` means the package and every module under it (found with pkgutil, so a module
+added later is covered without editing this list)."""
 
 from __future__ import annotations
 
@@ -9,23 +17,42 @@ import sys
 import pytest
 
 CASES = [
-    ("store, store.writer, store.queries, store.retention, store.writer_process, store.connection",
-     ("textual", "grpc", "receiver", "llmobs_tui", "aiohttp")),
-    ("receiver.normalize, receiver.otlp, receiver.prices, receiver.content, receiver.redact, "
-     "receiver.decoder_process", ("textual", "llmobs_tui", "grpc", "aiohttp")),
-    ("receiver.pipeline, receiver.grpc_server, receiver.http_server, receiver.query_server, receiver.forward, "
-     "receiver.auth, receiver.tls", ("textual", "llmobs_tui")),
-    ("llmobs_tui, llmobs_tui.backend, llmobs_tui.cli", ("textual",)),
+    pytest.param("store.*", ("receiver", "llmobs_tui", "grpc", "textual", "aiohttp"), id="store"),
+    pytest.param("receiver.*", ("textual", "llmobs_tui"), id="receiver"),
+    pytest.param("receiver.normalize, receiver.otlp, receiver.prices, receiver.content, receiver.redact, "
+                 "receiver.decoder_process", ("textual", "llmobs_tui", "grpc", "aiohttp"), id="receiver-pure"),
+    pytest.param("llmobs_tui.alerting, llmobs_tui.alerting.engine, llmobs_tui.alerting.burn", ("textual",),
+                 id="llmobs_tui.alerting"),
+    # live.py is the glue between the engine and the app: it imports AlertSource/AlertView from llmobs_tui.app.
+    pytest.param("llmobs_tui.alerting.live", ("textual",), id="llmobs_tui.alerting.live",
+                 marks=pytest.mark.xfail(strict=True, reason="contract violation, issue 12: "
+                                         "llmobs_tui.alerting.live imports llmobs_tui.app, which imports textual")),
+    pytest.param("llmobs_tui.config", ("textual",), id="llmobs_tui.config"),
+    pytest.param("llmobs_tui.backend", ("textual",), id="llmobs_tui.backend"),
+    pytest.param("llmobs_tui, llmobs_tui.backend, llmobs_tui.cli", ("textual",), id="llmobs_tui.cli"),
 ]
 
+_PROBE = """\
+import importlib, pkgutil, sys
+imported = []
+for name in {names!r}:
+    if name.endswith(".*"):
+        package = importlib.import_module(name[:-2])
+        imported.append(package.__name__)
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            imported.append(importlib.import_module(info.name).__name__)
+    else:
+        imported.append(importlib.import_module(name).__name__)
+assert imported, "nothing imported"
+bad = sorted(m for m in sys.modules if m.split(".")[0] in {forbidden!r})
+print(",".join(bad[:10]))
+"""
 
-@pytest.mark.parametrize("modules,forbidden", CASES, ids=[c[0].split(",")[0] for c in CASES])
+
+@pytest.mark.parametrize("modules,forbidden", CASES)
 def test_module_does_not_import(modules, forbidden):
-    code = (
-        f"import sys\nimport {modules}\n"
-        f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})\n"
-        "print(','.join(bad))"
-    )
+    names = [m.strip() for m in modules.split(",")]
+    code = _PROBE.format(names=names, forbidden=forbidden)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"{modules} imported {result.stdout.strip()}"

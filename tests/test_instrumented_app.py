@@ -20,6 +20,8 @@ import pytest
 from receiver.prices import PriceTable
 from tests.stand_in_openai import EMBEDDING_TOKENS, USAGE, StandInOpenAI
 
+pytestmark = pytest.mark.slow
+
 PRICES = PriceTable.load()
 
 

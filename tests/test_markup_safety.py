@@ -43,7 +43,7 @@ from store.writer import SpanWriter
 from tests.tui_fixtures import FROZEN_NOW, use_utc
 from tests.tui_scenarios import settle
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 HOSTILE = {
     # Valid markup: a live action and a hyperlink, if parsed.

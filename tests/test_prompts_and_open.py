@@ -16,7 +16,7 @@ from tests.test_tui import make_app, settle, table_keys, tui_store  # noqa: F401
 
 import pytest
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def rendered_line(widget, y: int = 0) -> str:

@@ -35,6 +35,8 @@ from typing import Any, Callable
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 NODE_APP_DIR = Path(__file__).resolve().parent / "node"
 EMAIL = "jane.doe.refunds@example.com"

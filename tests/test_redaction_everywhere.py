@@ -277,6 +277,7 @@ def run_serve_with(tmp_path: Path, name: str, *extra: str) -> bytes:
     return everything_stored(db)
 
 
+@pytest.mark.slow
 def test_config_patterns_and_drop_keys_through_serve(tmp_path):
     stored = run_serve_with(tmp_path, "redacted")
     for gone in (b"EMP-123456", b"EMP-654321", b"Falcon", EMAIL.encode(), b"078-05-1120", b"app.customer.ssn",
@@ -287,6 +288,7 @@ def test_config_patterns_and_drop_keys_through_serve(tmp_path):
     assert b"http.request.method" in stored and b"kept" in stored  # only the named keys went
 
 
+@pytest.mark.slow
 def test_no_redact_keeps_patterns_but_still_drops_keys(tmp_path):
     stored = run_serve_with(tmp_path, "plain", "--no-redact")
     for kept in (b"EMP-123456", b"EMP-654321", b"Project  Falcon", EMAIL.encode()):

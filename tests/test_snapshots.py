@@ -10,6 +10,8 @@ import pytest
 from tests.tui_fixtures import build_store, use_utc
 from tests.tui_scenarios import SCENARIOS, SIZES, make_app
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="session")
 def snapshot_store(tmp_path_factory) -> Path:

@@ -28,7 +28,7 @@ from receiver.tls import TlsError, TlsFiles
 from store.connection import open_reader
 from tests.test_receiver import TRACE_METHOD
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:

@@ -240,6 +240,7 @@ def test_tool_query_uses_the_tool_index(tmp_path):
 # =================================================================================================
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)])
 async def test_breakdown_by_tool_lists_tools_and_drills_to_their_traces(tui_store, size):  # noqa: F811

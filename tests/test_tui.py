@@ -19,7 +19,7 @@ from receiver.prices import PriceTable
 from store.connection import open_reader
 from tests.tui_fixtures import FROZEN_NOW, HOSTILE_TRACE_NUMBER, build_store, trace_id_of, use_utc
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture(scope="session")

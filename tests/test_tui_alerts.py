@@ -17,7 +17,7 @@ from store.connection import open_reader
 from tests.tui_fixtures import FROZEN_NOW, build_store, use_utc
 from tests.tui_scenarios import settle
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

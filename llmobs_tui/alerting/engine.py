@@ -8,7 +8,6 @@ acknowledgements and recently resolved alerts (what the TUI shows).
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -19,8 +18,9 @@ from typing import Any
 
 from llmobs_tui.alerting import burn
 from llmobs_tui.config import AlertSettings, Config, SloSpec, format_duration
+from store import alerts as store_alerts
 from store import histogram
-from store.connection import open_reader
+from store.connection import Connection, open_reader, read_snapshot
 from store.queries import GroupStats, grouped_rollups
 
 NS = 1_000_000_000
@@ -43,7 +43,7 @@ class Finding:
     value_text: str
     window: str
     scope: str
-    # The engine passes `_example`'s (trace id, span id) here; __post_init__ splits it, so the
+    # The engine passes store.alerts' example (trace id, span id) here; __post_init__ splits it, so the
     # Alerts screen can open the trace on the span that made the value (the failed, slowest or
     # costliest call), not on the trace's first LLM span.
     example_trace_id: Any = None
@@ -102,14 +102,14 @@ class AlertEngine:
         self.settings: AlertSettings = config.alerts
         self.states: dict[str, AlertState] = {}
         self._lock = threading.RLock()  # one evaluation at a time (a worker thread, or `check`)
-        self._db: sqlite3.Connection | None = None
+        self._db: Connection | None = None
         self.last_evaluated_s: float | None = None
         self.slo_rows: list[SloRow] = []
 
     # -- data ------------------------------------------------------------------------------------
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Connection:
         if self._db is None:
             self._db = open_reader(self.db_path)
         return self._db
@@ -128,24 +128,6 @@ class AlertEngine:
 
     def _grouped(self, start_s: float, end_s: float, by: list[str], hists: tuple[str, ...] = ()) -> list[GroupStats]:
         return grouped_rollups(self.db, int(start_s), int(end_s), by, hists=hists)
-
-    def _example(self, start_s: float, condition: str, params: tuple = (), table: str = "spans",
-                 order: str = "start_ns DESC") -> tuple[bytes, bytes | None] | None:
-        """(trace id, span id) of the most telling match: the span is the one the Alerts screen
-        opens the trace on. From the traces table (a cost budget): the trace's costliest call."""
-        if table == "traces":
-            row = self.db.execute(
-                f"SELECT trace_id FROM traces WHERE start_ns >= ? AND {condition} ORDER BY {order} LIMIT 1",
-                (int(start_s * NS), *params)).fetchone()
-            if row is None:
-                return None
-            span = self.db.execute("SELECT span_id FROM spans WHERE trace_id = ? AND billed = 1 "
-                                   "ORDER BY cost_nusd DESC LIMIT 1", (row[0],)).fetchone()
-            return row[0], span[0] if span else None
-        row = self.db.execute(
-            f"SELECT trace_id, span_id FROM {table} WHERE start_ns >= ? AND {condition} ORDER BY {order} LIMIT 1",
-            (int(start_s * NS), *params)).fetchone()
-        return (row[0], row[1]) if row else None
 
     # -- SLOs ------------------------------------------------------------------------------------
 
@@ -166,49 +148,12 @@ class AlertEngine:
         return bad, total
 
     def _quality_events(self, spec: SloSpec, start_s: float, end_s: float) -> tuple[float, float]:
-        sql = ("SELECT count(*), coalesce(sum(l.eval_score < ?), 0) FROM logs l "
-               "LEFT JOIN spans s ON s.trace_id = l.trace_id AND s.span_id = l.span_id "
-               "WHERE l.eval_score IS NOT NULL AND l.time_ns >= ? AND l.time_ns < ?")
-        params: list[Any] = [spec.threshold, int(start_s * NS), int(end_s * NS)]
-        if spec.evaluation:
-            sql += " AND l.eval_name = ?"
-            params.append(spec.evaluation)
-        if spec.feature:
-            sql += " AND s.feature = ?"
-            params.append(spec.feature)
-        if spec.model:
-            sql += " AND coalesce(s.request_model, s.response_model) = ?"
-            params.append(spec.model)
-        total, bad = self.db.execute(sql, params).fetchone()
-        return bad, total
+        return store_alerts.quality_events(self.db, spec.threshold, int(start_s * NS), int(end_s * NS),
+                                           spec.evaluation, spec.feature, spec.model)
 
-    def _slo_example(self, spec: SloSpec, start_s: float) -> bytes | None:
-        scope = ""
-        params: list[Any] = []
-        if spec.feature:
-            scope += " AND feature = ?"
-            params.append(spec.feature)
-        if spec.model:
-            scope += " AND (request_model = ? OR response_model = ?)"
-            params += [spec.model, spec.model]
-        condition = {
-            "availability": "billed = 1 AND error_class = 'api'",
-            "validity": "billed = 1 AND error_class = 'validation'",
-            "ttft": "billed = 1 AND ttft_ns > ?",
-            "latency": "billed = 1 AND duration_ns > ?",
-            "cost_per_call": "billed = 1 AND cost_nusd > ?",
-        }.get(spec.kind)
-        if condition is None:
-            row = self.db.execute(
-                "SELECT trace_id, span_id FROM logs WHERE eval_score < ? AND time_ns >= ? ORDER BY time_ns DESC LIMIT 1",
-                (spec.threshold, int(start_s * NS))).fetchone()
-            return (row[0], row[1]) if row and row[0] else None
-        if "?" in condition:
-            params.insert(0, int(spec.threshold * 1e9))  # seconds → ns; USD → nUSD
-        # The call that made the value: the slowest, the costliest, or the latest failed one.
-        order = {"ttft": "ttft_ns DESC", "latency": "duration_ns DESC",
-                 "cost_per_call": "cost_nusd DESC"}.get(spec.kind, "start_ns DESC")
-        return self._example(start_s, condition + scope, tuple(params), order=order)
+    def _slo_example(self, spec: SloSpec, start_s: float) -> tuple[bytes, bytes | None] | None:
+        """The call that made the value: the slowest, the costliest, or the latest failed one."""
+        return store_alerts.slo_example(self.db, spec.kind, spec.threshold, int(start_s * NS), spec.feature, spec.model)
 
     def evaluate_slos(self, now_s: float) -> tuple[list[Finding], list[SloRow]]:
         findings = []
@@ -247,10 +192,9 @@ class AlertEngine:
             last_hour = self._stats(now_s - HOUR, now_s, where)["cost_nusd"] / 1e9
             projected = today + last_hour * hours_left
             scope = "all features" if feature == "*" else f"feature={feature}"
-            example_scope = "" if feature == "*" else " AND feature = ?"
-            example_params = () if feature == "*" else (feature,)
-            example = self._example(midnight, "1" + example_scope, example_params, table="traces",
-                                    order="cost_nusd DESC") if (today > budget or projected > budget) else None
+            example = store_alerts.costliest_trace_example(
+                self.db, int(midnight * NS), None if feature == "*" else feature,
+            ) if (today > budget or projected > budget) else None
             if today > budget:
                 findings.append(Finding(f"budget:{feature}", "daily_cost", "page",
                                         f"Daily cost budget exceeded ({scope})", today, budget,
@@ -265,8 +209,7 @@ class AlertEngine:
             stats = self._stats(now_s - HOUR, now_s, {"feature": feature}, ("hist_tokens",))
             over = sum(c for b, c in stats.tokens.items() if c > 0 and histogram.bucket_value(b) > limit)
             if over:
-                example = self._example(now_s - HOUR, "billed = 1 AND feature = ? AND "
-                                        "coalesce(input_tokens, 0) + coalesce(output_tokens, 0) > ?", (feature, limit))
+                example = store_alerts.over_token_budget_example(self.db, int((now_s - HOUR) * NS), feature, limit)
                 findings.append(Finding(f"tokens:{feature}", "token_budget", "ticket",
                                         f"Calls over the token budget (feature={feature})", over, limit,
                                         f"{over} calls > {limit:,} tokens", "1h", f"feature={feature}", example))
@@ -302,8 +245,7 @@ class AlertEngine:
             current = g["cost_nusd"] / priced
             baseline = base_cost / base_calls
             if current >= factor * baseline:
-                example = self._example(now_s - HOUR, "billed = 1 AND feature = ? AND prompt_version = ?",
-                                        (feature, version), order="cost_nusd DESC")
+                example = store_alerts.prompt_version_example(self.db, int((now_s - HOUR) * NS), feature, version)
                 label = f"{prompt_id or 'prompt'}@{version}"
                 findings.append(Finding(
                     f"prompt:{feature}:{label}", "prompt_regression", "ticket",
@@ -327,7 +269,7 @@ class AlertEngine:
             if now_rate is None or week_rate is None or week_rate < 0.05 or before["calls"] < self.settings.min_calls:
                 continue
             if now_rate < week_rate * (1 - drop):
-                example = self._example(now_s - HOUR, "billed = 1 AND feature = ?", (feature,))
+                example = store_alerts.feature_call_example(self.db, int((now_s - HOUR) * NS), feature)
                 findings.append(Finding(
                     f"cache:{feature}", "cache_drop", "ticket", f"Cache-hit rate dropped (feature={feature})",
                     now_rate, week_rate * (1 - drop), f"{now_rate:.1%} vs {week_rate:.1%} last week",
@@ -349,9 +291,9 @@ class AlertEngine:
             rate = count / calls
             if rate < threshold:
                 continue
-            column = "error_subclass" if name in ("rate_limit", "provider") else "error_class"
             # The failed billed call (the provider's 429 itself), not a wrapper span that inherited it.
-            example = self._example(now_s - window, f"{column} = ?", (name,), order="billed DESC, start_ns DESC")
+            example = store_alerts.error_example(self.db, int((now_s - window) * NS), name,
+                                                 subclass=name in ("rate_limit", "provider"))
             findings.append(Finding(
                 f"errors:{name}", "error_spike", "page" if rate >= 2 * threshold else "ticket",
                 f"{name.replace('_', ' ')} errors spiking", rate, threshold,
@@ -369,7 +311,6 @@ class AlertEngine:
             before = week.get(model)
             if not model or before is None or g["calls"] < self.settings.min_calls or before["calls"] < self.settings.min_calls:
                 continue
-            example_model = (model, model)
             if g["decode_ns"] and before["decode_ns"]:
                 now_rate = g["decode_tokens"] / (g["decode_ns"] / NS)
                 week_rate = before["decode_tokens"] / (before["decode_ns"] / NS)
@@ -378,8 +319,7 @@ class AlertEngine:
                         f"health:{model}:decode", "provider_health", "ticket", f"{model}: decoding slowed down",
                         now_rate, week_rate * (1 - self.settings.decode_drop),
                         f"{now_rate:,.0f} vs {week_rate:,.0f} tok/s last week", "15m vs prior 7d", f"model={model}",
-                        self._example(now_s - recent_s, "(request_model = ? OR response_model = ?) AND ttft_ns IS NOT NULL",
-                                      example_model)))
+                        store_alerts.streaming_call_example(self.db, int((now_s - recent_s) * NS), model)))
             # The median, not p95: a p95 over a quarter hour of one model's streaming calls is a handful
             # of tail samples (every provider has a 3-6x slow tail), and paging on that is noise.
             if min(histogram.count(g.ttft), histogram.count(before.ttft)) < self.settings.min_calls:
@@ -397,9 +337,8 @@ class AlertEngine:
                     median_now / 1e6, self.settings.ttft_rise * median_week / 1e6,
                     f"median {median_now / 1e6:.2f}s vs {median_week / 1e6:.2f}s last week", "15m vs prior 7d",
                     f"model={model}",
-                    self._example(now_s - recent_s, "(request_model = ? OR response_model = ?) AND ttft_ns > ?",
-                                  (*example_model, int(self.settings.ttft_rise * median_week * 1000)),
-                                  order="ttft_ns DESC"),
+                    store_alerts.slow_first_token_example(self.db, int((now_s - recent_s) * NS), model,
+                                                          int(self.settings.ttft_rise * median_week * 1000)),
                     f"input tokens per call unchanged ({inp_now:,.0f} vs {inp_week:,.0f}), so the provider is slower"))
         return findings
 
@@ -425,12 +364,8 @@ class AlertEngine:
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
         """One evaluation at a time, all of its queries reading one consistent state of the store."""
-        with self._lock:
-            self.db.execute("BEGIN")
-            try:
-                yield
-            finally:
-                self.db.execute("COMMIT")
+        with self._lock, read_snapshot(self.db):
+            yield
 
     def update(self, now_s: float | None = None) -> list[AlertState]:
         """Evaluate and apply hysteresis: fire at once, resolve after `clear_after` of quiet."""

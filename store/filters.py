@@ -1,0 +1,44 @@
+"""The SQL side of the `/` filter language (llmobs_tui.filtering): which column each filter field
+reads, and the clauses a term compiles to. The language (fields, operators, units) lives in
+llmobs_tui.filtering; every column name lives here (issue 12). Values are always parameters."""
+
+from __future__ import annotations
+
+# Trace-summary fields: expressions over the traces table (alias t).
+TRACE_FIELDS: dict[str, str] = {
+    "feature": "t.feature",
+    "tenant": "t.tenant",
+    "service": "t.service",
+    "root": "t.root_name",
+    "duration": "t.duration_ns",
+    "cost": "t.cost_nusd",
+    "tokens": "(t.input_tokens + t.output_tokens)",
+    "calls": "t.llm_calls",
+    "spans": "t.spans",
+}
+
+# Span fields: expressions over the spans table (alias s); a trace matches when any span does.
+SPAN_FIELDS: dict[str, str] = {
+    "model": "coalesce(s.request_model, s.response_model)",
+    "provider": "s.provider",
+    "name": "s.name",
+    "kind": "s.kind",
+    "tool": "s.tool_name",
+    "error": "coalesce(s.error_subclass, s.error_class)",
+    "prompt": "s.prompt_id",
+    "version": "s.prompt_version",
+    "user": "s.user_id",
+    "conversation": "s.conversation_id",
+    "ttft": "s.ttft_ns",
+    "latency": "s.duration_ns",
+}
+
+# `status=error`: the trace failed somewhere.
+TRACE_FAILING = "(t.errors_api + t.errors_validation + t.errors_guardrail + t.error_spans) > 0"
+
+
+def any_span_clause(expression: str, sql_op: str, negate: bool = False) -> str:
+    """A clause over `traces t`: some span of the trace has `expression sql_op ?` (or, `negate`,
+    none has)."""
+    exists = f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND {expression} {sql_op} ?)"
+    return f"NOT {exists}" if negate else exists
