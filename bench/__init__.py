@@ -11,6 +11,10 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import psutil  # imported where used: it is an optional (bench) dependency
 
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
@@ -111,7 +115,7 @@ def attribute(missing: int, counters: ServeCounters, deleted_after_commit: int |
     return lines, unexplained
 
 
-def tree(proc: "psutil.Process") -> list:
+def tree(proc: psutil.Process) -> list:
     """A process and all its descendants (serve's decoders and writer)."""
     import psutil
 

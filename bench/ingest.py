@@ -32,8 +32,8 @@ import multiprocessing
 import os
 import platform
 import re
-import shutil
 import secrets
+import shutil
 import statistics
 import struct
 import sys
@@ -123,8 +123,9 @@ def build_request(seed: int, traces: int):
                 prompt = json.dumps([
                     {"role": "system", "parts": [{"type": "text", "content": _content(rng, 300)}]},
                     {"role": "user", "parts": [{"type": "text", "content": _content(rng, 1100)}]}])
-                completion = json.dumps([{"role": "assistant", "parts": [{"type": "text", "content": _content(rng, 500)}],
-                                          "finish_reason": "stop"}])
+                completion = json.dumps([{"role": "assistant",
+                                           "parts": [{"type": "text", "content": _content(rng, 500)}],
+                                           "finish_reason": "stop"}])
                 inp = rng.randint(800, 6000)
                 attrs = {
                     "gen_ai.operation.name": "embeddings" if kind == "embedding" else "chat",

@@ -1,5 +1,6 @@
 """TUI benchmark: a week of traffic (~1M spans) in the store, ingest running at ≥2,000 spans/s, and
-the TUI's own queries timed: overview refresh (1h and 24h), trace list, opening a 500-span trace;
+the TUI's own queries timed: overview refresh (1h and 24h), trace list, opening a 500-span trace, the
+critical path of a 2,000-span trace;
 plus the TUI process's RSS and the time from launch to the first frame with data.
 
     python -m bench.tui                    # builds bench/results/week.db once (~2 min), then measures
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import psutil
@@ -186,10 +188,10 @@ async def time_queries(db: Path, big_trace: bytes, rounds: int) -> dict:
         for _ in range(rounds):
             now = time.time()
             for name, call in (
-                ("overview_1h", lambda: reader.overview(3600, now)),
-                ("overview_24h", lambda: reader.overview(86400, now)),
-                ("trace_list_1h", lambda: reader.traces(3600, now, Filter(), "start", True)),
-                ("trace_list_24h_by_cost", lambda: reader.traces(86400, now, Filter(), "cost", True)),
+                ("overview_1h", partial(reader.overview, 3600, now)),
+                ("overview_24h", partial(reader.overview, 86400, now)),
+                ("trace_list_1h", partial(reader.traces, 3600, now, Filter(), "start", True)),
+                ("trace_list_24h_by_cost", partial(reader.traces, 86400, now, Filter(), "cost", True)),
             ):
                 started = time.perf_counter()
                 await call()
@@ -205,6 +207,46 @@ async def time_queries(db: Path, big_trace: bytes, rounds: int) -> dict:
         await reader.close()
     return {name: {"p50_ms": round(statistics.median(v), 1), "p95_ms": round(sorted(v)[int(len(v) * 0.95) - 1], 1)}
             for name, v in timings.items()}
+
+
+def time_critical_path(rounds: int) -> dict:
+    """The critical path and self times of a 2,000-span trace (an agent loop: 200 steps of an LLM
+    call, a tool with parallel retrievers and a nested call), as the Trace screen computes it on open.
+    CPU time per analysis, so a noisy machine does not inflate it."""
+    import random
+    from dataclasses import dataclass
+
+    from llmobs_tui.critical_path import analyse
+
+    @dataclass
+    class Span:
+        span_id: int
+        parent_span_id: int | None
+        start_ns: int
+        end_ns: int
+
+    rng = random.Random(1)
+    spans, t = [Span(0, None, 0, 0)], 0
+    while len(spans) < 2000:
+        step = Span(len(spans), 0, t, 0)
+        spans.append(step)
+        llm = Span(len(spans), step.span_id, t, t + rng.randint(200, 2000) * 10**6)
+        spans.append(llm)
+        tool = Span(len(spans), step.span_id, llm.end_ns, llm.end_ns + rng.randint(50, 900) * 10**6)
+        spans.append(tool)
+        for _ in range(6):
+            start = tool.start_ns + rng.randint(0, 40) * 10**6
+            spans.append(Span(len(spans), tool.span_id, start, min(tool.end_ns, start + rng.randint(10, 800) * 10**6)))
+        step.end_ns = t = tool.end_ns + rng.randint(1, 30) * 10**6
+    spans[0].end_ns = t
+    cpu = []
+    for _ in range(rounds):
+        started = time.process_time()
+        path = analyse(spans)
+        cpu.append((time.process_time() - started) * 1000)
+    assert sum(path.contribution_ns.values()) == path.duration_ns
+    return {"critical_path_2000_spans": {"spans": len(spans), "p50_cpu_ms": round(statistics.median(cpu), 2),
+                                         "max_cpu_ms": round(max(cpu), 2)}}
 
 
 def time_alerts(db: Path, rounds: int) -> dict:
@@ -230,7 +272,6 @@ PROBE = r"""
 import sys, time, psutil
 started = psutil.Process().create_time()
 from llmobs_tui.app import LlmobsApp
-from receiver.prices import PriceTable
 
 class Probe(LlmobsApp):
     async def tick(self):
@@ -245,7 +286,7 @@ async def tour(pilot):
         await asyncio.sleep(1.0)
     pilot.app.exit()
 
-Probe(sys.argv[1], prices=PriceTable.load()).run(headless=True, size=(160, 48), auto_pilot=tour)
+Probe(sys.argv[1]).run(headless=True, size=(160, 48), auto_pilot=tour)
 print("DONE", flush=True)
 """
 
@@ -321,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     ingest_started, ingest_count, cpu_started = time.monotonic(), counter.value, tree_cpu(tree(server_tree))
     queries = asyncio.run(time_queries(db, bytes.fromhex(info["big_trace"]), args.rounds))
     queries |= time_alerts(db, rounds=10)
+    queries |= time_critical_path(rounds=20)
     tui = probe_tui(db)
     ingested = counter.value - ingest_count
     ingest_seconds = time.monotonic() - ingest_started

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from textual.binding import Binding
 from textual.notifications import SeverityLevel
 
 from llmobs_tui import format as fmt
+from llmobs_tui.alerting.source import AlertSource
 from llmobs_tui.filtering import FilterError, parse
 from llmobs_tui.reader import StoreReader
 from llmobs_tui.screens.alerts import AlertsScreen
@@ -45,49 +45,11 @@ def default_export_dir() -> Path:
     return Path(user_data_dir("llmobs-tui", appauthor=False)) / "exports"
 
 
-@dataclass(slots=True)
-class AlertView:
-    key: str
-    firing: bool
-    severity: str
-    title: str
-    value_text: str
-    since_s: float
-    scope: str | None = None
-    example_trace_id: bytes | None = None
-    detail: str = ""
-    window: str = ""
-    acknowledged: bool = False
-    resolved_s: float | None = None
-    example_span_id: bytes | None = None  # the call that made the value: the trace opens on it
-
-
-class AlertSource:
-    """What the Alerts screen and the banner show; the rule engine's adapter is
-    llmobs_tui/alerting/live.py. This base holds nothing (a store opened without rules)."""
-
-    empty_message = "No alert rules are loaded: nothing can fire."
-    slo_rows: tuple[Any, ...] = ()
-    error: str | None = None
-
-    def snapshot(self, now_s: float) -> list[AlertView]:
-        return []
-
-    def get(self, key: str) -> AlertView | None:
-        return next((a for a in self.snapshot(time.time()) if a.key == key), None)
-
-    async def evaluate(self, reader: StoreReader, now_s: float) -> None:
-        return None
-
-    def acknowledge(self, key: str) -> bool:
-        return False
-
-
 class LlmobsApp(App):
     TITLE = "llmobs-tui"
     CSS = """
     Screen { layout: vertical; }
-    #traces-filter, #trace-summary, #alerts-note { height: 1; }
+    #traces-filter, #alerts-note { height: 1; }
     """
     BINDINGS = [
         Binding("1", "goto('overview')", "Overview", show=False),
@@ -108,7 +70,7 @@ class LlmobsApp(App):
 
     def __init__(self, db_path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
                  refresh_s: float | None = 1.0, status: Callable[[], IngestStatus] | None = None,
-                 prices: Any = None, alerts: AlertSource | None = None, window_s: float = 3600,
+                 alerts: AlertSource | None = None, window_s: float = 3600,
                  export_dir: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         self.db_path = Path(db_path)
@@ -116,7 +78,6 @@ class LlmobsApp(App):
         self.clock = clock
         self.refresh_s = refresh_s
         self.status_source = status
-        self.prices = prices
         self.alerts = alerts or AlertSource()
         self.window_s = window_s
         self.export_dir = Path(export_dir).expanduser() if export_dir else default_export_dir()
@@ -154,7 +115,7 @@ class LlmobsApp(App):
             await self.tick()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.refresh_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
 
@@ -256,7 +217,7 @@ class LlmobsApp(App):
 
     def _switch(self, name: str) -> None:
         current = self.screen
-        if isinstance(current, LiveScreen) and current.NAME == name:
+        if isinstance(current, LiveScreen) and name == current.NAME:
             return
         if isinstance(current, LiveScreen):
             self._history.append(current.NAME)
@@ -327,7 +288,7 @@ class LlmobsApp(App):
                                       "a leading ! inverts · Tab completes, ↑↓ history · a trace id opens it · "
                                       "Enter keeps, Esc restores", history=self.prompt_history["filter"],
                                       complete=self.complete_filter, on_change=change,
-                                      on_submit_early=self._is_full_trace_id), done)
+                                      on_submit_early=self.is_full_trace_id), done)
 
     def action_command(self) -> None:
         self.push_screen(PromptScreen(":", "", "window 1h · sort cost · filter … · by feature · open TRACE-ID · "
@@ -335,7 +296,7 @@ class LlmobsApp(App):
                                       complete=self.complete_command), self.run_command)
 
     @staticmethod
-    def _is_full_trace_id(text: str) -> bool:
+    def is_full_trace_id(text: str) -> bool:
         from store.dashboards import TRACE_ID_HEX, normalize_trace_id_prefix
 
         prefix = normalize_trace_id_prefix(text)
@@ -412,7 +373,7 @@ class LlmobsApp(App):
         if verb in ("q", "quit"):
             self.exit()
         elif verb == "window":
-            from llmobs_tui.config import parse_duration
+            from llmobs_tui.units import parse_duration
 
             try:
                 self.window_s = parse_duration(rest)
@@ -437,7 +398,7 @@ class LlmobsApp(App):
             breakdown: BreakdownScreen = self.get_screen("breakdown")  # type: ignore[assignment]
             breakdown.by = rest
             if breakdown.is_mounted:
-                breakdown._columns()
+                breakdown.reset_columns()
             self._switch("breakdown")
         elif verb == "open":
             if not rest:
@@ -453,7 +414,8 @@ class LlmobsApp(App):
         elif verb in ("overview", "breakdown", "traces", "trace", "alerts"):
             self._switch(verb)
         else:
-            self.notify(f"unknown command {fmt.clean(verb)!r}: try window, sort, filter, by, open, export, follow, quit",
+            self.notify(f"unknown command {fmt.clean(verb)!r}: "
+                        "try window, sort, filter, by, open, export, follow, quit",
                         severity="error")
 
     def action_follow(self) -> None:
@@ -521,7 +483,7 @@ class LlmobsApp(App):
     async def export_trace(self, trace_id: bytes) -> None:
         import json
 
-        from receiver.otlp import message_to_otlp_json
+        from store.otlp_values import message_to_otlp_json
 
         request = await self.reader.export_trace(trace_id)
         if request is None:

@@ -84,14 +84,17 @@ def run(plan: AttachPlan, state: AttachState) -> None:
     from receiver.query_server import TAIL_METHOD, decode_frame
     from store.connection import WriterLock, open_writer
     from store.meta import get_meta, set_meta
+    from store.pricing import record_price_rows
     from store.writer import SpanWriter
 
     # The remote already redacted (or chose not to); redacting again would only cost CPU.
-    normalizer = Normalizer(PriceTable.load(), IngestOptions(redact=False))
+    prices = PriceTable.load()
+    normalizer = Normalizer(prices, IngestOptions(redact=False))
     lock = WriterLock(Path(plan.db_path))
     lock.acquire()
     db = open_writer(plan.db_path)
     writer = SpanWriter(db)
+    record_price_rows(db, prices.records(), time.time_ns())
     saved_text = get_meta(db, cursor_key(plan.target))
     saved = json.loads(saved_text) if saved_text is not None else {}
     cursor = (int(saved.get("span", 0)), int(saved.get("log", 0)))
@@ -126,7 +129,8 @@ def run(plan: AttachPlan, state: AttachState) -> None:
                         writer.write(rows, [], resources, scopes)
                         state.counts[0] += len(rows)
                     elif kind == "logs":
-                        rows, resources, scopes, _ = normalizer.decode_logs(ExportLogsServiceRequest.FromString(payload))
+                        rows, resources, scopes, _ = normalizer.decode_logs(
+                            ExportLogsServiceRequest.FromString(payload))
                         writer.write([], rows, resources, scopes)
                         state.counts[1] += len(rows)
                     cursor = new_cursor
@@ -134,7 +138,8 @@ def run(plan: AttachPlan, state: AttachState) -> None:
                         {"span": cursor[0], "log": cursor[1], "since_ns": since_ns}))
                     if not state.counts[3] or kind == "caught_up":  # the first frame of this connection, or live
                         state.counts[3] = 1
-                        state.say(f"attached to {plan.target}" + (" · live" if kind == "caught_up" else " · backfilling"))
+                        state.say(f"attached to {plan.target}"
+                                  + (" · live" if kind == "caught_up" else " · backfilling"))
                     backoff = 0.5
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None

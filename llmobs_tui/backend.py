@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from receiver.auth import TokenCheck, check_bind
+from receiver.auth import TokenCheck
 from receiver.forward import Forwarder
 from receiver.grpc_server import OtlpGrpcServer, format_address
 from receiver.http_server import OtlpHttpServer
@@ -27,15 +27,17 @@ log = logging.getLogger("llmobs.backend")
 
 @dataclass(slots=True)
 class BackendConfig:
+    """What to listen on and how. The values are taken as checked: `llmobs_tui.settings.Settings`
+    refuses an unguarded non-loopback bind and loads the TLS pair before it builds one of these."""
+
     pipeline: PipelineConfig
     host: str = "127.0.0.1"
     grpc_port: int | None = 4317  # None: no gRPC listener
     http_port: int | None = 4318  # None: no HTTP listener
     forward: str | None = None  # an upstream OTLP endpoint that gets a copy of every stored batch
     token: str | None = None  # required from senders (Authorization: Bearer …); needed off loopback
-    tls_cert: str | None = None  # PEM files: both, or neither
+    tls: TlsFiles | None = None  # the loaded certificate chain and key (None: plain text)
     query_port: int | None = None  # the backfill/tail service for `attach` (None: off)
-    tls_key: str | None = None
 
 
 class Backend:
@@ -45,11 +47,9 @@ class Backend:
         self.grpc: OtlpGrpcServer | None = None
         self.http: OtlpHttpServer | None = None
         self.query: QueryServer | None = None
-        # Checked now, so that a bad --forward or an unguarded bind fails before anything starts.
-        check_bind(config.host, config.token)
         self.forward = Forwarder(config.forward) if config.forward else None
         self.auth = TokenCheck(config.token)
-        self.tls = TlsFiles.load(config.tls_cert, config.tls_key)
+        self.tls = config.tls
         self.started = False
 
     async def start(self) -> None:

@@ -69,7 +69,8 @@ def _value(spec: FieldSpec, raw: str, name: str) -> object:
         return raw
     match = _NUMBER.match(raw.strip())
     if not match:
-        raise FilterError(f"{name}: {raw!r} is not a number{' with a unit (300ms, 1.5s)' if spec.kind == 'duration' else ''}")
+        raise FilterError(f"{name}: {raw!r} is not a number"
+                          f"{' with a unit (300ms, 1.5s)' if spec.kind == 'duration' else ''}")
     number = float(match.group("num"))
     unit = match.group("unit").lower()
     if spec.kind == "duration":
@@ -79,7 +80,7 @@ def _value(spec: FieldSpec, raw: str, name: str) -> object:
     if spec.kind == "money":
         if unit:
             raise FilterError(f"{name}: write money as $0.02 or 0.02")
-        return int(round(number * 1e9))  # nano-USD, as stored
+        return round(number * 1e9)  # nano-USD, as stored
     if unit not in _COUNT_UNITS:
         raise FilterError(f"{name}: unknown unit {unit!r} (use k or M)")
     return int(number * _COUNT_UNITS[unit])

@@ -52,9 +52,7 @@ def clean(value: object, *, newlines: bool = False, limit: int | None = 4000) ->
         return text
     out = []
     for ch in text:
-        if ch.isprintable():
-            out.append(ch)
-        elif ch == "\n" and newlines:
+        if ch.isprintable() or (ch == "\n" and newlines):
             out.append(ch)
         elif ch == "\t":
             out.append("    " if newlines else " ")
@@ -126,7 +124,7 @@ def money(nusd: int | None, *, unpriced: bool = False) -> str:
 
 
 def usd(value: float) -> str:
-    return money(int(round(value * 1e9)))
+    return money(round(value * 1e9))
 
 
 def rate(value: float | None) -> str:

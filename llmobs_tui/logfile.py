@@ -34,7 +34,7 @@ def log_path() -> Path:
 class _PrivateRotatingHandler(logging.handlers.RotatingFileHandler):
     """Log lines can quote a request (a prompt, a token): the file is 0600, as the store is."""
 
-    def _open(self):  # type: ignore[no-untyped-def]  # noqa: ANN202
+    def _open(self):  # type: ignore[no-untyped-def]
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         from store.connection import make_private
 

@@ -1,8 +1,8 @@
 """The TUI's read side: one read-only aiosqlite connection, queries from store.dashboards.
 
 Each refresh reads inside one short transaction (one consistent snapshot; short, so a reader never
-holds the WAL back). Span details are decoded from the stored protobuf only when a span is opened.
-"""
+holds the WAL back). Span details are decoded from the stored protobuf only when a span is opened,
+by store.span_detail: the read side never reaches into ingest (receiver/)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +19,10 @@ import aiosqlite
 from llmobs_tui.filtering import Filter, regexp
 from store import dashboards as q
 from store.connection import READER_PRAGMAS, StoreError, open_reader
-from store.queries import GroupStats, decompress
+from store.queries import GroupStats, ToolStats, parse_tool_calls, tool_calls_query
+from store.span_detail import Attribute, SpanDetail, decode_span_detail
 
-
-@dataclass(slots=True)
-class Attribute:
-    key: str
-    value: Any
-
-
-@dataclass(slots=True)
-class SpanDetail:
-    span: q.SpanRow
-    attributes: list[Attribute]
-    resource: list[Attribute]
-    scope: tuple[str | None, str | None]
-    events: list[tuple[str, int, dict[str, Any]]]
-    logs: list[tuple[str, int, dict[str, Any], Any]]  # (event name, time, attributes, body)
-    links: list[tuple[str, str]]
-    messages: list[Any] = field(default_factory=list)
-    tool_io: tuple[Any, Any] = (None, None)
-    dropped_attributes: int = 0
+__all__ = ["Attribute", "SpanDetail", "StoreReader", "TraceDetail", "decode_span_detail"]
 
 
 @dataclass(slots=True)
@@ -116,6 +99,13 @@ class StoreReader:
         rows = await self._snapshot({"rows": query})
         return q.parse_traces(rows["rows"])
 
+    async def tool_calls(self, window_s: float, now_s: float) -> list[ToolStats]:
+        """Tool calls per tool over the window, from the tool spans (they are not in the rollups)."""
+        now_ns = int(now_s * 1e9)
+        sql, params = tool_calls_query(now_ns - int(window_s * 1e9), now_ns)
+        rows = await self._snapshot({"rows": q.Query(sql, params)})
+        return parse_tool_calls(("tool",), rows["rows"])
+
     async def trace(self, trace_id: bytes) -> TraceDetail:
         rows = await self._snapshot({"spans": q.trace_spans_query(trace_id),
                                      "logs": q.trace_log_counts_query(trace_id)})
@@ -132,9 +122,11 @@ class StoreReader:
 
     async def span_detail(self, trace_id: bytes, span: q.SpanRow) -> SpanDetail:
         rows = await self._snapshot({"raw": q.span_raw_query(span.id),
-                                     "logs": q.span_logs_query(trace_id, span.span_id)})
+                                     "logs": q.span_logs_query(trace_id, span.span_id),
+                                     "price": q.span_price_query(span.id)})
         return decode_span_detail(span, rows["raw"][0] if rows["raw"] else None, rows["logs"],
-                                  await self._resource(rows["raw"][0][1] if rows["raw"] else None))
+                                  await self._resource(rows["raw"][0][1] if rows["raw"] else None),
+                                  rows["price"][0] if rows["price"] else None)
 
     async def _resource(self, resource_id: int | None) -> bytes | None:
         if resource_id is None:
@@ -161,51 +153,8 @@ class StoreReader:
         return traces or 0, max_id or 0
 
     def file_bytes(self) -> int:
-        from store.retention import file_bytes
+        """Disk the store takes (database, WAL, index, reserve): the figure `serve` reports and
+        `--max-db-size` bounds, so the footer and the limit agree."""
+        from store.disk_budget import store_files_bytes
 
-        return file_bytes(self.path)
-
-
-def _value(v: Any) -> Any:
-    from receiver.normalize import any_value
-
-    return any_value(v)
-
-
-def decode_span_detail(span: q.SpanRow, raw_row: tuple | None, log_rows: list[tuple],
-                       resource_blob: bytes | None) -> SpanDetail:
-    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
-    from receiver.content import LogEvent, SpanEvent, messages_from_span, tool_io
-
-    attributes: list[Attribute] = []
-    events: list[tuple[str, int, dict[str, Any]]] = []
-    links: list[tuple[str, str]] = []
-    dropped = 0
-    scope = (None, None)
-    if raw_row is not None:
-        raw, _resource_id, _scope_id, scope_name, scope_version = raw_row
-        scope = (scope_name, scope_version)
-        proto = Span.FromString(decompress(raw))
-        attributes = [Attribute(kv.key, _value(kv.value)) for kv in proto.attributes]
-        attributes.sort(key=lambda a: a.key)
-        events = [(e.name, e.time_unix_nano, {kv.key: _value(kv.value) for kv in e.attributes}) for e in proto.events]
-        links = [(link.trace_id.hex(), link.span_id.hex()) for link in proto.links]
-        dropped = proto.dropped_attributes_count
-    resource: list[Attribute] = []
-    if resource_blob:
-        resource = sorted((Attribute(kv.key, _value(kv.value)) for kv in Resource.FromString(resource_blob).attributes),
-                          key=lambda a: a.key)
-    logs = []
-    for time_ns, event_name, _severity, raw in log_rows:
-        record = LogRecord.FromString(decompress(raw))
-        attrs = {kv.key: _value(kv.value) for kv in record.attributes}
-        logs.append((event_name or attrs.get("event.name") or "log", time_ns, attrs, _value(record.body)))
-    attr_map = {a.key: a.value for a in attributes}
-    span_events = [SpanEvent(name, t, attrs) for name, t, attrs in events]
-    log_events = [LogEvent(name, t, attrs, body) for name, t, attrs, body in logs]
-    messages = messages_from_span(attr_map, span_events, log_events)
-    io = tool_io(attr_map, span_events, log_events) if span.kind == "tool" else (None, None)
-    return SpanDetail(span, attributes, resource, scope, events, logs, links, messages, io, dropped)
+        return store_files_bytes(self.path)

@@ -7,16 +7,22 @@ import asyncio
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TextIO
 
 from llmobs_tui.widgets.chrome import IngestStatus
+
+if TYPE_CHECKING:
+    from llmobs_tui.backend import Backend, BackendConfig
+    from llmobs_tui.config import Config
+    from llmobs_tui.demo import DemoFeed
 
 
 class BackendStatus:
     """The status line's figures from the embedded pipeline."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self._last: tuple[float, int] | None = None
 
@@ -36,15 +42,19 @@ class BackendStatus:
                             error=stats.writer.get("last_error") or self.backend.pipeline.fatal_error)
 
 
-async def run_tui(db_path: Path, *, backend_config: Any | None, demo: bool, prices: Any,
-                  read_only_reason: str | None = None, rules: Any = None, status: Any = None,
-                  export_dir: Any = None) -> int:
+async def run_tui(db_path: Path, *, backend_config: BackendConfig | None, demo: bool,
+                  read_only_reason: str | None = None, rules: Config | None = None,
+                  status: Callable[[], IngestStatus] | None = None, export_dir: Path | None = None) -> int:
+    """The app on `db_path` until the user quits. With `backend_config` (already checked, see
+    llmobs_tui.settings), a receiver and writer run beside it in this process and are drained after
+    the app exits; `demo` also starts the demo feed sending to them. Without, the app only reads
+    (`read_only_reason` says why on the status line; `status` feeds it, e.g. attach's)."""
     from llmobs_tui.alerting.live import EngineAlerts
     from llmobs_tui.app import LlmobsApp
     from llmobs_tui.config import Config
 
-    backend = None
-    feed = None
+    backend: Backend | None = None
+    feed: DemoFeed | None = None
     if backend_config is not None:
         from llmobs_tui.backend import Backend
 
@@ -56,11 +66,12 @@ async def run_tui(db_path: Path, *, backend_config: Any | None, demo: bool, pric
 
             from llmobs_tui.demo import DemoFeed, DemoPlan
 
-            feed = DemoFeed(f"http://{backend.grpc_address}", replace(DemoPlan(), backfill_after_s=_newest_trace_s(db_path)))
+            plan = replace(DemoPlan(), backfill_after_s=_newest_trace_s(db_path))
+            feed = DemoFeed(f"http://{backend.grpc_address}", plan)
             feed.start()
     # The store exists now (the backend created it, or another process writes it).
     alerts = EngineAlerts(db_path, rules if rules is not None else Config())
-    app = LlmobsApp(db_path, status=status, prices=prices, alerts=alerts, export_dir=export_dir)
+    app = LlmobsApp(db_path, status=status, alerts=alerts, export_dir=export_dir)
     if read_only_reason and status is None:
         app.status = IngestStatus(mode=read_only_reason)
     loop = asyncio.get_running_loop()
@@ -84,7 +95,7 @@ FEED_GRACE_S = 0.5  # how long the demo feed may take to flush before it is kill
 SLOW_DRAIN_S = 1.0  # after this, say what the wait is for
 
 
-async def shutdown(feed: Any, backend: Any, *, out: Any = None) -> None:
+async def shutdown(feed: DemoFeed | None, backend: Backend | None, *, out: TextIO | None = None) -> None:
     """Stop the demo feed, then drain the backend: every span the receiver acknowledged is committed
     before this returns.
 

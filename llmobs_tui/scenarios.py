@@ -195,8 +195,9 @@ class Traffic:
             duration = int(rng.uniform(0.05, 0.25) * S)
             attrs.update({"error.type": "RateLimitError", "http.response.status_code": 429})
             error = "Error code: 429 - Rate limit reached for requests"
-            for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.time_to_first_chunk",
-                        "gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.reasoning.output_tokens"):
+            for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
+                        "gen_ai.response.time_to_first_chunk", "gen_ai.usage.cache_read.input_tokens",
+                        "gen_ai.usage.reasoning.output_tokens"):
                 attrs.pop(key, None)
         elif roll < rate_limit_share + provider_share:
             duration = int(rng.uniform(1, 8) * S)
@@ -204,7 +205,8 @@ class Traffic:
             attrs.update({"error.type": "OverloadedError" if overloaded else "InternalServerError",
                           "http.response.status_code": 529 if overloaded else 500})
             error = "Overloaded" if overloaded else "Error code: 500 - The server had an error"
-            for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.response.time_to_first_chunk"):
+            for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
+                        "gen_ai.response.time_to_first_chunk"):
                 attrs.pop(key, None)
         elif roll < rate_limit_share + provider_share + 0.01:
             finish = "content_filter"
@@ -212,9 +214,11 @@ class Traffic:
             attrs["gen_ai.response.finish_reasons"] = [finish]
             if finish == "content_filter":
                 completion = json.dumps([{"role": "assistant", "parts": [{"type": "text",
-                                          "content": "I can't help with that request."}], "finish_reason": "content_filter"}])
+                                          "content": "I can't help with that request."}],
+                                          "finish_reason": "content_filter"}])
             elif tool_call:
-                completion = json.dumps([{"role": "assistant", "parts": [{"type": "tool_call", "id": f"call_{rng.getrandbits(32):08x}",
+                completion = json.dumps([{"role": "assistant", "parts": [{"type": "tool_call",
+                                          "id": f"call_{rng.getrandbits(32):08x}",
                                           "name": tool_call, "arguments": {"query": "order status", "limit": 5}}],
                                           "finish_reason": "tool_call"}])
             attrs["gen_ai.output.messages"] = completion

@@ -12,8 +12,8 @@ import os
 import pickle
 import signal
 import traceback
-from multiprocessing.connection import Connection
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from typing import Any
 
 from receiver import protocol

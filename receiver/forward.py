@@ -49,7 +49,7 @@ class Endpoint:
     target: str  # base URL for http, host:port for grpc
 
     @classmethod
-    def parse(cls, text: str) -> "Endpoint":
+    def parse(cls, text: str) -> Endpoint:
         value = text.strip()
         if value.startswith(("http://", "https://")):
             base = value.rstrip("/")
@@ -206,7 +206,7 @@ class Forwarder:
                     return "ok"
                 self.stats.last_error = f"{url}: HTTP {response.status}"
                 return "retry" if response.status in RETRYABLE_HTTP else "failed"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             self.stats.last_error = f"{url}: {exc.__class__.__name__}: {exc}"
             return "retry"
 
@@ -218,8 +218,8 @@ class Forwarder:
         if batch.json_body:
             message, _ = otlp.parse_json(batch.signal, body)
             body = message.SerializeToString()
-        call = self._channel.unary_unary(f"/{SERVICES[batch.signal]}/Export",
-                                         request_serializer=None, response_deserializer=None)
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(
+            f"/{SERVICES[batch.signal]}/Export", request_serializer=None, response_deserializer=None)
         try:
             await call(body, timeout=self.timeout_s)
             return "ok"

@@ -21,8 +21,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from receiver.auth import TokenCheck
-from receiver.tls import TlsFiles
+from receiver.listener import OtlpListener
 from receiver.pipeline import IngestPipeline, InvalidRequest, Overloaded, Unavailable
+from receiver.tls import TlsFiles
 
 log = logging.getLogger("llmobs.grpc")
 
@@ -161,20 +162,13 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-class OtlpGrpcServer:
+class OtlpGrpcServer(OtlpListener):
     def __init__(self, pipeline: IngestPipeline, host: str = "127.0.0.1", port: int = 4317,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, forward: Any = None,
                  auth: TokenCheck | None = None, tls: TlsFiles | None = None) -> None:
-        self.pipeline = pipeline
-        self.auth = auth
-        self.tls = tls
-        self.forward = forward  # a receiver.forward.Forwarder, or None
-        self.host = host
-        self.requested_port = port
-        self.port: int | None = None
+        super().__init__(pipeline, host, port, forward, auth, tls)
         self.max_message_bytes = max_message_bytes
         self._server: grpc.aio.Server | None = None
-        self.rejected_requests = 0
 
     async def start(self) -> int:
         server = grpc.aio.server(interceptors=token_interceptors(self.auth), options=[

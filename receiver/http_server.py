@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -19,10 +20,11 @@ from aiohttp.web_urldispatcher import _default_expect_handler
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
-from receiver.grpc_server import PortInUse, port_in_use_message, success_response
 from receiver.auth import TokenCheck
-from receiver.tls import TlsFiles
+from receiver.grpc_server import PortInUse, port_in_use_message, success_response
+from receiver.listener import OtlpListener
 from receiver.pipeline import IngestPipeline, InvalidRequest, Overloaded, Unavailable
+from receiver.tls import TlsFiles
 
 log = logging.getLogger("llmobs.http")
 
@@ -66,20 +68,13 @@ class ProtocolMistakes(logging.LoggerAdapter):
         super().log(level, msg, *args, **kwargs)
 
 
-class OtlpHttpServer:
+class OtlpHttpServer(OtlpListener):
     def __init__(self, pipeline: IngestPipeline, host: str = "127.0.0.1", port: int = 4318,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, forward: Any = None,
                  auth: TokenCheck | None = None, tls: TlsFiles | None = None) -> None:
-        self.pipeline = pipeline
-        self.auth = auth
-        self.tls = tls
-        self.forward = forward  # a receiver.forward.Forwarder, or None
-        self.host = host
-        self.requested_port = port
-        self.port: int | None = None
+        super().__init__(pipeline, host, port, forward, auth, tls)
         self.max_body_bytes = max_body_bytes
         self._runner: web.AppRunner | None = None
-        self.rejected_requests = 0
         self.grpc_port: int | None = None  # named in the hint to a gRPC client on this port (Backend sets it)
         # Clients that failed the TLS handshake: a plaintext client, a scanner, one that does not trust
         # the certificate. Counted, not logged: one line per connection would drown a terminal.
@@ -104,9 +99,10 @@ class OtlpHttpServer:
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(port_in_use_message("OTLP/HTTP", self.host, self.requested_port,
                                                                "--http-port")) from None
-            raise OSError(f"cannot listen for OTLP/HTTP on {self.host}:{self.requested_port}: {exc.strerror or exc}") from exc
-        sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1] if sockets else self.requested_port
+            raise OSError(f"cannot listen for OTLP/HTTP on {self.host}:{self.requested_port}: "
+                          f"{exc.strerror or exc}") from exc
+        addresses = runner.addresses  # the one site's bound (host, port, ...)
+        self.port = addresses[0][1] if addresses else self.requested_port
         self._runner = runner
         return self.port
 
@@ -143,9 +139,10 @@ class OtlpHttpServer:
         if refused is not None:
             refused.force_close()
             return refused
-        return await _default_expect_handler(request)
+        await _default_expect_handler(request)  # sends "100 Continue"
+        return None
 
-    def _handler(self, signal: str):  # noqa: ANN202
+    def _handler(self, signal: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def export(request: web.Request) -> web.Response:
             content_type = request.content_type
             # Before the body is read: a sender without the token gets its 401 at once. (aiohttp then

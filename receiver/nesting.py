@@ -33,9 +33,16 @@ data raises `WireError` with the reason.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+
+if TYPE_CHECKING:
+    from google._upb._message import Descriptor as UpbDescriptor
+
+    # protobuf's C runtime (upb) has a Descriptor class of its own, with the same fields.
+    MessageDescriptor: TypeAlias = Descriptor | UpbDescriptor
 
 MAX_VALUE_NESTING = 16
 MARKER = f"[truncated: nested deeper than {MAX_VALUE_NESTING} levels]"
@@ -57,10 +64,10 @@ class WireError(ValueError):
 
 # message full name -> {field number: (message descriptor, enters a container)} for the message
 # fields that can lead to an AnyValue; other fields are copied without being looked at.
-_PLANS: dict[str, dict[int, tuple[Descriptor, bool]]] = {}
+_PLANS: dict[str, dict[int, tuple[MessageDescriptor, bool]]] = {}
 
 
-def _plan(desc: Descriptor) -> dict[int, tuple[Descriptor, bool]]:
+def _plan(desc: MessageDescriptor) -> dict[int, tuple[MessageDescriptor, bool]]:
     plan = _PLANS.get(desc.full_name)
     if plan is None:
         _build_plans(desc)
@@ -68,34 +75,40 @@ def _plan(desc: Descriptor) -> dict[int, tuple[Descriptor, bool]]:
     return plan
 
 
-def _build_plans(root: Descriptor) -> None:
+def _message_fields(desc: MessageDescriptor) -> Iterator[tuple[int, MessageDescriptor]]:
+    """(field number, message type) of each message-typed field of `desc`."""
+    for f in desc.fields:
+        if f.type == FieldDescriptor.TYPE_MESSAGE and f.message_type is not None:
+            yield f.number, f.message_type
+
+
+def _build_plans(root: MessageDescriptor) -> None:
     """Plans for every message type reachable from `root` (iterative: the schema has cycles)."""
-    types: dict[str, Descriptor] = {}
+    types: dict[str, MessageDescriptor] = {}
     todo = [root]
     while todo:
         desc = todo.pop()
         if desc.full_name in types:
             continue
         types[desc.full_name] = desc
-        todo.extend(f.message_type for f in desc.fields if f.type == FieldDescriptor.TYPE_MESSAGE)
+        todo.extend(message for _, message in _message_fields(desc))
     reaches = {name for name in types if name == _ANY_VALUE}
     changed = True
     while changed:
         changed = False
         for name, desc in types.items():
-            if name not in reaches and any(f.type == FieldDescriptor.TYPE_MESSAGE
-                                           and f.message_type.full_name in reaches for f in desc.fields):
+            if name not in reaches and any(message.full_name in reaches for _, message in _message_fields(desc)):
                 reaches.add(name)
                 changed = True
     for name, desc in types.items():
         _PLANS[name] = {
-            f.number: (f.message_type, name == _ANY_VALUE)  # AnyValue's message fields: array, kvlist
-            for f in desc.fields
-            if f.type == FieldDescriptor.TYPE_MESSAGE and f.message_type.full_name in reaches
+            number: (message, name == _ANY_VALUE)  # AnyValue's message fields: array, kvlist
+            for number, message in _message_fields(desc)
+            if message.full_name in reaches
         }
 
 
-def clip_protobuf(desc: Descriptor, data: bytes, max_nesting: int = MAX_VALUE_NESTING) -> tuple[bytes, int]:
+def clip_protobuf(desc: MessageDescriptor, data: bytes, max_nesting: int = MAX_VALUE_NESTING) -> tuple[bytes, int]:
     """`data` (a serialized `desc` message) with every AnyValue nested deeper than `max_nesting`
     array/kvlist levels replaced by MARKER. Returns (bytes, number of values cut); the bytes are
     `data` itself when nothing was cut. Raises WireError on malformed framing."""
@@ -104,7 +117,7 @@ def clip_protobuf(desc: Descriptor, data: bytes, max_nesting: int = MAX_VALUE_NE
     return (data if out is None else out), cut[0]
 
 
-def _walk(buf: bytes, start: int, end: int, desc: Descriptor, nesting: int, max_nesting: int,
+def _walk(buf: bytes, start: int, end: int, desc: MessageDescriptor, nesting: int, max_nesting: int,
           cut: list[int]) -> bytes | None:
     """The message in buf[start:end] rewritten, or None when nothing in it changed. Recurses only
     while nesting <= max_nesting, and the schema above AnyValue is shallow: the depth is bounded."""
@@ -136,7 +149,7 @@ def _walk(buf: bytes, start: int, end: int, desc: Descriptor, nesting: int, max_
                 pos = stop
                 continue
             if container and nesting >= max_nesting:
-                new = _MARKER_FIELD  # replaces the whole field: the value becomes a string
+                new: bytes | None = _MARKER_FIELD  # replaces the whole field: the value becomes a string
                 cut[0] += 1
             else:
                 inner = _walk(buf, pos, stop, sub_desc, nesting + container, max_nesting, cut)

@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import zstandard
@@ -30,6 +30,7 @@ from receiver.nesting import MARKER_BYTES as NESTING_MARKER_BYTES
 from receiver.prices import CANONICAL_PROVIDERS, PriceTable, canonical_provider
 from receiver.redact import DEFAULT_REDACTOR, Redactor
 from store import models as m
+from store.otlp_values import any_value  # re-exported: receiver.normalize.any_value
 
 # Limits that keep one absurd span from hurting the rest.
 DEFAULT_MAX_ATTR_BYTES = 256 * 1024
@@ -83,18 +84,6 @@ _NO_PRIORITY = 1 << 30
 
 
 # --- small value helpers ----------------------------------------------------------------------
-
-
-def any_value(v: Any) -> Any:
-    """An OTLP AnyValue as a Python value (structured values become list/dict)."""
-    which = v.WhichOneof("value")
-    if which is None:
-        return None
-    if which == "array_value":
-        return [any_value(x) for x in v.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in v.kvlist_value.values}
-    return getattr(v, which)
 
 
 def scalar_value(v: Any) -> Any:
@@ -230,7 +219,7 @@ def _json_obj(value: Any) -> Any:
     return value
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _iso_to_ns(value: Any) -> int | None:
@@ -255,33 +244,24 @@ def _iso_to_ns(value: Any) -> int | None:
 # --- classification rules ----------------------------------------------------------------------
 
 
+# Attributes that name a span's kind, most specific first: (key, its values' kind, how values are cased).
+_KIND_ATTRIBUTES: tuple[tuple[str, Mapping[str, str], Callable[[str], str]], ...] = (
+    (sc.LANGFUSE_TYPE, sc.LANGFUSE_TYPE_KIND, str.lower),
+    (sc.OPENINFERENCE_KIND, sc.OPENINFERENCE_KIND_MAP, str.upper),
+    (sc.OPERATION_NAME, sc.OPERATION_KIND, str.lower),
+    (sc.LLM_REQUEST_TYPE, sc.LLM_REQUEST_TYPE_KIND, str.lower),
+    (sc.TRACELOOP_KIND, sc.TRACELOOP_KIND_MAP, str.lower),
+)
+
+
 def classify_kind(found: Mapping[str, Any], name: str) -> str:
     """Design §2 rule 1: decide the span kind from the most specific signal present."""
-    value = found.get(sc.LANGFUSE_TYPE)
-    if isinstance(value, str):
-        kind = sc.LANGFUSE_TYPE_KIND.get(value.lower())
-        if kind:
-            return kind
-    value = found.get(sc.OPENINFERENCE_KIND)
-    if isinstance(value, str):
-        kind = sc.OPENINFERENCE_KIND_MAP.get(value.upper())
-        if kind:
-            return kind
-    value = found.get(sc.OPERATION_NAME)
-    if isinstance(value, str):
-        kind = sc.OPERATION_KIND.get(value.lower())
-        if kind:
-            return kind
-    value = found.get(sc.LLM_REQUEST_TYPE)
-    if isinstance(value, str):
-        kind = sc.LLM_REQUEST_TYPE_KIND.get(value.lower())
-        if kind:
-            return kind
-    value = found.get(sc.TRACELOOP_KIND)
-    if isinstance(value, str):
-        kind = sc.TRACELOOP_KIND_MAP.get(value.lower())
-        if kind:
-            return kind
+    for key, kinds, case in _KIND_ATTRIBUTES:
+        value = found.get(key)
+        if isinstance(value, str):
+            kind = kinds.get(case(value))
+            if kind:
+                return kind
     value = found.get(sc.VERCEL_OPERATION)
     if isinstance(value, str):
         if value.endswith((".doGenerate", ".doStream")):
@@ -439,7 +419,7 @@ def _message_status(texts: Iterable[str]) -> int | None:
 def _keyword_subclass(haystack: str, status: int | None) -> str | None:
     """Design §2 rule 6 sub-class from words and a quoted status, in semconv.API_ERROR_KEYWORDS order."""
     for subclass, words in sc.API_ERROR_KEYWORD_PATTERNS:
-        if subclass == "rate_limit" and status == 429 or subclass == "timeout" and status == 408:
+        if (subclass == "rate_limit" and status == 429) or (subclass == "timeout" and status == 408):
             return subclass
         if subclass == "provider" and status is not None and status >= 500:
             return subclass
@@ -570,7 +550,7 @@ class Normalizer:
             (field_keys[field_index].index(key), field_index, key[len("metadata."):])
             for name, field_index in _DIMENSION_FIELDS.items() for key in field_keys[field_index]
             if key.startswith("metadata.")]
-        self._resource_dims: dict[bytes, tuple[Any, Any]] = {}
+        self._resource_dims: dict[bytes, tuple[str | None, str | None]] = {}
         # Redaction covers every string (receiver.redact); None when it is turned off.
         self._redactor: Redactor | None = None
         if self.options.redact:
@@ -583,14 +563,19 @@ class Normalizer:
 
     # -- resources and scopes --
 
-    def _resource(self, resource: Any, resources: dict) -> tuple[bytes, str | None, dict[str, Any]]:
+    def _kept(self, message: Any, gather: Callable[[Any, list, list], None]) -> tuple[bytes, bytes]:
+        """(blob, digest) of a resource or scope as stored: without the `[redaction] drop_keys`
+        attributes, redacted."""
         if self._dropping:
-            self._drop_attrs(resource.attributes)
-        blob = resource.SerializeToString(deterministic=True)
+            self._drop_attrs(message.attributes)
+        blob = message.SerializeToString(deterministic=True)
         redactor = self._redactor
-        if redactor is not None and redactor.may_match(blob) and _redact_message(redactor, _gather_resource, resource):
-            blob = resource.SerializeToString(deterministic=True)
-        digest = hashlib.blake2b(blob, digest_size=16).digest()
+        if redactor is not None and redactor.may_match(blob) and _redact_message(redactor, gather, message):
+            blob = message.SerializeToString(deterministic=True)
+        return blob, hashlib.blake2b(blob, digest_size=16).digest()
+
+    def _resource(self, resource: Any, resources: dict) -> tuple[bytes, str | None, tuple[str | None, str | None]]:
+        blob, digest = self._kept(resource, _gather_resource)
         found: dict[str, Any] = {}
         service = None
         for kv in resource.attributes:
@@ -633,23 +618,17 @@ class Normalizer:
                 values[field_index] = value
 
     def _scope(self, scope: Any, scopes: dict) -> bytes:
-        if self._dropping:
-            self._drop_attrs(scope.attributes)
-        blob = scope.SerializeToString(deterministic=True)
-        redactor = self._redactor
-        if redactor is not None and redactor.may_match(blob) and _redact_message(redactor, _gather_scope, scope):
-            blob = scope.SerializeToString(deterministic=True)
-        digest = hashlib.blake2b(blob, digest_size=16).digest()
+        blob, digest = self._kept(scope, _gather_scope)
         if digest not in scopes:
             scopes[digest] = (scope.name[:256], scope.version[:128], blob)
         return digest
 
     # -- traces --
 
-    def decode_traces(self, request: Any, received_ns: int | None = None, *, utf8_repaired: bool = False
-                      ) -> tuple[list[tuple], dict, dict, Rejections]:
+    def decode_traces(self, request: Any, received_ns: int | None = None, *, utf8_repaired: int = 0
+                      ) -> tuple[list[list[Any]], dict, dict, Rejections]:
         received_ns = received_ns or time.time_ns()
-        rows: list[tuple] = []
+        rows: list[list[Any]] = []
         resources: dict = {}
         scopes: dict = {}
         rejections = Rejections()
@@ -687,7 +666,7 @@ class Normalizer:
 
     def _span_row(self, span: Any, service: str | None, resource_digest: bytes,
                   resource_dims: tuple[str | None, str | None], scope_digest: bytes, received_ns: int,
-                  utf8_repaired: bool, layer: int = m.LAYER_INSTRUMENTATION) -> tuple:
+                  utf8_repaired: int, layer: int = m.LAYER_INSTRUMENTATION) -> list[Any]:
         flags = 0
         key_class = self._key_class
         slots = self._slots
@@ -776,23 +755,23 @@ class Normalizer:
 
         name = span.name[:1024]
         kind = classify_kind(found, name)
-        start_ns = span.start_time_unix_nano
-        end_ns = span.end_time_unix_nano
+        start_ns: int = span.start_time_unix_nano
+        end_ns: int = span.end_time_unix_nano
 
         # Latency (design §2 rule 5).
-        duration_ns: int | None = end_ns - start_ns
-        if duration_ns < 0:
-            duration_ns = None
+        duration_ns = end_ns - start_ns if end_ns >= start_ns else None
+        if duration_ns is None:
             flags |= m.FLAG_DURATION_INVALID
         ttft_ns = self._ttft(values, found, start_ns, first_token_ns, chunk_ns)
         if ttft_ns is not None and (ttft_ns < 0 or duration_ns is None or ttft_ns > duration_ns):
             ttft_ns = None
             flags |= m.FLAG_TTFT_INVALID
-        if not (EARLIEST_PLAUSIBLE_NS <= start_ns <= received_ns + FUTURE_SKEW_NS) or end_ns > received_ns + FUTURE_SKEW_NS:
+        latest = received_ns + FUTURE_SKEW_NS
+        if not (EARLIEST_PLAUSIBLE_NS <= start_ns <= latest) or end_ns > latest:
             # Keep the span, but at the time it was received: a year-3000 timestamp must not own
             # "today" in every dashboard, nor survive retention forever.
             plausible = duration_ns is not None and duration_ns < 86_400 * 10**9
-            length = duration_ns if plausible else 0
+            length = duration_ns if plausible and duration_ns is not None else 0
             end_ns = received_ns
             start_ns = received_ns - length
             flags |= m.FLAG_TIME_ADJUSTED
@@ -819,6 +798,7 @@ class Normalizer:
         input_tokens = output_tokens = cache_read = cache_write = reasoning = None
         cost_nusd = None
         price_id = None
+        price_tier = None
         if kind in sc.BILLABLE_KINDS or kind in ("agent", "chain"):
             input_tokens, output_tokens, cache_read, cache_write, reasoning, invalid = self._tokens(
                 values, found, kind == "embedding")
@@ -832,11 +812,13 @@ class Normalizer:
                 row = self.prices.lookup(provider, request_model)
             if row is not None:
                 price_id = row.id
+                price_tier = self.prices.tier(row, input_tokens)
                 if input_tokens is not None or output_tokens is not None:
                     cost_nusd = self.prices.cost_nusd(
                         row, input_tokens or 0, output_tokens or 0, cache_read or 0, cache_write or 0, reasoning or 0
                     )
-                elif (span.status.code == 2 or found.get(sc.ERROR_TYPE) is not None) and not flags & m.FLAG_TOKENS_INVALID:
+                elif ((span.status.code == 2 or found.get(sc.ERROR_TYPE) is not None)
+                      and not flags & m.FLAG_TOKENS_INVALID):
                     # A failed request reports no usage and is not billed: $0, not "unknown".
                     cost_nusd = 0
 
@@ -906,10 +888,9 @@ class Normalizer:
 
         # Keep the span itself, compactly; cut oversize values first.
         blob = span.SerializeToString()
-        if len(blob) > self.options.max_attr_bytes:
-            if _truncate_span(span, self.options.max_attr_bytes):
-                flags |= m.FLAG_TRUNCATED
-                blob = span.SerializeToString()
+        if len(blob) > self.options.max_attr_bytes and _truncate_span(span, self.options.max_attr_bytes):
+            flags |= m.FLAG_TRUNCATED
+            blob = span.SerializeToString()
         if utf8_repaired:  # otlp.decode_body's repairs: True / bit 1 UTF-8, bit 2 too-deep values cut
             if utf8_repaired & 1 and b"\xef\xbf\xbd" in blob:
                 flags |= m.FLAG_UTF8_REPAIRED
@@ -919,13 +900,12 @@ class Normalizer:
         # Redaction: one RE2 scan of the serialized span says whether any string in it (name, status,
         # attribute keys and values at any depth, events, links) may hold something to redact; only
         # then are its strings walked. The text columns copied from those strings follow.
-        redactor = self._redactor
-        redact_columns = redactor is not None and redactor.may_match(blob)
-        if redact_columns and _redact_message(redactor, _gather_span, span):
+        redactor = self._redactor if self._redactor is not None and self._redactor.may_match(blob) else None
+        if redactor is not None and _redact_message(redactor, _gather_span, span):
             blob = span.SerializeToString()
 
         # A list, not a tuple: the writer fills in the id and the effective fields in place.
-        row = [
+        record = [
             None,  # id: assigned by the writer
             span.trace_id,
             span.span_id,
@@ -976,10 +956,11 @@ class Normalizer:
             layer,
             _tool_name(values[F_TOOL_NAME], name) if kind == "tool" else None,
             None,  # duplicate_of: decided by the writer, like billed
+            price_tier,
         ]
-        if redact_columns:  # name, status message, user id, dimensions…: every text column
-            _redact_columns(redactor, row)
-        return row
+        if redactor is not None:  # name, status message, user id, dimensions…: every text column
+            _redact_columns(redactor, record)
+        return record
 
     def _classify_key(self, key: str) -> int:
         cls = _KNOWN if key in self._known else 0
@@ -1048,14 +1029,14 @@ class Normalizer:
         if out is not None and reasoning is not None and reasoning > out:
             # Output excluding reasoning (raw Gemini): reasoning is billed as output, add it in.
             out += reasoning
-        values = (inp, out, cache_read, cache_write, reasoning)
-        if any(v is not None and (v < 0 or v > MAX_TOKENS_PER_CALL) for v in values):
+        counts = (inp, out, cache_read, cache_write, reasoning)
+        if any(v is not None and (v < 0 or v > MAX_TOKENS_PER_CALL) for v in counts):
             return None, None, None, None, None, True
         return inp, out, cache_read, cache_write, reasoning, False
 
     # -- logs --
 
-    def decode_logs(self, request: Any, received_ns: int | None = None, *, utf8_repaired: bool = False
+    def decode_logs(self, request: Any, received_ns: int | None = None, *, utf8_repaired: int = 0
                     ) -> tuple[list[tuple], dict, dict, Rejections]:
         received_ns = received_ns or time.time_ns()
         rows: list[tuple] = []
@@ -1105,13 +1086,12 @@ class Normalizer:
                 elif kv.key == "gen_ai.evaluation.score.value":
                     eval_score = _float(any_value(kv.value))
         is_content = event_name in sc.CONTENT_EVENTS
-        if is_content:
-            if not self.options.keep_content:
-                record.ClearField("body")
-                kept = [kv for kv in attrs if kv.key not in sc.CONTENT_KEYS]
-                if len(kept) != len(attrs):
-                    del attrs[:]
-                    attrs.extend(kept)
+        if is_content and not self.options.keep_content:
+            record.ClearField("body")
+            kept = [kv for kv in attrs if kv.key not in sc.CONTENT_KEYS]
+            if len(kept) != len(attrs):
+                del attrs[:]
+                attrs.extend(kept)
         time_ns = record.time_unix_nano or record.observed_time_unix_nano or received_ns
         if not (EARLIEST_PLAUSIBLE_NS <= time_ns <= received_ns + FUTURE_SKEW_NS):
             time_ns = received_ns
@@ -1169,8 +1149,7 @@ def _langfuse_usage(raw: Any, embedding: bool = False
         return None, None, None, None, None
 
     def total(names: tuple[str, ...]) -> int | None:
-        values = [_int(usage.get(n)) for n in names if usage.get(n) is not None]
-        values = [v for v in values if v is not None]
+        values = [v for v in (_int(usage.get(n)) for n in names if usage.get(n) is not None) if v is not None]
         return sum(values) if values else None
 
     if "prompt_tokens" in usage or "completion_tokens" in usage:

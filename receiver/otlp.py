@@ -7,7 +7,6 @@ reason a user can act on, which the servers return as gRPC INVALID_ARGUMENT / HT
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import zlib
 from typing import Any
@@ -19,6 +18,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from receiver import nesting
+from store.otlp_values import message_to_otlp_json  # noqa: F401  (re-exported)
 
 SIGNAL_REQUESTS: dict[str, type[Message]] = {
     "traces": ExportTraceServiceRequest,
@@ -197,30 +197,6 @@ def to_any_value(value: Any) -> Any:
     elif value is not None:
         raise TypeError(f"cannot encode {type(value).__name__} as an OTLP AnyValue")
     return out
-
-
-def message_to_otlp_json(msg: Message) -> dict[str, Any]:
-    """The OTLP/JSON form of a request: lowerCamelCase, enums as integers, ids as hex."""
-    obj = json_format.MessageToDict(msg, use_integers_for_enums=True, preserving_proto_field_name=False)
-    _base64_ids_to_hex(obj)
-    return obj
-
-
-def _base64_ids_to_hex(obj: Any) -> None:
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if key in ("traceId", "spanId", "parentSpanId") and isinstance(value, str):
-                try:
-                    obj[key] = base64.b64decode(value).hex()
-                except (binascii.Error, ValueError):
-                    pass
-            elif key in ("attributes", "body"):
-                continue
-            elif isinstance(value, (dict, list)):
-                _base64_ids_to_hex(value)
-    elif isinstance(obj, list):
-        for item in obj:
-            _base64_ids_to_hex(item)
 
 
 # --- invalid UTF-8 repair ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ queueing without bound. A crashed child fails the requests it held (retryable) a
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -23,7 +24,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from typing import Any
 
 from receiver import protocol, semconv
@@ -100,7 +100,19 @@ class PipelineConfig:
             "retention_s": self.retention_s,
             "max_db_bytes": self.max_db_bytes,
             "max_batch_rows": self.max_batch_rows,
+            "price_rows": self._price_rows(),
         }
+
+    def _price_rows(self) -> list[Any] | None:
+        """The rows the decoders price with, for the writer to record (store.pricing): the read side
+        shows the row that priced a span without loading a price table. A file the decoders cannot
+        read is reported by them; the writer then keeps the rows it has."""
+        from receiver.prices import PriceFileError, PriceTable
+
+        try:
+            return PriceTable.load(self.prices_file).records()
+        except PriceFileError:
+            return None
 
 
 @dataclass(slots=True)
@@ -228,7 +240,7 @@ class IngestPipeline:
         self._start_writer()
         try:
             await asyncio.wait_for(asyncio.shield(self._writer_ready), timeout=60)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             await self.aclose()
             raise PipelineFailed("the writer process did not start within 60 s") from exc
         except PipelineFailed:
@@ -247,8 +259,8 @@ class IngestPipeline:
         from receiver import decoder_process
 
         return _Child(f"llmobs-decoder-{index}", decoder_process.run, self.config.decoder_options(),
-                      lambda data, i=index: self._on_decoder_message(i, data),
-                      self._threadsafe(lambda i=index: self._on_decoder_exit(i)))
+                      functools.partial(self._on_decoder_message, index),
+                      self._threadsafe(functools.partial(self._on_decoder_exit, index)))
 
     def _threadsafe(self, fn: Callable[..., None]) -> Callable[..., None]:
         loop = self._loop
@@ -300,7 +312,8 @@ class IngestPipeline:
 
     # -- requests ------------------------------------------------------------------------------
 
-    async def submit(self, signal: str, body: bytes, *, json_body: bool = False, gzipped: bool = False) -> ExportOutcome:
+    async def submit(self, signal: str, body: bytes, *, json_body: bool = False,
+                     gzipped: bool = False) -> ExportOutcome:
         """Store one export request; returns once its spans are committed."""
         if self._fatal is not None:
             raise Unavailable(self._fatal)

@@ -1,4 +1,4 @@
-"""Price table and per-call LLM cost (pure Python, stdlib only).
+"""Price table and per-call LLM cost (pure Python: stdlib, and the formula in store/pricing.py).
 
 The shipped table lives next to this module in ``prices.toml`` (package data). A user table given
 with ``--prices FILE`` has the same format; its rows replace shipped rows with the same ``id`` and
@@ -23,10 +23,13 @@ import os
 import re
 import tomllib
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
 from importlib import resources
-from typing import Any, Iterable
+from typing import Any
+
+from store import pricing
+from store.pricing import PriceRecord
 
 __all__ = [
     "CANONICAL_PROVIDERS",
@@ -135,33 +138,26 @@ def _parse_model(name: str) -> tuple[str, tuple[str, ...], bool]:
         bedrock = True
         s = s[m.end():]
         candidates.append(s)
-    changed = True
-    while changed:
-        changed = False
-        m = _COLON_VERSION.search(s)
-        if m is not None and m.start() > 0:
+    while True:
+        stripped = _strip_suffix(_COLON_VERSION, s)
+        if stripped is not None:
             bedrock = True
-            s = s[:m.start()]
-            candidates.append(s)
-            changed = True
-            continue
-        if bedrock and "embed" not in s:
-            m = _BEDROCK_VERSION.search(s)
-            if m is not None and m.start() > 0:
-                s = s[:m.start()]
-                candidates.append(s)
-                changed = True
-                continue
-        for rx in _SUFFIXES:
-            m = rx.search(s)
-            if m is not None and m.start() > 0:
-                s = s[:m.start()]
-                candidates.append(s)
-                changed = True
-                break
-    seen: set[str] = set()
-    unique = tuple(c for c in candidates if c and not (c in seen or seen.add(c)))
+        elif bedrock and "embed" not in s:
+            stripped = _strip_suffix(_BEDROCK_VERSION, s)
+        if stripped is None:
+            stripped = next((t for rx in _SUFFIXES if (t := _strip_suffix(rx, s)) is not None), None)
+        if stripped is None:
+            break
+        s = stripped
+        candidates.append(s)
+    unique = tuple(dict.fromkeys(c for c in candidates if c))  # first occurrences, in order
     return s, unique, bedrock
+
+
+def _strip_suffix(rx: re.Pattern[str], s: str) -> str | None:
+    """`s` without the suffix `rx` finds there, or None when it finds none (or the whole name)."""
+    m = rx.search(s)
+    return s[:m.start()] if m is not None and m.start() > 0 else None
 
 
 def normalize_model(name: str) -> str:
@@ -231,30 +227,26 @@ class PriceRow:
 _PRICE_KEYS = ("input", "output", "cache_read", "cache_write", "reasoning",
                "long_input", "long_output", "long_cache_read", "long_cache_write")
 _ALLOWED_KEYS = frozenset(("id", "provider", "names", "pattern", "kind", "long_context_threshold",
-                           "checked", "source") + _PRICE_KEYS)
+                           "checked", "source", *_PRICE_KEYS))
 _KINDS = ("chat", "embedding")
-_SCALE = 10 ** 9          # price (USD / 1M tokens) * 1e9  ==  1e-15 USD per token
-_HALF = 10 ** 6           # 1e-15 USD -> nano-USD
 
 
-def _units(price: float) -> int:
-    """Exact integer 1e-15 USD per token for a price in USD per 1M tokens (9 decimals kept).
+def record_of(row: PriceRow) -> PriceRecord:
+    """The row as the store keeps it (store.pricing): what priced a span, for the read side."""
+    models = ", ".join(row.names) + (f" /{row.pattern.pattern}/" if row.pattern is not None else "")
+    return PriceRecord(
+        id=row.id, provider=row.provider, kind=row.kind, models=models.strip(), input=row.input,
+        cache_read=row.cache_read, cache_write=row.cache_write, output=row.output, reasoning=row.reasoning,
+        long_context_threshold=row.long_context_threshold, long_input=row.long_input,
+        long_cache_read=row.long_cache_read, long_cache_write=row.long_cache_write, long_output=row.long_output,
+        checked=row.checked, source=row.source,
+    )
 
-    Goes through the shortest decimal repr of the float, so 0.075 is exactly 75_000_000."""
-    return int((Decimal(repr(float(price))) * _SCALE).to_integral_value(rounding=ROUND_HALF_EVEN))
 
-
-def _row_units(row: PriceRow) -> tuple[tuple[int, int, int, int, int], tuple[int, int, int, int, int] | None]:
-    base = (_units(row.input), _units(row.cache_read), _units(row.cache_write), _units(row.output),
-            _units(row.reasoning))
-    long = None
-    if row.long_context_threshold is not None:
-        long_output = row.long_output if row.long_output is not None else row.output
-        long = (_units(row.long_input if row.long_input is not None else row.input),
-                _units(row.long_cache_read if row.long_cache_read is not None else row.cache_read),
-                _units(row.long_cache_write if row.long_cache_write is not None else row.cache_write),
-                _units(long_output), _units(long_output))
-    return base, long
+def _row_units(row: PriceRow) -> tuple[tuple[int, int, int, int, int], tuple[int, int, int, int, int]]:
+    """Per-token prices (1e-15 USD) of the base tier and the long-context tier (store.pricing.TIER_*)."""
+    record = record_of(row)
+    return record.units(pricing.TIER_BASE), record.units(pricing.TIER_LONG_CONTEXT)
 
 
 _UNIT_CACHE: dict[int, tuple[PriceRow, Any]] = {}
@@ -267,7 +259,7 @@ def _fail(path: str, index: int | None, rid: Any, reason: str) -> PriceFileError
     return PriceFileError(f"{path}: {where}: {reason}")
 
 
-def _number(value: Any, key: str, fail) -> float:
+def _number(value: Any, key: str, fail: Callable[[str], PriceFileError]) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise fail(f"{key} must be a number (USD per 1M tokens), got {value!r}")
     value = float(value)
@@ -292,7 +284,7 @@ def _parse_rows(data: Any, path: str, default_source: str) -> list[PriceRow]:
     for index, item in enumerate(items):
         rid = item.get("id") if isinstance(item, dict) else None
 
-        def fail(reason: str, _i=index, _r=rid) -> PriceFileError:
+        def fail(reason: str, _i: int = index, _r: Any = rid) -> PriceFileError:
             return _fail(path, _i, _r, reason)
 
         if not isinstance(item, dict):
@@ -402,7 +394,7 @@ class _Tier:
                 found = self._pick(rows, provider, prefer)
                 if found is not None:
                     return found
-        hits = [r for r in self.patterns if any(r.pattern.fullmatch(s) for s in subjects)]
+        hits = [r for r in self.patterns if r.pattern is not None and any(r.pattern.fullmatch(s) for s in subjects)]
         return self._pick(hits, provider, prefer) if hits else None
 
     @staticmethod
@@ -438,7 +430,7 @@ class PriceTable:
         self._cache: OrderedDict[tuple[Any, Any], Any] = OrderedDict()
 
     @classmethod
-    def load(cls, user_file: str | os.PathLike | None = None) -> "PriceTable":
+    def load(cls, user_file: str | os.PathLike | None = None) -> PriceTable:
         """The shipped table, overlaid with ``user_file`` when given.
 
         Raises :class:`PriceFileError` for an unreadable or invalid file."""
@@ -518,19 +510,32 @@ class PriceTable:
             if len(_UNIT_CACHE) > 65536:
                 _UNIT_CACHE.clear()
             _UNIT_CACHE[id(row)] = entry
-        base, long = entry[1]
-        inp = max(0, int(input_tokens or 0))
-        out = max(0, int(output_tokens or 0))
-        cr = max(0, int(cache_read or 0))
-        cw = max(0, int(cache_write or 0))
-        rs = max(0, int(reasoning or 0))
-        p = long if long is not None and inp > row.long_context_threshold else base
-        total = (max(0, inp - cr - cw) * p[0] + cr * p[1] + cw * p[2]
-                 + max(0, out - rs) * p[3] + rs * p[4])            # 1e-15 USD
-        q, r = divmod(total, _HALF)
-        if r * 2 > _HALF or (r * 2 == _HALF and q & 1):             # round half to even, once
-            q += 1
-        return q
+        tier = pricing.tier_of(row.long_context_threshold, input_tokens)
+        return pricing.cost_nusd(entry[1][tier], input_tokens, output_tokens, cache_read, cache_write, reasoning)
+
+    @staticmethod
+    def tier(row: PriceRow, input_tokens: int | None) -> int:
+        """Which of the row's prices apply to a call (store.pricing.TIER_*)."""
+        return pricing.tier_of(row.long_context_threshold, input_tokens)
+
+    def records(self) -> list[PriceRecord]:
+        """The table as the store records it (store.pricing.record_price_rows)."""
+        return [record_of(row) for row in self.rows]
+
+    def price_call(self, provider: str | None, response_model: str | None, request_model: str | None,
+                   tokens: tuple) -> tuple[str | None, int | None, int | None]:
+        """(price_id, cost_nusd, tier) of a stored call, as SpanWriter.reprice asks for it: the row
+        of its response model, else of its request model; no usage at all leaves the cost unknown."""
+        row = self.lookup(provider, response_model) if response_model else None
+        if row is None and request_model:
+            row = self.lookup(provider, request_model)
+        if row is None:
+            return None, None, None
+        inp, out, cache_read, cache_write, reasoning = tokens
+        if all(t is None for t in tokens):
+            return row.id, None, self.tier(row, None)
+        return (row.id, self.cost_nusd(row, inp or 0, out or 0, cache_read or 0, cache_write or 0, reasoning or 0),
+                self.tier(row, inp))
 
 
 def _digest(rows: tuple[PriceRow, ...]) -> str:

@@ -253,7 +253,7 @@ def _classify(text: str, data: bytes, start: int) -> str:
     return SECRET
 
 
-def _compile(pattern: str, capture: bool) -> re2._Regexp:  # type: ignore[name-defined]
+def _compile(pattern: str, capture: bool) -> re2._Regexp:
     options = re2.Options()
     options.max_mem = _OPTIONS.max_mem
     options.never_capture = not capture  # one span per call, and the fastest RE2 path

@@ -628,6 +628,6 @@ def all_known_keys() -> frozenset[str]:
         GUARDRAIL_PASSED_KEYS,
     ):
         keys.update(group)
-    for group in DEFAULT_DIMENSION_KEYS.values():
-        keys.update(group)
+    for dimension_keys in DEFAULT_DIMENSION_KEYS.values():
+        keys.update(dimension_keys)
     return frozenset(keys)

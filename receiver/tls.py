@@ -22,7 +22,7 @@ class TlsFiles:
     key_pem: bytes
 
     @classmethod
-    def load(cls, cert_path: str | None, key_path: str | None) -> "TlsFiles | None":
+    def load(cls, cert_path: str | None, key_path: str | None) -> TlsFiles | None:
         if not cert_path and not key_path:
             return None
         if not cert_path or not key_path:

@@ -3,8 +3,9 @@
 perf-notes §2: SQLite's automatic checkpoint runs inside COMMIT and cost the writer ~40 % of its
 time; a second connection checkpointing once a second lifted inserts from 29 k to 47 k rows/s.
 PASSIVE never waits for readers. Every 5 s rather than every second: a page rewritten several times
-within the interval (index pages under random trace ids) is copied to the database once. When the WAL has grown large (a reader held an old snapshot), a
-TRUNCATE is attempted with a short busy timeout so that it gives up rather than stall anyone.
+within the interval (index pages under random trace ids) is copied to the database once. When the
+WAL has grown large (a reader held an old snapshot), a TRUNCATE is attempted with a short busy
+timeout so that it gives up rather than stall anyone.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from store import histogram
+from store.pricing import PRICE_ROW_COLUMNS
 from store.queries import GROUP_COLUMNS, GroupStats, rollup_ranges
 from store.writer import ROLLUP_COUNTERS
 
@@ -365,6 +366,13 @@ def parse_spans(rows: list[tuple]) -> list[SpanRow]:
 def span_raw_query(span_row_id: int) -> Query:
     return Query("SELECT s.raw, s.resource_id, s.scope_id, sc.name, sc.version FROM spans s "
                  "LEFT JOIN scopes sc ON sc.id = s.scope_id WHERE s.id = ?", (span_row_id,))
+
+
+def span_price_query(span_row_id: int) -> Query:
+    """The tier that priced a span and the stored price row it names (store.span_detail.decode_price)."""
+    columns = ", ".join("p." + c for c in PRICE_ROW_COLUMNS)
+    return Query(f"SELECT s.price_tier, {columns} FROM spans s LEFT JOIN price_rows p ON p.id = s.price_id "
+                 "WHERE s.id = ?", (span_row_id,))
 
 
 def span_logs_query(trace_id: bytes, span_id: bytes) -> Query:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from typing import cast
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = []
@@ -186,7 +187,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
 
         -- Facts about the store itself (price-table digest, first start, …).
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-        """
+        """  # noqa: E501 (a released migration's text is never edited, its comments included)
     )
     pin_planner_statistics(db)
 
@@ -226,6 +227,41 @@ def m003_one_call_once(db: sqlite3.Connection) -> None:
         CREATE INDEX spans_by_response ON spans (response_id, call_layer, start_ns) WHERE response_id IS NOT NULL;
         -- The breakdown by tool reads a window's tool spans: 24 h of 1M spans in 0.63 s, not 1.8 s.
         CREATE INDEX spans_tool_by_start ON spans (start_ns) WHERE kind = 'tool';
+        """
+    )
+    pin_planner_statistics(db)
+
+
+@migration
+def m004_price_rows(db: sqlite3.Connection) -> None:
+    """What priced a span, kept by the store so the read side needs no price table: the rows of the
+    table in effect (recorded by the writer at start and by `reprice`; a row dropped from the table
+    stays, `in_table = 0`, for the spans it priced) and, per span, the tier that applied. Spans
+    priced before this migration have no tier: the read side derives it from the row."""
+    db.executescript(
+        """
+        CREATE TABLE price_rows (
+            id TEXT PRIMARY KEY,              -- spans.price_id
+            provider TEXT NOT NULL,
+            kind TEXT NOT NULL,               -- chat|embedding
+            models TEXT NOT NULL,             -- the names and pattern it matches, for display
+            input REAL NOT NULL,              -- USD per 1M tokens, defaults applied
+            cache_read REAL NOT NULL,
+            cache_write REAL NOT NULL,
+            output REAL NOT NULL,
+            reasoning REAL NOT NULL,
+            long_context_threshold INTEGER,   -- input tokens above which the long_* prices apply
+            long_input REAL,
+            long_cache_read REAL,
+            long_cache_write REAL,
+            long_output REAL,                 -- reasoning tokens above the threshold cost this too
+            checked TEXT NOT NULL,
+            source TEXT NOT NULL,
+            in_table INTEGER NOT NULL,        -- 0: not in the price table last recorded
+            recorded_ns INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        -- 0: base prices, 1: long-context prices; NULL when unpriced (or priced before this column)
+        ALTER TABLE spans ADD COLUMN price_tier INTEGER;
         """
     )
     pin_planner_statistics(db)
@@ -283,7 +319,8 @@ def migrate(db: sqlite3.Connection) -> int:
         db.execute("BEGIN IMMEDIATE")
         try:
             # executescript() would COMMIT first; run the statements inside our transaction instead.
-            step(_NoCommit(db))
+            # The steps use only execute() and executescript(), which _NoCommit provides.
+            step(cast(sqlite3.Connection, _NoCommit(db)))
             db.execute(f"PRAGMA user_version = {version}")
             db.execute("COMMIT")
         except BaseException:

@@ -61,6 +61,7 @@ SPAN_COLUMNS: Final = (
     "call_layer",
     "tool_name",
     "duplicate_of",
+    "price_tier",
 )
 COL: Final = {name: i for i, name in enumerate(SPAN_COLUMNS)}
 

@@ -322,7 +322,8 @@ def as_export_request(db: sqlite3.Connection, signal: str, rows: Sequence[tuple[
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
     traces = signal == "traces"
-    request = ExportTraceServiceRequest() if traces else ExportLogsServiceRequest()
+    # Either message type: both are filled through the same resource/scope shape, so typed loosely.
+    request: Any = ExportTraceServiceRequest() if traces else ExportLogsServiceRequest()
     resources = _blobs(db, "resources", {r[0] for r in rows})
     scopes = _blobs(db, "scopes", {r[1] for r in rows})
     by_resource: dict[Any, Any] = {}

@@ -7,7 +7,6 @@ right even when old traces had to go); they are evicted by age only.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -36,16 +35,6 @@ def used_bytes(db: sqlite3.Connection) -> int:
     page_count = db.execute("PRAGMA page_count").fetchone()[0]
     free = db.execute("PRAGMA freelist_count").fetchone()[0]
     return (page_count - free) * page_size
-
-
-def file_bytes(path: str | os.PathLike[str]) -> int:
-    total = 0
-    for suffix in ("", "-wal"):
-        try:
-            total += os.path.getsize(f"{os.fspath(path)}{suffix}")
-        except OSError:
-            pass
-    return total
 
 
 def _rollback(db: sqlite3.Connection) -> None:

@@ -17,10 +17,12 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from store import histogram
+from store.latency import decode_figures
 from store.models import COL, LAYER_FRAMEWORK, LAYER_INSTRUMENTATION, LAYER_NATIVE_SDK, SPAN_COLUMNS
 
 BILLABLE = frozenset({"llm", "embedding"})
@@ -57,7 +59,7 @@ ROLLUP_COUNTERS = (
 )
 _RC = {name: i for i, name in enumerate(ROLLUP_COUNTERS)}
 _N_COUNTERS = len(ROLLUP_COUNTERS)
-_SUBCLASS_COUNTER = {
+_SUBCLASS_COUNTER: dict[str | None, int] = {
     "rate_limit": _RC["err_rate_limit"],
     "provider": _RC["err_provider"],
     "client": _RC["err_client"],
@@ -82,12 +84,21 @@ _TRACE_COLUMNS = (
     "reasoning_tokens", "cost_nusd", "unpriced_calls", "errors_api", "errors_validation", "errors_guardrail",
     "error_spans", "feature", "tenant", "models", "updated_ns",
 )
-_UPSERT_TRACE = f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLUMNS)}) VALUES ({', '.join('?' * len(_TRACE_COLUMNS))})"
+_UPSERT_TRACE = (f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLUMNS)}) "
+                 f"VALUES ({', '.join('?' * len(_TRACE_COLUMNS))})")
 HISTOGRAMS = ("hist_latency", "hist_ttft", "hist_tpot", "hist_cost", "hist_tokens")
 _UPSERT_ROLLUP = (
     f"INSERT OR REPLACE INTO rollups (res, bucket, dims_id, {', '.join(ROLLUP_COUNTERS)}, {', '.join(HISTOGRAMS)}) "
     f"VALUES (?, ?, ?, {', '.join('?' * (_N_COUNTERS + len(HISTOGRAMS)))})"
 )
+
+
+def _inserted_id(cursor: sqlite3.Cursor) -> int:
+    """The rowid an INSERT on `cursor` just made (sqlite3 types lastrowid as optional)."""
+    rowid = cursor.lastrowid
+    if rowid is None:
+        raise sqlite3.InterfaceError("INSERT made no row")
+    return rowid
 
 
 class SpanState:
@@ -107,6 +118,49 @@ class SpanState:
         # the own-field values last written, to detect changes from joined log records
         "stored_finish", "stored_own_error",
     )
+    # The columns' types (store/migrations.py); set in from_row, never with class-level defaults.
+    id: int
+    span_id: bytes
+    parent: bytes | None
+    kind: str
+    name: str
+    service: str | None
+    start: int
+    end: int
+    duration: int | None
+    status: int
+    provider: str | None
+    operation: str | None
+    model: str | None
+    input: int | None
+    output: int | None
+    cache_read: int | None
+    cache_write: int | None
+    reasoning: int | None
+    ttft: int | None
+    streaming: int | None
+    finish_reason: str | None
+    own_error: str | None
+    subclass: str | None
+    marker: int
+    own_feature: str | None
+    own_tenant: str | None
+    prompt_id: str | None
+    prompt_version: str | None
+    cost: int | None
+    flags: int
+    response_id: str | None
+    layer: int
+    response_model: str | None
+    billed: int
+    feature: str | None
+    tenant: str | None
+    error_class: str | None
+    duplicate_of: bytes | None
+    external_keeper: bytes | None
+    has_desc: bool
+    stored_finish: str | None
+    stored_own_error: str | None
 
     @classmethod
     def from_row(cls, row: Sequence[Any], stored: bool) -> SpanState:
@@ -368,21 +422,14 @@ class SpanWriter:
               scopes: dict[bytes, tuple[str, str, bytes]] | None = None) -> WriteStats:
         """Commit one batch in one transaction. On failure nothing of it is stored and the caches
         are dropped (they may hold uncommitted decisions), then the error is raised."""
-        db = self.db
         before = (self.stats.spans, self.stats.logs, self.stats.duplicates, self.stats.conflicting,
                   self.stats.updated, self.stats.traces)
-        db.execute("BEGIN IMMEDIATE")
         try:
-            self._write(list(span_rows), list(log_rows), resources or {}, scopes or {})
-            db.execute("COMMIT")
+            with self._transaction():
+                self._write(list(span_rows), list(log_rows), resources or {}, scopes or {})
         except BaseException:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             (self.stats.spans, self.stats.logs, self.stats.duplicates, self.stats.conflicting,
              self.stats.updated, self.stats.traces) = before
-            self._forget_everything()
             raise
         self.stats.transactions += 1
         self._evict_traces()
@@ -390,7 +437,9 @@ class SpanWriter:
 
     def reprice(self, price: Any, chunk: int = 5000) -> tuple[int, int]:
         """Apply a changed price table to stored history. `price(provider, response_model,
-        request_model, tokens)` returns (price_id, cost_nusd). Returns (calls scanned, changed).
+        request_model, tokens)` returns (price_id, cost_nusd, price_tier) (store.pricing.TIER_*; a
+        2-tuple leaves the tier unknown). Record the table's rows first (store.pricing.
+        record_price_rows) so each span's row is the one that priced it. Returns (calls scanned, changed).
         Rollups and trace totals move by the exact deltas, so rollups that outlived evicted spans
         keep their (old-price) totals."""
         last_id = 0
@@ -398,8 +447,8 @@ class SpanWriter:
         while True:
             rows = self.db.execute(
                 "SELECT id, trace_id, span_id, provider, request_model, response_model, input_tokens, "
-                "output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nusd, price_id "
-                "FROM spans WHERE id > ? AND kind IN ('llm', 'embedding') ORDER BY id LIMIT ?",
+                "output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nusd, price_id, "
+                "price_tier FROM spans WHERE id > ? AND kind IN ('llm', 'embedding') ORDER BY id LIMIT ?",
                 (last_id, chunk),
             ).fetchall()
             if not rows:
@@ -408,10 +457,12 @@ class SpanWriter:
             scanned += len(rows)
             changes = []
             for (span_row_id, trace_id, span_id, provider, request_model, response_model, *tokens,
-                 cost, price_id) in rows:
-                new_price_id, new_cost = price(provider, response_model, request_model, tuple(tokens))
-                if new_price_id != price_id or new_cost != cost:
-                    changes.append((span_row_id, trace_id, span_id, new_price_id, new_cost))
+                 cost, price_id, tier) in rows:
+                priced = price(provider, response_model, request_model, tuple(tokens))
+                new_price_id, new_cost = priced[0], priced[1]
+                new_tier = priced[2] if len(priced) > 2 else None
+                if new_price_id != price_id or new_cost != cost or new_tier != tier:
+                    changes.append((span_row_id, trace_id, span_id, new_price_id, new_cost, new_tier))
             if changes:
                 self._apply_price_changes(changes)
                 changed += len(changes)
@@ -419,12 +470,11 @@ class SpanWriter:
 
     def _apply_price_changes(self, changes: list[tuple]) -> None:
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._load_traces({c[1] for c in changes})
             touched: dict[bytes, TraceState] = {}
             updates = []
-            for span_row_id, trace_id, span_id, price_id, cost in changes:
+            for span_row_id, trace_id, span_id, price_id, cost, tier in changes:
                 trace = self._traces[trace_id]
                 s = trace.spans[span_id]
                 old = self._contribution(s)
@@ -434,21 +484,29 @@ class SpanWriter:
                 new = self._contribution(s)
                 if new is not None:
                     self._apply(new, +1)
-                updates.append((cost, price_id, span_row_id))
+                updates.append((cost, price_id, tier, span_row_id))
                 touched[trace_id] = trace
-            db.executemany("UPDATE spans SET cost_nusd = ?, price_id = ? WHERE id = ?", updates)
+            db.executemany("UPDATE spans SET cost_nusd = ?, price_id = ?, price_tier = ? WHERE id = ?", updates)
             now = self.clock()
             db.executemany(_UPSERT_TRACE, [self._summary(t, trace, now) for t, trace in touched.items()])
             self._flush_rollups()
-            db.execute("COMMIT")
+        self._evict_traces()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One IMMEDIATE transaction around the block: committed when it ends, rolled back when it
+        raises, and then the caches dropped too (they may hold its uncommitted decisions)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute("COMMIT")
         except BaseException:
             try:
-                db.execute("ROLLBACK")
+                self.db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
             self._forget_everything()
             raise
-        self._evict_traces()
 
     def forget_traces(self, trace_ids: Iterable[bytes]) -> None:
         """Drop cached state of traces that retention deleted."""
@@ -525,14 +583,14 @@ class SpanWriter:
                                 scope_ids.get(row[6]), finish, row[8], row[9], row[10]))
             if finish is None or trace_id is None or span_id is None:
                 continue
-            trace = self._traces.get(trace_id)
-            state = trace.spans.get(span_id) if trace is not None else None
-            if state is None:
+            log_trace = self._traces.get(trace_id)
+            joined = log_trace.spans.get(span_id) if log_trace is not None else None
+            if log_trace is None or joined is None:
                 self._pending_finish[(trace_id, span_id)] = finish
                 if len(self._pending_finish) > 100_000:
                     self._pending_finish.popitem(last=False)
-            elif self._join_finish_reason(state, finish):
-                touched[trace_id] = trace
+            elif self._join_finish_reason(joined, finish):
+                touched[trace_id] = log_trace
 
         self._join_twins_across_traces(new_states, touched)
 
@@ -628,18 +686,18 @@ class SpanWriter:
         them. One is billed, chosen as within a trace (_keeper_order); the others point at it through
         `external_keeper`, and their traces are recomputed, so rollups move by deltas."""
         new_ids = {id(s) for s in new_states}
-        new = [(trace_id, s) for trace_id, trace in touched.items() for s in trace.spans.values()
+        new = [(trace_id, s, s.response_id) for trace_id, trace in touched.items() for s in trace.spans.values()
                if id(s) in new_ids and s.response_id and s.kind in BILLABLE]
         if not new:
             return
         by_response: dict[str, list[tuple[bytes, SpanState]]] = {}
-        for trace_id, s in new:
-            by_response.setdefault(s.response_id, []).append((trace_id, s))
+        for trace_id, s, response_id in new:
+            by_response.setdefault(response_id, []).append((trace_id, s))
         # Stored spans with these ids at another layer: one query per layer present in the batch
         # (with real, unique ids it finds next to nothing; the index answers it without the table).
         ids_by_layer: dict[int, set[str]] = {}
-        for _, s in new:
-            ids_by_layer.setdefault(s.layer, set()).add(s.response_id)
+        for _, s, response_id in new:
+            ids_by_layer.setdefault(s.layer, set()).add(response_id)
         stored: dict[str, list[tuple]] = {}
         for layer, response_ids in ids_by_layer.items():
             other_layers = [other for other in LAYERS if other != layer]
@@ -651,12 +709,12 @@ class SpanWriter:
                         f"WHERE response_id IN ({', '.join('?' * len(chunk))}) "
                         f"AND call_layer IN ({', '.join('?' * len(other_layers))})", (*chunk, *other_layers)):
                     stored.setdefault(row[0], []).append(row[1:])
-        for trace_id, s in new:
+        for trace_id, s, response_id in new:
             others: set[tuple[bytes, bytes]] = set()
-            for other_trace, span_id, layer, start, end in stored.get(s.response_id, ()):
+            for other_trace, span_id, layer, start, end in stored.get(response_id, ()):
                 if other_trace != trace_id and layer != s.layer and _windows_nest(s.start, s.end, start, end):
                     others.add((other_trace, span_id))
-            for other_trace, other in by_response[s.response_id]:
+            for other_trace, other in by_response[response_id]:
                 if other_trace != trace_id and other.layer != s.layer:
                     others.add((other_trace, other.span_id))
             if not others:
@@ -664,10 +722,10 @@ class SpanWriter:
             self._load_traces({t for t, _ in others})
             group = [(trace_id, s)]
             for other_trace, span_id in sorted(others):
-                other = self._traces[other_trace].spans.get(span_id) if other_trace in self._traces else None
-                if (other is not None and other.kind in BILLABLE and not other.has_desc
-                        and other.layer != s.layer and _may_be_one_call(s, other)):
-                    group.append((other_trace, other))
+                candidate = self._traces[other_trace].spans.get(span_id) if other_trace in self._traces else None
+                if (candidate is not None and candidate.kind in BILLABLE and not candidate.has_desc
+                        and candidate.layer != s.layer and _may_be_one_call(s, candidate)):
+                    group.append((other_trace, candidate))
             if len(group) < 2:
                 continue
             keeper_trace, keeper = min(group, key=lambda ts: _keeper_order(ts[1]))
@@ -816,12 +874,12 @@ class SpanWriter:
                     latency = histogram.bucket_of(s.duration / 1000)
                     if s.ttft is not None:
                         ttft = histogram.bucket_of(s.ttft / 1000)
-                        decode_ns = s.duration - s.ttft
-                        if s.output:
+                        decode = decode_figures(s.duration, s.ttft, s.output)
+                        if s.output and decode is not None:
                             vector[_RC["decode_tokens"]] = s.output
-                            vector[_RC["decode_ns"]] = decode_ns
-                            if s.output > 1:
-                                tpot = histogram.bucket_of(decode_ns / (s.output - 1) / 1000)
+                            vector[_RC["decode_ns"]] = decode.decode_ns
+                            if decode.tpot_ns is not None:
+                                tpot = histogram.bucket_of(decode.tpot_ns / 1000)
             hists = (latency, ttft, tpot, cost, tokens)
         elif s.error_class == "guardrail" and s.kind == "guardrail":
             vector[_RC["errors_guardrail"]] = 1
@@ -909,7 +967,7 @@ class SpanWriter:
                 "prompt_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 dims,
             )
-            dims_id = cursor.lastrowid
+            dims_id = _inserted_id(cursor)
         else:
             dims_id = row[0]
         self._dims[dims] = dims_id
@@ -935,7 +993,7 @@ class SpanWriter:
                             "INSERT INTO scopes (digest, name, version, blob) VALUES (?, ?, ?, ?)",
                             (digest, name, version, blob),
                         )
-                    cached = cursor.lastrowid
+                    cached = _inserted_id(cursor)
                 else:
                     cached = row[0]
                 cache[digest] = cached

@@ -21,6 +21,7 @@ from store.checkpointer import Checkpointer
 from store.connection import StoreError, WriterLock, describe_error, open_writer
 from store.disk_budget import DiskBudget, Reserve, store_files_bytes, truncate_wal, wal_bytes
 from store.gctuning import tune_for_throughput
+from store.pricing import record_price_rows
 from store.writer import SpanWriter
 
 log = logging.getLogger("llmobs.writer")
@@ -47,6 +48,11 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
     checkpointer = Checkpointer(db_path, interval_s=options.get("checkpoint_every_s", 5.0))
     checkpointer.start()
     writer = SpanWriter(db)
+    if options.get("price_rows") is not None:
+        try:
+            record_price_rows(db, options["price_rows"], time.time_ns())
+        except sqlite3.Error as exc:
+            log.warning("could not record the price table: %s", describe_error(db_path, exc))
     tune_for_throughput()
     loop = WriterLoop(db, writer, inbox, outbox, options)
     try:

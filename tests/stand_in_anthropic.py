@@ -12,6 +12,7 @@ import json
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+
 from tests.stand_in_server import StandInServer
 
 FORCE_429 = "[force-429]"
@@ -51,7 +52,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         request = json.loads(self.rfile.read(length) or b"{}")
         self.server.requests.append((self.path, request))  # type: ignore[attr-defined]

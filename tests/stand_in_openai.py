@@ -11,6 +11,7 @@ import json
 import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+
 from tests.stand_in_server import StandInServer
 
 # model asked for → (response model, prompt tokens incl. cached, cached, completion incl. reasoning, reasoning)
@@ -48,7 +49,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         request = json.loads(self.rfile.read(length) or b"{}")
         self.server.requests.append((self.path, request))  # type: ignore[attr-defined]

@@ -39,8 +39,11 @@ def test_error_budget_and_burn_rate():
     assert burn.budget_left(1, 1000, 0.995) == pytest.approx(0.8)
     assert burn.burn_rate(0, 1000, 0.99) == 0
     assert burn.burn_rate(0, 0, 0.99) is None and burn.budget_left(0, 0, 0.99) is None
-    # 14.4× over one hour spends 2% of a 30-day budget: 14.4 / (30 × 24) = 0.02.
-    assert 14.4 * HOUR / (30 * DAY) == pytest.approx(0.02)
+    # The workbook's tiers, read from the table the engine uses: a page when 2 % (1 h) or 5 % (6 h) of a
+    # 30-day budget is gone, a ticket at 10 % (3 days); each short window a twelfth of its long one.
+    spent = {(severity, long_s): factor * long_s / (30 * DAY) for severity, factor, long_s, _ in burn.TIERS}
+    assert spent == pytest.approx({("page", HOUR): 0.02, ("page", 6 * HOUR): 0.05, ("ticket", 3 * DAY): 0.10})
+    assert all(long_s == 12 * short_s for _, _, long_s, short_s in burn.TIERS)
 
 
 def windows(**burns: tuple[int, int]) -> dict[int, tuple[int, int]]:
@@ -68,7 +71,10 @@ def test_the_most_severe_tier_wins_and_thin_windows_give_no_verdict():
     assert burn.firing_tier(slow, objective).severity == "ticket"
     # Fewer than MIN_EVENTS in the long window: one failed call out of two must not page anyone.
     assert burn.firing_tier(windows(h1=(1, 2), m5=(1, 2), h6=(1, 2), m30=(1, 2), d3=(1, 2)), objective) is None
-    assert burn.MIN_EVENTS == 10
+    # Every call failing: still no verdict below MIN_EVENTS in the long window, a page at it.
+    few, enough = burn.MIN_EVENTS - 1, burn.MIN_EVENTS
+    assert burn.firing_tier(windows(h1=(few, few), m5=(1, 1)), objective) is None
+    assert burn.firing_tier(windows(h1=(enough, enough), m5=(1, 1)), objective).severity == "page"
 
 
 # --- planted scenarios ----------------------------------------------------------------------------
@@ -332,7 +338,7 @@ def test_prompt_version_cost_regression(store):
     finding = only(evaluate(store.write()), "prompt_regression")
     assert finding.key == "prompt:support:support-prompt@v3" and finding.severity == "ticket"
     assert finding.value >= 1.5 and finding.threshold == 1.5
-    assert "1h vs prior 7d" == finding.window
+    assert finding.window == "1h vs prior 7d"
 
 
 def test_a_new_prompt_version_at_the_same_cost_is_not_a_regression(store):

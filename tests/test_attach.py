@@ -91,7 +91,7 @@ async def test_backfill_live_tail_and_an_exact_resume_after_a_cut(tmp_path):
         await until(lambda: counts(local) == (100, 100, 5))
         await asyncio.sleep(1.0)  # nothing more trickles in: every span exactly once
         assert counts(local) == (100, 100, 5)
-        text, spans, logs, reconnects, connected = feed.state.read()
+        _text, spans, logs, reconnects, connected = feed.state.read()
         assert connected and reconnects >= 1 and (spans, logs) == (100, 5)
     finally:
         feed.stop()
@@ -144,12 +144,13 @@ def test_attach_flags_are_checked_before_anything_starts(argv, message, capsys, 
 async def test_attach_over_tls_with_its_ca(tmp_path):
     import grpc
 
+    from receiver.tls import TlsFiles
     from tests.test_receiver import TRACE_METHOD
     from tests.test_tls import self_signed
 
     cert, key = self_signed(tmp_path)
     server = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "remote.db"), decoders=1, retention_s=None),
-                                   grpc_port=0, http_port=None, query_port=0, tls_cert=str(cert), tls_key=str(key)))
+                                   grpc_port=0, http_port=None, query_port=0, tls=TlsFiles.load(str(cert), str(key))))
     await server.start()
     credentials = grpc.ssl_channel_credentials(cert.read_bytes())
     async with grpc.aio.secure_channel(server.grpc_address, credentials) as channel:

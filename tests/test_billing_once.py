@@ -266,7 +266,6 @@ def test_any_set_of_duplicate_spans_of_one_call_bills_once(layers, seed, one_per
 @pytest.mark.anyio
 async def test_the_duplicate_is_marked_in_the_waterfall_and_the_span_detail(tmp_path, normalizer):
     """A person opening the trace sees which span is the billed call and which is its twin."""
-    from receiver.prices import PriceTable
     from llmobs_tui.app import LlmobsApp
     from llmobs_tui.widgets.waterfall import Waterfall
     from tests.test_tui import settle, text_of
@@ -278,7 +277,7 @@ async def test_the_duplicate_is_marked_in_the_waterfall_and_the_span_detail(tmp_
     write(db, normalizer, [[app_root(), langchain_chain(2, 1), langchain_llm(3, 2), openai_sdk(4, 1)]])
     db.close()
     lock.release()
-    app = LlmobsApp(path, clock=lambda: T0 / 1e9 + 60, refresh_s=None, prices=PriceTable.load())
+    app = LlmobsApp(path, clock=lambda: T0 / 1e9 + 60, refresh_s=None)
     async with app.run_test(size=(160, 48)) as pilot:
         app.open_trace(TRACE.to_bytes(16, "big"))
         await settle(pilot)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llmobs_tui.cli import EXIT_CHECK_FAILED, main
+from llmobs_tui.cli import main
+from llmobs_tui.cli.common import EXIT_CHECK_FAILED
 from llmobs_tui.config import EXAMPLE_CONFIG, load_config
 from receiver.normalize import IngestOptions, Normalizer
 from receiver.prices import PriceTable

@@ -94,9 +94,9 @@ def test_report_markdown_and_grouping_by_prompt(tmp_path, capsys):
 def test_report_window_excludes_older_calls(tmp_path, capsys):
     db = tmp_path / "r.db"
     seed(db, time.time_ns() - 3 * 86400 * NS)
-    code, out, _ = run_cli(capsys, "report", "--db", str(db), "--window", "24h", "--format", "json")
+    _code, out, _ = run_cli(capsys, "report", "--db", str(db), "--window", "24h", "--format", "json")
     assert json.loads(out)["groups"] == []
-    code, out, _ = run_cli(capsys, "report", "--db", str(db), "--window", "7d", "--format", "json")
+    _code, out, _ = run_cli(capsys, "report", "--db", str(db), "--window", "7d", "--format", "json")
     assert sum(g["calls"] for g in json.loads(out)["groups"]) == 3
 
 

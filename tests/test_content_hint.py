@@ -64,7 +64,7 @@ async def test_the_no_content_line_names_the_setting_of_the_instrumentation_it_s
     db.close()
     lock.release()
 
-    app = LlmobsApp(path, clock=lambda: T0 / 1e9 + 60, refresh_s=None, prices=PriceTable.load())
+    app = LlmobsApp(path, clock=lambda: T0 / 1e9 + 60, refresh_s=None)
     async with app.run_test(size=(160, 48)) as pilot:
         app.open_trace(TRACE.to_bytes(16, "big"))
         await settle(pilot)

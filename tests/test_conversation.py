@@ -1,4 +1,4 @@
-"""Prompts and completions in every shape become the same conversation (receiver/content.py).
+"""Prompts and completions in every shape become the same conversation (store/content.py).
 
 The payloads follow ../shared/semconv/semconv-map.md §6 (the weather-bot call that ends in a
 get_weather tool call) and §1.4 (log bodies).
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from receiver.content import LogEvent, SpanEvent, messages_from_span, tool_io
+from store.content import LogEvent, SpanEvent, messages_from_span, tool_io
 
 SYSTEM = "You are a weather bot."
 QUESTION = "Weather in Paris?"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,7 +20,6 @@ import grpc
 import pytest
 import zstandard
 from google.protobuf.message import DecodeError, Message
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
@@ -502,7 +500,7 @@ def test_redaction_reaches_every_depth_that_parses():
         value = [value]
     request = trace_request([make_span(0xD1, 1, None, "chat", {"gen_ai.operation.name": "chat",
                                                               "gen_ai.input.messages": value})])
-    decoded, repairs = decode("traces", request.SerializeToString())
+    decoded, _repairs = decode("traces", request.SerializeToString())
     rows, *_ = Normalizer(PriceTable.load(), IngestOptions()).decode_traces(decoded, T0 + 10**9)
     raw = _DECOMPRESS.decompress(rows[0][COL["raw"]])
     assert b"bob@example.com" not in raw
@@ -585,7 +583,7 @@ async def test_end_to_end_deep_logs_and_metrics_are_accepted(backend):
 
 def test_json_and_protobuf_cut_the_same_way():
     """The same deep request over both encodings decodes to the same message."""
-    _signal, request, body = deep_body("span attribute", deep_value(40))
+    _signal, _request, body = deep_body("span attribute", deep_value(40))
     from_protobuf, _ = decode("traces", body)
     signal, text = json_body("span attribute", deep_json(40))
     from_json, _ = decode(signal, text, json_body=True)

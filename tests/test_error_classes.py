@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 
 from receiver.normalize import Normalizer
-from store.connection import WriterLock, open_writer
 from store.models import COL
 from store.writer import SpanWriter
 from tests.otlp_factory import MS, STATUS_ERROR, T0, make_span, trace_request

@@ -158,8 +158,9 @@ def test_log_file_is_private_and_rotating(tmp_path, monkeypatch):
 
 
 def test_grpc_and_tls_sent_to_the_http_port_are_counted_and_hinted_once_in_the_log_only(tmp_path, capfd):
-    import grpc
     import ssl
+
+    import grpc
 
     from llmobs_tui.logfile import logs_to_file
     from receiver.http_server import OtlpHttpServer
@@ -250,7 +251,7 @@ def test_another_writer_is_reported_once_with_advice_for_serve(tmp_path):
 
 
 def test_locked_advice_fits_the_command():
-    from llmobs_tui.cli import locked_advice
+    from llmobs_tui.cli.common import locked_advice
     from store.connection import WriterLock
 
     message = str(WriterLock(Path("/tmp/x.db"))._locked("42"))
@@ -291,7 +292,7 @@ def test_durations_with_units_still_parse():
 
 def test_serve_summary_says_the_gap_is_duplicates_and_bench_still_parses_it():
     from bench import _STOPPED
-    from llmobs_tui.cli import serve_summary
+    from llmobs_tui.cli.serve import serve_summary
 
     line = serve_summary(19, {"spans": 11, "duplicates": 8})
     assert "8 duplicate spans already stored" in line and "none lost" in line

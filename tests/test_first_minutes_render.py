@@ -11,7 +11,7 @@ import pytest
 
 from llmobs_tui import format as fmt
 from llmobs_tui.app import LlmobsApp
-from llmobs_tui.cli import format_report_md
+from llmobs_tui.cli.markdown import format_report_md
 from llmobs_tui.screens.breakdown import BreakdownScreen
 from llmobs_tui.screens.trace import TraceScreen
 from llmobs_tui.widgets.chrome import TopBar
@@ -19,7 +19,6 @@ from llmobs_tui.widgets.keyed_table import KeyedTable
 from llmobs_tui.widgets.span_detail import _value_text, cost_view
 from llmobs_tui.widgets.stat_card import StatCard
 from llmobs_tui.widgets.waterfall import ZOOMS, Waterfall
-from receiver.prices import PriceTable
 from store.connection import open_reader
 from store.dashboards import SpanRow
 from store.queries import GroupStats
@@ -35,7 +34,7 @@ def store(tmp_path_factory) -> Path:
 
 
 def make_app(store: Path) -> LlmobsApp:
-    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, prices=PriceTable.load())
+    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None)
 
 
 async def settle(pilot) -> None:
@@ -76,16 +75,16 @@ def span(**changes) -> SpanRow:
 
 def test_a_narrow_label_drops_whole_parts_tokens_first_duration_last():
     s = span()
-    full = Waterfall._label(s)
+    full = Waterfall.label(s)
     assert full == "851ms gpt-4o-mini-2024-07-18 1.8k→338 $0.0004"
-    assert Waterfall._label(s, len(full)) == full
-    assert Waterfall._label(s, len(full) - 1) == "851ms gpt-4o-mini-2024-07-18 $0.0004"  # tokens go first
-    assert Waterfall._label(s, 20) == "851ms $0.0004"  # then the model
-    assert Waterfall._label(s, 10) == "851ms"  # then the cost; never `851ms g`
-    assert Waterfall._label(s, 4) == ""
+    assert Waterfall.label(s, len(full)) == full
+    assert Waterfall.label(s, len(full) - 1) == "851ms gpt-4o-mini-2024-07-18 $0.0004"  # tokens go first
+    assert Waterfall.label(s, 20) == "851ms $0.0004"  # then the model
+    assert Waterfall.label(s, 10) == "851ms"  # then the cost; never `851ms g`
+    assert Waterfall.label(s, 4) == ""
     twin = span(billed=0, duplicate_of=b"\x02" * 8)
-    assert Waterfall._label(twin).startswith("851ms dup ")
-    assert Waterfall._label(twin, 12) == "851ms dup"
+    assert Waterfall.label(twin).startswith("851ms dup ")
+    assert Waterfall.label(twin, 12) == "851ms dup"
 
 
 def _bar_words(waterfall: Waterfall, index: int, width: int) -> list[str]:
@@ -103,7 +102,11 @@ async def test_every_label_shows_whole_parts_and_the_duration_at_every_zoom(stor
             app.open_trace(trace_id)
             await settle(pilot)
             waterfall = app.screen.query_one(Waterfall)
-            width = waterfall.size.width
+            # What is visible: the widget's width less a vertical scrollbar when rows overflow
+            # (a label drawn under the scrollbar is a cut figure).
+            scrollbar = waterfall.styles.scrollbar_size_vertical if waterfall.show_vertical_scrollbar else 0
+            width = waterfall.region.width - scrollbar
+            assert waterfall.render_line(0).cell_length == width
             nested = [i for i, r in enumerate(waterfall.rows) if r.span.is_llm and r.depth >= 2]
             assert nested, "the fixture has LLM calls nested under tool spans"
             for zoom in range(len(ZOOMS)):
@@ -111,7 +114,8 @@ async def test_every_label_shows_whole_parts_and_the_duration_at_every_zoom(stor
                 for i, row in enumerate(waterfall.rows):
                     waterfall.cursor = i  # zoom centres on the selection
                     words = _bar_words(waterfall, i, width)
-                    allowed = set(Waterfall._label(row.span).split())
+                    self_ns = waterfall.critical_path.self_ns.get(row.span.span_id)
+                    allowed = set(Waterfall.label(row.span, self_ns=self_ns).split())
                     assert set(words) <= allowed, (zoom, row.span.name, words, sorted(allowed))  # nothing cut
                     if zoom == 0:
                         assert fmt.duration(row.span.duration_ns) in words, (row.span.name, words)
@@ -193,7 +197,7 @@ def test_not_billed_wording():
     for kind, expected in (("agent", "An agent span:"), ("span", "A span:"), ("tool", "A tool span:")):
         detail = Detail()
         detail.span = span(kind=kind)
-        assert cost_view(detail, None).plain.startswith(expected), kind
+        assert cost_view(detail).plain.startswith(expected), kind
 
 
 def test_json_attribute_values_show_real_characters():
@@ -247,3 +251,44 @@ async def test_trace_header_breakdown_and_overview_wording(store):
         screen.action_drill()
         await settle(pilot)
         assert "model model=" not in str(app.screen.query_one("#traces-filter").content)
+
+
+@pytest.mark.slow
+async def test_the_critical_path_is_marked_named_and_can_be_shown_alone(store):
+    """The waterfall marks the spans the trace's end waited on, the header names the top three
+    contributors with their share, and p shows the path alone (and back)."""
+    from llmobs_tui.critical_path import analyse
+
+    trace_id = agentic_traces(store, 1)[0]
+    db = open_reader(store)
+    rows = db.execute("SELECT span_id, parent_span_id, start_ns, end_ns, name FROM spans WHERE trace_id = ?",
+                      (trace_id,)).fetchall()
+    names = {r[0]: r[4] for r in rows}
+    spans = [dataclasses.make_dataclass("S", ["span_id", "parent_span_id", "start_ns", "end_ns"])(*r[:4])
+             for r in rows]
+    path = analyse(spans)
+    assert sum(path.contribution_ns.values()) == path.duration_ns
+    off_path = {r[0] for r in rows} - path.on_path
+    app = make_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        app.open_trace(trace_id)
+        await settle(pilot)
+        summary = app.screen.query_one("#trace-summary")
+        assert summary.size.height == 2, "the critical path line is on screen"
+        header = " ".join(summary.render().plain.split())
+        top_id, top_ns = path.top(1)[0]
+        assert "critical path: " in header
+        assert f"{names[top_id]} {fmt.duration(top_ns)} {top_ns / path.duration_ns:.0%}" in header, header
+        waterfall = app.screen.query_one(Waterfall)
+        for i, row in enumerate(waterfall.rows):
+            gutter = "".join(seg.text for seg in waterfall.render_line(i - int(waterfall.scroll_offset.y)))[:1] \
+                if 0 <= i - int(waterfall.scroll_offset.y) < waterfall.size.height else None
+            if gutter is not None:
+                assert (gutter == "┃") == (row.span.span_id in path.on_path), (row.span.name, gutter)
+        await pilot.press("p")
+        await settle(pilot)
+        assert {r.span.span_id for r in waterfall.rows} == path.on_path
+        assert off_path, "the fixture's agentic trace has work off the path (parallel or early spans)"
+        await pilot.press("p")
+        await settle(pilot)
+        assert {r.span.span_id for r in waterfall.rows} == {r[0] for r in rows}

@@ -4,6 +4,7 @@ and the attach header that tells the truth about the connection."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from llmobs_tui.alerting.live import EngineAlerts
 from llmobs_tui.app import AlertSource, LlmobsApp
 from llmobs_tui.config import DEMO_CONFIG, load_config
 from llmobs_tui.widgets.keyed_table import KeyedTable
-from receiver.prices import PriceTable
 from tests.tui_fixtures import FROZEN_NOW, build_store, trace_id_of, use_utc
 from tests.tui_scenarios import settle
 
@@ -28,14 +28,14 @@ def store(tmp_path_factory) -> Path:
 
 
 def make_app(store: Path, alerts: AlertSource | None = None, **kwargs) -> LlmobsApp:
-    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, prices=PriceTable.load(), alerts=alerts,
+    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, alerts=alerts,
                      **kwargs)
 
 
 def text_of(renderable) -> str:
     from rich.console import Console
 
-    console = Console(width=200, record=True, file=open("/dev/null", "w"), color_system=None)
+    console = Console(width=200, record=True, file=io.StringIO(), color_system=None)
     console.print(renderable)
     return console.export_text()
 
@@ -174,7 +174,7 @@ async def test_every_screen_says_what_to_do_on_an_empty_store(empty_store):
 
 
 async def test_an_empty_window_on_a_store_with_data_says_press_t(store):
-    app = LlmobsApp(store, clock=lambda: FROZEN_NOW + 30 * 86400, refresh_s=None, prices=PriceTable.load())
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW + 30 * 86400, refresh_s=None)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         text = statics_text(app.screen)

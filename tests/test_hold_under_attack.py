@@ -180,8 +180,8 @@ def test_serve_exits_non_zero_when_it_gives_up_on_its_writer(tmp_path):
         # A crash-looping decoder uses its own restart budget, not the writer's.
         for _ in range(6):
             decoders: list[psutil.Process] = []
-            wait_for(lambda: bool(decoders.extend(c for c in _children(proc) if not _is_writer(c, db))
-                                  or decoders))
+            wait_for(lambda found=decoders: bool(found.extend(c for c in _children(proc) if not _is_writer(c, db))
+                                                 or found))
             decoders[0].kill()
             time.sleep(0.3)
         killed: set[int] = set()
@@ -267,7 +267,7 @@ def test_max_db_size_bounds_the_files_wal_included_under_full_speed_ingest(tmp_p
 
 def test_a_disk_full_below_the_size_limit_evicts_and_ingest_recovers(tmp_path):
     # The limit is above what the disk has: the reserve lets eviction run on the full disk.
-    sender, sizes, stored, out = _run_on_tiny_disk(tmp_path, "12m", "40MB", 20)
+    sender, _sizes, stored, out = _run_on_tiny_disk(tmp_path, "12m", "40MB", 20)
     assert "disk full below the size limit: evicted" in out, out[-2000:]
     assert len(sender.acked) * 2000 > 30e6, f"ingest went on after the disk filled: {len(sender.acked)} acked"
     assert sender.acked[-1] in stored

@@ -205,7 +205,7 @@ async def toasts(pilot) -> list:
 
 
 def table_text(table: KeyedTable) -> str:
-    return "\n".join(" | ".join(str(cell) for cell in table.get_row(key)) for key in table.keys())
+    return "\n".join(" | ".join(str(cell) for cell in table.get_row(key)) for key in table.keys())  # noqa: SIM118 (KeyedTable's own method, not a dict's)
 
 
 # -- the tour --------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def make_app(store: Path, tmp_path: Path) -> LlmobsApp:
     config.alerts.error_spike = {name: 0.99 for name in config.alerts.error_spike}
     alerts = EngineAlerts(store, config)
     alerts.evaluate_now(FROZEN_NOW)
-    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, prices=PriceTable.load(), alerts=alerts,
+    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, alerts=alerts,
                      export_dir=tmp_path)
 
 

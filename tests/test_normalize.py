@@ -1474,7 +1474,7 @@ def test_logs_keep_ids_event_names_and_the_choice_finish_reason():
         log_record(None, None, "", "service started", time_ns=0),
     ]
     records[3].observed_time_unix_nano = T0 + 5
-    rows, resources, scopes, rejections = decode_logs(records)
+    rows, resources, _scopes, rejections = decode_logs(records)
     assert rejections.count == 0
     assert [log_field(r, "event_name") for r in rows] == [
         "gen_ai.user.message", "gen_ai.choice", "gen_ai.choice", None]

@@ -3,6 +3,7 @@ completion) and opening a trace by id (`:open`, a pasted id, the id column, y/Y)
 
 from __future__ import annotations
 
+import pytest
 from textual import events
 from textual.widgets import Input
 
@@ -13,8 +14,6 @@ from llmobs_tui.widgets.keyed_table import KeyedTable
 from store import dashboards as q
 from store.connection import open_reader
 from tests.test_tui import make_app, settle, table_keys, tui_store  # noqa: F401 (fixture)
-
-import pytest
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -29,9 +29,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -395,7 +396,7 @@ def _stop_serve(proc: subprocess.Popen) -> str:
     except subprocess.TimeoutExpired:
         proc.kill()
         out, _ = proc.communicate()
-        raise AssertionError(f"serve did not stop on SIGTERM: {out}")
+        raise AssertionError(f"serve did not stop on SIGTERM: {out}") from None
     assert proc.returncode == 0, f"serve exited {proc.returncode}: {out}"
     return out
 

@@ -11,7 +11,6 @@ import gzip
 import json
 import socket
 import threading
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -25,7 +24,7 @@ from llmobs_tui.backend import Backend, BackendConfig
 from receiver.otlp import message_to_otlp_json
 from receiver.pipeline import PipelineConfig
 from store.connection import open_reader
-from tests.otlp_factory import T0, make_span, trace_request
+from tests.otlp_factory import make_span, trace_request
 
 pytestmark = pytest.mark.anyio
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -283,9 +282,10 @@ async def test_the_env_endpoint_users_already_have_works(backend, monkeypatch):
 async def test_a_huge_attribute_is_truncated_visibly(backend):
     span = make_span(0x4242, 1, None, "big", {"gen_ai.request.model": "gpt-4o", "blob": "z" * (3 << 20)})
     await grpc_export(backend, trace_request([span]).SerializeToString())
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
     from store.models import FLAG_TRUNCATED
     from store.queries import decompress
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
     (raw, flags, model), = rows(backend, "SELECT raw, flags, request_model FROM spans")
     assert flags & FLAG_TRUNCATED and model == "gpt-4o"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -229,7 +230,7 @@ def test_rollup_ranges_cover_the_window_without_overlap(start, end):
         assert lo % res == 0 and hi % res == 0
         covered.append((lo, hi))
     covered.sort()
-    for (a_lo, a_hi), (b_lo, _) in zip(covered, covered[1:]):
+    for (_, a_hi), (b_lo, _) in itertools.pairwise(covered):
         assert a_hi == b_lo, "no gaps or overlaps"
     assert covered[0][0] <= start and covered[-1][1] > end
 

@@ -22,7 +22,8 @@ import grpc
 import pytest
 
 from llmobs_tui.backend import Backend, BackendConfig
-from llmobs_tui.cli import StatsPrinter, main
+from llmobs_tui.cli import main
+from llmobs_tui.cli.serve import StatsPrinter
 from receiver.pipeline import PipelineConfig
 from receiver.tls import TlsError, TlsFiles
 from store.connection import open_reader
@@ -39,7 +40,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
@@ -59,7 +60,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 async def secure(tmp_path: Path):
     cert, key = self_signed(tmp_path)
     backend = Backend(BackendConfig(PipelineConfig(db_path=str(tmp_path / "tls.db"), decoders=1, retention_s=None),
-                                    grpc_port=0, http_port=0, tls_cert=str(cert), tls_key=str(key)))
+                                    grpc_port=0, http_port=0, tls=TlsFiles.load(str(cert), str(key))))
     await backend.start()
     try:
         yield backend, cert

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from llmobs_tui import format as fmt
 from llmobs_tui.app import LlmobsApp
 from llmobs_tui.screens.breakdown import BreakdownScreen
 from llmobs_tui.screens.overview import OverviewScreen
@@ -29,7 +31,7 @@ def tui_store(tmp_path_factory) -> Path:
 
 
 def make_app(store: Path, **kwargs) -> LlmobsApp:
-    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, prices=PriceTable.load(), **kwargs)
+    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, **kwargs)
 
 
 async def settle(pilot) -> None:
@@ -42,9 +44,11 @@ async def settle(pilot) -> None:
 
 def text_of(widget) -> str:
     """The plain text a Static shows (its content rendered as a person would read it)."""
+    import io
+
     from rich.console import Console
 
-    console = Console(width=200, record=True, file=open("/dev/null", "w"), color_system=None)
+    console = Console(width=200, record=True, file=io.StringIO(), color_system=None)
     console.print(widget.content)
     return console.export_text()
 
@@ -69,6 +73,13 @@ async def test_overview_figures_match_the_store(tui_store):
                                  (start * 10**9,)).fetchone()
         traffic = card_text(app.screen, "#card-traffic")
         assert f"({calls:,})" in traffic
+        # The fixture covers more than the hour, so $/h is the hour's cost; each feature line its share.
+        spend = card_text(app.screen, "#card-cost")
+        assert cost and f"$/h {fmt.usd(cost / 1e9)}" in " ".join(spend.split()), spend
+        by_feature = db.execute("SELECT feature, sum(cost_nusd) FROM spans WHERE billed = 1 AND start_ns >= ? "
+                                "GROUP BY feature ORDER BY 2 DESC LIMIT 2", (start * 10**9,)).fetchall()
+        for feature, feature_cost in by_feature:
+            assert f"· {feature or 'no feature'} {fmt.money(feature_cost)}" in " ".join(spend.split()), spend
         errors = card_text(app.screen, "#card-errors")
         assert "rate limit" in errors and "validation" in errors and "guardrail" in errors
         latency = card_text(app.screen, "#card-latency")
@@ -375,9 +386,41 @@ async def test_every_screen_works_in_80_by_24(tui_store):
         assert isinstance(app.screen, TraceScreen), "Esc goes back"
 
 
-def test_no_color_is_honoured(tui_store, monkeypatch):
+def _grey(hex_rgb: str) -> bool:
+    """A shade: channels within a few steps of each other (the SVG export's own default foreground,
+    #c5c8c6, is such a near-grey)."""
+    r, g, b = (int(hex_rgb[i:i + 2], 16) for i in (0, 2, 4))
+    return max(r, g, b) - min(r, g, b) <= 8
+
+
+async def test_without_colour_failures_and_llm_calls_stay_distinguishable(tui_store, monkeypatch):
+    """NO_COLOR: the screen is drawn in shades only, so what colour said must also be said in glyphs
+    and words: a failed span keeps its ✗ and error class, an LLM call its ● mark, the error card its names."""
     monkeypatch.setenv("NO_COLOR", "1")
-    assert make_app(tui_store).no_color
+    app = make_app(tui_store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        svg = app.export_screenshot()
+        colours = {c.lower() for c in re.findall(r"fill: #([0-9a-fA-F]{6})", svg)}
+        assert colours and all(map(_grey, colours)), sorted(c for c in colours if not _grey(c))
+        assert "rate limit" in card_text(app.screen, "#card-errors")
+        db = open_reader(tui_store)
+        failed = db.execute("SELECT trace_id, error_class FROM spans WHERE status = 2 AND kind = 'llm' "
+                            "AND start_ns >= ? ORDER BY start_ns DESC LIMIT 1",
+                            (int((FROZEN_NOW - 3600) * 10**9),)).fetchone()
+        app.open_trace(failed[0])
+        await settle(pilot)
+        assert isinstance(app.screen, TraceScreen)
+        svg = app.export_screenshot()
+        assert "✗" in svg and "●" in svg
+        colours = {c.lower() for c in re.findall(r"fill: #([0-9a-fA-F]{6})", svg)}
+        assert all(map(_grey, colours)), sorted(c for c in colours if not _grey(c))
+        # Every other screen draws under the monochrome filter too (a segment without a style breaks it).
+        for keys in (["enter"], ["escape", "2"], ["3"], ["5"], ["question_mark"], ["escape", "1"], ["slash"]):
+            await pilot.press(*keys)
+            await settle(pilot)
+            assert all(map(_grey, re.findall(r"fill: #([0-9a-fA-F]{6})", app.export_screenshot().lower())))
+        assert app.is_running
 
 
 async def test_a_damaged_store_is_reported_not_fatal(tui_store, tmp_path):
@@ -429,7 +472,7 @@ async def test_quitting_commits_every_acknowledged_span(tmp_path):
                     continue
                 acked.extend(ids)
 
-    app = LlmobsApp(store, refresh_s=0.2, prices=PriceTable.load())
+    app = LlmobsApp(store, refresh_s=0.2)
     tasks = []
     async with app.run_test(size=(100, 30)) as pilot:
         tasks = [asyncio.create_task(exporter(k * 10**7)) for k in (1, 2)]

@@ -12,7 +12,6 @@ from llmobs_tui.app import LlmobsApp
 from llmobs_tui.config import DEMO_CONFIG, Config, SloSpec, load_config
 from llmobs_tui.widgets.chrome import AlertBanner
 from llmobs_tui.widgets.keyed_table import KeyedTable
-from receiver.prices import PriceTable
 from store.connection import open_reader
 from tests.tui_fixtures import FROZEN_NOW, build_store, use_utc
 from tests.tui_scenarios import settle
@@ -28,7 +27,7 @@ def store(tmp_path_factory) -> Path:
 
 def make_app(store: Path, config: Config | None = None) -> LlmobsApp:
     alerts = EngineAlerts(store, config or load_config(DEMO_CONFIG))
-    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, prices=PriceTable.load(), alerts=alerts)
+    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, alerts=alerts)
 
 
 def banner_text(app: LlmobsApp) -> str:

@@ -16,6 +16,7 @@ from llmobs_tui.scenarios import MS, S, SpanSpec, Trace, Traffic, TrafficState, 
 from receiver.normalize import IngestOptions, Normalizer
 from receiver.prices import PriceTable
 from store.connection import WriterLock, open_writer
+from store.pricing import record_price_rows
 from store.writer import SpanWriter
 from tests.otlp_factory import log_record, logs_request
 
@@ -59,6 +60,8 @@ def build_store(path: Path, *, minutes: int = 60, traces_per_minute: int = 12, s
     db = open_writer(path)
     try:
         writer = SpanWriter(db, clock=lambda: int(FROZEN_NOW * S))
+        # As the writer process does at start: the rows the Cost tab shows.
+        record_price_rows(db, normalizer.prices.records(), int(FROZEN_NOW * S))
         state = TrafficState()
         traffic = Traffic(seed, state)
         total = minutes * traces_per_minute

@@ -9,7 +9,6 @@ from llmobs_tui.alerting.live import EngineAlerts
 from llmobs_tui.app import LlmobsApp
 from llmobs_tui.config import DEMO_CONFIG, load_config
 from llmobs_tui.widgets.chrome import IngestStatus
-from receiver.prices import PriceTable
 from store.connection import open_reader
 from tests.tui_fixtures import FROZEN_NOW
 
@@ -27,7 +26,7 @@ def make_app(store: Path) -> LlmobsApp:
     """The app as `llmobs-tui demo` runs it (the demo's alert rules), on the fixture store."""
     alerts = EngineAlerts(store, load_config(DEMO_CONFIG))
     alerts.evaluate_now(FROZEN_NOW)  # before the app starts, so no tick waits on the rules' thread
-    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, prices=PriceTable.load(), status=fixed_status,
+    return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, status=fixed_status,
                      alerts=alerts)
 
 

@@ -135,7 +135,8 @@ class AlertEngine:
         """(bad, total) events of an SLO in a window."""
         if spec.kind == "quality":
             return self._quality_events(spec, start_s, end_s)
-        hist = {"ttft": ("hist_ttft",), "latency": ("hist_latency",), "cost_per_call": ("hist_cost",)}.get(spec.kind, ())
+        hist = {"ttft": ("hist_ttft",), "latency": ("hist_latency",),
+                "cost_per_call": ("hist_cost",)}.get(spec.kind, ())
         stats = self._stats(start_s, end_s, {"feature": spec.feature, "model": spec.model}, hist)
         if spec.kind == "availability":
             return stats["errors_api"], stats["calls"]
@@ -309,7 +310,8 @@ class AlertEngine:
         for g in self._grouped(now_s - recent_s, now_s, ["model"], ("hist_ttft",)):
             model = g.key.get("model")
             before = week.get(model)
-            if not model or before is None or g["calls"] < self.settings.min_calls or before["calls"] < self.settings.min_calls:
+            if (not model or before is None or g["calls"] < self.settings.min_calls
+                    or before["calls"] < self.settings.min_calls):
                 continue
             if g["decode_ns"] and before["decode_ns"]:
                 now_rate = g["decode_tokens"] / (g["decode_ns"] / NS)

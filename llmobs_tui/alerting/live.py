@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from llmobs_tui.alerting.engine import AlertEngine, AlertState, SloRow
-from llmobs_tui.app import AlertSource, AlertView
+from llmobs_tui.alerting.source import AlertSource, AlertView
 from llmobs_tui.config import Config
 
 

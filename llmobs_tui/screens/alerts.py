@@ -11,8 +11,8 @@ from textual.binding import Binding
 from textual.widgets import Static
 
 from llmobs_tui import format as fmt
-from llmobs_tui.config import format_duration
 from llmobs_tui.screens.base import LiveScreen
+from llmobs_tui.units import format_duration
 from llmobs_tui.widgets.keyed_table import KeyedTable
 
 BURN_WINDOWS = ((3600, "1h×"), (6 * 3600, "6h×"), (3 * 86400, "3d×"))
@@ -112,8 +112,7 @@ class AlertsScreen(LiveScreen):
         slos = self.query_one("#slos", KeyedTable)
         alerts = self.query_one("#alerts", KeyedTable)
         for table in (slos, alerts):
-            table.clear(columns=True)
-            table._cells.clear()
+            table.reset(columns=True)
         slos.add_columns("SLO", "objective", "current", "budget", *(label for _, label in BURN_WINDOWS))
         if wide:
             slos.add_columns("window", "scope")

@@ -21,7 +21,7 @@ class LiveScreen(Screen):
     NAME = ""
 
     @property
-    def llmobs(self) -> "LlmobsApp":
+    def llmobs(self) -> LlmobsApp:
         return self.app  # type: ignore[return-value]
 
     def compose_chrome_top(self) -> ComposeResult:
@@ -32,7 +32,7 @@ class LiveScreen(Screen):
         yield Footer()
         yield StatusLine()
 
-    async def load(self, reader: "StoreReader", now_s: float) -> Any:  # pragma: no cover - overridden
+    async def load(self, reader: StoreReader, now_s: float) -> Any:  # pragma: no cover - overridden
         return None
 
     def show(self, data: Any) -> None:  # pragma: no cover - overridden

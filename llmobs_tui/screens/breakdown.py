@@ -12,8 +12,7 @@ from llmobs_tui import format as fmt
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.chrome import empty_window_text
 from llmobs_tui.widgets.keyed_table import KeyedTable
-from store.dashboards import Query
-from store.queries import GroupStats, ToolStats, parse_tool_calls, tool_calls_query
+from store.queries import GroupStats, ToolStats
 
 GROUPINGS = ("model", "feature", "tenant", "prompt", "provider", "tool")
 FILTER_FIELD = {"model": "model", "feature": "feature", "tenant": "tenant", "prompt": "prompt", "provider": "provider",
@@ -39,7 +38,7 @@ class BreakdownScreen(LiveScreen):
         yield from self.compose_chrome_bottom()
 
     def on_mount(self) -> None:
-        self._columns()
+        self.reset_columns()
 
     WIDE = ("calls", "p95", "TTFT p95", "error %", "tokens", "cost", "cache hit", "decode")
     NARROW = ("calls", "p95", "error %", "cost", "cache hit")
@@ -55,26 +54,22 @@ class BreakdownScreen(LiveScreen):
     def on_resize(self) -> None:
         layout = self._layout_for(self.size.width)
         if layout != getattr(self, "_layout", None):
-            self._columns()
+            self.reset_columns()
             self.llmobs.wake()
 
-    def _columns(self) -> None:
+    def reset_columns(self) -> None:
+        """Columns for the grouping and the width (after `g` or `:by`, or a resize)."""
         self._layout = self._layout_for(self.size.width)
         narrow = self._layout in (self.NARROW, self.TOOL_NARROW)
         table = self.query_one(KeyedTable)
-        table.clear(columns=True)
-        table._cells.clear()
+        table.reset(columns=True)
         table.add_column(self.by, width=28 if narrow else None)
         table.add_columns(*self._layout)
         table.focus()
 
     async def load(self, reader, now_s: float) -> list[GroupStats] | list[ToolStats]:
         if self.by == "tool":
-            # Tool calls are not in the rollups: read the window's tool spans (store.queries).
-            window_ns = int(self.llmobs.window_s * 1e9)
-            sql, params = tool_calls_query(int(now_s * 1e9) - window_ns, int(now_s * 1e9))
-            rows = await reader._snapshot({"rows": Query(sql, params)})
-            return parse_tool_calls(("tool",), rows["rows"])
+            return await reader.tool_calls(self.llmobs.window_s, now_s)
         return await reader.breakdown(self.llmobs.window_s, now_s, self.by)
 
     def show(self, groups: list[GroupStats] | list[ToolStats]) -> None:
@@ -86,7 +81,8 @@ class BreakdownScreen(LiveScreen):
         rows = []
         self._groups = {}
         for group in groups:
-            if not group["calls"] and not (group["errors_api"] + group["errors_validation"] + group["errors_guardrail"]):
+            if not group["calls"] and not (group["errors_api"] + group["errors_validation"]
+                                           + group["errors_guardrail"]):
                 continue  # a rollup row with nothing in this window (a 0-call "–" row says nothing)
             if self.by == "prompt":
                 pid, version = group.key.get("prompt_id"), group.key.get("prompt_version")
@@ -115,7 +111,8 @@ class BreakdownScreen(LiveScreen):
                 "error %": Text(fmt.percent(errors / calls) if calls else (f"{errors:,} err" if errors else "–"),
                                 style="red" if errors else ""),  # failed before any call (no model): a count
                 "tokens": Text(fmt.tokens(group["input_tokens"] + group["output_tokens"])), "cost": cost,
-                "cache hit": Text(fmt.percent(group.cache_hit_rate)), "decode": Text(f"{decode:,.0f}/s" if decode else "–"),
+                "cache hit": Text(fmt.percent(group.cache_hit_rate)),
+                "decode": Text(f"{decode:,.0f}/s" if decode else "–"),
             }
             rows.append((key, (label, *(cells[c] for c in self._layout))))
         self.query_one(KeyedTable).sync(rows)
@@ -154,7 +151,7 @@ class BreakdownScreen(LiveScreen):
 
     def action_next_grouping(self) -> None:
         self.by = GROUPINGS[(GROUPINGS.index(self.by) + 1) % len(GROUPINGS)]
-        self._columns()
+        self.reset_columns()
         self.llmobs.refresh_chrome(self)
         self.llmobs.wake()
 

@@ -90,7 +90,7 @@ def log_line() -> str | None:
         return None
     try:
         return f"Log file: {_log_path()}"
-    except Exception:  # noqa: BLE001 - the help must open whatever the log module does
+    except Exception:
         return None
 
 

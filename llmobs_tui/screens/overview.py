@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Grid, VerticalScroll
@@ -91,8 +89,10 @@ class OverviewScreen(LiveScreen):
                    slowest),
         ], o.series("p95_latency"), subtitle="p50 · p95 · p99, p95 per bucket")
         self.query_one("#card-traffic", StatCard).show([
-            Figure("calls", _value(f"{fmt.rate(o.requests_per_s)}  ({o['calls']:,})"), Drill(description="latest traces")),
-            Figure("tokens", _value(f"{fmt.tokens(o.tokens_per_s)}/s  ({fmt.tokens(o['input_tokens'] + o['output_tokens'])})"),
+            Figure("calls", _value(f"{fmt.rate(o.requests_per_s)}  ({o['calls']:,})"),
+                   Drill(description="latest traces")),
+            Figure("tokens", _value(f"{fmt.tokens(o.tokens_per_s)}/s  "
+                                    f"({fmt.tokens(o['input_tokens'] + o['output_tokens'])})"),
                    Drill(sort="tokens", description="most tokens")),
             *[Figure(f"· {fmt.clean(model or '–', limit=60)}", _value(fmt.plural(calls, "call"), ""),
                      Drill(filter=f"model={model}" if model else "", description=f"calls to {model}"))
@@ -121,7 +121,8 @@ class OverviewScreen(LiveScreen):
             Figure("in flight", _value(f"{o.in_flight:.1f} calls avg"), Drill(sort="calls", description="busiest")),
             Figure("429 share", _value(fmt.percent(share), "bold red" if share and share > 0.05 else "bold"),
                    Drill(filter="error=rate_limit", description="429s")),
-            Figure("unpriced", _value(fmt.plural(o['unpriced_calls'], "call"), "bold yellow" if o["unpriced_calls"] else ""),
+            Figure("unpriced", _value(fmt.plural(o['unpriced_calls'], "call"),
+                                      "bold yellow" if o["unpriced_calls"] else ""),
                    Drill(description="latest traces")),
         ], o.series("err_rate_limit"), subtitle="429s per bucket")
         cost_figures = [
@@ -142,7 +143,8 @@ class OverviewScreen(LiveScreen):
                    Drill(sort="tokens", description="most tokens")),
             Figure("cache", _value(f"hit {fmt.percent(hit)} · r {fmt.tokens(cread)} · w {fmt.tokens(cwrite)}"),
                    Drill(sort="tokens", description="most tokens")),
-            Figure("output", _value(f"{fmt.tokens(o['output_tokens'])} (reasoning {fmt.tokens(o['reasoning_tokens'])})"),
+            Figure("output", _value(f"{fmt.tokens(o['output_tokens'])} "
+                                    f"(reasoning {fmt.tokens(o['reasoning_tokens'])})"),
                    Drill(sort="tokens", description="most tokens")),
         ], o.series("tokens"), subtitle="tokens per bucket")
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual import work
-from textual.binding import Binding
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
+from textual.binding import Binding
+from textual.containers import Vertical
 from textual.widgets import Static
 
 from llmobs_tui import format as fmt
+from llmobs_tui.critical_path import GAP, CriticalPath
 from llmobs_tui.reader import TraceDetail
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.span_detail import SpanDetailView
-from llmobs_tui.widgets.waterfall import Waterfall
+from llmobs_tui.widgets.waterfall import KIND_MARK, Waterfall
 from store.dashboards import SpanRow
 
 
@@ -28,6 +29,7 @@ class TraceScreen(LiveScreen):
         Binding("Y", "copy_id('span')", "Copy span id"),
     ]
     DEFAULT_CSS = """
+    TraceScreen #trace-summary { height: auto; max-height: 2; text-wrap: nowrap; text-overflow: ellipsis; }
     TraceScreen #trace-body { height: 1fr; }
     TraceScreen #trace-body.-wide { layout: horizontal; }
     TraceScreen Waterfall { height: 1fr; min-height: 5; }
@@ -53,7 +55,6 @@ class TraceScreen(LiveScreen):
         yield from self.compose_chrome_bottom()
 
     def on_mount(self) -> None:
-        self.query_one(SpanDetailView).prices = self.llmobs.prices
         self.query_one(Waterfall).focus()
 
     def on_resize(self) -> None:
@@ -102,14 +103,14 @@ class TraceScreen(LiveScreen):
         text = Text(" ")
         text.append_text(fmt.safe(root.name, style="bold", limit=60))
         text.append(f"  {detail.trace_id.hex()}", style="dim")
-        text.append(f"  {fmt.duration(t1 - t0)}  {fmt.plural(len(spans), 'span')}  {fmt.plural(len(calls), 'LLM call')}  "
-                    f"{fmt.tokens(sum((s.input_tokens or 0) + (s.output_tokens or 0) for s in calls))} tok  ")
+        tokens = sum((s.input_tokens or 0) + (s.output_tokens or 0) for s in calls)
+        text.append(f"  {fmt.duration(t1 - t0)}  {fmt.plural(len(spans), 'span')}  "
+                    f"{fmt.plural(len(calls), 'LLM call')}  {fmt.tokens(tokens)} tok  ")
         text.append(fmt.money(cost), style="bold")
         if unpriced:
             text.append(f" +{unpriced} unpriced", style="yellow")
         if errors:
             text.append(f"  {errors} failed (n/N)", style="bold red")
-        summary.update(text)
         waterfall = self.query_one(Waterfall)
         select = None
         if self._select_span is not None and any(s.span_id == self._select_span for s in spans):
@@ -124,6 +125,8 @@ class TraceScreen(LiveScreen):
             first_llm = next((s for s in sorted(spans, key=lambda s: s.start_ns) if s.is_llm), None)
             select = first_llm.span_id if first_llm else root.span_id
         waterfall.set_spans(spans, select=select)
+        text.append_text(contributors_line(waterfall.critical_path, spans))
+        summary.update(text)
 
     def on_waterfall_selected(self, message: Waterfall.Selected) -> None:
         span = message.span
@@ -160,3 +163,23 @@ class TraceScreen(LiveScreen):
     @property
     def selected_span(self) -> SpanRow | None:
         return self.query_one(Waterfall).selected
+
+
+def contributors_line(path: CriticalPath, spans: list[SpanRow]) -> Text:
+    """The top three contributors to the trace's duration: the spans whose own time on the critical
+    path made it as long as it is (p: show only the path)."""
+    if len(spans) < 2 or not path.duration_ns:
+        return Text("")
+    names = {s.span_id: s for s in spans}
+    text = Text("\n critical path: ", style="dim")
+    for i, (span_id, ns) in enumerate(path.top(3)):
+        if i:
+            text.append(" · ", style="dim")
+        span = names.get(span_id) if span_id is not GAP else None
+        if span is None:
+            label = "no span running"
+        else:
+            label = f"{KIND_MARK.get(span.kind, '·')} {fmt.clean(span.name, limit=40)}"
+        text.append_text(fmt.safe(label, style="bold"))
+        text.append(f" {fmt.duration(ns)} {ns / path.duration_ns:.0%}")
+    return text

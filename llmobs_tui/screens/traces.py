@@ -63,8 +63,7 @@ class TracesScreen(LiveScreen):
             return False
         self._layout = layout
         table = self.query_one(KeyedTable)
-        table.clear(columns=True)
-        table._cells.clear()
+        table.reset(columns=True)
         for name in layout:
             table.add_column(name, width=(22 if layout is self.NARROW else 40) if name == "root" else None)
         return True
@@ -78,13 +77,7 @@ class TracesScreen(LiveScreen):
         return max(12, min(60, table.size.width - others - 2))
 
     def _fit_root(self, table: KeyedTable) -> None:
-        width = self._root_width(table)
-        for column in table.ordered_columns:
-            if str(column.label.plain) == "root" and column.width != width:
-                column.width = width
-                column.auto_width = False
-                table._require_update_dimensions = True
-                table.refresh()
+        table.set_column_width("root", self._root_width(table))
 
     def set_query(self, filter_text: str, sort: str, descending: bool, description: str = "") -> str | None:
         """Apply a filter and sort; returns an error message for a bad filter."""
@@ -98,8 +91,7 @@ class TracesScreen(LiveScreen):
             return None  # on_mount describes the query
         self._describe()
         table = self.query_one(KeyedTable)
-        table.clear()
-        table._cells.clear()
+        table.reset()
         table.move_cursor(row=0)
         return None
 
@@ -146,7 +138,8 @@ class TracesScreen(LiveScreen):
             cells = {
                 "start": Text(fmt.clock(trace.start_ns, now_s)), "trace": Text(key[:8], style="dim"), "root": root,
                 "service": fmt.safe(trace.service or "–", limit=30), "duration": Text(fmt.duration(trace.duration_ns)),
-                "calls": Text(str(trace.llm_calls)), "tokens": Text(fmt.tokens(trace.input_tokens + trace.output_tokens)),
+                "calls": Text(str(trace.llm_calls)),
+                "tokens": Text(fmt.tokens(trace.input_tokens + trace.output_tokens)),
                 "cost": cost, "status": status,
             }
             rows.append((key, tuple(cells[name] for name in self._layout)))
@@ -184,7 +177,7 @@ class TracesScreen(LiveScreen):
 
     def on_paste(self, event: events.Paste) -> None:
         """A trace id pasted on the list (from a log line) opens that trace."""
-        if self.llmobs._is_full_trace_id(event.text):
+        if self.llmobs.is_full_trace_id(event.text):
             event.stop()
             self.llmobs.open_trace_by_id(event.text)
 

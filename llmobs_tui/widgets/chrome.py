@@ -29,7 +29,8 @@ class TopBar(Static):
         for key, name, title in SCREENS:
             style = "bold reverse" if name == current else "dim"
             text.append(f" {key} {title} " if name == current or not compact else f" {key} ", style=style)
-        text.append(f"  last {fmt.window_label(window_s)}", style="bold")  # a stopwatch glyph renders as a box in many fonts
+        # a stopwatch glyph renders as a box in many fonts
+        text.append(f"  last {fmt.window_label(window_s)}", style="bold")
         if link not in (None, "live"):
             style = "bold red" if link in ("stopped", "disconnected") else "yellow"
             text.append(f"  {'✕' if link == 'stopped' else '○'} {link}", style=style)

@@ -27,6 +27,20 @@ class KeyedTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._cells: dict[str, tuple] = {}
 
+    def reset(self, *, columns: bool = False) -> None:
+        """Remove every row (and with columns=True every column) and forget the shown cells."""
+        self.clear(columns=columns)
+        self._cells.clear()
+
+    def set_column_width(self, label: str, width: int) -> None:
+        """Give the column labelled `label` a fixed width (it no longer sizes to its content)."""
+        for column in self.ordered_columns:
+            if str(column.label.plain) == label and column.width != width:
+                column.width = width
+                column.auto_width = False
+                self._require_update_dimensions = True
+                self.refresh()
+
     def keys(self) -> list[str]:
         return [str(row.key.value) for row in self.ordered_rows]
 
@@ -87,8 +101,7 @@ class KeyedTable(DataTable):
         # A cursor on the top row stays on top (following the newest); elsewhere it stays on its row.
         cursor_key = self.cursor_key if self.cursor_row > 0 else None
         offset = self.cursor_row - int(self.scroll_y) if self.row_count else 0
-        self.clear()
-        self._cells.clear()
+        self.reset()
         for key, cells in rows:
             self.add_row(*cells, key=key)
             self._cells[key] = tuple(cells)

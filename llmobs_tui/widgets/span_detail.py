@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -13,8 +14,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static, TabbedContent, TabPane
 
 from llmobs_tui import format as fmt
-from llmobs_tui.reader import SpanDetail
 from store.models import FLAG_CONTENT_DROPPED, flag_names
+from store.pricing import FEMTO_PER_NANO, FEMTO_PER_USD, TIER_BASE, TIER_LONG_CONTEXT, TIER_NAMES
+from store.span_detail import SpanDetail
 
 ROLE_STYLE = {"system": "bold yellow", "user": "bold green", "assistant": "bold magenta", "tool": "bold cyan",
               "developer": "bold yellow"}
@@ -162,7 +164,8 @@ def conversation_view(detail: SpanDetail) -> RenderableType:
             if part.type == "text":
                 parts.append(fmt.safe(part.text or "", newlines=True, limit=20000))
             elif part.type == "reasoning":
-                parts.append(fmt.safe("reasoning: " + (part.text or ""), style="dim italic", newlines=True, limit=20000))
+                parts.append(fmt.safe("reasoning: " + (part.text or ""), style="dim italic", newlines=True,
+                                      limit=20000))
             elif part.type == "tool_call":
                 call = Text("→ tool call ", style="bold cyan")
                 call.append_text(fmt.safe(part.name or "?", style="bold"))
@@ -198,60 +201,110 @@ def events_view(detail: SpanDetail) -> RenderableType:
             body.append_text(fmt.safe(f"{key}: ", style="dim"))
             body.append_text(_value_text(value))
         table.add_row(Text("+" + fmt.duration(time_ns - span.start_ns)), fmt.safe(name, style="bold"), body)
-    for name, time_ns, attrs, log_body in detail.logs:
+    for name, time_ns, _attrs, log_body in detail.logs:
         body = _value_text(log_body) if log_body is not None else Text("")
-        table.add_row(Text("+" + fmt.duration(time_ns - span.start_ns)), fmt.safe(f"log {name}", style="bold cyan"), body)
+        table.add_row(Text("+" + fmt.duration(time_ns - span.start_ns)), fmt.safe(f"log {name}", style="bold cyan"),
+                      body)
     if not detail.events and not detail.logs:
         return Text("No span events or correlated log records.", style="dim")
     return table
 
 
-def cost_view(detail: SpanDetail, prices: Any) -> RenderableType:
+def _exact_usd(femto_usd: int) -> str:
+    """An exact amount of 1e-15 USD as dollars, with no more digits than it has."""
+    text = f"{Decimal(femto_usd) / FEMTO_PER_USD:f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"${text}"
+
+
+def price_lines(detail: SpanDetail) -> list[tuple[str, Text]]:
+    """The price rows of the Cost tab: the stored row that priced the span, the tier that applied,
+    its per-1M prices and the formula's terms (store.pricing), which add up to the stored cost."""
+    span = detail.span
+    if span.price_id is None:
+        return [("price", Text("unpriced: no price row matches this model (counted as unpriced, never $0)",
+                               style="bold yellow"))]
+    record = detail.price
+    if record is None:
+        return [("price row", fmt.safe(f"{span.price_id}: not recorded in this store (priced before the store "
+                                        f"kept its price rows): run llmobs-tui reprice", style="yellow"))]
+    lines: list[tuple[str, Text]] = []
+    row = fmt.safe(record.id, style="bold")
+    row.append_text(fmt.safe(f"  {record.kind}: {record.models}", style="dim", limit=160))
+    if record.checked:
+        row.append_text(fmt.safe(f"  checked {record.checked}", style="dim"))
+    lines.append(("price row", row))
+    if not record.in_table:
+        lines.append(("", Text("no longer in the price table: llmobs-tui reprice applies the current one",
+                               style="yellow")))
+    cost = detail.cost
+    tier = cost.tier if cost is not None else (detail.price_tier if detail.price_tier is not None else TIER_BASE)
+    threshold = record.long_context_threshold
+    if cost is not None and cost.tier != cost.current_tier:
+        tier_text = Text(f"{TIER_NAMES[cost.tier]} prices priced this call; the row's threshold is now "
+                         f"{threshold:,} tokens" if threshold is not None else
+                         f"{TIER_NAMES[cost.tier]} prices priced this call; the row has no long-context prices now",
+                         style="yellow")
+        lines.append(("tier", tier_text))
+    elif threshold is not None:
+        inp = span.input_tokens or 0
+        if tier == TIER_LONG_CONTEXT:
+            tier_text = Text(f"long context: input {inp:,} > {threshold:,} tokens", style="yellow")
+        else:
+            tier_text = Text(f"base: input {inp:,} ≤ {threshold:,} tokens (long-context prices above)")
+        if cost is not None and not cost.tier_recorded:
+            tier_text.append(" (from the row: priced before tiers were stored)", style="dim")
+        lines.append(("tier", tier_text))
+    p_in, p_cread, p_cwrite, p_out, p_reason = record.prices(tier)
+    lines.append(("per 1M", Text(f"in ${p_in:g} · cache read ${p_cread:g} · cache write ${p_cwrite:g} · "
+                                 f"out ${p_out:g} · reasoning ${p_reason:g}")))
+    if cost is None:
+        return lines
+    formula = " + ".join(f"{n:,}×${price:g}" for n, price in zip(cost.tokens, cost.prices)) + "  (/1M)"
+    lines.append(("formula", Text(formula)))
+    terms = [_exact_usd(t) for t in cost.terms_femto_usd if t] or ["$0"]
+    total = Text(f"= {' + '.join(terms)} = {_exact_usd(cost.cost_nusd * FEMTO_PER_NANO)}")
+    if cost.matches_stored:
+        total.append("  the stored cost", style="dim")
+    lines.append(("", total))
+    if not cost.matches_stored:
+        stored = _exact_usd((span.cost_nusd or 0) * FEMTO_PER_NANO)
+        lines.append(("", Text(f"the price row changed since this call was priced (stored cost {stored}): "
+                               f"run llmobs-tui reprice", style="bold yellow")))
+    return lines
+
+
+def cost_view(detail: SpanDetail) -> RenderableType:
     span = detail.span
     lines = Table.grid(padding=(0, 1))
-    lines.add_column(style="dim", no_wrap=True)
+    lines.add_column(style="dim", no_wrap=True, min_width=len("price row"))
     lines.add_column()
     if not span.is_llm:
         kind = "" if span.kind in ("span", "", None) else f"{span.kind} "
-        return Text(f"{fmt.article(kind or 'span').capitalize()} {kind}span: not an LLM call, never billed.", style="dim")
+        return Text(f"{fmt.article(kind or 'span').capitalize()} {kind}span: not an LLM call, never billed.",
+                    style="dim")
     lines.add_row("model", fmt.safe(f"{span.request_model or '–'} → {span.response_model or '–'}"))
     lines.add_row("provider", fmt.safe(span.provider or "–"))
     inp, out = span.input_tokens, span.output_tokens
     cread, cwrite, reason = span.cache_read_tokens or 0, span.cache_write_tokens or 0, span.reasoning_tokens or 0
-    lines.add_row("input", Text(f"{fmt.tokens(inp)} (cache read {fmt.tokens(cread)}, cache write {fmt.tokens(cwrite)})"))
+    lines.add_row("input", Text(f"{fmt.tokens(inp)} "
+                                f"(cache read {fmt.tokens(cread)}, cache write {fmt.tokens(cwrite)})"))
     lines.add_row("output", Text(f"{fmt.tokens(out)} (reasoning {fmt.tokens(reason)})"))
     if span.ttft_ns is not None:
-        decode = (span.duration_ns or 0) - span.ttft_ns
-        tpot = decode / (out - 1) if out and out > 1 else None
-        rate = out / (decode / 1e9) if out and decode > 0 else None
-        lines.add_row("latency", Text(f"TTFT {fmt.duration(span.ttft_ns)}, TPOT {fmt.duration(tpot)}, "
-                                      f"decode {rate:.0f} tok/s" if rate else f"TTFT {fmt.duration(span.ttft_ns)}"))
+        latency = f"TTFT {fmt.duration(span.ttft_ns)}"
+        decode = detail.decode
+        if decode is not None and decode.tokens_per_s:
+            latency += f", TPOT {fmt.duration(decode.tpot_ns)}, decode {decode.tokens_per_s:.0f} tok/s"
+        lines.add_row("latency", Text(latency))
     if span.duplicate_of is not None:
         lines.add_row("billing", Text(f"not billed here: the same provider call as span {span.duplicate_of.hex()}, "
                                       f"which is billed (same response id, or a wrapper's and an SDK's span of "
                                       f"one call)", style="yellow"))
     elif not span.billed:
         lines.add_row("billing", Text("not billed here: an LLM span below this one is the billed call", style="yellow"))
-    row = None
-    if span.price_id and prices is not None:
-        row = next((r for r in prices.rows if r.id == span.price_id), None)
-    if span.price_id is None:
-        lines.add_row("price", Text("unpriced: no price row matches this model (counted as unpriced, never $0)",
-                                    style="bold yellow"))
-    elif row is None:
-        lines.add_row("price", fmt.safe(f"{span.price_id} (not in the current table: run llmobs-tui reprice)"))
-    else:
-        lines.add_row("price row", fmt.safe(f"{row.id}  checked {row.checked}"))
-        lines.add_row("per 1M", Text(f"in ${row.input:g} · cache read ${row.cache_read:g} · cache write "
-                                     f"${row.cache_write:g} · out ${row.output:g} · reasoning ${row.reasoning:g}"))
-        if inp is not None or out is not None:
-            uncached = max(0, (inp or 0) - cread - cwrite)
-            formula = (f"{uncached:,}×{row.input:g} + {cread:,}×{row.cache_read:g} + {cwrite:,}×{row.cache_write:g} + "
-                       f"{max(0, (out or 0) - reason):,}×{row.output:g} + {reason:,}×{row.reasoning:g}  (/1M)")
-            lines.add_row("formula", Text(formula))
-            if row.long_context_threshold and (inp or 0) > row.long_context_threshold:
-                lines.add_row("", Text(f"input above {row.long_context_threshold:,}: long-context prices apply",
-                                       style="yellow"))
+    for label, text in price_lines(detail):
+        lines.add_row(label, text)
     lines.add_row("cost", Text(fmt.money(span.cost_nusd, unpriced=span.price_id is None), style="bold"))
     return lines
 
@@ -299,10 +352,6 @@ class SpanDetailView(Vertical):
     SpanDetailView VerticalScroll { height: 1fr; }
     """
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.prices: Any = None
-
     def compose(self) -> ComposeResult:
         with TabbedContent():
             for tab_id, title in (("conversation", "Conversation"), ("attributes", "Attributes"),
@@ -319,4 +368,4 @@ class SpanDetailView(Vertical):
         self.query_one("#detail-conversation", Static).update(_with_error(detail, conversation_view(detail)))
         self.query_one("#detail-attributes", Static).update(attributes_view(detail))
         self.query_one("#detail-events", Static).update(events_view(detail))
-        self.query_one("#detail-cost", Static).update(_with_error(detail, cost_view(detail, self.prices)))
+        self.query_one("#detail-cost", Static).update(_with_error(detail, cost_view(detail)))

@@ -55,7 +55,7 @@ class StatCard(Widget, can_focus=True):
     highlighted: reactive[int] = reactive(0)
 
     class Drilled(Message):
-        def __init__(self, card: "StatCard", drill: Drill) -> None:
+        def __init__(self, card: StatCard, drill: Drill) -> None:
             super().__init__()
             self.card = card
             self.drill = drill

@@ -7,6 +7,7 @@ arrived. Drawn with the line API: a 500-span trace renders only the lines on scr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,13 +21,16 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from llmobs_tui import format as fmt
+from llmobs_tui.critical_path import CriticalPath, analyse
 from store.dashboards import SpanRow
 
 KIND_MARK = {"llm": "●", "embedding": "◌", "tool": "⚒", "retriever": "⌕", "agent": "◆", "chain": "▪",
              "guardrail": "⛨", "span": "·"}
 ZOOMS = (1, 2, 4, 8, 16, 32)
 # Label parts, most important first: a narrow label drops them from the end.
-LABEL_KEEP = ("duration", "dup", "error", "cost", "model", "tokens")
+LABEL_KEEP = ("duration", "dup", "error", "self", "cost", "model", "tokens")
+# The gutter mark of a span on the critical path (a glyph, so it survives NO_COLOR).
+CRITICAL_MARK = "┃"
 
 # Explicit colours: a theme's ANSI magenta and red can be the same pink, and LLM calls must not
 # look like failures. Under NO_COLOR, Textual turns these into shades.
@@ -41,6 +45,13 @@ STYLE_BAR_WAIT = Style(color="#f9fafb", bgcolor="#92400e")  # waiting for the fi
 STYLE_BAR_ERROR = Style(color="#f9fafb", bgcolor="#b91c1c")
 STYLE_LABEL = Style(color="cyan")
 STYLE_CURSOR = Style(reverse=True)
+STYLE_CRITICAL = Style(color="#fbbf24", bold=True)
+
+
+@functools.cache
+def _underlined(style: Style) -> Style:
+    # Cached: one object per style, so runs of equal styles still merge by identity.
+    return style + Style(underline=True)
 
 
 @dataclass(slots=True)
@@ -65,6 +76,7 @@ class Waterfall(ScrollView, can_focus=True):
         Binding("end", "cursor(1000000)", show=False),
         Binding("space", "toggle", "Collapse"),
         Binding("l", "llm_only", "LLM only"),
+        Binding("p", "critical_only", "Critical path only"),
         Binding("plus,equals_sign", "zoom(1)", "Zoom in"),
         Binding("minus", "zoom(-1)", "Zoom out"),
         Binding("n", "next_error(1)", "Next error"),
@@ -73,6 +85,7 @@ class Waterfall(ScrollView, can_focus=True):
 
     cursor: reactive[int] = reactive(0)
     llm_only: reactive[bool] = reactive(False)
+    critical_only: reactive[bool] = reactive(False)
     zoom_level: reactive[int] = reactive(0)
 
     class Selected(Message):
@@ -88,6 +101,8 @@ class Waterfall(ScrollView, can_focus=True):
         self._rows: list[Row] = []
         self._t0 = 0
         self._t1 = 1
+        self.critical_path: CriticalPath = analyse([])
+        self._critical_sections: dict[bytes, list[tuple[int, int]]] = {}
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -102,6 +117,10 @@ class Waterfall(ScrollView, can_focus=True):
         if self._spans:
             self._t0 = min(s.start_ns for s in self._spans)
             self._t1 = max(max(s.end_ns for s in self._spans), self._t0 + 1)
+        self.critical_path = analyse(self._spans)
+        self._critical_sections = {}
+        for span_id, start, end in self.critical_path.sections:
+            self._critical_sections.setdefault(span_id, []).append((start, end))
         self._build_rows()
         if selected is not None:
             self.select_span(selected)
@@ -112,6 +131,7 @@ class Waterfall(ScrollView, can_focus=True):
     def _build_rows(self) -> None:
         rows: list[Row] = []
         llm_only = self.llm_only
+        on_path = self.critical_path.on_path if self.critical_only else None
 
         def walk(parent: bytes | None, depth: int, prefix: str) -> None:
             children = self._children.get(parent, [])
@@ -120,14 +140,14 @@ class Waterfall(ScrollView, can_focus=True):
                 has_children = span.span_id in self._children
                 collapsed = span.span_id in self._collapsed
                 branch = ("└─" if last else "├─") if depth else ""
-                if not llm_only or span.is_llm:
+                if (not llm_only or span.is_llm) and (on_path is None or span.span_id in on_path):
                     rows.append(Row(span, depth, prefix + branch, has_children, collapsed))
                 if has_children and not collapsed:
                     walk(span.span_id, depth + 1, prefix + (("  " if last else "│ ") if depth else ""))
 
         walk(None, 0, "")
         self._rows = rows
-        self.virtual_size = Size(self.size.width, len(rows))
+        self.virtual_size = Size(self.scrollable_content_region.width, len(rows))
         self.refresh()
 
     @property
@@ -162,10 +182,12 @@ class Waterfall(ScrollView, can_focus=True):
         return int(start), int(start + width)
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        # Not size.width: a vertical scrollbar takes columns from it, and a label must end on screen.
+        width = self.scrollable_content_region.width
         index = int(self.scroll_offset.y) + y
         if index >= len(self._rows) or width <= 0:
-            return Strip.blank(width)
+            # Every segment carries a Style: Textual's NO_COLOR filter fails on a style of None.
+            return Strip.blank(width, STYLE_NAME)
         return Strip(self._segments(self._rows[index], width, index == self.cursor), width)
 
     def _segments(self, row: Row, width: int, is_cursor: bool) -> list[Segment]:
@@ -175,11 +197,13 @@ class Waterfall(ScrollView, can_focus=True):
         toggle = ("▸" if row.collapsed else "▾") if row.has_children else " "
         name = fmt.clean(span.name, limit=200)
         head = f"{row.prefix}{toggle}{mark} "
-        label_room = name_width - len(head)
+        label_room = name_width - len(head) - 1
         if len(name) > label_room:
             name = name[: max(0, label_room - 1)] + "…"
         name_style = STYLE_ERROR if span.failed else (STYLE_LLM if span.is_llm else STYLE_NAME)
-        segments = [Segment(head, STYLE_DIM), Segment(name.ljust(max(0, label_room)), name_style)]
+        critical = span.span_id in self.critical_path.contribution_ns
+        segments = [Segment(CRITICAL_MARK if critical else " ", STYLE_CRITICAL if critical else STYLE_NAME),
+                    Segment(head, STYLE_DIM), Segment(name.ljust(max(0, label_room)), name_style)]
 
         bar_width = width - name_width - 1
         if bar_width < 4:
@@ -191,7 +215,7 @@ class Waterfall(ScrollView, can_focus=True):
         cells = [" "] * bar_width
         styles = [STYLE_DIM] * bar_width
         a = max(0, min(bar_width - 1, int(start)))
-        b = max(a + 1, min(bar_width, int(round(end))))
+        b = max(a + 1, min(bar_width, round(end)))
         bar_style = STYLE_BAR_ERROR if span.failed else (STYLE_BAR_LLM if span.is_llm else STYLE_BAR)
         if end < 0 or start > bar_width:
             pass  # outside the zoomed window
@@ -212,7 +236,7 @@ class Waterfall(ScrollView, can_focus=True):
         # fits. Whole parts are dropped from the least important end, never a figure cut.
         best: tuple[int, str, str] = (0, "", "")
         for where, room in (("right", bar_width - b - 1), ("left", a - 1), ("inside", b - a - 2)):
-            parts = self._label_parts(span, room)
+            parts = self.label_parts(span, room, self.critical_path.self_ns.get(span.span_id))
             if len(parts) > best[0]:
                 best = (len(parts), where, " ".join(text for _, text in parts))
         _, where, label = best
@@ -228,7 +252,13 @@ class Waterfall(ScrollView, can_focus=True):
             # No room beside the bar: write the label on it (the bar's colour stays).
             for i, ch in enumerate(label):
                 cells[a + 1 + i] = ch
-        segments.append(Segment(" "))
+        # The part of the bar on the critical path is underlined (Jaeger draws a line over it).
+        for section_start, section_end in self._critical_sections.get(span.span_id, ()):
+            first = max(0, int((section_start - t0) * scale))
+            last = min(bar_width, max(first + 1, round((section_end - t0) * scale)))
+            for i in range(first, last):
+                styles[i] = _underlined(styles[i])
+        segments.append(Segment(" ", STYLE_NAME))
         run_start = 0
         for i in range(1, bar_width + 1):
             if i == bar_width or styles[i] is not styles[run_start]:
@@ -237,10 +267,13 @@ class Waterfall(ScrollView, can_focus=True):
         return self._finish(segments, width, is_cursor)
 
     @staticmethod
-    def _label_parts(span: SpanRow, room: int | None = None) -> list[tuple[str, str]]:
+    def label_parts(span: SpanRow, room: int | None = None, self_ns: int | None = None) -> list[tuple[str, str]]:
         """(kind, text) of a bar's label in display order; with `room`, the most important parts
-        that fit in that many cells (tokens go first, then model, cost, error, dup; the duration last)."""
+        that fit in that many cells (tokens go first, then model, cost, self time, error, dup; the
+        duration last). `self_ns`: the span's own time, shown when children cover part of it."""
         parts = [("duration", fmt.duration(span.duration_ns))]
+        if self_ns is not None and span.duration_ns is not None and self_ns < span.duration_ns:
+            parts.append(("self", f"self {fmt.duration(self_ns)}"))
         if span.is_llm:
             if not span.billed and span.duplicate_of is not None:
                 # First after the duration, so that a narrow label still says it: billed on its twin.
@@ -260,8 +293,8 @@ class Waterfall(ScrollView, can_focus=True):
         return parts
 
     @classmethod
-    def _label(cls, span: SpanRow, room: int | None = None) -> str:
-        return " ".join(text for _, text in cls._label_parts(span, room))
+    def label(cls, span: SpanRow, room: int | None = None, self_ns: int | None = None) -> str:
+        return " ".join(text for _, text in cls.label_parts(span, room, self_ns))
 
     @staticmethod
     def _finish(segments: list[Segment], width: int, is_cursor: bool) -> list[Segment]:
@@ -273,7 +306,7 @@ class Waterfall(ScrollView, can_focus=True):
     # -- interaction ---------------------------------------------------------------------------
 
     def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self._rows))
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self._rows))
         self.refresh()
         self.call_after_refresh(self.scroll_to_cursor)
 
@@ -320,6 +353,12 @@ class Waterfall(ScrollView, can_focus=True):
 
     def action_llm_only(self) -> None:
         self.llm_only = not self.llm_only
+
+    def action_critical_only(self) -> None:
+        self.critical_only = not self.critical_only
+
+    def watch_critical_only(self) -> None:
+        self.watch_llm_only()
 
     def watch_llm_only(self) -> None:
         selected = self.selected

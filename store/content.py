@@ -145,7 +145,8 @@ def _part(item: Mapping[str, Any], depth: int) -> list[Part]:
         args = item.get("arguments", item.get("args", item.get("input", item.get("server_tool_call"))))
         return [Part("tool_call", name=_str(item.get("name", item.get("toolName"))),
                      id=_str(item.get("id", item.get("call_id", item.get("toolCallId")))), arguments=_maybe_json(args))]
-    if kind in ("tool_call_response", "server_tool_call_response", "tool-result", "function_call_output", "tool_result"):
+    if kind in ("tool_call_response", "server_tool_call_response", "tool-result", "function_call_output",
+                "tool_result"):
         response = item.get("response", item.get("result", item.get("output", item.get("content",
                             item.get("server_tool_call_response")))))
         if kind == "tool_result" and isinstance(response, list):
@@ -192,7 +193,9 @@ def _tool_calls(calls: Any) -> list[Part]:
     for call in calls if isinstance(calls, list) else []:
         if not isinstance(call, Mapping):
             continue
-        function = call.get("function") if isinstance(call.get("function"), Mapping) else call
+        function = call.get("function")
+        if not isinstance(function, Mapping):
+            function = call
         parts.append(Part("tool_call", name=_str(function.get("name")), id=_str(call.get("id")),
                           arguments=_maybe_json(function.get("arguments", function.get("args")))))
     return parts
@@ -201,7 +204,8 @@ def _tool_calls(calls: Any) -> list[Part]:
 def _as_tool_response(role: str, tool_call_id: str | None, parts: list[Part]) -> list[Part]:
     """A tool message's text, in every format, is the result of the call it names."""
     if role == "tool" and tool_call_id and parts and all(p.type == "text" for p in parts):
-        return [Part("tool_call_response", id=tool_call_id, response=_maybe_json("\n".join(p.text or "" for p in parts)))]
+        return [Part("tool_call_response", id=tool_call_id,
+                     response=_maybe_json("\n".join(p.text or "" for p in parts)))]
     return parts
 
 
@@ -250,7 +254,8 @@ def _messages(value: Any, direction: str, source: str, default_role: str) -> lis
                         out.append(_with_finish(m, _str(choice.get("finish_reason"))))
             return out
         if isinstance(value.get("output"), list) and "role" not in value:  # OpenAI Responses response
-            return [m for item in value["output"][:MAX_MESSAGES] for m in coerce_message(item, direction, source, "assistant")]
+            return [m for item in value["output"][:MAX_MESSAGES]
+                    for m in coerce_message(item, direction, source, "assistant")]
         if value.get("type") == "message" and "content" in value:  # Anthropic response
             return [_with_finish(m, _str(value.get("stop_reason"))) for m in
                     coerce_message({"role": value.get("role", "assistant"), "content": value["content"]}, direction,
@@ -338,7 +343,8 @@ def _openinference_message(fields: Mapping[str, Any], direction: str) -> list[Me
         else:
             parts.append(Part("other", text=f"<{kind}>", raw=dict(content)))
     for call in _indexed(fields, "message.tool_calls"):
-        parts.append(Part("tool_call", name=_str(call.get("tool_call.function.name")), id=_str(call.get("tool_call.id")),
+        parts.append(Part("tool_call", name=_str(call.get("tool_call.function.name")),
+                          id=_str(call.get("tool_call.id")),
                           arguments=_maybe_json(call.get("tool_call.function.arguments"))))
     parts = _as_tool_response(role, _str(fields.get("message.tool_call_id")), parts)
     return [Message(role, tuple(parts), direction, "openinference", name=_str(fields.get("message.name")))]
@@ -367,8 +373,8 @@ def _message_event(name: str, body: Any, source: str) -> list[Message]:
     if name == "gen_ai.choice":
         if not isinstance(body, Mapping):
             return coerce_message(body, "output", source, "assistant")
-        message = body.get("message") if isinstance(body.get("message"), Mapping) else {}
-        merged = dict(message)
+        message = body.get("message")
+        merged = dict(message) if isinstance(message, Mapping) else {}
         if "tool_calls" in body and "tool_calls" not in merged:
             merged["tool_calls"] = body["tool_calls"]
         if "content" in body and "content" not in merged:
@@ -407,10 +413,10 @@ def _candidates(attrs: Mapping[str, Any], events: Sequence[SpanEvent], logs: Seq
     if details:
         system, inputs, outputs = [], [], []
         for log in details:
-            s, i, o = _otel_attributes(log.attributes, "otel.details_log")
-            system += s
-            inputs += i
-            outputs += o
+            log_system, log_inputs, log_outputs = _otel_attributes(log.attributes, "otel.details_log")
+            system += log_system
+            inputs += log_inputs
+            outputs += log_outputs
         out.append(("otel.details_log", system, inputs, outputs))
     message_logs = [log for log in logs if _event_name(log) in _MESSAGE_EVENTS or _event_name(log) == "gen_ai.choice"]
     if message_logs:
@@ -430,7 +436,8 @@ def _candidates(attrs: Mapping[str, Any], events: Sequence[SpanEvent], logs: Seq
             if event.name == "gen_ai.content.prompt":
                 inputs += _messages(event.attributes.get("gen_ai.prompt"), "input", "otel.span_events", "user")
             else:
-                outputs += _messages(event.attributes.get("gen_ai.completion"), "output", "otel.span_events", "assistant")
+                outputs += _messages(event.attributes.get("gen_ai.completion"), "output", "otel.span_events",
+                                     "assistant")
         out.append(("otel.span_events", [], inputs, outputs))
     flat = _flattened(attrs)
     if "llm.input_messages" in flat or "llm.output_messages" in flat or "llm.prompts" in flat or "llm.choices" in flat:
@@ -439,7 +446,8 @@ def _candidates(attrs: Mapping[str, Any], events: Sequence[SpanEvent], logs: Seq
         outputs = [m for i in sorted(flat.get("llm.output_messages", {}))
                    for m in _openinference_message(flat["llm.output_messages"][i], "output")]
         for i in sorted(flat.get("llm.prompts", {})):
-            inputs += coerce_message(_str(flat["llm.prompts"][i].get("prompt.text")) or "", "input", "openinference", "user")
+            inputs += coerce_message(_str(flat["llm.prompts"][i].get("prompt.text")) or "", "input", "openinference",
+                                     "user")
         for i in sorted(flat.get("llm.choices", {})):
             outputs += coerce_message(_str(flat["llm.choices"][i].get("completion.text")) or "", "output",
                                       "openinference", "assistant")
@@ -451,14 +459,15 @@ def _candidates(attrs: Mapping[str, Any], events: Sequence[SpanEvent], logs: Seq
                    for m in _openllmetry_message(flat["gen_ai.completion"][i], "output")]
         out.append(("openllmetry.flattened", [], inputs, outputs))
     if any(k in attrs for k in ("ai.prompt.messages", "ai.prompt", "ai.response.text", "ai.response.toolCalls")):
-        inputs: list[Message] = []
+        inputs = []
         if attrs.get("ai.prompt.messages") is not None:
             inputs = _messages(attrs["ai.prompt.messages"], "input", "vercel", "user")
         elif attrs.get("ai.prompt") is not None:
             prompt = _json(attrs["ai.prompt"])
             if isinstance(prompt, Mapping):
                 if prompt.get("system") is not None:
-                    inputs += coerce_message({"role": "system", "content": prompt["system"]}, "input", "vercel", "system")
+                    inputs += coerce_message({"role": "system", "content": prompt["system"]}, "input", "vercel",
+                                             "system")
                 if prompt.get("messages") is not None:
                     inputs += _messages(prompt["messages"], "input", "vercel", "user")
                 elif prompt.get("prompt") is not None:
@@ -484,7 +493,8 @@ def _candidates(attrs: Mapping[str, Any], events: Sequence[SpanEvent], logs: Seq
                     _messages(attrs.get("output.value"), "output", "openinference", "assistant")))
     if "traceloop.entity.input" in attrs or "traceloop.entity.output" in attrs:
         out.append(("traceloop.entity", [],
-                    _messages(_unwrap_traceloop(attrs.get("traceloop.entity.input")), "input", "traceloop.entity", "user"),
+                    _messages(_unwrap_traceloop(attrs.get("traceloop.entity.input")), "input", "traceloop.entity",
+                              "user"),
                     _messages(_unwrap_traceloop(attrs.get("traceloop.entity.output")), "output", "traceloop.entity",
                               "assistant")))
     return out

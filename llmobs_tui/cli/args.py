@@ -1,0 +1,62 @@
+"""Argument types for the parser: each turns a flag's text into a checked value, or raises
+`argparse.ArgumentTypeError` with the reason, so that argparse prints `error: argument --x: …` and
+exits 2 before any command runs."""
+
+from __future__ import annotations
+
+import argparse
+
+from llmobs_tui.config import parse_duration, parse_size
+
+
+def port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from exc
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number (0–65535; 0 picks a free port)")
+    return value
+
+
+def duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def db_size(text: str) -> int:
+    from store.disk_budget import MIN_LIMIT
+
+    value = size(text)
+    if value < MIN_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text}: the store needs at least {MIN_LIMIT >> 20}MB")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
+
+
+def forward_endpoint(text: str) -> str:
+    from receiver.forward import Endpoint, ForwardEndpointError
+
+    try:
+        Endpoint.parse(text)
+    except ForwardEndpointError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text

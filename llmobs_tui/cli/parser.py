@@ -1,0 +1,153 @@
+"""The argument parser: every command's flags, defaults and help text in one place. It only parses;
+`llmobs_tui.settings.Settings.from_args` turns what it returns into checked, resolved settings (the
+environment, the demo's own store, the bind and TLS checks), so no default here reads the
+environment or the disk."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TypeVar
+
+from llmobs_tui import __version__
+from llmobs_tui.cli import args as types
+from llmobs_tui.settings import default_db_path
+
+T = TypeVar("T")
+
+
+def _add_db(parser: argparse.ArgumentParser, shared: bool = False, env: bool = True) -> None:
+    """`env`: the command reads $LLMOBS_DB (demo and attach keep stores of their own)."""
+    where = f"$LLMOBS_DB, or {default_db_path()}" if env else default_db_path()
+    parser.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS if shared else None,
+                        help=f"the SQLite store (default: {where})")
+
+
+def _add_export_dir(parser: argparse.ArgumentParser, shared: bool = False) -> None:
+    parser.add_argument("--export-dir", metavar="DIR", default=argparse.SUPPRESS if shared else None,
+                        help="where Ctrl-S in the TUI writes a trace (default: exports/ in the data directory, "
+                             f"{default_db_path().parent})")
+
+
+def _add_ingest(parser: argparse.ArgumentParser, shared: bool = False) -> None:
+    """The receiver and store flags. `shared`: a subcommand repeating the top-level flags, whose
+    defaults must not overwrite a value given before the subcommand (`llmobs-tui --db X demo`)."""
+
+    def default(value: T) -> T | str:
+        return argparse.SUPPRESS if shared else value
+
+    group = parser.add_argument_group("receiver")
+    group.add_argument("--host", default=default("127.0.0.1"),
+                       help="interface to listen on (default 127.0.0.1: this machine only)")
+    group.add_argument("--grpc-port", type=types.port, default=default(4317),
+                       help="OTLP/gRPC port (default 4317; 0: any free port)")
+    group.add_argument("--http-port", type=types.port, default=default(4318),
+                       help="OTLP/HTTP port (default 4318; 0: any free port)")
+    group.add_argument("--prices", metavar="FILE", default=default(None),
+                       help="a TOML price file adding to or overriding the shipped table")
+    group.add_argument("--config", metavar="FILE", default=default(None),
+                       help="config file (default: ./llmobs.toml if present)")
+    # None: not given; Settings falls back to $LLMOBS_TOKEN.
+    group.add_argument("--token", metavar="SECRET", default=default(None),
+                       help="require `Authorization: Bearer SECRET` from senders (default: $LLMOBS_TOKEN); "
+                            "needed to listen on anything but loopback")
+    group.add_argument("--tls-cert", metavar="PEM", default=default(None),
+                       help="serve OTLP over TLS with this certificate chain (with --tls-key)")
+    group.add_argument("--tls-key", metavar="PEM", default=default(None), help="the certificate's private key")
+    group.add_argument("--forward", metavar="ENDPOINT", type=types.forward_endpoint, default=default(None),
+                       help="also send every stored batch, unchanged, to this OTLP endpoint (your Collector, "
+                            "Jaeger, Tempo): http://host:4318 or grpc://host:4317. A slow or down upstream never "
+                            "blocks local ingest; what cannot be sent is counted")
+    group.add_argument("--no-redact", action="store_true", default=default(False),
+                       help="store prompts and completions as sent (default: redact e-mails, phones, cards, keys)")
+    group.add_argument("--no-content", action="store_true", default=default(False),
+                       help="store no prompts or completions at all")
+    group.add_argument("--max-attr-size", type=types.size, default=default(256 * 1024), metavar="SIZE",
+                       help="truncate longer attribute values, with a visible marker (default 256KB)")
+    group.add_argument("--decoders", type=types.positive_int, default=default(0), metavar="N",
+                       help="decoder processes (default: one per core)")
+    store = parser.add_argument_group("store")
+    store.add_argument("--retention", type=types.duration, default=default(7 * 86400), metavar="AGE",
+                       help="evict traces older than this (default 7d)")
+    store.add_argument("--max-db-size", type=types.db_size, default=default(None), metavar="SIZE",
+                       help="keep the store's files (database, WAL, reserve) under this size, evicting the "
+                            "oldest traces (e.g. 2GB; at least 4MB); the disk needs this much free")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmobs-tui",
+        description="htop for LLM applications: receive OpenTelemetry GenAI traces and watch latency, "
+                    "errors, tokens and cost.",
+    )
+    parser.add_argument("--version", action="version", version=f"llmobs-tui {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("--demo", action="store_true", help="the live TUI on a built-in demo feed (same as `demo`)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="only watch the store (another process, e.g. `serve`, receives and writes)")
+    _add_db(parser)
+    _add_ingest(parser)
+    _add_export_dir(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="the live TUI on a built-in demo feed sent through the real OTel SDK")
+    _add_db(demo, shared=True, env=False)
+    _add_ingest(demo, shared=True)
+    _add_export_dir(demo, shared=True)
+
+    serve = sub.add_parser("serve", help="run the receiver and store without a UI")
+    _add_db(serve, shared=True)
+    _add_ingest(serve, shared=True)
+    serve.add_argument("--query-port", type=types.port, default=None, metavar="PORT",
+                       help="also serve backfill and live tail for `llmobs-tui attach` on this port (0: any free)")
+    serve.add_argument("--stats-every", type=types.duration, default=60.0, metavar="DURATION",
+                       help="print a stats line this often (default 1m)")
+
+    report = sub.add_parser("report", help="calls, errors, tokens, cost and latency per group")
+    _add_db(report, shared=True)
+    report.add_argument("--window", type=types.duration, default=86400, metavar="DURATION",
+                        help="how far back from now (default 24h)")
+    report.add_argument("--by", default="model", metavar="DIMS",
+                        help="comma-separated: model, feature, tenant, prompt, provider, service, operation "
+                             "(default: model); or tool (calls, errors, p50/p95 duration per tool; with "
+                             "service, feature or tenant)")
+    report.add_argument("--format", choices=("md", "json"), default="md")
+    report.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="SLOs for the SLO table (default: ./llmobs.toml if present)")
+
+    check = sub.add_parser("check", help="evaluate SLOs and alert rules once; exit 0 ok, 1 ticket, 2 page "
+                                         "(3: could not evaluate)")
+    _add_db(check, shared=True)
+    check.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                       help="config file (default: ./llmobs.toml if present)")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+
+    attach = sub.add_parser("attach", help="the TUI on a remote `serve --query-port` (e.g. through kubectl "
+                                           "port-forward): backfill, then follow live")
+    attach.add_argument("target", metavar="HOST:PORT", help="the remote query port")
+    _add_db(attach, shared=True, env=False)
+    _add_export_dir(attach, shared=True)
+    attach.add_argument("--window", type=types.duration, default=3600, metavar="DURATION",
+                        help="how much history to backfill on first attach (default 1h)")
+    attach.add_argument("--token", metavar="SECRET", default=argparse.SUPPRESS,
+                        help="the remote's token (default: $LLMOBS_TOKEN)")
+    attach.add_argument("--ca", metavar="PEM", help="trust this certificate (or CA) for a TLS query port")
+
+    init = sub.add_parser("init", help="write a commented example config (SLOs, budgets, thresholds)")
+    init.add_argument("path", nargs="?", default="llmobs.toml", help="where to write it (default: ./llmobs.toml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    export = sub.add_parser("export", help="print one trace as OTLP/JSON (POST it to /v1/traces to send it again)")
+    _add_db(export, shared=True)
+    export.add_argument("trace_id", metavar="TRACE_ID", help="32 hex characters")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+
+    prices = sub.add_parser("prices", help="list the price table in effect")
+    prices.add_argument("--prices", metavar="FILE", default=argparse.SUPPRESS,
+                        help="a TOML price file adding to or overriding the shipped table")
+    prices.add_argument("--format", choices=("md", "json"), default="md")
+
+    reprice = sub.add_parser("reprice", help="re-price stored calls with the current price table")
+    _add_db(reprice, shared=True)
+    reprice.add_argument("--prices", metavar="FILE", default=argparse.SUPPRESS,
+                         help="a TOML price file adding to or overriding the shipped table")
+    return parser

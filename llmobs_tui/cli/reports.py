@@ -1,0 +1,135 @@
+"""The commands that read the store and print: `report` (calls, errors, tokens, cost and latency per
+group, with the SLO table), `check` (one evaluation of every SLO and alert rule, for cron or CI: the
+exit code is the verdict) and `export` (one trace as OTLP/JSON that can be sent again). None of them
+writes the store, so they run beside a `serve` or a TUI that does."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from llmobs_tui.cli.common import EXIT_CHECK_FAILED, EXIT_OK, EXIT_USAGE, fail
+from llmobs_tui.cli.markdown import format_report_md, format_slo_table_md, format_tool_report_md
+from llmobs_tui.config import Config
+from llmobs_tui.settings import Settings
+
+if TYPE_CHECKING:
+    from llmobs_tui.alerting.engine import SloRow
+
+
+def cmd_report(settings: Settings) -> int:
+    from store.connection import DatabaseError, StoreError, describe_error, open_reader
+    from store.queries import GROUP_COLUMNS, TOOL_GROUP_COLUMNS, report, tool_report
+
+    by = [part.strip() for part in settings.by.split(",") if part.strip()]
+    tools = "tool" in by
+    if tools:
+        # Tool calls are read from spans, which carry service, feature and tenant but no model.
+        by = ["tool"] + [b for b in by if b != "tool"]
+        unknown = [b for b in by if b not in TOOL_GROUP_COLUMNS]
+        if unknown:
+            return fail(f"--by tool,{','.join(unknown)}: tool calls group by {', '.join(TOOL_GROUP_COLUMNS)} "
+                        "only", EXIT_USAGE)
+    else:
+        unknown = [b for b in by if b not in GROUP_COLUMNS]
+        if unknown:
+            return fail(f"--by {','.join(unknown)}: unknown dimension; choose from "
+                        f"{', '.join(GROUP_COLUMNS)}, tool", EXIT_USAGE)
+    config = settings.config
+    path = settings.db_path
+    try:
+        db = open_reader(path)
+        now_s = time.time()
+        window = settings.window_s
+        result = tool_report(db, window, by, now_s=now_s) if tools else report(db, window, by, now_s=now_s)
+        if config.slos:
+            result["slos"] = [row.as_json() for row in _slo_rows(path, config, now_s)]
+    except StoreError as exc:
+        return fail(str(exc))
+    except DatabaseError as exc:
+        return fail(describe_error(path, exc))
+    if settings.output_format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_tool_report_md(result) if tools else format_report_md(result))
+        if config.slos:
+            print()
+            print(format_slo_table_md(result["slos"]))
+    return EXIT_OK
+
+
+def _slo_rows(db_path: Path, config: Config, now_s: float) -> list[SloRow]:
+    from llmobs_tui.alerting.engine import AlertEngine
+
+    engine = AlertEngine(db_path, config)
+    try:
+        return engine.slo_table(now_s)
+    finally:
+        engine.close()
+
+
+def cmd_check(settings: Settings) -> int:
+    """One evaluation of every rule, for cron or CI: the exit code is the verdict."""
+    from llmobs_tui.alerting.engine import AlertEngine, exit_code
+    from store.connection import DatabaseError, StoreError, describe_error
+
+    config = settings.config
+    path = settings.db_path
+    engine = AlertEngine(path, config)
+    now_s = time.time()
+    try:
+        findings = engine.evaluate(now_s)
+        slos = engine.slo_rows
+    except StoreError as exc:
+        return fail(str(exc), EXIT_CHECK_FAILED)
+    except DatabaseError as exc:
+        return fail(describe_error(path, exc), EXIT_CHECK_FAILED)
+    finally:
+        engine.close()
+    code = exit_code(findings)
+    verdict = {0: "ok", 1: "ticket", 2: "page"}[code]
+    if settings.output_format == "json":
+        print(json.dumps({"status": verdict, "exit_code": code, "evaluated_at": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_s)), "config": str(config.path) if config.path else None,
+            "alerts": [f.as_json() for f in findings], "slos": [row.as_json() for row in slos]}, indent=2))
+        return code
+    source = config.path or "built-in defaults (no llmobs.toml)"
+    print(f"llmobs-tui check: {verdict.upper()}: {len(findings)} alert(s); {len(config.slos)} SLO(s) from {source}")
+    for f in findings:
+        trace = f" · example trace {f.example_trace_id.hex()}" if f.example_trace_id else ""
+        print(f"  [{f.severity.upper()}] {f.title}: {f.value_text} ({f.window}; {f.scope}){trace}")
+        if f.detail:
+            print(f"      {f.detail}")
+    if slos:
+        print()
+        print(format_slo_table_md([row.as_json() for row in slos]))
+    return code
+
+
+def cmd_export(settings: Settings) -> int:
+    from receiver.otlp import message_to_otlp_json
+    from store.connection import StoreError, open_reader
+    from store.queries import export_trace, parse_trace_id
+
+    try:
+        trace_id = parse_trace_id(settings.trace_id)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    try:
+        db = open_reader(settings.db_path)
+        request = export_trace(db, trace_id)
+    except StoreError as exc:
+        return fail(str(exc))
+    if request is None:
+        return fail(f"no trace {trace_id.hex()} in {settings.db_path}")
+    text = json.dumps(message_to_otlp_json(request), indent=2)
+    if settings.output:
+        try:
+            Path(settings.output).write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            return fail(f"cannot write {settings.output}: {exc}")
+    else:
+        print(text)
+    return EXIT_OK

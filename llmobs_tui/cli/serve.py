@@ -1,0 +1,126 @@
+"""`llmobs-tui serve`: the receiver and store with no UI (a sidecar, a cluster, CI). It prints one
+line when listening, a stats line every `--stats-every`, and a last line that accounts for every
+span accepted; it exits non-zero when the pipeline gives up, so a supervisor restarts it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import TYPE_CHECKING, Any
+
+from llmobs_tui.cli.common import EXIT_OK, fail, locked_advice
+from llmobs_tui.config import format_duration
+from llmobs_tui.settings import Settings
+
+if TYPE_CHECKING:
+    from llmobs_tui.backend import Backend
+
+
+def cmd_serve(settings: Settings) -> int:
+    from llmobs_tui.backend import Backend
+    from receiver.pipeline import PipelineFailed
+
+    backend = Backend(settings.backend_config())
+    config = backend.config.pipeline
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await backend.start()
+        except PipelineFailed as exc:
+            return fail(locked_advice(str(exc), "serve"))
+        except OSError as exc:
+            return fail(str(exc))
+        print(f"llmobs-tui serve: {backend.describe()}; store {config.db_path}; "
+              f"retention {format_duration(config.retention_s or 0)}"
+              + (f", max {config.max_db_bytes / 1e9:g} GB" if config.max_db_bytes else "")
+              + (", PII redacted" if config.redact else "")
+              + (", no content stored" if not config.keep_content else "")
+              + ". Ctrl-C to stop.", flush=True)
+        stats = StatsPrinter(backend)
+        stats_task = asyncio.create_task(stats.run(settings.stats_every_s, stop))
+        gave_up = asyncio.create_task(backend.pipeline.failed.wait())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({gave_up, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        failure = backend.pipeline.fatal_error if gave_up.done() else None
+        gave_up.cancel()
+        stopped.cancel()
+        if failure is not None:
+            # Answering UNAVAILABLE forever behind a healthy-looking stats line helps nobody: exit
+            # non-zero so that systemd, Kubernetes or a shell loop restarts the whole process.
+            print(f"llmobs-tui serve: giving up: {failure}; stopping so a supervisor can restart it", flush=True)
+        else:
+            print("llmobs-tui serve: stopping: finishing in-flight requests and committing…", flush=True)
+        stats_task.cancel()
+        await backend.aclose()
+        writer = backend.pipeline.stats.writer
+        print(serve_summary(backend.pipeline.stats.accepted, writer), flush=True)
+        if failure is not None:
+            return fail(failure)
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def serve_summary(accepted: int, writer: dict[str, Any]) -> str:
+    """serve's last line. The gap between accepted and committed is duplicates (an exporter's retry
+    of a batch already stored: kept once, by design), so it says so instead of reading like loss.
+    bench/__init__.py parses "N … accepted this run, M spans committed"."""
+    duplicates = writer.get("duplicates", 0)
+    logs = writer.get("logs", 0)
+    return (f"llmobs-tui serve: stopped; {accepted} spans and log records accepted this run, "
+            f"{writer.get('spans', 0)} spans committed"
+            + (f", {logs} log records committed" if logs else "")
+            + (f", {duplicates} duplicate span{'s' if duplicates != 1 else ''} already stored (a retry sends "
+               f"a batch again; kept once, none lost)" if duplicates else ", no duplicates")
+            + ".")
+
+
+class StatsPrinter:
+    """One line a minute: spans/s, queue, rejected, db size."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._last_spans = 0
+        self._last_time = time.monotonic()
+
+    def line(self) -> str:
+        stats = self.backend.pipeline.stats
+        writer = stats.writer
+        now = time.monotonic()
+        spans = writer.get("spans", 0) + writer.get("logs", 0)
+        rate = (spans - self._last_spans) / max(1e-6, now - self._last_time)
+        self._last_spans, self._last_time = spans, now
+        rejected_requests = stats.invalid_requests
+        parts = [
+            time.strftime("%H:%M:%S"),
+            f"{rate:,.1f} spans/s",
+            f"queue {stats.inflight_requests} req ({stats.inflight_bytes / 2**20:.1f} MiB)",
+            f"rejected {stats.rejected} spans, {rejected_requests} requests, {stats.overloaded} overloaded"
+            + (f", {self.backend.auth.refused} unauthenticated" if self.backend.auth.enabled else "")
+            + (f", {self.backend.http.tls_handshakes_failed} TLS handshakes failed (HTTP)"
+               if self.backend.tls is not None and self.backend.http is not None else ""),
+            f"db {writer.get('db_bytes', 0) / 2**20:,.1f} MiB",
+            f"{writer.get('duplicates', 0)} duplicate spans ({writer.get('conflicting_duplicates', 0)} with other "
+            f"content, kept first)",
+        ]
+        forward = self.backend.forward
+        if forward is not None:
+            f = forward.stats
+            parts.append(f"forwarded {f.forwarded} batches, {f.queued} queued, {f.dropped} dropped, {f.failed} refused")
+            if f.queued and f.last_error:
+                parts.append(f"upstream: {f.last_error}")
+        if writer.get("last_error"):
+            parts.append(f"last error: {writer['last_error']}")
+        return " | ".join(parts)
+
+    async def run(self, every: float, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            except TimeoutError:
+                print(self.line(), flush=True)
