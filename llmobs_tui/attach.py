@@ -29,6 +29,7 @@ class AttachPlan:
     window_s: float = 3600  # the backfill on first attach
     token: str | None = None
     ca_file: str | None = None  # PEM: the remote's certificate (or its CA); None: plaintext
+    prices_file: str | None = None  # `--prices`, already checked by Settings; None: the shipped table
     max_backoff_s: float = 10.0
 
 
@@ -88,7 +89,7 @@ def run(plan: AttachPlan, state: AttachState) -> None:
     from store.writer import SpanWriter
 
     # The remote already redacted (or chose not to); redacting again would only cost CPU.
-    prices = PriceTable.load()
+    prices = PriceTable.load(plan.prices_file)
     normalizer = Normalizer(prices, IngestOptions(redact=False))
     lock = WriterLock(Path(plan.db_path))
     lock.acquire()

@@ -74,7 +74,7 @@ def cmd_attach(settings: Settings) -> int:
     except (StoreError, OSError) as exc:
         return fail(str(exc))
     feed = AttachFeed(AttachPlan(target, str(path), window_s=settings.window_s, token=settings.token,
-                                 ca_file=settings.ca_file))
+                                 ca_file=settings.ca_file, prices_file=settings.prices_file))
     feed.start()
     try:
         return asyncio.run(run_tui(path, backend_config=None, demo=False,

@@ -358,9 +358,13 @@ class Waterfall(ScrollView, can_focus=True):
         self.critical_only = not self.critical_only
 
     def watch_critical_only(self) -> None:
-        self.watch_llm_only()
+        self._rebuild_keeping_selection()
 
     def watch_llm_only(self) -> None:
+        self._rebuild_keeping_selection()
+
+    def _rebuild_keeping_selection(self) -> None:
+        """Rows change with a filter (LLM only, critical path only): keep the selected span if it stays."""
         selected = self.selected
         self._build_rows()
         if selected is None or not self.select_span(selected.span_id):
