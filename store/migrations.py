@@ -267,6 +267,39 @@ def m004_price_rows(db: sqlite3.Connection) -> None:
     pin_planner_statistics(db)
 
 
+@migration
+def m005_content_index(db: sqlite3.Connection) -> None:
+    """Full-text search over stored content (prompts, completions, tool arguments and results), as
+    stored: after redaction. Trigram tokens, so a search finds any substring of three or more
+    characters in any script, case-insensitively. Filled off the ack path by the writer process
+    (store/content_index.py), which records how far it got in `meta`; rows go with their trace."""
+    db.executescript(
+        """
+        CREATE VIRTUAL TABLE content_index USING fts5(
+            body,                             -- the span's searchable text, messages in order
+            trace_id UNINDEXED,
+            span_id UNINDEXED,
+            tokenize = 'trigram'
+        );
+        """
+    )
+
+
+@migration
+def m006_conversations(db: sqlite3.Connection) -> None:
+    """Sessions: each trace's conversation and user (the first span carrying one, in start order),
+    and one summary row per conversation kept current by the writer (store/sessions.py), so the
+    Sessions screen lists 100k conversations without grouping spans."""
+    db.executescript(
+        """
+        ALTER TABLE traces ADD COLUMN conversation_id TEXT;
+        ALTER TABLE traces ADD COLUMN user_id TEXT;
+        CREATE INDEX traces_by_conversation ON traces (conversation_id, start_ns) WHERE conversation_id IS NOT NULL;
+        """
+    )
+    pin_planner_statistics(db)
+
+
 # Query-planner statistics for a store of about a million spans, pinned instead of measured.
 # ANALYZE on a young store records "spans: 2 rows", after which the planner full-scans `spans` for
 # a trace lookup for as long as those stats live, millions of rows later (seen in a test here);
@@ -281,6 +314,7 @@ PLANNER_STATISTICS = (
     ("traces", "traces_by_start", "125000 1"),
     ("traces", "traces_by_cost", "125000 5 1"),
     ("traces", "traces_by_duration", "125000 2 1"),
+    ("traces", "traces_by_conversation", "60000 3 1"),
     ("logs", "logs_by_span", "200000 8 2"),
     ("logs", "logs_by_time", "200000 1"),
     ("logs", "logs_evaluations", "2000 200 1"),
