@@ -302,16 +302,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", help="store file (default: a temporary directory); may already hold data")
     parser.add_argument("--keep", action="store_true", help="keep the temporary store")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--no-search-index", action="store_true",
+                        help="run serve without the content indexer (store/content_index.py)")
+    parser.add_argument("--compare-index", action="store_true",
+                        help="run twice, indexer off then on, and compare ingest (same machine, same run)")
     args = parser.parse_args(argv)
+    if args.compare_index:
+        return compare_index(args)
+    return run(args)[0]
 
+
+def compare_index(args: argparse.Namespace) -> int:
+    """Ingest with the content indexer off, then on, each on a fresh store: the indexer works off the
+    ack path, so its cost shows as lower spans/s only where it takes the writer's time or CPU."""
+    reports = {}
+    for label, off in (("index_off", True), ("index_on", False)):
+        run_args = argparse.Namespace(**{**vars(args), "no_search_index": off, "db": None, "json": None})
+        code, report = run(run_args)
+        if code:
+            return code
+        reports[label] = report
+    off, on = reports["index_off"], reports["index_on"]
+    summary = {
+        "spans_per_s_index_off": off["spans_per_s"],
+        "spans_per_s_index_on": on["spans_per_s"],
+        "ingest_change_pct": round((on["spans_per_s"] / off["spans_per_s"] - 1) * 100, 1),
+        "server_cpu_us_per_span_index_off": off["server_cpu_us_per_span"],
+        "server_cpu_us_per_span_index_on": on["server_cpu_us_per_span"],
+        "export_p99_ms_index_off": off["export_p99_ms"],
+        "export_p99_ms_index_on": on["export_p99_ms"],
+        "db_bytes_per_span_index_off": off["db_bytes_per_span"],
+        "db_bytes_per_span_index_on": on["db_bytes_per_span"],
+        **{k: v for k, v in on.items() if k.startswith("index_")},
+    }
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": summary, **reports}, indent=2) + "\n")
+    return 0
+
+
+def run(args: argparse.Namespace) -> tuple[int, dict]:
     workdir = None if args.db else Path(tempfile.mkdtemp(prefix="llmobs-bench-"))
     db = Path(args.db) if args.db else workdir / "bench.db"
     run_key, run_tag = secrets.randbits(64), secrets.token_bytes(4)
-    server = Serve(db, "--decoders", str(args.decoders))
+    server = Serve(db, "--decoders", str(args.decoders), *(["--no-search-index"] if args.no_search_index else []))
     if server.address is None:
         server.stop(10)
         print(server.output(), file=sys.stderr)
-        return 1
+        return 1, {}
     address = server.address
     server_proc = psutil.Process(server.pid)
     time.sleep(1.0)  # let the children finish importing
@@ -355,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         roles[role] = roles.get(role, 0.0) + tree_cpu([p]) - per_process_before.get(p.pid, 0.0)
     sampling = False
     load.join(30)
+    index = {} if args.no_search_index else index_catch_up(db, server_proc)
 
     time.sleep(1.2)  # the writer reports its counters every second: let one report follow the last commit
     counters = server.stop()
@@ -395,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve_committed": counters.committed,
         "serve_duplicates": counters.duplicates,
         "deleted_after_commit": deleted_after_commit,
+        **index,
     }
     print(json.dumps(report, indent=2))
     if args.json:
@@ -414,10 +454,40 @@ def main(argv: list[str] | None = None) -> int:
     if unexplained:
         print(f"ERROR: {unexplained:,} acknowledged spans are missing from the store and serve's counters do "
               f"not explain them ({check['short_requests']} requests short); store kept at {db}", file=sys.stderr)
-        return 1
+        return 1, report
     if workdir is not None and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return 0, report
+
+
+def index_catch_up(db: Path, server_proc: psutil.Process, timeout_s: float = 600) -> dict:
+    """The content index's lag when the load stops, and the time and writer CPU it takes to catch up
+    (the writer does nothing else then: its CPU per span indexed is the indexer's cost)."""
+    from store.connection import open_reader
+    from store.content_index import index_lag
+
+    writer = next((p for p in tree(server_proc) if _holds(p, db)), None)
+    reader = open_reader(db)
+    try:
+        lag_at_end = index_lag(reader)[0]
+        cpu_before = tree_cpu([writer]) if writer else 0.0
+        started = time.monotonic()
+        lag = lag_at_end
+        while lag and time.monotonic() - started < timeout_s:
+            time.sleep(0.1)
+            lag = index_lag(reader)[0]
+        catch_up_s = time.monotonic() - started
+        cpu = (tree_cpu([writer]) if writer else 0.0) - cpu_before
+        indexed = reader.execute("SELECT count(*) FROM content_index").fetchone()[0]
+    finally:
+        reader.close()
+    return {
+        "index_lag_spans_at_end": lag_at_end,
+        "index_catch_up_s": round(catch_up_s, 1) if lag_at_end else 0.0,
+        "index_lag_spans_after_catch_up": lag,
+        "index_cpu_us_per_span": round(cpu / (lag_at_end - lag) * 1e6, 1) if lag_at_end > lag else None,
+        "index_rows": indexed,
+    }
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """TUI benchmark: a week of traffic (~1M spans) in the store, ingest running at ≥2,000 spans/s, and
 the TUI's own queries timed: overview refresh (1h and 24h), trace list, opening a 500-span trace, the
-critical path of a 2,000-span trace;
+critical path of a 2,000-span trace, the Sessions screen over 100k conversations (a store of its own,
+bench/results/sessions.db, with the writer's CPU per span with and without conversation ids);
 plus the TUI process's RSS and the time from launch to the first frame with data.
 
     python -m bench.tui                    # builds bench/results/week.db once (~2 min), then measures
     python -m bench.tui --rebuild          # rebuild the store
     python -m bench.tui --db /tmp/small.db --store-spans 20000 --rounds 5   # a quick run
+    python -m bench.tui --sessions-only    # only the Sessions screen over 100k conversations (~1.5 min)
 
 The ingest load's trace ids start from a random number each run, so a rerun on the same store adds
 its spans (instead of sending ids the store already holds, which it drops as duplicates). The output
@@ -105,6 +107,8 @@ def build_week(db: Path, spans_target: int = 1_000_000, days: int = 7) -> dict:
     rows, resources, scopes, _ = normalizer.decode_traces(
         to_otlp_request([(Trace("research", "research-agent", spans), big_number, int((now - 600) * S))]), int(now * S))
     writer.write(rows, [], resources, scopes)
+    plant_search_phrase(normalizer, writer, now)
+    index_content(conn)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     lock.release()
@@ -115,6 +119,221 @@ def build_week(db: Path, spans_target: int = 1_000_000, days: int = 7) -> dict:
             "built_at": now, "build_seconds": round(time.monotonic() - started)}
     info_path(db).write_text(json.dumps(info))
     return info
+
+
+SEARCH_PHRASE = "lighthouse refund clause"  # planted once in the week; `policy` is in every system prompt
+COMMON_WORD = "policy"
+
+
+def plant_search_phrase(normalizer, writer, now: float) -> None:
+    """One trace, two days ago, whose prompt holds SEARCH_PHRASE (nothing else in the week does)."""
+    from llmobs_tui.scenarios import MS, SpanSpec, Trace, to_otlp_request
+
+    question = f"What does the {SEARCH_PHRASE} say?"
+    prompt = json.dumps([{"role": "user", "parts": [{"type": "text", "content": question}]}])
+    spans = [SpanSpec("POST /support", None, 0, 900 * MS, {"app.llm.feature": "support"}, kind=2),
+             SpanSpec("chat gpt-4o", 0, 10 * MS, 800 * MS, {
+                 "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+                 "gen_ai.usage.input_tokens": 50, "gen_ai.usage.output_tokens": 10, "gen_ai.input.messages": prompt},
+                 kind=3)]
+    request = to_otlp_request([(Trace("support", "support-bot", spans), 10**9 + 1, int((now - 2 * 86400) * S))])
+    rows, resources, scopes, _ = normalizer.decode_traces(request, int(now * S))
+    writer.write(rows, [], resources, scopes)
+
+
+def index_store(db: Path) -> None:
+    """A store built before the content index (or by another version): index it before measuring, so
+    that serve's indexer does not compete with the measured queries."""
+    from store.connection import WriterLock, open_writer
+
+    lock = WriterLock(db)
+    lock.acquire()
+    conn = open_writer(db)
+    try:
+        index_content(conn)
+    finally:
+        conn.close()
+        lock.release()
+
+
+def index_content(conn) -> None:
+    """Index the store's content as serve's writer would after its acks (store/content_index.py)."""
+    from store.content_index import ContentIndexer, index_lag
+
+    started = time.monotonic()
+    indexer = ContentIndexer(conn, chunk=512)
+    while indexer.run(deadline_s=10.0):
+        print(f"  indexing content: {index_lag(conn)[0]:,} spans to go, {time.monotonic() - started:.0f}s", flush=True)
+
+
+async def time_text_search(db: Path, rounds: int, window_s: float = 7 * 86400) -> dict:
+    """`text:` on the Traces screen over the week: the list (LIMIT 500) and its snippets, for the planted
+    phrase (one trace) and a word in every LLM span (the list fills from the newest traces)."""
+    from llmobs_tui.filtering import parse
+    from llmobs_tui.reader import StoreReader
+
+    reader = StoreReader(db)
+    await reader.open()
+    timings: dict[str, list[float]] = {"text_search_planted_phrase": [], "text_search_common_word": []}
+    try:
+        for _ in range(rounds):
+            for name, text in (("text_search_planted_phrase", f'text:"{SEARCH_PHRASE}"'),
+                               ("text_search_common_word", f"text:{COMMON_WORD}")):
+                flt = parse(text)
+                started = time.perf_counter()
+                rows = await reader.traces(window_s, time.time(), flt, "start", True)
+                result = await reader.text_matches([r.trace_id for r in rows], flt.text_search or "")
+                timings[name].append((time.perf_counter() - started) * 1000)
+                assert len(result.matches) == len(rows) and rows, (name, len(rows), len(result.matches))
+    finally:
+        await reader.close()
+    return {name: {"p50_ms": round(statistics.median(v), 1), "p95_ms": round(sorted(v)[int(len(v) * 0.95) - 1], 1)}
+            for name, v in timings.items()}
+
+
+SESSIONS_CONVERSATIONS = 100_000
+SESSIONS_TURNS = 2  # traces per conversation
+
+
+def build_sessions(db: Path, conversations: int = SESSIONS_CONVERSATIONS, days: int = 7) -> dict:
+    """`conversations` conversations over `days`, SESSIONS_TURNS turns each (a server span carrying the
+    conversation and its user, over one chat call), through the real normalizer and writer. Writes
+    every batch twice over — once with the ids, once (into a scratch store) without — and reports the
+    writer's CPU µs per span both ways, and the CPU spent in the conversations' refresh itself (the
+    A/B difference drowns in noise on a shared machine; the refresh's own time does not)."""
+    from receiver.normalize import IngestOptions, Normalizer
+    from receiver.prices import PriceTable
+    from store import sessions
+    from store.connection import WriterLock, open_writer
+    from store.writer import SpanWriter
+    from tests.otlp_factory import make_span, trace_request
+
+    refresh_cpu = [0.0]
+    real_refresh, real_lookup = sessions.refresh, sessions.stored_conversations
+
+    def timed(function):
+        def run(*args):
+            started = time.process_time()
+            try:
+                return function(*args)
+            finally:
+                refresh_cpu[0] += time.process_time() - started
+        return run
+
+    scratch = db.with_name(db.stem + "-no-ids.db")
+    for path in (db, scratch):
+        for suffix in ("", "-wal", "-shm", ".lock"):
+            try:
+                os.remove(f"{path}{suffix}")
+            except FileNotFoundError:
+                pass
+    db.parent.mkdir(parents=True, exist_ok=True)
+    normalizer = Normalizer(PriceTable.load(), IngestOptions())
+    stores = []
+    for path in (db, scratch):
+        lock = WriterLock(path)
+        lock.acquire()
+        conn = open_writer(path)
+        stores.append((lock, conn, SpanWriter(conn)))
+    now = time.time()
+    start = now - days * 86400
+    step = (days * 86400 - 600) / conversations
+    cpu = [0.0, 0.0]
+    spans_written = 0
+    started = time.monotonic()
+    trace = 0
+    for first in range(0, conversations, 500):
+        batches: list[list] = [[], []]
+        for c in range(first, min(conversations, first + 500)):
+            at = int((start + c * step) * S)
+            for turn in range(SESSIONS_TURNS):
+                trace += 1
+                t = at + turn * 30 * S
+                for with_ids, batch in ((True, batches[0]), (False, batches[1])):
+                    ids = ({"session.id": f"conversation-{c:06d}", "user.id": f"user-{c % 20_000:05d}"}
+                           if with_ids else {})
+                    batch.append(make_span(trace, 1, None, "POST /chat", ids, t, t + 2 * S, kind=2))
+                    batch.append(make_span(trace, 2, 1, "chat gpt-4o", {
+                        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                        "gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 1000 * (turn + 1) + c % 500,
+                        "gen_ai.usage.output_tokens": 100 + c % 50}, t + 10 * 10**6, t + 1900 * 10**6))
+        for i, batch in enumerate(batches):
+            rows, resources, scopes, _ = normalizer.decode_traces(trace_request(batch, service="chat"), int(now * S))
+            if i == 0:  # the refresh of the store with ids, timed where the writer calls it
+                sessions.refresh, sessions.stored_conversations = timed(real_refresh), timed(real_lookup)
+            cpu_started = time.process_time()
+            stores[i][2].write(rows, [], resources, scopes)
+            cpu[i] += time.process_time() - cpu_started
+            sessions.refresh, sessions.stored_conversations = real_refresh, real_lookup
+        spans_written += len(batches[0])
+        if first % 20_000 == 0:
+            print(f"  {first:,} conversations, {time.monotonic() - started:.0f}s", flush=True)
+    for lock, conn, _ in stores:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.close()
+        lock.release()
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        try:
+            os.remove(f"{scratch}{suffix}")
+        except FileNotFoundError:
+            pass
+    info = {"conversations": conversations, "spans": spans_written, "built_at": now,
+            "writer_cpu_us_per_span_with_conversation_ids": round(cpu[0] / spans_written * 1e6, 1),
+            "writer_cpu_us_per_span_without": round(cpu[1] / spans_written * 1e6, 1),
+            "writer_cpu_us_per_span_in_conversation_refresh": round(refresh_cpu[0] / spans_written * 1e6, 1)}
+    info_path(db).write_text(json.dumps(info))
+    return info
+
+
+async def time_sessions(db: Path, rounds: int, window_s: float = 7 * 86400) -> dict:
+    """The Sessions screen over the store's conversations (its refresh: one query), per sort, by user,
+    filtered, and opening one conversation. Wall and CPU ms of the TUI process."""
+    from llmobs_tui.filtering import Filter, parse
+    from llmobs_tui.reader import StoreReader
+
+    reader = StoreReader(db)
+    await reader.open()
+    cases = {
+        "sessions_by_last": ("conversation", "last", Filter(), None),
+        "sessions_by_cost": ("conversation", "cost", Filter(), None),
+        "sessions_by_tokens": ("conversation", "tokens", Filter(), None),
+        "sessions_users_by_cost": ("user", "cost", Filter(), None),
+        "sessions_of_one_user": ("conversation", "last", Filter(), "user-00042"),
+        "sessions_filtered_cost_over": ("conversation", "last", parse("cost>$0.005"), None),
+        "sessions_users_filtered_cost_over": ("user", "cost", parse("cost>$0.005"), None),
+    }
+    wall: dict[str, list[float]] = {name: [] for name in [*cases, "open_conversation"]}
+    cpu: dict[str, list[float]] = {name: [] for name in wall}
+    try:
+        for _ in range(rounds):
+            now = time.time()
+            first = None
+            for name, (by, sort, flt, user) in cases.items():
+                started, cpu_started = time.perf_counter(), time.process_time()
+                rows = await reader.sessions(window_s, now, flt, by, sort, True, user=user)
+                wall[name].append((time.perf_counter() - started) * 1000)
+                cpu[name].append((time.process_time() - cpu_started) * 1000)
+                assert rows, name
+                first = first or rows[0]  # by last seen: a conversation to open
+            started, cpu_started = time.perf_counter(), time.process_time()
+            await reader.conversation(first.conversation_id)
+            wall["open_conversation"].append((time.perf_counter() - started) * 1000)
+            cpu["open_conversation"].append((time.process_time() - cpu_started) * 1000)
+    finally:
+        await reader.close()
+    return {name: {"p50_ms": round(statistics.median(v), 1), "p95_ms": round(sorted(v)[int(len(v) * 0.95) - 1], 1),
+                   "p95_cpu_ms": round(sorted(cpu[name])[int(len(v) * 0.95) - 1], 1)} for name, v in wall.items()}
+
+
+def sessions_timings(db: Path, rounds: int, rebuild: bool = False) -> dict:
+    """Build (once) the 100k-conversation store next to `db`, then time the Sessions screen on it."""
+    info_file = info_path(db)
+    if rebuild or not db.exists() or not info_file.exists():
+        print(f"building {SESSIONS_CONVERSATIONS:,} conversations (once)…", flush=True)
+        build_sessions(db)
+    info = json.loads(info_file.read_text())
+    return {"sessions_store": {k: info[k] for k in info if k != "built_at"},
+            **asyncio.run(time_sessions(db, rounds))}
 
 
 def ingest_load(address: str, rate: float, first_number: int, stop, counter, result_queue) -> None:
@@ -203,6 +422,37 @@ async def time_queries(db: Path, big_trace: bytes, rounds: int) -> dict:
             timings["open_500_span_trace"].append((time.perf_counter() - started) * 1000)
             assert len(detail.spans) == 499 or len(detail.spans) >= 499, len(detail.spans)
             await asyncio.sleep(0.2)
+    finally:
+        await reader.close()
+    return {name: {"p50_ms": round(statistics.median(v), 1), "p95_ms": round(sorted(v)[int(len(v) * 0.95) - 1], 1)}
+            for name, v in timings.items()}
+
+
+async def time_why_slow(db: Path, rounds: int) -> dict:
+    """`w` ("why slow?") as the TUI runs it: a call's cohort (gpt-4o on support: the rollups'
+    histograms plus its spans' tokens, the span read bounded by store/cohort.py) over 1h, 24h and 7d,
+    and a trace's cohort over 24h (the newest trace, of a common root: its cohort and five typical traces)."""
+    from llmobs_tui.filtering import Filter
+    from llmobs_tui.reader import StoreReader
+
+    reader = StoreReader(db)
+    await reader.open()
+    timings: dict[str, list[float]] = {"why_slow_call_1h": [], "why_slow_call_24h": [], "why_slow_call_7d": [],
+                                       "why_slow_trace_24h": []}
+    try:
+        newest = (await reader.traces(86400, time.time(), Filter(), "start", True, limit=1))[0].trace_id
+        for _ in range(rounds):
+            now = time.time()
+            for name, call in (
+                ("why_slow_call_1h", partial(reader.call_cohort, "gpt-4o", "support", 3600, now)),
+                ("why_slow_call_24h", partial(reader.call_cohort, "gpt-4o", "support", 86400, now)),
+                ("why_slow_call_7d", partial(reader.call_cohort, "gpt-4o", "support", 7 * 86400, now)),
+                ("why_slow_trace_24h", partial(reader.trace_cohort, newest, 86400, now)),
+            ):
+                started = time.perf_counter()
+                await call()
+                timings[name].append((time.perf_counter() - started) * 1000)
+            await asyncio.sleep(0.1)
     finally:
         await reader.close()
     return {name: {"p50_ms": round(statistics.median(v), 1), "p95_ms": round(sorted(v)[int(len(v) * 0.95) - 1], 1)}
@@ -331,8 +581,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=2000, help="ingest spans/s during the measurement")
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--json", help="also write results here")
+    parser.add_argument("--text-search-only", action="store_true",
+                        help="time only the `text:` search (no ingest load), e.g. on a smaller --db")
+    parser.add_argument("--sessions-db", type=Path, default=RESULTS / "sessions.db",
+                        help="the 100k-conversation store for the Sessions timing (built if missing)")
+    parser.add_argument("--sessions-only", action="store_true",
+                        help="time only the Sessions screen (and the writer's cost of keeping it), no ingest load")
     args = parser.parse_args(argv)
 
+    if args.sessions_only:
+        print(json.dumps(sessions_timings(args.sessions_db, args.rounds, args.rebuild), indent=2))
+        return 0
     db = args.db
     info_file = info_path(db)
     if args.rebuild or not db.exists() or not info_file.exists():
@@ -340,10 +599,17 @@ def main(argv: list[str] | None = None) -> int:
         build_week(db, args.store_spans)
     info = json.loads(info_file.read_text())
     age_h = (time.time() - info["built_at"]) / 3600
+    index_store(db)
     spans_before = count_spans(db)
+    if args.text_search_only:
+        print(json.dumps({"store_spans": spans_before, **asyncio.run(time_text_search(db, args.rounds))}, indent=2))
+        return 0
     print(f"store: {spans_before:,} spans now ({info['spans']:,} spans, {info['traces']:,} traces when built "
           f"{age_h:.1f} h ago), {db.stat().st_size / 2**20:,.0f} MiB", flush=True)
 
+    # The Sessions screen reads a store of its own (100k conversations, built once): timed before the
+    # ingest load starts, so that building it never competes with the load being measured.
+    sessions = sessions_timings(args.sessions_db, rounds=20)
     # Random per run, far above the numbers build_week used (1…, 10⁹): a rerun sends new trace ids.
     first_number = (1 << 62) + secrets.randbits(61)
     server = Serve(db, "--retention", "30d")
@@ -362,7 +628,10 @@ def main(argv: list[str] | None = None) -> int:
     ingest_started, ingest_count, cpu_started = time.monotonic(), counter.value, tree_cpu(tree(server_tree))
     queries = asyncio.run(time_queries(db, bytes.fromhex(info["big_trace"]), args.rounds))
     queries |= time_alerts(db, rounds=10)
+    queries |= asyncio.run(time_text_search(db, rounds=20))
     queries |= time_critical_path(rounds=20)
+    queries |= asyncio.run(time_why_slow(db, rounds=10))
+    queries |= sessions
     tui = probe_tui(db)
     ingested = counter.value - ingest_count
     ingest_seconds = time.monotonic() - ingest_started

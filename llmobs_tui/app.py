@@ -28,12 +28,15 @@ from llmobs_tui.reader import StoreReader
 from llmobs_tui.screens.alerts import AlertsScreen
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.screens.breakdown import GROUPINGS, BreakdownScreen
+from llmobs_tui.screens.conversation import ConversationScreen
 from llmobs_tui.screens.help import HelpScreen, describe_bindings
 from llmobs_tui.screens.overview import OverviewScreen
 from llmobs_tui.screens.prompt import PromptScreen
+from llmobs_tui.screens.sessions import SessionsScreen
 from llmobs_tui.screens.trace import TraceScreen
 from llmobs_tui.screens.traces import TracesScreen
 from llmobs_tui.widgets.chrome import AlertBanner, AlertLine, IngestStatus, StatusLine, TopBar
+from store.sessions import SessionSettings
 
 WINDOWS = (300, 3600, 86400, 7 * 86400)
 
@@ -57,6 +60,7 @@ class LlmobsApp(App):
         Binding("3", "goto('traces')", "Traces", show=False),
         Binding("4", "goto('trace')", "Trace", show=False),
         Binding("5", "goto('alerts')", "Alerts", show=False),
+        Binding("6", "goto('sessions')", "Sessions", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("slash", "filter", "Filter"),
         Binding("colon", "command", "Command", show=False),
@@ -71,8 +75,9 @@ class LlmobsApp(App):
     def __init__(self, db_path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
                  refresh_s: float | None = 1.0, status: Callable[[], IngestStatus] | None = None,
                  alerts: AlertSource | None = None, window_s: float = 3600,
-                 export_dir: str | os.PathLike[str] | None = None) -> None:
+                 export_dir: str | os.PathLike[str] | None = None, sessions: SessionSettings | None = None) -> None:
         super().__init__()
+        self.sessions_settings = sessions or SessionSettings()  # [sessions]: the context-window warning
         self.db_path = Path(db_path)
         self.reader = StoreReader(self.db_path)
         self.clock = clock
@@ -82,6 +87,7 @@ class LlmobsApp(App):
         self.window_s = window_s
         self.export_dir = Path(export_dir).expanduser() if export_dir else default_export_dir()
         self.following = True
+        self.marked_trace: tuple[bytes, str] | None = None  # `m`: (trace id, root name), for `d` on another
         self._history: list[str] = []
         self.prompt_history: dict[str, list[str]] = {"filter": [], "command": []}  # this session's, in memory
         self._known_values: tuple[float, dict[str, list[str]]] | None = None
@@ -96,7 +102,8 @@ class LlmobsApp(App):
 
     async def on_mount(self) -> None:
         await self.reader.open()
-        for screen in (OverviewScreen(), BreakdownScreen(), TracesScreen(), TraceScreen(), AlertsScreen()):
+        for screen in (OverviewScreen(), BreakdownScreen(), TracesScreen(), TraceScreen(), AlertsScreen(),
+                       SessionsScreen(), ConversationScreen()):
             self.install_screen(screen, name=screen.NAME)
         await self.push_screen("overview")
         if self.refresh_s is not None:
@@ -248,6 +255,11 @@ class LlmobsApp(App):
         screen.open(trace_id, slowest=slowest, span_id=span_id)
         self._switch("trace")
 
+    def open_conversation(self, conversation_id: str) -> None:
+        screen: ConversationScreen = self.get_screen("conversation")  # type: ignore[assignment]
+        screen.open(conversation_id)
+        self._switch("conversation")
+
     # -- keys ----------------------------------------------------------------------------------
 
     def action_help(self) -> None:
@@ -255,6 +267,9 @@ class LlmobsApp(App):
         self.push_screen(HelpScreen(describe_bindings(self, screen), getattr(screen, "NAME", "").capitalize()))
 
     def action_filter(self) -> None:
+        if isinstance(self.screen, SessionsScreen):  # there `/` filters the conversations
+            self.screen.prompt_filter()
+            return
         traces: TracesScreen = self.get_screen("traces")  # type: ignore[assignment]
         before = (traces.flt.text, traces.sort, traces.descending, traces.description)
         live = isinstance(self.screen, TracesScreen)  # elsewhere the list is not showing: Enter applies
@@ -284,7 +299,8 @@ class LlmobsApp(App):
                     self.wake()
                 self.open_traces(value, traces.sort, traces.descending, "" if value != before[0] else before[3])
 
-        self.push_screen(PromptScreen("/", traces.flt.text, "filter traces: model=~gpt-4.* ttft>1s status=error · "
+        self.push_screen(PromptScreen("/", traces.flt.text, "filter traces: model=~gpt-4.* ttft>1s status=error "
+                                      'text:"refund policy" · '
                                       "a leading ! inverts · Tab completes, ↑↓ history · a trace id opens it · "
                                       "Enter keeps, Esc restores", history=self.prompt_history["filter"],
                                       complete=self.complete_filter, on_change=change,
@@ -331,7 +347,7 @@ class LlmobsApp(App):
         verb, space, rest = text.partition(" ")
         if not space:
             verbs = ("alerts", "breakdown", "by", "export", "filter", "follow", "help", "open", "overview", "quit",
-                     "sort", "trace", "traces", "window")
+                     "sessions", "sort", "trace", "traces", "window")
             return [v for v in verbs if v.startswith(verb) and v != verb]
         options = {"by": GROUPINGS, "sort": tuple(TRACE_SORTS), "window": ("5m", "1h", "24h", "7d")}.get(verb)
         if verb == "filter":
@@ -411,7 +427,7 @@ class LlmobsApp(App):
             self.action_follow()
         elif verb in ("help", "?"):
             self.action_help()
-        elif verb in ("overview", "breakdown", "traces", "trace", "alerts"):
+        elif verb in ("overview", "breakdown", "traces", "trace", "alerts", "sessions"):
             self._switch(verb)
         else:
             self.notify(f"unknown command {fmt.clean(verb)!r}: "

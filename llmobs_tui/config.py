@@ -16,13 +16,14 @@ from typing import Any
 from llmobs_tui.units import format_duration, parse_duration, parse_size  # noqa: F401
 from receiver import semconv
 from receiver.redact import PatternError, check_pattern
+from store.sessions import SessionSettings  # [sessions], read by the TUI (which must not import receiver/)
 
 DEFAULT_CONFIG_NAME = "llmobs.toml"
 _DATA = Path(__file__).parent / "data"
 EXAMPLE_CONFIG = _DATA / "llmobs.example.toml"  # what `llmobs-tui init` writes
 DEMO_CONFIG = _DATA / "demo.toml"  # the demo's rules, matched to the incidents its feed plants
 _DIMENSIONS = tuple(semconv.DEFAULT_DIMENSION_KEYS)
-KNOWN_SECTIONS = ("dimensions", "slo", "budgets", "alerts", "redaction")
+KNOWN_SECTIONS = ("dimensions", "slo", "budgets", "alerts", "redaction", "sessions")
 SLO_KINDS = ("availability", "validity", "ttft", "latency", "cost_per_call", "quality")
 
 
@@ -97,6 +98,7 @@ class Config:
     # [redaction]: RE2 patterns redacted besides the built-in ones; attribute keys never stored.
     redact_patterns: tuple[str, ...] = ()
     drop_keys: tuple[str, ...] = ()
+    sessions: SessionSettings = field(default_factory=SessionSettings)
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -142,7 +144,35 @@ def load_config(path: str | Path | None) -> Config:
         config.slos.append(spec)
     config.alerts = _alert_settings(file, text, data.get("budgets", {}), data.get("alerts", {}))
     config.redact_patterns, config.drop_keys = _redaction(file, text, data.get("redaction", {}))
+    config.sessions = _sessions(file, text, data.get("sessions", {}))
     return config
+
+
+def _sessions(file: Path, text: str, table: Any) -> SessionSettings:
+    """`[sessions]`: `context_warning` (a share: 0.8 or "80%") and `context_windows` (a table of
+    model-name prefix = tokens)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}:{_line(text, 'sessions')}: [sessions] must be a table")
+    for key in table:
+        if key not in ("context_warning", "context_windows"):
+            raise ConfigError(f"{file}:{_line(text, 'sessions', key)}: [sessions] {key}: unknown "
+                              f"(known: context_warning, context_windows)")
+    settings = SessionSettings()
+    if "context_warning" in table:
+        try:
+            share = _fraction(table["context_warning"], "[sessions] context_warning")
+            if not 0 < share <= 1:
+                raise ValueError(f"[sessions] context_warning must be above 0 and at most 100%, got {share:.0%}")
+        except ValueError as exc:
+            raise ConfigError(f"{file}:{_line(text, 'sessions', 'context_warning')}: {exc}") from None
+        settings = SessionSettings(context_warning=share)
+    windows = table.get("context_windows", {})
+    if not isinstance(windows, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, int) and not isinstance(v, bool) and v > 0
+            for k, v in windows.items()):
+        raise ConfigError(f"{file}:{_line(text, 'sessions', 'context_windows')}: [sessions] context_windows must "
+                          f"be a table of model-name prefix = tokens, e.g. {{ \"gpt-4o\" = 128000 }}")
+    return SessionSettings(context_warning=settings.context_warning, context_windows=dict(windows))
 
 
 def _redaction(file: Path, text: str, table: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -20,6 +20,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from llmobs_tui import format as fmt
+
 
 class Timed(Protocol):
     """What the analysis needs of a span (store.dashboards.SpanRow has these fields)."""
@@ -32,6 +34,15 @@ class Timed(Protocol):
     def start_ns(self) -> int: ...
     @property
     def end_ns(self) -> int: ...
+
+
+class Labelled(Timed, Protocol):
+    """A span that can be named in the list of top contributors."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
 
 
 # The synthetic root above several roots (or orphans whose parent was never received): its own
@@ -58,6 +69,28 @@ class CriticalPath:
         """The n largest contributors, gaps included (time nothing was running is a finding too)."""
         ranked = sorted(self.contribution_ns.items(), key=lambda item: -item[1])
         return [(span_id, ns) for span_id, ns in ranked if ns > 0][:n]
+
+
+NO_SPAN_RUNNING = "no span running"
+
+
+def contributor_parts(path: CriticalPath, spans: Sequence[Labelled], n: int = 3) -> list[tuple[str, str]]:
+    """The top `n` contributors to the trace's duration as (label, figures), the wording the trace
+    header and `llmobs-tui show` share: `● chat gpt-4o` and `1.20s 60%`. Time in which no span ran
+    is `no span running`. Labels are cleaned of control characters; empty when there is nothing to
+    rank (a single span, or no duration)."""
+    if len(spans) < 2 or not path.duration_ns:
+        return []
+    by_id = {s.span_id: s for s in spans}
+    parts = []
+    for span_id, ns in path.top(n):
+        span = by_id.get(span_id) if span_id is not GAP else None
+        if span is None:
+            label = NO_SPAN_RUNNING
+        else:
+            label = f"{fmt.KIND_MARK.get(span.kind, '·')} {fmt.clean(span.name, limit=40)}"
+        parts.append((label, f"{fmt.duration(ns)} {ns / path.duration_ns:.0%}"))
+    return parts
 
 
 def analyse(spans: Sequence[Timed]) -> CriticalPath:

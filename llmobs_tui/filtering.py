@@ -4,6 +4,11 @@ Terms are ANDed; a leading `!` inverts the whole filter. Operators: `=` `!=` `=~
 `>` `>=` `<` `<=`. Values take units: durations `300ms` `1.5s` `2m`, money `$0.02`, tokens `2k` `1M`.
 Trace fields come from the trace summary; span fields (model, ttft, …) match when any span of the
 trace matches. Everything compiles to parameterised SQL: user text never becomes SQL.
+
+`text:"refund policy"` (or `text:refund`) searches stored content (prompts, completions, tool
+arguments and results, after redaction) for that text, as a substring, case-insensitively; words
+after it that are not `field op value` terms belong to it (`text:refund policy`). `text!=…`: no
+content of the trace contains it. The text is always searched literally: it never becomes FTS syntax.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from store.filters import SPAN_FIELDS, TRACE_FAILING, TRACE_FIELDS, any_span_clause
+from store.content_index import MIN_QUERY_CHARS, phrase_query
+from store.filters import SPAN_FIELDS, TRACE_FAILING, TRACE_FIELDS, any_span_clause, content_match_clause
 
 NS = 1_000_000_000
 
@@ -43,6 +49,8 @@ FIELDS: dict[str, FieldSpec] = {
 }
 ALIASES = {"svc": "service", "dur": "duration", "err": "error", "session": "conversation", "span": "name"}
 
+SEARCH_FIELD = "text"  # `text:…`, full-text search over stored content
+_SEARCH_TERM = re.compile(r"^text(?P<op>:|!=|=)(?P<value>.*)$", re.S)
 _TERM = re.compile(r"^(?P<field>[a-z_]+)\s*(?P<op>=~|!~|!=|>=|<=|=|>|<)\s*(?P<value>.*)$", re.S)
 _NUMBER = re.compile(r"^\$?(?P<num>\d+(?:\.\d+)?)\s*(?P<unit>[a-zµ]*)$", re.I)
 _DURATION_UNITS = {"": NS, "s": NS, "sec": NS, "ms": 10**6, "us": 10**3, "µs": 10**3, "m": 60 * NS, "min": 60 * NS,
@@ -58,6 +66,9 @@ class Filter:
     where: str = "1"
     params: list = field(default_factory=list)
     uses_regexp: bool = False
+    # The FTS5 query of the positive `text:` terms (None without one, or when the filter is inverted):
+    # what the trace list asks snippets for (store.content_index.text_matches_query).
+    text_search: str | None = None
 
     @property
     def empty(self) -> bool:
@@ -101,7 +112,16 @@ def parse(text: str) -> Filter:
     clauses: list[str] = []
     params: list = []
     uses_regexp = False
+    searches = _search_terms(terms)
+    positive_searches: list[str] = []
     for term in terms:
+        if term in searches:
+            phrase, negate = searches[term]
+            clauses.append(content_match_clause(negate, newest_only=not invert))
+            params.append(phrase)
+            if not negate:
+                positive_searches.append(phrase)
+            continue
         match = _TERM.match(term)
         if not match:
             raise FilterError(f"{term!r}: expected field op value, e.g. model=~gpt-4.* or ttft>1s")
@@ -110,7 +130,7 @@ def parse(text: str) -> Filter:
         raw = match.group("value")
         spec = FIELDS.get(name)
         if spec is None:
-            raise FilterError(f"unknown field {name!r}; fields: {', '.join(sorted(FIELDS))}")
+            raise FilterError(f"unknown field {name!r}; fields: {', '.join(sorted([*FIELDS, SEARCH_FIELD]))}")
         if spec.kind == "status":
             if op not in ("=", "!=") or raw not in ("error", "ok"):
                 raise FilterError("status takes = or != with error or ok")
@@ -149,7 +169,41 @@ def parse(text: str) -> Filter:
     where = " AND ".join(clauses) or "1"
     if invert:
         where = f"NOT ({where})"
-    return Filter(text=text, where=where, params=params, uses_regexp=uses_regexp)
+    # Snippets come from the rows that match any of the searched texts (each may match another span).
+    text_search = " OR ".join(positive_searches) if positive_searches and not invert else None
+    return Filter(text=text, where=where, params=params, uses_regexp=uses_regexp, text_search=text_search)
+
+
+def _search_terms(terms: list[str]) -> dict[str, tuple[str, bool]]:
+    """Fold the words after a `text:` term that are not terms of their own into it (`text:refund
+    policy` searches "refund policy"), in place in `terms`; returns each search term's FTS5 query
+    (always one literal phrase) and whether it is negated."""
+    found: dict[str, tuple[str, bool]] = {}
+    folded: list[str] = []
+    search: list[str] | None = None  # the op, then the words of the search term being read
+    for term in [*terms, None]:
+        if term is not None and search is not None and _SEARCH_TERM.match(term) is None and _TERM.match(term) is None:
+            search.append(term)
+            continue
+        if search is not None:
+            op, words = search[0], search[1:]
+            value = " ".join(words).strip()
+            if len(value) < MIN_QUERY_CHARS:
+                raise FilterError(f"text: search for at least {MIN_QUERY_CHARS} characters "
+                                  f"(got {value!r}): the index looks up 3-character pieces")
+            key = f"text{op}{value}"
+            found[key] = (phrase_query(value), op == "!=")
+            folded.append(key)
+            search = None
+        if term is None:
+            break
+        match = _SEARCH_TERM.match(term)
+        if match is not None:
+            search = [match.group("op"), match.group("value")]
+        else:
+            folded.append(term)
+    terms[:] = folded
+    return found
 
 
 def regexp(pattern: str, value: object) -> bool:
@@ -190,7 +244,7 @@ def complete(text: str, known: Mapping[str, Sequence[str]]) -> list[str]:
     if op is None:
         if not name:
             return []
-        names = sorted({*FIELDS, *ALIASES})
+        names = sorted({*FIELDS, *ALIASES, f"{SEARCH_FIELD}:"})
         return [f"{head}{n}" for n in names if n.startswith(name) and n != name]
     field_name = ALIASES.get(name, name)
     spec = FIELDS.get(field_name)

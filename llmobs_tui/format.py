@@ -17,6 +17,10 @@ from rich.text import Text
 
 NS = 1_000_000_000
 
+# A span's kind as one glyph: the waterfall's rows, the trace header and `llmobs-tui show`.
+KIND_MARK = {"llm": "●", "embedding": "◌", "tool": "⚒", "retriever": "⌕", "agent": "◆", "chain": "▪",
+             "guardrail": "⛨", "span": "·"}
+
 # Shown instead of the character itself. C0 controls and DEL become the Unicode control pictures
 # (ESC as ␛, so `\x1b[2J` reads ␛[2J and no escape sequence reaches the terminal); C1 controls
 # (the 8-bit CSI, OSC, NEL), format characters (zero-width spaces and joiners, bidi embeddings,

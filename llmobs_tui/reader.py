@@ -17,8 +17,20 @@ from typing import Any
 import aiosqlite
 
 from llmobs_tui.filtering import Filter, regexp
+from store import cohort
 from store import dashboards as q
+from store import sessions as conv
+from store.cohort import CallCohort, TraceCohort
 from store.connection import READER_PRAGMAS, StoreError, open_reader
+from store.content_index import (
+    MATCH_SCAN_LIMIT,
+    SearchResult,
+    indexing_off_query,
+    lag_query,
+    match_count_query,
+    parse_text_matches,
+    text_matches_query,
+)
 from store.queries import GroupStats, ToolStats, parse_tool_calls, tool_calls_query
 from store.span_detail import Attribute, SpanDetail, decode_span_detail
 
@@ -99,6 +111,36 @@ class StoreReader:
         rows = await self._snapshot({"rows": query})
         return q.parse_traces(rows["rows"])
 
+    async def text_matches(self, trace_ids: list[bytes], text_search: str) -> SearchResult:
+        """Where each of these traces (those the list shows) matched a `text:` search, with a snippet;
+        the spans not yet indexed (the search cannot find them yet); whether the search was cut to
+        the newest matches. One snapshot."""
+        queries = {"lag": q.Query(*lag_query()), "count": q.Query(*match_count_query(text_search)),
+                   "off": q.Query(*indexing_off_query())}
+        if trace_ids:
+            queries["matches"] = q.Query(*text_matches_query(text_search, trace_ids))
+        rows = await self._snapshot(queries)
+        return SearchResult(parse_text_matches(rows.get("matches", [])), rows["lag"][0][0] or 0,
+                            rows["count"][0][0] > MATCH_SCAN_LIMIT, rows["off"][0][0])
+
+    async def sessions(self, window_s: float, now_s: float, flt: Filter, by: str, sort: str, descending: bool,
+                       limit: int = 500, user: str | None = None) -> list[conv.ConversationRow] | list[conv.UserRow]:
+        """The Sessions screen: the window's conversations from their summary rows (`user`: only that
+        user's), or (by="user") their users; `flt` matches a conversation when one of its traces does."""
+        if by == "user":
+            sql, params = conv.users_query(window_s, now_s, flt.where, flt.params, sort, descending, limit)
+            return conv.parse_users((await self._snapshot({"rows": q.Query(sql, params)}))["rows"])
+        sql, params = conv.conversations_query(window_s, now_s, flt.where, flt.params, sort, descending, limit,
+                                               user)
+        return conv.parse_conversations((await self._snapshot({"rows": q.Query(sql, params)}))["rows"])
+
+    async def conversation(self, conversation_id: str) -> conv.ConversationDetail:
+        """One conversation: its turns (traces) in order and their billed calls, from one snapshot."""
+        rows = await self._snapshot({
+            "turns": q.Query(*conv.turns_query(conversation_id)),
+            "calls": q.Query(*conv.calls_query(conversation_id, q.SPAN_COLUMNS_FOR_TRACE))})
+        return conv.parse_conversation(conversation_id, rows["turns"], rows["calls"])
+
     async def tool_calls(self, window_s: float, now_s: float) -> list[ToolStats]:
         """Tool calls per tool over the window, from the tool spans (they are not in the rollups)."""
         now_ns = int(now_s * 1e9)
@@ -110,6 +152,23 @@ class StoreReader:
         rows = await self._snapshot({"spans": q.trace_spans_query(trace_id),
                                      "logs": q.trace_log_counts_query(trace_id)})
         return TraceDetail(trace_id, q.parse_spans(rows["spans"]), {sid: n for sid, n in rows["logs"]})
+
+    async def call_cohort(self, model: str, feature: str | None, window_s: float, now_s: float) -> CallCohort:
+        """A call's cohort for "why slow?": its model on its feature over the window (store/cohort.py)."""
+        start_s = now_s - window_s
+        rows = await self._snapshot(cohort.call_cohort_queries(model, feature, start_s, now_s))
+        return cohort.parse_call_cohort(model, feature, start_s, now_s, rows)
+
+    async def trace_cohort(self, trace_id: bytes, window_s: float, now_s: float,
+                           typical: int = 5) -> tuple[TraceCohort, list[list[q.SpanRow]]]:
+        """A trace's cohort (its root name and feature over the window) and the spans of the cohort
+        traces nearest its median duration, the baseline its critical path is set against."""
+        start_s = now_s - window_s
+        found = cohort.parse_trace_cohort(start_s, now_s, await self._snapshot(
+            cohort.trace_cohort_queries(trace_id, start_s, now_s)))
+        ids = cohort.typical_trace_ids(found, typical)
+        rows = await self._snapshot({i.hex(): q.trace_spans_query(i) for i in ids}) if ids else {}
+        return found, [q.parse_spans(rows[i.hex()]) for i in ids]
 
     async def traces_with_prefix(self, prefix: str, limit: int = 1000) -> list[bytes]:
         """Trace ids starting with a normalized hex prefix (q.normalize_trace_id_prefix), at most limit + 1."""
@@ -127,6 +186,24 @@ class StoreReader:
         return decode_span_detail(span, rows["raw"][0] if rows["raw"] else None, rows["logs"],
                                   await self._resource(rows["raw"][0][1] if rows["raw"] else None),
                                   rows["price"][0] if rows["price"] else None)
+
+    async def span_details(self, trace_id: bytes, spans: list[q.SpanRow], max_logs: int = 20_000
+                           ) -> list[SpanDetail]:
+        """Several spans' details (attributes, events, logs, messages; no resource or price), read
+        in one snapshot and decoded in a thread: decoding a 2,000-span trace's protobuf on the event
+        loop would freeze the UI. The caller bounds `spans` (each is one SQL parameter)."""
+        rows = await self._snapshot({"raw": q.trace_raw_query(trace_id, [s.id for s in spans]),
+                                     "logs": q.trace_logs_query(trace_id, max_logs)})
+
+        def decode() -> list[SpanDetail]:
+            raw_by_row = {row[0]: row[1:] for row in rows["raw"]}
+            logs_by_span: dict[bytes, list[tuple]] = {}
+            for span_id, *log in rows["logs"]:
+                logs_by_span.setdefault(span_id, []).append(tuple(log))
+            return [decode_span_detail(span, raw_by_row.get(span.id), logs_by_span.get(span.span_id, []), None)
+                    for span in spans]
+
+        return await asyncio.to_thread(decode)
 
     async def _resource(self, resource_id: int | None) -> bytes | None:
         if resource_id is None:

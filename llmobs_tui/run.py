@@ -71,7 +71,8 @@ async def run_tui(db_path: Path, *, backend_config: BackendConfig | None, demo: 
             feed.start()
     # The store exists now (the backend created it, or another process writes it).
     alerts = EngineAlerts(db_path, rules if rules is not None else Config())
-    app = LlmobsApp(db_path, status=status, alerts=alerts, export_dir=export_dir)
+    app = LlmobsApp(db_path, status=status, alerts=alerts, export_dir=export_dir,
+                    sessions=rules.sessions if rules is not None else None)
     if read_only_reason and status is None:
         app.status = IngestStatus(mode=read_only_reason)
     loop = asyncio.get_running_loop()

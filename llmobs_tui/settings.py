@@ -37,7 +37,7 @@ _NEEDS_CONFIG = frozenset({"tui", "demo", "serve", "report", "check", "attach"})
 _NEEDS_PRICES = frozenset({"tui", "demo", "serve", "attach", "prices", "reprice"})
 _LISTENS = frozenset({"tui", "demo", "serve"})
 # Commands on "the" store, where $LLMOBS_DB applies; demo and attach keep stores of their own.
-_USES_MAIN_STORE = frozenset({"tui", "serve", "report", "check", "export", "reprice"})
+_USES_MAIN_STORE = frozenset({"tui", "serve", "report", "check", "export", "reprice", "traces", "show"})
 
 
 class SettingsError(ValueError):
@@ -56,7 +56,7 @@ class Settings:
     `from_args`, which runs the checks; a direct construction (tests) takes the values as given."""
 
     command: str
-    """tui, demo, serve, attach, report, check, export, prices, reprice or init."""
+    """tui, demo, serve, attach, report, check, export, traces, show, prices, reprice or init."""
 
     # --- the store ---------------------------------------------------------------------------
     db_path: Path = field(default_factory=default_db_path)
@@ -107,6 +107,8 @@ class Settings:
     """Not `--no-redact`: redact e-mails, phones, cards and keys in stored content (default on)."""
     keep_content: bool = True
     """Not `--no-content`: store prompts and completions at all (default on)."""
+    content_index: bool = True
+    """Not `--no-search-index`: index stored content for `text:` search, off the ack path (default on)."""
     max_attr_bytes: int = 256 * 1024
     """`--max-attr-size`: longer attribute values are truncated with a marker (default 256KB)."""
 
@@ -116,13 +118,22 @@ class Settings:
     stats_every_s: float = 60.0
     """`serve --stats-every`: how often serve prints its stats line (default 1m)."""
     window_s: float = 86400
-    """`report --window` (default 24h) or `attach --window` (default 1h), in seconds."""
+    """`report --window` (default 24h), `attach --window` or `traces --window` (default 1h), in seconds."""
     by: str = "model"
     """`report --by`: the comma-separated grouping, as given (default model)."""
     output_format: str = "md"
-    """`--format` of report and prices (md, json) or check (text, json)."""
+    """`--format` of report and prices (md, json), check (text, json), traces (table, json) or show
+    (tree, json)."""
     trace_id: str = ""
-    """`export TRACE_ID`, as given (checked by the command)."""
+    """`export TRACE_ID` or `show TRACE_ID` (show: a prefix will do), as given (checked by the command)."""
+    filter_text: str = ""
+    """`traces --filter`: the `/` filter language, as given (parsed by the command; default: every trace)."""
+    sort: str = "start"
+    """`traces --sort`: a store.dashboards.TRACE_SORTS key (default start)."""
+    ascending: bool = False
+    """`traces --asc`: smallest (or oldest) first (default: largest or newest first)."""
+    limit: int = 50
+    """`traces --limit`: at most this many rows (default 50)."""
     output: str | None = None
     """`export -o`: the file to write (default None: standard output)."""
     init_path: str = "llmobs.toml"
@@ -148,6 +159,7 @@ class Settings:
             prices_file=self.prices_file,
             redact=self.redact,
             keep_content=self.keep_content,
+            content_index=self.content_index,
             max_attr_bytes=self.max_attr_bytes,
             dimension_keys=dict(self.config.dimension_keys),
             redact_patterns=self.config.redact_patterns,
@@ -241,6 +253,7 @@ class Settings:
             decoders=given.get("decoders", 0),
             redact=not given.get("no_redact", False),
             keep_content=not given.get("no_content", False),
+            content_index=not given.get("no_search_index", False),
             max_attr_bytes=given.get("max_attr_size", 256 * 1024),
             verbose=given.get("verbose", False),
             stats_every_s=given.get("stats_every", 60.0),
@@ -248,6 +261,10 @@ class Settings:
             by=given.get("by", "model"),
             output_format=given.get("format", "md"),
             trace_id=given.get("trace_id", ""),
+            filter_text=given.get("filter", ""),
+            sort=given.get("sort", "start"),
+            ascending=given.get("asc", False),
+            limit=given.get("limit", 50),
             output=given.get("output"),
             init_path=given.get("path", "llmobs.toml"),
             force=given.get("force", False),

@@ -81,6 +81,7 @@ class PipelineConfig:
     max_inflight_requests: int = 512
     max_body_bytes: int = 128 << 20
     max_batch_rows: int = 8192
+    content_index: bool = True  # index stored content for `text:` search (store/content_index.py)
 
     def decoder_options(self) -> dict[str, Any]:
         return {
@@ -100,6 +101,7 @@ class PipelineConfig:
             "retention_s": self.retention_s,
             "max_db_bytes": self.max_db_bytes,
             "max_batch_rows": self.max_batch_rows,
+            "content_index": self.content_index,
             "price_rows": self._price_rows(),
         }
 

@@ -380,6 +380,21 @@ def span_logs_query(trace_id: bytes, span_id: bytes) -> Query:
                  "ORDER BY time_ns, id", (trace_id, span_id))
 
 
+def trace_raw_query(trace_id: bytes, span_row_ids: Sequence[int]) -> Query:
+    """span_raw_query's columns, after the row id, for several spans of one trace: their details
+    decoded from one snapshot (search inside a trace, trace diff). The caller bounds the ids."""
+    marks = ", ".join("?" * len(span_row_ids)) or "NULL"
+    return Query("SELECT s.id, s.raw, s.resource_id, s.scope_id, sc.name, sc.version FROM spans s "
+                 f"LEFT JOIN scopes sc ON sc.id = s.scope_id WHERE s.trace_id = ? AND s.id IN ({marks})",
+                 (trace_id, *span_row_ids))
+
+
+def trace_logs_query(trace_id: bytes, limit: int) -> Query:
+    """span_logs_query's columns, after the span id, for a whole trace (at most `limit` records)."""
+    return Query("SELECT span_id, time_ns, event_name, severity, raw FROM logs WHERE trace_id = ? "
+                 "AND span_id IS NOT NULL ORDER BY time_ns, id LIMIT ?", (trace_id, limit))
+
+
 def trace_log_counts_query(trace_id: bytes) -> Query:
     return Query("SELECT span_id, count(*) FROM logs WHERE trace_id = ? GROUP BY span_id", (trace_id,))
 

@@ -4,6 +4,8 @@ llmobs_tui.filtering; every column name lives here (issue 12). Values are always
 
 from __future__ import annotations
 
+from store.content_index import NEWEST_MATCHES
+
 # Trace-summary fields: expressions over the traces table (alias t).
 TRACE_FIELDS: dict[str, str] = {
     "feature": "t.feature",
@@ -42,3 +44,17 @@ def any_span_clause(expression: str, sql_op: str, negate: bool = False) -> str:
     none has)."""
     exists = f"EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND {expression} {sql_op} ?)"
     return f"NOT {exists}" if negate else exists
+
+
+# `text:…`: the trace has a span or log record whose indexed content (store/content_index.py)
+# contains the phrase; the parameter is content_index.phrase_query(user text), never raw user text.
+CONTENT_MATCH = "t.trace_id IN (SELECT trace_id FROM content_index WHERE content_index MATCH ?)"
+
+
+def content_match_clause(negate: bool = False, newest_only: bool = False) -> str:
+    """A clause over `traces t`: some stored content of the trace matches (or, `negate`, none does).
+    `newest_only`: among the newest MATCH_SCAN_LIMIT matches, so that a common word costs a bounded
+    read (a positive search only: a negation must see every match to be right)."""
+    if newest_only and not negate:
+        return f"t.trace_id IN ({NEWEST_MATCHES})"
+    return f"NOT {CONTENT_MATCH}" if negate else CONTENT_MATCH

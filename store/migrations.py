@@ -7,8 +7,10 @@ mid-migration leaves the previous schema intact.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from typing import cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
+
+from store.sessions import backfill as backfill_conversations
 
 Migration = Callable[[sqlite3.Connection], None]
 MIGRATIONS: list[Migration] = []
@@ -272,13 +274,16 @@ def m005_content_index(db: sqlite3.Connection) -> None:
     """Full-text search over stored content (prompts, completions, tool arguments and results), as
     stored: after redaction. Trigram tokens, so a search finds any substring of three or more
     characters in any script, case-insensitively. Filled off the ack path by the writer process
-    (store/content_index.py), which records how far it got in `meta`; rows go with their trace."""
+    (store/content_index.py), which records how far it got in `meta`; rows go with their trace.
+    rowid: spans.id for a span's content, -logs.id for a log record's. The ids come before the body:
+    a search reads each match's trace_id, and past a long body that would mean its overflow pages.
+    detail=full (the default) because trigram phrases need token positions."""
     db.executescript(
         """
         CREATE VIRTUAL TABLE content_index USING fts5(
-            body,                             -- the span's searchable text, messages in order
             trace_id UNINDEXED,
             span_id UNINDEXED,
+            body,                             -- the searchable text, messages in order
             tokenize = 'trigram'
         );
         """
@@ -295,8 +300,57 @@ def m006_conversations(db: sqlite3.Connection) -> None:
         ALTER TABLE traces ADD COLUMN conversation_id TEXT;
         ALTER TABLE traces ADD COLUMN user_id TEXT;
         CREATE INDEX traces_by_conversation ON traces (conversation_id, start_ns) WHERE conversation_id IS NOT NULL;
+
+        -- One row per conversation, the sum of its traces (turns); figures over the whole conversation.
+        CREATE TABLE conversations (
+            conversation_id TEXT PRIMARY KEY,
+            user_id TEXT,                     -- the user of its first turn that names one
+            turns INTEGER NOT NULL,           -- traces
+            first_ns INTEGER NOT NULL,        -- start of the first turn
+            last_ns INTEGER NOT NULL,         -- end of the last turn: "last seen", the window test
+            llm_calls INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_nusd INTEGER NOT NULL,
+            unpriced_calls INTEGER NOT NULL,
+            errors INTEGER NOT NULL,          -- api + validation + guardrail errors of its calls
+            failed_turns INTEGER NOT NULL,    -- turns with an error or a failed span
+            p95_ns INTEGER NOT NULL,          -- turn duration, nearest rank (exact)
+            updated_ns INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        -- The Sessions screen's sorts walk these and stop at the list's length; last_ns in each key
+        -- lets the window test run on the index (as traces_by_cost does).
+        CREATE INDEX conversations_by_last ON conversations (last_ns);
+        CREATE INDEX conversations_by_cost ON conversations (cost_nusd, last_ns);
+        CREATE INDEX conversations_by_tokens ON conversations ((input_tokens + output_tokens), last_ns);
+        CREATE INDEX conversations_by_turns ON conversations (turns, last_ns);
+        CREATE INDEX conversations_by_errors ON conversations (errors, last_ns);
+        CREATE INDEX conversations_by_p95 ON conversations (p95_ns, last_ns);
+        CREATE INDEX conversations_by_user ON conversations (user_id) WHERE user_id IS NOT NULL;
+
+        -- One row per user of those conversations, the sum of their rows: the by-user grouping (top
+        -- users by cost) reads one row per user instead of grouping every conversation.
+        CREATE TABLE users (
+            user_id TEXT PRIMARY KEY,
+            conversations INTEGER NOT NULL,
+            turns INTEGER NOT NULL,
+            llm_calls INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cost_nusd INTEGER NOT NULL,
+            unpriced_calls INTEGER NOT NULL,
+            errors INTEGER NOT NULL,
+            first_ns INTEGER NOT NULL,
+            last_ns INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX users_by_last ON users (last_ns);
+        CREATE INDEX users_by_cost ON users (cost_nusd, last_ns);
+        CREATE INDEX users_by_tokens ON users ((input_tokens + output_tokens), last_ns);
         """
     )
+    # A store written before the writer kept them: each trace's conversation and user from its
+    # spans, then every conversation's row.
+    backfill_conversations(db)
     pin_planner_statistics(db)
 
 
@@ -315,6 +369,18 @@ PLANNER_STATISTICS = (
     ("traces", "traces_by_cost", "125000 5 1"),
     ("traces", "traces_by_duration", "125000 2 1"),
     ("traces", "traces_by_conversation", "60000 3 1"),
+    ("conversations", "conversations", "40000 1"),
+    ("conversations", "conversations_by_last", "40000 1"),
+    ("conversations", "conversations_by_cost", "40000 4 1"),
+    ("conversations", "conversations_by_tokens", "40000 4 1"),
+    ("conversations", "conversations_by_turns", "40000 400 1"),
+    ("conversations", "conversations_by_errors", "40000 20000 1"),
+    ("conversations", "conversations_by_p95", "40000 2 1"),
+    ("conversations", "conversations_by_user", "30000 3"),
+    ("users", "users", "10000 1"),
+    ("users", "users_by_last", "10000 1"),
+    ("users", "users_by_cost", "10000 2 1"),
+    ("users", "users_by_tokens", "10000 2 1"),
     ("logs", "logs_by_span", "200000 8 2"),
     ("logs", "logs_by_time", "200000 1"),
     ("logs", "logs_evaluations", "2000 200 1"),
@@ -353,7 +419,7 @@ def migrate(db: sqlite3.Connection) -> int:
         db.execute("BEGIN IMMEDIATE")
         try:
             # executescript() would COMMIT first; run the statements inside our transaction instead.
-            # The steps use only execute() and executescript(), which _NoCommit provides.
+            # The steps use only execute(), executemany() and executescript(), which _NoCommit provides.
             step(cast(sqlite3.Connection, _NoCommit(db)))
             db.execute(f"PRAGMA user_version = {version}")
             db.execute("COMMIT")
@@ -376,6 +442,9 @@ class _NoCommit:
 
     def execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
         return self._db.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        return self._db.executemany(sql, rows)  # a backfill writes many rows (m006)
 
 
 def _split_statements(script: str) -> list[str]:

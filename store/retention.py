@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from store import content_index, sessions
 from store.writer import SpanWriter
 
 NS = 1_000_000_000
@@ -48,9 +49,14 @@ def _evict(db: sqlite3.Connection, writer: SpanWriter | None, trace_ids: list[by
     marks = ", ".join("?" * len(trace_ids))
     db.execute("BEGIN IMMEDIATE")
     try:
+        content_index.delete_traces(db, trace_ids)  # found through the spans and logs: before them
         result.spans += db.execute(f"DELETE FROM spans WHERE trace_id IN ({marks})", trace_ids).rowcount
         result.logs += db.execute(f"DELETE FROM logs WHERE trace_id IN ({marks})", trace_ids).rowcount
+        content_index.clamp_watermarks(db)
+        conversations = sessions.stored_conversations(db, trace_ids)
         result.traces += db.execute(f"DELETE FROM traces WHERE trace_id IN ({marks})", trace_ids).rowcount
+        # A conversation loses the evicted turns (its row goes with its last one), in the same transaction.
+        sessions.refresh(db, conversations, time.time_ns())
         db.execute("COMMIT")
     except BaseException:
         _rollback(db)
@@ -91,7 +97,9 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
             _evict(db, writer, ids, result)
         db.execute("BEGIN IMMEDIATE")
         try:
+            content_index.delete_traceless_logs(db, cutoff)
             result.logs += db.execute("DELETE FROM logs WHERE time_ns < ? AND trace_id IS NULL", (cutoff,)).rowcount
+            content_index.clamp_watermarks(db)
             result.rollups += db.execute("DELETE FROM rollups WHERE bucket < ?", (cutoff // NS,)).rowcount
             db.execute("COMMIT")
         except BaseException:
@@ -128,8 +136,10 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
             try:
                 oldest = db.execute("SELECT min(start_ns) FROM traces").fetchone()[0]
                 if oldest is not None:
+                    content_index.delete_traceless_logs(db, oldest)
                     result.logs += db.execute(
                         "DELETE FROM logs WHERE trace_id IS NULL AND time_ns < ?", (oldest,)).rowcount
+                    content_index.clamp_watermarks(db)
                 db.execute("COMMIT")
             except BaseException:
                 _rollback(db)

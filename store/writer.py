@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from store import histogram
+from store import histogram, sessions
 from store.latency import decode_figures
 from store.models import COL, LAYER_FRAMEWORK, LAYER_INSTRUMENTATION, LAYER_NATIVE_SDK, SPAN_COLUMNS
 
@@ -68,7 +68,7 @@ _SUBCLASS_COUNTER: dict[str | None, int] = {
 }
 
 # Columns loaded to rebuild a trace's state (everything but the raw span).
-_STATE_COLUMNS = tuple(c for c in SPAN_COLUMNS if c not in ("raw", "status_message", "conversation_id", "user_id"))
+_STATE_COLUMNS = tuple(c for c in SPAN_COLUMNS if c not in ("raw", "status_message"))
 _INSERT_SPANS = f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))})"
 _UPDATE_SPAN = (
     "UPDATE spans SET finish_reason = ?, own_error_class = ?, billed = ?, feature = ?, tenant = ?, "
@@ -82,8 +82,9 @@ _TRACE_COLUMNS = (
     "trace_id", "root_span_id", "root_name", "root_known", "service", "start_ns", "end_ns", "duration_ns",
     "spans", "llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
     "reasoning_tokens", "cost_nusd", "unpriced_calls", "errors_api", "errors_validation", "errors_guardrail",
-    "error_spans", "feature", "tenant", "models", "updated_ns",
+    "error_spans", "feature", "tenant", "models", "updated_ns", "conversation_id", "user_id",
 )
+_CONVERSATION_AT = _TRACE_COLUMNS.index("conversation_id")
 _UPSERT_TRACE = (f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLUMNS)}) "
                  f"VALUES ({', '.join('?' * len(_TRACE_COLUMNS))})")
 HISTOGRAMS = ("hist_latency", "hist_ttft", "hist_tpot", "hist_cost", "hist_tokens")
@@ -109,6 +110,7 @@ class SpanState:
         "provider", "operation", "model", "input", "output", "cache_read", "cache_write", "reasoning",
         "ttft", "streaming", "finish_reason", "own_error", "subclass", "marker", "own_feature",
         "own_tenant", "prompt_id", "prompt_version", "cost", "flags", "response_id", "layer", "response_model",
+        "conversation", "user",
         # effective values as last written (and applied to rollups)
         "billed", "feature", "tenant", "error_class", "duplicate_of",
         # the billed span of the same call when it is in another trace (found by response id)
@@ -152,6 +154,8 @@ class SpanState:
     response_id: str | None
     layer: int
     response_model: str | None
+    conversation: str | None
+    user: str | None
     billed: int
     feature: str | None
     tenant: str | None
@@ -199,6 +203,8 @@ class SpanState:
         layer = row[COL["call_layer"]]
         s.layer = 1 if layer is None else layer
         s.response_model = row[COL["response_model"]]
+        s.conversation = row[COL["conversation_id"]]
+        s.user = row[COL["user_id"]]
         s.external_keeper = None
         s.has_desc = False
         s.stored_finish = s.finish_reason
@@ -488,7 +494,8 @@ class SpanWriter:
                 touched[trace_id] = trace
             db.executemany("UPDATE spans SET cost_nusd = ?, price_id = ?, price_tier = ? WHERE id = ?", updates)
             now = self.clock()
-            db.executemany(_UPSERT_TRACE, [self._summary(t, trace, now) for t, trace in touched.items()])
+            sessions.write_traces(db, _UPSERT_TRACE, [self._summary(t, trace, now) for t, trace in touched.items()],
+                                  _CONVERSATION_AT, now)
             self._flush_rollups()
         self._evict_traces()
 
@@ -624,8 +631,8 @@ class SpanWriter:
             db.executemany(_UPDATE_SPAN, updates)
         if log_inserts:
             db.executemany(_INSERT_LOGS, log_inserts)
-        if trace_rows:
-            db.executemany(_UPSERT_TRACE, trace_rows)
+        # The trace summaries, and the rows of the conversations they are (or were) in.
+        sessions.write_traces(db, _UPSERT_TRACE, trace_rows, _CONVERSATION_AT, now)
         self._flush_rollups()
         self.stats.spans += len(inserts)
         self.stats.logs += len(log_inserts)
@@ -1017,6 +1024,9 @@ class SpanWriter:
         models: list[str] = []
         feature = root.feature
         tenant = root.tenant
+        # The trace's conversation and user: the first span carrying one (start order, as above).
+        conversation = next((s.conversation for s in spans if s.conversation is not None), None)
+        user = next((s.user for s in spans if s.user is not None), None)
         for s in spans:
             if s.status == 2:
                 error_spans += 1
@@ -1046,5 +1056,5 @@ class SpanWriter:
         return (
             trace_id, root.span_id, root.name, root_known, root.service, start, end, max(0, end - start),
             len(trace.spans), calls, inp, out, cread, cwrite, reason, cost, unpriced, e_api, e_val, e_guard,
-            error_spans, feature, tenant, ",".join(models) or None, now,
+            error_spans, feature, tenant, ",".join(models) or None, now, conversation, user,
         )

@@ -19,6 +19,7 @@ from typing import Any
 from store import retention
 from store.checkpointer import Checkpointer
 from store.connection import StoreError, WriterLock, describe_error, open_writer
+from store.content_index import ContentIndexer, index_lag, record_indexing
 from store.disk_budget import DiskBudget, Reserve, store_files_bytes, truncate_wal, wal_bytes
 from store.gctuning import tune_for_throughput
 from store.pricing import record_price_rows
@@ -98,6 +99,17 @@ class WriterLoop:
         self.failed_commits = 0
         self.last_error: str | None = None
         self.evicted_traces = 0
+        # Full-text search is indexed after the ack, never inside the commit (store/content_index.py).
+        # Not under --max-db-size: an FTS5 delete leaves the evicted postings until a merge meets
+        # them, so a store evicting at its limit would overshoot it (tests/test_hold_under_attack.py).
+        off_reason = ("--no-search-index" if not options.get("content_index", True)
+                      else "--max-db-size" if self.max_db_bytes else "")
+        self.indexer = None if off_reason else ContentIndexer(db)
+        try:
+            record_indexing(db, off_reason)
+        except sqlite3.Error as exc:
+            log.warning("could not record the search index's state: %s", describe_error(self.db_path, exc))
+        self.index_idle_slice_s = options.get("index_idle_slice_s", 0.05)
         self._next_retention = time.monotonic() + 1.0
         self._next_size_check = time.monotonic() + 1.0
         self._next_stats = time.monotonic()
@@ -112,6 +124,8 @@ class WriterLoop:
             if self.max_db_bytes:
                 deadlines.append(self._next_size_check)
             timeout = max(0.0, min(deadlines) - time.monotonic())
+            if self.indexer is not None and self.indexer.has_work:
+                timeout = 0.0  # content is waiting to be indexed: look at the inbox, then index
             if wait([self.inbox], timeout):
                 # Drain what is already waiting: that is the group in group commit. Bounded in rows
                 # and bytes: one commit must not overshoot the WAL cap by much (store/disk_budget.py).
@@ -137,6 +151,8 @@ class WriterLoop:
             if pending:
                 self.commit(pending)
             self.housekeeping()
+            if not (stopping or eof):
+                self.index_content()
         self.send(("stats", self.stats()))
 
     def commit(self, pending: list[tuple]) -> None:
@@ -164,15 +180,43 @@ class WriterLoop:
             return
         self.commit_seconds += time.perf_counter() - started
         self.commits += 1
-        self.bound_wal()
-        data_limit = self.budget.data_bytes
-        if data_limit is not None and retention.used_bytes(self.db) > data_limit:
-            # Over the limit now: evict right after this commit, not at the next periodic check
-            # (at full speed, 10 s of ingest is tens of MB past the limit).
-            self._next_size_check = time.monotonic()
+        self.keep_within_budget()
         acks = [(req_id, len(s) + len(lg), rejected, message, final)
                 for req_id, s, lg, _r, _sc, rejected, message, final in pending]
         self.send(("ack", acks))
+        if self.indexer is not None:
+            self.indexer.notify_commit(time.perf_counter() - started)
+
+    def index_content(self) -> None:
+        """Index stored content, after the acks went out: while the inbox is idle, until a request
+        arrives (checked between the indexer's small transactions); under sustained load, for the
+        indexer's share of the commit time, so the index keeps moving without holding acks back."""
+        if self.indexer is None or not self.indexer.has_work:
+            return
+        try:
+            if not self.inbox.poll(0):
+                indexed = self.indexer.run(self.index_idle_slice_s, stop=lambda: self.inbox.poll(0))
+            else:
+                indexed = self.indexer.step_under_load()
+            if indexed:
+                # The index takes more room than the spans it covers: it counts against the WAL cap
+                # and the size limit like any commit (tests/test_hold_under_attack.py).
+                self.keep_within_budget()
+        except (EOFError, OSError):
+            pass  # the main process is gone: the loop sees it at its next receive
+        except sqlite3.Error as exc:
+            self.last_error = describe_error(self.db_path, exc)
+            log.error("content indexing failed: %s", self.last_error)
+            self.indexer.pause(5.0)
+
+    def keep_within_budget(self) -> None:
+        """After anything written (a commit, a slice of indexing): keep the WAL under its cap, and
+        when the data is over the size limit evict right away, not at the next periodic check (at
+        full speed, 10 s of ingest is tens of MB past the limit)."""
+        self.bound_wal()
+        data_limit = self.budget.data_bytes
+        if data_limit is not None and retention.used_bytes(self.db) > data_limit:
+            self._next_size_check = time.monotonic()
 
     def bound_wal(self) -> None:
         """Truncate the WAL once it is past half its cap: the other half is room for the next commit
@@ -241,7 +285,19 @@ class WriterLoop:
             "room_made": self.room_made,
             "evicted_traces": self.evicted_traces,
             "last_error": self.last_error,
+            **self.index_stats(),
         }
+
+    def index_stats(self) -> dict[str, Any]:
+        if self.indexer is None:
+            return {}
+        try:
+            lag_spans, lag_logs = index_lag(self.db)
+        except sqlite3.Error:
+            lag_spans = lag_logs = -1
+        s = self.indexer.stats
+        return {"index_spans": s.spans, "index_logs": s.logs, "index_rows": s.rows, "index_seconds": s.seconds,
+                "index_cpu_seconds": s.cpu_seconds, "index_lag_spans": lag_spans, "index_lag_logs": lag_logs}
 
     def send(self, message: tuple) -> None:
         try:

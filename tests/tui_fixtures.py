@@ -16,6 +16,7 @@ from llmobs_tui.scenarios import MS, S, SpanSpec, Trace, Traffic, TrafficState, 
 from receiver.normalize import IngestOptions, Normalizer
 from receiver.prices import PriceTable
 from store.connection import WriterLock, open_writer
+from store.content_index import ContentIndexer
 from store.pricing import record_price_rows
 from store.writer import SpanWriter
 from tests.otlp_factory import log_record, logs_request
@@ -94,6 +95,8 @@ def build_store(path: Path, *, minutes: int = 60, traces_per_minute: int = 12, s
             record.span_id = span_id
         rows, resources, scopes, _ = normalizer.decode_logs(logs_request(records), int(FROZEN_NOW * S))
         writer.write([], rows, resources, scopes)
+        # As the writer process does after acknowledging: the content searched by text: terms.
+        ContentIndexer(db).run(deadline_s=600)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()

@@ -50,6 +50,17 @@ def showcase_trace(store: Path) -> bytes:
         db.close()
 
 
+def similar_trace(store: Path, trace_id: bytes) -> bytes:
+    """Another trace with the same root name: what a diff is for."""
+    db = open_reader(store)
+    try:
+        return db.execute(
+            "SELECT trace_id FROM traces WHERE root_name = (SELECT root_name FROM traces WHERE trace_id = ?) "
+            "AND trace_id != ? ORDER BY start_ns DESC, trace_id LIMIT 1", (trace_id, trace_id)).fetchone()[0]
+    finally:
+        db.close()
+
+
 async def overview(pilot) -> None:
     await settle(pilot)
 
@@ -106,6 +117,54 @@ async def help_screen(pilot) -> None:
     await settle(pilot)
 
 
+async def traces_text_search(pilot) -> None:
+    pilot.app.open_traces('text:"refund one of them"', "start", True)
+    await settle(pilot)
+
+
+async def trace_search(pilot) -> None:
+    await trace(pilot)
+    await pilot.press("slash")
+    await pilot.press(*"refund")
+    await pilot.press("enter")
+    await settle(pilot)
+
+
+async def why_slow(pilot) -> None:
+    await trace(pilot)
+    await pilot.press("w")
+    await settle(pilot)
+
+
+async def trace_diff(pilot) -> None:
+    """The showcase trace marked, then compared with the next trace of the same root."""
+    await trace(pilot)
+    await pilot.press("m")
+    pilot.app.open_trace(similar_trace(pilot.app.db_path, showcase_trace(pilot.app.db_path)))
+    await settle(pilot)
+    await pilot.press("d")
+    await settle(pilot)
+
+
+async def sessions(pilot) -> None:
+    await pilot.press("6")
+    await settle(pilot)
+
+
+async def sessions_by_user(pilot) -> None:
+    await sessions(pilot)
+    await pilot.press("u")
+    await settle(pilot)
+
+
+async def conversation(pilot) -> None:
+    await sessions(pilot)
+    await pilot.press("N")  # most turns first
+    await settle(pilot)
+    await pilot.press("enter")
+    await settle(pilot)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "overview": overview,
     "breakdown": breakdown,
@@ -114,6 +173,13 @@ SCENARIOS: dict[str, Scenario] = {
     "traces-filtered": traces_filtered,
     "trace": trace,
     "trace-cost": trace_cost,
+    "traces-text-search": traces_text_search,
+    "trace-search": trace_search,
+    "why-slow": why_slow,
+    "trace-diff": trace_diff,
+    "sessions": sessions,
+    "sessions-by-user": sessions_by_user,
+    "conversation": conversation,
     "alerts": alerts,
     "alerts-acknowledged": alerts_acknowledged,
     "help": help_screen,

@@ -5,6 +5,8 @@
     llmobs-tui attach    the TUI on a remote `serve --query-port`
     llmobs-tui report    calls, errors, tokens, cost and latency per group, from the store
     llmobs-tui export    one trace as OTLP/JSON that can be sent again
+    llmobs-tui traces    the trace list, filtered with the TUI's `/` language (table or JSON)
+    llmobs-tui show      one trace's span tree with self time and critical path (tree or JSON)
     llmobs-tui prices    the price table in effect
     llmobs-tui reprice   apply a changed price table to stored history
     llmobs-tui check     evaluate the SLOs and alert rules once: exit 0 ok, 1 ticket, 2 page
@@ -12,9 +14,9 @@
 
 `main` parses the flags (cli/parser.py), builds the one `Settings` of this invocation
 (llmobs_tui/settings.py: environment, files, checks) and hands it to the command's module: live.py
-(tui, demo, attach), serve.py, reports.py (report, check, export), prices.py (prices, reprice),
-init.py. Command modules import their heavy dependencies inside the command, so `--help` and
-`--version` stay fast and this package imports no Textual.
+(tui, demo, attach), serve.py, reports.py (report, check, export), investigate.py (traces, show),
+prices.py (prices, reprice), init.py. Command modules import their heavy dependencies inside the
+command, so `--help` and `--version` stay fast and this package imports no Textual.
 
 Every failure a user can cause (a bad flag, a busy port, a corrupt or locked database, a bad price
 or config file) ends with one line saying what and how to fix it, and a non-zero exit code.
@@ -35,7 +37,7 @@ __all__ = ["build_parser", "main"]
 
 
 def _commands() -> dict[str, Callable[[Settings], int]]:
-    from llmobs_tui.cli import init, live, prices, reports, serve
+    from llmobs_tui.cli import init, investigate, live, prices, reports, serve
 
     return {
         "tui": live.cmd_tui,
@@ -45,6 +47,8 @@ def _commands() -> dict[str, Callable[[Settings], int]]:
         "report": reports.cmd_report,
         "check": reports.cmd_check,
         "export": reports.cmd_export,
+        "traces": investigate.cmd_traces,
+        "show": investigate.cmd_show,
         "prices": prices.cmd_prices,
         "reprice": prices.cmd_reprice,
         "init": init.cmd_init,

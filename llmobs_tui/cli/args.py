@@ -52,6 +52,24 @@ def positive_int(text: str) -> int:
     return value
 
 
+def row_limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: give at least 1")
+    return value
+
+
+def trace_sort(text: str) -> str:
+    from store.dashboards import TRACE_SORTS
+
+    if text not in TRACE_SORTS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a sort; choose from {', '.join(TRACE_SORTS)}")
+    return text
+
+
 def forward_endpoint(text: str) -> str:
     from receiver.forward import Endpoint, ForwardEndpointError
 

@@ -127,3 +127,23 @@ def format_tool_report_md(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_user_report_md(result: dict[str, Any]) -> str:
+    """`report --by user`: one row per user, the most expensive first."""
+    from llmobs_tui.format import usd_figure
+
+    groups = result["groups"]
+    lines = _table_head(result, "users", ["user"], ["traces", "conversations", "calls", "input", "output",
+                                                    "cost $", "unpriced", "api err", "valid. err", "guard. err",
+                                                    "failed traces"])
+    if not groups:
+        return "\n".join(lines)
+    for g in groups:
+        lines.append(md_row([
+            str(g["user"]), _fmt_int(g["traces"]), _fmt_int(g["conversations"]), _fmt_int(g["calls"]),
+            _fmt_int(g["tokens"]["input"]), _fmt_int(g["tokens"]["output"]), usd_figure(g["cost_usd"]),
+            _fmt_int(g["unpriced_calls"]), _fmt_int(g["errors"]["api"]), _fmt_int(g["errors"]["validation"]),
+            _fmt_int(g["errors"]["guardrail"]), _fmt_int(g["failed_traces"]),
+        ]))
+    lines.append("")
+    lines.append(f"{len(groups):,} users, ${usd_figure(sum(g['cost_usd'] for g in groups))}")
+    return "\n".join(lines)

@@ -14,6 +14,31 @@ from llmobs_tui.settings import default_db_path
 
 T = TypeVar("T")
 
+# The JSON of `traces` and `show`, as their --help documents it (tests/test_headless.py holds the
+# output to it): stable keys, ids as hex, times ISO-8601 UTC and *_ns, durations *_ms and *_ns, cost USD.
+TRACES_JSON_HELP = """\
+JSON (--format json): ids as hex, times ISO-8601 UTC and *_ns, durations *_ms and *_ns, cost in USD
+of the priced calls (unpriced_calls counts the others); totals count billed calls once.
+  {"window": {"seconds", "from", "to"}, "filter", "sort", "descending", "limit",
+   "text_index_lag": null | {"spans", "logs"} (with text:, content not searchable yet),
+   "traces": [{"trace_id", "start", "start_ns", "root", "service", "duration_ms", "duration_ns",
+               "spans", "llm_calls", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls",
+               "errors": {"api", "validation", "guardrail", "spans"}, "failed", "feature", "tenant",
+               "models", "match": null | {"span_id", "snippet", "matched"} (with text:)}]}"""
+SHOW_JSON_HELP = """\
+JSON (--format json): ids as hex, times ISO-8601 UTC and *_ns, durations *_ms and *_ns, cost in USD
+(null: unpriced or not billed); spans in tree order (parent first, siblings by start).
+  {"trace_id", "root", "service", "start", "start_ns", "duration_ms", "duration_ns", "span_count",
+   "llm_calls", "input_tokens", "output_tokens", "cost_usd", "unpriced_calls", "failed_spans",
+   "critical_path": {"duration_ms", "duration_ns",
+                     "top": [{"span_id" (null: no span running), "name", "kind", "ms", "ns", "share"}]},
+   "spans": [{"span_id", "parent_span_id", "depth", "name", "kind", "start", "start_ns", "end_ns",
+              "offset_ms", "duration_ms", "duration_ns", "self_ms", "self_ns", "critical_path",
+              "critical_ms", "critical_ns", "service", "provider", "operation", "model",
+              "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+              "reasoning_tokens", "ttft_ms", "billed", "unpriced", "cost_usd", "status",
+              "otel_status", "error": null | {"class", "subclass", "type", "message"}}]}"""
+
 
 def _add_db(parser: argparse.ArgumentParser, shared: bool = False, env: bool = True) -> None:
     """`env`: the command reads $LLMOBS_DB (demo and attach keep stores of their own)."""
@@ -61,6 +86,9 @@ def _add_ingest(parser: argparse.ArgumentParser, shared: bool = False) -> None:
                        help="store prompts and completions as sent (default: redact e-mails, phones, cards, keys)")
     group.add_argument("--no-content", action="store_true", default=default(False),
                        help="store no prompts or completions at all")
+    group.add_argument("--no-search-index", action="store_true", default=default(False),
+                       help="do not index stored content for `text:` search (saves the indexer's CPU and "
+                            "disk; searches then find nothing new)")
     group.add_argument("--max-attr-size", type=types.size, default=default(256 * 1024), metavar="SIZE",
                        help="truncate longer attribute values, with a visible marker (default 256KB)")
     group.add_argument("--decoders", type=types.positive_int, default=default(0), metavar="N",
@@ -109,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--by", default="model", metavar="DIMS",
                         help="comma-separated: model, feature, tenant, prompt, provider, service, operation "
                              "(default: model); or tool (calls, errors, p50/p95 duration per tool; with "
-                             "service, feature or tenant)")
+                             "service, feature or tenant); or user (traces, conversations, tokens, cost and "
+                             "errors per user, alone)")
     report.add_argument("--format", choices=("md", "json"), default="md")
     report.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
                         help="SLOs for the SLO table (default: ./llmobs.toml if present)")
@@ -140,6 +169,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(export, shared=True)
     export.add_argument("trace_id", metavar="TRACE_ID", help="32 hex characters")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+
+    traces = sub.add_parser(
+        "traces", help="list traces from the store, filtered with the TUI's `/` language (for scripts and agents)",
+        description="List traces from the store, one row per trace, newest (or largest) first. Read-only:\n"
+                    "runs beside a `serve` or a TUI that writes the store.",
+        epilog=TRACES_JSON_HELP + "\n\nexamples:\n"
+               "  llmobs-tui traces --filter 'model=~gpt-4o status=error' --window 24h\n"
+               "  llmobs-tui traces --sort cost --limit 5 --format json | jq -r '.traces[].trace_id'",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_db(traces, shared=True)
+    traces.add_argument("--filter", metavar="EXPR", default="",
+                        help="terms ANDed, as `/` in the TUI: model=~gpt-4o status=error ttft>1s cost>$0.01 "
+                             "feature=checkout (default: every trace)")
+    traces.add_argument("--window", type=types.duration, default=3600, metavar="DURATION",
+                        help="traces that started this far back from now (default 1h)")
+    traces.add_argument("--sort", type=types.trace_sort, default="start", metavar="KEY",
+                        help="start, duration, cost, tokens, calls, errors, root or service (default start)")
+    traces.add_argument("--asc", action="store_true",
+                        help="smallest (or oldest) first (default: largest or newest first)")
+    traces.add_argument("--limit", type=types.row_limit, default=50, metavar="N", help="at most N rows (default 50)")
+    traces.add_argument("--format", choices=("table", "json"), default="table",
+                        help="table (default; cleaned text, colour on a terminal) or json (below)")
+
+    show = sub.add_parser(
+        "show", help="print one trace's span tree with durations, self time, critical path, tokens and cost",
+        description="Print one trace as a tree: per span its kind, name, duration, self time, critical-path\n"
+                    "mark (*), model, tokens in/out, cost and status; above it, the trace's totals and the\n"
+                    "top 3 contributors to its duration.",
+        epilog=SHOW_JSON_HELP + "\n\nexample:\n"
+               "  llmobs-tui show 4bf92f35 --format json | jq '.spans[] | select(.critical_path) | .name'",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_db(show, shared=True)
+    show.add_argument("trace_id", metavar="TRACE_ID", help="a trace id, or enough of its start to name one trace")
+    show.add_argument("--format", choices=("tree", "json"), default="tree",
+                      help="tree (default; cleaned text, colour on a terminal) or json (below)")
 
     prices = sub.add_parser("prices", help="list the price table in effect")
     prices.add_argument("--prices", metavar="FILE", default=argparse.SUPPRESS,

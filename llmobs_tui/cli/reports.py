@@ -24,6 +24,8 @@ def cmd_report(settings: Settings) -> int:
     from store.queries import GROUP_COLUMNS, TOOL_GROUP_COLUMNS, report, tool_report
 
     by = [part.strip() for part in settings.by.split(",") if part.strip()]
+    if "user" in by:
+        return _report_by_user(settings, by)
     tools = "tool" in by
     if tools:
         # Tool calls are read from spans, which carry service, feature and tenant but no model.
@@ -36,7 +38,7 @@ def cmd_report(settings: Settings) -> int:
         unknown = [b for b in by if b not in GROUP_COLUMNS]
         if unknown:
             return fail(f"--by {','.join(unknown)}: unknown dimension; choose from "
-                        f"{', '.join(GROUP_COLUMNS)}, tool", EXIT_USAGE)
+                        f"{', '.join(GROUP_COLUMNS)}, tool, user", EXIT_USAGE)
     config = settings.config
     path = settings.db_path
     try:
@@ -54,6 +56,36 @@ def cmd_report(settings: Settings) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(format_tool_report_md(result) if tools else format_report_md(result))
+        if config.slos:
+            print()
+            print(format_slo_table_md(result["slos"]))
+    return EXIT_OK
+
+
+def _report_by_user(settings: Settings, by: list[str]) -> int:
+    """`report --by user`: users by cost over the window, from the traces table (user is no rollup
+    dimension: too many values), with their conversations."""
+    from llmobs_tui.cli.markdown import format_user_report_md
+    from store.connection import DatabaseError, StoreError, describe_error, open_reader
+    from store.sessions import user_report
+
+    if by != ["user"]:
+        return fail(f"--by {','.join(by)}: --by user groups by user alone", EXIT_USAGE)
+    config = settings.config
+    try:
+        db = open_reader(settings.db_path)
+        now_s = time.time()
+        result = user_report(db, settings.window_s, now_s=now_s)
+        if config.slos:
+            result["slos"] = [row.as_json() for row in _slo_rows(settings.db_path, config, now_s)]
+    except StoreError as exc:
+        return fail(str(exc))
+    except DatabaseError as exc:
+        return fail(describe_error(settings.db_path, exc))
+    if settings.output_format == "json":
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_user_report_md(result))
         if config.slos:
             print()
             print(format_slo_table_md(result["slos"]))

@@ -22,11 +22,12 @@ FILTER_HELP = (
     "Filter (/): field op value, terms ANDed, a leading ! inverts.  ops: = != =~ !~ > >= < <=\n"
     "fields: feature tenant service root status duration cost tokens calls spans model provider name kind\n"
     "        error prompt version user conversation ttft latency tool\n"
+    "        text:\"refund policy\" searches prompts, completions and tool payloads (3+ characters)\n"
     "e.g.  model=~gpt-4.* ttft>1s status=error feature=checkout      !feature=search      cost>$0.01"
 )
 COMMAND_HELP = (
     "Commands (:): window 5m|1h|24h|7d · sort <start|duration|cost|tokens|calls|errors> · filter <expr> · "
-    "by <model|feature|tenant|prompt|provider|tool> · export · follow · quit"
+    "by <model|feature|tenant|prompt|provider|tool> · open <id> · sessions · export · follow · quit"
 )
 
 # What an action does, in words. Keyed by the binding's action string; a binding whose action is
@@ -37,6 +38,7 @@ ACTION_WORDS = {
     "goto('traces')": "Traces: the trace list",
     "goto('trace')": "Trace: the open trace's spans",
     "goto('alerts')": "Alerts: SLOs and firing alerts",
+    "goto('sessions')": "Sessions: conversations (u: by user)",
     "help": "This help",
     "filter": "Filter traces (fields below)",
     "command": "Command line (commands below)",
@@ -63,8 +65,8 @@ ACTION_WORDS = {
     "llm_only": "LLM spans only / all spans",
     "zoom(1)": "Zoom in on the timeline",
     "zoom(-1)": "Zoom out",
-    "next_error(1)": "Next error (failed span)",
-    "next_error(-1)": "Previous error",
+    "next_error(1)": "Next error (failed span); while a search (/) is on: next match",
+    "next_error(-1)": "Previous error; while a search (/) is on: previous match",
     "move(-1)": "Previous figure",
     "move(1)": "Next figure",
 }
@@ -72,6 +74,8 @@ SCREEN_ACTION_WORDS = {  # the same action name means different things on differ
     ("traces", "open"): "Open the selected trace",
     ("alerts", "open"): "Open the alert's example trace on the call that made its value",
     ("overview", "drill"): "Traces behind the selected figure",
+    ("sessions", "open"): "Open the conversation (by user: that user's conversations)",
+    ("conversation", "open"): "Open the selected turn's trace",
 }
 KEY_NAMES = {
     "question_mark": "?", "slash": "/", "colon": ":", "dollar_sign": "$", "plus": "+", "equals_sign": "=",

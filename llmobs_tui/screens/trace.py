@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -10,11 +12,14 @@ from textual.containers import Vertical
 from textual.widgets import Static
 
 from llmobs_tui import format as fmt
-from llmobs_tui.critical_path import GAP, CriticalPath
+from llmobs_tui.critical_path import CriticalPath, contributor_parts
 from llmobs_tui.reader import TraceDetail
 from llmobs_tui.screens.base import LiveScreen
+from llmobs_tui.screens.prompt import PromptScreen
+from llmobs_tui.screens.trace_diff import mark_trace, open_diff
+from llmobs_tui.trace_search import MAX_CONTENT_SPANS, SpanText, find_matches, span_texts
 from llmobs_tui.widgets.span_detail import SpanDetailView
-from llmobs_tui.widgets.waterfall import KIND_MARK, Waterfall
+from llmobs_tui.widgets.waterfall import Waterfall
 from store.dashboards import SpanRow
 
 
@@ -27,9 +32,19 @@ class TraceScreen(LiveScreen):
         Binding("dollar_sign", "tab('cost')", "Cost"),
         Binding("y", "copy_id('trace')", "Copy trace id"),
         Binding("Y", "copy_id('span')", "Copy span id"),
+        # Not in the footer (it has no room left for them); `?` lists them.
+        # Words that also name what these keys do elsewhere: the app's rows for them are not listed here.
+        Binding("slash", "search", "Search this trace (names, attributes, prompts, outputs), n/N between matches · "
+                "Filter traces: / on the other screens", show=False),
+        Binding("escape", "end_search", "End the search (n/N: failed spans again); with none on: Back to the "
+                "previous screen", show=False),
+        Binding("m", "mark", "Mark this trace for a diff", show=False),
+        Binding("d", "diff", "Diff the marked trace with this one", show=False),
+        Binding("w", "why_slow", "Why slow? The selected call (on the root: the trace) against its cohort", show=False),
     ]
     DEFAULT_CSS = """
     TraceScreen #trace-summary { height: auto; max-height: 2; text-wrap: nowrap; text-overflow: ellipsis; }
+    TraceScreen #trace-summary.-searching { max-height: 3; }
     TraceScreen #trace-body { height: 1fr; }
     TraceScreen #trace-body.-wide { layout: horizontal; }
     TraceScreen Waterfall { height: 1fr; min-height: 5; }
@@ -45,6 +60,12 @@ class TraceScreen(LiveScreen):
         self._select_slowest = False
         self._select_span: bytes | None = None  # a span to open on (an alert's failed or slowest call)
         self._shown_span: bytes | None = None
+        self._summary_head = Text("")  # the header without the search line
+        self._search_text = ""  # the search inside this trace ("" when none is on)
+        self._search_texts: dict[bytes, SpanText] = {}
+        self._search_loaded: frozenset[int] = frozenset()  # the span rows _search_texts has read
+        self._search_loading = False
+        self._search_jump = False  # Enter was pressed: select a match once there is one
 
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome_top()
@@ -67,6 +88,7 @@ class TraceScreen(LiveScreen):
             self.query_one(Waterfall).set_spans(self.detail.spans, select=span_id)
             self._select_span = None
         if trace_id != self.trace_id:
+            self._reset_search()
             self.trace_id = trace_id
             self.detail = None
             self._shown_span = None
@@ -110,7 +132,7 @@ class TraceScreen(LiveScreen):
         if unpriced:
             text.append(f" +{unpriced} unpriced", style="yellow")
         if errors:
-            text.append(f"  {errors} failed (n/N)", style="bold red")
+            text.append(f"  {errors} failed ({'Esc, then n/N' if self._search_text else 'n/N'})", style="bold red")
         waterfall = self.query_one(Waterfall)
         select = None
         if self._select_span is not None and any(s.span_id == self._select_span for s in spans):
@@ -126,9 +148,13 @@ class TraceScreen(LiveScreen):
             select = first_llm.span_id if first_llm else root.span_id
         waterfall.set_spans(spans, select=select)
         text.append_text(contributors_line(waterfall.critical_path, spans))
-        summary.update(text)
+        self._summary_head = text
+        self._mark_search_matches()
+        self._render_summary()
 
     def on_waterfall_selected(self, message: Waterfall.Selected) -> None:
+        if self._search_text:
+            self._render_summary()  # "match 2/7" follows the cursor
         span = message.span
         if span is None or self.trace_id is None:
             return
@@ -160,26 +186,172 @@ class TraceScreen(LiveScreen):
         else:
             self.llmobs.copy_value("trace id", self.trace_id.hex())
 
+    def action_why_slow(self) -> None:
+        """w: the selected LLM call against its model's calls on its feature; on the root span or a
+        span that is not a call, the trace against traces of the same root."""
+        from llmobs_tui.screens.why_slow import WhySlowScreen
+
+        if self.trace_id is None or self.detail is None:
+            self.notify("No trace open: nothing to explain.", severity="warning")
+            return
+        self.app.push_screen(WhySlowScreen(self.trace_id, self.selected_span, self.detail.spans))
+
     @property
     def selected_span(self) -> SpanRow | None:
         return self.query_one(Waterfall).selected
+
+    # -- search inside the trace: `/`, n/N between matches, Esc ends it ------------------------
+
+    def action_search(self) -> None:
+        """`/` here searches this trace (elsewhere it filters the trace list)."""
+        if self.detail is None or not self.detail.spans:
+            self.notify("No trace open (or it is still loading): nothing to search yet.", severity="warning")
+            return
+        self._load_search_texts_if_stale()
+        before = self._search_text
+
+        def typed(value: str) -> None:
+            self._apply_search(value.strip(), jump=False)
+
+        def done(value: str | None) -> None:
+            # Enter keeps the search and selects a match; Esc restores the one there was.
+            self._apply_search(before if value is None else value.strip(), jump=value is not None)
+
+        self.app.push_screen(PromptScreen(
+            "/", before, "search this trace: span names, attribute keys and values, prompts, outputs, tool calls "
+            "(plain text, any case) · Enter: n/N move between matches, Esc on the trace ends the search",
+            history=self.llmobs.prompt_history.setdefault("trace-search", []), on_change=typed), done)
+
+    def action_end_search(self) -> None:
+        self._apply_search("", jump=False)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "end_search":
+            return bool(self._search_text)  # no search on: Esc goes back (the app's binding)
+        return True
+
+    def _reset_search(self) -> None:
+        """Another trace: its search starts empty, and the old trace's texts are let go."""
+        self._search_text = ""
+        self._search_texts = {}
+        self._search_loaded = frozenset()
+        self._search_loading = False
+        self._search_jump = False
+        self.workers.cancel_group(self, "trace-search")
+        if self.is_mounted:
+            self.query_one(Waterfall).set_matches(None)
+            self.query_one("#trace-summary", Static).remove_class("-searching")
+
+    def _apply_search(self, text: str, *, jump: bool) -> None:
+        self._search_text = text
+        self._search_jump = jump and bool(text)
+        if self.detail is not None and self.detail.spans and self.is_mounted:
+            self.show(self.detail)  # the header's error hint and the marks change with the search
+
+    def _mark_search_matches(self) -> None:
+        """Mark the spans that match the search (again each refresh: spans and content arrive)."""
+        waterfall = self.query_one(Waterfall)
+        self.query_one("#trace-summary", Static).set_class(bool(self._search_text), "-searching")
+        if not self._search_text or self.detail is None:
+            waterfall.set_matches(None)
+            return
+        self._load_search_texts_if_stale()
+        matches = find_matches(self._search_text, self.detail.spans, self._search_texts)
+        waterfall.set_matches(matches)
+        if self._search_jump and not self._search_loading:  # jump once the content is searched too
+            self._search_jump = False
+            selected = waterfall.selected
+            if matches and (selected is None or selected.span_id not in matches):
+                waterfall.action_next_match(1)
+
+    def _load_search_texts_if_stale(self) -> None:
+        if self.detail is None or self.trace_id is None or self._search_loading:
+            return
+        # Only spans not read yet: a live trace's new spans, not all of them again every tick.
+        spans = [s for s in self.detail.spans[:MAX_CONTENT_SPANS] if s.id not in self._search_loaded]
+        if spans:
+            self._search_loading = True
+            self.load_search_texts(self.trace_id, spans)
+
+    @work(exclusive=True, group="trace-search")
+    async def load_search_texts(self, trace_id: bytes, spans: list[SpanRow]) -> None:
+        try:
+            details = await self.llmobs.reader.span_details(trace_id, spans)
+            texts = await asyncio.to_thread(span_texts, details)
+        except Exception as exc:  # a busy or damaged store: names are still searched
+            if self.trace_id == trace_id:
+                self._search_loading = False
+                self._search_loaded |= {s.id for s in spans}  # no retry every tick
+                self.notify(f"Search: could not read the spans' content ({exc}); matching names only.",
+                            severity="warning")
+            return
+        if self.trace_id != trace_id:
+            return
+        self._search_texts.update(texts)
+        self._search_loaded |= {s.id for s in spans}
+        self._search_loading = False
+        if self._search_text and self.detail is not None and self.detail.spans:
+            self.show(self.detail)
+
+    def _render_summary(self) -> None:
+        text = self._summary_head.copy()
+        if self._search_text:
+            text.append_text(self._search_line())
+        self.query_one("#trace-summary", Static).update(text)
+
+    def _search_line(self) -> Text:
+        """ match 2/7 for 'refund' in user message · n/N next/prev match · Esc ends the search"""
+        waterfall = self.query_one(Waterfall)
+        order = waterfall.match_order
+        query = fmt.clean(self._search_text, limit=60)
+        selected = waterfall.selected
+        text = Text("\n ")
+        ids = [s.span_id for s in order]
+        if not order:
+            text.append(f"no match for '{query}'", style="bold yellow")
+        elif selected is not None and selected.span_id in ids:
+            text.append(f"match {ids.index(selected.span_id) + 1}/{len(ids)} for '{query}'", style="bold")
+            where = find_matches(self._search_text, [selected], self._search_texts).get(selected.span_id)
+            if where:
+                text.append(f" in {fmt.clean(where, limit=60)}", style="dim")
+        else:
+            text.append(f"{fmt.plural(len(ids), 'match', 'matches')} for '{query}'", style="bold")
+        hidden = sum(1 for span in order if waterfall.hidden_by_filter(span))
+        if hidden:
+            text.append(f" ({hidden} hidden by l/p)", style="yellow")
+        if self._search_loading:
+            text.append(" · searching content…", style="dim")
+        elif self.detail is not None and len(self.detail.spans) > MAX_CONTENT_SPANS:
+            text.append(f" · content of the first {MAX_CONTENT_SPANS:,} of {len(self.detail.spans):,} spans, "
+                        "names of all", style="yellow")
+        text.append(" · n/N next/prev match · Esc ends the search", style="dim")
+        errors = sum(1 for span in self.detail.spans if span.failed) if self.detail is not None else 0
+        if errors:
+            text.append(f", then n/N: {fmt.plural(errors, 'failed span')}", style="dim")
+        return text
+
+    # -- trace diff: `m` marks this trace, `d` compares the marked one with it -------------------
+
+    def action_mark(self) -> None:
+        root = None
+        if self.detail is not None and self.detail.spans:
+            root = next((s for s in self.detail.spans if s.parent_span_id is None), self.detail.spans[0]).name
+        mark_trace(self.llmobs, self.trace_id, root)
+
+    def action_diff(self) -> None:
+        open_diff(self.llmobs, self.trace_id)
 
 
 def contributors_line(path: CriticalPath, spans: list[SpanRow]) -> Text:
     """The top three contributors to the trace's duration: the spans whose own time on the critical
     path made it as long as it is (p: show only the path)."""
-    if len(spans) < 2 or not path.duration_ns:
+    parts = contributor_parts(path, spans)
+    if not parts:
         return Text("")
-    names = {s.span_id: s for s in spans}
     text = Text("\n critical path: ", style="dim")
-    for i, (span_id, ns) in enumerate(path.top(3)):
+    for i, (label, figures) in enumerate(parts):
         if i:
             text.append(" · ", style="dim")
-        span = names.get(span_id) if span_id is not GAP else None
-        if span is None:
-            label = "no span running"
-        else:
-            label = f"{KIND_MARK.get(span.kind, '·')} {fmt.clean(span.name, limit=40)}"
         text.append_text(fmt.safe(label, style="bold"))
-        text.append(f" {fmt.duration(ns)} {ns / path.duration_ns:.0%}")
+        text.append(f" {figures}")
     return text

@@ -12,6 +12,7 @@ from llmobs_tui import format as fmt
 from llmobs_tui.filtering import Filter, FilterError, parse
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.keyed_table import KeyedTable
+from store.content_index import MATCH_SCAN_LIMIT, SearchResult, TextMatch, snippet_parts
 from store.dashboards import TraceRow
 
 # Shift-letter sorts (k9s): pressing the same one again reverses.
@@ -24,6 +25,9 @@ class TracesScreen(LiveScreen):
     BINDINGS = [
         *[Binding(key, f"sort('{name}')", f"Sort {name}", show=key in "SDC") for key, name in SORT_KEYS.items()],
         Binding("enter", "open", "Open trace", show=False),
+        Binding("m", "mark", "Mark the selected trace for a diff", show=False),
+        Binding("d", "diff", "Diff the marked trace with the selected one", show=False),
+        Binding("w", "why_slow", "Why slow? The selected trace against traces of its root", show=False),
     ]
 
     def __init__(self, **kwargs) -> None:
@@ -35,6 +39,11 @@ class TracesScreen(LiveScreen):
         self._rows: dict[str, TraceRow] = {}
         self.held_back = 0
         self._layout: tuple[str, ...] = ()
+        # A `text:` search: where each listed trace matched, and how many spans are not indexed yet.
+        self._matches: dict[bytes, TextMatch] = {}
+        self.index_lag = 0
+        self.index_off = ""  # why the writer does not index, when it does not
+        self.search_cut = False
 
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome_top()
@@ -46,6 +55,9 @@ class TracesScreen(LiveScreen):
     # `trace` is the id's first 8 hex characters (`:open` takes them); at 80 columns there is no room.
     WIDE = ("start", "trace", "root", "service", "duration", "calls", "tokens", "cost", "status")
     NARROW = ("start", "root", "duration", "calls", "cost", "status")
+    # With a `text:` search, the matching snippet takes the room of the columns a search needs least.
+    SEARCH_WIDE = ("start", "trace", "root", "duration", "calls", "cost", "status", "match")
+    SEARCH_NARROW = ("start", "root", "duration", "status", "match")
 
     def on_mount(self) -> None:
         self._layout = ()
@@ -58,15 +70,50 @@ class TracesScreen(LiveScreen):
             self.llmobs.wake()
 
     def _set_columns(self) -> bool:
-        layout = self.WIDE if self.size.width >= 110 or not self.size.width else self.NARROW
+        wide = self.size.width >= 110 or not self.size.width
+        if self.flt.text_search:
+            layout = self.SEARCH_WIDE if wide else self.SEARCH_NARROW
+        else:
+            layout = self.WIDE if wide else self.NARROW
         if layout == self._layout:
             return False
         self._layout = layout
         table = self.query_one(KeyedTable)
         table.reset(columns=True)
         for name in layout:
-            table.add_column(name, width=(22 if layout is self.NARROW else 40) if name == "root" else None)
+            width = {"root": 40 if wide else 22, "match": self._match_width()}.get(name)
+            table.add_column(name, width=width)
         return True
+
+    def _match_width(self) -> int:
+        return 56 if self.size.width >= 110 or not self.size.width else 30
+
+    def _match_cell(self, trace_id: bytes) -> Text:
+        """The matching snippet, the match highlighted (Rich styles on literal, cleaned text), cut so
+        that the first match shows within the column."""
+        match = self._matches.get(trace_id)
+        if match is None:
+            # The list and its snippets are two reads: content indexed in between can leave a row without.
+            return Text("…", style="dim")
+        parts = [(fmt.clean(piece, limit=None), matched) for piece, matched in snippet_parts(match.snippet)]
+        lead = 0
+        for piece, matched in parts:
+            if matched:
+                break
+            lead += len(piece)
+        keep_before = self._match_width() // 4
+        cell = Text()
+        skip = max(0, lead - keep_before)
+        if skip:
+            cell.append("…", style="dim")
+        for piece, matched in parts:
+            if skip >= len(piece):
+                skip -= len(piece)
+                continue
+            cell.append(piece[skip:], style="bold reverse" if matched else "")
+            skip = 0
+        cell.truncate(self._match_width(), overflow="ellipsis")
+        return cell
 
     def _root_width(self, table: KeyedTable) -> int:
         """The root column takes the room the other columns leave (no horizontal scrollbar)."""
@@ -87,8 +134,10 @@ class TracesScreen(LiveScreen):
             return str(exc)
         self.sort, self.descending, self.description = sort, descending, description
         self.llmobs.following = True
+        self._matches, self.index_lag, self.search_cut = {}, 0, False
         if not self.is_mounted:
             return None  # on_mount describes the query
+        self._set_columns()  # a search adds the match column
         self._describe()
         table = self.query_one(KeyedTable)
         table.reset()
@@ -104,13 +153,30 @@ class TracesScreen(LiveScreen):
             text.append_text(fmt.safe(self.description, style="italic"))
         if self.held_back:
             text.append(f"   ▲ {self.held_back} new (f to follow)", style="bold yellow")
+        if self.flt.text_search and self.index_off:
+            text.append(f"   search index off ({self.index_off}): newer content is not searchable", style="yellow")
+        elif self.flt.text_search and self.index_lag:
+            text.append(f"   search index: {self.index_lag:,} spans still to index", style="yellow")
+        if self.flt.text_search and self.search_cut:
+            text.append(f"   over {MATCH_SCAN_LIMIT:,} matches: the newest searched", style="dim")
         self.query_one("#traces-filter", Static).update(text)
 
-    async def load(self, reader, now_s: float) -> tuple[list[TraceRow], float]:
-        return await reader.traces(self.llmobs.window_s, now_s, self.flt, self.sort, self.descending), now_s
+    async def load(self, reader, now_s: float) -> tuple:
+        flt = self.flt
+        traces = await reader.traces(self.llmobs.window_s, now_s, flt, self.sort, self.descending)
+        if not flt.text_search:
+            return traces, now_s
+        # Snippets for the rows shown only (≤ 500), among the newest matches the list itself read.
+        return traces, now_s, flt, await reader.text_matches([t.trace_id for t in traces], flt.text_search)
 
-    def show(self, data: tuple[list[TraceRow], float]) -> None:
-        traces, now_s = data
+    def show(self, data: tuple) -> None:
+        traces, now_s, *search = data
+        if search and search[0] is self.flt:  # not the answer to a search replaced since
+            result: SearchResult = search[1]
+            self._matches, self.index_lag, self.search_cut = result.matches, result.lag_spans, result.cut
+            self.index_off = result.off_reason
+        else:
+            self._matches, self.index_lag, self.search_cut = {}, 0, False
         table = self.query_one(KeyedTable)
         # Reading further down the list pauses following: rows stay where they are.
         if table.cursor_row > 0 and self.llmobs.following and self.sort == "start":
@@ -142,6 +208,8 @@ class TracesScreen(LiveScreen):
                 "tokens": Text(fmt.tokens(trace.input_tokens + trace.output_tokens)),
                 "cost": cost, "status": status,
             }
+            if "match" in self._layout:
+                cells["match"] = self._match_cell(trace.trace_id)
             rows.append((key, tuple(cells[name] for name in self._layout)))
         self.held_back = table.sync(rows, reorder=self.llmobs.following)
         self._fit_root(table)
@@ -173,7 +241,22 @@ class TracesScreen(LiveScreen):
     def action_open(self) -> None:
         key = self.query_one(KeyedTable).cursor_key
         if key and key in self._rows:
-            self.llmobs.open_trace(self._rows[key].trace_id, slowest=self.sort == "duration")
+            trace_id = self._rows[key].trace_id
+            match = self._matches.get(trace_id)
+            if match is not None and match.span_id is not None:  # a search: open on the span that matched
+                self.llmobs.open_trace(trace_id, span_id=match.span_id)
+            else:
+                self.llmobs.open_trace(trace_id, slowest=self.sort == "duration")
+
+    def action_why_slow(self) -> None:
+        """w: the selected trace against traces of the same root and feature over the window."""
+        from llmobs_tui.screens.why_slow import WhySlowScreen
+
+        trace = self.selected_trace
+        if trace is None:
+            self.notify("Select a trace to explain.", severity="warning")
+            return
+        self.app.push_screen(WhySlowScreen(trace.trace_id))
 
     def on_paste(self, event: events.Paste) -> None:
         """A trace id pasted on the list (from a log line) opens that trace."""
@@ -188,3 +271,15 @@ class TracesScreen(LiveScreen):
     def selected_trace(self) -> TraceRow | None:
         key = self.query_one(KeyedTable).cursor_key
         return self._rows.get(key or "")
+
+    def action_mark(self) -> None:
+        from llmobs_tui.screens.trace_diff import mark_trace
+
+        trace = self.selected_trace
+        mark_trace(self.llmobs, trace.trace_id if trace else None, trace.root_name if trace else None)
+
+    def action_diff(self) -> None:
+        from llmobs_tui.screens.trace_diff import open_diff
+
+        trace = self.selected_trace
+        open_diff(self.llmobs, trace.trace_id if trace else None)

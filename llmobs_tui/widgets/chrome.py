@@ -11,7 +11,8 @@ from textual.widgets import Static
 from llmobs_tui import format as fmt
 
 SCREENS = (("1", "overview", "Overview"), ("2", "breakdown", "Breakdown"), ("3", "traces", "Traces"),
-           ("4", "trace", "Trace"), ("5", "alerts", "Alerts"))
+           ("4", "trace", "Trace"), ("5", "alerts", "Alerts"), ("6", "sessions", "Sessions"))
+TAB_OF = {"conversation": "sessions"}  # a screen without a tab of its own shows its parent's
 
 
 class TopBar(Static):
@@ -25,7 +26,9 @@ class TopBar(Static):
         text = Text(" llmobs ", style="bold reverse")
         # A link state wider than "● live" must not be cut off at 80 columns: the other screens' tabs
         # then show only their number.
-        compact = link not in (None, "live") and 0 < self.size.width < 100
+        # At 80 columns six tabs in full leave no room for the window and the live state either.
+        compact = (link not in (None, "live") or len(SCREENS) > 5) and 0 < self.size.width < 100
+        current = TAB_OF.get(current, current)
         for key, name, title in SCREENS:
             style = "bold reverse" if name == current else "dim"
             text.append(f" {key} {title} " if name == current or not compact else f" {key} ", style=style)

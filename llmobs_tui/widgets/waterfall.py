@@ -8,7 +8,7 @@ arrived. Drawn with the line API: a 500-span trace renders only the lines on scr
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from rich.segment import Segment
@@ -24,8 +24,7 @@ from llmobs_tui import format as fmt
 from llmobs_tui.critical_path import CriticalPath, analyse
 from store.dashboards import SpanRow
 
-KIND_MARK = {"llm": "●", "embedding": "◌", "tool": "⚒", "retriever": "⌕", "agent": "◆", "chain": "▪",
-             "guardrail": "⛨", "span": "·"}
+KIND_MARK = fmt.KIND_MARK  # defined in format, Textual-free, for `llmobs-tui show` too
 ZOOMS = (1, 2, 4, 8, 16, 32)
 # Label parts, most important first: a narrow label drops them from the end.
 LABEL_KEEP = ("duration", "dup", "error", "self", "cost", "model", "tokens")
@@ -46,6 +45,11 @@ STYLE_BAR_ERROR = Style(color="#f9fafb", bgcolor="#b91c1c")
 STYLE_LABEL = Style(color="cyan")
 STYLE_CURSOR = Style(reverse=True)
 STYLE_CRITICAL = Style(color="#fbbf24", bold=True)
+# A span that matches the search inside the trace (`/`): a glyph before the name (it survives
+# NO_COLOR) and the name on an amber ground. Drawn only while a search is on.
+MATCH_MARK = "»"
+STYLE_MATCH_MARK = Style(color="#fbbf24", bold=True)
+STYLE_MATCH = Style(color="#111827", bgcolor="#fbbf24", bold=True)
 
 
 @functools.cache
@@ -81,6 +85,10 @@ class Waterfall(ScrollView, can_focus=True):
         Binding("minus", "zoom(-1)", "Zoom out"),
         Binding("n", "next_error(1)", "Next error"),
         Binding("N", "next_error(-1)", "Prev error"),
+        # While a search is on, n/N step through its matches instead (check_action picks one of
+        # the two bindings of each key); Esc on the Trace screen ends the search.
+        Binding("n", "next_match(1)", "Next match"),
+        Binding("N", "next_match(-1)", "Prev match"),
     ]
 
     cursor: reactive[int] = reactive(0)
@@ -103,6 +111,8 @@ class Waterfall(ScrollView, can_focus=True):
         self._t1 = 1
         self.critical_path: CriticalPath = analyse([])
         self._critical_sections: dict[bytes, list[tuple[int, int]]] = {}
+        self._matches: frozenset[bytes] | None = None  # None: no search on
+        self._tree_order: list[SpanRow] = []  # every span in tree order, collapsed or filtered or not
 
     # -- data ----------------------------------------------------------------------------------
 
@@ -121,6 +131,8 @@ class Waterfall(ScrollView, can_focus=True):
         self._critical_sections = {}
         for span_id, start, end in self.critical_path.sections:
             self._critical_sections.setdefault(span_id, []).append((start, end))
+        self._tree_order = []
+        self._walk_all(None, set())
         self._build_rows()
         if selected is not None:
             self.select_span(selected)
@@ -204,6 +216,9 @@ class Waterfall(ScrollView, can_focus=True):
         critical = span.span_id in self.critical_path.contribution_ns
         segments = [Segment(CRITICAL_MARK if critical else " ", STYLE_CRITICAL if critical else STYLE_NAME),
                     Segment(head, STYLE_DIM), Segment(name.ljust(max(0, label_room)), name_style)]
+        if self._matches is not None and span.span_id in self._matches:
+            segments[1:] = [Segment(head[:-1], STYLE_DIM), Segment(MATCH_MARK, STYLE_MATCH_MARK),
+                            Segment(name, STYLE_MATCH), Segment(" " * max(0, label_room - len(name)), STYLE_NAME)]
 
         bar_width = width - name_width - 1
         if bar_width < 4:
@@ -388,6 +403,88 @@ class Waterfall(ScrollView, can_focus=True):
                 self._post_selected()
                 return
         self.notify("No failed span in this trace", severity="information", timeout=2)
+
+    # -- search inside the trace ---------------------------------------------------------------
+
+    def _walk_all(self, parent: bytes | None, seen: set[bytes]) -> None:
+        """Every span under `parent` in tree order into _tree_order; a stack, not recursion, so a
+        chain thousands of spans deep does not hit Python's recursion limit."""
+        stack = list(reversed(self._children.get(parent, [])))
+        while stack:
+            span = stack.pop()
+            if span.span_id in seen:
+                continue  # a repeated span id must not loop
+            seen.add(span.span_id)
+            self._tree_order.append(span)
+            stack.extend(reversed(self._children.get(span.span_id, [])))
+
+    def set_matches(self, span_ids: Collection[bytes] | None) -> None:
+        """Mark the spans a search matched (None: no search, the rows drawn as without one)."""
+        matches = None if span_ids is None else frozenset(span_ids)
+        if matches == self._matches:
+            return  # the live loop marks the same matches every tick
+        self._matches = matches
+        self.refresh()
+        self.refresh_bindings()
+
+    @property
+    def searching(self) -> bool:
+        return self._matches is not None
+
+    @property
+    def match_order(self) -> list[SpanRow]:
+        """The matching spans in tree order (top to bottom as if nothing were collapsed)."""
+        if not self._matches:
+            return []
+        return [span for span in self._tree_order if span.span_id in self._matches]
+
+    def hidden_by_filter(self, span: SpanRow) -> bool:
+        return (self.llm_only and not span.is_llm) or (
+            self.critical_only and span.span_id not in self.critical_path.on_path)
+
+    def action_next_match(self, step: int) -> None:
+        """The next (step 1) or previous (-1) matching span after the selected one, wrapping round;
+        a match inside a collapsed subtree is shown by expanding it, one hidden by `l` or `p` is
+        skipped (the header counts it)."""
+        order = self.match_order
+        if not order:
+            self.notify("No span matches the search", severity="information", timeout=2)
+            return
+        position = {span.span_id: i for i, span in enumerate(self._tree_order)}
+        here = position.get(self.selected.span_id, -1) if self.selected else -1
+        if step > 0:
+            candidates = [s for s in order if position[s.span_id] > here] + \
+                [s for s in order if position[s.span_id] <= here]
+        else:
+            candidates = [s for s in order if position[s.span_id] < here][::-1] + \
+                [s for s in order if position[s.span_id] >= here][::-1]
+        for span in candidates:
+            if self.hidden_by_filter(span):
+                continue
+            if not self.select_span(span.span_id):
+                self._expand_to(span)
+                self.select_span(span.span_id)
+            return
+        self.notify("Every match is hidden by l (LLM only) or p (critical path only)", severity="information",
+                    timeout=3)
+
+    def _expand_to(self, span: SpanRow) -> None:
+        by_id = {s.span_id: s for s in self._spans}
+        parent = span.parent_span_id
+        for _ in range(len(by_id)):
+            if parent is None or parent not in by_id:
+                break
+            self._collapsed.discard(parent)
+            parent = by_id[parent].parent_span_id
+        self._build_rows()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # n/N: the search's matches while one is on, else the failed spans.
+        if action == "next_match":
+            return self.searching
+        if action == "next_error":
+            return not self.searching
+        return True
 
     def on_click(self, event) -> None:
         index = int(self.scroll_offset.y) + event.y

@@ -1,0 +1,432 @@
+"""Full-text search over stored content: what goes into the `content_index` FTS5 table (m005), the
+indexer the writer process runs off the ack path, and the queries the read side runs over it.
+
+What is indexed is what the store keeps, after redaction: the messages of a span (system prompt,
+inputs, outputs, tool calls and their arguments and results, reasoning), a tool span's arguments
+and result, a retrieval's query and documents, and the content of log records joined to a trace.
+Nothing is indexed that a user could not already read on the Trace screen.
+
+Rows and rowids. A span's row has rowid = spans.id; a log record's row has rowid = -logs.id. Log
+records are indexed as rows of their own instead of re-indexing their span when they arrive: a log
+row is written once and never changes, so each is indexed exactly once whatever the arrival order
+(a log before its span, after it, or for a span that never comes), with no re-index churn on spans
+whose events trickle in. The price is that content emitted twice (span attributes and log events in
+OTel's SPAN_AND_EVENT mode) is indexed twice; a search still lands on the same span. The rowid
+scheme lets eviction delete a trace's rows by rowid (through the spans and logs indexes on
+trace_id) instead of scanning the FTS table's UNINDEXED trace_id column.
+
+Off the ack path. Indexing costs ~40 µs of CPU per 1,000 characters (trigram tokens), about as
+much as storing the span: done inside the commit it would cut ingest by far more than 15 %. So the
+writer acknowledges first, and ContentIndexer works through spans and logs above a watermark kept in
+`meta`, in small transactions: whenever the inbox is idle, and under sustained load for a bounded
+share of the writer's commit time (so the index never starves and acks wait at most one small
+transaction). A store created before m005 is caught up from 0 the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from store.content import LogEvent, Message, SpanEvent, messages_from_span, tool_io
+from store.meta import get_meta, set_meta
+from store.otlp_values import any_value
+from store.queries import decompress
+
+SPANS_WATERMARK = "content_index.spans"  # the highest spans.id indexed (every id below it too)
+LOGS_WATERMARK = "content_index.logs"  # the same for logs.id
+# Why the writer serving this store does not index ('' while it does): read by the search, which
+# would otherwise report a lag that never shrinks.
+INDEXING_OFF = "content_index.off"
+
+# Why cap: indexing costs CPU and disk in proportion to the text (trigram, detail=full: ~40 µs and
+# ~2.7 KB per 1,000 characters), and one span can carry a whole retrieved document set (100 KB+).
+# Uncapped, one such span costs as much as fifty ordinary ones and the index grows faster than the
+# spans it describes. Each piece (a message part, an argument, a result) keeps its first
+# PIECE_CHARS, so a long system prompt or document cannot crowd out the user's question or the
+# completion that follow it; the span keeps its first SPAN_CHARS in all. Text past the cap is
+# still stored and shown on the Trace screen, only not searchable.
+PIECE_CHARS = 2_000
+SPAN_CHARS = 8_000
+MIN_QUERY_CHARS = 3  # trigram tokens: a shorter string has no token to look up
+
+# Snippet markers: private-use characters, removed from the indexed text so that the stored
+# content can never forge a highlight.
+MARK_START = "\ue000"
+MARK_END = "\ue001"
+_MARKS = str.maketrans({MARK_START: " ", MARK_END: " "})
+
+_WHITESPACE = re.compile(r"\s+")
+_RETRIEVAL_KEYS = ("gen_ai.retrieval.query.text", "retrieval.query")
+_DOCUMENT_SUFFIX = ".document.content"  # OpenInference retrieval.documents.N.document.content
+
+
+# --- the searchable text ---------------------------------------------------------------------------
+
+
+def text_of(value: Any) -> str:
+    """A stored value as the text a search looks at (JSON for structures); the in-trace search too."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return str(value)
+
+
+def _message_pieces(messages: Iterable[Message]) -> Iterator[Any]:
+    for message in messages:
+        for part in message.parts:
+            if part.type in ("text", "reasoning"):
+                yield part.text
+            elif part.type == "tool_call":
+                yield part.name
+                yield part.arguments
+            elif part.type == "tool_call_response":
+                yield part.response
+
+
+def _join(pieces: Iterable[Any]) -> str:
+    """Pieces joined by newlines, each capped, duplicates dropped, the whole capped (see SPAN_CHARS)."""
+    seen: set[str] = set()
+    out: list[str] = []
+    size = 0
+    for piece in pieces:
+        text = text_of(piece).strip()[:PIECE_CHARS]
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        out.append(text)
+        size += len(text) + 1
+        if size >= SPAN_CHARS:
+            break
+    return "\n".join(out)[:SPAN_CHARS].translate(_MARKS)
+
+
+def span_text(kind: str, attributes: Mapping[str, Any], events: Sequence[SpanEvent]) -> str:
+    """The searchable text of a span from its attributes and span events (its log records are
+    indexed as rows of their own: see the module's docstring)."""
+    pieces: list[Any] = list(_message_pieces(messages_from_span(attributes, events)))
+    if kind == "tool":
+        pieces.extend(tool_io(attributes, events))
+    for key in _RETRIEVAL_KEYS:
+        if key in attributes:
+            pieces.append(attributes[key])
+    pieces.extend(value for key, value in attributes.items()
+                  if key.startswith("retrieval.documents.") and key.endswith(_DOCUMENT_SUFFIX))
+    return _join(pieces)
+
+
+def log_text(event: LogEvent) -> str:
+    """The searchable text of one log record: its messages when it is a gen_ai event in any of the
+    shapes store.content reads, else its body when that is a string (an application's log line)."""
+    messages = messages_from_span({}, (), (event,))
+    if messages:
+        return _join(_message_pieces(messages))
+    return _join([event.body] if isinstance(event.body, str) else [])
+
+
+def searchable_span_text(raw: bytes | None, kind: str) -> str:
+    """The searchable text of a stored span (spans.raw: zstd protobuf)."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    if not raw:
+        return ""
+    try:
+        proto = Span.FromString(decompress(raw))
+    except Exception:  # a damaged blob must not stop the indexer: index nothing for it
+        return ""
+    attributes = {kv.key: any_value(kv.value) for kv in proto.attributes}
+    events = [SpanEvent(e.name, e.time_unix_nano, {kv.key: any_value(kv.value) for kv in e.attributes})
+              for e in proto.events]
+    return span_text(kind, attributes, events)
+
+
+def searchable_log_text(raw: bytes | None, event_name: str | None) -> str:
+    """The searchable text of a stored log record (logs.raw: zstd protobuf)."""
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    if not raw:
+        return ""
+    try:
+        record = LogRecord.FromString(decompress(raw))
+    except Exception:
+        return ""
+    attributes = {kv.key: any_value(kv.value) for kv in record.attributes}
+    name = event_name or record.event_name or text_of(attributes.get("event.name"))
+    return log_text(LogEvent(name, record.time_unix_nano, attributes, any_value(record.body)))
+
+
+# --- the indexer (writer process) --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class IndexerStats:
+    spans: int = 0  # spans read past the watermark (indexed, or without text)
+    logs: int = 0
+    rows: int = 0  # rows written to the index
+    seconds: float = 0.0  # wall time in steps (the writer's thread: CPU-bound work)
+    cpu_seconds: float = 0.0  # process CPU time in steps
+    transactions: int = 0
+
+
+class ContentIndexer:
+    """Indexes spans and log records above the watermarks, in transactions of at most `chunk`
+    rows, until a deadline. Runs on the writer's connection and thread (one writer per store)."""
+
+    def __init__(self, db: sqlite3.Connection, *, chunk: int = 64, load_share: float = 0.15) -> None:
+        self.db = db
+        self.chunk = chunk
+        # Under sustained load the indexer gets this share of the time the writer spends committing.
+        self.load_share = load_share
+        self.stats = IndexerStats()
+        self._credit = 0.0
+        self._caught_up = False
+        self._paused_until = 0.0
+        clamp_watermarks(db)  # spans.id restarts below an old watermark once the newest spans are gone
+
+    @property
+    def has_work(self) -> bool:
+        """Rows may be waiting: not caught up at the last step, or committed since; False while paused."""
+        return not self._caught_up and time.monotonic() >= self._paused_until
+
+    def pause(self, seconds: float) -> None:
+        """Stop trying for a while (after an error: a full disk, a locked file), instead of retrying in a loop."""
+        self._paused_until = time.monotonic() + seconds
+
+    def notify_commit(self, commit_seconds: float) -> None:
+        """A batch was committed: there is new work, and the indexer earns its share of that time."""
+        self._caught_up = False
+        self._credit = min(0.25, self._credit + commit_seconds * self.load_share)
+
+    def step_under_load(self) -> int:
+        """Index for the time earned so far (notify_commit); returns the rows read."""
+        if not self.has_work or self._credit < 0.002:
+            return 0
+        started = time.perf_counter()
+        done = self.run(deadline_s=self._credit)
+        self._credit -= time.perf_counter() - started
+        return done
+
+    def run(self, deadline_s: float, stop: Callable[[], bool] | None = None) -> int:
+        """Index until caught up, `deadline_s` has passed, or `stop()` says so (checked between
+        transactions). Returns the spans and logs read."""
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        done = 0
+        try:
+            while True:
+                read = self._one_transaction()
+                done += read
+                if read == 0:
+                    self._caught_up = True
+                    break
+                if time.perf_counter() - started >= deadline_s or (stop is not None and stop()):
+                    break
+        finally:
+            self.stats.seconds += time.perf_counter() - started
+            self.stats.cpu_seconds += time.process_time() - cpu_started
+        return done
+
+    def _one_transaction(self) -> int:
+        db = self.db
+        span_mark = int(get_meta(db, SPANS_WATERMARK) or 0)
+        log_mark = int(get_meta(db, LOGS_WATERMARK) or 0)
+        # Read and extract outside the transaction: only this thread writes the store, so nothing
+        # changes in between, and the write lock is held for the inserts alone.
+        spans = db.execute("SELECT id, trace_id, span_id, kind, raw FROM spans WHERE id > ? ORDER BY id LIMIT ?",
+                           (span_mark, self.chunk)).fetchall()
+        logs = db.execute("SELECT id, trace_id, span_id, event_name, raw FROM logs WHERE id > ? ORDER BY id LIMIT ?",
+                          (log_mark, self.chunk)).fetchall()
+        if not spans and not logs:
+            return 0
+        rows: list[tuple[int, str, bytes, bytes | None]] = []
+        for span_row_id, trace_id, span_id, kind, raw in spans:
+            text = searchable_span_text(raw, kind)
+            if text:
+                rows.append((span_row_id, text, trace_id, span_id))
+        for log_row_id, trace_id, span_id, event_name, raw in logs:
+            if trace_id is None:
+                continue  # not reachable from the trace list: nothing would show the match
+            text = searchable_log_text(raw, event_name)
+            if text:
+                rows.append((-log_row_id, text, trace_id, span_id))
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO content_index (rowid, body, trace_id, span_id) VALUES (?, ?, ?, ?)",
+                           rows)  # OR REPLACE: a watermark clamped after an eviction may meet a row twice
+            if spans:
+                set_meta(db, SPANS_WATERMARK, str(spans[-1][0]))
+            if logs:
+                set_meta(db, LOGS_WATERMARK, str(logs[-1][0]))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.stats.spans += len(spans)
+        self.stats.logs += len(logs)
+        self.stats.rows += len(rows)
+        self.stats.transactions += 1
+        return len(spans) + len(logs)
+
+
+def clamp_watermarks(db: sqlite3.Connection) -> None:
+    """Lower a watermark past the newest row still stored. SQLite gives a new log row max(id) + 1, and
+    the writer starts spans at max(id) + 1: once the newest rows are deleted, their ids come back, and
+    a watermark above them would skip the new rows. Runs inside the deleting transaction."""
+    for key, table in ((SPANS_WATERMARK, "spans"), (LOGS_WATERMARK, "logs")):
+        db.execute(f"UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM {table}) "
+                   f"WHERE key = ? AND CAST(value AS INTEGER) > (SELECT coalesce(max(id), 0) FROM {table})", (key,))
+
+
+def delete_traces(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> int:
+    """Delete the index rows of these traces; call in the evicting transaction BEFORE their spans
+    and logs are deleted (the rows are found by rowid through them). Returns the rows deleted."""
+    marks = ", ".join("?" * len(trace_ids))
+    deleted = db.execute(f"DELETE FROM content_index WHERE rowid IN (SELECT id FROM spans WHERE trace_id IN ({marks}))",
+                         trace_ids).rowcount
+    deleted += db.execute(
+        f"DELETE FROM content_index WHERE rowid IN (SELECT -id FROM logs WHERE trace_id IN ({marks}))",
+        trace_ids).rowcount
+    if deleted:
+        reclaim_deleted(db, deleted)
+    return deleted
+
+
+# Pages of merge work per deleted row. An FTS5 delete only adds a tombstone to a new segment: the
+# evicted text's postings stay until a merge meets them, so without merging, a store evicting at its
+# size limit grows its index for ever (measured here: +7 MB per 1,280 rows evicted, without bound).
+# A merge across levels ('merge' with a negative N) of about two pages per deleted row held the
+# index at a steady size in the same experiment, for ~40 µs per page; 'optimize' would rewrite the
+# whole index (minutes on a large store).
+MERGE_PAGES_PER_DELETED_ROW = 2
+MERGE_PAGES_MAX = 2000
+
+
+def reclaim_deleted(db: sqlite3.Connection, deleted_rows: int) -> None:
+    """Bounded merge work after deleting index rows, so their space comes back (see above)."""
+    # At most MERGE_PAGES_MAX per eviction chunk: one transaction's WAL growth stays bounded.
+    pages = min(MERGE_PAGES_MAX, max(64, deleted_rows * MERGE_PAGES_PER_DELETED_ROW))
+    db.execute("INSERT INTO content_index (content_index, rank) VALUES ('merge', ?)", (-pages,))
+
+
+def delete_traceless_logs(db: sqlite3.Connection, before_ns: int) -> int:
+    """Delete the index rows of the trace-less logs older than `before_ns` (retention deletes those
+    logs next). The indexer skips trace-less logs today; this keeps eviction right if it ever does not."""
+    return db.execute("DELETE FROM content_index WHERE rowid IN "
+                      "(SELECT -id FROM logs WHERE trace_id IS NULL AND time_ns < ?)", (before_ns,)).rowcount
+
+
+# --- the read side -------------------------------------------------------------------------------------
+
+
+def phrase_query(user_text: str) -> str:
+    """The FTS5 query for a user's search text: one phrase, quotes doubled, so the text is always
+    literal (an `OR`, `NEAR(`, `*`, `^` or quote in it is searched for, never obeyed). With trigram
+    tokens a phrase matches any substring, case-insensitively."""
+    return '"' + user_text.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class TextMatch:
+    trace_id: bytes
+    span_id: bytes | None  # None: a log record without a span id
+    snippet: str  # MARK_START/MARK_END around each match (see snippet_parts)
+
+
+SNIPPET_TOKENS = 40  # trigram tokens are characters: about this many characters of context
+# A search reads at most this many matches, newest first (FTS5 walks rowids in descending order
+# without sorting). A phrase rarer than that is found everywhere; a common word fills the trace
+# list from its newest matches, in constant time whatever the store's size: reading every match of
+# a word found in every LLM span is ~0.5 s per million spans (measured: bench/tui.py). The Traces
+# screen says when a search was cut (match_count_query).
+MATCH_SCAN_LIMIT = 10_000
+NEWEST_MATCHES = ("SELECT trace_id FROM content_index WHERE content_index MATCH ? "
+                  f"ORDER BY rowid DESC LIMIT {MATCH_SCAN_LIMIT}")
+_OLDEST_SCANNED = ("(SELECT min(rowid) FROM (SELECT rowid FROM content_index WHERE content_index MATCH ? "
+                   f"ORDER BY rowid DESC LIMIT {MATCH_SCAN_LIMIT}))")
+
+
+def text_matches_query(match: str, trace_ids: Sequence[bytes]) -> tuple[str, tuple]:
+    """Each matching row of these traces (the ≤500 the list shows) with its snippet, among the
+    matches the list's filter read (the newest MATCH_SCAN_LIMIT): FTS5 takes the rowid bound, so
+    the walk stops there, and trace_id, the first column, is read without the body."""
+    marks = ", ".join("?" * len(trace_ids))
+    sql = (f"SELECT rowid, trace_id, span_id, snippet(content_index, 2, ?, ?, '…', ?) FROM content_index "
+           f"WHERE content_index MATCH ? AND rowid >= {_OLDEST_SCANNED} AND trace_id IN ({marks})")
+    return sql, (MARK_START, MARK_END, SNIPPET_TOKENS, match, match, *trace_ids)
+
+
+def match_count_query(match: str) -> tuple[str, tuple]:
+    """How many rows match, counted up to one past MATCH_SCAN_LIMIT: more means the search was cut."""
+    return (f"SELECT count(*) FROM (SELECT 1 FROM content_index WHERE content_index MATCH ? "
+            f"LIMIT {MATCH_SCAN_LIMIT + 1})", (match,))
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    matches: dict[bytes, TextMatch]  # by trace id
+    lag_spans: int  # spans not indexed yet
+    cut: bool  # more than MATCH_SCAN_LIMIT rows match: the newest were searched
+    off_reason: str = ""  # the writer does not index (INDEXING_OFF): what is searchable stays as it is
+
+
+def parse_text_matches(rows: Iterable[Sequence[Any]]) -> dict[bytes, TextMatch]:
+    """One match per trace: the first span (in store order) whose content matched, a span's own
+    content before a log record's."""
+    best: dict[bytes, tuple[tuple[int, int], TextMatch]] = {}
+    for rowid, trace_id, span_id, snippet in rows:
+        rank = (0, rowid) if rowid > 0 else (1, -rowid)
+        trace_id = bytes(trace_id)
+        known = best.get(trace_id)
+        if known is None or rank < known[0]:
+            best[trace_id] = (rank, TextMatch(trace_id, bytes(span_id) if span_id else None, snippet or ""))
+    return {trace_id: match for trace_id, (_rank, match) in best.items()}
+
+
+def snippet_parts(snippet: str) -> list[tuple[str, bool]]:
+    """A snippet as (text, matched) pieces, whitespace runs (newlines too) folded to one space."""
+    parts: list[tuple[str, bool]] = []
+    for i, chunk in enumerate(snippet.split(MARK_START)):
+        matched, _, rest = chunk.partition(MARK_END) if i else ("", "", chunk)
+        for text, is_match in ((matched, True), (rest, False)):
+            folded = _WHITESPACE.sub(" ", text)
+            if folded:
+                parts.append((folded, is_match))
+    return parts
+
+
+def lag_query() -> tuple[str, tuple]:
+    """Spans and log records not yet indexed: the newest id minus the watermark. Ids are dense (the
+    writer numbers spans in order; SQLite numbers logs), so this is the count without counting, in
+    O(log n) on a store of any size and lag."""
+    return ("SELECT max(0, coalesce((SELECT max(id) FROM spans), 0) - coalesce((SELECT CAST(value AS INTEGER) "
+            "FROM meta WHERE key = ?), 0)), max(0, coalesce((SELECT max(id) FROM logs), 0) - "
+            "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?), 0))", (SPANS_WATERMARK, LOGS_WATERMARK))
+
+
+def record_indexing(db: sqlite3.Connection, off_reason: str) -> None:
+    """The writer says, at start, whether it indexes ('') or why not."""
+    with db:
+        set_meta(db, INDEXING_OFF, off_reason)
+
+
+def indexing_off_query() -> tuple[str, tuple]:
+    return "SELECT coalesce((SELECT value FROM meta WHERE key = ?), '')", (INDEXING_OFF,)
+
+
+def index_lag(db: sqlite3.Connection) -> tuple[int, int]:
+    """(spans, logs) not yet indexed."""
+    sql, params = lag_query()
+    spans, logs = db.execute(sql, params).fetchone()
+    return spans or 0, logs or 0
