@@ -586,3 +586,20 @@ def test_long_names_are_cut_to_fit_a_terminal(writer_db, normalizer, db_path, ca
     _, narrow, _ = run_cli(capsys, "show", "c0de", "--db", str(db_path))
     (row,) = tree_lines(narrow)
     assert len(row) <= 100 and "handle very-long" in row and "…" in row
+
+
+def test_traces_says_when_the_search_index_is_off(tmp_path, capsys):
+    """A writer under --max-db-size does not index: a text: search says so instead of a lag."""
+    from store.connection import open_writer
+    from store.content_index import record_indexing
+
+    path = tmp_path / "off.db"
+    db = open_writer(path)
+    try:
+        record_indexing(db, "--max-db-size")
+    finally:
+        db.close()
+    from llmobs_tui.cli import main
+
+    assert main(["traces", "--db", str(path), "--filter", "text:refund"]) == 0
+    assert "search index is off (--max-db-size)" in capsys.readouterr().err

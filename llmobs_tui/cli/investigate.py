@@ -61,7 +61,7 @@ SGR_RESET = "\x1b[0m"
 def cmd_traces(settings: Settings) -> int:
     from llmobs_tui.filtering import FilterError, parse
     from store.connection import DatabaseError, StoreError, describe_error, read_snapshot
-    from store.content_index import lag_query, parse_text_matches, text_matches_query
+    from store.content_index import indexing_off_query, lag_query, parse_text_matches, text_matches_query
     from store.dashboards import parse_traces, traces_query
 
     try:
@@ -73,6 +73,7 @@ def cmd_traces(settings: Settings) -> int:
                          not settings.ascending, settings.limit)
     matches: dict[bytes, TextMatch] | None = None
     lag: tuple[int, int] | None = None
+    off_reason = ""
     try:
         db = _open(settings)
         try:
@@ -84,6 +85,8 @@ def cmd_traces(settings: Settings) -> int:
                     sql, params = lag_query()
                     spans_behind, logs_behind = db.execute(sql, params).fetchone()
                     lag = (spans_behind or 0, logs_behind or 0)
+                    sql, params = indexing_off_query()
+                    off_reason = db.execute(sql, params).fetchone()[0]
                     matches = {}
                     if rows:
                         sql, params = text_matches_query(flt.text_search, [row.trace_id for row in rows])
@@ -94,7 +97,10 @@ def cmd_traces(settings: Settings) -> int:
         return fail(str(exc))
     except DatabaseError as exc:
         return fail(describe_error(settings.db_path, exc))
-    if lag and any(lag):
+    if off_reason:
+        print(f"note: the search index is off ({fmt.clean(off_reason)}): content stored since is not searchable",
+              file=sys.stderr)
+    elif lag and any(lag):
         print(f"note: {fmt.plural(lag[0], 'span')} and {fmt.plural(lag[1], 'log record')} are not indexed yet; "
               "text: cannot find them until they are", file=sys.stderr)
     if settings.output_format == "json":
