@@ -220,6 +220,9 @@ SERVE=$!
 ( while kill -0 $SERVE 2>/dev/null; do echo "SIZE $(du -sb "$DIR" | cut -f1)"; sleep 0.2; done ) &
 trap 'kill -TERM $SERVE 2>/dev/null || true' TERM
 wait $SERVE || true
+# A trapped TERM ends `wait` at once: wait again until serve has really exited and is reaped (its
+# last lines written, the store closed) before reading the store, or the report races its shutdown.
+while kill -0 $SERVE 2>/dev/null; do wait $SERVE 2>/dev/null || true; done
 "$PY" -c "$STORED_REPORT" "$DIR/s.db"
 """
 
