@@ -175,6 +175,8 @@ mount -t tmpfs -o size=6m tmpfs "$DIR"
 SERVE=$!
 trap 'kill -TERM $SERVE 2>/dev/null || true' TERM
 wait $SERVE || true
+# A trapped TERM ends `wait` at once: wait again until serve is gone (reaped) before the report.
+while kill -0 $SERVE 2>/dev/null; do wait $SERVE 2>/dev/null || true; done
 "$PY" -c "$STORED_REPORT" "$DIR/full.db"
 """
 # Run inside the namespace after serve stops: the store must check clean; prints the stored traces.
