@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from store import histogram
+from store.models import TraceErrorCounts
 from store.pricing import PRICE_ROW_COLUMNS
 from store.queries import GROUP_COLUMNS, GroupStats, rollup_ranges
 from store.writer import ROLLUP_COUNTERS
@@ -243,7 +244,7 @@ TRACE_LIST_COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
-class TraceRow:
+class TraceRow(TraceErrorCounts):
     trace_id: bytes
     start_ns: int
     root_name: str | None
@@ -263,14 +264,6 @@ class TraceRow:
     feature: str | None
     tenant: str | None
     models: str | None
-
-    @property
-    def errors(self) -> int:
-        return self.errors_api + self.errors_validation + self.errors_guardrail
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.errors or self.error_spans)
 
 
 def traces_query(window_s: float, now_s: float, where: str = "1", params: Sequence[Any] = (),

@@ -138,3 +138,22 @@ class DecodedBatch:
     scopes: dict[bytes, tuple[str, str, bytes]]
     rejected: int
     rejection_message: str
+
+
+class TraceErrorCounts:
+    """`errors` and `failed` of a row carrying a trace summary's error counters (a trace in the list,
+    a conversation's turn): one definition for every screen that marks a failed trace."""
+
+    __slots__ = ()
+    errors_api: int
+    errors_validation: int
+    errors_guardrail: int
+    error_spans: int
+
+    @property
+    def errors(self) -> int:
+        return self.errors_api + self.errors_validation + self.errors_guardrail
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors or self.error_spans)

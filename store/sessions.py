@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from store.models import TraceErrorCounts
+
 NS = 1_000_000_000
 _CHUNK = 400  # ids per IN (...) list: well under SQLite's variable limit
 
@@ -285,7 +287,7 @@ MAX_TURNS = 2000  # a conversation view shows at most this many turns (the lates
 
 
 @dataclass(frozen=True, slots=True)
-class TurnRow:
+class TurnRow(TraceErrorCounts):
     trace_id: bytes
     start_ns: int
     end_ns: int
@@ -302,14 +304,6 @@ class TurnRow:
     error_spans: int
     user_id: str | None
     models: str | None
-
-    @property
-    def errors(self) -> int:
-        return self.errors_api + self.errors_validation + self.errors_guardrail
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.errors or self.error_spans)
 
 
 def turns_query(conversation_id: str, limit: int = MAX_TURNS) -> tuple[str, tuple]:

@@ -42,21 +42,22 @@ def db_size(text: str) -> int:
     return value
 
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+
+
+def positive_int(text: str) -> int:
+    value = _whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} must not be negative")
     return value
 
 
 def row_limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value}: give at least 1")
     return value
