@@ -354,6 +354,71 @@ def m006_conversations(db: sqlite3.Connection) -> None:
     pin_planner_statistics(db)
 
 
+@migration
+def m007_trends_and_changes(db: sqlite3.Connection) -> None:
+    """What the charts, Trends, the drift panel and change markers read, all kept by the writer:
+    - dims gains `variant` (the configured experiment-variant attribute), a dimension like feature.
+      SQLite cannot change a UNIQUE constraint, so dims is rebuilt with its ids kept (rollups
+      refer to them) and the key becomes an explicit index.
+    - rollups gain per-call input and output token-length histograms (drift against a baseline) and
+      a refusal counter (finish reason content_filter/refusal, or a refusal in the output).
+    - tool_rollups: tool spans per tool name (they are not billed calls, so not in rollups).
+    - changes: the first time each value of a changing thing was seen (a prompt version, the model
+      a requested model was served as, a service.version, an error class, a price table); drawn as
+      markers on every chart. A row with no `before` is a baseline (the first value ever seen),
+      except for error classes and prices, whose first occurrence is itself the change."""
+    db.executescript(
+        """
+        CREATE TABLE dims_v7 (
+            id INTEGER PRIMARY KEY,
+            service TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            feature TEXT NOT NULL,
+            tenant TEXT NOT NULL,
+            prompt_id TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            variant TEXT NOT NULL DEFAULT ''
+        );
+        INSERT INTO dims_v7 (id, service, provider, model, operation, feature, tenant, prompt_id, prompt_version)
+            SELECT id, service, provider, model, operation, feature, tenant, prompt_id, prompt_version FROM dims;
+        DROP TABLE dims;
+        ALTER TABLE dims_v7 RENAME TO dims;
+        CREATE UNIQUE INDEX dims_key ON dims (service, provider, model, operation, feature, tenant, prompt_id,
+                                              prompt_version, variant);
+
+        ALTER TABLE rollups ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE rollups ADD COLUMN hist_input_tokens BLOB;   -- input tokens per call (cached included)
+        ALTER TABLE rollups ADD COLUMN hist_output_tokens BLOB;  -- output tokens per call (reasoning included)
+
+        CREATE TABLE tool_rollups (
+            res INTEGER NOT NULL,             -- 60 or 3600, as rollups
+            bucket INTEGER NOT NULL,
+            tool TEXT NOT NULL,               -- spans.tool_name ('' when a tool span names none)
+            calls INTEGER NOT NULL,
+            errors INTEGER NOT NULL,          -- spans with status error
+            duration_ns INTEGER NOT NULL,
+            hist_latency BLOB,
+            PRIMARY KEY (res, bucket, tool)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE changes (
+            id INTEGER PRIMARY KEY,
+            time_ns INTEGER NOT NULL,         -- the start of the first span that showed it
+            kind TEXT NOT NULL,               -- prompt_version | served_model | service_version | error_class | prices
+            scope TEXT NOT NULL,              -- the prompt id, requested model, service; '' when global
+            before TEXT,                      -- the value seen before it; NULL: a baseline (see above)
+            after TEXT NOT NULL,
+            trace_id BLOB                     -- a trace that showed it
+        );
+        CREATE UNIQUE INDEX changes_key ON changes (kind, scope, after);
+        CREATE INDEX changes_by_time ON changes (time_ns);
+        """
+    )
+    pin_planner_statistics(db)
+
+
 # Query-planner statistics for a store of about a million spans, pinned instead of measured.
 # ANALYZE on a young store records "spans: 2 rows", after which the planner full-scans `spans` for
 # a trace lookup for as long as those stats live, millions of rows later (seen in a test here);
@@ -385,7 +450,10 @@ PLANNER_STATISTICS = (
     ("logs", "logs_by_time", "200000 1"),
     ("logs", "logs_evaluations", "2000 200 1"),
     ("rollups", "rollups", "100000 50000 20 1"),
-    ("dims", "sqlite_autoindex_dims_1", "500 100 50 20 20 5 2 1 1"),
+    ("dims", "dims_key", "500 100 50 20 20 5 2 1 1 1"),
+    ("tool_rollups", "tool_rollups", "20000 10000 20 1"),
+    ("changes", "changes_key", "200 40 2 1"),
+    ("changes", "changes_by_time", "200 1"),
     ("resources", "sqlite_autoindex_resources_1", "20 1"),
     ("scopes", "sqlite_autoindex_scopes_1", "20 1"),
 )
