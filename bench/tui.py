@@ -428,6 +428,127 @@ async def time_queries(db: Path, big_trace: bytes, rounds: int) -> dict:
             for name, v in timings.items()}
 
 
+async def time_overview_charts(db: Path, rounds: int = 30, window_s: float = 3600) -> dict:
+    """One Overview chart refresh, as the TUI does it: the read (cards + four charts + the past period
+    + change markers, from the rollups) and the parse, then plotext building the four charts at
+    160x48's chart size (76x21 each). Wall and CPU ms per refresh; p50/p95 over `rounds`."""
+    from llmobs_tui.reader import StoreReader
+    from llmobs_tui.screens.overview import overview_chart_data
+    from llmobs_tui.widgets.chart import Mark, build_chart_text
+    from store.charts import compare_shift_s
+
+    reader = StoreReader(db)
+    await reader.open()
+    wall: dict[str, list[float]] = {"charts_read": [], "charts_build": [], "charts_refresh": []}
+    cpu: list[float] = []
+    try:
+        for _ in range(rounds):
+            now = time.time()
+            started, cpu_started = time.perf_counter(), time.process_time()
+            charts = await reader.charts(window_s, now, compare_shift_s("previous", window_s))
+            changes = await reader.changes(now - window_s, now)
+            read = time.perf_counter()
+            for data in overview_chart_data(charts, [], 2000.0).values():
+                data.marks = [Mark(c.time_s, c.describe()) for c in changes]
+                build_chart_text(data, 76, 21)
+            done = time.perf_counter()
+            cpu.append((time.process_time() - cpu_started) * 1000)
+            wall["charts_read"].append((read - started) * 1000)
+            wall["charts_build"].append((done - read) * 1000)
+            wall["charts_refresh"].append((done - started) * 1000)
+            await asyncio.sleep(0.1)
+    finally:
+        await reader.close()
+    result = {f"overview_{name}_{int(window_s)}s": {"p50_ms": round(statistics.median(v), 1),
+                                                   "p95_ms": round(sorted(v)[max(0, int(len(v) * 0.95) - 1)], 1)}
+              for name, v in wall.items()}
+    result[f"overview_charts_refresh_{int(window_s)}s"]["cpu_p50_ms"] = round(statistics.median(cpu), 1)
+    return result
+
+
+async def time_drift_panel(db: Path, rounds: int = 30, window_s: float = 3600) -> dict:
+    """The Alerts screen's drift panel, as the TUI refreshes it: the read (the window's and the prior
+    week's rollup totals with their token histograms, the rate series, the scored logs) and the parse
+    (histogram decode, PSI), then the two text histograms and the two charts built at 160x48's size;
+    and the drift rule alone (per feature, in the engine's worker thread; it runs once a minute at most).
+    The week's evaluation means are read once and then reused, as the Alerts screen does for 5 minutes
+    (drift_eval_baseline: that one read). p50/p95 ms over `rounds`."""
+    from llmobs_tui.alerting.drift import evaluate_drift
+    from llmobs_tui.config import AlertSettings
+    from llmobs_tui.reader import StoreReader
+    from llmobs_tui.widgets.chart import build_chart_text
+    from llmobs_tui.widgets.drift_panel import evals_chart, histogram_text, rates_chart
+    from store.connection import open_reader
+
+    reader = StoreReader(db)
+    await reader.open()
+    wall: dict[str, list[float]] = {"drift_read": [], "drift_refresh": [], "drift_rule": [],
+                                    "drift_eval_baseline": []}
+    settings = AlertSettings()
+    sync_db = open_reader(db)
+    try:
+        started = time.perf_counter()
+        kept = (await reader.drift(window_s, time.time(), settings.drift_min_calls)).eval_baseline
+        wall["drift_eval_baseline"].append((time.perf_counter() - started) * 1000)
+        for _ in range(rounds):
+            now = time.time()
+            started = time.perf_counter()
+            data = await reader.drift(window_s, now, settings.drift_min_calls, kept)
+            read = time.perf_counter()
+            for signal, result in data.distributions.items():
+                histogram_text(signal, result, settings.drift_psi, 76, 11)
+            build_chart_text(rates_chart(data, [], None), 78, 16)
+            build_chart_text(evals_chart(data, [], None), 78, 16)
+            done = time.perf_counter()
+            evaluate_drift(sync_db, settings, now)
+            wall["drift_read"].append((read - started) * 1000)
+            wall["drift_refresh"].append((done - started) * 1000)
+            wall["drift_rule"].append((time.perf_counter() - done) * 1000)
+            await asyncio.sleep(0.05)
+    finally:
+        await reader.close()
+        sync_db.close()
+    return {f"{name}_{int(window_s)}s": {"p50_ms": round(statistics.median(v), 1),
+                                         "p95_ms": round(sorted(v)[max(0, int(len(v) * 0.95) - 1)], 1)}
+            for name, v in wall.items()}
+
+
+async def time_trends(db: Path, rounds: int = 30) -> dict:
+    """One Trends refresh with 10 series, as the TUI does it: the read (one query on the rollups, plus
+    the variants' figures when split by variant) and the parse, then plotext building the chart at
+    160x48's size (152x30). p95 latency by model over 1h and 24h, by tool over 24h (the week has
+    hundreds of tools: the top 10 drawn), cost by feature over 24h, p95 by variant over 24h (with the
+    two-variant comparison's read). Wall and CPU ms per refresh; p50/p95 over `rounds`."""
+    from llmobs_tui.reader import StoreReader
+    from llmobs_tui.screens.trends import trends_chart_data
+    from llmobs_tui.widgets.chart import build_chart_text
+
+    cases = (("latency_p95", "model", 3600), ("latency_p95", "model", 86400), ("latency_p95", "tool", 86400),
+             ("cost", "feature", 86400), ("latency_p95", "variant", 86400))
+    reader = StoreReader(db)
+    await reader.open()
+    wall: dict[str, list[float]] = {f"trends_{m}_by_{by}_{w}s": [] for m, by, w in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in wall}
+    series: dict[str, int] = {}
+    try:
+        for _ in range(rounds):
+            for (metric, by, window_s), name in zip(cases, wall):
+                now = time.time()
+                started, cpu_started = time.perf_counter(), time.process_time()
+                trends = await reader.trends(metric, by, window_s, now, top_n=10)
+                build_chart_text(trends_chart_data(trends), 152, 30)
+                wall[name].append((time.perf_counter() - started) * 1000)
+                cpu[name].append((time.process_time() - cpu_started) * 1000)
+                series[name] = len(trends.series)
+            await asyncio.sleep(0.1)
+    finally:
+        await reader.close()
+    return {name: {"series": series[name], "p50_ms": round(statistics.median(v), 1),
+                   "p95_ms": round(sorted(v)[max(0, int(len(v) * 0.95) - 1)], 1),
+                   "p95_cpu_ms": round(sorted(cpu[name])[max(0, int(len(v) * 0.95) - 1)], 1)}
+            for name, v in wall.items()}
+
+
 async def time_why_slow(db: Path, rounds: int) -> dict:
     """`w` ("why slow?") as the TUI runs it: a call's cohort (gpt-4o on support: the rollups'
     histograms plus its spans' tokens, the span read bounded by store/cohort.py) over 1h, 24h and 7d,
@@ -631,6 +752,11 @@ def main(argv: list[str] | None = None) -> int:
     queries |= asyncio.run(time_text_search(db, rounds=20))
     queries |= time_critical_path(rounds=20)
     queries |= asyncio.run(time_why_slow(db, rounds=10))
+    queries |= asyncio.run(time_overview_charts(db, rounds=30))
+    queries |= asyncio.run(time_overview_charts(db, rounds=30, window_s=86400))
+    queries |= asyncio.run(time_trends(db, rounds=30))
+    queries |= asyncio.run(time_drift_panel(db, rounds=30))
+    queries |= asyncio.run(time_drift_panel(db, rounds=10, window_s=86400))
     queries |= sessions
     tui = probe_tui(db)
     ingested = counter.value - ingest_count

@@ -35,7 +35,11 @@ from llmobs_tui.screens.prompt import PromptScreen
 from llmobs_tui.screens.sessions import SessionsScreen
 from llmobs_tui.screens.trace import TraceScreen
 from llmobs_tui.screens.traces import TracesScreen
+from llmobs_tui.screens.trends import TrendsScreen
+from llmobs_tui.widgets.change_line import ChangeLine
+from llmobs_tui.widgets.chart import Mark
 from llmobs_tui.widgets.chrome import AlertBanner, AlertLine, IngestStatus, StatusLine, TopBar
+from store.changes import Change
 from store.sessions import SessionSettings
 
 WINDOWS = (300, 3600, 86400, 7 * 86400)
@@ -61,11 +65,15 @@ class LlmobsApp(App):
         Binding("4", "goto('trace')", "Trace", show=False),
         Binding("5", "goto('alerts')", "Alerts", show=False),
         Binding("6", "goto('sessions')", "Sessions", show=False),
+        Binding("7", "goto('trends')", "Trends", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("slash", "filter", "Filter"),
         Binding("colon", "command", "Command", show=False),
         Binding("f", "follow", "Follow"),
         Binding("t", "window", "Window"),
+        Binding("v", "compare", "Compare"),
+        Binding("left_square_bracket", "change_mark(-1)", "Prev change", show=False),
+        Binding("right_square_bracket", "change_mark(1)", "Next change", show=False),
         Binding("y", "copy", "Copy id"),
         Binding("ctrl+s", "export", "Export trace"),
         Binding("escape", "back", "Back", show=False),
@@ -97,13 +105,17 @@ class LlmobsApp(App):
         self.status = IngestStatus(mode=f"read-only {self.db_path}")
         self.load_error: str | None = None
         self.ticks = 0
+        # Compare with the past (`v`) and the window's change markers (`[` `]`): app-wide, every chart shows them.
+        self.compare_mode = "off"
+        self.changes: list[Change] = []
+        self.selected_change: int | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def on_mount(self) -> None:
         await self.reader.open()
         for screen in (OverviewScreen(), BreakdownScreen(), TracesScreen(), TraceScreen(), AlertsScreen(),
-                       SessionsScreen(), ConversationScreen()):
+                       SessionsScreen(), ConversationScreen(), TrendsScreen()):
             self.install_screen(screen, name=screen.NAME)
         await self.push_screen("overview")
         if self.refresh_s is not None:
@@ -147,6 +159,7 @@ class LlmobsApp(App):
         error = None
         try:
             await self.alerts.evaluate(self.reader, now_s)
+            await self._load_changes(now_s)
             if isinstance(screen, LiveScreen):
                 data = await screen.load(self.reader, now_s)
             self._update_status(await self.reader.counts(), now_s)
@@ -159,6 +172,49 @@ class LlmobsApp(App):
             if isinstance(screen, LiveScreen) and data is not None and error is None:
                 screen.show(data)
             self.refresh_chrome(screen)
+
+    async def _load_changes(self, now_s: float) -> None:
+        """The window's changes, the selected one kept by identity (new ones arrive, old ones leave)."""
+        kept = self.changes[self.selected_change] if self.selected_change is not None else None
+        self.changes = await self.reader.changes(now_s - self.window_s, now_s)
+        self.selected_change = self.changes.index(kept) if kept in self.changes else None
+
+    def chart_marks(self) -> tuple[list[Mark], int | None]:
+        """The change markers for a chart of the current window, and which one is selected (`[` `]`):
+        `TimeChart.show(ChartData(..., marks=marks, selected_mark=selected))`. Refreshed every tick."""
+        return [Mark(c.time_s, c.describe()) for c in self.changes], self.selected_change
+
+    def compare_shift_s(self) -> float | None:
+        """How far back the compared past period lies (`v`: the previous window, or a week), None when off."""
+        from llmobs_tui.compare import shift_for
+
+        return shift_for(self.compare_mode, self.window_s)
+
+    def action_compare(self) -> None:
+        from llmobs_tui.compare import COMPARE_WORDS, next_mode
+
+        self.compare_mode = next_mode(self.compare_mode)
+        self.notify(f"Comparing {COMPARE_WORDS[self.compare_mode]}" if self.compare_mode != "off"
+                    else "Comparison off", title="compare")
+        self.wake()
+
+    def action_change_mark(self, step: int) -> None:
+        if not self.changes:
+            self.notify("No changes in this window: no new prompt version, served model, service version, "
+                        "price table or error class.", title="changes")
+            return
+        if self.selected_change is None:
+            self.selected_change = len(self.changes) - 1 if step < 0 else 0
+        else:
+            self.selected_change = max(0, min(len(self.changes) - 1, self.selected_change + step))
+        lines = self.screen.query(ChangeLine)
+        for line in lines:
+            line.show(self.changes, self.selected_change)
+        if not lines:  # a screen without the line: say it in a toast
+            change = self.changes[self.selected_change]
+            self.notify(f"{time.strftime('%H:%M:%S', time.localtime(change.time_s))} {change.describe()}",
+                        title=f"change {self.selected_change + 1}/{len(self.changes)}")
+        self.wake()
 
     def _served_screen(self) -> Any:
         """The screen a refresh serves: the one on top, or the one under the `/` `:` prompt (the
@@ -187,6 +243,8 @@ class LlmobsApp(App):
             extra = ""
             if isinstance(screen, BreakdownScreen):
                 extra = f"by {screen.by} (g)"
+            elif isinstance(screen, TrendsScreen):
+                extra = screen.header_text()
             screen.query_one(TopBar).show(screen.NAME, self.window_s, self.following, extra, link=self.status.link)
             screen.query_one(AlertBanner).show([
                 AlertLine(a.severity, a.title, f"{a.value_text} ({a.window})" if a.window else a.value_text)
@@ -347,7 +405,7 @@ class LlmobsApp(App):
         verb, space, rest = text.partition(" ")
         if not space:
             verbs = ("alerts", "breakdown", "by", "export", "filter", "follow", "help", "open", "overview", "quit",
-                     "sessions", "sort", "trace", "traces", "window")
+                     "sessions", "sort", "trace", "traces", "trends", "window")
             return [v for v in verbs if v.startswith(verb) and v != verb]
         options = {"by": GROUPINGS, "sort": tuple(TRACE_SORTS), "window": ("5m", "1h", "24h", "7d")}.get(verb)
         if verb == "filter":
@@ -427,7 +485,7 @@ class LlmobsApp(App):
             self.action_follow()
         elif verb in ("help", "?"):
             self.action_help()
-        elif verb in ("overview", "breakdown", "traces", "trace", "alerts", "sessions"):
+        elif verb in ("overview", "breakdown", "traces", "trace", "alerts", "sessions", "trends"):
             self._switch(verb)
         else:
             self.notify(f"unknown command {fmt.clean(verb)!r}: "

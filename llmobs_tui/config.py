@@ -16,6 +16,7 @@ from typing import Any
 from llmobs_tui.units import format_duration, parse_duration, parse_size  # noqa: F401
 from receiver import semconv
 from receiver.redact import PatternError, check_pattern
+from store import drift
 from store.sessions import SessionSettings  # [sessions], read by the TUI (which must not import receiver/)
 
 DEFAULT_CONFIG_NAME = "llmobs.toml"
@@ -87,6 +88,11 @@ class AlertSettings:
     ttft_rise: float = 2.0
     min_calls: int = 20
     clear_after_s: float = 180
+    # [alerts.drift]: token-length drift (PSI of the window against the 7 days before it, per feature)
+    drift_psi: float = drift.PSI_SHIFTED
+    drift_min_calls: int = drift.MIN_CALLS  # in the window and in the baseline
+    drift_window_s: float = 3600
+    drift_signals: tuple[str, ...] = ("input_tokens", "output_tokens")
 
 
 @dataclass(slots=True)
@@ -320,6 +326,32 @@ def _slo(file: Path, text: str, index: int, entry: Any) -> SloSpec:
                    feature=entry.get("feature"), model=entry.get("model"), evaluation=entry.get("evaluation"))
 
 
+def _drift_settings(settings: AlertSettings, drift: Any) -> None:
+    """[alerts.drift]: psi, min_calls, window, signals."""
+    known = ("psi", "min_calls", "window", "signals")
+    if not isinstance(drift, dict):
+        raise ValueError("[alerts.drift] drift: must be a table")
+    for key in drift:
+        if key not in known:
+            raise ValueError(f"[alerts.drift] {key}: unknown (known: {', '.join(known)})")
+    if "psi" in drift:
+        settings.drift_psi = float(drift["psi"])
+        if settings.drift_psi <= 0:
+            raise ValueError("[alerts.drift] psi: must be above 0 (0.25 is the customary 'shifted')")
+    if "min_calls" in drift:
+        settings.drift_min_calls = int(drift["min_calls"])
+        if settings.drift_min_calls < 1:
+            raise ValueError("[alerts.drift] min_calls: must be at least 1")
+    if "window" in drift:
+        settings.drift_window_s = _seconds(drift["window"], "[alerts.drift] window")
+    if "signals" in drift:
+        signals = drift["signals"]
+        allowed = ("input_tokens", "output_tokens")
+        if not isinstance(signals, list) or not all(s in allowed for s in signals):
+            raise ValueError(f"[alerts.drift] signals: a list of {', '.join(allowed)} (empty: the rule is off)")
+        settings.drift_signals = tuple(signals)
+
+
 def _alert_settings(file: Path, text: str, budgets: Any, alerts: Any) -> AlertSettings:
     settings = AlertSettings()
     if not isinstance(budgets, dict) or not isinstance(alerts, dict):
@@ -335,7 +367,7 @@ def _alert_settings(file: Path, text: str, budgets: Any, alerts: Any) -> AlertSe
                 raise ValueError(f"[budgets.tokens_per_call] {feature}: expected a positive whole number of tokens")
             settings.tokens_per_call[feature] = tokens
         known = {"prompt_regression_factor", "cache_hit_drop", "error_spike", "error_spike_window", "provider_health",
-                 "min_calls", "clear_after"}
+                 "min_calls", "clear_after", "drift"}
         for key in alerts:
             if key not in known:
                 raise ValueError(f"[alerts] {key}: unknown (known: {', '.join(sorted(known))})")
@@ -361,6 +393,7 @@ def _alert_settings(file: Path, text: str, budgets: Any, alerts: Any) -> AlertSe
             settings.decode_drop = _fraction(health["decode_drop"], "[alerts.provider_health] decode_drop")
         if "ttft_rise" in health:
             settings.ttft_rise = float(health["ttft_rise"])
+        _drift_settings(settings, alerts.get("drift") or {})
     except (ValueError, TypeError) as exc:
         message = str(exc)
         # Messages name their table, "[budgets.tokens_per_call] support: …": find that table's line.

@@ -4,7 +4,9 @@ OTLP exporter to our own receiver, exactly as an instrumented application would.
 It runs in its own process: the SDK's Python OTLP encoder costs ~260 µs per span (perf-notes), which
 must not share a GIL with the UI. On start it backfills the last minutes of history so every screen
 has something to show within seconds, then sends live traffic, and plants incidents on a schedule
-(a rate-limit storm, a prompt version that doubles input tokens) for the alert rules to catch.
+(a rate-limit storm, a prompt version that doubles input tokens) for the alert rules to catch. The
+traffic also carries what the Trends screen compares: an A/B test (`control`/`treatment` on search),
+refusals, and LLM-judge scores sent as `gen_ai.evaluation.result` log records.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class DemoPlan:
     backfill_after_s: float | None = None  # the newest trace already in the store
 
 
-def _emit(tracer: Any, trace: Trace, start_ns: int) -> None:
+def _emit(tracer: Any, trace: Trace, start_ns: int, logger: Any = None) -> None:
     from opentelemetry import context as otel_context
     from opentelemetry import trace as otel_trace
     from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -53,6 +55,13 @@ def _emit(tracer: Any, trace: Trace, start_ns: int) -> None:
         if spec.error:
             span.set_status(Status(StatusCode.ERROR, spec.error))
         span.end(end_time=start_ns + spec.end_ns)
+    if logger is not None:
+        for evaluation in trace.evaluations:
+            # The span's context gives the record its trace and span ids, as an evaluator library's would.
+            logger.emit(timestamp=start_ns + evaluation.offset_ns, event_name="gen_ai.evaluation.result",
+                        context=otel_trace.set_span_in_context(created[evaluation.span]),
+                        attributes={"gen_ai.evaluation.name": evaluation.name,
+                                    "gen_ai.evaluation.score.value": evaluation.score})
 
 
 def run(endpoint: str, plan: DemoPlan) -> None:
@@ -65,20 +74,30 @@ def run(endpoint: str, plan: DemoPlan) -> None:
 
     child_logs_to_file()
 
+    from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    providers = {}
+    providers: dict[str, Any] = {}
     tracers = {}
+    loggers = {}
     for service in sorted(set(SERVICES.values())):
-        provider = TracerProvider(resource=Resource.create({"service.name": service, "deployment.environment": "demo"}))
+        resource = Resource.create({"service.name": service, "deployment.environment": "demo"})
+        provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(
             OTLPSpanExporter(endpoint=endpoint, insecure=True),
             max_queue_size=50_000, max_export_batch_size=512, schedule_delay_millis=300))
         providers[service] = provider
         tracers[service] = provider.get_tracer("opentelemetry.instrumentation.openai_v2", "2.1b0")
+        log_provider = LoggerProvider(resource=resource)
+        log_provider.add_log_record_processor(BatchLogRecordProcessor(
+            OTLPLogExporter(endpoint=endpoint, insecure=True), schedule_delay_millis=500))
+        providers[f"{service} logs"] = log_provider
+        loggers[service] = log_provider.get_logger("llmobs.demo.evaluator", "1")
 
     state = TrafficState()
     traffic = Traffic(plan.seed, state)
@@ -103,7 +122,7 @@ def run(endpoint: str, plan: DemoPlan) -> None:
                 state.heavy_versions.add((feature, new_version))
         if now >= next_live:
             trace = traffic.next_trace()
-            _emit(tracers[trace.service], trace, int(now * S) - trace.duration_ns)
+            _emit(tracers[trace.service], trace, int(now * S) - trace.duration_ns, loggers[trace.service])
             next_live += traffic.rng.expovariate(plan.traces_per_s)
             continue
         if next_backfill < started - 5:
@@ -116,7 +135,7 @@ def run(endpoint: str, plan: DemoPlan) -> None:
                 if next_backfill >= started - 5:
                     break
                 trace = traffic.next_trace()
-                _emit(tracers[trace.service], trace, int(next_backfill * S))
+                _emit(tracers[trace.service], trace, int(next_backfill * S), loggers[trace.service])
                 next_backfill += traffic.rng.expovariate(1 / backfill_step)
             state.prompt_versions.update(saved)
             state.rate_limit_storm = saved_storm

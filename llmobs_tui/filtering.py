@@ -41,7 +41,7 @@ _KINDS = {
     "duration": "duration", "cost": "money", "tokens": "count", "calls": "count", "spans": "count",
     "model": "text", "provider": "text", "name": "text", "kind": "text", "tool": "text", "error": "text",
     "prompt": "text", "version": "text", "user": "text", "conversation": "text", "ttft": "duration",
-    "latency": "duration",
+    "latency": "duration", "variant": "text",
 }
 FIELDS: dict[str, FieldSpec] = {
     name: FieldSpec(kind, trace_sql=TRACE_FIELDS.get(name), span_sql=SPAN_FIELDS.get(name))

@@ -20,6 +20,8 @@ from llmobs_tui.filtering import Filter, regexp
 from store import cohort
 from store import dashboards as q
 from store import sessions as conv
+from store.changes import Change, changes_query, parse_changes
+from store.charts import Charts, charts_queries, parse_charts
 from store.cohort import CallCohort, TraceCohort
 from store.connection import READER_PRAGMAS, StoreError, open_reader
 from store.content_index import (
@@ -31,8 +33,10 @@ from store.content_index import (
     parse_text_matches,
     text_matches_query,
 )
+from store.drift import Drift, drift_queries, parse_drift
 from store.queries import GroupStats, ToolStats, parse_tool_calls, tool_calls_query
 from store.span_detail import Attribute, SpanDetail, decode_span_detail
+from store.trends import Trends, parse_trends, trends_queries
 
 __all__ = ["Attribute", "SpanDetail", "StoreReader", "TraceDetail", "decode_span_detail"]
 
@@ -101,6 +105,25 @@ class StoreReader:
         rows = await self._snapshot(q.overview_queries(window_s, now_s))
         return q.parse_overview(window_s, now_s, rows)
 
+    async def charts(self, window_s: float, now_s: float, shift_s: float | None = None) -> Charts:
+        """The Overview and its chart series, with the past period `shift_s` back (None: no compare),
+        from one snapshot (store/charts.py)."""
+        rows = await self._snapshot(charts_queries(window_s, now_s, shift_s))
+        return parse_charts(window_s, now_s, rows, shift_s)
+
+    async def changes(self, start_s: float, end_s: float) -> list[Change]:
+        """The change markers to draw in [start_s, end_s], oldest first (store/changes.py)."""
+        return parse_changes((await self._snapshot({"changes": changes_query(start_s, end_s)}))["changes"])
+
+    async def drift(self, window_s: float, now_s: float, min_calls: int = 1,
+                    eval_baseline: dict[str, tuple[float, int]] | None = None) -> Drift:
+        """The drift panel: the window's token lengths, refusal and failed-output rates and evaluation
+        scores against the 7 days before it, from rollups and scored logs (store/drift.py).
+        `eval_baseline`: the week's evaluation means from an earlier read (Drift.eval_baseline), reused
+        instead of read again."""
+        rows = await self._snapshot(drift_queries(window_s, now_s, eval_baseline=eval_baseline is None))
+        return parse_drift(window_s, now_s, rows, min_calls=min_calls, eval_baseline=eval_baseline)
+
     async def breakdown(self, window_s: float, now_s: float, by: str) -> list[GroupStats]:
         rows = await self._snapshot({"rows": q.breakdown_query(window_s, now_s, by)})
         return q.parse_breakdown(by, rows["rows"])
@@ -140,6 +163,13 @@ class StoreReader:
             "turns": q.Query(*conv.turns_query(conversation_id)),
             "calls": q.Query(*conv.calls_query(conversation_id, q.SPAN_COLUMNS_FOR_TRACE))})
         return conv.parse_conversation(conversation_id, rows["turns"], rows["calls"])
+
+    async def trends(self, metric: str, by: str, window_s: float, now_s: float, top_n: int = 8,
+                     others: bool = False) -> Trends:
+        """The Trends screen: one metric per bucket split by `by`, the top N series (store/trends.py)."""
+        queries = trends_queries(metric, by, window_s, now_s)
+        rows = await self._snapshot(queries) if queries else {}
+        return parse_trends(metric, by, window_s, now_s, rows, top_n, others)
 
     async def tool_calls(self, window_s: float, now_s: float) -> list[ToolStats]:
         """Tool calls per tool over the window, from the tool spans (they are not in the rollups)."""

@@ -88,10 +88,21 @@ class SpanSpec:
 
 
 @dataclass(slots=True)
+class Evaluation:
+    """A `gen_ai.evaluation.result` log record about one span (an LLM judge's score of an answer)."""
+
+    span: int  # index into Trace.spans
+    offset_ns: int  # from the trace start
+    name: str
+    score: float
+
+
+@dataclass(slots=True)
 class Trace:
     feature: str
     service: str
     spans: list[SpanSpec]
+    evaluations: list[Evaluation] = field(default_factory=list)
 
     @property
     def duration_ns(self) -> int:
@@ -110,6 +121,16 @@ class TrafficState:
     # its errors stay well inside its availability SLO, so a storm is what burns its budget.
     error_shares: dict[str, tuple[float, float]] = field(default_factory=lambda: {"checkout": (0.004, 0.002)})
     storm_share: float = 0.6  # the share of checkout calls that get a 429 during a storm
+    # An A/B test on one feature (`app.experiment.variant` on the request's root span, inherited by
+    # its calls): treatment sends a longer prompt, so it is a bit slower and costlier.
+    experiment_feature: str = "search"
+    # The share of calls the model refuses (finish reason content_filter, or a refusal part).
+    refusal_share: float = 0.012
+    # Requested model → the snapshot the provider answers as, when it is not the usual one (a silent
+    # model update: a `served_model` change marker).
+    served_models: dict[str, str] = field(default_factory=dict)
+    # The share of answers an LLM judge scores (gen_ai.evaluation.result log records).
+    evaluated_share: float = 0.25
 
 
 class Traffic:
@@ -119,6 +140,8 @@ class Traffic:
         self.rng = random.Random(seed)
         self.state = state or TrafficState()
         self._counter = 0
+        self._variant: str | None = None  # the experiment arm of the trace being built
+        self._conversation: str | None = None  # the conversation the trace being built is a turn of
 
     # -- building blocks ---------------------------------------------------------------------------
 
@@ -146,6 +169,9 @@ class Traffic:
         input_tokens = int(base_input * rng.uniform(0.8, 1.25))
         if (feature, version) in self.state.heavy_versions:
             input_tokens *= 2
+        treatment = self._variant == "treatment" and feature == self.state.experiment_feature
+        if treatment:
+            input_tokens = int(input_tokens * 1.35)
         output_tokens = rng.randint(40, 420)
         reasoning = rng.randint(300, 1800) if model.reasoning else 0
         output_tokens += reasoning
@@ -154,6 +180,8 @@ class Traffic:
         ttft = model.ttft_s * rng.uniform(0.6, 1.8) * (1 + input_tokens / 40_000)
         if rng.random() < 0.03:
             ttft *= rng.uniform(3, 6)  # the slow tail every provider has
+        if treatment:
+            ttft *= 1.3
         decode = output_tokens / (model.tokens_per_s * rng.uniform(0.7, 1.2))
         duration = int((ttft + decode) * S)
         finish = "tool_calls" if tool_call else "stop"
@@ -165,11 +193,12 @@ class Traffic:
             "gen_ai.request.temperature": 0.2,
             "gen_ai.request.max_tokens": 1024,
             "gen_ai.request.stream": stream,
-            "gen_ai.response.model": model.response_name,
+            "gen_ai.response.model": self.state.served_models.get(model.name, model.response_name),
             "gen_ai.response.id": f"resp_{rng.getrandbits(48):012x}",
             "gen_ai.usage.input_tokens": input_tokens,
             "gen_ai.usage.output_tokens": output_tokens,
-            "gen_ai.conversation.id": f"conv_{rng.randint(1, 400)}",
+            # One request is one turn: every call of a trace names the same conversation.
+            "gen_ai.conversation.id": self._conversation or f"conv_{rng.randint(1, 400)}",
             "app.llm.prompt.template.id": prompt_id,
             "app.llm.prompt.template.version": version,
             "user.id": user,
@@ -208,11 +237,19 @@ class Traffic:
             for key in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
                         "gen_ai.response.time_to_first_chunk"):
                 attrs.pop(key, None)
-        elif roll < rate_limit_share + provider_share + 0.01:
+        elif roll < rate_limit_share + provider_share + self.state.refusal_share * 0.6:
             finish = "content_filter"
+        elif roll < rate_limit_share + provider_share + self.state.refusal_share and not tool_call:
+            # A refusal the model words itself (finish "stop", an OTel `refusal` part).
+            completion = json.dumps([{"role": "assistant", "parts": [{"type": "refusal",
+                                      "content": "I'm sorry, but I can't share other customers' orders."}],
+                                      "finish_reason": "stop"}])
+            finish = "refusal_part"
         if error is None:
-            attrs["gen_ai.response.finish_reasons"] = [finish]
-            if finish == "content_filter":
+            attrs["gen_ai.response.finish_reasons"] = ["stop" if finish == "refusal_part" else finish]
+            if finish == "refusal_part":
+                pass
+            elif finish == "content_filter":
                 completion = json.dumps([{"role": "assistant", "parts": [{"type": "text",
                                           "content": "I can't help with that request."}],
                                           "finish_reason": "content_filter"}])
@@ -226,7 +263,7 @@ class Traffic:
         end = start_ns + duration
         index = len(spans) - 1
         # The app validates structured output; now and then it fails (a validation error, not an api one).
-        if error is None and finish != "content_filter" and rng.random() < 0.03:
+        if error is None and finish not in ("content_filter", "refusal_part") and rng.random() < 0.03:
             spans.append(SpanSpec("parse_output", parent, end + 2 * MS, 3 * MS,
                                   {"error.type": "pydantic.ValidationError", "app.llm.output.schema": "Answer"},
                                   error="1 validation error for Answer: field required"))
@@ -252,6 +289,13 @@ class Traffic:
         if http_attributes:
             attrs = {"http.request.method": method, "http.route": route, "http.response.status_code": 200}
         attrs |= {"app.llm.feature": feature, "app.llm.tenant.id": tenant, "user.id": user}
+        # Log-uniform over 400 ids: a few long conversations and many short ones, as in a real app
+        # (and one clear busiest conversation for the Sessions screen to sort first).
+        self._conversation = f"conv_{int(400 ** self.rng.random())}"
+        self._variant = None
+        if feature == self.state.experiment_feature:
+            self._variant = self.rng.choice(("control", "treatment"))
+            attrs["app.experiment.variant"] = self._variant
         return tenant, user, SpanSpec(f"{method} {route}", None, 0, 0, attrs, kind=2)
 
     # -- scenarios -----------------------------------------------------------------------------------
@@ -324,7 +368,24 @@ class Traffic:
         self._counter += 1
         feature = rng.choices(list(FEATURES), weights=(4, 3, 3, 1))[0]
         kind = rng.choices(("agentic", "rag", "guarded"), weights=(4, 4, 2))[0]
-        return getattr(self, kind)(feature)
+        trace: Trace = getattr(self, kind)(feature)
+        self._evaluate(trace)
+        return trace
+
+    def _evaluate(self, trace: Trace) -> None:
+        """Now and then an LLM judge scores the trace's last answer (a log record a second later)."""
+        rng = self.rng
+        if rng.random() >= self.state.evaluated_share:
+            return
+        calls = [i for i, s in enumerate(trace.spans)
+                 if s.name.startswith("chat ") and "error.type" not in s.attributes]
+        if not calls:
+            return
+        last = calls[-1]
+        score = min(1.0, max(0.0, rng.gauss(0.82, 0.1)))
+        if self._variant == "treatment":
+            score = min(1.0, score + 0.05)  # the longer prompt answers a little better
+        trace.evaluations.append(Evaluation(last, trace.spans[last].end_ns + S, "answer_relevance", round(score, 3)))
 
     def traces(self) -> Iterator[Trace]:
         while True:
@@ -371,6 +432,36 @@ def to_otlp_request(traces: list[tuple[Trace, int, int]], scope: tuple[str, str]
             if spec.error:
                 span.status.code = 2
                 span.status.message = spec.error
+    return request
+
+
+def to_otlp_logs_request(traces: list[tuple[Trace, int, int]], scope: tuple[str, str] = ("llmobs.demo", "1")) -> Any:
+    """An ExportLogsServiceRequest of the traces' evaluations (same ids as `to_otlp_request`)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    from receiver.otlp import to_any_value as value
+
+    request = ExportLogsServiceRequest()
+    by_service: dict[str, Any] = {}
+    for trace, number, start_ns in traces:
+        for evaluation in trace.evaluations:
+            scope_logs = by_service.get(trace.service)
+            if scope_logs is None:
+                resource_logs = request.resource_logs.add()
+                resource_logs.resource.attributes.append(KeyValue(key="service.name", value=value(trace.service)))
+                scope_logs = resource_logs.scope_logs.add()
+                scope_logs.scope.name, scope_logs.scope.version = scope
+                by_service[trace.service] = scope_logs
+            record = scope_logs.log_records.add()
+            record.time_unix_nano = start_ns + evaluation.offset_ns
+            record.event_name = "gen_ai.evaluation.result"
+            record.severity_number = 9
+            record.trace_id = trace_id_of(number)
+            record.span_id = (number % 2**40).to_bytes(5, "big") + (evaluation.span + 1).to_bytes(3, "big")
+            for key, v in (("gen_ai.evaluation.name", evaluation.name),
+                           ("gen_ai.evaluation.score.value", evaluation.score)):
+                record.attributes.append(KeyValue(key=key, value=value(v)))
     return request
 
 

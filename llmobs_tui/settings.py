@@ -229,6 +229,11 @@ class Settings:
                 tls = TlsFiles.load(given.get("tls_cert"), given.get("tls_key"))
         except (ConfigError, PriceFileError, InsecureBind, TlsError) as exc:
             raise SettingsError(str(exc)) from exc
+        variant_keys = [key for key in given.get("variant_key") or () if key]
+        if variant_keys:
+            # --variant-key wins over the config file's [dimensions] variant (it reaches the decoders
+            # through dimension_keys, like every dimension).
+            config.dimension_keys["variant"] = tuple(variant_keys)
 
         export_dir = given.get("export_dir")
         return cls(

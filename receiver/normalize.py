@@ -58,8 +58,8 @@ _DROP = 4  # a key `[redaction] drop_keys` removes: never read, never stored (ex
 # can supply with its priority (its position in that field's key tuple); the best present wins.
 (F_PROVIDER, F_REQUEST_MODEL, F_RESPONSE_MODEL, F_INPUT, F_OUTPUT, F_CACHE_READ, F_CACHE_WRITE,
  F_REASONING, F_TTFT_S, F_TTFT_MS, F_STREAM, F_FINISH, F_HTTP_STATUS, F_FEATURE, F_TENANT, F_PROMPT_ID,
- F_PROMPT_VERSION, F_CONVERSATION, F_USER, F_TTFT_SERVER, F_RESPONSE_ID, F_TOOL_NAME) = range(22)
-_N_FIELDS = 22
+ F_PROMPT_VERSION, F_CONVERSATION, F_USER, F_TTFT_SERVER, F_RESPONSE_ID, F_TOOL_NAME, F_VARIANT) = range(23)
+_N_FIELDS = 23
 _FIELD_KEYS = {
     F_RESPONSE_ID: sc.RESPONSE_ID_KEYS,
     F_TOOL_NAME: sc.TOOL_NAME_KEYS,
@@ -79,7 +79,8 @@ _FIELD_KEYS = {
     F_HTTP_STATUS: sc.HTTP_STATUS_KEYS,
 }
 _DIMENSION_FIELDS = {"feature": F_FEATURE, "tenant": F_TENANT, "prompt_id": F_PROMPT_ID,
-                     "prompt_version": F_PROMPT_VERSION, "conversation": F_CONVERSATION, "user": F_USER}
+                     "prompt_version": F_PROMPT_VERSION, "conversation": F_CONVERSATION, "user": F_USER,
+                     "variant": F_VARIANT}
 _NO_PRIORITY = 1 << 30
 
 
@@ -113,7 +114,8 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit() or (text[:1] == "-" and text[1:].isdigit()):
+        # ASCII only: str.isdigit() also accepts '²' and '①', which int() refuses (ValueError).
+        if text.isascii() and (text.isdigit() or (text[:1] == "-" and text[1:].isdigit())):
             return int(text)
         try:
             number = float(text)
@@ -490,6 +492,61 @@ def classify_api_error(*texts: Any, http_status: int | None = None) -> str:
     return subclass or "other"
 
 
+# --- refusals ------------------------------------------------------------------------------------
+
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})
+# A refusal part or field in structured output: {"type": "refusal", …} (OTel messages) or OpenAI's
+# message `"refusal": "…"` (a string; it is `null` on every ordinary answer).
+_REFUSAL_PART = re.compile(r'"type"\s*:\s*"refusal"|"refusal"\s*:\s*"[^"]')
+# Where the answer's text starts in structured output: the first "content"/"text" string value.
+_FIRST_TEXT = re.compile(r'"(?:content|text)"\s*:\s*"((?:[^"\\]|\\.){0,80})')
+
+
+def _refusal_text(text: str) -> bool:
+    head = text[:4096]
+    if "refusal" in head and _REFUSAL_PART.search(head):  # the substring test first: ~20× cheaper
+        return True
+    stripped = head.lstrip()
+    if stripped[:1] in ("{", "["):
+        if '"I' not in head and '"i' not in head:
+            return False  # every phrase starts with "I": no string value does (the regex costs ~2 µs)
+        match = _FIRST_TEXT.search(head)
+        if match is None:
+            return False
+        stripped = match.group(1)
+    # Curly apostrophes, raw or as JSON escapes (json.dumps writes \u2019).
+    lowered = stripped[:96].lower().replace("\\u2019", "'").replace("\\u2018", "'").translate(_APOSTROPHES)
+    return lowered.startswith(sc.REFUSAL_PHRASES)
+
+
+def _is_refusal_output_key(key: str) -> bool:
+    return key in sc.REFUSAL_OUTPUT_KEYS or key.startswith(sc.REFUSAL_OUTPUT_PREFIXES)
+
+
+def _refused(attributes: Any, content_indexes: list[int], content_events: list[Any]) -> bool:
+    """Whether the span's output (its output content attributes, or gen_ai.choice events) is a refusal."""
+    for index in content_indexes:
+        kv = attributes[index]
+        key = kv.key
+        if not _is_refusal_output_key(key):
+            continue
+        text = kv.value.string_value
+        if not text:
+            continue
+        if key.endswith(".refusal"):  # OpenLLMetry's flattened gen_ai.completion.N.refusal
+            return True
+        if _refusal_text(text):
+            return True
+    for event in content_events:
+        if event.name not in ("gen_ai.choice", "gen_ai.content.completion"):
+            continue
+        for kv in event.attributes:
+            text = kv.value.string_value
+            if text and (kv.key.endswith("refusal") or _refusal_text(text)):
+                return True
+    return False
+
+
 # --- the normalizer ----------------------------------------------------------------------------
 
 
@@ -550,7 +607,7 @@ class Normalizer:
             (field_keys[field_index].index(key), field_index, key[len("metadata."):])
             for name, field_index in _DIMENSION_FIELDS.items() for key in field_keys[field_index]
             if key.startswith("metadata.")]
-        self._resource_dims: dict[bytes, tuple[str | None, str | None]] = {}
+        self._resource_dims: dict[bytes, tuple[str | None, str | None, str | None]] = {}
         # Redaction covers every string (receiver.redact); None when it is turned off.
         self._redactor: Redactor | None = None
         if self.options.redact:
@@ -574,26 +631,31 @@ class Normalizer:
             blob = message.SerializeToString(deterministic=True)
         return blob, hashlib.blake2b(blob, digest_size=16).digest()
 
-    def _resource(self, resource: Any, resources: dict) -> tuple[bytes, str | None, tuple[str | None, str | None]]:
+    def _resource(self, resource: Any, resources: dict
+                  ) -> tuple[bytes, str | None, tuple[str | None, str | None, str | None]]:
         blob, digest = self._kept(resource, _gather_resource)
         found: dict[str, Any] = {}
-        service = None
+        service = version = None
         for kv in resource.attributes:
             key = kv.key
             if key == "service.name":
                 service = _text(any_value(kv.value), 256)
+            elif key == "service.version":
+                version = _dim_text(any_value(kv.value))
             elif key in self._known:
                 found[key] = scalar_value(kv.value)
         if digest not in resources:
-            resources[digest] = (service, blob)
+            # service.version travels with the resource (not per span): the writer's change tracker
+            # notes a new version once per resource.
+            resources[digest] = (service, version, blob)
         dims = self._resource_dims.get(digest)
         if dims is None:
-            # Feature and tenant may be set once for a whole service, on its resource.
+            # Feature, tenant and variant may be set once for a whole service, on its resource.
             values: list[Any] = [None] * _N_FIELDS
             priorities = [_NO_PRIORITY] * _N_FIELDS
             for key, value in found.items():
                 self._fill(key, value, values, priorities)
-            dims = (_dim_text(values[F_FEATURE]), _dim_text(values[F_TENANT]))
+            dims = (_dim_text(values[F_FEATURE]), _dim_text(values[F_TENANT]), _dim_text(values[F_VARIANT]))
             if len(self._resource_dims) > 10_000:
                 self._resource_dims.clear()
             self._resource_dims[digest] = dims
@@ -665,7 +727,7 @@ class Normalizer:
         return rows, resources, scopes, rejections
 
     def _span_row(self, span: Any, service: str | None, resource_digest: bytes,
-                  resource_dims: tuple[str | None, str | None], scope_digest: bytes, received_ns: int,
+                  resource_dims: tuple[str | None, str | None, str | None], scope_digest: bytes, received_ns: int,
                   utf8_repaired: int, layer: int = m.LAYER_INSTRUMENTATION) -> list[Any]:
         flags = 0
         key_class = self._key_class
@@ -739,6 +801,13 @@ class Normalizer:
             if chunk_ns is None and ev_name in sc.CHUNK_EVENTS:
                 chunk_ns = event.time_unix_nano
 
+        # A refusal is read from the output before content is dropped or redacted (only ~one output
+        # attribute per call is looked at, and only its first kilobytes).
+        name = span.name[:1024]
+        kind = classify_kind(found, name)
+        refused = (kind in sc.BILLABLE_KINDS and bool(content_indexes or content_events)
+                   and _refused(attributes, content_indexes, content_events))
+
         # Content: redact (or drop) before anything is written.
         if content_indexes or content_events:
             if not self.options.keep_content:
@@ -753,8 +822,6 @@ class Normalizer:
                 # The pass over every string of the span, below, redacts the content with the rest.
                 flags |= m.FLAG_REDACTED
 
-        name = span.name[:1024]
-        kind = classify_kind(found, name)
         start_ns: int = span.start_time_unix_nano
         end_ns: int = span.end_time_unix_nano
 
@@ -824,6 +891,8 @@ class Normalizer:
 
         streaming = 1 if (ttft_ns is not None or _truthy(values[F_STREAM])) else 0
         finish_reason = normalize_finish_reason(values[F_FINISH])
+        if kind in sc.BILLABLE_KINDS and (finish_reason == "content_filter" or refused):
+            flags |= m.FLAG_REFUSAL
 
         # Errors (design §2 rule 6).
         status = span.status.code
@@ -881,6 +950,7 @@ class Normalizer:
             own_feature = resource_dims[0]
         if own_tenant is None:
             own_tenant = resource_dims[1]
+        own_variant = _dim_text(values[F_VARIANT]) or resource_dims[2]
         prompt_id = _dim_text(values[F_PROMPT_ID])
         prompt_version = _dim_text(values[F_PROMPT_VERSION])
         conversation_id = _dim_text(values[F_CONVERSATION])
@@ -957,6 +1027,8 @@ class Normalizer:
             _tool_name(values[F_TOOL_NAME], name) if kind == "tool" else None,
             None,  # duplicate_of: decided by the writer, like billed
             price_tier,
+            own_variant,
+            own_variant,  # variant: effective value, refined by the writer (inherited like feature)
         ]
         if redactor is not None:  # name, status message, user id, dimensions…: every text column
             _redact_columns(redactor, record)

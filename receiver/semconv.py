@@ -514,10 +514,41 @@ DEFAULT_DIMENSION_KEYS: dict[str, tuple[str, ...]] = {
         "llm.user",
         "ai.telemetry.metadata.userId",
     ),
+    # The experiment arm a call ran in (A/B tests, feature flags): span attributes first, then the
+    # resource's; inherited down the trace like feature. `[dimensions] variant = [...]` or
+    # `serve --variant-key KEY` replace these.
+    "variant": (
+        "llmobs.variant",
+        "app.experiment.variant",
+        "experiment.variant",
+        "feature_flag.result.variant",  # OTel feature-flag semconv (evaluation event/span attributes)
+        "feature_flag.variant",  # its older name
+    ),
 }
 # The root span's name is the last-resort feature of a trace (design §2 rule 7).
 FEATURE_FALLS_BACK_TO_ROOT_NAME = True
 OPENINFERENCE_METADATA = "metadata"
+
+# --- refusals (rollups.refusals) ---------------------------------------------------------------
+# Finish reasons normalize to content_filter for OpenAI's content_filter, Anthropic's refusal and
+# Gemini's SAFETY (FINISH_REASON_MAP). Besides those, a call refused when its output holds a
+# `refusal` part (OTel messages, OpenAI's `refusal` field set to a string) or its text begins with
+# one of a few unambiguous phrases. Conservative: a false "refusal" would be a false alarm.
+REFUSAL_OUTPUT_KEYS = ("gen_ai.output.messages", "gen_ai.completion", "output.value", "ai.response.text",
+                       "langfuse.observation.output", "traceloop.entity.output")
+REFUSAL_OUTPUT_PREFIXES = ("gen_ai.completion.", "llm.output_messages.", "llm.choices.")
+REFUSAL_PHRASES = (
+    "i'm sorry, but i can't",
+    "i'm sorry, but i cannot",
+    "i am sorry, but i cannot",
+    "i'm sorry, i can't help",
+    "i can't help with",
+    "i cannot help with",
+    "i can't assist with",
+    "i cannot assist",
+    "i'm unable to help with",
+    "i won't be able to help with",
+)
 
 # --- content (design §2 rule 8): keys whose values are prompts, completions or tool payloads ---
 CONTENT_KEYS = frozenset(

@@ -438,7 +438,8 @@ def parse_trace_prefix(rows: list[tuple]) -> list[bytes]:
 
 # Filter field → the dims column holding its values (dims is small: one row per dimension set).
 KNOWN_VALUE_COLUMNS = {"model": "model", "feature": "feature", "tenant": "tenant", "service": "service",
-                       "provider": "provider", "prompt": "prompt_id", "version": "prompt_version"}
+                       "provider": "provider", "prompt": "prompt_id", "version": "prompt_version",
+                       "variant": "variant"}
 
 
 def known_values_queries(now_s: float, tool_window_s: float = 86400, limit: int = 200) -> dict[str, Query]:

@@ -10,6 +10,7 @@ from store.content_index import NEWEST_MATCHES
 TRACE_FIELDS: dict[str, str] = {
     "feature": "t.feature",
     "tenant": "t.tenant",
+    "variant": "t.variant",
     "service": "t.service",
     "root": "t.root_name",
     "duration": "t.duration_ns",

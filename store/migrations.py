@@ -388,6 +388,10 @@ def m007_trends_and_changes(db: sqlite3.Connection) -> None:
         CREATE UNIQUE INDEX dims_key ON dims (service, provider, model, operation, feature, tenant, prompt_id,
                                               prompt_version, variant);
 
+        ALTER TABLE traces ADD COLUMN variant TEXT;              -- as traces.feature: the trace's variant
+        ALTER TABLE spans ADD COLUMN own_variant TEXT;           -- as spans.own_feature: the span's own variant
+        ALTER TABLE spans ADD COLUMN variant TEXT;               -- as spans.feature: inherited from the root
+
         ALTER TABLE rollups ADD COLUMN refusals INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE rollups ADD COLUMN hist_input_tokens BLOB;   -- input tokens per call (cached included)
         ALTER TABLE rollups ADD COLUMN hist_output_tokens BLOB;  -- output tokens per call (reasoning included)

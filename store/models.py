@@ -62,6 +62,8 @@ SPAN_COLUMNS: Final = (
     "tool_name",
     "duplicate_of",
     "price_tier",
+    "own_variant",  # m007: the experiment variant, kept and inherited like own_feature/feature
+    "variant",
 )
 COL: Final = {name: i for i, name in enumerate(SPAN_COLUMNS)}
 
@@ -82,6 +84,9 @@ FLAG_REDACTED: Final = 1 << 6  # the redaction pass ran on this span's content
 FLAG_TTFT_INVALID: Final = 1 << 7  # TTFT outside [0, duration]: dropped
 FLAG_ATTRS_DROPPED: Final = 1 << 8  # too many attributes/events: the rest dropped
 FLAG_ROOT_NAME_FEATURE: Final = 1 << 9  # feature came from the root span's name
+# The call's output was a refusal (finish reason content_filter/refusal/safety, a refusal part, or a
+# refusal phrase); rollups.refusals counts it. Not in FLAG_NAMES: it describes the answer, not the receiver.
+FLAG_REFUSAL: Final = 1 << 10
 
 FLAG_NAMES: Final = {
     FLAG_TRUNCATED: "truncated",

@@ -171,16 +171,22 @@ def record_from_row(row: tuple) -> PriceRecord:
 def record_price_rows(db: sqlite3.Connection, records: list[PriceRecord], now_ns: int) -> None:
     """Store the price table in effect: its rows replace stored rows of the same id; rows no longer
     in it stay (spans priced with them keep pointing at them), marked `in_table = 0`. Called by the
-    writer when it starts and by `llmobs-tui reprice`; one transaction."""
+    writer when it starts and by `llmobs-tui reprice`; one transaction. A table that differs from the
+    one recorded before becomes a `prices` change marker (store.changes.record_prices)."""
+    # Imported here: store.changes imports store.dashboards, which imports this module.
+    from store.changes import price_table_digest, record_prices
+
+    rows = [(r.id, r.provider, r.kind, r.models, r.input, r.cache_read, r.cache_write, r.output, r.reasoning,
+             r.long_context_threshold, r.long_input, r.long_cache_read, r.long_cache_write, r.long_output, r.checked,
+             r.source) for r in records]
     own = not db.in_transaction
     if own:
         db.execute("BEGIN IMMEDIATE")
     try:
         db.execute("UPDATE price_rows SET in_table = 0")
-        db.executemany(_UPSERT, [(r.id, r.provider, r.kind, r.models, r.input, r.cache_read, r.cache_write,
-                                  r.output, r.reasoning, r.long_context_threshold, r.long_input,
-                                  r.long_cache_read, r.long_cache_write, r.long_output, r.checked, r.source,
-                                  1, now_ns) for r in records])
+        db.executemany(_UPSERT, [(*row, 1, now_ns) for row in rows])
+        # What was priced, not when it was checked: a re-dated row with the same prices is no change.
+        record_prices(db, price_table_digest([row[:-2] for row in rows]), now_ns)
         if own:
             db.execute("COMMIT")
     except BaseException:

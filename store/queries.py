@@ -28,6 +28,7 @@ GROUP_COLUMNS = {
     "feature": ("feature",),
     "tenant": ("tenant",),
     "prompt": ("prompt_id", "prompt_version"),
+    "variant": ("variant",),
 }
 _DECOMPRESSOR = zstandard.ZstdDecompressor()
 
@@ -64,6 +65,10 @@ class GroupStats:
     tpot: dict[int, int] = field(default_factory=dict)
     cost: dict[int, int] = field(default_factory=dict)  # µUSD per priced call
     tokens: dict[int, int] = field(default_factory=dict)  # tokens per call
+    # Per-call token lengths (hist_input_tokens/hist_output_tokens). Attributes, while the summed
+    # counters of the same names are items: stats.input_tokens is a histogram, stats["input_tokens"] a sum.
+    input_tokens: dict[int, int] = field(default_factory=dict)  # input tokens per call, cached included
+    output_tokens: dict[int, int] = field(default_factory=dict)  # output tokens per call, reasoning included
 
     def __getitem__(self, name: str) -> int:
         return self.counters[_RC[name]]

@@ -101,6 +101,8 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
             result.logs += db.execute("DELETE FROM logs WHERE time_ns < ? AND trace_id IS NULL", (cutoff,)).rowcount
             content_index.clamp_watermarks(db)
             result.rollups += db.execute("DELETE FROM rollups WHERE bucket < ?", (cutoff // NS,)).rowcount
+            # Tool rollups age with the rollups (the same 60 s and 1 h buckets); changes never do.
+            result.rollups += db.execute("DELETE FROM tool_rollups WHERE bucket < ?", (cutoff // NS,)).rowcount
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)

@@ -3,7 +3,7 @@
 Besides inserting rows, the writer owns every rule that needs more than one span (design §2):
 - bill each call once: an llm/embedding span with a billable descendant is not billed, whichever of
   parent or child arrived first;
-- a span without its own feature/tenant inherits the trace root's, even when the root comes last;
+- a span without its own feature/tenant/variant inherits the trace root's, even when the root comes last;
 - a failed validation step marks the call whose output it rejected;
 - a log record's finish reason joins its span whichever arrives first.
 Decisions can change when a later span arrives, so rollups are additive counters and histograms,
@@ -19,11 +19,14 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from store import histogram, sessions
 from store.latency import decode_figures
-from store.models import COL, LAYER_FRAMEWORK, LAYER_INSTRUMENTATION, LAYER_NATIVE_SDK, SPAN_COLUMNS
+from store.models import COL, FLAG_REFUSAL, LAYER_FRAMEWORK, LAYER_INSTRUMENTATION, LAYER_NATIVE_SDK, SPAN_COLUMNS
+
+if TYPE_CHECKING:
+    from store.changes import ChangeTracker
 
 BILLABLE = frozenset({"llm", "embedding"})
 TOTAL_DIMS_ID = 0  # rollup rows summing every dimension set of their bucket
@@ -56,6 +59,7 @@ ROLLUP_COUNTERS = (
     "duration_ns",
     "decode_tokens",
     "decode_ns",
+    "refusals",
 )
 _RC = {name: i for i, name in enumerate(ROLLUP_COUNTERS)}
 _N_COUNTERS = len(ROLLUP_COUNTERS)
@@ -72,7 +76,7 @@ _STATE_COLUMNS = tuple(c for c in SPAN_COLUMNS if c not in ("raw", "status_messa
 _INSERT_SPANS = f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))})"
 _UPDATE_SPAN = (
     "UPDATE spans SET finish_reason = ?, own_error_class = ?, billed = ?, feature = ?, tenant = ?, "
-    "error_class = ?, duplicate_of = ? WHERE id = ?"
+    "error_class = ?, duplicate_of = ?, variant = ? WHERE id = ?"
 )
 _INSERT_LOGS = (
     "INSERT INTO logs (trace_id, span_id, time_ns, event_name, severity, resource_id, scope_id, "
@@ -82,15 +86,21 @@ _TRACE_COLUMNS = (
     "trace_id", "root_span_id", "root_name", "root_known", "service", "start_ns", "end_ns", "duration_ns",
     "spans", "llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
     "reasoning_tokens", "cost_nusd", "unpriced_calls", "errors_api", "errors_validation", "errors_guardrail",
-    "error_spans", "feature", "tenant", "models", "updated_ns", "conversation_id", "user_id",
+    "error_spans", "feature", "tenant", "models", "updated_ns", "conversation_id", "user_id", "variant",
 )
 _CONVERSATION_AT = _TRACE_COLUMNS.index("conversation_id")
 _UPSERT_TRACE = (f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLUMNS)}) "
                  f"VALUES ({', '.join('?' * len(_TRACE_COLUMNS))})")
-HISTOGRAMS = ("hist_latency", "hist_ttft", "hist_tpot", "hist_cost", "hist_tokens")
+HISTOGRAMS = ("hist_latency", "hist_ttft", "hist_tpot", "hist_cost", "hist_tokens", "hist_input_tokens",
+              "hist_output_tokens")
+_NO_HISTS: tuple[int | None, ...] = (None,) * len(HISTOGRAMS)
 _UPSERT_ROLLUP = (
     f"INSERT OR REPLACE INTO rollups (res, bucket, dims_id, {', '.join(ROLLUP_COUNTERS)}, {', '.join(HISTOGRAMS)}) "
     f"VALUES (?, ?, ?, {', '.join('?' * (_N_COUNTERS + len(HISTOGRAMS)))})"
+)
+_UPSERT_TOOL_ROLLUP = (
+    "INSERT OR REPLACE INTO tool_rollups (res, bucket, tool, calls, errors, duration_ns, hist_latency) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -110,9 +120,9 @@ class SpanState:
         "provider", "operation", "model", "input", "output", "cache_read", "cache_write", "reasoning",
         "ttft", "streaming", "finish_reason", "own_error", "subclass", "marker", "own_feature",
         "own_tenant", "prompt_id", "prompt_version", "cost", "flags", "response_id", "layer", "response_model",
-        "conversation", "user",
+        "conversation", "user", "own_variant",
         # effective values as last written (and applied to rollups)
-        "billed", "feature", "tenant", "error_class", "duplicate_of",
+        "billed", "feature", "tenant", "error_class", "duplicate_of", "variant", "refused",
         # the billed span of the same call when it is in another trace (found by response id)
         "external_keeper",
         # a billable span is below this one
@@ -156,11 +166,14 @@ class SpanState:
     response_model: str | None
     conversation: str | None
     user: str | None
+    own_variant: str | None
     billed: int
     feature: str | None
     tenant: str | None
     error_class: str | None
     duplicate_of: bytes | None
+    variant: str | None
+    refused: bool
     external_keeper: bytes | None
     has_desc: bool
     stored_finish: str | None
@@ -205,6 +218,7 @@ class SpanState:
         s.response_model = row[COL["response_model"]]
         s.conversation = row[COL["conversation_id"]]
         s.user = row[COL["user_id"]]
+        s.own_variant = row[COL["own_variant"]]
         s.external_keeper = None
         s.has_desc = False
         s.stored_finish = s.finish_reason
@@ -215,10 +229,19 @@ class SpanState:
             s.tenant = row[COL["tenant"]]
             s.error_class = row[COL["error_class"]]
             s.duplicate_of = row[COL["duplicate_of"]]
+            s.variant = row[COL["variant"]]
+            s.refused = _refused(s)
         else:
             s.billed = 0
-            s.feature = s.tenant = s.error_class = s.duplicate_of = None
+            s.feature = s.tenant = s.error_class = s.duplicate_of = s.variant = None
+            s.refused = False
         return s
+
+
+def _refused(s: SpanState) -> bool:
+    """The normalizer's reading of the span's output (FLAG_REFUSAL), or a refusing finish reason,
+    which may also arrive later in a log record (SpanWriter._join_finish_reason)."""
+    return bool(s.flags & FLAG_REFUSAL) or s.finish_reason == "content_filter"
 
 
 @dataclass(slots=True)
@@ -259,7 +282,17 @@ class _Rollup:
 
     def __init__(self) -> None:
         self.counters = [0] * _N_COUNTERS
-        self.hists: tuple[dict[int, int], ...] = ({}, {}, {}, {}, {})  # latency, ttft, tpot, cost, tokens
+        # latency, ttft, tpot, cost, tokens, input tokens, output tokens (HISTOGRAMS)
+        self.hists: tuple[dict[int, int], ...] = tuple({} for _ in HISTOGRAMS)
+        self.dirty = False
+
+
+class _ToolRollup:
+    __slots__ = ("calls", "errors", "duration", "latency", "dirty")
+
+    def __init__(self) -> None:
+        self.calls = self.errors = self.duration = 0
+        self.latency: dict[int, int] = {}
         self.dirty = False
 
 
@@ -407,12 +440,16 @@ class SpanWriter:
     def __init__(self, db: sqlite3.Connection, *, trace_cache_spans: int = 200_000,
                  clock: Any = time.time_ns) -> None:
         self.db = db
+        # Imported here: store.changes' read side imports store.dashboards, which imports this module.
+        from store.changes import ChangeTracker
+        self.changes: ChangeTracker = ChangeTracker(db)
         self.clock = clock
         self.trace_cache_spans = trace_cache_spans
         self.stats = WriteStats()
         self._traces: OrderedDict[bytes, TraceState] = OrderedDict()
         self._cached_spans = 0
         self._rollups: dict[tuple[int, int, int], _Rollup] = {}
+        self._tool_rollups: dict[tuple[int, int, str], _ToolRollup] = {}
         self._dims: dict[tuple, int] = {}
         self._resources: dict[bytes, int] = {}
         self._scopes: dict[bytes, int] = {}
@@ -524,6 +561,7 @@ class SpanWriter:
 
     def forget_rollups(self) -> None:
         self._rollups.clear()
+        self._tool_rollups.clear()
 
     # -- the batch -----------------------------------------------------------------------------
 
@@ -531,6 +569,7 @@ class SpanWriter:
                resources: dict, scopes: dict) -> None:
         db = self.db
         now = self.clock()
+        fresh_resources = [(digest, value) for digest, value in resources.items() if digest not in self._resources]
         resource_ids = self._intern_blobs(resources, self._resources, "resources")
         scope_ids = self._intern_blobs(scopes, self._scopes, "scopes")
 
@@ -612,9 +651,11 @@ class SpanWriter:
                 new = self._contribution(s)
                 if new is not None:
                     self._apply(new, +1)
+                if s.error_class is not None:
+                    self._note_error_class(s, trace_id)
                 if not is_new:
                     updates.append((s.finish_reason, s.own_error, s.billed, s.feature, s.tenant, s.error_class,
-                                    s.duplicate_of, s.id))
+                                    s.duplicate_of, s.variant, s.id))
                     s.stored_finish, s.stored_own_error = s.finish_reason, s.own_error
             trace_rows.append(self._summary(trace_id, trace, now))
 
@@ -624,6 +665,10 @@ class SpanWriter:
             record[COL["tenant"]] = state.tenant
             record[COL["error_class"]] = state.error_class
             record[COL["duplicate_of"]] = state.duplicate_of
+            record[COL["variant"]] = state.variant
+            self._note_new_span(record, state)
+        if fresh_resources:
+            self._note_service_versions(fresh_resources, resource_ids, inserts)
 
         if inserts:
             db.executemany(_INSERT_SPANS, inserts)
@@ -634,10 +679,50 @@ class SpanWriter:
         # The trace summaries, and the rows of the conversations they are (or were) in.
         sessions.write_traces(db, _UPSERT_TRACE, trace_rows, _CONVERSATION_AT, now)
         self._flush_rollups()
+        self._flush_tool_rollups()
         self.stats.spans += len(inserts)
         self.stats.logs += len(log_inserts)
         self.stats.updated += len(updates)
         self.stats.traces += len(trace_rows)
+
+    # -- what a new span adds besides rows: tool rollups and change markers ----------------------
+
+    def _note_new_span(self, record: list[Any], s: SpanState) -> None:
+        """Called once per stored span (a duplicate delivery never gets here)."""
+        if s.kind == "tool":
+            self._add_tool_call(s, record[COL["tool_name"]] or "")
+        elif s.kind in BILLABLE:
+            requested, served = record[COL["request_model"]], record[COL["response_model"]]
+            if requested and served:
+                self.changes.note("served_model", requested, served, s.start, record[COL["trace_id"]])
+        if s.prompt_id and s.prompt_version:
+            self.changes.note("prompt_version", s.prompt_id, s.prompt_version, s.start, record[COL["trace_id"]])
+
+    def _note_error_class(self, s: SpanState, trace_id: bytes) -> None:
+        error = s.error_class
+        if error == "api":
+            error = f"api/{s.subclass or 'other'}"
+        if error is not None:
+            self.changes.note("error_class", "", error, s.start, trace_id)
+
+    def _note_service_versions(self, fresh: list[tuple[bytes, tuple]], resource_ids: dict[bytes, int],
+                               inserts: list[list[Any]]) -> None:
+        """Resources this writer had not seen: each one's service.version (once per resource, not per
+        span), at the start of its earliest span stored in this batch."""
+        versions = {resource_ids[digest]: (value[0] or "", value[1]) for digest, value in fresh
+                    if len(value) > 2 and value[1] and digest in resource_ids}
+        if not versions:
+            return
+        earliest: dict[int, tuple[int, bytes]] = {}
+        for record in inserts:
+            resource_id = record[COL["resource_id"]]
+            if resource_id in versions:
+                seen = earliest.get(resource_id)
+                if seen is None or record[COL["start_ns"]] < seen[0]:
+                    earliest[resource_id] = (record[COL["start_ns"]], record[COL["trace_id"]])
+        for resource_id, (start_ns, trace_id) in earliest.items():
+            service, version = versions[resource_id]
+            self.changes.note("service_version", service, version, start_ns, trace_id)
 
     @staticmethod
     def _join_finish_reason(s: SpanState, finish: str) -> bool:
@@ -751,6 +836,8 @@ class SpanWriter:
         self._traces.clear()
         self._cached_spans = 0
         self._rollups.clear()
+        self._tool_rollups.clear()
+        self.changes.reload()
         self._dims.clear()
         self._resources.clear()
         self._scopes.clear()
@@ -761,10 +848,11 @@ class SpanWriter:
         """Effective billed/feature/tenant/error_class/duplicate_of of every span; returns the new and
         changed spans with their previous contribution (None for new spans)."""
         root = trace.root
-        root_feature = root_tenant = None
+        root_feature = root_tenant = root_variant = None
         if root is not None:
             root_feature = root.own_feature or root.name or None
             root_tenant = root.own_tenant
+            root_variant = root.own_variant
         twins = same_call_twins(trace)
         validated: set[int] = set()
         orphan_markers: set[int] = set()
@@ -784,6 +872,8 @@ class SpanWriter:
             billed = 1 if (s.kind in BILLABLE and not s.has_desc and duplicate_of is None) else 0
             feature = s.own_feature or root_feature
             tenant = s.own_tenant or root_tenant
+            variant = s.own_variant or root_variant
+            refused = _refused(s)
             if s.kind in BILLABLE:
                 error_class = s.own_error
                 if error_class is None and billed and id(s) in validated:
@@ -796,11 +886,12 @@ class SpanWriter:
                 error_class = None
             is_new = id(s) in new_ids
             if (is_new or billed != s.billed or feature != s.feature or tenant != s.tenant
-                    or error_class != s.error_class or duplicate_of != s.duplicate_of
-                    or s.finish_reason != s.stored_finish or s.own_error != s.stored_own_error):
+                    or error_class != s.error_class or duplicate_of != s.duplicate_of or variant != s.variant
+                    or refused != s.refused or s.finish_reason != s.stored_finish
+                    or s.own_error != s.stored_own_error):
                 old = None if is_new else self._contribution(s)
                 s.billed, s.feature, s.tenant, s.error_class = billed, feature, tenant, error_class
-                s.duplicate_of = duplicate_of
+                s.duplicate_of, s.variant, s.refused = duplicate_of, variant, refused
                 changed.append((s, old, is_new))
         return changed
 
@@ -869,9 +960,17 @@ class SpanWriter:
             else:
                 vector[_RC["cost_nusd"]] = s.cost
                 cost = histogram.bucket_of(s.cost / 1000)  # µUSD
-            tokens = None
+            tokens = input_length = output_length = None
             if s.input is not None or s.output is not None:
                 tokens = histogram.bucket_of((s.input or 0) + (s.output or 0))
+            # Per-call token lengths (drift): input includes cached tokens (input_tokens already
+            # does, design §2 rule 2), output includes reasoning (likewise).
+            if s.input is not None:
+                input_length = histogram.bucket_of(s.input)
+            if s.output is not None:
+                output_length = histogram.bucket_of(s.output)
+            if s.refused:
+                vector[_RC["refusals"]] = 1
             vector[_RC["streaming_calls"]] = 1 if s.streaming else 0
             latency = ttft = tpot = None
             if s.duration is not None:
@@ -887,13 +986,13 @@ class SpanWriter:
                             vector[_RC["decode_ns"]] = decode.decode_ns
                             if decode.tpot_ns is not None:
                                 tpot = histogram.bucket_of(decode.tpot_ns / 1000)
-            hists = (latency, ttft, tpot, cost, tokens)
+            hists: tuple[int | None, ...] = (latency, ttft, tpot, cost, tokens, input_length, output_length)
         elif s.error_class == "guardrail" and s.kind == "guardrail":
             vector[_RC["errors_guardrail"]] = 1
-            hists = (None, None, None, None, None)
+            hists = _NO_HISTS
         elif s.error_class == "validation" and s.marker:
             vector[_RC["errors_validation"]] = 1
-            hists = (None, None, None, None, None)
+            hists = _NO_HISTS
         else:
             return None
         dims = (
@@ -905,8 +1004,9 @@ class SpanWriter:
             s.tenant or "",
             s.prompt_id or "",
             s.prompt_version or "",
+            s.variant or "",
         )
-        # Sparse: a call touches ~8 of the 21 counters, and _apply runs twice per contribution.
+        # Sparse: a call touches ~8 of the 22 counters, and _apply runs twice per contribution.
         return (s.start // NS, dims, tuple((i, v) for i, v in enumerate(vector) if v), hists)
 
     def _apply(self, contribution: tuple, sign: int) -> None:
@@ -959,19 +1059,63 @@ class SpanWriter:
             newest = sorted(self._rollups, key=lambda k: k[1], reverse=True)[:10_000]
             self._rollups = {k: self._rollups[k] for k in newest}
 
+    def _add_tool_call(self, s: SpanState, tool: str) -> None:
+        """A stored tool span into tool_rollups (tool spans are not billed calls, so not in rollups).
+        Its contribution never changes later, so it is added once, when the span is stored."""
+        second = s.start // NS
+        error = s.status == 2 or s.own_error is not None
+        latency = histogram.bucket_of(s.duration / 1000) if s.duration is not None else None
+        for res in RESOLUTIONS:
+            key = (res, second - second % res, tool)
+            acc = self._tool_rollups.get(key)
+            if acc is None:
+                acc = self._load_tool_rollup(key)
+            acc.calls += 1
+            if error:
+                acc.errors += 1
+            if latency is not None:
+                acc.duration += s.duration or 0
+                acc.latency[latency] = acc.latency.get(latency, 0) + 1
+            acc.dirty = True
+
+    def _load_tool_rollup(self, key: tuple[int, int, str]) -> _ToolRollup:
+        acc = _ToolRollup()
+        row = self.db.execute(
+            "SELECT calls, errors, duration_ns, hist_latency FROM tool_rollups "
+            "WHERE res = ? AND bucket = ? AND tool = ?",
+            key,
+        ).fetchone()
+        if row is not None:
+            acc.calls, acc.errors, acc.duration = row[0], row[1], row[2]
+            histogram.decode_into(row[3], acc.latency)
+        self._tool_rollups[key] = acc
+        return acc
+
+    def _flush_tool_rollups(self) -> None:
+        rows = []
+        for key, acc in self._tool_rollups.items():
+            if acc.dirty:
+                rows.append((*key, acc.calls, acc.errors, acc.duration, histogram.encode(acc.latency)))
+                acc.dirty = False
+        if rows:
+            self.db.executemany(_UPSERT_TOOL_ROLLUP, rows)
+        if len(self._tool_rollups) > 20_000:
+            newest = sorted(self._tool_rollups, key=lambda k: k[1], reverse=True)[:5_000]
+            self._tool_rollups = {k: self._tool_rollups[k] for k in newest}
+
     def _dims_id(self, dims: tuple) -> int:
         cached = self._dims.get(dims)
         if cached is not None:
             return cached
         row = self.db.execute(
             "SELECT id FROM dims WHERE service = ? AND provider = ? AND model = ? AND operation = ? "
-            "AND feature = ? AND tenant = ? AND prompt_id = ? AND prompt_version = ?",
+            "AND feature = ? AND tenant = ? AND prompt_id = ? AND prompt_version = ? AND variant = ?",
             dims,
         ).fetchone()
         if row is None:
             cursor = self.db.execute(
                 "INSERT INTO dims (service, provider, model, operation, feature, tenant, prompt_id, "
-                "prompt_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "prompt_version, variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 dims,
             )
             dims_id = _inserted_id(cursor)
@@ -990,7 +1134,8 @@ class SpanWriter:
                 row = self.db.execute(f"SELECT id FROM {table} WHERE digest = ?", (digest,)).fetchone()
                 if row is None:
                     if table == "resources":
-                        service, blob = value
+                        # (service, service.version, blob); older decoders sent (service, blob)
+                        service, blob = value[0], value[-1]
                         cursor = self.db.execute(
                             "INSERT INTO resources (digest, service, blob) VALUES (?, ?, ?)", (digest, service, blob)
                         )
@@ -1024,6 +1169,7 @@ class SpanWriter:
         models: list[str] = []
         feature = root.feature
         tenant = root.tenant
+        variant = root.variant
         # The trace's conversation and user: the first span carrying one (start order, as above).
         conversation = next((s.conversation for s in spans if s.conversation is not None), None)
         user = next((s.user for s in spans if s.user is not None), None)
@@ -1047,6 +1193,8 @@ class SpanWriter:
                     feature = s.feature
                 if tenant is None:
                     tenant = s.tenant
+                if variant is None:
+                    variant = s.variant
             if s.error_class == "api" and s.billed:
                 e_api += 1
             elif s.error_class == "validation" and (s.billed or s.marker):
@@ -1056,5 +1204,5 @@ class SpanWriter:
         return (
             trace_id, root.span_id, root.name, root_known, root.service, start, end, max(0, end - start),
             len(trace.spans), calls, inp, out, cread, cwrite, reason, cost, unpriced, e_api, e_val, e_guard,
-            error_spans, feature, tenant, ",".join(models) or None, now, conversation, user,
+            error_spans, feature, tenant, ",".join(models) or None, now, conversation, user, variant,
         )

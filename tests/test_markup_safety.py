@@ -66,7 +66,7 @@ HOURS = 3600
 def fields(payload: str) -> dict[str, str]:
     """One hostile value per field, each tagged so that the test can tell which field it sees."""
     names = ("root", "span", "svc", "model", "prov", "feat", "tenant", "pid", "ver", "err", "etype", "key", "val",
-             "event", "ekey", "eval", "prompt", "completion", "role", "tool", "finish", "name")
+             "event", "ekey", "eval", "prompt", "completion", "role", "tool", "finish", "name", "variant")
     return {name: f"{name}:{payload}" for name in names}
 
 
@@ -75,7 +75,7 @@ def llm_attrs(f: dict[str, str], *, version: str, input_tokens: int, model: str 
     return {
         "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider, "gen_ai.request.model": model,
         "gen_ai.response.model": model, "gen_ai.usage.input_tokens": input_tokens, "gen_ai.usage.output_tokens": 50,
-        "app.llm.feature": f["feat"], "app.llm.tenant.id": f["tenant"],
+        "app.llm.feature": f["feat"], "app.llm.tenant.id": f["tenant"], "llmobs.variant": f["variant"],
         "app.llm.prompt.template.id": f["pid"], "app.llm.prompt.template.version": version,
     }
 
@@ -249,7 +249,7 @@ async def test_hostile_text_is_shown_never_interpreted(hostile, tmp_path):
         await pilot.press("2")
         await settle(pilot)
         for by, values in (("model", ["model"]), ("feature", ["feat"]), ("tenant", ["tenant"]),
-                           ("prompt", ["pid"]), ("provider", ["prov"])):
+                           ("prompt", ["pid"]), ("variant", ["variant"]), ("provider", ["prov"])):
             assert app.screen.by == by
             frame = assert_safe(app, f"breakdown by {by}")
             # (provider names are stored lower-cased)
@@ -257,6 +257,18 @@ async def test_hostile_text_is_shown_never_interpreted(hostile, tmp_path):
             if by != "provider":
                 await pilot.press("g")
                 await settle(pilot)
+
+        # Trends, split by every dimension: series names in the legend table and the chart.
+        await pilot.press("7")
+        await settle(pilot)
+        for _ in range(8):
+            by = app.screen.by
+            frame = assert_safe(app, f"trends by {by}")
+            wanted = {"model": "model", "feature": "feat", "tenant": "tenant", "variant": "variant"}.get(by)
+            if wanted:
+                assert_shows(frame.text, [f[wanted]], f"trends by {by}", limit=12)
+            await pilot.press("g")
+            await settle(pilot)
 
         # Traces: root name and service; then the trace, its waterfall and every detail tab.
         await pilot.press("3")

@@ -570,7 +570,10 @@ def test_absurd_token_counts_are_dropped_and_flagged(bad):
     {"llm.token_count.prompt": "9" * 400},
     {"gen_ai.usage.input_tokens": 100, "http.response.status_code": "inf"},
     {"langfuse.observation.usage_details": '{"input": "inf", "output": 5}'},
-], ids=["inf", "1e400", "400-digits", "http-status-inf", "langfuse-inf"])
+    # str.isdigit() is true for superscripts and circled digits, which int() refuses.
+    {"gen_ai.usage.reasoning.output_tokens": "²"},
+    {"gen_ai.usage.input_tokens": "①"},
+], ids=["inf", "1e400", "400-digits", "http-status-inf", "langfuse-inf", "superscript", "circled"])
 def test_absurd_numeric_strings_do_not_lose_the_span(attrs):
     rows, rejections = decode([make_span(1, 2, None, "chat gpt-4o", {**LLM, **attrs})])
     assert rejections.reasons == {}
@@ -1445,7 +1448,7 @@ def test_resources_and_scopes_are_returned_once_and_referenced_by_digest():
                             scope=("openinference.instrumentation.anthropic", "0.1.20"))
     rows, resources, scopes, _ = normalizer().decode_traces(request, received_ns=RECEIVED)
     assert len(resources) == 1 and len(scopes) == 1
-    (res_digest, (service, _blob)), = resources.items()
+    (res_digest, (service, _version, _blob)), = resources.items()
     (scope_digest, (scope_name, scope_version, _sblob)), = scopes.items()
     assert (service, scope_name, scope_version) == ("weather", "openinference.instrumentation.anthropic", "0.1.20")
     assert {(Row(r).resource_id, Row(r).scope_id) for r in rows} == {(res_digest, scope_digest)}
@@ -1484,7 +1487,7 @@ def test_logs_keep_ids_event_names_and_the_choice_finish_reason():
     assert (log_field(rows[3], "trace_id"), log_field(rows[3], "span_id")) == (None, None)
     assert [log_field(r, "time_ns") for r in rows] == [T0, T0, T0, T0 + 5]
     assert log_field(rows[1], "severity") == 9
-    (res_digest, (service, _)), = resources.items()
+    (res_digest, (service, _version, _)), = resources.items()
     assert service == "svc"
     assert {log_field(r, "resource_id") for r in rows} == {res_digest}
     # The tool call in the choice body is stored intact (argument strings hold no PII).

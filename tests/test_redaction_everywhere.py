@@ -361,7 +361,7 @@ def test_drop_keys_leave_every_place_and_are_never_read():
     assert [a.key for a in stored.events[0].attributes] == ["e.kept"]
     assert [a.key for a in stored.links[0].attributes] == ["l.kept"]
     assert row["user_id"] is None  # dropped before it was read
-    assert all(b"secret." not in blob for _service, blob in resources.values())
+    assert all(b"secret." not in blob for *_service, blob in resources.values())
     assert all(b"secret." not in blob and b"s.kept" in blob for *_names, blob in scopes.values())
 
     records = logs_request([log_record(1, 2, "x", "body", {"secret.l": "l", "l.kept": "k"})])

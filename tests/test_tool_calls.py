@@ -248,7 +248,7 @@ async def test_breakdown_by_tool_lists_tools_and_drills_to_their_traces(tui_stor
     async with app.run_test(size=size) as pilot:
         await pilot.press("2")
         await settle(pilot)
-        for _ in range(5):  # model → feature → tenant → prompt → provider → tool
+        for _ in range(6):  # model → feature → tenant → prompt → variant → provider → tool
             await pilot.press("g")
         await settle(pilot)
         screen = app.screen

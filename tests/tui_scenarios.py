@@ -65,6 +65,21 @@ async def overview(pilot) -> None:
     await settle(pilot)
 
 
+async def overview_compare(pilot) -> None:
+    """Compared with the previous hour (`v`), the oldest change marker selected (`]`)."""
+    await settle(pilot)
+    await pilot.press("v")
+    await settle(pilot)
+    await pilot.press("right_square_bracket")
+    await settle(pilot)
+
+
+async def breakdown_compare(pilot) -> None:
+    await pilot.press("2")
+    await pilot.press("v")
+    await settle(pilot)
+
+
 async def breakdown(pilot) -> None:
     await pilot.press("2")
     await settle(pilot)
@@ -165,9 +180,26 @@ async def conversation(pilot) -> None:
     await settle(pilot)
 
 
+async def trends(pilot) -> None:
+    """Trends (`7`): p95 latency by model, the top 8 series over the hour."""
+    await pilot.press("7")
+    await settle(pilot)
+
+
+async def trends_variants(pilot) -> None:
+    """Trends split by variant, with the two-variant comparison under the chart."""
+    await pilot.press("7")
+    await settle(pilot)
+    while pilot.app.screen.by != "variant":
+        await pilot.press("g")
+    await settle(pilot)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "overview": overview,
+    "overview-compare": overview_compare,
     "breakdown": breakdown,
+    "breakdown-compare": breakdown_compare,
     "breakdown-prompt": breakdown_by_prompt,
     "traces": traces,
     "traces-filtered": traces_filtered,
@@ -180,6 +212,8 @@ SCENARIOS: dict[str, Scenario] = {
     "sessions": sessions,
     "sessions-by-user": sessions_by_user,
     "conversation": conversation,
+    "trends": trends,
+    "trends-variants": trends_variants,
     "alerts": alerts,
     "alerts-acknowledged": alerts_acknowledged,
     "help": help_screen,

@@ -344,6 +344,13 @@ class AlertEngine:
                     f"input tokens per call unchanged ({inp_now:,.0f} vs {inp_week:,.0f}), so the provider is slower"))
         return findings
 
+    def evaluate_drift(self, now_s: float) -> list[Finding]:
+        """Token lengths per call shifted against the prior week (llmobs_tui/alerting/drift.py)."""
+        from llmobs_tui.alerting.drift import DriftRule
+
+        rule = self.__dict__.setdefault("_drift_rule", DriftRule())  # once a minute at most (DriftRule)
+        return rule.evaluate(self.db, self.settings, now_s)
+
     # -- all rules ---------------------------------------------------------------------------------
 
     def evaluate(self, now_s: float | None = None) -> list[Finding]:
@@ -353,7 +360,7 @@ class AlertEngine:
             slo_findings, self.slo_rows = self.evaluate_slos(now_s)
             findings = [*slo_findings, *self.evaluate_budgets(now_s), *self.evaluate_prompt_regressions(now_s),
                         *self.evaluate_cache(now_s), *self.evaluate_error_spikes(now_s),
-                        *self.evaluate_provider_health(now_s)]
+                        *self.evaluate_provider_health(now_s), *self.evaluate_drift(now_s)]
             self.last_evaluated_s = now_s
         findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.key))
         return findings

@@ -71,6 +71,9 @@ def _add_ingest(parser: argparse.ArgumentParser, shared: bool = False) -> None:
                        help="a TOML price file adding to or overriding the shipped table")
     group.add_argument("--config", metavar="FILE", default=default(None),
                        help="config file (default: ./llmobs.toml if present)")
+    group.add_argument("--variant-key", action="append", metavar="KEY", default=default(None),
+                       help="an attribute naming the experiment variant a call ran in (repeatable, first present "
+                            "wins, span before resource; replaces [dimensions] variant and the defaults)")
     # None: not given; Settings falls back to $LLMOBS_TOKEN.
     group.add_argument("--token", metavar="SECRET", default=default(None),
                        help="require `Authorization: Bearer SECRET` from senders (default: $LLMOBS_TOKEN); "
@@ -135,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--window", type=types.duration, default=86400, metavar="DURATION",
                         help="how far back from now (default 24h)")
     report.add_argument("--by", default="model", metavar="DIMS",
-                        help="comma-separated: model, feature, tenant, prompt, provider, service, operation "
+                        help="comma-separated: model, feature, tenant, prompt, provider, service, operation, variant "
                              "(default: model); or tool (calls, errors, p50/p95 duration per tool; with "
                              "service, feature or tenant); or user (traces, conversations, tokens, cost and "
                              "errors per user, alone)")

@@ -1,7 +1,8 @@
-"""Alerts: the SLO table (objective, current, error budget left, burn rates) and the firing and
-recently resolved alerts. `a` acknowledges (the banner stops showing it), Enter opens the example
-trace. The rules come from the alerting module (`llmobs.toml`); this screen shows what the app's
-alert source holds."""
+"""Alerts: the SLO table (objective, current, error budget left, burn rates), the firing and
+recently resolved alerts, and below them the drift panel (the window's token lengths, refusal and
+failed-output rates and evaluation scores against the 7 days before). `a` acknowledges (the banner
+stops showing it), Enter opens the example trace. The rules come from the alerting module
+(`llmobs.toml`); this screen shows what the app's alert source holds."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from textual.widgets import Static
 from llmobs_tui import format as fmt
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.units import format_duration
+from llmobs_tui.widgets.drift_panel import DriftPanel
 from llmobs_tui.widgets.keyed_table import KeyedTable
+from store import drift
 
 BURN_WINDOWS = ((3600, "1h×"), (6 * 3600, "6h×"), (3 * 86400, "3d×"))
 
@@ -61,6 +64,9 @@ def rules_guide(source) -> Text | None:
         f"  caching: a feature's cache-hit rate {settings.cache_hit_drop:.0%} below the prior week",
         f"  providers: a model decoding {settings.decode_drop:.0%} slower, or its median time to",
         f"    first token {settings.ttft_rise:g}× the prior week",
+        f"  drift: a feature's token lengths per call at PSI ≥ {settings.drift_psi:g} against the",
+        f"    prior week (each needs {settings.drift_min_calls} calls in the last "
+        f"{format_duration(settings.drift_window_s)})",
     ):
         text.append(line + "\n", style="dim")
     text.append(f"  (each needs at least {settings.min_calls} calls to judge)", style="dim")
@@ -71,8 +77,9 @@ class AlertsScreen(LiveScreen):
     NAME = "alerts"
     DEFAULT_CSS = """
     AlertsScreen #slos { height: auto; max-height: 40%; }
-    AlertsScreen #alerts { height: 1fr; }
+    AlertsScreen #alerts { height: auto; max-height: 40%; }
     AlertsScreen #alerts-empty { height: auto; padding: 1 1; display: none; }
+    AlertsScreen.short #alerts { height: 1fr; max-height: 100%; }
     """
     BINDINGS = [
         Binding("enter", "open", "Example trace", show=False),
@@ -81,6 +88,11 @@ class AlertsScreen(LiveScreen):
 
     # Columns by terminal width, as on the Traces screen: narrow terminals fold value into the title.
     WIDE_WIDTH = 110
+    # Below this height the drift panel folds to its summary line: the alerts keep the rows.
+    DRIFT_MIN_HEIGHT = 36
+    # The week's evaluation means read every scored log of the week: read again this often, not every tick.
+    EVAL_BASELINE_TTL_S = 300
+    _eval_baseline: tuple[float, float, dict] | None = None  # (window, read at, name → (mean, count))
 
     def compose(self) -> ComposeResult:
         yield from self.compose_chrome_top()
@@ -88,17 +100,35 @@ class AlertsScreen(LiveScreen):
         yield Static(id="alerts-empty")
         yield KeyedTable(id="slos")
         yield KeyedTable(id="alerts")
+        yield DriftPanel(id="drift")
         yield from self.compose_chrome_bottom()
 
     def on_mount(self) -> None:
         self._wide: bool | None = None
         self._set_columns()
+        self._set_height()
         self.query_one("#slos", KeyedTable).display = False
         self.query_one("#alerts", KeyedTable).focus()
 
     def on_resize(self) -> None:
-        if self._set_columns():
+        if self._set_columns() | self._set_height():
             self.llmobs.wake()
+
+    def _set_height(self) -> bool:
+        short = 0 < self.size.height < self.DRIFT_MIN_HEIGHT
+        if short == self.has_class("short"):
+            return False
+        self.set_class(short, "short")
+        self.query_one(DriftPanel).set_class(short, "compact")
+        return True
+
+    def _drift_settings(self) -> tuple[float, int]:
+        # The alert source's settings when it has rules; the rule's defaults otherwise. (Not via
+        # llmobs_tui.config: it reaches into receiver/, which the read side never imports.)
+        config = getattr(self.llmobs.alerts, "config", None)
+        if config is None:
+            return drift.PSI_SHIFTED, drift.MIN_CALLS
+        return config.alerts.drift_psi, config.alerts.drift_min_calls
 
     @property
     def wide(self) -> bool:
@@ -123,10 +153,18 @@ class AlertsScreen(LiveScreen):
 
     async def load(self, reader, now_s: float):
         source = self.llmobs.alerts
-        return source.snapshot(now_s), list(source.slo_rows), source.error, now_s
+        window_s = self.llmobs.window_s
+        kept = self._eval_baseline
+        fresh = kept is not None and kept[0] == window_s and 0 <= now_s - kept[1] < self.EVAL_BASELINE_TTL_S
+        drift = await reader.drift(window_s, now_s, self._drift_settings()[1], kept[2] if fresh and kept else None)
+        if not fresh:
+            self._eval_baseline = (window_s, now_s, drift.eval_baseline)
+        return source.snapshot(now_s), list(source.slo_rows), source.error, now_s, drift
 
     def show(self, data) -> None:
-        alerts, slo_rows, error, now_s = data
+        alerts, slo_rows, error, now_s, drift = data
+        marks, selected = self.llmobs.chart_marks() if hasattr(self.llmobs, "chart_marks") else ([], None)
+        self.query_one(DriftPanel).show(drift, self._drift_settings()[0], marks, selected)
         note = self.query_one("#alerts-note", Static)
         firing = [a for a in alerts if a.firing]
         if error:

@@ -33,7 +33,8 @@ class ConversationScreen(LiveScreen):
     BINDINGS = [Binding("enter", "open", "Open the turn's trace", show=False)]
     DEFAULT_CSS = """
     ConversationScreen #conversation-summary { height: auto; max-height: 3; }
-    ConversationScreen #turns { height: 1fr; min-height: 4; }
+    /* The turns take the rows they need (up to half the screen, then they scroll); the chat the rest. */
+    ConversationScreen #turns { height: auto; max-height: 50%; min-height: 4; }
     ConversationScreen #chat { height: 1fr; border-top: solid $panel-lighten-2; }
     """
 

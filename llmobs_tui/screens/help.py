@@ -27,7 +27,7 @@ FILTER_HELP = (
 )
 COMMAND_HELP = (
     "Commands (:): window 5m|1h|24h|7d · sort <start|duration|cost|tokens|calls|errors> · filter <expr> · "
-    "by <model|feature|tenant|prompt|provider|tool> · open <id> · sessions · export · follow · quit"
+    "by <model|feature|tenant|prompt|provider|tool> · open <id> · sessions · trends · export · follow · quit"
 )
 
 # What an action does, in words. Keyed by the binding's action string; a binding whose action is
@@ -39,6 +39,13 @@ ACTION_WORDS = {
     "goto('trace')": "Trace: the open trace's spans",
     "goto('alerts')": "Alerts: SLOs and firing alerts",
     "goto('sessions')": "Sessions: conversations (u: by user)",
+    "goto('trends')": "Trends: any signal over time, split by model, feature, variant…",
+    "metric(1)": "Next metric (latency, TTFT, calls/s, errors, cost, tokens…)",
+    "metric(-1)": "Previous metric",
+    "dimension": "Split by the next dimension",
+    "top_n": "How many series to draw (3, 5, 8, 10)",
+    "others": "Add / remove the rest as one \"others\" line",
+    "pin_variant": "Compare the other variants with the selected one",
     "help": "This help",
     "filter": "Filter traces (fields below)",
     "command": "Command line (commands below)",
@@ -75,6 +82,7 @@ SCREEN_ACTION_WORDS = {  # the same action name means different things on differ
     ("alerts", "open"): "Open the alert's example trace on the call that made its value",
     ("overview", "drill"): "Traces behind the selected figure",
     ("sessions", "open"): "Open the conversation (by user: that user's conversations)",
+    ("trends", "drill"): "Traces of the selected series over the window",
     ("conversation", "open"): "Open the selected turn's trace",
 }
 KEY_NAMES = {

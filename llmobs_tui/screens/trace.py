@@ -18,9 +18,11 @@ from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.screens.prompt import PromptScreen
 from llmobs_tui.screens.trace_diff import mark_trace, open_diff
 from llmobs_tui.trace_search import MAX_CONTENT_SPANS, SpanText, find_matches, span_texts
+from llmobs_tui.widgets.span_card import SpanCard
 from llmobs_tui.widgets.span_detail import SpanDetailView
 from llmobs_tui.widgets.waterfall import Waterfall
 from store.dashboards import SpanRow
+from store.span_detail import SpanDetail
 
 
 class TraceScreen(LiveScreen):
@@ -46,12 +48,30 @@ class TraceScreen(LiveScreen):
     TraceScreen #trace-summary { height: auto; max-height: 2; text-wrap: nowrap; text-overflow: ellipsis; }
     TraceScreen #trace-summary.-searching { max-height: 3; }
     TraceScreen #trace-body { height: 1fr; }
-    TraceScreen #trace-body.-wide { layout: horizontal; }
     TraceScreen Waterfall { height: 1fr; min-height: 5; }
+    TraceScreen #trace-detail { height: 1fr; border-top: solid $panel-lighten-2; }
+    TraceScreen SpanCard { display: none; }
+    TraceScreen SpanDetailView { height: 1fr; }
+    /* Wide, a tree taller than half the screen: side by side, the span's card above its tabs. */
+    TraceScreen #trace-body.-wide { layout: horizontal; }
     TraceScreen #trace-body.-wide Waterfall { width: 3fr; }
-    TraceScreen SpanDetailView { height: 1fr; border-top: solid $panel-lighten-2; }
-    TraceScreen #trace-body.-wide SpanDetailView { width: 2fr; border-top: none; border-left: solid $panel-lighten-2; }
+    TraceScreen #trace-body.-wide #trace-detail { width: 2fr; border-top: none; border-left: solid $panel-lighten-2; }
+    TraceScreen #trace-body.-wide SpanCard { display: block; max-height: 45%; border-bottom: solid $panel-lighten-2; }
+    /* Wide, a tree that fits in half the screen: the waterfall full width and as tall as the tree
+       (finer time bars), below it the span's card beside its tabs, both as tall as the rest. */
+    TraceScreen #trace-body.-wide.-fit { layout: vertical; }
+    TraceScreen #trace-body.-wide.-fit Waterfall { width: 1fr; }
+    TraceScreen #trace-body.-wide.-fit #trace-detail { width: 1fr; layout: horizontal; border-left: none;
+                                                       border-top: solid $panel-lighten-2; }
+    TraceScreen #trace-body.-wide.-fit SpanCard { width: 2fr; height: 1fr; max-height: 100%; border-bottom: none;
+                                                  border-right: solid $panel-lighten-2; }
+    TraceScreen #trace-body.-wide.-fit SpanDetailView { width: 3fr; }
     """
+
+    # The waterfall is sized to the tree when the tree takes at most half the trace's rows and
+    # leaves the detail at least this many (else it takes its share and scrolls).
+    MIN_DETAIL_ROWS = 10
+    WIDE = 140
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -72,14 +92,31 @@ class TraceScreen(LiveScreen):
         yield Static(id="trace-summary")
         with Vertical(id="trace-body"):
             yield Waterfall(id="waterfall")
-            yield SpanDetailView(id="span-detail")
+            with Vertical(id="trace-detail"):
+                yield SpanCard(id="span-card")
+                yield SpanDetailView(id="span-detail")
         yield from self.compose_chrome_bottom()
 
     def on_mount(self) -> None:
         self.query_one(Waterfall).focus()
 
     def on_resize(self) -> None:
-        self.query_one("#trace-body").set_class(self.size.width >= 140, "-wide")
+        self.query_one("#trace-body").set_class(self.size.width >= self.WIDE, "-wide")
+        self.call_after_refresh(self._fit_waterfall)
+
+    def _fit_waterfall(self) -> None:
+        """A short tree gets the rows it needs and the span's detail the rest (`-fit`); a long one
+        shares the screen with the detail and scrolls. Decided on the whole tree, not the rows shown,
+        so that collapsing a span or `l`/`p` does not move the detail under the cursor."""
+        if not self.is_mounted:
+            return
+        body = self.query_one("#trace-body")
+        waterfall = self.query_one(Waterfall)
+        spans = len(self.detail.spans) if self.detail is not None else 0
+        height = body.size.height
+        fit = 0 < spans <= height // 2 and spans + self.MIN_DETAIL_ROWS <= height
+        body.set_class(fit, "-fit")
+        waterfall.styles.height = max(spans, 5) if fit else None
 
     def open(self, trace_id: bytes, slowest: bool = False, span_id: bytes | None = None) -> None:
         self._select_slowest = slowest
@@ -97,6 +134,8 @@ class TraceScreen(LiveScreen):
             waterfall = self.query_one(Waterfall)
             waterfall.set_spans([])
             self.query_one(SpanDetailView).show(None)
+            self.query_one(SpanCard).show(None)
+            self._fit_waterfall()
             self.query_one("#trace-summary", Static).update(Text(" loading…", style="dim"))
 
     async def load(self, reader, now_s: float) -> TraceDetail | None:
@@ -147,6 +186,7 @@ class TraceScreen(LiveScreen):
             first_llm = next((s for s in sorted(spans, key=lambda s: s.start_ns) if s.is_llm), None)
             select = first_llm.span_id if first_llm else root.span_id
         waterfall.set_spans(spans, select=select)
+        self._fit_waterfall()
         text.append_text(contributors_line(waterfall.critical_path, spans))
         self._summary_head = text
         self._mark_search_matches()
@@ -160,6 +200,7 @@ class TraceScreen(LiveScreen):
             return
         if span.span_id != self._shown_span:
             self._shown_span = span.span_id
+            self._show_card(span, None)  # what the span row says, at once; its details when read
             self.load_span(self.trace_id, span)
 
     @work(exclusive=True, group="span-detail")
@@ -167,6 +208,12 @@ class TraceScreen(LiveScreen):
         detail = await self.llmobs.reader.span_detail(trace_id, span)
         if self._shown_span == span.span_id:
             self.query_one(SpanDetailView).show(detail)
+            self._show_card(span, detail)
+
+    def _show_card(self, span: SpanRow, detail: SpanDetail | None) -> None:
+        path = self.query_one(Waterfall).critical_path
+        self.query_one(SpanCard).show(span, detail, path.duration_ns, path.contribution_ns.get(span.span_id),
+                                      path.self_ns.get(span.span_id))
 
     def action_tab(self, name: str) -> None:
         from textual.widgets import TabbedContent

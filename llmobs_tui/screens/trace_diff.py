@@ -10,6 +10,7 @@ drawn as data.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from rich.console import Group, RenderableType
@@ -29,20 +30,24 @@ from llmobs_tui.trace_diff import (
     TraceDiff,
     TraceTotals,
     diff_traces,
+    line_diff,
     signed_duration,
     signed_money,
     signed_tokens,
     span_tokens,
 )
-from llmobs_tui.trace_search import MAX_CONTENT_SPANS
+from llmobs_tui.trace_search import MAX_CONTENT_SPANS, message_text
 from llmobs_tui.widgets.waterfall import KIND_MARK
 from store.dashboards import SpanRow
+from store.span_detail import SpanDetail
 
 if TYPE_CHECKING:
     from llmobs_tui.app import LlmobsApp
 
 # A prompt or output diff longer than this many lines is cut (the rest is counted).
 MAX_DIFF_LINES = 400
+# A text the same in both traces is shown up to this many lines (wide screens).
+MAX_SAME_LINES = 12
 # Below this width the table keeps only durations and the deltas.
 WIDE = 120
 DIFF_STYLE = {"added": "green", "removed": "red", "hunk": "cyan", "same": ""}
@@ -98,6 +103,7 @@ class TraceDiffScreen(ModalScreen[None]):
         self.this_id = this_id
         self.diff: TraceDiff | None = None
         self._roots: tuple[str, str] = ("?", "?")
+        self._inputs: tuple[str | None, str | None] = (None, None)  # each trace's first user input
 
     def compose(self) -> ComposeResult:
         yield Static(Text(" Trace diff: reading both traces…", style="dim"), id="diff-title")
@@ -131,6 +137,7 @@ class TraceDiffScreen(ModalScreen[None]):
             self._say(f" Trace diff: store read failed: {exc}", "red")
             return
         self._roots = (_root_name(marked.spans), _root_name(this.spans))
+        self._inputs = (first_user_input(marked_details), first_user_input(this_details))
         self.render_diff()
 
     def _say(self, message: str, style: str) -> None:
@@ -144,10 +151,19 @@ class TraceDiffScreen(ModalScreen[None]):
             return
         self.query_one("#diff-title", Static).update(self._title(diff))
         wide = self.size.width >= WIDE
-        parts: list[RenderableType] = [spans_table(diff, wide), Text("")]
+        # Wide: a timeline column (both traces' bars on one time scale); two lines a step, the
+        # marked bar over this one, when every step fits on the screen that way.
+        timeline = max(0, min(48, self.size.width - 130)) if wide else 0
+        two_lines = timeline > 0 and 2 * (len(diff.spans) + 1) + 14 <= self.size.height
+        parts: list[RenderableType] = [spans_table(diff, wide, timeline, two_lines), Text("")]
         parts += diff_section("System prompt (the first LLM call's)", diff.marked_system, diff.this_system,
-                              diff.system_diff)
+                              diff.system_diff, show_same=wide)
         parts.append(Text(""))
+        if self._inputs != (None, None):
+            marked_input, this_input = self._inputs
+            parts += diff_section("User input (the first LLM call's user messages)", marked_input, this_input,
+                                  line_diff(marked_input, this_input), show_same=wide)
+            parts.append(Text(""))
         parts += diff_section("Final output (the last LLM call's)", diff.marked_output, diff.this_output,
                               diff.output_diff)
         self.query_one("#diff-body", Static).update(Group(*parts))
@@ -169,6 +185,18 @@ class TraceDiffScreen(ModalScreen[None]):
         text.append(f"{diff.missing} missing", style="bold red" if diff.missing else "")
         text.append("   Δ = this − marked · totals count billed calls · Esc back", style="dim")
         return text
+
+
+def first_user_input(details: Sequence[SpanDetail]) -> str | None:
+    """The user messages of the trace's first LLM call (by start) that recorded any: what the
+    trace was asked, the first thing to compare when two runs of one root differ."""
+    for detail in sorted(details, key=lambda d: (d.span.start_ns, d.span.id)):
+        if not detail.span.is_llm:
+            continue
+        texts = [message_text(m) for m in detail.messages if m.direction == "input" and m.role == "user"]
+        if any(texts):
+            return "\n".join(text for text in texts if text)
+    return None
 
 
 def _root_name(spans: list[SpanRow]) -> str:
@@ -200,7 +228,64 @@ def span_label(row: AlignedSpan) -> Text:
     return text
 
 
-def spans_table(diff: TraceDiff, wide: bool) -> Table:
+# The timeline's bars: the marked trace's in light shade, this one's in full blocks; in one line,
+# the upper half is the marked span and the lower half this one.
+STYLE_MARKED_BAR = "#9ca3af"
+STYLE_THIS_BAR = "#60a5fa"
+
+
+class Timeline:
+    """Where each step ran in its trace, both traces on one time scale (the longer trace's)."""
+
+    def __init__(self, diff: TraceDiff, width: int) -> None:
+        self.width = width
+        marked = [row.marked for row in diff.spans if row.marked is not None]
+        this = [row.this for row in diff.spans if row.this is not None]
+        self.marked_t0 = min((s.start_ns for s in marked), default=0)
+        self.this_t0 = min((s.start_ns for s in this), default=0)
+        self.scale_ns = max(diff.marked.duration_ns, diff.this.duration_ns,
+                            max((s.end_ns - self.marked_t0 for s in marked), default=1),
+                            max((s.end_ns - self.this_t0 for s in this), default=1), 1)
+
+    def cells(self, span: SpanRow | None, t0: int) -> set[int]:
+        if span is None:
+            return set()
+        first = int((span.start_ns - t0) * self.width / self.scale_ns)
+        last = max(first + 1, round((span.end_ns - t0) * self.width / self.scale_ns))
+        return set(range(max(0, first), min(self.width, last)))
+
+    def bars(self, marked: SpanRow | None, this: SpanRow | None, two_lines: bool) -> Text:
+        a, b = self.cells(marked, self.marked_t0), self.cells(this, self.this_t0)
+        if two_lines:
+            text = Text("".join("░" if i in a else " " for i in range(self.width)) if marked is not None
+                        else "(not in the marked trace)", style=STYLE_MARKED_BAR)
+            text.append("\n")
+            text.append("".join("█" if i in b else " " for i in range(self.width)) if this is not None
+                        else "(not in this trace)", style=STYLE_THIS_BAR)
+            return text
+        text = Text()
+        for i in range(self.width):
+            glyph = "█" if i in a and i in b else "▀" if i in a else "▄" if i in b else " "
+            text.append(glyph, style=STYLE_THIS_BAR if i in b else STYLE_MARKED_BAR)
+        return text
+
+    def whole(self, diff: TraceDiff, two_lines: bool) -> Text:
+        def cells(duration_ns: int) -> set[int]:
+            return set(range(max(1, round(duration_ns * self.width / self.scale_ns))))
+
+        a, b = cells(diff.marked.duration_ns), cells(diff.this.duration_ns)
+        if two_lines:
+            text = Text("░" * len(a), style=STYLE_MARKED_BAR)
+            text.append("\n")
+            text.append("█" * len(b), style=STYLE_THIS_BAR)
+            return text
+        return Text("".join("█" if i in a and i in b else "▀" if i in a else "▄" if i in b else " "
+                            for i in range(self.width)), style=STYLE_THIS_BAR)
+
+
+def spans_table(diff: TraceDiff, wide: bool, timeline_width: int = 0, two_lines: bool = False) -> Table:
+    """A row per step; with `timeline_width`, a column of both traces' bars on one time scale (in
+    `two_lines`, the marked bar over this one, and under an LLM call's name its model)."""
     table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold")
     table.add_column("span", ratio=1, no_wrap=True, overflow="ellipsis", min_width=14)
     columns = ["marked", "this", "Δ time"]
@@ -210,9 +295,21 @@ def spans_table(diff: TraceDiff, wide: bool) -> Table:
         columns += ["Δ tokens", "Δ cost"]
     for name in columns:
         table.add_column(name, justify="right", no_wrap=True)
-    table.add_row(*_totals_cells(diff.marked, diff.this, wide), style="bold")
+    timeline = Timeline(diff, timeline_width) if timeline_width > 0 else None
+    if timeline is not None:
+        table.add_column("timeline  ░ marked  █ this" if two_lines else "timeline  ▀ marked  ▄ this",
+                         no_wrap=True, width=timeline_width)
+    totals = _totals_cells(diff.marked, diff.this, wide)
+    if timeline is not None:
+        if two_lines:
+            totals[0].append(f"\n  0 → {fmt.duration(timeline.scale_ns)} on the timeline", style="dim")
+        totals.append(timeline.whole(diff, two_lines))
+    table.add_row(*totals, style="bold")
     for row in diff.spans:
-        cells = [span_label(row), Text(_duration(row.marked)), Text(_duration(row.this))]
+        label = span_label(row)
+        if two_lines:
+            label.append_text(_models_line(row))
+        cells = [label, Text(_duration(row.marked)), Text(_duration(row.this))]
         status = row.status
         cells.append(Text(status if status != "both" else signed_duration(row.duration_delta_ns)))
         tokens_delta = Text(signed_tokens(row.tokens_delta))
@@ -223,8 +320,22 @@ def spans_table(diff: TraceDiff, wide: bool) -> Table:
                       Text(_cost(row.marked)), Text(_cost(row.this)), cost_delta]
         else:
             cells += [tokens_delta, cost_delta]
+        if timeline is not None:
+            cells.append(timeline.bars(row.marked, row.this, two_lines))
         table.add_row(*cells, style={"added": "green", "missing": "red"}.get(status, ""))
     return table
+
+
+def _models_line(row: AlignedSpan) -> Text:
+    """The second line of an LLM call's step: its model in each trace (one name when the same)."""
+    text = Text("\n")
+    spans = [s for s in (row.marked, row.this) if s is not None and s.is_llm]
+    if not spans:
+        return text
+    models = [fmt.clean(s.model or "?", limit=40) for s in spans]
+    indent = "  " * min(row.depth, 12) + "    "
+    text.append(indent + (models[0] if len(set(models)) == 1 else " → ".join(models)), style="dim")
+    return text
 
 
 def _totals_cells(marked: TraceTotals, this: TraceTotals, wide: bool) -> list[Text]:
@@ -241,7 +352,9 @@ def _totals_cells(marked: TraceTotals, this: TraceTotals, wide: bool) -> list[Te
     return cells
 
 
-def diff_section(title: str, marked: str | None, this: str | None, lines: list[DiffLine]) -> list[RenderableType]:
+def diff_section(title: str, marked: str | None, this: str | None, lines: list[DiffLine],
+                 show_same: bool = False) -> list[RenderableType]:
+    """`show_same`: when the text is the same in both, show it (dim) rather than only say so."""
     out: list[RenderableType] = [Text(title, style="bold underline")]
     if marked is None and this is None:
         out.append(Text("recorded in neither trace (no content captured, or no LLM call)", style="dim"))
@@ -249,6 +362,11 @@ def diff_section(title: str, marked: str | None, this: str | None, lines: list[D
     if not lines:
         count = len((this or "").splitlines())
         out.append(Text(f"the same in both ({fmt.plural(count, 'line')})", style="dim"))
+        if show_same and this:
+            shown = (this or "").splitlines()[:MAX_SAME_LINES]
+            out += [Text(" ").append_text(fmt.safe(line, style="dim", limit=2000)) for line in shown]
+            if count > len(shown):
+                out.append(Text(f" … {count - len(shown)} more lines", style="dim"))
         return out
     for which, value in (("marked", marked), ("this", this)):
         if value is None:

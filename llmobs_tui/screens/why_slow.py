@@ -21,6 +21,8 @@ from textual.widgets import Static
 
 from llmobs_tui import format as fmt
 from llmobs_tui import why_slow
+from llmobs_tui.widgets.distribution import distribution
+from store import histogram
 from store.dashboards import SpanRow
 
 if TYPE_CHECKING:
@@ -46,6 +48,8 @@ class WhySlowScreen(ModalScreen[None]):
         self.span = span
         self.spans = spans
         self.explanation: why_slow.Explanation | None = None
+        # The cohort's latencies (or durations) as (ns, how many), for the histogram with this one marked.
+        self.cohort_points: list[tuple[float, int]] = []
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
@@ -70,6 +74,7 @@ class WhySlowScreen(ModalScreen[None]):
                 assert self.span is not None
                 cohort = await reader.call_cohort(why_slow.model_of(self.span), self.span.feature, window_s, now_s)
                 explanation = why_slow.explain_call(self.span, self.spans or [self.span], cohort, window)
+                points = [(histogram.bucket_value(b) * 1000, c) for b, c in cohort.latency.items() if c > 0]
             else:
                 spans = self.spans if self.spans else (await reader.trace(self.trace_id)).spans
                 if not spans:
@@ -78,14 +83,21 @@ class WhySlowScreen(ModalScreen[None]):
                 trace_cohort, typical = await reader.trace_cohort(self.trace_id, window_s, now_s,
                                                              why_slow.TYPICAL_TRACES)
                 explanation = why_slow.explain_trace(spans, trace_cohort, typical, window)
+                points = [(float(sample.duration_ns), 1) for sample in trace_cohort.samples]
         except Exception as exc:  # a read that failed is said on the screen, not swallowed
             body.update(fmt.safe(f"Could not read the cohort: {exc}", style="red"))
             raise
         self.explanation = explanation
-        body.update(render_explanation(explanation))
+        self.cohort_points = points
+        body.update(render_explanation(explanation, points, self._chart_width()))
+
+    def _chart_width(self) -> int:
+        # The dialog is 92% of the screen, less its border and padding.
+        return max(20, min(100, self.size.width * 92 // 100 - 6))
 
 
-def render_explanation(e: why_slow.Explanation) -> RenderableType:
+def render_explanation(e: why_slow.Explanation, cohort_points: list[tuple[float, int]] | None = None,
+                       chart_width: int = 60) -> RenderableType:
     head = Text("Why slow? ", style="bold")
     head.append(f"{'this call' if e.subject == 'call' else 'this trace'}  ", style="dim")
     head.append_text(fmt.safe(e.name, style="bold cyan", limit=80))
@@ -110,6 +122,8 @@ def render_explanation(e: why_slow.Explanation) -> RenderableType:
             cells += [Text(s.percentile, style="bold red" if high else ""), Text(s.median), Text(s.p95)]
         standings.add_row(*cells)
     parts.append(standings)
+    if cohort_points:
+        parts += distribution_section(e, cohort_points, chart_width)
 
     if e.parts:
         if e.too_small:
@@ -140,3 +154,18 @@ def render_explanation(e: why_slow.Explanation) -> RenderableType:
             parts.append(line)
     parts += [Text(""), Text("Esc, q or w closes · ↑↓ PgUp PgDn scroll", style="dim")]
     return Group(*parts)
+
+
+def distribution_section(e: why_slow.Explanation, points: list[tuple[float, int]], width: int) -> list[RenderableType]:
+    """The cohort's latencies (a call's) or durations (a trace's) on a log axis, this one marked."""
+    what = "latencies" if e.subject == "call" else "durations"
+    members = sum(c for _, c in points)
+    title = Text(f"The cohort's {what} ", style="bold underline")
+    title.append(f"({fmt.plural(members, e.subject)}, log scale)", style="dim")
+    rank = next((s.percentile for s in e.standings if s.what in ("total latency", "duration") and s.rank is not None),
+                None)
+    mark = f"this {e.subject} {fmt.duration(e.value_ns)}" + (f" ({rank})" if rank else "")
+    # A call's latencies come from the rollups' histograms, in buckets GAMMA wide; a trace's are exact.
+    resolution = histogram.GAMMA - 1 if e.subject == "call" else None
+    return [Text(""), title, distribution(points, float(e.value_ns), fmt.duration, mark, width=width, height=4,
+                                          resolution=resolution)]

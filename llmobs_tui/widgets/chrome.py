@@ -11,7 +11,7 @@ from textual.widgets import Static
 from llmobs_tui import format as fmt
 
 SCREENS = (("1", "overview", "Overview"), ("2", "breakdown", "Breakdown"), ("3", "traces", "Traces"),
-           ("4", "trace", "Trace"), ("5", "alerts", "Alerts"), ("6", "sessions", "Sessions"))
+           ("4", "trace", "Trace"), ("5", "alerts", "Alerts"), ("6", "sessions", "Sessions"), ("7", "trends", "Trends"))
 TAB_OF = {"conversation": "sessions"}  # a screen without a tab of its own shows its parent's
 
 

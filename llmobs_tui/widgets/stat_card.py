@@ -30,6 +30,7 @@ class Figure:
     label: str
     value: Text
     drill: Drill | None = None
+    delta: Text | None = None  # against the compared past period (llmobs_tui/compare.py), when one is shown
 
 
 class StatCard(Widget, can_focus=True):
@@ -83,7 +84,8 @@ class StatCard(Widget, can_focus=True):
         width = max((len(f.label) for f in self._figures), default=0)
         room = self.content_size.width
         if room > 0:
-            value = max((f.value.cell_len for f in self._figures), default=0)
+            value = max((f.value.cell_len + (f.delta.cell_len + 1 if f.delta else 0) for f in self._figures),
+                        default=0)
             width = min(width, max(8, room - 2 - value))
         return width
 
@@ -94,6 +96,9 @@ class StatCard(Widget, can_focus=True):
             label = figure.label if len(figure.label) <= width else figure.label[: max(0, width - 1)] + "…"
             line = Text(f"{label:<{width}}  ", style="dim")
             line.append_text(figure.value)
+            if figure.delta is not None:
+                line.append(" ")
+                line.append_text(figure.delta)
             if self.has_focus and i == self.highlighted and figure.drill is not None:
                 line.stylize("reverse")
             if i:

@@ -1,0 +1,203 @@
+"""A time-series chart with axes (plotext, through textual-plotext).
+
+Lines or stacked layers over local clock time; a past period drawn faint under the present one;
+horizontal thresholds (an SLO, a budget); vertical change markers, one of them selected. Every
+label is untrusted text made safe here: textual-plotext parses the built chart as ANSI, so a label
+holding an escape sequence would reach the terminal otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from rich.text import Text
+from textual.app import RenderResult
+from textual_plotext import PlotextPlot
+
+from llmobs_tui import format as fmt
+
+# plotext's palette names. The present is drawn in these, in order; the past always in gray.
+SERIES_COLORS = ("cyan+", "magenta+", "green+", "yellow+", "blue+", "red+", "white", "cyan", "magenta", "green")
+PAST_COLOR = "gray"
+MARK_COLOR = "yellow"
+SELECTED_MARK_COLOR = "orange+"
+LABEL_LIMIT = 28
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    label: str
+    values: Sequence[float | None]  # one per ChartData.times; None: no value in that bucket (a gap)
+    color: str | None = None  # a plotext colour; None: the next of SERIES_COLORS
+    past: bool = False  # the compared period, shifted onto the present's times: drawn faint
+    times: Sequence[float] | None = None  # its own x values (a projection, a day's cost); None: ChartData.times
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    value: float
+    label: str
+    color: str = "red"
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    time_s: float
+    label: str
+
+
+@dataclass(slots=True)
+class ChartData:
+    times: Sequence[float]  # bucket starts, epoch seconds
+    lines: Sequence[Line] = ()
+    stacked: bool = False  # the present lines are layers of one total, drawn as filled areas
+    thresholds: Sequence[Threshold] = ()
+    marks: Sequence[Mark] = ()
+    selected_mark: int | None = None
+    y_format: Callable[[float], str] = field(default=lambda v: f"{v:,.4g}")
+    empty_text: str = "no data in this window"
+
+    @property
+    def empty(self) -> bool:
+        return not self.times or not any(v for line in self.lines for v in line.values if v)
+
+
+def time_ticks(start_s: float, end_s: float, width: int) -> tuple[list[float], list[str]]:
+    """Round local-clock ticks, about one per 14 columns: minutes, hours or days by the span shown."""
+    span = max(1.0, end_s - start_s)
+    wanted = max(2, width // 14)
+    steps = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400,
+             2 * 86400, 7 * 86400)
+    step = next((s for s in steps if span / s <= wanted), steps[-1])
+    offset = time.localtime(start_s).tm_gmtoff
+    first = math.ceil((start_s + offset) / step) * step - offset
+    ticks = [first + i * step for i in range(int((end_s - first) // step) + 1)]
+    if step >= 86400:
+        pattern = "%a %d"
+    elif span > 86400:
+        pattern = "%a %H:%M"
+    elif step < 60:
+        pattern = "%H:%M:%S"
+    else:
+        pattern = "%H:%M"
+    return ticks, [time.strftime(pattern, time.localtime(t)) for t in ticks]
+
+
+def value_ticks(low: float, high: float, fmt_value: Callable[[float], str],
+                count: int = 4) -> tuple[list[float], list[str]]:
+    """`count`-ish round ticks from low to high, labelled by the chart's own unit format."""
+    if high <= low:
+        high = low + 1
+    raw = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
+    first = math.floor(low / step) * step
+    # The last tick is at or above `high`: the axis ends there, and a line drawn above the axis's
+    # top makes plotext fail building the legend (an IndexError, the whole app down).
+    ticks = [first]
+    while ticks[-1] < high - step * 1e-9:
+        ticks.append(first + len(ticks) * step)
+    return ticks, [fmt_value(t) for t in ticks]
+
+
+class TimeChart(PlotextPlot):
+    """Title on the border; axes, legend, thresholds and markers inside."""
+
+    DEFAULT_CSS = """
+    TimeChart { height: 1fr; min-height: 6; border: round $panel-lighten-2; }
+    TimeChart:focus { border: round $accent; }
+    """
+
+    def __init__(self, title: str, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.border_title = title
+        self.data = ChartData(times=())
+
+    def show(self, data: ChartData, subtitle: str | Text = "") -> None:
+        self.data = data
+        self.border_subtitle = subtitle.plain if isinstance(subtitle, Text) else fmt.clean(subtitle, limit=120)
+        self.refresh()
+
+    def render(self) -> RenderResult:
+        data = self.data
+        if data.empty:
+            return Text(f" {data.empty_text}", style="dim")
+        plt = self.plt
+        plt.clear_figure()
+        self._draw(data, self.size.width, self.size.height)
+        return super().render()
+
+    def _draw(self, data: ChartData, width: int, height: int) -> None:
+        plt = self.plt
+        times = list(data.times)
+        start, end = times[0], times[-1]
+        colors = iter(SERIES_COLORS)
+        present = [line for line in data.lines if not line.past]
+        past = [line for line in data.lines if line.past]
+        top = 0.0
+        # The past first, so that the present draws over it where they cross.
+        for line in past:
+            top = max(top, self._plot_line(_own(line, times), line.values, line, PAST_COLOR, fill=False))
+        if data.stacked:
+            # Filled cumulative layers from the total down: each smaller area paints over the bigger.
+            running = [0.0] * len(times)
+            layers = []
+            for line in present:
+                running = [r + (v or 0.0) for r, v in zip(running, line.values)]
+                layers.append((line, list(running)))
+            for line, values in reversed(layers):
+                color = line.color or SERIES_COLORS[present.index(line) % len(SERIES_COLORS)]
+                top = max(top, self._plot_line(times, values, line, color, fill=True))
+        else:
+            for line in present:
+                top = max(top, self._plot_line(_own(line, times), line.values, line, line.color or next(colors),
+                                               fill=False))
+        for threshold in data.thresholds:
+            # A two-point line rather than plt.hline: it gets a legend entry saying what the line is.
+            label = fmt.clean(threshold.label, limit=LABEL_LIMIT)
+            plt.plot([start, end], [threshold.value, threshold.value], label=label, color=threshold.color,
+                     marker="dot")
+            top = max(top, threshold.value)
+        for i, mark in enumerate(data.marks):
+            if start <= mark.time_s <= end:
+                plt.vline(mark.time_s, SELECTED_MARK_COLOR if i == data.selected_mark else MARK_COLOR)
+        width = max(20, width)
+        xt, xl = time_ticks(start, end, width)
+        plt.xticks(xt, xl)
+        plt.xlim(start, end)
+        yt, yl = value_ticks(0.0, top * 1.05 or 1.0, data.y_format, count=max(2, min(5, height // 3)))
+        plt.yticks(yt, yl)
+        plt.ylim(0, yt[-1])
+
+    def _plot_line(self, times: list[float], values: Sequence[float | None], line: Line, color: str,
+                   fill: bool) -> float:
+        # plotext has no gaps: points without a value are left out and the line joins its neighbours.
+        xs = [t for t, v in zip(times, values) if v is not None]
+        ys = [float(v) for v in values if v is not None]
+        if not xs:
+            return 0.0
+        label = fmt.clean(line.label, limit=LABEL_LIMIT)
+        # Filled layers in whole blocks: plotext fills pixel by pixel, and braille's 2x4 pixels per cell
+        # made one stacked chart of 7 layers take 300 ms to build; blocks take 20 ms.
+        self.plt.plot(xs, ys, label=label, color=color, marker="sd" if fill else "braille", fillx=fill)
+        return max(ys)
+
+
+def _own(line: Line, times: list[float]) -> list[float]:
+    return list(line.times) if line.times is not None else times
+
+
+def build_chart_text(data: ChartData, width: int, height: int) -> str:
+    """The chart as plotext's ANSI text, outside any app: what the benchmark times (the widget's
+    render does the same, plus Text.from_ansi)."""
+    chart = TimeChart("")
+    plt = chart.plt
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    if data.empty:
+        return data.empty_text
+    chart._draw(data, width, height)
+    return plt.build()
