@@ -133,6 +133,9 @@ class TrafficState:
     evaluated_share: float = 0.25
 
 
+OPEN_CONVERSATIONS = 40  # conversations under way at once in the generated traffic
+
+
 class Traffic:
     """Generates traces: agentic trees, RAG pipelines, streaming and reasoning calls, and failures."""
 
@@ -142,6 +145,7 @@ class Traffic:
         self._counter = 0
         self._variant: str | None = None  # the experiment arm of the trace being built
         self._conversation: str | None = None  # the conversation the trace being built is a turn of
+        self._open_conversations: dict[str, int] = {}  # conversation id → turns it has still to take
 
     # -- building blocks ---------------------------------------------------------------------------
 
@@ -280,6 +284,26 @@ class Traffic:
             "user.id": user}, kind=3))
         return start_ns + duration
 
+    def _next_turn(self) -> str:
+        """The conversation the next request is a turn of: up to OPEN_CONVERSATIONS are under way at a
+        time, each planned to last a log-uniform 1–39 turns (many short, a few long, as in a real app),
+        and a finished one never takes another turn. Bounded lengths matter: the writer recomputes a
+        conversation's row from its turns, so one id shared by a whole day's traffic would be unlike
+        any real app (and slow to keep)."""
+        rng = self.rng
+        if len(self._open_conversations) < OPEN_CONVERSATIONS and (not self._open_conversations or rng.random() < 0.3):
+            # Random, as a real app's ids are: two runs (a store fed twice) never share a conversation.
+            conversation = f"conv_{rng.getrandbits(40):010x}"
+            self._open_conversations[conversation] = int(40 ** rng.random())
+        else:
+            conversation = rng.choice(sorted(self._open_conversations))
+        left = self._open_conversations[conversation] - 1
+        if left <= 0:
+            del self._open_conversations[conversation]
+        else:
+            self._open_conversations[conversation] = left
+        return conversation
+
     def _request(self, feature: str, method: str, route: str, http_attributes: bool = True
                  ) -> tuple[str, str, SpanSpec]:
         """A request's tenant, user and root server span (its duration is set once the trace is built)."""
@@ -289,9 +313,7 @@ class Traffic:
         if http_attributes:
             attrs = {"http.request.method": method, "http.route": route, "http.response.status_code": 200}
         attrs |= {"app.llm.feature": feature, "app.llm.tenant.id": tenant, "user.id": user}
-        # Log-uniform over 400 ids: a few long conversations and many short ones, as in a real app
-        # (and one clear busiest conversation for the Sessions screen to sort first).
-        self._conversation = f"conv_{int(400 ** self.rng.random())}"
+        self._conversation = self._next_turn()
         self._variant = None
         if feature == self.state.experiment_feature:
             self._variant = self.rng.choice(("control", "treatment"))

@@ -36,6 +36,9 @@ class Change:
 
     def describe(self) -> str:
         """One line of plain text (the caller escapes it for display): what changed, from what."""
+        if self.kind == "prices":
+            # The values are digests of the whole table: naming them would tell a reader nothing.
+            return "price table changed (`llmobs-tui prices` shows it)"
         words = KIND_WORDS.get(self.kind, self.kind)
         what = f"{words} {self.scope}" if self.scope else words
         if self.before is None:

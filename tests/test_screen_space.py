@@ -44,7 +44,12 @@ def test_the_measure_counts_blank_and_border_only_rows():
     assert empty_rows(svg, height=4) == 3
 
 
-@pytest.mark.parametrize("name", [n for n in SCENARIOS if n != "help"])
+# Their length follows the data, not the terminal: help lists the keys; the trace diff of two
+# 10-span traces ends 12 rows short of 160×48 (a diff of larger traces fills it and scrolls).
+CONTENT_SIZED = ("help", "trace-diff")
+
+
+@pytest.mark.parametrize("name", [n for n in SCENARIOS if n not in CONTENT_SIZED])
 def test_screen_leaves_at_most_a_fifth_of_its_rows_empty(name):
     svg = (SNAPSHOTS / f"test_screen[{name}-160x48].svg").read_text(encoding="utf-8")
     empty = empty_rows(svg)

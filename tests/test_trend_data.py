@@ -434,6 +434,9 @@ def test_a_changed_price_table_is_a_change_marker(tmp_path, capsys):
     kind, scope, old, new, time_ns = rows[0]
     assert (kind, scope) == ("prices", "") and old and new and old != new
     assert before <= time_ns <= time.time_ns()
+    query = changes_query(before / NS - 1, time.time())
+    (change,) = parse_changes(db.execute(query.sql, query.params).fetchall())
+    assert change.describe().startswith("price table changed")  # not two digests a reader cannot use
     db.close()
 
 

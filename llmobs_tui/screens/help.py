@@ -89,6 +89,7 @@ KEY_NAMES = {
     "question_mark": "?", "slash": "/", "colon": ":", "dollar_sign": "$", "plus": "+", "equals_sign": "=",
     "minus": "-", "escape": "Esc", "enter": "Enter", "space": "Space", "up": "↑", "down": "↓", "left": "←",
     "right": "→", "pageup": "PgUp", "pagedown": "PgDn", "home": "Home", "end": "End", "tab": "Tab",
+    "left_square_bracket": "[", "right_square_bracket": "]",
 }
 
 try:  # another module may not be there yet; the help says where the log is when it can

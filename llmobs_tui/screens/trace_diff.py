@@ -165,7 +165,7 @@ class TraceDiffScreen(ModalScreen[None]):
                                   line_diff(marked_input, this_input), show_same=wide)
             parts.append(Text(""))
         parts += diff_section("Final output (the last LLM call's)", diff.marked_output, diff.this_output,
-                              diff.output_diff)
+                              diff.output_diff, show_same=wide)
         self.query_one("#diff-body", Static).update(Group(*parts))
 
     def _title(self, diff: TraceDiff) -> Text:

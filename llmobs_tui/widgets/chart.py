@@ -115,9 +115,14 @@ class TimeChart(PlotextPlot):
         super().__init__(id=id, classes=classes)
         self.border_title = title
         self.data = ChartData(times=())
+        # Textual repaints a widget for reasons of its own (focus, a sibling's resize, a scroll): the
+        # built plot is kept until the data, the size or the theme changes (a build is 5–20 ms).
+        self._built: tuple[tuple[int, int, int, str], RenderResult] | None = None
+        self._shown = 0  # how many times show() was called: the cache's notion of "new data"
 
     def show(self, data: ChartData, subtitle: str | Text = "") -> None:
         self.data = data
+        self._shown += 1
         self.border_subtitle = subtitle.plain if isinstance(subtitle, Text) else fmt.clean(subtitle, limit=120)
         self.refresh()
 
@@ -125,10 +130,15 @@ class TimeChart(PlotextPlot):
         data = self.data
         if data.empty:
             return Text(f" {data.empty_text}", style="dim")
+        key = (self._shown, self.size.width, self.size.height, self.app.theme)
+        if self._built is not None and self._built[0] == key:
+            return self._built[1]
         plt = self.plt
         plt.clear_figure()
         self._draw(data, self.size.width, self.size.height)
-        return super().render()
+        built = super().render()
+        self._built = (key, built)
+        return built
 
     def _draw(self, data: ChartData, width: int, height: int) -> None:
         plt = self.plt
