@@ -520,8 +520,8 @@ async def time_trends(db: Path, rounds: int = 30) -> dict:
     hundreds of tools: the top 10 drawn), cost by feature over 24h, p95 by variant over 24h (with the
     two-variant comparison's read). Wall and CPU ms per refresh; p50/p95 over `rounds`."""
     from llmobs_tui.reader import StoreReader
-    from llmobs_tui.screens.trends import trends_chart_data
     from llmobs_tui.widgets.chart import build_chart_text
+    from llmobs_tui.widgets.trends_chart import trends_chart_data
 
     cases = (("latency_p95", "model", 3600), ("latency_p95", "model", 86400), ("latency_p95", "tool", 86400),
              ("cost", "feature", 86400), ("latency_p95", "variant", 86400))

@@ -186,9 +186,9 @@ class LlmobsApp(App):
 
     def compare_shift_s(self) -> float | None:
         """How far back the compared past period lies (`v`: the previous window, or a week), None when off."""
-        from llmobs_tui.compare import shift_for
+        from store.charts import compare_shift_s
 
-        return shift_for(self.compare_mode, self.window_s)
+        return compare_shift_s(self.compare_mode, self.window_s)
 
     def action_compare(self) -> None:
         from llmobs_tui.compare import COMPARE_WORDS, next_mode

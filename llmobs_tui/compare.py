@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from store.charts import compare_shift_s
-
 COMPARE_MODES = ("off", "previous", "week")
 COMPARE_WORDS = {"off": "", "previous": "vs previous period", "week": "vs same time last week"}
 
@@ -27,10 +25,6 @@ FLAT_PCT = 2.0
 
 def next_mode(mode: str) -> str:
     return COMPARE_MODES[(COMPARE_MODES.index(mode) + 1) % len(COMPARE_MODES)] if mode in COMPARE_MODES else "off"
-
-
-def shift_for(mode: str, window_s: float) -> float | None:
-    return compare_shift_s(mode, window_s)
 
 
 def change_pct(now: float | None, past: float | None) -> float | None:

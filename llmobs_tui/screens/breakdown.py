@@ -17,11 +17,11 @@ from textual.widgets import Static
 from llmobs_tui import format as fmt
 from llmobs_tui.compare import delta_text
 from llmobs_tui.screens.base import LiveScreen
-from llmobs_tui.screens.trends import trends_chart_data
 from llmobs_tui.trends import series_label
 from llmobs_tui.widgets.chart import TimeChart
 from llmobs_tui.widgets.chrome import empty_window_text
 from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.trends_chart import trends_chart_data
 from store.queries import GroupStats, ToolStats
 from store.trends import Trends
 

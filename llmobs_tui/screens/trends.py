@@ -8,8 +8,6 @@ rollups (store/trends.py), never from raw spans."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,38 +18,19 @@ from llmobs_tui import format as fmt
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.trends import compare_variants, drill_filter, series_label, value_format
 from llmobs_tui.widgets.change_line import ChangeLine
-from llmobs_tui.widgets.chart import SERIES_COLORS, ChartData, Line, Mark, TimeChart
+from llmobs_tui.widgets.chart import TimeChart
 from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.trends_chart import series_colors, trends_chart_data
 from llmobs_tui.widgets.variant_comparison import VariantComparisonPanel
 from store.trends import DIMENSIONS, METRIC, METRICS, Series, Trends
 
 TOP_NS = (3, 5, 8, 10)
-OTHERS_COLOR = "gray"
 
 
 def swatch_style(color: str) -> str:
     """A plotext colour name as a Rich style, so the legend's mark matches its line."""
     base = color.rstrip("+")
     return f"bright_{base}" if color.endswith("+") else {"gray": "grey50"}.get(base, base)
-
-
-def series_colors(trends: Trends) -> list[str]:
-    return [OTHERS_COLOR if s.others else SERIES_COLORS[i % len(SERIES_COLORS)] for i, s in enumerate(trends.series)]
-
-
-def trends_chart_data(trends: Trends, marks: Sequence[Mark] = (), selected: int | None = None) -> ChartData:
-    """The chart of a Trends read (the screen draws it; the benchmark times building it)."""
-    metric = trends.metric
-    fmt_value = value_format(metric)
-    if not trends.supported:
-        empty = f"tool spans carry no {metric.label}: for tools choose latency, calls/s, error rate or API errors (m)"
-    else:
-        empty = f"no {metric.label} by {trends.by} in the last {fmt.window_label(trends.window_s)} (t: longer)"
-    # No labels: the legend is the table under the chart (its swatches match the lines), and
-    # plotext's own legend box would cover the lines it names.
-    lines = [Line("", s.values, color=c) for c, s in zip(series_colors(trends), trends.series)]
-    return ChartData(times=trends.times, lines=lines, marks=marks, selected_mark=selected,
-                     y_format=lambda v: "0" if v == 0 else fmt_value(v), empty_text=empty)
 
 
 class TrendsScreen(LiveScreen):
