@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -326,14 +327,18 @@ def _slo(file: Path, text: str, index: int, entry: Any) -> SloSpec:
                    feature=entry.get("feature"), model=entry.get("model"), evaluation=entry.get("evaluation"))
 
 
+def _reject_unknown(table: str, given: dict, known: Sequence[str]) -> None:
+    """A misspelt key fails loudly instead of being ignored: `[alerts] min_call: unknown (known: …)`."""
+    for key in given:
+        if key not in known:
+            raise ValueError(f"{table} {key}: unknown (known: {', '.join(known)})")
+
+
 def _drift_settings(settings: AlertSettings, drift: Any) -> None:
     """[alerts.drift]: psi, min_calls, window, signals."""
-    known = ("psi", "min_calls", "window", "signals")
     if not isinstance(drift, dict):
         raise ValueError("[alerts.drift] drift: must be a table")
-    for key in drift:
-        if key not in known:
-            raise ValueError(f"[alerts.drift] {key}: unknown (known: {', '.join(known)})")
+    _reject_unknown("[alerts.drift]", drift, ("psi", "min_calls", "window", "signals"))
     if "psi" in drift:
         settings.drift_psi = float(drift["psi"])
         if settings.drift_psi <= 0:
@@ -357,20 +362,16 @@ def _alert_settings(file: Path, text: str, budgets: Any, alerts: Any) -> AlertSe
     if not isinstance(budgets, dict) or not isinstance(alerts, dict):
         raise ConfigError(f"{file}: [budgets] and [alerts] must be tables")
     try:
-        for key in budgets:
-            if key not in ("daily_cost", "tokens_per_call"):
-                raise ValueError(f"[budgets] {key}: unknown (known: daily_cost, tokens_per_call)")
+        _reject_unknown("[budgets]", budgets, ("daily_cost", "tokens_per_call"))
         for feature, amount in (budgets.get("daily_cost") or {}).items():
             settings.daily_cost_usd[feature] = _money(amount, f"[budgets.daily_cost] {feature}")
         for feature, tokens in (budgets.get("tokens_per_call") or {}).items():
             if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
                 raise ValueError(f"[budgets.tokens_per_call] {feature}: expected a positive whole number of tokens")
             settings.tokens_per_call[feature] = tokens
-        known = {"prompt_regression_factor", "cache_hit_drop", "error_spike", "error_spike_window", "provider_health",
-                 "min_calls", "clear_after", "drift"}
-        for key in alerts:
-            if key not in known:
-                raise ValueError(f"[alerts] {key}: unknown (known: {', '.join(sorted(known))})")
+        _reject_unknown("[alerts]", alerts, sorted({
+            "prompt_regression_factor", "cache_hit_drop", "error_spike", "error_spike_window", "provider_health",
+            "min_calls", "clear_after", "drift"}))
         if "prompt_regression_factor" in alerts:
             settings.prompt_regression_factor = float(alerts["prompt_regression_factor"])
             if settings.prompt_regression_factor <= 1:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import bisect
 import math
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -432,3 +432,16 @@ def length_example(db: sqlite3.Connection, since_ns: int, signal: str, lo: int |
     row = db.execute(f"SELECT trace_id, span_id FROM spans WHERE start_ns >= ? AND {condition} "
                      "ORDER BY start_ns DESC LIMIT 1", params).fetchone()
     return (row[0], row[1]) if row else None
+
+
+def _tokens(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
+def bin_text(b: Bin, number: Callable[[int | None], str] = _tokens) -> str:
+    """A bin's token range (`≤120`, `121–480`, `>4,000`); the panel passes a shorter number format."""
+    if b.lo is None:
+        return f"≤{number(b.hi)}"
+    if b.hi is None:
+        return f">{number(b.lo)}"
+    return f"{number(b.lo + 1)}–{number(b.hi)}"

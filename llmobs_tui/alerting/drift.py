@@ -21,18 +21,6 @@ if TYPE_CHECKING:
 NS = 1_000_000_000
 
 
-def _tokens(value: int | None) -> str:
-    return "–" if value is None else f"{value:,}"
-
-
-def bin_text(b: drift.Bin) -> str:
-    if b.lo is None:
-        return f"≤{_tokens(b.hi)}"
-    if b.hi is None:
-        return f">{_tokens(b.lo)}"
-    return f"{_tokens(b.lo + 1)}–{_tokens(b.hi)}"
-
-
 def evaluate_drift(db: Connection, settings: AlertSettings, now_s: float) -> list[Finding]:
     from llmobs_tui.alerting.engine import Finding
 
@@ -58,7 +46,7 @@ def evaluate_drift(db: Connection, settings: AlertSettings, now_s: float) -> lis
             detail = f"{result.current_calls:,} calls in the window; baseline {result.baseline_calls:,} calls"
             if grown is not None:
                 cur_share, base_share = result.shares()[result.bins.index(grown)]
-                detail += f"; {bin_text(grown)} tokens: {cur_share:.0%} of calls (was {base_share:.0%})"
+                detail += f"; {drift.bin_text(grown)} tokens: {cur_share:.0%} of calls (was {base_share:.0%})"
                 example = drift.length_example(db, int((now_s - window_s) * NS), signal, grown.lo, grown.hi,
                                                feature)
             findings.append(Finding(

@@ -14,6 +14,7 @@ from textual.widgets import Static
 from llmobs_tui import format as fmt
 from llmobs_tui.filtering import Filter, FilterError, parse
 from llmobs_tui.screens.base import LiveScreen
+from llmobs_tui.widgets.chrome import query_text
 from llmobs_tui.widgets.keyed_table import KeyedTable
 from store.sessions import ConversationRow, UserRow
 
@@ -121,9 +122,7 @@ class SessionsScreen(LiveScreen):
         return None
 
     def _describe(self) -> None:
-        text = Text(" filter ", style="dim")
-        text.append_text(fmt.safe(self.flt.text or "none", style="bold"))
-        text.append(f"   sort {self.sort} {'↓' if self.descending else '↑'}", style="dim")
+        text = query_text(self.flt.text, self.sort, self.descending)
         if self.grouping == "conversation" and self.user is not None:
             text.append("   conversations of user ", style="dim")
             text.append_text(fmt.safe(self.user, style="bold", limit=60))

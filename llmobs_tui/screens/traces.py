@@ -11,6 +11,7 @@ from textual.widgets import Static
 from llmobs_tui import format as fmt
 from llmobs_tui.filtering import Filter, FilterError, parse
 from llmobs_tui.screens.base import LiveScreen
+from llmobs_tui.widgets.chrome import query_text
 from llmobs_tui.widgets.keyed_table import KeyedTable
 from store.content_index import MATCH_SCAN_LIMIT, SearchResult, TextMatch, snippet_parts
 from store.dashboards import TraceRow
@@ -145,9 +146,7 @@ class TracesScreen(LiveScreen):
         return None
 
     def _describe(self) -> None:
-        text = Text(" filter ", style="dim")
-        text.append_text(fmt.safe(self.flt.text or "none", style="bold"))
-        text.append(f"   sort {self.sort} {'↓' if self.descending else '↑'}", style="dim")
+        text = query_text(self.flt.text, self.sort, self.descending)
         if self.description:
             text.append("   ")
             text.append_text(fmt.safe(self.description, style="italic"))

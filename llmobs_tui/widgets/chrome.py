@@ -90,6 +90,15 @@ class IngestStatus:
     link: str | None = None  # attach: "live", "connecting", "disconnected", "stopped" (None: no link to lose)
 
 
+def query_text(filter_text: str, sort: str, descending: bool) -> Text:
+    """The header line of a filtered, sorted list (Traces, Sessions): ` filter … sort … ↓`; the
+    filter is what the user typed, so it is shown as data."""
+    text = Text(" filter ", style="dim")
+    text.append_text(fmt.safe(filter_text or "none", style="bold"))
+    text.append(f"   sort {sort} {'↓' if descending else '↑'}", style="dim")
+    return text
+
+
 def empty_store_text(status: IngestStatus | None) -> Text:
     """What the Overview says on a store nothing has been sent to: how to send something."""
     grpc, http = "http://127.0.0.1:4317", "http://127.0.0.1:4318"

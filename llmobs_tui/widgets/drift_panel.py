@@ -42,11 +42,7 @@ def _bound(value: int | None) -> str:
 
 
 def bin_label(b: drift.Bin) -> str:
-    if b.lo is None:
-        return f"≤{_bound(b.hi)}"
-    if b.hi is None:
-        return f">{_bound(b.lo)}"
-    return f"{_bound(b.lo + 1)}–{_bound(b.hi)}"
+    return drift.bin_text(b, _bound)
 
 
 def psi_title(signal: str, result: drift.Psi, threshold: float) -> Text:
