@@ -116,17 +116,6 @@ class TracesScreen(LiveScreen):
         cell.truncate(self._match_width(), overflow="ellipsis")
         return cell
 
-    def _root_width(self, table: KeyedTable) -> int:
-        """The root column takes the room the other columns leave (no horizontal scrollbar)."""
-        others = sum(c.get_render_width(table) for c in table.ordered_columns if str(c.label.plain) != "root")
-        most = 22 if self._layout is self.NARROW else 40
-        if not others or not table.size.width:
-            return most
-        return max(12, min(60, table.size.width - others - 2))
-
-    def _fit_root(self, table: KeyedTable) -> None:
-        table.set_column_width("root", self._root_width(table))
-
     def set_query(self, filter_text: str, sort: str, descending: bool, description: str = "") -> str | None:
         """Apply a filter and sort; returns an error message for a bad filter."""
         try:
@@ -199,7 +188,6 @@ class TracesScreen(LiveScreen):
             cost = Text(fmt.money(trace.cost_nusd))
             if trace.unpriced_calls:
                 cost.append("+?", style="yellow")
-            root.truncate(self._root_width(table), overflow="ellipsis")
             cells = {
                 "start": Text(fmt.clock(trace.start_ns, now_s)), "trace": Text(key[:8], style="dim"), "root": root,
                 "service": fmt.safe(trace.service or "–", limit=30), "duration": Text(fmt.duration(trace.duration_ns)),
@@ -210,8 +198,13 @@ class TracesScreen(LiveScreen):
             if "match" in self._layout:
                 cells["match"] = self._match_cell(trace.trace_id)
             rows.append((key, tuple(cells[name] for name in self._layout)))
+        # The root column takes the room the other columns leave (no horizontal scrollbar).
+        root_width = table.fit_columns(rows, "root", least=12, most=60)
+        if "root" in self._layout:
+            at = self._layout.index("root")
+            for _key, cells in rows:
+                cells[at].truncate(root_width, overflow="ellipsis")
         self.held_back = table.sync(rows, reorder=self.llmobs.following)
-        self._fit_root(table)
         self._describe()
         if not rows:  # say why the list is empty and what to do next
             self._describe_empty()

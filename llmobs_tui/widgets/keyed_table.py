@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich.console import RenderableType
+from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
@@ -40,6 +41,28 @@ class KeyedTable(DataTable):
                 column.auto_width = False
                 self._require_update_dimensions = True
                 self.refresh()
+
+    def fit_columns(self, rows: Sequence[tuple[str, Sequence[RenderableType]]], flex: str, *,
+                    least: int, most: int) -> int:
+        """Give every column a fixed width measured from `rows` and the labels, and the column
+        labelled `flex` the room the others leave (between least and most); returns that width.
+
+        The table's own sizing happens later, on idle, and only for rows it saw as new: a width
+        read from it right after `sync` depended on whether a refresh had run in between, so the
+        same rows drew differently. Measuring the rows handed to `sync` draws them the same way."""
+        columns = list(self.ordered_columns)
+        widths = [column.label.cell_len for column in columns]
+        for _key, cells in rows:
+            for index, cell in enumerate(cells[:len(columns)]):
+                width = cell.cell_len if isinstance(cell, Text) else len(str(cell))
+                widths[index] = max(widths[index], width)
+        labels = [str(column.label.plain) for column in columns]
+        padding = 2 * self.cell_padding
+        others = sum(w + padding for label, w in zip(labels, widths) if label != flex)
+        flex_width = most if not self.size.width else max(least, min(most, self.size.width - others - padding))
+        for label, width in zip(labels, widths):
+            self.set_column_width(label, flex_width if label == flex else width)
+        return flex_width
 
     def keys(self) -> list[str]:
         return [str(row.key.value) for row in self.ordered_rows]
