@@ -60,8 +60,9 @@ def _content(rng, n_chars: int) -> str:
     return text[:n_chars]
 
 
-def build_request(seed: int, traces: int):
-    """One ExportTraceServiceRequest of `traces` agentic traces with placeholder ids and times."""
+def build_request(seed: int, traces: int, heavy: bool = False):
+    """One ExportTraceServiceRequest of `traces` agentic traces with placeholder ids and times; with
+    `heavy`, every span an LLM call whose ≈4 KB of prompt and completion ride in span events."""
     import random
 
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -93,6 +94,9 @@ def build_request(seed: int, traces: int):
             (4, 3, "chat gpt-4o-mini", "llm"), (5, 3, "embeddings text-embedding-3-small", "embedding"),
             (6, 1, "chat claude-sonnet-4-5", "llm"), (7, 1, "chat o4-mini", "llm"),
         ]
+        if heavy:  # perf-notes' workload: LLM spans only, content in events (a chain of 8 calls)
+            models = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "o4-mini")
+            layout = [(i, None if i == 0 else i - 1, f"chat {models[i % 4]}", "llm_events") for i in range(8)]
         for index, parent, name, kind in layout:
             span = ss.spans.add()
             span.trace_id = b"\xee" * 12 + t.to_bytes(4, "big")
@@ -117,6 +121,33 @@ def build_request(seed: int, traces: int):
                            "gen_ai.tool.call.id": f"call_{t}", "gen_ai.tool.type": "function",
                            "gen_ai.tool.call.arguments": json.dumps({"q": _content(rng, 60)}),
                            "gen_ai.tool.call.result": json.dumps({"orders": [_content(rng, 120)]})})
+            elif kind == "llm_events":
+                model = name.split(" ", 1)[1]
+                provider = "anthropic" if model.startswith("claude") else "openai"
+                inp = rng.randint(800, 6000)
+                kvs(span, {
+                    "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider, "gen_ai.system": provider,
+                    "gen_ai.request.model": model, "gen_ai.response.model": model,
+                    "gen_ai.response.id": f"resp_{t}_{index}", "gen_ai.request.temperature": 0.2,
+                    "gen_ai.request.max_tokens": 1024, "gen_ai.request.top_p": 1.0,
+                    "gen_ai.usage.input_tokens": inp, "gen_ai.usage.output_tokens": rng.randint(20, 600),
+                    "gen_ai.usage.cache_read.input_tokens": rng.choice([0, 0, inp // 2]),
+                    "gen_ai.response.finish_reasons": ["stop"], "server.address": f"api.{provider}.com",
+                    "server.port": 443, "gen_ai.request.stream": True,
+                    "gen_ai.response.time_to_first_chunk": rng.uniform(0.15, 0.9),
+                    "gen_ai.conversation.id": f"conv_{rng.randint(1, 500)}",
+                    "app.llm.prompt.template.id": "support-v", "app.llm.prompt.template.version": "7", **common,
+                })
+                for event_name, key, text in (
+                        ("gen_ai.content.prompt", "gen_ai.prompt", json.dumps(
+                            [{"role": "system", "content": _content(rng, 600)},
+                             {"role": "user", "content": _content(rng, 1400)}])),
+                        ("gen_ai.content.completion", "gen_ai.completion", json.dumps(
+                            [{"role": "assistant", "content": _content(rng, 2000)}]))):
+                    event = span.events.add()
+                    event.time_unix_nano = start + 1_000_000
+                    event.name = event_name
+                    event.attributes.append(KeyValue(key=key, value=to_any_value(text)))
             else:
                 model = name.split(" ", 1)[1]
                 provider = "anthropic" if model.startswith("claude") else "openai"
@@ -153,8 +184,8 @@ class Template:
     The template itself is never modified after construction, so the load threads can share it.
     """
 
-    def __init__(self, seed: int, traces: int) -> None:
-        request = build_request(seed, traces)
+    def __init__(self, seed: int, traces: int, heavy: bool = False) -> None:
+        request = build_request(seed, traces, heavy)
         data = request.SerializeToString()
         self.data = data
         self.spans = traces * SPANS_PER_TRACE
@@ -170,7 +201,11 @@ class Template:
                 self.time_offsets += [(m.start() + 1, start - T0), (m.start() + 10, end - T0)]
         assert len(self.trace_offsets) == self.spans, len(self.trace_offsets)
         assert len(self.span_offsets) == self.spans + traces * (SPANS_PER_TRACE - 1), len(self.span_offsets)
-        assert len(self.time_offsets) == 2 * self.spans, len(self.time_offsets)
+        # Span events (heavy workload): time_unix_nano (fixed64, field 1) right before the name.
+        for m in re.finditer(rb"\x09(.{8})\x12[\x15\x19]gen_ai\.content\.", data, re.DOTALL):
+            self.time_offsets.append((m.start() + 1, struct.unpack("<Q", m.group(1))[0] - T0))
+        events = 2 * self.spans if heavy else 0
+        assert len(self.time_offsets) == 2 * self.spans + events, len(self.time_offsets)
         # Each request's traces end when it is sent.
         self.duration_ns = max(delta for _, delta in self.time_offsets)
 
@@ -201,11 +236,11 @@ def trace_prefix(number: int, run_key: int, run_tag: bytes) -> bytes:
 
 
 def load_process(address: str, seconds: float, inflight: int, run_key: int, run_tag: bytes, result_queue, ready,
-                 go) -> None:
+                 go, heavy: bool = False) -> None:
     import grpc
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-    templates = [Template(seed, 64) for seed in range(4)]  # 64 traces × 8 spans = 512 spans per request
+    templates = [Template(seed, 64, heavy) for seed in range(4)]  # 64 traces × 8 spans = 512 spans per request
     lock = threading.Lock()
     counter = [0]
     latencies: list[float] = []
@@ -297,6 +332,9 @@ def check_store(db: Path, run_key: int, run_tag: bytes, acked: list[tuple[int, i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--workload", choices=("agent", "heavy"), default="agent",
+                        help="agent: 8-span agent traces, ≈2 KB content in attributes (default); heavy: "
+                             "LLM spans only, ≈25 attributes and ≈4 KB of prompt/completion in span events")
     parser.add_argument("--inflight", type=int, default=8, help="concurrent export requests")
     parser.add_argument("--decoders", type=int, default=0, help="decoder processes (default: one per core)")
     parser.add_argument("--db", help="store file (default: a temporary directory); may already hold data")
@@ -358,7 +396,8 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     results = ctx.Queue()
     ready, go = ctx.Event(), ctx.Event()
     load = ctx.Process(target=load_process,
-                       args=(address, args.seconds, args.inflight, run_key, run_tag, results, ready, go))
+                       args=(address, args.seconds, args.inflight, run_key, run_tag, results, ready, go,
+                             args.workload == "heavy"))
     load.start()
     ready.wait(60)
 
@@ -366,18 +405,25 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     cpu_before = tree_cpu(procs)
     per_process_before = {p.pid: tree_cpu([p]) for p in procs}
     peak_rss = 0
+    peak_rss_by_role: dict[str, int] = {}
     sampling = True
 
     def sample() -> None:
         nonlocal peak_rss
         while sampling:
             rss = 0
+            by_role: dict[str, int] = {}
             for p in tree(server_proc):
                 try:
-                    rss += p.memory_info().rss
+                    size = p.memory_info().rss
+                    role = "main" if p.pid == server.pid else ("writer" if _holds(p, db) else "decoders")
                 except psutil.NoSuchProcess:
-                    pass
+                    continue
+                rss += size
+                by_role[role] = by_role.get(role, 0) + size
             peak_rss = max(peak_rss, rss)
+            for role, size in by_role.items():
+                peak_rss_by_role[role] = max(peak_rss_by_role.get(role, 0), size)
             time.sleep(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -412,6 +458,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     report = {
         "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, Python {platform.python_version()}",
         "run": (run_key.to_bytes(8, "big") + run_tag).hex(),
+        "workload": args.workload,
         "seconds": round(outcome["elapsed"], 1),
         "inflight": args.inflight,
         "decoders": args.decoders or psutil.cpu_count(),
@@ -428,7 +475,11 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
         "server_cpu_us_per_span_by_process": {k: us_per_span(v) for k, v in sorted(roles.items())},
         "load_cpu_cores": round(outcome["cpu"] / wall, 2),
         "load_cpu_us_per_span": us_per_span(outcome["cpu"]),
+        # The indexer works after the ack (store/content_index.py): what is left when the load stops
+        # is indexed afterwards, and its CPU belongs to the same spans.
+        "server_cpu_us_per_span_with_index": us_per_span(server_cpu + index.get("index_catch_up_cpu_s", 0.0)),
         "server_peak_rss_mb": round(peak_rss / 2**20),
+        "server_peak_rss_mb_by_process": {k: round(v / 2**20) for k, v in sorted(peak_rss_by_role.items())},
         "db_bytes_per_span": round(db_bytes / max(1, check["store_total"])),
         "serve_accepted": counters.accepted,
         "serve_committed": counters.committed,
@@ -443,7 +494,8 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     print(f"acknowledged {acknowledged:,}, stored {check['stored']:,}, missing {check['missing']:,} "
           f"(every acknowledged span looked up by its ids; store holds {check['store_total']:,} spans)")
     print(f"{spans_per_s:,.0f} spans/s at {server_cpu / max(1, acknowledged) * 1e6:,.1f} µs of server CPU per span "
-          f"({server_cpu / wall:.2f} cores)")
+          f"({server_cpu / wall:.2f} cores); {report['server_cpu_us_per_span_with_index']} µs with the search "
+          f"index's catch-up after the load; peak RSS {report['server_peak_rss_mb']} MB")
     if check["failed_requests"]:
         print(f"{check['failed_requests']} requests ({check['failed_spans']:,} spans) were answered with an error "
               f"({', '.join(check['failed_codes'])}) and not counted; {check['failed_but_stored']:,} of their "
@@ -486,6 +538,7 @@ def index_catch_up(db: Path, server_proc: psutil.Process, timeout_s: float = 600
         "index_catch_up_s": round(catch_up_s, 1) if lag_at_end else 0.0,
         "index_lag_spans_after_catch_up": lag,
         "index_cpu_us_per_span": round(cpu / (lag_at_end - lag) * 1e6, 1) if lag_at_end > lag else None,
+        "index_catch_up_cpu_s": round(cpu, 2),
         "index_rows": indexed,
     }
 

@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from store.content_index import MIN_QUERY_CHARS, phrase_query
+from store.content_index import phrase_query, searchable
 from store.filters import SPAN_FIELDS, TRACE_FAILING, TRACE_FIELDS, any_span_clause, content_match_clause
 
 NS = 1_000_000_000
@@ -188,9 +188,9 @@ def _search_terms(terms: list[str]) -> dict[str, tuple[str, bool]]:
         if search is not None:
             op, words = search[0], search[1:]
             value = " ".join(words).strip()
-            if len(value) < MIN_QUERY_CHARS:
-                raise FilterError(f"text: search for at least {MIN_QUERY_CHARS} characters "
-                                  f"(got {value!r}): the index looks up 3-character pieces")
+            if not searchable(value):
+                raise FilterError(f"text: search for a word (got {value!r}): the index looks up words, "
+                                  "and punctuation alone is not one")
             key = f"text{op}{value}"
             found[key] = (phrase_query(value), op == "!=")
             folded.append(key)

@@ -423,6 +423,32 @@ def m007_trends_and_changes(db: sqlite3.Connection) -> None:
     pin_planner_statistics(db)
 
 
+@migration
+def m008_word_search_index(db: sqlite3.Connection) -> None:
+    """The content index moves from trigram to word tokens (unicode61, accents kept, scripts written
+    without spaces split per character: store/content_index.py). Trigram tokens cost one posting
+    per character: indexing took more CPU than storing the span (356 µs per span with 4 KB of
+    content, bench.ingest --workload heavy) and 10.7 KB of index per span; words cost about a
+    seventh of that and half the space. The index is rebuilt from the stored spans and logs, off
+    the ack path, by the writer's indexer: its watermarks restart at 0."""
+    from store.content_index import CREATE_INDEX, LOGS_WATERMARK, SPANS_WATERMARK
+
+    db.execute("DROP TABLE IF EXISTS content_index")
+    db.execute(CREATE_INDEX)
+    db.execute("DELETE FROM meta WHERE key IN (?, ?)", (SPANS_WATERMARK, LOGS_WATERMARK))
+
+
+@migration
+def m009_conversation_durations(db: sqlite3.Connection) -> None:
+    """A conversation's turn durations in order, for its exact p95 without reading its turns: the
+    writer updates a long conversation's row by deltas (store/sessions.py) and reads the p95 as one
+    index step from the top. Before, every batch re-read all turns of each conversation it touched,
+    so a conversation thousands of turns long slowed the writer without bound."""
+    db.execute("CREATE INDEX traces_by_conversation_duration ON traces (conversation_id, duration_ns) "
+               "WHERE conversation_id IS NOT NULL")
+    pin_planner_statistics(db)
+
+
 # Query-planner statistics for a store of about a million spans, pinned instead of measured.
 # ANALYZE on a young store records "spans: 2 rows", after which the planner full-scans `spans` for
 # a trace lookup for as long as those stats live, millions of rows later (seen in a test here);
@@ -438,6 +464,7 @@ PLANNER_STATISTICS = (
     ("traces", "traces_by_cost", "125000 5 1"),
     ("traces", "traces_by_duration", "125000 2 1"),
     ("traces", "traces_by_conversation", "60000 3 1"),
+    ("traces", "traces_by_conversation_duration", "60000 3 1"),
     ("conversations", "conversations", "40000 1"),
     ("conversations", "conversations_by_last", "40000 1"),
     ("conversations", "conversations_by_cost", "40000 4 1"),

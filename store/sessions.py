@@ -71,14 +71,128 @@ def stored_conversations(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> 
 
 def write_traces(db: sqlite3.Connection, upsert_sql: str, rows: Sequence[tuple], conversation_at: int,
                  now_ns: int) -> None:
-    """Upsert the writer's trace summary rows, then refresh every conversation they touch: the one
-    each trace is in now and, when a late span moved a trace, the one it was in (looked up first)."""
+    """Upsert the writer's trace summary rows, then bring every conversation they touch up to date:
+    the one each trace is in now and, when a late span moved a trace, the one it was in. The turns
+    as they were and as they are let a long conversation's row move by deltas (apply_turn_changes)."""
     if not rows:
         return
-    touched = stored_conversations(db, [row[0] for row in rows])
+    trace_ids = [row[0] for row in rows]
+    before = stored_turns(db, trace_ids)
     db.executemany(upsert_sql, rows)
-    touched.update(row[conversation_at] for row in rows if row[conversation_at] is not None)
-    refresh(db, touched, now_ns)
+    if not before and all(row[conversation_at] is None for row in rows):
+        return  # no conversation before or after: nothing to refresh
+    apply_turn_changes(db, before, stored_turns(db, trace_ids), now_ns)
+
+
+def stored_turns(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> dict[bytes, tuple]:
+    """The turn figures (_TURN_FIGURES) of those of these traces that are in a conversation."""
+    found: dict[bytes, tuple] = {}
+    for start in range(0, len(trace_ids), _CHUNK):
+        chunk = trace_ids[start:start + _CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        for row in db.execute(f"SELECT trace_id, {_TURN_FIGURES} FROM traces WHERE trace_id IN ({marks}) "
+                              "AND conversation_id IS NOT NULL", chunk):
+            found[row[0]] = row[1:]
+    return found
+
+
+# A conversation of at most this many turns is recomputed from its turns (cheap, and exact in every
+# case); a longer one moves by deltas unless a change could have moved its first/last turn or its
+# user, when it too is recomputed.
+RECOMPUTE_TURNS = 64
+# Positions in a conversations row (CONVERSATION_COLUMNS) and in a turn (_TURN_FIGURES).
+_ADDED = ((5, 5), (6, 6), (7, 7), (8, 8), (9, 9), (10, 10))  # (row column, turn figure) summed as-is
+
+
+def apply_turn_changes(db: sqlite3.Connection, before: Mapping[bytes, tuple], after: Mapping[bytes, tuple],
+                       now_ns: int) -> None:
+    """Update the rows of the conversations whose turns changed (turn figures before and after, by
+    trace id), and then their users' rows. Exact: a delta is applied only where it is provably the
+    same as recomputing; otherwise, and for short conversations, the row is recomputed."""
+    changes: dict[str, list[tuple[tuple | None, tuple | None]]] = {}
+    for trace_id in before.keys() | after.keys():
+        old, new = before.get(trace_id), after.get(trace_id)
+        if old == new:
+            continue
+        for conversation in {turn[0] for turn in (old, new) if turn is not None}:
+            changes.setdefault(conversation, []).append((old if old is not None and old[0] == conversation else None,
+                                                         new if new is not None and new[0] == conversation else None))
+    if not changes:
+        return
+    rows = _conversation_rows(db, list(changes))
+    recompute: list[str] = []
+    updated: list[tuple] = []
+    users: set[str] = set()
+    for conversation, turn_changes in changes.items():
+        row = rows.get(conversation)
+        moved = _moved_by_deltas(db, row, turn_changes, now_ns) if row is not None else None
+        if moved is None:
+            recompute.append(conversation)
+            continue
+        updated.append(moved)
+        users.update(user for user in (row[1], moved[1]) if user is not None)  # type: ignore[index]
+    if updated:
+        db.executemany(_UPSERT, updated)
+    if recompute:
+        refresh(db, recompute, now_ns)  # the users of these conversations are refreshed there
+    refresh_users(db, users)
+
+
+def _conversation_rows(db: sqlite3.Connection, conversation_ids: Sequence[str]) -> dict[str, tuple]:
+    found: dict[str, tuple] = {}
+    for start in range(0, len(conversation_ids), _CHUNK):
+        chunk = conversation_ids[start:start + _CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        for row in db.execute(f"SELECT {', '.join(CONVERSATION_COLUMNS)} FROM conversations "
+                              f"WHERE conversation_id IN ({marks})", chunk):
+            found[row[0]] = row
+    return found
+
+
+def _moved_by_deltas(db: sqlite3.Connection, row: tuple, turn_changes: Sequence[tuple[tuple | None, tuple | None]],
+                     now_ns: int) -> tuple | None:
+    """The conversation's new row from its old one and the changed turns, or None when it must be
+    recomputed (short, or a change that may have moved its first turn, last turn or user)."""
+    turns = row[2] + sum(new is not None for _, new in turn_changes) - sum(old is not None for old, _ in turn_changes)
+    if min(row[2], turns) <= RECOMPUTE_TURNS:
+        return None
+    first, last, user = row[3], row[4], row[1]
+    for old, new in turn_changes:
+        # A turn that held the first start (or the last end) and moved or left: the next one is unknown.
+        if old is not None and old[1] == first and (new is None or new[1] > old[1]):
+            return None
+        if old is not None and old[2] == last and (new is None or new[2] < old[2]):
+            return None
+        if user is not None and old is not None and old[4] == user and (new is None or new[4] != user):
+            return None  # maybe the turn that named the user
+        if user is not None and new is not None and new[4] is not None and new[4] != user:
+            return None  # another user: whether its turn comes first needs the turns
+    if user is None:  # no turn named one: the earliest changed turn that does now names it
+        named = sorted((new[1], new[4]) for _, new in turn_changes if new is not None and new[4] is not None)
+        user = named[0][1] if named else None
+    out = list(row)
+    out[1], out[2] = user, turns
+    for _old, new in turn_changes:
+        if new is not None:
+            first, last = min(first, new[1]), max(last, new[2])
+    out[3], out[4] = first, last
+    for column, figure in _ADDED:
+        out[column] += (sum(new[figure] for _, new in turn_changes if new is not None)
+                        - sum(old[figure] for old, _ in turn_changes if old is not None))
+    out[11] += (sum(bool(new[10] or new[11]) for _, new in turn_changes if new is not None)
+                - sum(bool(old[10] or old[11]) for old, _ in turn_changes if old is not None))
+    out[12] = turn_duration_rank(db, row[0], turns, 0.95)
+    out[13] = now_ns
+    return tuple(out)
+
+
+def turn_duration_rank(db: sqlite3.Connection, conversation_id: str, turns: int, q: float) -> int:
+    """The q-quantile of a conversation's turn durations by nearest rank (as nearest_rank), read from
+    the top of traces_by_conversation_duration: a p95 walks 5 % of the turns' index entries."""
+    from_top = turns - max(1, math.ceil(q * turns))
+    row = db.execute("SELECT duration_ns FROM traces WHERE conversation_id = ? ORDER BY duration_ns DESC "
+                     "LIMIT 1 OFFSET ?", (conversation_id, from_top)).fetchone()
+    return row[0] if row is not None else 0
 
 
 def refresh(db: sqlite3.Connection, conversation_ids: Iterable[str], now_ns: int) -> int:

@@ -22,7 +22,15 @@ from llmobs_tui.filtering import FilterError, complete, parse, regexp
 from receiver.normalize import Normalizer
 from store import content_index, dashboards, retention
 from store.connection import WriterLock, open_reader, open_writer
-from store.content_index import MARK_END, MARK_START, ContentIndexer, index_lag, phrase_query
+from store.content_index import (
+    CHAR_SEPARATOR,
+    MARK_END,
+    MARK_START,
+    ContentIndexer,
+    index_lag,
+    phrase_query,
+    snippet_parts,
+)
 from store.otlp_values import message_to_otlp_json
 from store.writer import SpanWriter
 from tests.otlp_factory import MS, T0, log_record, logs_request, make_span, span_id_bytes, trace_id_bytes, trace_request
@@ -111,6 +119,20 @@ def test_a_planted_phrase_and_a_word_are_found_case_insensitively(writer_db, wri
     assert f"{MARK_START}Refund Policy{MARK_END}" in hit.snippet.replace(f"{MARK_END}{MARK_START}", "")
 
 
+def test_words_match_from_their_start_and_the_last_one_may_be_cut_short(writer_db, writer, normalizer):
+    store_spans(writer, normalizer, agent_trace(1, "Refunds take five days for order_id 7781."))
+    store_spans(writer, normalizer, agent_trace(2, "A prefund is not a refund request."))
+    index_all(writer_db)
+    assert found(writer_db, "text:refun") == {1, 2}, "the last word is a prefix"
+    assert found(writer_db, "text:refund request") == {2}
+    assert found(writer_db, "text:refun request") == set(), "only the last word may be cut short"
+    assert found(writer_db, "text:efund") == set(), "a search starts at a word's start"
+    assert found(writer_db, "text:order_id 7781") == {1}, "punctuation between words is a separator"
+    assert found(writer_db, "text:order id 7781") == {1}
+    hit = matches(writer_db, "text:five days", [1])[1]
+    assert CHAR_SEPARATOR not in hit.snippet and f"{MARK_START}five days{MARK_END}" in hit.snippet
+
+
 def test_spanish_and_japanese_text_is_found(writer_db, writer, normalizer):
     store_spans(writer, normalizer, agent_trace(1, "¿Cuál es la política de devolución del pedido número 12?"))
     store_spans(writer, normalizer, agent_trace(2, "返金ポリシーについて教えてください。", answer="承知しました"))
@@ -120,6 +142,11 @@ def test_spanish_and_japanese_text_is_found(writer_db, writer, normalizer):
     assert found(writer_db, "text:POLÍTICA") == {1}, "case folds beyond ASCII"
     assert found(writer_db, "text:返金ポリシー") == {2}
     assert found(writer_db, "text:承知しました") == {2}
+    assert found(writer_db, "text:ポリシーについて") == {2}, "any run inside a text written without spaces"
+    assert found(writer_db, "text:ポリシーにつ") == {2}
+    hit = matches(writer_db, "text:ポリシー", [2])[2]
+    assert CHAR_SEPARATOR not in hit.snippet, "the separators are never shown"
+    assert "ポリシー" in "".join(text for text, _ in snippet_parts(hit.snippet))
 
 
 def test_a_redacted_email_cannot_be_found_but_its_marker_can(writer_db, writer, normalizer):
@@ -170,11 +197,13 @@ def test_other_terms_combine_and_negation_works(writer_db, writer, normalizer):
     assert parse("!text:refund").text_search is None, "an inverted search has no snippets to show"
 
 
-def test_short_searches_are_refused_with_a_clear_message():
-    for text in ("text:", "text:ab", 'text:"  x "', "text:* model=gpt-4o", "text:返金"):
-        with pytest.raises(FilterError, match="at least 3 characters"):
+def test_searches_without_a_word_are_refused_with_a_clear_message():
+    for text in ("text:", "text:***", 'text:"  ,. "', "text:* model=gpt-4o", "text:'\"\"\"'"):
+        with pytest.raises(FilterError, match="search for a word"):
             parse(text)
-    assert parse("text:abc").params == ['"abc"']
+    for text in ("text:ab", "text:x", "text:返金", "text:42"):
+        assert parse(text).text_search, text
+    assert parse("text:abc").params == ['"abc" *']
     assert complete("te", {}) == ["tenant", "text:"]
     with pytest.raises(FilterError) as unknown:
         parse("txt=1")
@@ -195,16 +224,18 @@ def test_fts_syntax_in_the_search_is_literal_text(writer_db, writer, normalizer)
     for trace, text in planted.items():
         store_spans(writer, normalizer, agent_trace(trace, text))
     index_all(writer_db)
-    assert found(writer_db, """text:'"alpha" OR "beta"'""") == {1}
-    assert found(writer_db, 'text:"alpha" OR "beta"') == {8}, "shlex drops the quotes: the words stay one phrase"
+    # Punctuation separates words (it is not searched): the quotes here are not looked for, and
+    # OR is a word to find, never the operator (which would also find traces 2 and 3).
+    assert found(writer_db, """text:'"alpha" OR "beta"'""") == {1, 8}
+    assert found(writer_db, 'text:"alpha" OR "beta"') == {1, 8}, "shlex drops the quotes: the words stay one phrase"
     assert found(writer_db, "text:NEAR(") == {4}
     assert found(writer_db, "text:NEAR(x y)") == {4}
-    assert found(writer_db, "text:***") == {5}
-    assert found(writer_db, """text:'\"\"\"'""") == {6}
-    assert found(writer_db, "text:body:secret") == {7}
-    assert found(writer_db, "text:^start") == {7}
+    assert found(writer_db, "text:rated *** by") == {5}, "a * inside is not a prefix operator"
+    assert found(writer_db, """text:'docstring \"\"\" opens'""") == {6}
+    assert found(writer_db, "text:body:secret") == {7}, "not a column filter"
+    assert found(writer_db, "text:^start") == {7}, "not an initial-token anchor"
     assert found(writer_db, 'text:\'alpha" OR body:*\'') == set()
-    assert phrase_query('x" OR "y') == '"x"" OR ""y"'
+    assert phrase_query('x" OR "y') == '"x"" OR ""y" *'
 
 
 def test_a_common_word_reads_only_the_newest_matches_and_says_so(writer_db, writer, normalizer):
@@ -393,7 +424,7 @@ async def test_typing_a_search_shows_the_snippet_and_enter_opens_the_matched_spa
         assert app.screen.query_one(Input).value == 'text:"lighthouse refund"'
         await pilot.press("enter")
         await settle(pilot)
-        assert app.screen is traces and traces.flt.text_search == '"lighthouse refund"'
+        assert app.screen is traces and traces.flt.text_search == '"lighthouse refund" *'
         table = traces.query_one(KeyedTable)
         assert table.keys() == [f"{0xC0FFEE:032x}"]
         cell = table.get_row(f"{0xC0FFEE:032x}")[-1]

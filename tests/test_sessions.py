@@ -126,6 +126,63 @@ def test_conversation_rows_match_the_spans_whatever_the_arrival_order(writer_db,
         "SELECT min(start_ns), max(end_ns) FROM traces WHERE conversation_id = 'conv-4'").fetchone()
 
 
+def full_rows(db: sqlite3.Connection) -> list[tuple]:
+    return db.execute(f"SELECT {', '.join(sessions.CONVERSATION_COLUMNS[:-1])} FROM conversations ORDER BY 1").fetchall()
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_long_conversations_move_by_deltas_exactly(writer_db, normalizer, monkeypatch, seed):
+    """With every conversation 'long' (RECOMPUTE_TURNS 1), rows move by deltas wherever that is
+    exact: after every batch (spans shuffled: late roots move traces between conversations, name
+    users late, start earlier than the first turn) each row equals a recomputation from its turns."""
+    monkeypatch.setattr(sessions, "RECOMPUTE_TURNS", 1)
+    outcomes = []
+    real_refresh, real_moved = sessions.refresh, sessions._moved_by_deltas
+    monkeypatch.setattr(sessions, "_moved_by_deltas", lambda *args: outcomes.append(real_moved(*args)) or outcomes[-1])
+    rng = random.Random(seed)
+    spans = plant(seed=seed, conversations=6)
+    for trace in range(1, 40):  # late roots: another conversation, another user, an earlier start
+        if rng.random() < 0.5:
+            at = T0 + rng.randint(-30, 300) * S
+            spans.append(make_span(trace, 9, None, "agent",
+                                   {"session.id": f"conv-{rng.randint(0, 5)}", "user.id": f"user-{rng.randint(0, 9)}"},
+                                   at, at + rng.randint(1, 9) * S))
+    rng.shuffle(spans)
+    writer = SpanWriter(writer_db, trace_cache_spans=50)
+    for batch, start in enumerate(range(0, len(spans), 9)):
+        write(writer, normalizer, spans[start:start + 9])
+        by_deltas = full_rows(writer_db)
+        real_refresh(writer_db, [row[0] for row in by_deltas], T0)
+        assert by_deltas == full_rows(writer_db), f"batch {batch}"
+    assert stored(writer_db) == ground_truth(writer_db)
+    assert sum(outcome is not None for outcome in outcomes) >= 3, "the delta path was taken"
+
+
+def test_a_long_conversation_arriving_in_order_moves_by_deltas(writer_db, normalizer, monkeypatch):
+    outcomes = []
+    real_moved = sessions._moved_by_deltas
+    monkeypatch.setattr(sessions, "_moved_by_deltas", lambda *args: outcomes.append(real_moved(*args)) or outcomes[-1])
+    writer = SpanWriter(writer_db)
+    turns = sessions.RECOMPUTE_TURNS + 40
+    for turn in range(1, turns + 1):
+        at = T0 + turn * 10 * S
+        write(writer, normalizer, [
+            make_span(turn, 1, None, "POST /chat", {"user.id": "u1"}, at, at + (turn % 7 + 1) * S, kind=2),
+            make_span(turn, 2, 1, "chat gpt-4o", llm_attrs("long", None, 100 + turn, 10), at + 10 * MS,
+                      at + 500 * MS, status_code=2 if turn % 9 == 0 else 0)])
+    assert stored(writer_db) == ground_truth(writer_db)
+    assert outcomes[sessions.RECOMPUTE_TURNS:] and all(o is not None for o in outcomes[sessions.RECOMPUTE_TURNS:])
+    (failed_turns,) = writer_db.execute("SELECT failed_turns FROM conversations").fetchone()
+    assert failed_turns == turns // 9
+
+
+def test_the_p95_of_a_long_conversation_is_one_index_step(writer_db):
+    plan = " ".join(row[3] for row in writer_db.execute(
+        "EXPLAIN QUERY PLAN SELECT duration_ns FROM traces WHERE conversation_id = ? ORDER BY duration_ns DESC "
+        "LIMIT 1 OFFSET ?", ("c", 3)))
+    assert "traces_by_conversation_duration" in plan and "TEMP B-TREE" not in plan, plan
+
+
 def test_a_late_span_moves_its_trace_to_another_conversation(writer_db, normalizer):
     writer = SpanWriter(writer_db)
     # Trace 1: a chat call in conversation A; trace 2: another turn of A.
@@ -172,6 +229,7 @@ def test_migration_backfills_a_store_written_before_m006(db_path, writer_db, nor
     # Back to the schema before m006: no conversation columns, no conversations table.
     writer_db.executescript(
         "DROP TABLE conversations; DROP TABLE users; DROP INDEX traces_by_conversation;"
+        "DROP INDEX traces_by_conversation_duration;"
         "ALTER TABLE traces DROP COLUMN conversation_id;"
         "ALTER TABLE traces DROP COLUMN user_id;")
     m006 = next(i for i, m in enumerate(MIGRATIONS) if m.__name__ == "m006_conversations")
