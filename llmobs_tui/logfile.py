@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from store.process_logs import FORMAT, LOG_FILE_ENV
+
 MAX_BYTES = 2 << 20  # per file; with BACKUPS, at most ~6 MB of log on disk
 BACKUPS = 2
-FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
 
 
 def log_path() -> Path:
@@ -65,9 +66,16 @@ def logs_to_file(path: Path | None = None, level: int = logging.INFO) -> Iterato
     root.handlers = [handler]
     root.setLevel(min(level, saved_level) if saved_level else level)
     logging.captureWarnings(True)
+    # The ingest pipeline's children are spawned: they learn where to log from the environment.
+    saved_env = os.environ.get(LOG_FILE_ENV)
+    os.environ[LOG_FILE_ENV] = str(opened) if opened is not None else os.devnull
     try:
         yield opened
     finally:
+        if saved_env is None:
+            os.environ.pop(LOG_FILE_ENV, None)
+        else:
+            os.environ[LOG_FILE_ENV] = saved_env
         logging.captureWarnings(False)
         root.handlers = saved_handlers
         root.setLevel(saved_level)

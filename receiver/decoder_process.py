@@ -21,6 +21,7 @@ from receiver.normalize import IngestOptions, Normalizer, Rejections
 from receiver.otlp import OtlpDecodeError, decode_body
 from receiver.prices import PriceTable
 from store.gctuning import tune_for_throughput
+from store.process_logs import follow_parent_log
 
 log = logging.getLogger("llmobs.decoder")
 
@@ -31,6 +32,7 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
     # must not kill a decoder with a request half done. EOF on the inbox is our signal to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    follow_parent_log()  # under the TUI: its log file, never the terminal
     prices = PriceTable.load(options.get("prices_file"))
     normalizer = Normalizer(prices, IngestOptions(
         redact=options.get("redact", True),

@@ -23,6 +23,7 @@ from store.content_index import ContentIndexer, index_lag, record_indexing
 from store.disk_budget import DiskBudget, Reserve, store_files_bytes, truncate_wal, wal_bytes
 from store.gctuning import tune_for_throughput
 from store.pricing import record_price_rows
+from store.process_logs import follow_parent_log
 from store.writer import SpanWriter
 
 log = logging.getLogger("llmobs.writer")
@@ -35,6 +36,7 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
     """Entry point of the writer process (multiprocessing spawn target)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    follow_parent_log()  # under the TUI: its log file, never the terminal
     db_path = options["db_path"]
     lock = WriterLock(_path(db_path))
     try:

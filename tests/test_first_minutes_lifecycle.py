@@ -157,6 +157,38 @@ def test_log_file_is_private_and_rotating(tmp_path, monkeypatch):
     assert not any(getattr(h, "baseFilename", None) == str(path) for h in handlers)  # restored after
 
 
+def _child_logs_a_warning() -> None:
+    from store.process_logs import follow_parent_log
+
+    follow_parent_log()
+    logging.getLogger("llmobs.writer").warning("disk full below the size limit (from a child)")
+
+
+def test_spawned_pipeline_children_log_to_the_tuis_file_not_the_terminal(tmp_path, capfd):
+    """The decoders and the writer are spawned: they inherit the log file from the environment that
+    logs_to_file sets, and their warnings never reach the terminal the TUI paints."""
+    import inspect
+    import multiprocessing
+
+    from llmobs_tui.logfile import logs_to_file
+    from receiver import decoder_process
+    from store import process_logs, writer_process
+
+    log_file = tmp_path / "l.log"
+    with logs_to_file(log_file):
+        child = multiprocessing.get_context("spawn").Process(target=_child_logs_a_warning)
+        child.start()
+        child.join(60)
+    assert child.exitcode == 0
+    _out, err = capfd.readouterr()
+    assert "disk full" not in err, err
+    assert "disk full below the size limit (from a child)" in log_file.read_text()
+    assert process_logs.LOG_FILE_ENV not in os.environ, "restored after the block"
+    for entry in (decoder_process.run, writer_process.run):  # each child sets it up before anything else
+        head = inspect.getsource(entry).split("\n")[:10]
+        assert any(line.strip().startswith("follow_parent_log()") for line in head), entry
+
+
 def test_grpc_and_tls_sent_to_the_http_port_are_counted_and_hinted_once_in_the_log_only(tmp_path, capfd):
     import ssl
 
