@@ -406,10 +406,12 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     per_process_before = {p.pid: tree_cpu([p]) for p in procs}
     peak_rss = 0
     peak_rss_by_role: dict[str, int] = {}
+    rss_over_time: list[tuple[float, int]] = []  # (seconds into the run, MB of the whole tree)
     sampling = True
 
     def sample() -> None:
         nonlocal peak_rss
+        next_mark = 0.0
         while sampling:
             rss = 0
             by_role: dict[str, int] = {}
@@ -422,6 +424,10 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
                 rss += size
                 by_role[role] = by_role.get(role, 0) + size
             peak_rss = max(peak_rss, rss)
+            elapsed = time.monotonic() - wall_start if go.is_set() else 0.0
+            if go.is_set() and elapsed >= next_mark:  # ten samples over the run: is memory flat?
+                rss_over_time.append((round(elapsed), round(rss / 2**20)))
+                next_mark += args.seconds / 10
             for role, size in by_role.items():
                 peak_rss_by_role[role] = max(peak_rss_by_role.get(role, 0), size)
             time.sleep(0.25)
@@ -480,6 +486,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
         "server_cpu_us_per_span_with_index": us_per_span(server_cpu + index.get("index_catch_up_cpu_s", 0.0)),
         "server_peak_rss_mb": round(peak_rss / 2**20),
         "server_peak_rss_mb_by_process": {k: round(v / 2**20) for k, v in sorted(peak_rss_by_role.items())},
+        "server_rss_mb_over_time": [f"{t}s: {mb}" for t, mb in rss_over_time],
         "db_bytes_per_span": round(db_bytes / max(1, check["store_total"])),
         "serve_accepted": counters.accepted,
         "serve_committed": counters.committed,

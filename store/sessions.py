@@ -97,8 +97,9 @@ def stored_turns(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> dict[byt
 
 
 # A conversation of at most this many turns is recomputed from its turns (cheap, and exact in every
-# case); a longer one moves by deltas unless a change could have moved its first/last turn or its
-# user, when it too is recomputed.
+# case); a longer one moves by deltas (its user and p95 read through an index) unless a change could
+# have moved its first or last turn away (a late root moving a trace to another conversation), when
+# it too is recomputed.
 RECOMPUTE_TURNS = 64
 # Positions in a conversations row (CONVERSATION_COLUMNS) and in a turn (_TURN_FIGURES).
 _ADDED = ((5, 5), (6, 6), (7, 7), (8, 8), (9, 9), (10, 10))  # (row column, turn figure) summed as-is
@@ -159,17 +160,13 @@ def _moved_by_deltas(db: sqlite3.Connection, row: tuple, turn_changes: Sequence[
     first, last, user = row[3], row[4], row[1]
     for old, new in turn_changes:
         # A turn that held the first start (or the last end) and moved or left: the next one is unknown.
+        # (A late span only moves a trace's start earlier and its end later: this is a trace leaving.)
         if old is not None and old[1] == first and (new is None or new[1] > old[1]):
             return None
         if old is not None and old[2] == last and (new is None or new[2] < old[2]):
             return None
-        if user is not None and old is not None and old[4] == user and (new is None or new[4] != user):
-            return None  # maybe the turn that named the user
-        if user is not None and new is not None and new[4] is not None and new[4] != user:
-            return None  # another user: whether its turn comes first needs the turns
-    if user is None:  # no turn named one: the earliest changed turn that does now names it
-        named = sorted((new[1], new[4]) for _, new in turn_changes if new is not None and new[4] is not None)
-        user = named[0][1] if named else None
+    if any(turn is not None and turn[4] is not None for change in turn_changes for turn in change):
+        user = first_named_user(db, row[0])  # a changed turn names a user, or named the one it had
     out = list(row)
     out[1], out[2] = user, turns
     for _old, new in turn_changes:
@@ -184,6 +181,14 @@ def _moved_by_deltas(db: sqlite3.Connection, row: tuple, turn_changes: Sequence[
     out[12] = turn_duration_rank(db, row[0], turns, 0.95)
     out[13] = now_ns
     return tuple(out)
+
+
+def first_named_user(db: sqlite3.Connection, conversation_id: str) -> str | None:
+    """The user of the conversation's first turn (start, then trace id) that names one: the first
+    entry of traces_by_conversation with a user, usually its first."""
+    row = db.execute("SELECT user_id FROM traces WHERE conversation_id = ? AND user_id IS NOT NULL "
+                     "ORDER BY start_ns, trace_id LIMIT 1", (conversation_id,)).fetchone()
+    return row[0] if row is not None else None
 
 
 def turn_duration_rank(db: sqlite3.Connection, conversation_id: str, turns: int, q: float) -> int:
@@ -207,8 +212,9 @@ def refresh(db: sqlite3.Connection, conversation_ids: Iterable[str], now_ns: int
         users.update(row[0] for row in db.execute(
             f"SELECT user_id FROM conversations WHERE conversation_id IN ({marks}) AND user_id IS NOT NULL", chunk))
         turns: dict[str, list[tuple]] = {}
+        # trace_id last: turns starting together fold in one order, the one first_named_user reads.
         for row in db.execute(f"SELECT {_TURN_FIGURES} FROM traces WHERE conversation_id IN ({marks}) "
-                              f"ORDER BY conversation_id, start_ns", chunk):
+                              f"ORDER BY conversation_id, start_ns, trace_id", chunk):
             turns.setdefault(row[0], []).append(row)
         gone = [(c,) for c in chunk if c not in turns]
         if gone:

@@ -379,3 +379,12 @@ def test_any_arrival_order_and_batching_gives_the_same_numbers(tmp_path_factory,
     batches = [list(order[a:b]) for a, b in zip([0, *cuts], [*cuts, len(spans)])]
     cache = data.draw(st.sampled_from([1, 3, 10**6]))
     assert run(batches, cache) == reference
+
+
+def test_the_twin_lookup_seeks_the_response_id_and_the_layer(writer_db):
+    """A response id that many calls reuse (a mock server's, a replay's) must not make the twin lookup
+    read every span sharing it: the plan seeks both columns of spans_by_response."""
+    from store.writer import twins_query
+
+    plan = " ".join(row[3] for row in writer_db.execute("EXPLAIN QUERY PLAN " + twins_query(3), ("a", "b", "c", 1)))
+    assert "spans_by_response (response_id=? AND call_layer=?)" in plan, plan
