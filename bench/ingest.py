@@ -60,6 +60,27 @@ def _content(rng, n_chars: int) -> str:
     return text[:n_chars]
 
 
+def _llm_attributes(rng, model: str, t: int, index: int, operation: str) -> dict:
+    """The ≈20 attributes of an instrumented LLM call (both workloads)."""
+    provider = "anthropic" if model.startswith("claude") else "openai"
+    inp = rng.randint(800, 6000)
+    attributes = {
+        "gen_ai.operation.name": operation, "gen_ai.provider.name": provider, "gen_ai.request.model": model,
+        "gen_ai.response.model": model, "gen_ai.response.id": f"resp_{t}_{index}",
+        "gen_ai.request.temperature": 0.2, "gen_ai.request.max_tokens": 1024, "gen_ai.request.top_p": 1.0,
+        "gen_ai.usage.input_tokens": inp, "gen_ai.usage.output_tokens": rng.randint(20, 600),
+        "gen_ai.usage.cache_read.input_tokens": rng.choice([0, 0, inp // 2]),
+        "gen_ai.response.finish_reasons": ["stop"], "server.address": f"api.{provider}.com",
+        "server.port": 443, "gen_ai.request.stream": True,
+        "gen_ai.response.time_to_first_chunk": rng.uniform(0.15, 0.9),
+        "gen_ai.conversation.id": f"conv_{rng.randint(1, 500)}",
+        "app.llm.prompt.template.id": "support-v", "app.llm.prompt.template.version": "7",
+    }
+    if model == "o4-mini":
+        attributes["gen_ai.usage.reasoning.output_tokens"] = 128
+    return attributes
+
+
 def build_request(seed: int, traces: int, heavy: bool = False):
     """One ExportTraceServiceRequest of `traces` agentic traces with placeholder ids and times; with
     `heavy`, every span an LLM call whose ≈4 KB of prompt and completion ride in span events."""
@@ -123,21 +144,7 @@ def build_request(seed: int, traces: int, heavy: bool = False):
                            "gen_ai.tool.call.result": json.dumps({"orders": [_content(rng, 120)]})})
             elif kind == "llm_events":
                 model = name.split(" ", 1)[1]
-                provider = "anthropic" if model.startswith("claude") else "openai"
-                inp = rng.randint(800, 6000)
-                kvs(span, {
-                    "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider, "gen_ai.system": provider,
-                    "gen_ai.request.model": model, "gen_ai.response.model": model,
-                    "gen_ai.response.id": f"resp_{t}_{index}", "gen_ai.request.temperature": 0.2,
-                    "gen_ai.request.max_tokens": 1024, "gen_ai.request.top_p": 1.0,
-                    "gen_ai.usage.input_tokens": inp, "gen_ai.usage.output_tokens": rng.randint(20, 600),
-                    "gen_ai.usage.cache_read.input_tokens": rng.choice([0, 0, inp // 2]),
-                    "gen_ai.response.finish_reasons": ["stop"], "server.address": f"api.{provider}.com",
-                    "server.port": 443, "gen_ai.request.stream": True,
-                    "gen_ai.response.time_to_first_chunk": rng.uniform(0.15, 0.9),
-                    "gen_ai.conversation.id": f"conv_{rng.randint(1, 500)}",
-                    "app.llm.prompt.template.id": "support-v", "app.llm.prompt.template.version": "7", **common,
-                })
+                kvs(span, {**_llm_attributes(rng, model, t, index, "chat"), **common})
                 for event_name, key, text in (
                         ("gen_ai.content.prompt", "gen_ai.prompt", json.dumps(
                             [{"role": "system", "content": _content(rng, 600)},
@@ -150,30 +157,14 @@ def build_request(seed: int, traces: int, heavy: bool = False):
                     event.attributes.append(KeyValue(key=key, value=to_any_value(text)))
             else:
                 model = name.split(" ", 1)[1]
-                provider = "anthropic" if model.startswith("claude") else "openai"
                 prompt = json.dumps([
                     {"role": "system", "parts": [{"type": "text", "content": _content(rng, 300)}]},
                     {"role": "user", "parts": [{"type": "text", "content": _content(rng, 1100)}]}])
                 completion = json.dumps([{"role": "assistant",
                                            "parts": [{"type": "text", "content": _content(rng, 500)}],
                                            "finish_reason": "stop"}])
-                inp = rng.randint(800, 6000)
-                attrs = {
-                    "gen_ai.operation.name": "embeddings" if kind == "embedding" else "chat",
-                    "gen_ai.provider.name": provider, "gen_ai.request.model": model,
-                    "gen_ai.response.model": model, "gen_ai.response.id": f"resp_{t}_{index}",
-                    "gen_ai.request.temperature": 0.2, "gen_ai.request.max_tokens": 1024, "gen_ai.request.top_p": 1.0,
-                    "gen_ai.usage.input_tokens": inp, "gen_ai.usage.output_tokens": rng.randint(20, 600),
-                    "gen_ai.usage.cache_read.input_tokens": rng.choice([0, 0, inp // 2]),
-                    "gen_ai.response.finish_reasons": ["stop"], "server.address": f"api.{provider}.com",
-                    "server.port": 443, "gen_ai.request.stream": True,
-                    "gen_ai.response.time_to_first_chunk": rng.uniform(0.15, 0.9),
-                    "gen_ai.conversation.id": f"conv_{rng.randint(1, 500)}",
-                    "app.llm.prompt.template.id": "support-v", "app.llm.prompt.template.version": "7",
-                    "gen_ai.input.messages": prompt, "gen_ai.output.messages": completion, **common,
-                }
-                if model == "o4-mini":
-                    attrs["gen_ai.usage.reasoning.output_tokens"] = 128
+                attrs = {**_llm_attributes(rng, model, t, index, "embeddings" if kind == "embedding" else "chat"),
+                         "gen_ai.input.messages": prompt, "gen_ai.output.messages": completion, **common}
                 kvs(span, attrs)
     return req
 

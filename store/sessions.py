@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,17 +56,18 @@ _TURN_FIGURES = (
 # --- the write side (the writer process and migrations) ----------------------------------------------
 
 
+def _rows_in(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> Iterator[tuple]:
+    """The rows of `sql` (with `{marks}` where the IN list goes) for `ids`, in chunks of _CHUNK."""
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start:start + _CHUNK]
+        yield from db.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk)
+
+
 def stored_conversations(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> set[str]:
     """The conversations these traces are stored in now (before an upsert or a delete changes them)."""
-    found: set[str] = set()
-    for start in range(0, len(trace_ids), _CHUNK):
-        chunk = trace_ids[start:start + _CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        for (conversation_id,) in db.execute(
-                f"SELECT conversation_id FROM traces WHERE trace_id IN ({marks}) AND conversation_id IS NOT NULL",
-                chunk):
-            found.add(conversation_id)
-    return found
+    return {row[0] for row in _rows_in(
+        db, "SELECT conversation_id FROM traces WHERE trace_id IN ({marks}) AND conversation_id IS NOT NULL",
+        trace_ids)}
 
 
 def write_traces(db: sqlite3.Connection, upsert_sql: str, rows: Sequence[tuple], conversation_at: int,
@@ -86,14 +87,9 @@ def write_traces(db: sqlite3.Connection, upsert_sql: str, rows: Sequence[tuple],
 
 def stored_turns(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> dict[bytes, tuple]:
     """The turn figures (_TURN_FIGURES) of those of these traces that are in a conversation."""
-    found: dict[bytes, tuple] = {}
-    for start in range(0, len(trace_ids), _CHUNK):
-        chunk = trace_ids[start:start + _CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        for row in db.execute(f"SELECT trace_id, {_TURN_FIGURES} FROM traces WHERE trace_id IN ({marks}) "
-                              "AND conversation_id IS NOT NULL", chunk):
-            found[row[0]] = row[1:]
-    return found
+    return {row[0]: row[1:] for row in _rows_in(
+        db, f"SELECT trace_id, {_TURN_FIGURES} FROM traces WHERE trace_id IN ({{marks}}) "
+            "AND conversation_id IS NOT NULL", trace_ids)}
 
 
 # A conversation of at most this many turns is recomputed from its turns (cheap, and exact in every
@@ -140,14 +136,9 @@ def apply_turn_changes(db: sqlite3.Connection, before: Mapping[bytes, tuple], af
 
 
 def _conversation_rows(db: sqlite3.Connection, conversation_ids: Sequence[str]) -> dict[str, tuple]:
-    found: dict[str, tuple] = {}
-    for start in range(0, len(conversation_ids), _CHUNK):
-        chunk = conversation_ids[start:start + _CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        for row in db.execute(f"SELECT {', '.join(CONVERSATION_COLUMNS)} FROM conversations "
-                              f"WHERE conversation_id IN ({marks})", chunk):
-            found[row[0]] = row
-    return found
+    return {row[0]: row for row in _rows_in(
+        db, f"SELECT {', '.join(CONVERSATION_COLUMNS)} FROM conversations WHERE conversation_id IN ({{marks}})",
+        conversation_ids)}
 
 
 def _moved_by_deltas(db: sqlite3.Connection, row: tuple, turn_changes: Sequence[tuple[tuple | None, tuple | None]],
