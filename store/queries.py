@@ -148,20 +148,24 @@ def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequen
     for column, value in (where or {}).items():
         filters += f" AND d.{column} = ?"
         params.append(value or "")
+    # One row per group: SQLite sums the counters and concatenates each histogram's blobs (pairs of
+    # bucket and count: a concatenation is a valid encoding, decoding adds repeated buckets). A week of
+    # hour rollups is ~20k rows, and adding them up row by row in Python cost ~10 µs a row.
+    sums = ", ".join(f"sum(r.{c})" for c in ROLLUP_COUNTERS)
+    blobs = "".join(f", CAST(group_concat(r.{h}, x'') AS BLOB)" for h in hists)
+    group_by = f" GROUP BY {', '.join(f'd.{c}' for c in columns)}" if columns else ""
     sql = (
-        f"SELECT {select_dims}, {', '.join('r.' + c for c in ROLLUP_COUNTERS)}"
-        f"{''.join(', r.' + h for h in hists)} "
-        f"FROM rollups r JOIN dims d ON d.id = r.dims_id WHERE ({' OR '.join(conditions)}){filters}"
+        f"SELECT {select_dims}, {sums}{blobs} "
+        f"FROM rollups r JOIN dims d ON d.id = r.dims_id WHERE ({' OR '.join(conditions)}){filters}{group_by}"
     )
     if not columns and not where:
         # Ungrouped: the per-bucket total rows (dims_id 0) already sum every dimension set.
-        sql = (
-            f"SELECT '', {', '.join('r.' + c for c in ROLLUP_COUNTERS)}{''.join(', r.' + h for h in hists)} "
-            f"FROM rollups r WHERE ({' OR '.join(conditions)}) AND r.dims_id = 0"
-        )
+        sql = f"SELECT '', {sums}{blobs} FROM rollups r WHERE ({' OR '.join(conditions)}) AND r.dims_id = 0"
     n_dims = len(columns) if columns else 1
     groups: dict[tuple, GroupStats] = {}
     for row in db.execute(sql, params):
+        if row[n_dims] is None:
+            continue  # an aggregate without GROUP BY over no rows: one row of NULLs
         dims = tuple(row[:n_dims]) if columns else ()
         group = groups.get(dims)
         if group is None:

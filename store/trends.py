@@ -152,10 +152,12 @@ def trends_queries(metric_name: str, by: str, window_s: float, now_s: float) -> 
                               "WHERE res = ? AND bucket >= ? AND bucket <= ?", params)}
     columns, hist = _columns(metric, tools=False)
     dims = ", ".join(f"d.{c}" for c in GROUP_COLUMNS[by])
-    select = ", ".join([*(f"r.{c}" for c in columns), *([f"r.{hist}"] if hist else [])])
+    # One row per bucket and series, not per bucket and dimension set (~100 of them): SQLite sums the
+    # counters and concatenates the histogram's blobs (a valid encoding: decoding adds repeated buckets).
+    select = ", ".join([*(f"sum(r.{c})" for c in columns), *([_concat(f"r.{hist}")] if hist else [])])
     queries = {"rows": Query(
         f"SELECT r.bucket, {dims}, {select} FROM rollups r JOIN dims d ON d.id = r.dims_id "
-        "WHERE r.res = ? AND r.bucket >= ? AND r.bucket <= ? AND r.dims_id != 0", params)}
+        f"WHERE r.res = ? AND r.bucket >= ? AND r.bucket <= ? AND r.dims_id != 0 GROUP BY r.bucket, {dims}", params)}
     if by == "variant":
         queries["variants"] = variants_query(window_s, now_s)
     return queries
@@ -164,16 +166,22 @@ def trends_queries(metric_name: str, by: str, window_s: float, now_s: float) -> 
 _VARIANT_HISTS = ("hist_latency", "hist_ttft")  # what the comparison shows (p50/p95, TTFT p95)
 
 
+def _concat(blob_column: str) -> str:
+    """A histogram column's blobs over a group's rows, as one blob (pairs of bucket and count)."""
+    return f"CAST(group_concat({blob_column}, x'') AS BLOB)"
+
+
 def variants_query(window_s: float, now_s: float) -> Query:
-    """Each variant's rollup rows over the window (hour rows where whole hours fit): the counters and
-    the two histograms the comparison needs. Rows without a variant are left out in SQL: most
-    traffic is in no experiment, and decoding its histograms was most of a refresh."""
+    """Each variant's figures over the window, one row per variant summed in SQL (hour rows where
+    whole hours fit): the counters and the two histograms the comparison needs. Rows without a
+    variant are left out in SQL: most traffic is in no experiment, and decoding its histograms was
+    most of a refresh."""
     ranges = rollup_ranges(int(now_s - window_s), int(now_s))
     window_sql = " OR ".join("(r.res = ? AND r.bucket >= ? AND r.bucket < ?)" for _ in ranges)
     return Query(
-        f"SELECT d.variant, {', '.join('r.' + c for c in ROLLUP_COUNTERS)}, "
-        f"{', '.join('r.' + h for h in _VARIANT_HISTS)} FROM rollups r JOIN dims d ON d.id = r.dims_id "
-        f"WHERE ({window_sql}) AND d.variant != ''", tuple(x for r in ranges for x in r))
+        f"SELECT d.variant, {', '.join(f'sum(r.{c})' for c in ROLLUP_COUNTERS)}, "
+        f"{', '.join(_concat('r.' + h) for h in _VARIANT_HISTS)} FROM rollups r JOIN dims d ON d.id = r.dims_id "
+        f"WHERE ({window_sql}) AND d.variant != '' GROUP BY d.variant", tuple(x for r in ranges for x in r))
 
 
 def parse_variants(rows: list[tuple]) -> list[GroupStats]:

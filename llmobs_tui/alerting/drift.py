@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from llmobs_tui.config import AlertSettings, format_duration
 from store import drift
+from store.alerts import SharedRollups
 from store.connection import Connection
 
 if TYPE_CHECKING:
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
 NS = 1_000_000_000
 
 
-def evaluate_drift(db: Connection, settings: AlertSettings, now_s: float) -> list[Finding]:
+def evaluate_drift(db: Connection, settings: AlertSettings, now_s: float,
+                   rollups: SharedRollups | None = None) -> list[Finding]:
+    """`rollups`: the engine's evaluation in progress, whose week of rollups its other rules read too."""
     from llmobs_tui.alerting.engine import Finding
 
     signals = tuple(s for s in settings.drift_signals if s in drift.DISTRIBUTIONS)
@@ -31,7 +34,8 @@ def evaluate_drift(db: Connection, settings: AlertSettings, now_s: float) -> lis
     threshold = settings.drift_psi
     window = f"{format_duration(window_s)} vs prior 7d"
     findings = []
-    periods = drift.feature_periods(db, window_s, now_s, signals)
+    periods = (drift.feature_periods(db, window_s, now_s, signals) if rollups is None
+               else shared_feature_periods(rollups, window_s, now_s, signals))
     for feature, (current, baseline) in sorted(periods.items()):
         if current.calls < settings.drift_min_calls or baseline.calls < settings.drift_min_calls:
             continue
@@ -58,6 +62,23 @@ def evaluate_drift(db: Connection, settings: AlertSettings, now_s: float) -> lis
     return findings
 
 
+def shared_feature_periods(rollups: SharedRollups, window_s: float, now_s: float,
+                           signals: tuple[str, ...]) -> dict[str, tuple[drift.Period, drift.Period]]:
+    """drift.feature_periods from the evaluation's shared rollups: the same windows (the baseline
+    ends the second before the window starts), the same totals per feature ('' for none)."""
+    base_start, start, end = drift.windows(window_s, now_s)
+    hists = tuple(f"hist_{s}" for s in signals)
+    out: dict[str, tuple[drift.Period, drift.Period]] = {}
+    for index, (lo, hi) in enumerate(((start, end), (base_start, start - 1))):
+        for group in rollups.grouped(lo, hi, ["feature"], hists=hists):
+            pair = out.setdefault(group.key["feature"] or "", (drift.Period(hists={s: {} for s in signals}),
+                                                                drift.Period(hists={s: {} for s in signals})))
+            pair[index].calls, pair[index].refusals = group["calls"], group["refusals"]
+            pair[index].validation = group["errors_validation"]
+            pair[index].hists = {s: getattr(group, s) for s in signals}  # GroupStats.input_tokens …
+    return out
+
+
 class DriftRule:
     """evaluate_drift at most once per minute of `now`: its windows start on whole minutes, a
     window against a week moves little in a minute, and an evaluation decodes every dimension
@@ -68,10 +89,19 @@ class DriftRule:
         self._key: tuple | None = None
         self._findings: list[Finding] = []
 
-    def evaluate(self, db: Connection, settings: AlertSettings, now_s: float) -> list[Finding]:
-        key = (int(now_s // 60), settings.drift_psi, settings.drift_min_calls, settings.drift_window_s,
-               settings.drift_signals)
+    @staticmethod
+    def _key_of(settings: AlertSettings, now_s: float) -> tuple:
+        return (int(now_s // 60), settings.drift_psi, settings.drift_min_calls, settings.drift_window_s,
+                settings.drift_signals)
+
+    def due(self, settings: AlertSettings, now_s: float) -> bool:
+        """Whether evaluate(now_s) reads the store (else it returns the last answer)."""
+        return self._key_of(settings, now_s) != self._key
+
+    def evaluate(self, db: Connection, settings: AlertSettings, now_s: float,
+                 rollups: SharedRollups | None = None) -> list[Finding]:
+        key = self._key_of(settings, now_s)
         if key != self._key:
-            self._findings = evaluate_drift(db, settings, now_s)
+            self._findings = evaluate_drift(db, settings, now_s, rollups)
             self._key = key
         return list(self._findings)

@@ -17,17 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from llmobs_tui.alerting import burn
+from llmobs_tui.alerting.drift import DriftRule
 from llmobs_tui.config import AlertSettings, Config, SloSpec, format_duration
 from store import alerts as store_alerts
 from store import histogram
 from store.connection import Connection, open_reader, read_snapshot
-from store.queries import GroupStats, grouped_rollups
+from store.queries import GroupStats
 
 NS = 1_000_000_000
 HOUR = 3600
 DAY = 86400
 WEEK = 7 * DAY
 SEVERITY_ORDER = {"page": 0, "ticket": 1}
+_SLO_HISTS = {"ttft": ("hist_ttft",), "latency": ("hist_latency",), "cost_per_call": ("hist_cost",)}
 
 
 @dataclass(slots=True)
@@ -103,7 +105,13 @@ class AlertEngine:
         self.states: dict[str, AlertState] = {}
         self._lock = threading.RLock()  # one evaluation at a time (a worker thread, or `check`)
         self._db: Connection | None = None
+        # The rollups of the evaluation in progress, read once for all of its rules (None between them).
+        self._rollups: store_alerts.SharedRollups | None = None
+        self._drift_rule = DriftRule()  # once a minute at most
+        self._decoded: dict[bytes, dict[int, int]] = {}  # the last evaluation's histograms (SharedRollups)
         self.last_evaluated_s: float | None = None
+        # Per rule of the last evaluation: (wall ms, CPU ms of the evaluating thread), for bench/tui.py.
+        self.last_timings_ms: dict[str, tuple[float, float]] = {}
         self.slo_rows: list[SloRow] = []
 
     # -- data ------------------------------------------------------------------------------------
@@ -123,11 +131,26 @@ class AlertEngine:
     def _stats(self, start_s: float, end_s: float, where: dict[str, str | None] | None = None,
                hists: tuple[str, ...] = ()) -> GroupStats:
         scope = {k: v for k, v in (where or {}).items() if v}
-        groups = grouped_rollups(self.db, int(start_s), int(end_s), [], scope, hists)  # type: ignore[arg-type]
+        groups = self._rollup_reads().grouped(int(start_s), int(end_s), [], scope, hists)
         return groups[0] if groups else GroupStats(key={})
 
     def _grouped(self, start_s: float, end_s: float, by: list[str], hists: tuple[str, ...] = ()) -> list[GroupStats]:
-        return grouped_rollups(self.db, int(start_s), int(end_s), by, hists=hists)
+        return self._rollup_reads().grouped(int(start_s), int(end_s), by, hists=hists)
+
+    def _week_hists(self, now_s: float | None) -> set[str]:
+        """The histograms this evaluation's rules read over days: the SLOs', the provider health's time
+        to first token, the drift rule's token lengths when it is due. SharedRollups reads them with
+        the counters, in one pass over each piece."""
+        hists = {"hist_ttft"}
+        for spec in self.config.slos:
+            hists.update(_SLO_HISTS.get(spec.kind, ()))
+        if now_s is not None and self._drift_rule.due(self.settings, now_s):
+            hists.update(f"hist_{signal}" for signal in self.settings.drift_signals)
+        return hists
+
+    def _rollup_reads(self) -> store_alerts.SharedRollups:
+        """The evaluation's shared rollups; a rule called on its own (outside _snapshot) reads afresh."""
+        return self._rollups if self._rollups is not None else store_alerts.SharedRollups(self.db)
 
     # -- SLOs ------------------------------------------------------------------------------------
 
@@ -135,9 +158,8 @@ class AlertEngine:
         """(bad, total) events of an SLO in a window."""
         if spec.kind == "quality":
             return self._quality_events(spec, start_s, end_s)
-        hist = {"ttft": ("hist_ttft",), "latency": ("hist_latency",),
-                "cost_per_call": ("hist_cost",)}.get(spec.kind, ())
-        stats = self._stats(start_s, end_s, {"feature": spec.feature, "model": spec.model}, hist)
+        stats = self._stats(start_s, end_s, {"feature": spec.feature, "model": spec.model},
+                            _SLO_HISTS.get(spec.kind, ()))
         if spec.kind == "availability":
             return stats["errors_api"], stats["calls"]
         if spec.kind == "validity":
@@ -346,35 +368,49 @@ class AlertEngine:
 
     def evaluate_drift(self, now_s: float) -> list[Finding]:
         """Token lengths per call shifted against the prior week (llmobs_tui/alerting/drift.py)."""
-        from llmobs_tui.alerting.drift import DriftRule
-
-        rule = self.__dict__.setdefault("_drift_rule", DriftRule())  # once a minute at most (DriftRule)
-        return rule.evaluate(self.db, self.settings, now_s)
+        return self._drift_rule.evaluate(self.db, self.settings, now_s, self._rollups)
 
     # -- all rules ---------------------------------------------------------------------------------
 
     def evaluate(self, now_s: float | None = None) -> list[Finding]:
         """Every rule once, from one snapshot of the store."""
         now_s = time.time() if now_s is None else now_s
-        with self._snapshot():
+        findings: list[Finding] = []
+        timings: dict[str, tuple[float, float]] = {}
+
+        def slos(now_s: float) -> list[Finding]:
             slo_findings, self.slo_rows = self.evaluate_slos(now_s)
-            findings = [*slo_findings, *self.evaluate_budgets(now_s), *self.evaluate_prompt_regressions(now_s),
-                        *self.evaluate_cache(now_s), *self.evaluate_error_spikes(now_s),
-                        *self.evaluate_provider_health(now_s), *self.evaluate_drift(now_s)]
+            return slo_findings
+
+        with self._snapshot(now_s):
+            for name, rule in (("slo_burn", slos), ("budgets", self.evaluate_budgets),
+                               ("prompt_regression", self.evaluate_prompt_regressions),
+                               ("cache_drop", self.evaluate_cache), ("error_spike", self.evaluate_error_spikes),
+                               ("provider_health", self.evaluate_provider_health), ("drift", self.evaluate_drift)):
+                wall, cpu = time.perf_counter(), time.thread_time()
+                findings += rule(now_s)
+                # A rule pays for the shared rollup pieces it reads first: the order is part of the figure.
+                timings[name] = ((time.perf_counter() - wall) * 1000, (time.thread_time() - cpu) * 1000)
             self.last_evaluated_s = now_s
+        self.last_timings_ms = timings
         findings.sort(key=lambda f: (SEVERITY_ORDER[f.severity], f.key))
         return findings
 
     def slo_table(self, now_s: float) -> list[SloRow]:
         """Only the SLO table (for `report`), from one snapshot of the store."""
-        with self._snapshot():
+        with self._snapshot(None):
             return self.evaluate_slos(now_s)[1]
 
     @contextmanager
-    def _snapshot(self) -> Iterator[None]:
+    def _snapshot(self, drift_at_s: float | None) -> Iterator[None]:
         """One evaluation at a time, all of its queries reading one consistent state of the store."""
         with self._lock, read_snapshot(self.db):
-            yield
+            self._rollups = store_alerts.SharedRollups(self.db, self._week_hists(drift_at_s), self._decoded)
+            try:
+                yield
+                self._decoded = self._rollups.decoded
+            finally:
+                self._rollups = None
 
     def update(self, now_s: float | None = None) -> list[AlertState]:
         """Evaluate and apply hysteresis: fire at once, resolve after `clear_after` of quiet."""
