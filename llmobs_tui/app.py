@@ -43,6 +43,7 @@ from store.changes import Change
 from store.sessions import SessionSettings
 
 WINDOWS = (300, 3600, 86400, 7 * 86400)
+PAINT_HOLD_S = 0.25  # after a screen switch, how long the old data may keep the new screen from painting
 
 
 def default_export_dir() -> Path:
@@ -101,10 +102,18 @@ class LlmobsApp(App):
         self._known_values: tuple[float, dict[str, list[str]]] | None = None
         self._wake = asyncio.Event()
         self._tick_lock = asyncio.Lock()
+        self._alerts_task: asyncio.Task[None] | None = None
+        self._live_tick: asyncio.Future[None] | None = None
+        self._ticking_for: Any = None  # the screen the tick in progress reads for
+        self._paint_held = False
         self._last_counts: tuple[float, int] | None = None
         self.status = IngestStatus(mode=f"read-only {self.db_path}")
         self.load_error: str | None = None
         self.ticks = 0
+        # Called on the UI thread right after a screen's show(data), with the screen and the
+        # time.perf_counter() at which the load it shows started: bench/tui_keys.py times a key press
+        # to the first show of the new screen whose load started after the key.
+        self.shown_hook: Callable[[LiveScreen, float], None] | None = None
         # Compare with the past (`v`) and the window's change markers (`[` `]`): app-wide, every chart shows them.
         self.compare_mode = "off"
         self.changes: list[Change] = []
@@ -124,6 +133,8 @@ class LlmobsApp(App):
             await self.tick()
 
     async def on_unmount(self) -> None:
+        if self._alerts_task is not None:
+            self._alerts_task.cancel()
         await self.reader.close()
 
     @work(exclusive=True, group="live", exit_on_error=False)
@@ -131,7 +142,16 @@ class LlmobsApp(App):
         """One refresh loop: the next tick starts only after the last one finished."""
         assert self.refresh_s is not None
         while True:
-            await self.tick()
+            # A task of its own, so that a key that changes the screen can cancel it (wake): its read
+            # serves a screen no longer shown, and the new screen's read would queue behind it.
+            tick = self._live_tick = asyncio.ensure_future(self.tick())
+            try:
+                await asyncio.wait([tick])
+            finally:
+                tick.cancel()  # a no-op once done; when this worker is cancelled, its tick goes too
+                self._live_tick = None
+            if not tick.cancelled():
+                tick.result()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.refresh_s)
             except TimeoutError:
@@ -145,6 +165,10 @@ class LlmobsApp(App):
             # a tick midway through its read would leave the reader's transaction open.
             self.run_worker(self.tick, group="tick", exit_on_error=False)
         else:
+            if self._live_tick is not None and self._ticking_for is not self._served_screen():
+                # Superseded: a screen switch. The read in flight finishes on the reader's thread
+                # and its transaction is ended (reader._snapshot); the rest of that tick is skipped.
+                self._live_tick.cancel()
             self._wake.set()
 
     async def tick(self) -> None:
@@ -153,16 +177,19 @@ class LlmobsApp(App):
 
     async def _tick(self) -> None:
         self.ticks += 1
+        started = time.perf_counter()
         now_s = self.clock()
-        screen = self._served_screen()
+        screen = self._ticking_for = self._served_screen()
         data = None
         error = None
         try:
-            await self.alerts.evaluate(self.reader, now_s)
+            await self._evaluate_alerts(now_s)
             await self._load_changes(now_s)
+            if screen is not self._served_screen():
+                return  # a key moved on while we read: its own tick follows at once (wake)
             if isinstance(screen, LiveScreen):
                 data = await screen.load(self.reader, now_s)
-            self._update_status(await self.reader.counts(), now_s)
+            self._update_status(await self.reader.newest_span_id(), now_s)
         except Exception as exc:  # a locked or damaged file must not take the UI down
             error = f"store read failed: {exc}"
         self.load_error = error
@@ -172,6 +199,22 @@ class LlmobsApp(App):
             if isinstance(screen, LiveScreen) and data is not None and error is None:
                 screen.show(data)
             self.refresh_chrome(screen)
+        self._release_paint()
+        if self.shown_hook is not None and isinstance(screen, LiveScreen) and error is None:
+            self.shown_hook(screen, started)
+
+    async def _evaluate_alerts(self, now_s: float) -> None:
+        """With the live loop, the alert rules are evaluated beside the refresh, not inside it: an
+        evaluation takes 0.2–0.6 s on a week of spans while ingest runs, and a key pressed meanwhile
+        waited for it before its screen could load. The banner shows the result at the next tick.
+        Without the loop (tests, screenshots) it is awaited, so a tick shows what it evaluated."""
+        if self.refresh_s is None:
+            await self.alerts.evaluate(self.reader, now_s)
+        elif self._alerts_task is None or self._alerts_task.done():
+            last, self._alerts_task = self._alerts_task, asyncio.create_task(self.alerts.evaluate(self.reader, now_s))
+            failed = last.exception() if last is not None and not last.cancelled() else None
+            if failed is not None:  # the tick says it as it says a failed read
+                raise failed
 
     async def _load_changes(self, now_s: float) -> None:
         """The window's changes, the selected one kept by identity (new ones arrive, old ones leave)."""
@@ -223,11 +266,10 @@ class LlmobsApp(App):
             return self.screen_stack[-2]
         return self.screen
 
-    def _update_status(self, counts: tuple[int, int], now_s: float) -> None:
+    def _update_status(self, max_id: int, now_s: float) -> None:
         if self.status_source is not None:
             self.status = self.status_source()
         else:
-            _traces, max_id = counts
             rate = None
             if self._last_counts is not None:
                 then, last_id = self._last_counts
@@ -283,21 +325,39 @@ class LlmobsApp(App):
     def _switch(self, name: str) -> None:
         current = self.screen
         if isinstance(current, LiveScreen) and name == current.NAME:
+            self.wake()  # the same screen with something new to show (another trace opened on Trace)
             return
         if isinstance(current, LiveScreen):
             self._history.append(current.NAME)
             del self._history[:-20]
+        # The new screen's on_screen_resume wakes the loop once it is in place (LiveScreen). A second
+        # wake after the next refresh used to read and draw the whole screen twice per key.
+        self._hold_paint()
         self.switch_screen(name)
-        # Refresh once the new screen is in place, or the tick would read for the old one.
-        self.call_after_refresh(self.wake)
+
+    def _hold_paint(self) -> None:
+        """Paint the screen a key switched to once, with its new data, not first with what it showed
+        when it was last left and then again: a full paint is 30–100 ms of the UI thread, and the first
+        one delayed the read of the new data behind it. Held for at most PAINT_HOLD_S (a slow read
+        shows the old data meanwhile, as before); the tick that shows the data releases it."""
+        if self.refresh_s is None or self._paint_held:
+            return  # tests and screenshots paint as they always did
+        self._paint_held = True
+        self._begin_batch()
+        self.set_timer(PAINT_HOLD_S, self._release_paint)
+
+    def _release_paint(self) -> None:
+        if self._paint_held:
+            self._paint_held = False
+            self._end_batch()
 
     def action_goto(self, name: str) -> None:
         self._switch(name)
 
     def action_back(self) -> None:
         if self._history:
-            self.switch_screen(self._history.pop())
-            self.call_after_refresh(self.wake)
+            self._hold_paint()
+            self.switch_screen(self._history.pop())  # its on_screen_resume wakes the loop
 
     def open_traces(self, filter_text: str, sort: str = "start", descending: bool = True,
                     description: str = "") -> None:

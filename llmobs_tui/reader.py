@@ -259,6 +259,10 @@ class StoreReader:
         traces, max_id = rows[0]
         return traces or 0, max_id or 0
 
+    async def newest_span_id(self) -> int:
+        """The newest span's row id (0: no span yet): spans/s between two reads, and whether the store is empty."""
+        return (await self._snapshot({"newest": q.newest_span_id_query()}))["newest"][0][0] or 0
+
     def file_bytes(self) -> int:
         """Disk the store takes (database, WAL, index, reserve): the figure `serve` reports and
         `--max-db-size` bounds, so the footer and the limit agree."""

@@ -6,9 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer
 
-from llmobs_tui.widgets.chrome import AlertBanner, StatusLine, TopBar
+from llmobs_tui.widgets.chrome import AlertBanner, KeysFooter, StatusLine, TopBar
 
 if TYPE_CHECKING:
     from llmobs_tui.app import LlmobsApp
@@ -29,7 +28,7 @@ class LiveScreen(Screen):
         yield AlertBanner()
 
     def compose_chrome_bottom(self) -> ComposeResult:
-        yield Footer()
+        yield KeysFooter()
         yield StatusLine()
 
     async def load(self, reader: StoreReader, now_s: float) -> Any:  # pragma: no cover - overridden

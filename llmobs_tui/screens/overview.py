@@ -127,7 +127,7 @@ class OverviewScreen(LiveScreen):
     async def load(self, reader, now_s: float) -> Charts:
         charts = await reader.charts(self.llmobs.window_s, now_s, self.llmobs.compare_shift_s())
         # Nothing in the window: is it the window, or has nothing ever been sent? (Read only then.)
-        self._store_empty = not charts.overview["calls"] and (await reader.counts())[1] == 0
+        self._store_empty = not charts.overview["calls"] and await reader.newest_span_id() == 0
         return charts
 
     def _show_empty(self, o: Overview) -> None:

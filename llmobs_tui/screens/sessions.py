@@ -50,6 +50,7 @@ class SessionsScreen(LiveScreen):
         self.users: dict[str, UserRow] = {}
         self.user: str | None = None  # Enter on a user: that user's conversations only (u: all users again)
         self._layout: tuple[str, ...] = ()
+        self._id_widths: dict[str, int | None] = {}  # the id columns' widths, read once per show
         # Each grouping keeps its own sort: conversations by last seen, users by cost (top users).
         self._sorts = {"conversation": ("last", True), "user": ("cost", True)}
 
@@ -143,6 +144,9 @@ class SessionsScreen(LiveScreen):
         if grouping != self.grouping:
             return  # read before a `u`: the next refresh brings the other grouping
         table = self.query_one(KeyedTable)
+        # The id columns' widths, read once: per cell it was a DOM query and a pass over the columns,
+        # a thousand of them per refresh of 500 rows.
+        self._id_widths = {str(c.label.plain): c.width for c in table.ordered_columns}
         if grouping == "user":
             shown = [(USER_KEY + u.user_id, self._user_cells(u, now_s)) for u in rows]
             self.users = {USER_KEY + u.user_id: u for u in rows}
@@ -156,8 +160,7 @@ class SessionsScreen(LiveScreen):
 
     def _id_cell(self, value: str | None, column: str) -> Text:
         cell = fmt.safe(value or "–", limit=200, style="" if value else "dim")
-        width = next((c.width for c in self.query_one(KeyedTable).ordered_columns
-                      if str(c.label.plain) == column), None)
+        width = self._id_widths.get(column)
         if width:
             cell.truncate(width, overflow="ellipsis")
         return cell

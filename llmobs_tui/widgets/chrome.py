@@ -4,15 +4,34 @@ slot, and the status line (receiver, spans/s, queue, rejected, store size)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 from llmobs_tui import format as fmt
 
 SCREENS = (("1", "overview", "Overview"), ("2", "breakdown", "Breakdown"), ("3", "traces", "Traces"),
            ("4", "trace", "Trace"), ("5", "alerts", "Alerts"), ("6", "sessions", "Sessions"), ("7", "trends", "Trends"))
 TAB_OF = {"conversation": "sessions"}  # a screen without a tab of its own shows its parent's
+
+
+class KeysFooter(Footer):
+    """Textual's Footer, rebuilt only when the keys it shows change. Textual recomposes it (one
+    widget per key, unmounted and mounted again, each styled) whenever the screen's bindings *may*
+    have changed: on every screen switch and every focus move. That was tens of milliseconds of the
+    UI thread after each key press, for a footer that shows the same keys as the last time."""
+
+    _composed: tuple[Any, ...] | None = None
+
+    def bindings_changed(self, screen: Any) -> None:
+        if self.is_attached and screen is self.screen and screen.app.app_focus and self.children:
+            keys = tuple((b.key, b.description, b.action, enabled, tooltip, b.group)
+                         for _node, b, enabled, tooltip in screen.active_bindings.values() if b.show)
+            if keys == self._composed:
+                return
+            self._composed = keys
+        super().bindings_changed(screen)
 
 
 class TopBar(Static):

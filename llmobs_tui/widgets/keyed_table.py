@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from rich.cells import cell_len
 from rich.console import RenderableType
-from rich.text import Text
+from rich.text import Text, TextType
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
@@ -27,6 +28,7 @@ class KeyedTable(DataTable):
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._cells: dict[str, tuple] = {}
+        self._measured: set[RowKey] = set()  # new rows whose widths add_row took (see add_row)
 
     def reset(self, *, columns: bool = False) -> None:
         """Remove every row (and with columns=True every column) and forget the shown cells."""
@@ -36,7 +38,7 @@ class KeyedTable(DataTable):
     def set_column_width(self, label: str, width: int) -> None:
         """Give the column labelled `label` a fixed width (it no longer sizes to its content)."""
         for column in self.ordered_columns:
-            if str(column.label.plain) == label and column.width != width:
+            if str(column.label.plain) == label and (column.width != width or column.auto_width):
                 column.width = width
                 column.auto_width = False
                 self._require_update_dimensions = True
@@ -64,6 +66,28 @@ class KeyedTable(DataTable):
             self.set_column_width(label, flex_width if label == flex else width)
         return flex_width
 
+    def add_row(self, *cells: RenderableType, height: int | None = 1, key: str | None = None,
+                label: TextType | None = None) -> RowKey:
+        """DataTable's add_row, with the row's auto-width columns grown here, from the cells' text.
+        DataTable measures every cell of every new row later, on idle, through Rich (a console
+        measure each); with ingest running most of a 500-row list is new every second, and that
+        measure was 100–180 ms of the UI thread per refresh, in front of any key pressed meanwhile.
+        A one-line Text measures as its longest line's cell length: the same width, a fraction of
+        the cost. Other rows (several lines, a label, other renderables) are left to DataTable."""
+        row_key = super().add_row(*cells, height=height, key=key, label=label)
+        if height == 1 and label is None and all(isinstance(cell, Text) for cell in cells):
+            for column, cell in zip(self.ordered_columns, cells):
+                if column.auto_width:
+                    lines = cell.plain.splitlines()  # type: ignore[union-attr]
+                    column.content_width = max([column.content_width, *(cell_len(line) for line in lines)])
+            self._measured.add(row_key)
+        return row_key
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        measured = self._measured
+        super()._update_dimensions([key for key in new_rows if key not in measured])
+        measured.clear()
+
     def keys(self) -> list[str]:
         return [str(row.key.value) for row in self.ordered_rows]
 
@@ -86,6 +110,15 @@ class KeyedTable(DataTable):
         desired_set = set(desired)
         current = self.keys()
         current_set = set(current)
+        if reorder:
+            surviving = [k for k in current if k in desired_set]
+            if surviving != desired[:len(surviving)]:
+                # A new order: rebuild at once. Removing the stale rows first, one remove_row each, costs
+                # a pass over every row per removal (with ingest running, hundreds of rows a second).
+                # The cursor lands where those removals would have left it: same index, clamped.
+                index = min(self.cursor_row, len(surviving) - 1) if surviving else 0
+                self._rebuild(rows, surviving[index] if index > 0 else None, index - int(self.scroll_y))
+                return 0
         for key in current_set - desired_set:
             self.remove_row(key)
             self._cells.pop(key, None)
@@ -97,17 +130,13 @@ class KeyedTable(DataTable):
                 else:
                     held += 1
             return held
-        surviving = [k for k in current if k in desired_set]
         # Unchanged order: the surviving rows keep their relative order and new rows only append.
-        if surviving == desired[:len(surviving)]:
-            for key, cells in rows:
-                if key in current_set:
-                    self._update(key, cells)
-                else:
-                    self.add_row(*cells, key=key)
-                    self._cells[key] = tuple(cells)
-            return 0
-        self._rebuild(rows)
+        for key, cells in rows:
+            if key in current_set:
+                self._update(key, cells)
+            else:
+                self.add_row(*cells, key=key)
+                self._cells[key] = tuple(cells)
         return 0
 
     def _update(self, key: str, cells: Sequence[RenderableType]) -> None:
@@ -120,10 +149,10 @@ class KeyedTable(DataTable):
                 self.update_cell_at((self.get_row_index(key), column), after, update_width=False)
         self._cells[key] = cells
 
-    def _rebuild(self, rows: Sequence[tuple[str, Sequence[RenderableType]]]) -> None:
-        # A cursor on the top row stays on top (following the newest); elsewhere it stays on its row.
-        cursor_key = self.cursor_key if self.cursor_row > 0 else None
-        offset = self.cursor_row - int(self.scroll_y) if self.row_count else 0
+    def _rebuild(self, rows: Sequence[tuple[str, Sequence[RenderableType]]], cursor_key: str | None,
+                 offset: int) -> None:
+        """`cursor_key`: the row the cursor stays on, at `offset` rows below the top of the view;
+        None: a cursor on the top row stays on top (following the newest)."""
         self.reset()
         for key, cells in rows:
             self.add_row(*cells, key=key)

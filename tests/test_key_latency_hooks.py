@@ -1,0 +1,200 @@
+"""What makes a key answer quickly while ingest runs (bench/tui_keys.py measures it): the shown hook
+the benchmark times, a key that supersedes a refresh still reading for the old screen, the paint
+held until the new screen's data is shown, a reader whose read was cancelled midway, the trace
+list's cheap widths and rebuild, and the footer that is not rebuilt on every switch. Driven through
+Textual's Pilot on a real store written by the real normalizer and writer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.widgets import DataTable
+
+from llmobs_tui.app import PAINT_HOLD_S, LlmobsApp
+from llmobs_tui.filtering import Filter
+from llmobs_tui.reader import StoreReader
+from llmobs_tui.screens.overview import OverviewScreen
+from llmobs_tui.widgets.chrome import KeysFooter
+from llmobs_tui.widgets.keyed_table import KeyedTable
+from store.connection import open_reader
+from store.dashboards import Query
+from tests.tui_fixtures import FROZEN_NOW, build_store, use_utc
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    use_utc()
+    return build_store(tmp_path_factory.mktemp("keys") / "keys.db", minutes=15, traces_per_minute=6)
+
+
+def live_app(store: Path) -> tuple[LlmobsApp, list[tuple[str, float]]]:
+    """The app with its live loop on (a tick every 60 s, so that only keys refresh it), and the
+    (screen, load started) pairs its shown hook reported."""
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=60.0)
+    shown: list[tuple[str, float]] = []
+    app.shown_hook = lambda screen, started: shown.append((screen.NAME, started))
+    return app, shown
+
+
+async def wait_for(pilot, condition, rounds: int = 400) -> bool:
+    for _ in range(rounds):
+        if condition():
+            return True
+        await pilot.pause(0.02)
+    return condition()
+
+
+async def test_a_key_shows_the_new_screen_through_the_hook_with_the_stores_rows(store: Path) -> None:
+    app, shown = live_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert await wait_for(pilot, lambda: any(name == "overview" for name, _ in shown))
+        pressed = time.perf_counter()
+        await pilot.press("3")
+        assert await wait_for(pilot, lambda: any(n == "traces" and t >= pressed for n, t in shown))
+        keys = app.screen.query_one(KeyedTable).keys()
+        assert app._batch_count == 0  # the paint held for the switch was released by the show
+    db = open_reader(store)
+    try:
+        expected = [bytes(r[0]).hex() for r in db.execute(
+            "SELECT trace_id FROM traces WHERE start_ns >= ? ORDER BY start_ns DESC LIMIT 500",
+            (int((FROZEN_NOW - app.window_s) * 1e9),))]
+    finally:
+        db.close()
+    assert expected and keys == expected
+
+
+async def test_a_key_supersedes_a_refresh_still_reading_for_the_old_screen(store: Path) -> None:
+    """The Overview's read never finishes; pressing 2 must still show the Breakdown (before, the
+    key's refresh queued behind the stuck one forever), and the held paint must be let go."""
+    app, shown = live_app(store)
+    stuck = asyncio.Event()
+    overview_load = OverviewScreen.load
+
+    async def never(self, reader, now_s):
+        stuck.set()
+        await asyncio.Event().wait()
+        return await overview_load(self, reader, now_s)
+
+    OverviewScreen.load = never  # type: ignore[method-assign]
+    try:
+        async with app.run_test(size=(160, 48)) as pilot:
+            assert await wait_for(pilot, stuck.is_set)
+            await pilot.press("2")
+            assert await wait_for(pilot, lambda: any(name == "breakdown" for name, _ in shown))
+            assert not any(name == "overview" for name, _ in shown)
+            assert app._batch_count == 0
+            rows = app.screen.query_one(KeyedTable).row_count
+    finally:
+        OverviewScreen.load = overview_load  # type: ignore[method-assign]
+    assert rows > 0
+
+
+async def test_the_held_paint_is_let_go_when_the_new_screens_read_is_slow(store: Path) -> None:
+    app, shown = live_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert await wait_for(pilot, lambda: bool(shown))
+        app._hold_paint()
+        assert app._batch_count == 1
+        await pilot.pause(PAINT_HOLD_S + 0.2)
+        assert app._batch_count == 0
+
+
+async def test_a_read_cancelled_midway_leaves_the_reader_usable(store: Path) -> None:
+    reader = StoreReader(store)
+    await reader.open()
+    try:
+        slow = Query("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 20000000) "
+                     "SELECT count(*) FROM c", ())
+        task = asyncio.create_task(reader._snapshot({"slow": slow}))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        newest = await reader.newest_span_id()
+        rows = await reader.traces(900, FROZEN_NOW, Filter(), "start", True)
+    finally:
+        await reader.close()
+    db = open_reader(store)
+    try:
+        assert newest == db.execute("SELECT max(id) FROM spans").fetchone()[0]
+        assert [r.trace_id for r in rows] == [bytes(r[0]) for r in db.execute(
+            "SELECT trace_id FROM traces WHERE start_ns >= ? ORDER BY start_ns DESC LIMIT 500",
+            (int((FROZEN_NOW - 900) * 1e9),))]
+    finally:
+        db.close()
+
+
+class Tables(App):
+    def compose(self) -> ComposeResult:
+        yield KeyedTable(id="keyed")
+        yield DataTable(id="plain")
+
+
+ROWS = [(f"r{i}", (Text("x" * (i % 7)), Text(f"name {i} " + "é" * (i % 3)), Text("tall\nlonger line" if i == 4 else ""),
+                   Text("日本" * (i % 2))))
+        for i in range(12)]
+
+
+async def test_the_tables_own_widths_are_those_datatable_measures() -> None:
+    async with Tables().run_test(size=(160, 30)) as pilot:
+        keyed, plain = pilot.app.query_one(KeyedTable), pilot.app.query_one("#plain", DataTable)
+        for table in (keyed, plain):
+            for label in ("a", "b", "c", "d"):
+                table.add_column(label)
+        keyed.sync(ROWS)
+        for key, cells in ROWS:
+            plain.add_row(*cells, key=key)
+        await pilot.pause()
+        await pilot.pause()
+        assert [c.get_render_width(keyed) for c in keyed.ordered_columns] == \
+            [c.get_render_width(plain) for c in plain.ordered_columns]
+
+
+async def test_a_rebuild_keeps_the_cursor_where_removing_the_stale_rows_left_it() -> None:
+    """Rows a…j, the cursor on d (index 3); b leaves and x arrives on top. Removing b first kept the
+    cursor at index 3 (now e), and the rebuild kept it on e: the one-pass rebuild must agree."""
+    async with Tables().run_test(size=(160, 30)) as pilot:
+        table = pilot.app.query_one(KeyedTable)
+        table.add_column("name")
+        names = list("abcdefghij")
+        table.sync([(k, (Text(k),)) for k in names])
+        await pilot.pause()
+        table.move_cursor(row=3)
+        assert table.cursor_key == "d"
+        table.sync([(k, (Text(k),)) for k in ["x", *[n for n in names if n != "b"]]])
+        await pilot.pause()
+        assert table.keys() == ["x", "a", "c", "d", "e", "f", "g", "h", "i", "j"]
+        assert table.cursor_key == "e"
+
+
+async def test_the_footer_is_rebuilt_only_when_its_keys_change(store: Path, monkeypatch) -> None:
+    rebuilt: list[str] = []
+    recompose = KeysFooter.recompose
+
+    async def counted(self):
+        rebuilt.append(self.screen.NAME)
+        return await recompose(self)
+
+    monkeypatch.setattr(KeysFooter, "recompose", counted)
+    app, _shown = live_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        for key in "1212":
+            await pilot.press(key)
+            await pilot.pause(0.1)
+        first_visits = len(rebuilt)
+        for key in "1212":
+            await pilot.press(key)
+            await pilot.pause(0.1)
+        assert len(rebuilt) == first_visits  # the same keys as last time: nothing rebuilt
+        labels = [k.key for k in app.screen.query_one(KeysFooter).query("FooterKey")]
+        assert "g" in labels and "q" in labels  # Breakdown's own key and the app's, still shown
+        await pilot.press("3")
+        await pilot.pause(0.3)
+        assert rebuilt[-1] == "traces"  # other keys (the sorts): rebuilt
