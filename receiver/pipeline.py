@@ -207,6 +207,11 @@ class _Child:
         if self.process.is_alive():
             self.process.kill()
             self.process.join(1)
+        # Its last messages (the writer's final counters, sent as it stops) are handed to the event
+        # loop by the reader thread: once that thread has seen EOF they are queued ahead of whatever
+        # the caller does next. Without this, `serve`'s last line could read the counters from
+        # before them ("0 spans committed" after a run shorter than one stats period).
+        self._reader.join(timeout=5)
 
 
 class IngestPipeline:

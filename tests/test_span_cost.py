@@ -237,3 +237,41 @@ async def test_the_writer_process_records_the_price_table_it_prices_with(tmp_pat
     finally:
         db.close()
     assert row == (1000, 4.0, 1) and shipped == len(PriceTable.load(tmp_path / "prices.toml").rows)
+
+
+@pytest.mark.anyio
+async def test_serves_last_counters_include_the_writers_final_report(tmp_path, monkeypatch):
+    """The writer reports its counters once a period and once more as it stops; `serve`'s last line
+    ("N spans committed") reads them right after aclose. With no periodic report in the run, only the
+    final one can carry the count: it must have been taken in by then."""
+    import time
+
+    from receiver import pipeline as pipeline_module
+    from receiver.pipeline import IngestPipeline, PipelineConfig
+    from tests.otlp_factory import make_span, trace_request
+
+    real_options = PipelineConfig.writer_options
+    monkeypatch.setattr(PipelineConfig, "writer_options", lambda self: {**real_options(self), "stats_every_s": 3600})
+    real_read = pipeline_module._Child._read_loop
+
+    def slow_reader(child) -> None:  # a reader thread that a busy machine delays after each message
+        receive = child.from_child.recv_bytes
+
+        def receive_slowly():
+            data = receive()
+            time.sleep(0.3)
+            return data
+
+        child.from_child.recv_bytes = receive_slowly
+        real_read(child)
+
+    monkeypatch.setattr(pipeline_module._Child, "_read_loop", slow_reader)
+    pipeline = IngestPipeline(PipelineConfig(db_path=str(tmp_path / "s.db"), decoders=1, retention_s=None))
+    await pipeline.start()
+    now = time.time_ns()
+    spans = [make_span(1, i, None if i == 1 else 1, "chat", {"gen_ai.operation.name": "chat"}, now, now + 10**6)
+             for i in range(1, 6)]
+    outcome = await pipeline.submit("traces", trace_request(spans).SerializeToString())
+    assert outcome.accepted == 5
+    await pipeline.aclose()
+    assert pipeline.stats.writer.get("spans") == 5, pipeline.stats.writer
