@@ -53,8 +53,9 @@ LOGS_WATERMARK = "content_index.logs"  # the same for logs.id
 # would otherwise report a lag that never shrinks.
 INDEXING_OFF = "content_index.off"
 
-# Why cap: indexing costs CPU and disk in proportion to the text (trigram, detail=full: ~40 µs and
-# ~2.7 KB per 1,000 characters), and one span can carry a whole retrieved document set (100 KB+).
+# Why cap: indexing costs CPU and disk in proportion to the text (words, detail=full: ~8 µs and ~1.2 KB
+# per 1,000 characters, on top of reading the text back), and one span can carry a whole retrieved
+# document set (100 KB+).
 # Uncapped, one such span costs as much as fifty ordinary ones and the index grows faster than the
 # spans it describes. Each piece (a message part, an argument, a result) keeps its first
 # PIECE_CHARS, so a long system prompt or document cannot crowd out the user's question or the

@@ -19,14 +19,13 @@ import pytest
 from llmobs_tui.alerting.drift import evaluate_drift
 from llmobs_tui.alerting.engine import AlertEngine, Finding
 from llmobs_tui.config import DEMO_CONFIG, AlertSettings, Config, load_config
-from receiver.normalize import IngestOptions, Normalizer
-from receiver.prices import PriceTable
 from store import histogram
 from store.alerts import SharedRollups, window_pieces
-from store.connection import WriterLock, open_reader, open_writer, read_snapshot
+from store.connection import open_reader, read_snapshot
 from store.queries import GROUP_COLUMNS, GroupStats, grouped_rollups, rollup_ranges
-from store.writer import HISTOGRAMS, ROLLUP_COUNTERS, SpanWriter
+from store.writer import HISTOGRAMS, ROLLUP_COUNTERS
 from tests.otlp_factory import trace_request
+from tests.store_writing import writing
 from tests.test_alerting import DAY, HOUR, NOW, NS, Call, Store, healthy_week, last
 from tests.tui_fixtures import use_utc
 
@@ -38,20 +37,12 @@ def _utc() -> None:
 
 def write_root_late(path: Path, calls: list[Call], first_number: int) -> None:
     """Each call's LLM span in one write, its trace's root (which names the feature) in a later one."""
-    normalizer = Normalizer(PriceTable.load(), IngestOptions())
-    lock = WriterLock(path)
-    lock.acquire()
-    db = open_writer(path)
-    try:
-        writer = SpanWriter(db, clock=lambda: int(NOW * NS))
+    with writing(path, int(NOW * NS)) as (normalizer, writer, _db):
         traces = [Store._spans(first_number + i, call) for i, call in enumerate(calls)]
         for part in ([s for spans in traces for s in spans[1:]], [spans[0] for spans in traces]):
             rows, resources, scopes, rejected = normalizer.decode_traces(trace_request(part), int(NOW * NS))
             assert rejected.count == 0, rejected.message()
             writer.write(rows, [], resources, scopes)
-    finally:
-        db.close()
-        lock.release()
 
 
 @pytest.fixture(scope="module")

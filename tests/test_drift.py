@@ -18,12 +18,10 @@ import pytest
 
 from llmobs_tui.alerting.engine import AlertEngine, Finding
 from llmobs_tui.config import AlertSettings, Config, ConfigError, load_config
-from receiver.normalize import IngestOptions, Normalizer
-from receiver.prices import PriceTable
 from store import drift, histogram
-from store.connection import WriterLock, open_reader, open_writer
-from store.writer import SpanWriter
+from store.connection import open_reader
 from tests.otlp_factory import STATUS_ERROR, log_record, logs_request, make_span, trace_request
+from tests.store_writing import writing
 
 NS = 10**9
 NOW = 1_795_000_000.0  # 2026-11-18T11:06:40Z, 40 s into a minute: the window start is floored to 11:06
@@ -43,12 +41,7 @@ class Call:
 
 
 def write_store(path: Path, calls: list[Call]) -> Path:
-    normalizer = Normalizer(PriceTable.load(), IngestOptions())
-    lock = WriterLock(path)
-    lock.acquire()
-    db = open_writer(path)
-    try:
-        writer = SpanWriter(db, clock=lambda: int(NOW * NS))
+    with writing(path, int(NOW * NS)) as (normalizer, writer, _db):
         spans, records = [], []
         for number, call in enumerate(calls, start=1):
             spans += call_spans(number, call)
@@ -64,9 +57,6 @@ def write_store(path: Path, calls: list[Call]) -> Path:
         if records:
             rows, resources, scopes, _ = normalizer.decode_logs(logs_request(records), int(NOW * NS))
             writer.write([], rows, resources, scopes)
-    finally:
-        db.close()
-        lock.release()
     return path
 
 

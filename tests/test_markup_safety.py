@@ -36,10 +36,7 @@ from llmobs_tui.screens.prompt import PromptScreen
 from llmobs_tui.screens.traces import TracesScreen
 from llmobs_tui.widgets.chrome import AlertBanner
 from llmobs_tui.widgets.keyed_table import KeyedTable
-from receiver.normalize import IngestOptions, Normalizer
-from receiver.prices import PriceTable
-from store.connection import WriterLock, open_writer
-from store.writer import SpanWriter
+from tests.store_writing import writing
 from tests.tui_fixtures import FROZEN_NOW, use_utc
 from tests.tui_scenarios import settle
 
@@ -116,19 +113,11 @@ def build_hostile_store(path: Path, payload: str) -> Path:
         batch.append((regression_trace(f, f["ver"], 3000), number, int((FROZEN_NOW - 3000 + i * 100) * S)))
         number += 1
     batch.append((everything_trace(f), number, int((FROZEN_NOW - 30) * S)))
-    normalizer = Normalizer(PriceTable.load(), IngestOptions())
-    lock = WriterLock(path)
-    lock.acquire()
-    db = open_writer(path)
-    try:
-        writer = SpanWriter(db, clock=lambda: int(FROZEN_NOW * S))
+    with writing(path, int(FROZEN_NOW * S)) as (normalizer, writer, db):
         rows, resources, scopes, rejections = normalizer.decode_traces(to_otlp_request(batch), int(FROZEN_NOW * S))
         assert rejections.count == 0, rejections.message()
         writer.write(rows, [], resources, scopes)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
-        lock.release()
     return path
 
 

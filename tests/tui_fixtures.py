@@ -27,13 +27,12 @@ from llmobs_tui.scenarios import (
     to_otlp_request,
     trace_id_of,
 )
-from receiver.normalize import IngestOptions, Normalizer
-from receiver.prices import PriceTable
-from store.connection import WriterLock, open_writer
+from receiver.normalize import Normalizer
 from store.content_index import ContentIndexer
 from store.pricing import record_price_rows
 from store.writer import SpanWriter
 from tests.otlp_factory import log_record, logs_request
+from tests.store_writing import writing
 
 FROZEN_NOW = 1_795_000_000.0  # 2026-11-18T11:06:40Z
 HOSTILE_TRACE_NUMBER = 900_001
@@ -83,12 +82,7 @@ def build_store(path: Path, *, minutes: int = 60, traces_per_minute: int = 12, s
             os.remove(f"{path}{suffix}")
         except FileNotFoundError:
             pass
-    normalizer = Normalizer(PriceTable.load(), IngestOptions())
-    lock = WriterLock(path)
-    lock.acquire()
-    db = open_writer(path)
-    try:
-        writer = SpanWriter(db, clock=lambda: int(FROZEN_NOW * S))
+    with writing(path, int(FROZEN_NOW * S)) as (normalizer, writer, db):
         # As the writer process does at start: the rows the Cost tab shows.
         record_price_rows(db, normalizer.prices.records(), int(FROZEN_NOW * S))
         state = TrafficState()
@@ -147,9 +141,6 @@ def build_store(path: Path, *, minutes: int = 60, traces_per_minute: int = 12, s
         # As the writer process does after acknowledging: the content searched by text: terms.
         ContentIndexer(db).run(deadline_s=600)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        db.close()
-        lock.release()
     return path
 
 
