@@ -141,10 +141,11 @@ class LlmobsApp(App):
     async def live(self) -> None:
         """One refresh loop: the next tick starts only after the last one finished."""
         assert self.refresh_s is not None
+        by_clock = False  # the first tick, and one a key asked for (wake), always reads
         while True:
             # A task of its own, so that a key that changes the screen can cancel it (wake): its read
             # serves a screen no longer shown, and the new screen's read would queue behind it.
-            tick = self._live_tick = asyncio.ensure_future(self.tick())
+            tick = self._live_tick = asyncio.ensure_future(self.tick(by_clock=by_clock))
             try:
                 await asyncio.wait([tick])
             finally:
@@ -154,8 +155,9 @@ class LlmobsApp(App):
                 tick.result()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.refresh_s)
+                by_clock = False
             except TimeoutError:
-                pass
+                by_clock = True
             self._wake.clear()
 
     def wake(self) -> None:
@@ -171,11 +173,11 @@ class LlmobsApp(App):
                 self._live_tick.cancel()
             self._wake.set()
 
-    async def tick(self) -> None:
+    async def tick(self, by_clock: bool = False) -> None:
         async with self._tick_lock:  # ticks never overlap, whoever asks for one
-            await self._tick()
+            await self._tick(by_clock)
 
-    async def _tick(self) -> None:
+    async def _tick(self, by_clock: bool = False) -> None:
         self.ticks += 1
         started = time.perf_counter()
         now_s = self.clock()
@@ -187,8 +189,8 @@ class LlmobsApp(App):
             await self._load_changes(now_s)
             if screen is not self._served_screen():
                 return  # a key moved on while we read: its own tick follows at once (wake)
-            if isinstance(screen, LiveScreen):
-                data = await screen.load(self.reader, now_s)
+            if isinstance(screen, LiveScreen) and not (by_clock and screen.resting()):
+                data = await screen.timed_load(self.reader, now_s)
             self._update_status(await self.reader.newest_span_id(), now_s)
         except Exception as exc:  # a locked or damaged file must not take the UI down
             error = f"store read failed: {exc}"

@@ -198,3 +198,34 @@ async def test_the_footer_is_rebuilt_only_when_its_keys_change(store: Path, monk
         await pilot.press("3")
         await pilot.pause(0.3)
         assert rebuilt[-1] == "traces"  # other keys (the sorts): rebuilt
+
+
+async def test_a_slow_view_is_refreshed_by_the_clock_less_often_but_a_key_still_reads_it(store: Path,
+                                                                                        monkeypatch) -> None:
+    """A view whose read takes long (Breakdown by tool over a day of a big store) must not hold the
+    reader every second: the clock's refreshes skip it for SLOW_VIEW_BACKOFF times its read; a key
+    that asks for it reads at once."""
+    loads: list[float] = []
+    real_load = OverviewScreen.load
+
+    async def slow_load(self, reader, now_s):
+        loads.append(time.monotonic())
+        await asyncio.sleep(0.1)  # a 100 ms read: rest for a second after it
+        return await real_load(self, reader, now_s)
+
+    monkeypatch.setattr(OverviewScreen, "load", slow_load)
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=0.05)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert await wait_for(pilot, lambda: len(loads) >= 1)
+        await pilot.pause(0.3)  # start-up reads (the first tick, the screen's own wake) are over
+        settled, ticks_before = len(loads), app.ticks
+        # Its read ended ≥ 0.1 s after it began: it rests ≥ 1 s from then; the clock ticks every 50 ms.
+        await pilot.pause(max(0.0, loads[-1] + 0.6 - time.monotonic()))
+        assert app.ticks - ticks_before >= 3, "the clock kept ticking (status line, alerts)"
+        assert len(loads) == settled, f"the slow view rested: {len(loads) - settled} more reads"
+        assert await wait_for(pilot, lambda: len(loads) > settled, rounds=150), "read again after its rest"
+        await pilot.press("3")
+        await pilot.pause(0.2)
+        before = len(loads)
+        await pilot.press("1")  # asked for by a key: read at once, resting or not
+        assert await wait_for(pilot, lambda: len(loads) > before, rounds=20)
