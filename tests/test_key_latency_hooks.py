@@ -18,7 +18,9 @@ from textual.widgets import DataTable
 from llmobs_tui.app import PAINT_HOLD_S, LlmobsApp
 from llmobs_tui.filtering import Filter
 from llmobs_tui.reader import StoreReader
+from llmobs_tui.screens import base
 from llmobs_tui.screens.overview import OverviewScreen
+from llmobs_tui.screens.traces import TracesScreen
 from llmobs_tui.widgets.chrome import KeysFooter
 from llmobs_tui.widgets.keyed_table import KeyedTable
 from store.connection import open_reader
@@ -210,22 +212,24 @@ async def test_a_slow_view_is_refreshed_by_the_clock_less_often_but_a_key_still_
 
     async def slow_load(self, reader, now_s):
         loads.append(time.monotonic())
-        await asyncio.sleep(0.1)  # a 100 ms read: rest for a second after it
+        await asyncio.sleep(0.1)  # a 100 ms read
         return await real_load(self, reader, now_s)
 
     monkeypatch.setattr(OverviewScreen, "load", slow_load)
+    monkeypatch.setattr(base, "SLOW_VIEW_BACKOFF", 100)  # a 0.1 s read rests ≥ 10 s: no race with the clock
     app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=0.05)
     async with app.run_test(size=(160, 48)) as pilot:
         assert await wait_for(pilot, lambda: len(loads) >= 1)
-        await pilot.pause(0.3)  # start-up reads (the first tick, the screen's own wake) are over
-        settled, ticks_before = len(loads), app.ticks
-        # Its read ended ≥ 0.1 s after it began: it rests ≥ 1 s from then; the clock ticks every 50 ms.
-        await pilot.pause(max(0.0, loads[-1] + 0.6 - time.monotonic()))
-        assert app.ticks - ticks_before >= 3, "the clock kept ticking (status line, alerts)"
+        ticks = app.ticks
+        assert await wait_for(pilot, lambda: app.ticks >= ticks + 3), "the clock ticks (status line, alerts)"
+        settled, ticks = len(loads), app.ticks  # the start-up reads (asked for, not by the clock) are done
+        assert await wait_for(pilot, lambda: app.ticks >= ticks + 5)
         assert len(loads) == settled, f"the slow view rested: {len(loads) - settled} more reads"
-        assert await wait_for(pilot, lambda: len(loads) > settled, rounds=150), "read again after its rest"
+        monkeypatch.setattr(base, "SLOW_VIEW_BACKOFF", 0)  # its rest is over
+        assert await wait_for(pilot, lambda: len(loads) > settled), "read again after its rest"
+        monkeypatch.setattr(base, "SLOW_VIEW_BACKOFF", 100)  # resting again after that read
         await pilot.press("3")
-        await pilot.pause(0.2)
+        assert await wait_for(pilot, lambda: isinstance(app.screen, TracesScreen))
         before = len(loads)
-        await pilot.press("1")  # asked for by a key: read at once, resting or not
-        assert await wait_for(pilot, lambda: len(loads) > before, rounds=20)
+        await pilot.press("1")  # asked for by a key: read at once, though resting for 10 s
+        assert await wait_for(pilot, lambda: len(loads) > before)
