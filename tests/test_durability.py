@@ -104,6 +104,25 @@ def test_clean_shutdown_under_load_keeps_every_acknowledged_span(tmp_path, sig):
     assert set(sender.acked) <= stored_traces(db)
 
 
+def test_sigterm_stops_serve_whose_output_reader_has_gone(tmp_path):
+    """`serve | head -1`, or a supervisor that died: stdout is a closed pipe when SIGTERM comes. The
+    stop path prints; a print that raised used to skip the shutdown, and serve then hung for ever at
+    exit joining children that were never told to stop (they ignore SIGTERM)."""
+    db = tmp_path / "closed-stdout.db"
+    proc, address = start_serve(db)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    sender = Sender(address, 1)
+    sender.start()
+    wait_for(lambda: len(sender.acked) >= 2 * SPANS_PER_REQUEST)
+    sender.stop.set()
+    sender.join(30)
+    proc.stdout.close()  # the reader goes away
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    wait_for(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children))
+    assert set(sender.acked) <= stored_traces(db)
+
+
 def test_kill_9_loses_no_acknowledged_span_and_the_file_opens(tmp_path):
     db = tmp_path / "killed.db"
     proc, address = start_serve(db)

@@ -5,7 +5,9 @@ span accepted; it exits non-zero when the pipeline gives up, so a supervisor res
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +17,20 @@ from llmobs_tui.settings import Settings
 
 if TYPE_CHECKING:
     from llmobs_tui.backend import Backend
+
+
+def say(line: str) -> None:
+    """Print a line of serve's output. When whoever read it has gone (a pipe closed: `serve | head`,
+    a supervisor that exited), the output is dropped from then on instead of raising: a failed
+    print in the stop path used to skip the shutdown, and the process then hung at exit, joining
+    children that were never told to stop (they ignore SIGTERM), until a kill -9."""
+    try:
+        print(line, flush=True)
+    except (BrokenPipeError, ValueError, OSError):
+        try:  # so that the interpreter's own flush at exit does not fail on the closed pipe either
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
 
 
 def cmd_serve(settings: Settings) -> int:
@@ -35,30 +51,34 @@ def cmd_serve(settings: Settings) -> int:
             return fail(locked_advice(str(exc), "serve"))
         except OSError as exc:
             return fail(str(exc))
-        print(f"llmobs-tui serve: {backend.describe()}; store {config.db_path}; "
-              f"retention {format_duration(config.retention_s or 0)}"
-              + (f", max {config.max_db_bytes / 1e9:g} GB" if config.max_db_bytes else "")
-              + (", PII redacted" if config.redact else "")
-              + (", no content stored" if not config.keep_content else "")
-              + ". Ctrl-C to stop.", flush=True)
-        stats = StatsPrinter(backend)
-        stats_task = asyncio.create_task(stats.run(settings.stats_every_s, stop))
-        gave_up = asyncio.create_task(backend.pipeline.failed.wait())
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({gave_up, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        failure = backend.pipeline.fatal_error if gave_up.done() else None
-        gave_up.cancel()
-        stopped.cancel()
-        if failure is not None:
-            # Answering UNAVAILABLE forever behind a healthy-looking stats line helps nobody: exit
-            # non-zero so that systemd, Kubernetes or a shell loop restarts the whole process.
-            print(f"llmobs-tui serve: giving up: {failure}; stopping so a supervisor can restart it", flush=True)
-        else:
-            print("llmobs-tui serve: stopping: finishing in-flight requests and committing…", flush=True)
-        stats_task.cancel()
-        await backend.aclose()
+        failure = None
+        try:
+            say(f"llmobs-tui serve: {backend.describe()}; store {config.db_path}; "
+                f"retention {format_duration(config.retention_s or 0)}"
+                + (f", max {config.max_db_bytes / 1e9:g} GB" if config.max_db_bytes else "")
+                + (", PII redacted" if config.redact else "")
+                + (", no content stored" if not config.keep_content else "")
+                + ". Ctrl-C to stop.")
+            stats = StatsPrinter(backend)
+            stats_task = asyncio.create_task(stats.run(settings.stats_every_s, stop))
+            gave_up = asyncio.create_task(backend.pipeline.failed.wait())
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({gave_up, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            failure = backend.pipeline.fatal_error if gave_up.done() else None
+            gave_up.cancel()
+            stopped.cancel()
+            if failure is not None:
+                # Answering UNAVAILABLE forever behind a healthy-looking stats line helps nobody: exit
+                # non-zero so that systemd, Kubernetes or a shell loop restarts the whole process.
+                say(f"llmobs-tui serve: giving up: {failure}; stopping so a supervisor can restart it")
+            else:
+                say("llmobs-tui serve: stopping: finishing in-flight requests and committing…")
+            stats_task.cancel()
+        finally:
+            # Whatever happened above, the children are told to stop and what they hold is committed.
+            await backend.aclose()
         writer = backend.pipeline.stats.writer
-        print(serve_summary(backend.pipeline.stats.accepted, writer), flush=True)
+        say(serve_summary(backend.pipeline.stats.accepted, writer))
         if failure is not None:
             return fail(failure)
         return EXIT_OK
@@ -123,4 +143,4 @@ class StatsPrinter:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=every)
             except TimeoutError:
-                print(self.line(), flush=True)
+                say(self.line())
