@@ -254,11 +254,6 @@ class StoreReader:
 
         return await asyncio.to_thread(run)
 
-    async def counts(self) -> tuple[int, int]:
-        rows = (await self._snapshot({"counts": q.store_counts_query()}))["counts"]
-        traces, max_id = rows[0]
-        return traces or 0, max_id or 0
-
     async def newest_span_id(self) -> int:
         """The newest span's row id (0: no span yet): spans/s between two reads, and whether the store is empty."""
         return (await self._snapshot({"newest": q.newest_span_id_query()}))["newest"][0][0] or 0

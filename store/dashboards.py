@@ -400,10 +400,6 @@ def resource_query(resource_id: int) -> Query:
     return Query("SELECT blob FROM resources WHERE id = ?", (resource_id,))
 
 
-def store_counts_query() -> Query:
-    return Query("SELECT (SELECT count(*) FROM traces), (SELECT max(id) FROM spans)", ())
-
-
 def newest_span_id_query() -> Query:
     """The newest span's row id, one step down the primary key: what the live loop reads every
     second for the spans/s figure (count(*) of traces walked a whole index, 15–45 ms a second)."""

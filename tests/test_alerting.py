@@ -17,11 +17,9 @@ import pytest
 from llmobs_tui.alerting import burn
 from llmobs_tui.alerting.engine import AlertEngine, Finding, exit_code
 from llmobs_tui.config import AlertSettings, Config, ConfigError, SloSpec, load_config
-from receiver.normalize import IngestOptions, Normalizer
-from receiver.prices import PriceTable
-from store.connection import WriterLock, open_reader, open_writer
-from store.writer import SpanWriter
-from tests.otlp_factory import STATUS_ERROR, log_record, logs_request, make_span, trace_request
+from store.connection import open_reader
+from tests.otlp_factory import STATUS_ERROR, log_record, make_span
+from tests.store_writing import write_through, writing
 from tests.tui_fixtures import use_utc
 
 NS = 10**9
@@ -106,12 +104,7 @@ class Store:
         self.calls.extend(calls)
 
     def write(self) -> Path:
-        normalizer = Normalizer(PriceTable.load(), IngestOptions())
-        lock = WriterLock(self.path)
-        lock.acquire()
-        db = open_writer(self.path)
-        try:
-            writer = SpanWriter(db, clock=lambda: int(NOW * NS))
+        with writing(self.path, int(NOW * NS)) as (normalizer, writer, _db):
             spans, records = [], []
             for number, call in enumerate(self.calls, start=1):
                 spans += self._spans(number, call)
@@ -119,17 +112,7 @@ class Store:
                     records.append(log_record(number, 2, "gen_ai.evaluation.result", time_ns=int(call.at_s * NS) + NS,
                                               attrs={"gen_ai.evaluation.name": "relevance",
                                                      "gen_ai.evaluation.score.value": call.score}))
-            for i in range(0, len(spans), 2000):
-                rows, resources, scopes, rejected = normalizer.decode_traces(trace_request(spans[i:i + 2000]),
-                                                                             int(NOW * NS))
-                assert rejected.count == 0, rejected.message()
-                writer.write(rows, [], resources, scopes)
-            if records:
-                rows, resources, scopes, _ = normalizer.decode_logs(logs_request(records), int(NOW * NS))
-                writer.write([], rows, resources, scopes)
-        finally:
-            db.close()
-            lock.release()
+            write_through(normalizer, writer, spans, records, int(NOW * NS))
         return self.path
 
     @staticmethod

@@ -20,8 +20,8 @@ from llmobs_tui.alerting.engine import AlertEngine, Finding
 from llmobs_tui.config import AlertSettings, Config, ConfigError, load_config
 from store import drift, histogram
 from store.connection import open_reader
-from tests.otlp_factory import STATUS_ERROR, log_record, logs_request, make_span, trace_request
-from tests.store_writing import writing
+from tests.otlp_factory import STATUS_ERROR, log_record, make_span
+from tests.store_writing import write_through, writing
 
 NS = 10**9
 NOW = 1_795_000_000.0  # 2026-11-18T11:06:40Z, 40 s into a minute: the window start is floored to 11:06
@@ -49,14 +49,7 @@ def write_store(path: Path, calls: list[Call]) -> Path:
                 records.append(log_record(number, 2, "gen_ai.evaluation.result", time_ns=int(call.at_s * NS),
                                           attrs={"gen_ai.evaluation.name": call.eval_name,
                                                  "gen_ai.evaluation.score.value": call.score}))
-        for i in range(0, len(spans), 3000):
-            rows, resources, scopes, rejected = normalizer.decode_traces(trace_request(spans[i:i + 3000]),
-                                                                         int(NOW * NS))
-            assert rejected.count == 0, rejected.message()
-            writer.write(rows, [], resources, scopes)
-        if records:
-            rows, resources, scopes, _ = normalizer.decode_logs(logs_request(records), int(NOW * NS))
-            writer.write([], rows, resources, scopes)
+        write_through(normalizer, writer, spans, records, int(NOW * NS), chunk=3000)
     return path
 
 

@@ -23,6 +23,7 @@ from store.connection import open_reader
 from store.dashboards import SpanRow
 from store.queries import GroupStats
 from tests.tui_fixtures import FROZEN_NOW, build_store, use_utc
+from tests.tui_scenarios import settle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -35,15 +36,6 @@ def store(tmp_path_factory) -> Path:
 
 def make_app(store: Path) -> LlmobsApp:
     return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None)
-
-
-async def settle(pilot) -> None:
-    for _ in range(2):
-        await pilot.pause()
-        await pilot.app.workers.wait_for_complete()
-    await pilot.app.tick()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def agentic_traces(store: Path, limit: int = 3) -> list[bytes]:

@@ -18,6 +18,7 @@ from store import retention, sessions
 from store.migrations import MIGRATIONS, migrate
 from store.writer import SpanWriter
 from tests.otlp_factory import MS, T0, make_span, trace_request
+from tests.tui_scenarios import settle
 
 S = 1_000_000_000
 
@@ -386,15 +387,6 @@ def make_app(store: Path, **kwargs):
     from tests.tui_fixtures import FROZEN_NOW
 
     return LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, **kwargs)
-
-
-async def settle(pilot) -> None:
-    for _ in range(2):
-        await pilot.pause()
-        await pilot.app.workers.wait_for_complete()
-    await pilot.app.tick()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def busiest_conversation(store: Path) -> tuple[str, int, int, int]:

@@ -24,6 +24,7 @@ from store.histogram import RELATIVE_ERROR
 from store.trends import METRIC, parse_trends, trends_queries
 from store.writer import SpanWriter
 from tests.otlp_factory import MS, T0, make_span, trace_request
+from tests.tui_scenarios import settle
 
 S = 1_000_000_000
 MINUTES = 40
@@ -306,15 +307,6 @@ def test_every_metric_and_dimension_reads(store):
 
 
 # --- the screen ------------------------------------------------------------------------------------
-
-
-async def settle(pilot) -> None:
-    for _ in range(2):
-        await pilot.pause()
-        await pilot.app.workers.wait_for_complete()
-    await pilot.app.tick()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 @pytest.mark.anyio

@@ -34,6 +34,7 @@ from store.connection import open_reader
 from store.dashboards import SpanRow
 from store.writer import SpanWriter
 from tests.test_markup_safety import Frame
+from tests.tui_scenarios import settle
 
 pytestmark = pytest.mark.anyio
 
@@ -478,15 +479,6 @@ def test_retry_windows_and_the_critical_path_cut_add_up():
 
 def make_app(store: Path) -> LlmobsApp:
     return LlmobsApp(store, clock=lambda: NOW, refresh_s=None, window_s=WINDOW)
-
-
-async def settle(pilot) -> None:
-    for _ in range(2):
-        await pilot.pause()
-        await pilot.app.workers.wait_for_complete()
-    await pilot.app.tick()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
 
 
 def screen_words(app: LlmobsApp) -> str:
