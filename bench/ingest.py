@@ -227,7 +227,10 @@ def trace_prefix(number: int, run_key: int, run_tag: bytes) -> bytes:
 
 
 def load_process(address: str, seconds: float, inflight: int, run_key: int, run_tag: bytes, result_queue, ready,
-                 go, heavy: bool = False) -> None:
+                 go, heavy: bool = False, rate: float | None = None) -> None:
+    """Sends for `seconds`: at full speed with `inflight` requests in flight, or, with `rate`, request
+    n at its due time (n × spans per request / rate after the start) so that a long run can hold a
+    steady load below capacity."""
     import grpc
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
@@ -249,6 +252,11 @@ def load_process(address: str, seconds: float, inflight: int, run_key: int, run_
                 n = counter[0]
             template = templates[i % len(templates)]
             i += 1
+            if rate:
+                due = begun + (n - 1) * template.spans / rate
+                if due > deadline:
+                    break
+                time.sleep(max(0.0, due - time.monotonic()))
             body = template.render(trace_prefix(n, run_key, run_tag), (n & 0xFFFF).to_bytes(2, "big"),
                                    time.time_ns())
             started = time.perf_counter()
@@ -269,7 +277,7 @@ def load_process(address: str, seconds: float, inflight: int, run_key: int, run_
     ready.set()
     go.wait()
     end_at = [time.monotonic() + seconds]
-    started = time.monotonic()
+    started = begun = time.monotonic()
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(inflight)]
     for t in threads:
         t.start()
@@ -281,6 +289,18 @@ def load_process(address: str, seconds: float, inflight: int, run_key: int, run_
 
 
 # --- the run -----------------------------------------------------------------------------------------
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size in bytes (Linux); 0 where the kernel does not say."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _holds(proc: psutil.Process, db: Path) -> bool:
@@ -327,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="agent: 8-span agent traces, ≈2 KB content in attributes (default); heavy: "
                              "LLM spans only, ≈25 attributes and ≈4 KB of prompt/completion in span events")
     parser.add_argument("--inflight", type=int, default=8, help="concurrent export requests")
+    parser.add_argument("--rate", type=float, help="spans/s to send (default: as fast as serve answers); for long "
+                                                   "runs of memory over time below capacity")
     parser.add_argument("--decoders", type=int, default=0, help="decoder processes (default: one per core)")
     parser.add_argument("--db", help="store file (default: a temporary directory); may already hold data")
     parser.add_argument("--keep", action="store_true", help="keep the temporary store")
@@ -388,7 +410,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     ready, go = ctx.Event(), ctx.Event()
     load = ctx.Process(target=load_process,
                        args=(address, args.seconds, args.inflight, run_key, run_tag, results, ready, go,
-                             args.workload == "heavy"))
+                             args.workload == "heavy", args.rate))
     load.start()
     ready.wait(60)
 
@@ -398,13 +420,16 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     peak_rss = 0
     peak_rss_by_role: dict[str, int] = {}
     rss_over_time: list[tuple[float, int]] = []  # (seconds into the run, MB of the whole tree)
+    # PSS next to RSS: each process's RSS counts the shared pages of Python, its libraries and the
+    # store's mapped file again; PSS splits them between the processes, so the tree's sum is its footprint.
+    peak_pss = 0
     sampling = True
 
     def sample() -> None:
-        nonlocal peak_rss
+        nonlocal peak_rss, peak_pss
         next_mark = 0.0
         while sampling:
-            rss = 0
+            rss = pss = 0
             by_role: dict[str, int] = {}
             for p in tree(server_proc):
                 try:
@@ -413,8 +438,10 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
                 except psutil.NoSuchProcess:
                     continue
                 rss += size
+                pss += _pss(p.pid)
                 by_role[role] = by_role.get(role, 0) + size
             peak_rss = max(peak_rss, rss)
+            peak_pss = max(peak_pss, pss)
             elapsed = time.monotonic() - wall_start if go.is_set() else 0.0
             if go.is_set() and elapsed >= next_mark:  # ten samples over the run: is memory flat?
                 rss_over_time.append((round(elapsed), round(rss / 2**20)))
@@ -476,6 +503,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
         # is indexed afterwards, and its CPU belongs to the same spans.
         "server_cpu_us_per_span_with_index": us_per_span(server_cpu + index.get("index_catch_up_cpu_s", 0.0)),
         "server_peak_rss_mb": round(peak_rss / 2**20),
+        "server_peak_pss_mb": round(peak_pss / 2**20) if peak_pss else None,
         "server_peak_rss_mb_by_process": {k: round(v / 2**20) for k, v in sorted(peak_rss_by_role.items())},
         "server_rss_mb_over_time": [f"{t}s: {mb}" for t, mb in rss_over_time],
         "db_bytes_per_span": round(db_bytes / max(1, check["store_total"])),
@@ -493,7 +521,8 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
           f"(every acknowledged span looked up by its ids; store holds {check['store_total']:,} spans)")
     print(f"{spans_per_s:,.0f} spans/s at {server_cpu / max(1, acknowledged) * 1e6:,.1f} µs of server CPU per span "
           f"({server_cpu / wall:.2f} cores); {report['server_cpu_us_per_span_with_index']} µs with the search "
-          f"index's catch-up after the load; peak RSS {report['server_peak_rss_mb']} MB")
+          f"index's catch-up after the load; peak RSS {report['server_peak_rss_mb']} MB "
+          f"(PSS {report['server_peak_pss_mb']} MB)")
     if check["failed_requests"]:
         print(f"{check['failed_requests']} requests ({check['failed_spans']:,} spans) were answered with an error "
               f"({', '.join(check['failed_codes'])}) and not counted; {check['failed_but_stored']:,} of their "

@@ -663,14 +663,16 @@ def time_alerts(db: Path, rounds: int) -> dict:
 
 
 async def time_breakdown(db: Path, rounds: int = 20, window_s: float = 86400) -> dict:
-    """The Breakdown screen's read over `window_s`, by model and by feature (its rollup groups), and by
-    model with the comparison on (`v`: the previous period's groups too, a second read). Wall and CPU
+    """The Breakdown screen's read over `window_s`, by model and by feature (its rollup groups), by
+    model with the comparison on (`v`: the previous period's groups too, a second read), and by tool
+    (the calls the writer keeps, store/tool_rollups.py: calls, errors, exact p50/p95). Wall and CPU
     ms per refresh."""
     from llmobs_tui.reader import StoreReader
 
     cases = {f"breakdown_model_{int(window_s)}s": ("model", False),
              f"breakdown_feature_{int(window_s)}s": ("feature", False),
-             f"breakdown_model_compared_{int(window_s)}s": ("model", True)}
+             f"breakdown_model_compared_{int(window_s)}s": ("model", True),
+             f"breakdown_tool_{int(window_s)}s": ("tool", False)}
     reader = StoreReader(db)
     await reader.open()
     wall: dict[str, list[float]] = {name: [] for name in cases}
@@ -680,7 +682,10 @@ async def time_breakdown(db: Path, rounds: int = 20, window_s: float = 86400) ->
             for name, (by, compared) in cases.items():
                 now = time.time()
                 started, cpu_started = time.perf_counter(), time.process_time()
-                await reader.breakdown(window_s, now, by)
+                if by == "tool":
+                    await reader.tool_calls(window_s, now)
+                else:
+                    await reader.breakdown(window_s, now, by)
                 if compared:
                     await reader.breakdown(window_s, now - window_s, by)
                 wall[name].append((time.perf_counter() - started) * 1000)
@@ -713,6 +718,7 @@ async def time_views(db: Path, big_trace: bytes, rounds: int) -> dict:
 
 VIEWS_24H = ("overview_24h", "overview_charts_read_86400s", "overview_charts_refresh_86400s",
              "breakdown_model_86400s", "breakdown_feature_86400s", "breakdown_model_compared_86400s",
+             "breakdown_tool_86400s",
              "trace_list_24h_by_cost", "trends_latency_p95_by_model_86400s", "trends_latency_p95_by_tool_86400s",
              "trends_cost_by_feature_86400s", "trends_latency_p95_by_variant_86400s")
 

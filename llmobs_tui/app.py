@@ -30,6 +30,7 @@ from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.screens.breakdown import GROUPINGS, BreakdownScreen
 from llmobs_tui.screens.conversation import ConversationScreen
 from llmobs_tui.screens.help import HelpScreen, describe_bindings
+from llmobs_tui.screens.metrics import MetricsScreen
 from llmobs_tui.screens.overview import OverviewScreen
 from llmobs_tui.screens.prompt import PromptScreen
 from llmobs_tui.screens.sessions import SessionsScreen
@@ -67,6 +68,7 @@ class LlmobsApp(App):
         Binding("5", "goto('alerts')", "Alerts", show=False),
         Binding("6", "goto('sessions')", "Sessions", show=False),
         Binding("7", "goto('trends')", "Trends", show=False),
+        Binding("8", "goto('metrics')", "Metrics", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("slash", "filter", "Filter"),
         Binding("colon", "command", "Command", show=False),
@@ -93,6 +95,10 @@ class LlmobsApp(App):
         self.refresh_s = refresh_s
         self.status_source = status
         self.alerts = alerts or AlertSource()
+        # [alerts] bell: the terminal bell when a page fires; the rules' config is the engine adapter's.
+        rules = getattr(self.alerts, "config", None)
+        self.bell_on_page: bool = rules.alerts.bell if rules is not None else True
+        self._pages_rung: set[tuple[str, float]] = set()  # (key, since) of the pages firing at the last tick
         self.window_s = window_s
         self.export_dir = Path(export_dir).expanduser() if export_dir else default_export_dir()
         self.following = True
@@ -124,7 +130,7 @@ class LlmobsApp(App):
     async def on_mount(self) -> None:
         await self.reader.open()
         for screen in (OverviewScreen(), BreakdownScreen(), TracesScreen(), TraceScreen(), AlertsScreen(),
-                       SessionsScreen(), ConversationScreen(), TrendsScreen()):
+                       SessionsScreen(), ConversationScreen(), TrendsScreen(), MetricsScreen()):
             self.install_screen(screen, name=screen.NAME)
         await self.push_screen("overview")
         if self.refresh_s is not None:
@@ -201,6 +207,7 @@ class LlmobsApp(App):
             if isinstance(screen, LiveScreen) and data is not None and error is None:
                 screen.show(data)
             self.refresh_chrome(screen)
+        self._ring_for_new_pages()
         self._release_paint()
         if self.shown_hook is not None and isinstance(screen, LiveScreen) and error is None:
             self.shown_hook(screen, started)
@@ -281,6 +288,14 @@ class LlmobsApp(App):
             self.status = IngestStatus(mode=f"read-only {fmt.clean(self.db_path)}", spans_per_s=rate,
                                        store_bytes=self.reader.file_bytes())
         self.status.error = self.load_error or self.status.error
+
+    def _ring_for_new_pages(self) -> None:
+        """The terminal bell once for each page that starts firing (again, after it resolved; or a ticket
+        that became a page), so a page is heard while the terminal is in another window."""
+        pages = {(a.key, a.since_s) for a in self.alerts.snapshot(self.clock()) if a.firing and a.severity == "page"}
+        if self.bell_on_page and pages - self._pages_rung:
+            self.bell()
+        self._pages_rung = pages
 
     def refresh_chrome(self, screen: Any) -> None:
         try:
@@ -466,8 +481,8 @@ class LlmobsApp(App):
 
         verb, space, rest = text.partition(" ")
         if not space:
-            verbs = ("alerts", "breakdown", "by", "export", "filter", "follow", "help", "open", "overview", "quit",
-                     "sessions", "sort", "trace", "traces", "trends", "window")
+            verbs = ("alerts", "breakdown", "by", "export", "filter", "follow", "help", "metrics", "open", "overview",
+                     "quit", "sessions", "sort", "trace", "traces", "trends", "window")
             return [v for v in verbs if v.startswith(verb) and v != verb]
         options = {"by": GROUPINGS, "sort": tuple(TRACE_SORTS), "window": ("5m", "1h", "24h", "7d")}.get(verb)
         if verb == "filter":
@@ -547,7 +562,7 @@ class LlmobsApp(App):
             self.action_follow()
         elif verb in ("help", "?"):
             self.action_help()
-        elif verb in ("overview", "breakdown", "traces", "trace", "alerts", "sessions", "trends"):
+        elif verb in ("overview", "breakdown", "traces", "trace", "alerts", "sessions", "trends", "metrics"):
             self._switch(verb)
         else:
             self.notify(f"unknown command {fmt.clean(verb)!r}: "

@@ -16,6 +16,8 @@ from typing import Any
 # parse_size is re-exported (the CLI's flags); durations and sizes live in llmobs_tui/units.py.
 from llmobs_tui.units import format_duration, parse_duration, parse_size  # noqa: F401
 from receiver import semconv
+from receiver.content_tiers import MODES as CONTENT_MODES
+from receiver.content_tiers import ContentPolicy
 from receiver.redact import PatternError, check_pattern
 from store import drift
 from store.sessions import SessionSettings  # [sessions], read by the TUI (which must not import receiver/)
@@ -25,7 +27,7 @@ _DATA = Path(__file__).parent / "data"
 EXAMPLE_CONFIG = _DATA / "llmobs.example.toml"  # what `llmobs-tui init` writes
 DEMO_CONFIG = _DATA / "demo.toml"  # the demo's rules, matched to the incidents its feed plants
 _DIMENSIONS = tuple(semconv.DEFAULT_DIMENSION_KEYS)
-KNOWN_SECTIONS = ("dimensions", "slo", "budgets", "alerts", "redaction", "sessions")
+KNOWN_SECTIONS = ("dimensions", "slo", "budgets", "alerts", "redaction", "sessions", "notify", "content")
 SLO_KINDS = ("availability", "validity", "ttft", "latency", "cost_per_call", "quality")
 
 
@@ -94,6 +96,51 @@ class AlertSettings:
     drift_min_calls: int = drift.MIN_CALLS  # in the window and in the baseline
     drift_window_s: float = 3600
     drift_signals: tuple[str, ...] = ("input_tokens", "output_tokens")
+    bell: bool = True  # the TUI rings the terminal bell when a new page fires
+    # [alerts.runaway]: agents looping (the same tool with the same arguments `repeats` times in one
+    # trace, or across one conversation's turns) or still running past a ceiling (0: that check is off).
+    runaway_repeats: int = 5
+    # Across a conversation's turns the bar is higher: a chat that looks the same customer up on each
+    # turn is ordinary; ten times in the window is not.
+    runaway_conversation_repeats: int = 10
+    runaway_max_steps: int = 50  # LLM calls + tool calls of a trace whose root has not arrived
+    runaway_max_tokens: int = 0
+    runaway_max_cost_usd: float = 0.0
+    runaway_window_s: float = 900  # the tool calls and running traces looked at: those active this recently
+    runaway_severity: str = "ticket"  # of a running agent's finding; a finished trace's loop is a ticket
+
+
+NOTIFY_TYPES = ("webhook", "slack", "command")
+SEVERITIES = ("page", "ticket")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyTarget:
+    """One `[[notify]]` table: where `serve` sends alert fire and resolve messages (alerting/notify.py).
+    Secrets are never in the file: `url_from_env` and `headers_from_env` name environment variables,
+    read when serve starts."""
+
+    type: str  # one of NOTIFY_TYPES
+    url: str | None = None  # webhook, slack
+    url_from_env: str | None = None  # webhook, slack: the variable holding the URL (a Slack URL is a secret)
+    command: tuple[str, ...] = ()  # command: argv, run without a shell, the message as JSON on stdin
+    severity: tuple[str, ...] = SEVERITIES  # which alerts it receives
+    min_interval_s: float = 600  # per alert and severity: at most one fire message per interval
+    timeout_s: float = 10
+    retries: int = 3  # after the first attempt, with exponential backoff
+    headers: tuple[tuple[str, str], ...] = ()  # webhook: literal headers
+    headers_from_env: tuple[tuple[str, str], ...] = ()  # webhook: header name → environment variable
+
+    def describe(self) -> str:
+        """For serve's log: the type and where, never a secret (a Slack URL's path is its key)."""
+        if self.type == "command":
+            return f"command {self.command[0]}"
+        if self.url_from_env:
+            return f"{self.type} ${self.url_from_env}"
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url or "")  # the host and port only: a URL can carry user:password@
+        return f"{self.type} {parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 @dataclass(slots=True)
@@ -106,6 +153,8 @@ class Config:
     redact_patterns: tuple[str, ...] = ()
     drop_keys: tuple[str, ...] = ()
     sessions: SessionSettings = field(default_factory=SessionSettings)
+    notify: list[NotifyTarget] = field(default_factory=list)  # [[notify]]: where `serve` delivers alerts
+    content: ContentPolicy | None = None  # [content]: the content tiers (None: no table; --content decides)
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -152,7 +201,141 @@ def load_config(path: str | Path | None) -> Config:
     config.alerts = _alert_settings(file, text, data.get("budgets", {}), data.get("alerts", {}))
     config.redact_patterns, config.drop_keys = _redaction(file, text, data.get("redaction", {}))
     config.sessions = _sessions(file, text, data.get("sessions", {}))
+    targets = data.get("notify", [])
+    if not isinstance(targets, list):
+        raise ConfigError(f"{file}:{_line(text, 'notify')}: write each target as a [[notify]] table")
+    config.notify = [_notify(file, text, index, entry) for index, entry in enumerate(targets)]
+    if "content" in data:
+        config.content = _content(file, text, data["content"])
     return config
+
+
+_CONTENT_KEYS = ("mode", "sample", "slowest", "costliest", "window", "on_burn", "min_samples")
+
+
+def _content(file: Path, text: str, table: Any) -> ContentPolicy:
+    """`[content]`: the content tiers (receiver/content_tiers.py). `mode` defaults to "tiered" here:
+    the table's other keys mean nothing otherwise. `--content` wins over `mode`."""
+    def fail(key: str | None, reason: str) -> ConfigError:
+        return ConfigError(f"{file}:{_line(text, 'content', key)}: [content] {reason}")
+
+    if not isinstance(table, dict):
+        raise fail(None, "must be a table")
+    for key in table:
+        if key not in _CONTENT_KEYS:
+            raise fail(key, f"{key}: unknown (known: {', '.join(_CONTENT_KEYS)})")
+    mode = table.get("mode", "tiered")
+    if mode not in CONTENT_MODES:
+        raise fail("mode", f"mode must be one of {', '.join(CONTENT_MODES)}")
+    shares = {}
+    for key, default, low_ok in (("sample", 0.05, True), ("slowest", 0.99, False), ("costliest", 0.99, False)):
+        try:
+            share = _fraction(table.get(key, default), f"{key}")
+        except ValueError as exc:
+            raise fail(key, str(exc)) from None
+        if not (0 <= share <= 1 if low_ok else 0 < share <= 1):
+            bound = "from 0 to 100%" if low_ok else "above 0 and at most 100% (1: no span is kept for it)"
+            raise fail(key, f"{key} must be {bound}, got {share:g}")
+        shares[key] = share
+    try:
+        window = _seconds(table.get("window", "15m"), "window")
+    except ValueError as exc:
+        raise fail("window", str(exc)) from None
+    if not 60 <= window <= 86400:
+        raise fail("window", "window must be from 1m to 1d")
+    on_burn = table.get("on_burn", True)
+    if not isinstance(on_burn, bool):
+        raise fail("on_burn", "on_burn must be true or false")
+    min_samples = table.get("min_samples", 50)
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
+        raise fail("min_samples", "min_samples must be a whole number of at least 1")
+    return ContentPolicy(mode=mode, sample=shares["sample"], slowest=shares["slowest"],
+                         costliest=shares["costliest"], window_s=window, on_burn=on_burn, min_samples=min_samples)
+
+
+_NOTIFY_KEYS = ("type", "url", "url_from_env", "command", "severity", "min_interval", "timeout", "retries",
+                "headers", "headers_from_env")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+
+
+def _notify(file: Path, text: str, index: int, entry: Any) -> NotifyTarget:
+    """One [[notify]] table; every mistake names its line."""
+    def fail(key: str | None, reason: str) -> ConfigError:
+        return ConfigError(f"{file}:{_line(text, 'notify', key, index)}: [[notify]] #{index + 1}: {reason}")
+
+    if not isinstance(entry, dict):
+        raise fail(None, "must be a table")
+    for key in entry:
+        if key not in _NOTIFY_KEYS:
+            raise fail(key, f"unknown key {key!r} (known: {', '.join(sorted(_NOTIFY_KEYS))})")
+    kind = entry.get("type")
+    if kind not in NOTIFY_TYPES:
+        raise fail("type", f"type must be one of {', '.join(NOTIFY_TYPES)}")
+    url = entry.get("url")
+    url_env = entry.get("url_from_env")
+    command: tuple[str, ...] = ()
+    if kind == "command":
+        for key in ("url", "url_from_env", "headers", "headers_from_env"):
+            if key in entry:
+                raise fail(key, f"{key} is for webhook and slack targets; a command gets the alert on stdin")
+        argv = entry.get("command")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
+            raise fail("command", "command must be a list of program and arguments, e.g. [\"/usr/local/bin/page\", "
+                                  "\"--team\", \"llm\"] (it runs without a shell)")
+        command = tuple(argv)
+    else:
+        if "command" in entry:
+            raise fail("command", "command is for type = \"command\"")
+        if (url is None) == (url_env is None):
+            raise fail("url", "give url or url_from_env (the name of an environment variable holding the URL)")
+        if url is not None and (not isinstance(url, str) or not re.match(r"^https?://[^/\s]+", url)):
+            raise fail("url", "url must be an http:// or https:// URL")
+        if url_env is not None and (not isinstance(url_env, str) or not _ENV_NAME.match(url_env)):
+            raise fail("url_from_env", "url_from_env must be the name of an environment variable")
+        if kind == "slack":
+            for key in ("headers", "headers_from_env"):
+                if key in entry:
+                    raise fail(key, f"{key} is for webhook targets (a Slack incoming webhook needs none)")
+    headers = _notify_headers(entry, "headers", fail)
+    from_env = _notify_headers(entry, "headers_from_env", fail)
+    for name, value in from_env:
+        if not _ENV_NAME.match(value):
+            raise fail("headers_from_env", f"headers_from_env {name}: {value!r} is not an environment variable name")
+    for name, _value in headers:
+        if name.lower() in ("authorization", "proxy-authorization", "cookie"):
+            raise fail("headers", f"headers {name}: a secret does not belong in the file; name the environment "
+                                  f"variable that holds it: headers_from_env = {{ {name} = \"WEBHOOK_TOKEN\" }}")
+    severity = entry.get("severity", list(SEVERITIES))
+    if not isinstance(severity, list) or not severity or not all(s in SEVERITIES for s in severity):
+        raise fail("severity", f"severity must be a list of {', '.join(SEVERITIES)}, e.g. [\"page\"]")
+    retries = entry.get("retries", 3)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
+        raise fail("retries", "retries must be a whole number from 0 to 10")
+    durations = {}
+    for key, default in (("min_interval", "10m"), ("timeout", "10s")):
+        try:
+            durations[key] = _seconds(entry.get(key, default), key)
+        except ValueError as exc:
+            raise fail(key, f"{key}: {exc}") from None
+    if durations["min_interval"] < 0:
+        raise fail("min_interval", "min_interval must not be negative (0: no rate limit)")
+    if not 0 < durations["timeout"] <= 300:
+        raise fail("timeout", "timeout must be above 0 and at most 5m")
+    return NotifyTarget(type=kind, url=url, url_from_env=url_env, command=command,
+                        severity=tuple(s for s in SEVERITIES if s in severity),
+                        min_interval_s=durations["min_interval"], timeout_s=durations["timeout"], retries=retries,
+                        headers=headers, headers_from_env=from_env)
+
+
+def _notify_headers(entry: dict, key: str, fail: Any) -> tuple[tuple[str, str], ...]:
+    table = entry.get(key, {})
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise fail(key, f"{key} must be a table of header name = string, e.g. {key} = {{ X-Team = \"llm\" }}")
+    for name, value in table.items():
+        if not _HEADER_NAME.match(name) or "\n" in value or "\r" in value:
+            raise fail(key, f"{key} {name!r}: not a valid header name or value")
+    return tuple(table.items())
 
 
 def _sessions(file: Path, text: str, table: Any) -> SessionSettings:
@@ -357,6 +540,37 @@ def _drift_settings(settings: AlertSettings, drift: Any) -> None:
         settings.drift_signals = tuple(signals)
 
 
+def _runaway_settings(settings: AlertSettings, table: Any) -> None:
+    """[alerts.runaway]: repeats, conversation_repeats, max_steps, max_tokens, max_cost, window, severity."""
+    if not isinstance(table, dict):
+        raise ValueError("[alerts.runaway] runaway: must be a table")
+    _reject_unknown("[alerts.runaway]", table, ("repeats", "conversation_repeats", "max_steps", "max_tokens",
+                                                 "max_cost", "window", "severity"))
+    for key, attribute, low in (("repeats", "runaway_repeats", 2),
+                                ("conversation_repeats", "runaway_conversation_repeats", 2),
+                                ("max_steps", "runaway_max_steps", 1),
+                                ("max_tokens", "runaway_max_tokens", 1)):
+        if key in table:
+            value = table[key]
+            if isinstance(value, bool) or not isinstance(value, int) or (value != 0 and value < low):
+                raise ValueError(f"[alerts.runaway] {key}: must be a whole number of at least {low} (0: off)")
+            setattr(settings, attribute, value)
+    if "max_cost" in table:
+        settings.runaway_max_cost_usd = _money(table["max_cost"], "[alerts.runaway] max_cost")
+    if "window" in table:
+        try:
+            settings.runaway_window_s = _seconds(table["window"], "[alerts.runaway] window")
+        except ValueError as exc:
+            message = str(exc)
+            raise ValueError(message if message.startswith("[") else f"[alerts.runaway] window: {message}") from None
+        if not 60 <= settings.runaway_window_s <= 86400:
+            raise ValueError("[alerts.runaway] window: must be from 1m to 1d")
+    if "severity" in table:
+        if table["severity"] not in SEVERITIES:
+            raise ValueError(f"[alerts.runaway] severity: must be one of {', '.join(SEVERITIES)}")
+        settings.runaway_severity = table["severity"]
+
+
 def _alert_settings(file: Path, text: str, budgets: Any, alerts: Any) -> AlertSettings:
     settings = AlertSettings()
     if not isinstance(budgets, dict) or not isinstance(alerts, dict):
@@ -371,7 +585,7 @@ def _alert_settings(file: Path, text: str, budgets: Any, alerts: Any) -> AlertSe
             settings.tokens_per_call[feature] = tokens
         _reject_unknown("[alerts]", alerts, sorted({
             "prompt_regression_factor", "cache_hit_drop", "error_spike", "error_spike_window", "provider_health",
-            "min_calls", "clear_after", "drift"}))
+            "min_calls", "clear_after", "drift", "bell", "runaway"}))
         if "prompt_regression_factor" in alerts:
             settings.prompt_regression_factor = float(alerts["prompt_regression_factor"])
             if settings.prompt_regression_factor <= 1:
@@ -380,6 +594,10 @@ def _alert_settings(file: Path, text: str, budgets: Any, alerts: Any) -> AlertSe
             settings.cache_hit_drop = _fraction(alerts["cache_hit_drop"], "[alerts] cache_hit_drop")
         if "min_calls" in alerts:
             settings.min_calls = int(alerts["min_calls"])
+        if "bell" in alerts:
+            if not isinstance(alerts["bell"], bool):
+                raise ValueError("[alerts] bell: must be true or false")
+            settings.bell = alerts["bell"]
         if "clear_after" in alerts:
             settings.clear_after_s = _seconds(alerts["clear_after"], "[alerts] clear_after")
         if "error_spike_window" in alerts:
@@ -395,6 +613,7 @@ def _alert_settings(file: Path, text: str, budgets: Any, alerts: Any) -> AlertSe
         if "ttft_rise" in health:
             settings.ttft_rise = float(health["ttft_rise"])
         _drift_settings(settings, alerts.get("drift") or {})
+        _runaway_settings(settings, alerts.get("runaway") or {})
     except (ValueError, TypeError) as exc:
         message = str(exc)
         # Messages name their table, "[budgets.tokens_per_call] support: …": find that table's line.

@@ -17,9 +17,11 @@ from typing import Any
 import aiosqlite
 
 from llmobs_tui.filtering import Filter, regexp
-from store import cohort
+from store import cohort, tool_rollups
 from store import dashboards as q
+from store import metrics as metric_store
 from store import sessions as conv
+from store.alerts import span_raws_query
 from store.changes import Change, changes_query, parse_changes
 from store.charts import Charts, charts_queries, parse_charts
 from store.cohort import CallCohort, TraceCohort
@@ -34,7 +36,7 @@ from store.content_index import (
     text_matches_query,
 )
 from store.drift import Drift, drift_queries, parse_drift
-from store.queries import GroupStats, ToolStats, parse_tool_calls, tool_calls_query
+from store.queries import GroupStats, ToolStats
 from store.span_detail import Attribute, SpanDetail, decode_span_detail
 from store.trends import Trends, parse_trends, trends_queries
 
@@ -172,11 +174,40 @@ class StoreReader:
         return parse_trends(metric, by, window_s, now_s, rows, top_n, others)
 
     async def tool_calls(self, window_s: float, now_s: float) -> list[ToolStats]:
-        """Tool calls per tool over the window, from the tool spans (they are not in the rollups)."""
+        """Tool calls per tool over the window, from the calls the writer keeps (store/tool_rollups.py)."""
         now_ns = int(now_s * 1e9)
-        sql, params = tool_calls_query(now_ns - int(window_s * 1e9), now_ns)
+        sql, params = tool_rollups.tool_calls_query(now_ns - int(window_s * 1e9), now_ns)
         rows = await self._snapshot({"rows": q.Query(sql, params)})
-        return parse_tool_calls(("tool",), rows["rows"])
+        return tool_rollups.parse_tool_calls(rows["rows"])
+
+    async def metrics(self, window_s: float, now_s: float) -> metric_store.MetricsOverview:
+        """The Metrics screen's list: every OTLP metric series seen in the window (store/metrics.py)."""
+        queries = {key: q.Query(sql, params)
+                   for key, (sql, params) in metric_store.overview_queries(window_s, now_s).items()}
+        return metric_store.parse_overview(await self._snapshot(queries), window_s)
+
+    async def metric_chart(self, name: str, window_s: float, now_s: float) -> metric_store.MetricChart:
+        """One metric over the window, per series (histograms: p50 and p95 of all its series)."""
+        rows = await self._snapshot({"chart": q.Query(*metric_store.chart_query(name, window_s, now_s))})
+        return metric_store.parse_chart(name, window_s, now_s, rows["chart"])
+
+    async def serving_saturation(self, now_s: float) -> metric_store.ServingSaturation | None:
+        """Model servers' queue and KV cache, for the Overview's Saturation card (None: none report)."""
+        rows = await self._snapshot({"rows": q.Query(*metric_store.saturation_query(now_s))})
+        return metric_store.parse_saturation(rows["rows"])
+
+    async def runaway(self, detector: Any, settings: Any, now_s: float) -> Any:
+        """Runaway agents (a RunawayReport): `detector`'s reads in one snapshot (and the blobs of any
+        tool span it has not digested, in a second), its arithmetic in a thread (digesting new tool
+        spans' arguments is CPU, and must not hold the UI). One detector per screen: it keeps digests."""
+        queries = {name: q.Query(sql, params) for name, (sql, params) in detector.queries(settings, now_s).items()}
+        rows = await self._snapshot(queries) if queries else {}
+        missing = detector.missing(settings, rows)
+        raws: dict[int, bytes | None] = {}
+        if missing:
+            sql, params = span_raws_query(missing)
+            raws = dict((await self._snapshot({"raws": q.Query(sql, params)}))["raws"])
+        return await asyncio.to_thread(detector.report, settings, now_s, rows, raws)
 
     async def trace(self, trace_id: bytes) -> TraceDetail:
         rows = await self._snapshot({"spans": q.trace_spans_query(trace_id),

@@ -17,12 +17,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmobs_tui.config import DEMO_CONFIG, Config, ConfigError, load_config
 
 if TYPE_CHECKING:  # loaded lazily: `--help` and `--version` stay fast
     from llmobs_tui.backend import BackendConfig
+    from receiver.content_tiers import ContentPolicy
     from receiver.pipeline import PipelineConfig
     from receiver.prices import PriceTable
     from receiver.tls import TlsFiles
@@ -37,7 +38,7 @@ _NEEDS_CONFIG = frozenset({"tui", "demo", "serve", "report", "check", "attach"})
 _NEEDS_PRICES = frozenset({"tui", "demo", "serve", "attach", "prices", "reprice"})
 _LISTENS = frozenset({"tui", "demo", "serve"})
 # Commands on "the" store, where $LLMOBS_DB applies; demo and attach keep stores of their own.
-_USES_MAIN_STORE = frozenset({"tui", "serve", "report", "check", "export", "reprice", "traces", "show"})
+_USES_MAIN_STORE = frozenset({"tui", "serve", "report", "check", "export", "reprice", "traces", "show", "forget"})
 
 
 class SettingsError(ValueError):
@@ -99,6 +100,8 @@ class Settings:
     """`--forward`: an upstream OTLP endpoint that gets a copy of every stored batch (default None)."""
     query_port: int | None = None
     """`serve --query-port`: the backfill/tail service for `attach` (default None: off)."""
+    metrics_port: int | None = None
+    """`serve --metrics-port`: Prometheus GET /metrics on a port of its own (default None: only on the HTTP port)."""
 
     # --- ingest ------------------------------------------------------------------------------
     decoders: int = 0
@@ -106,7 +109,9 @@ class Settings:
     redact: bool = True
     """Not `--no-redact`: redact e-mails, phones, cards and keys in stored content (default on)."""
     keep_content: bool = True
-    """Not `--no-content`: store prompts and completions at all (default on)."""
+    """Not `--no-content` / `--content none`: store prompts and completions at all (default on)."""
+    content: ContentPolicy | None = None
+    """`--content` with llmobs.toml's [content] table: which spans keep content (default None: all)."""
     content_index: bool = True
     """Not `--no-search-index`: index stored content for `text:` search, off the ack path (default on)."""
     max_attr_bytes: int = 256 * 1024
@@ -144,6 +149,8 @@ class Settings:
     """`attach HOST:PORT`, as given (checked by the command)."""
     ca_file: str | None = None
     """`attach --ca`: a certificate (or CA) to trust for a TLS query port (default None)."""
+    forget: tuple[str, str] | None = None
+    """`forget --user/--conversation/--tenant ID`: what to delete, as (kind, id) (checked by the parser)."""
 
     @property
     def demo(self) -> bool:
@@ -159,6 +166,8 @@ class Settings:
             prices_file=self.prices_file,
             redact=self.redact,
             keep_content=self.keep_content,
+            content=self.content,
+            burn_source=self._burn_source(),
             content_index=self.content_index,
             max_attr_bytes=self.max_attr_bytes,
             dimension_keys=dict(self.config.dimension_keys),
@@ -167,6 +176,15 @@ class Settings:
             retention_s=self.retention_s,
             max_db_bytes=self.max_db_bytes,
         )
+
+    def _burn_source(self) -> Any:
+        """The SLO burn check a tiered content policy with on_burn asks (None: nothing to ask)."""
+        content = self.content
+        if content is None or content.mode != "tiered" or not content.on_burn or not self.rules.slos:
+            return None
+        from llmobs_tui.alerting.notify import BurnWatch
+
+        return BurnWatch(self.db_path, self.rules)
 
     def backend_config(self) -> BackendConfig:
         """The embedded or headless backend's settings; the bind and TLS were checked when these
@@ -235,6 +253,7 @@ class Settings:
             # through dimension_keys, like every dimension).
             config.dimension_keys["variant"] = tuple(variant_keys)
 
+        content = _content_policy(given.get("content"), given.get("no_content", False), config.content)
         export_dir = given.get("export_dir")
         return cls(
             command=command,
@@ -255,9 +274,11 @@ class Settings:
             tls=tls,
             forward=given.get("forward"),
             query_port=given.get("query_port"),
+            metrics_port=given.get("metrics_port"),
             decoders=given.get("decoders", 0),
             redact=not given.get("no_redact", False),
-            keep_content=not given.get("no_content", False),
+            keep_content=content is None or content.mode != "none",
+            content=content,
             content_index=not given.get("no_search_index", False),
             max_attr_bytes=given.get("max_attr_size", 256 * 1024),
             verbose=given.get("verbose", False),
@@ -275,4 +296,21 @@ class Settings:
             force=given.get("force", False),
             attach_target=given.get("target", ""),
             ca_file=given.get("ca"),
+            forget=next(((kind, given[kind]) for kind in ("user", "conversation", "tenant") if given.get(kind)), None),
         )
+
+
+def _content_policy(flag: str | None, no_content: bool, table: ContentPolicy | None) -> ContentPolicy | None:
+    """`--content` wins over [content] mode; `--no-content` is `--content none`. None: keep all content."""
+    from dataclasses import replace
+
+    from receiver.content_tiers import ContentPolicy
+
+    if no_content and flag not in (None, "none"):
+        raise SettingsError(f"--no-content and --content {flag} contradict each other (--no-content is --content none)")
+    mode = "none" if no_content else flag
+    if mode is None:
+        return table if table is not None and table.mode != "all" else None
+    if mode == "all":
+        return None
+    return replace(table or ContentPolicy(), mode=mode)

@@ -13,10 +13,12 @@ import pickle
 import signal
 import traceback
 from collections.abc import Iterator
-from multiprocessing.connection import Connection
+from multiprocessing import AuthenticationError
+from multiprocessing.connection import Client, Connection
 from typing import Any
 
-from receiver import protocol
+from receiver import content_tiers, protocol
+from receiver.metrics_normalize import decode_metrics
 from receiver.normalize import IngestOptions, Normalizer, Rejections
 from receiver.otlp import OtlpDecodeError, decode_body
 from receiver.prices import PriceTable
@@ -41,21 +43,72 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
         dimension_keys=options["dimension_keys"],
         redact_patterns=tuple(options.get("redact_patterns", ())),
         drop_keys=tuple(options.get("drop_keys", ())),
+        content=options.get("content"),
     ))
     max_body = options.get("max_body_bytes", 128 << 20)
+    writer = WriterLink(options["batch_address"], options["batch_authkey"])
     tune_for_throughput()
-    while True:
-        try:
-            frame = inbox.recv_bytes()
-        except (EOFError, OSError):
-            return
-        if not frame:
-            return
-        try:
-            for reply in handle(normalizer, frame, max_body):
-                outbox.send_bytes(reply)
-        except (BrokenPipeError, OSError):
-            return
+    try:
+        while True:
+            try:
+                frame = inbox.recv_bytes()
+            except (EOFError, OSError):
+                return
+            if not frame:
+                return
+            if content_tiers.is_control(frame):  # the main process: which SLO scopes are burning
+                if normalizer.tiers is not None:
+                    normalizer.tiers.set_burning(content_tiers.decode_burning(frame))
+                continue
+            try:
+                for reply in handle(normalizer, frame, max_body):
+                    if reply[:1] != protocol.TAG_BATCH:
+                        outbox.send_bytes(reply)
+                    elif not writer.send(reply):
+                        # The writer is gone (it is being restarted): the request fails, retryably, and
+                        # its remaining slices are not normalized for nothing.
+                        outbox.send_bytes(protocol.TAG_UNDELIVERED + pickle.dumps(
+                            (protocol.batch_request_id(reply), "the writer process is not running")))
+                        break
+            except (BrokenPipeError, OSError):
+                return
+    finally:
+        writer.close()
+
+
+class WriterLink:
+    """This decoder's connection to the writer's socket (store/batch_inlet.py): batches go straight
+    to the writer, not through the main process. Connects on first use, and again after the writer
+    was restarted (it listens on the same path)."""
+
+    def __init__(self, address: str, authkey: bytes) -> None:
+        self.address = address
+        self.authkey = authkey
+        self._connection: Connection | None = None
+
+    def send(self, frame: bytes) -> bool:
+        """Deliver a batch; False when no writer takes it (none listening, or it died mid-send).
+        One reconnect: the first send after a writer restart fails on the old connection."""
+        for _attempt in range(2):
+            if self._connection is None:
+                try:
+                    self._connection = Client(self.address, family="AF_UNIX", authkey=self.authkey)
+                except (OSError, EOFError, AuthenticationError):
+                    return False
+            try:
+                self._connection.send_bytes(frame)
+                return True
+            except (OSError, EOFError):
+                self.close()
+        return False
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except OSError:
+                pass
+            self._connection = None
 
 
 # Spans (or log records) per batch sent on to the writer. A request larger than this is normalized
@@ -79,9 +132,7 @@ def handle(normalizer: Normalizer, frame: bytes, max_body: int) -> Iterator[byte
         yield protocol.TAG_INVALID + pickle.dumps((req_id, f"could not decode request: {exc!r}"))
         return
     if signal_name == "metrics":
-        # Metrics are accepted so that an SDK exporting all signals works, but not stored:
-        # every figure the TUI shows is derived from spans.
-        yield protocol.TAG_DONE + pickle.dumps((req_id, count_data_points(message), 0, ""))
+        yield from handle_metrics(req_id, message, received_ns)
         return
     rejections = Rejections()
     held = None  # one slice is held back, so that the last one sent can carry the final mark
@@ -114,6 +165,25 @@ def handle(normalizer: Normalizer, frame: bytes, max_body: int) -> Iterator[byte
         yield protocol.TAG_DONE + pickle.dumps((req_id, 0, rejections.count, rejections.message()))
         return
     yield protocol.encode_batch((req_id, *held, rejections.count, rejections.message(), True))
+
+
+def handle_metrics(req_id: int, message: Any, received_ns: int) -> Iterator[bytes]:
+    """Metric data points go to the writer as a batch like spans; their rows ride as a ninth,
+    last element of the batch tuple (store/writer_process.py reads it when present), the spans and
+    logs lists empty."""
+    try:
+        rows, rejected = decode_metrics(message, received_ns)
+    except Exception as exc:
+        log.error("metrics normalizer failed on request %s: %s", req_id, traceback.format_exc())
+        yield protocol.TAG_INVALID + pickle.dumps((req_id, f"could not normalize request: {exc!r}"))
+        return
+    if not rows:
+        yield protocol.TAG_DONE + pickle.dumps((req_id, 0, rejected.count, rejected.message()))
+        return
+    # One batch, not slices: the points a series cap drops are known only in the writer, and the
+    # main process takes a request's rejections from its final slice alone. Metric requests are
+    # small (an SDK sends one point per series and interval); 100k points commit in about a second.
+    yield protocol.encode_batch((req_id, [], [], {}, {}, rejected.count, rejected.message(), True, rows))
 
 
 def slices(signal_name: str, request: Any, size: int) -> Iterator[Any]:

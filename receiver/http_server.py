@@ -8,7 +8,6 @@ own encoding, as the OTLP/HTTP spec asks; overload answers 503 with Retry-After.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,9 +20,10 @@ from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
 from receiver.auth import TokenCheck
-from receiver.grpc_server import PortInUse, port_in_use_message, success_response
-from receiver.listener import OtlpListener
+from receiver.grpc_server import success_response
+from receiver.listener import OtlpListener, bind_site
 from receiver.pipeline import IngestPipeline, InvalidRequest, Overloaded, Unavailable
+from receiver.prometheus import MetricsSource, metrics_response
 from receiver.tls import TlsFiles
 
 log = logging.getLogger("llmobs.http")
@@ -79,30 +79,20 @@ class OtlpHttpServer(OtlpListener):
         # Clients that failed the TLS handshake: a plaintext client, a scanner, one that does not trust
         # the certificate. Counted, not logged: one line per connection would drown a terminal.
         self.tls_handshakes_failed = 0
+        self._metrics: MetricsSource | None = None
 
     async def start(self) -> int:
         app = web.Application(client_max_size=self.max_body_bytes)
         for signal in ("traces", "logs", "metrics"):
             app.router.add_post(f"/v1/{signal}", self._handler(signal), expect_handler=self._expect)
+        app.router.add_get("/metrics", self._get_metrics)
         # No access log: one line per export request would drown a terminal. Requests that are not
         # HTTP/1.1 at all (a gRPC exporter's HTTP/2 preface, a TLS handshake) never reach a handler:
         # aiohttp answers 400 and logs them through `logger`, which counts them (ProtocolMistakes).
         runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False,
                                logger=ProtocolMistakes(self))
-        await runner.setup()
         ssl_context = self.tls.server_context(self._handshake_failed) if self.tls is not None else None
-        site = web.TCPSite(runner, self.host, self.requested_port, reuse_port=False, ssl_context=ssl_context)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            if exc.errno == errno.EADDRINUSE:
-                raise PortInUse(port_in_use_message("OTLP/HTTP", self.host, self.requested_port,
-                                                               "--http-port")) from None
-            raise OSError(f"cannot listen for OTLP/HTTP on {self.host}:{self.requested_port}: "
-                          f"{exc.strerror or exc}") from exc
-        addresses = runner.addresses  # the one site's bound (host, port, ...)
-        self.port = addresses[0][1] if addresses else self.requested_port
+        self.port = await bind_site(runner, self.host, self.requested_port, ssl_context, "OTLP/HTTP", "--http-port")
         self._runner = runner
         return self.port
 
@@ -141,6 +131,17 @@ class OtlpHttpServer(OtlpListener):
             return refused
         await _default_expect_handler(request)  # sends "100 Continue"
         return None
+
+    @property
+    def metrics(self) -> MetricsSource:
+        """GET /metrics: the store's totals for Prometheus, behind the same token as /v1/*."""
+        if self._metrics is None:
+            self._metrics = MetricsSource(self.pipeline.config.db_path)
+        return self._metrics
+
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        refused = self._refusal(request)
+        return refused if refused is not None else await metrics_response(self.metrics)
 
     def _handler(self, signal: str) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def export(request: web.Request) -> web.Response:

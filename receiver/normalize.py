@@ -19,13 +19,14 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import zstandard
 
 from receiver import semconv as sc
+from receiver.content_tiers import ContentPolicy, ContentTiers
 from receiver.nesting import MARKER_BYTES as NESTING_MARKER_BYTES
 from receiver.prices import CANONICAL_PROVIDERS, PriceTable, canonical_provider
 from receiver.redact import DEFAULT_REDACTOR, Redactor
@@ -560,6 +561,8 @@ class IngestOptions:
     # and attribute keys removed before storage ("key" exact, "prefix.*" / "prefix*" by prefix; always).
     redact_patterns: tuple[str, ...] = ()
     drop_keys: tuple[str, ...] = ()
+    # `--content` (receiver/content_tiers.py); None: all content kept. `keep_content=False` wins (mode none).
+    content: ContentPolicy | None = None
 
 
 @dataclass(slots=True)
@@ -617,6 +620,13 @@ class Normalizer:
         self._drop_exact = frozenset(k for k in drops if not k.endswith("*"))
         self._drop_prefixes = tuple(k.rstrip("*") for k in drops if k.endswith("*"))
         self._dropping = bool(drops)
+        content = self.options.content
+        if content is not None and content.mode == "none":
+            self.options = replace(self.options, keep_content=False)
+        # The tiered content policy's state (None: keep all content, or none with keep_content off).
+        self.tiers: ContentTiers | None = (
+            ContentTiers(content) if content is not None and content.mode == "tiered" and self.options.keep_content
+            else None)
 
     # -- resources and scopes --
 
@@ -808,20 +818,6 @@ class Normalizer:
         refused = (kind in sc.BILLABLE_KINDS and bool(content_indexes or content_events)
                    and _refused(attributes, content_indexes, content_events))
 
-        # Content: redact (or drop) before anything is written.
-        if content_indexes or content_events:
-            if not self.options.keep_content:
-                for index in reversed(content_indexes):
-                    del attributes[index]
-                kept = [e for e in events if e.name not in sc.CONTENT_EVENTS]
-                if len(kept) != len(events):
-                    del events[:]
-                    events.extend(kept)
-                flags |= m.FLAG_CONTENT_DROPPED
-            elif self.options.redact:
-                # The pass over every string of the span, below, redacts the content with the rest.
-                flags |= m.FLAG_REDACTED
-
         start_ns: int = span.start_time_unix_nano
         end_ns: int = span.end_time_unix_nano
 
@@ -955,6 +951,30 @@ class Normalizer:
         prompt_version = _dim_text(values[F_PROMPT_VERSION])
         conversation_id = _dim_text(values[F_CONVERSATION])
         user_id = _dim_text(values[F_USER])
+
+        # Content: drop it (--content none, or no tier of --content tiered keeps it) or redact it,
+        # before anything is written. Decided here, once status, duration, cost and dimensions are known.
+        if content_indexes or content_events:
+            tier = 0
+            if not self.options.keep_content:
+                tier = m.TIER_NONE
+            elif self.tiers is not None:
+                tier = self.tiers.decide(  # positional: a keyword call costs a tenth of the decision
+                    span.trace_id, span.span_id, kind in sc.BILLABLE_KINDS, own_error_class, failed,
+                    validation_marker, duration_ns, cost_nusd, response_model or request_model,
+                    operation or name[:128], own_feature, received_ns)
+            flags |= tier << m.CONTENT_TIER_SHIFT
+            if tier in m.DROPPED_TIERS:
+                for index in reversed(content_indexes):
+                    del attributes[index]
+                kept = [e for e in events if e.name not in sc.CONTENT_EVENTS]
+                if len(kept) != len(events):
+                    del events[:]
+                    events.extend(kept)
+                flags |= m.FLAG_CONTENT_DROPPED
+            elif self.options.redact:
+                # The pass over every string of the span, below, redacts the content with the rest.
+                flags |= m.FLAG_REDACTED
 
         # Keep the span itself, compactly; cut oversize values first.
         blob = span.SerializeToString()
@@ -1158,7 +1178,8 @@ class Normalizer:
                 elif kv.key == "gen_ai.evaluation.score.value":
                     eval_score = _float(any_value(kv.value))
         is_content = event_name in sc.CONTENT_EVENTS
-        if is_content and not self.options.keep_content:
+        if is_content and (not self.options.keep_content or (
+                self.tiers is not None and not self.tiers.keeps_log(trace_id, span_id))):
             record.ClearField("body")
             kept = [kv for kv in attrs if kv.key not in sc.CONTENT_KEYS]
             if len(kept) != len(attrs):

@@ -1,12 +1,13 @@
 """The ingest pipeline as seen from the process that owns the sockets (and, in the TUI, the screen).
 
     servers ──submit(bytes)──▶ IngestPipeline ──▶ decoder processes (decode + normalize + price)
-                                     ▲                    │ tagged, pickled batch
-                                     │                    ▼
+                                     ▲                    │ tagged, pickled batch, over the writer's
+                                     │                    ▼ Unix socket (store/batch_inlet.py)
                               ack after COMMIT ◀── writer process (one connection, group commit)
 
-The main process never decodes or writes: it forwards bytes and resolves one future per export
-request when the writer has committed it, which is when the exporter gets its answer. A full
+The main process never decodes or writes: it forwards request bytes to a decoder and resolves one
+future per export request when the writer has committed it, which is when the exporter gets its
+answer. Batches do not pass through it. A full
 pipeline answers at once with `Overloaded` (OTLP's retryable RESOURCE_EXHAUSTED / 503) instead of
 queueing without bound. A crashed child fails the requests it held (retryable) and is restarted.
 """
@@ -20,14 +21,19 @@ import logging
 import multiprocessing
 import os
 import pickle
+import secrets
+import shutil
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from receiver import protocol, semconv
-from receiver.writer_feed import FeedClosed, WriterFeed
+from receiver import content_tiers, protocol, semconv
+from receiver.allocator import cap_malloc_arenas
+from receiver.child_feed import ChildFeed, FeedClosed
 
 log = logging.getLogger("llmobs.pipeline")
 
@@ -82,9 +88,20 @@ class PipelineConfig:
     max_body_bytes: int = 128 << 20
     max_batch_rows: int = 8192
     content_index: bool = True  # index stored content for `text:` search (store/content_index.py)
+    # Where the writer listens for the decoders' batches, and the key they prove themselves with
+    # (store/batch_inlet.py); set by IngestPipeline.start.
+    batch_socket: dict[str, Any] = field(default_factory=dict)
+    # `--content` and [content] (receiver/content_tiers.py); None: all content (or none without keep_content).
+    content: content_tiers.ContentPolicy | None = None
+    # With a tiered policy and on_burn: called in a thread every burn_interval_s, it returns the
+    # (feature, model) scopes whose SLO is burning (llmobs_tui/alerting/notify.py BurnWatch). Stays in
+    # this process: never in the children's options.
+    burn_source: Callable[[], frozenset[tuple[str | None, str | None]]] | None = None
+    burn_interval_s: float = 30.0
 
     def decoder_options(self) -> dict[str, Any]:
         return {
+            **self.batch_socket,
             "prices_file": self.prices_file,
             "redact": self.redact,
             "keep_content": self.keep_content,
@@ -93,11 +110,13 @@ class PipelineConfig:
             "redact_patterns": tuple(self.redact_patterns),
             "drop_keys": tuple(self.drop_keys),
             "max_body_bytes": self.max_body_bytes,
+            "content": self.content,
         }
 
     def writer_options(self) -> dict[str, Any]:
         return {
             "db_path": self.db_path,
+            **self.batch_socket,
             "retention_s": self.retention_s,
             "max_db_bytes": self.max_db_bytes,
             "max_batch_rows": self.max_batch_rows,
@@ -115,6 +134,21 @@ class PipelineConfig:
             return PriceTable.load(self.prices_file).records()
         except PriceFileError:
             return None
+
+
+def batch_socket_address() -> tuple[str, str | None]:
+    """Where the writer listens for the decoders' batches, and the directory to remove at the end.
+    On Linux an abstract socket: it has no file, so no temp-directory cleaner can delete it from
+    under a serve that runs for weeks (the decoders connect anew after a restart). Elsewhere a
+    socket in a private directory; its path must fit in 107 bytes, which a long $TMPDIR (macOS's
+    is ~50 characters) can break: then /tmp."""
+    if sys.platform.startswith("linux"):
+        return "\0llmobs-writer-" + secrets.token_hex(8), None
+    directory = tempfile.mkdtemp(prefix="llmobs-")
+    if len(directory) > 80 and os.path.isdir("/tmp"):
+        os.rmdir(directory)
+        directory = tempfile.mkdtemp(prefix="llmobs-", dir="/tmp")
+    return os.path.join(directory, "writer.sock"), directory
 
 
 @dataclass(slots=True)
@@ -155,7 +189,7 @@ class _Child:
         from_child_w.close()
         self.name = name
         self.inflight_bytes = 0
-        self.feed = WriterFeed()
+        self.feed = ChildFeed()
         self._on_message = on_message
         self._on_exit = on_exit
         self._sender = threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True)
@@ -164,10 +198,9 @@ class _Child:
         self._reader.start()
         self.alive = True
 
-    def send(self, frame: bytes, request: int | None = None) -> None:
-        """Queue a frame for the child. With `request`, it may wait for room (see WriterFeed): never
-        call it so from the event loop. Raises FeedClosed when the child is gone."""
-        self.feed.put(frame, request)
+    def send(self, frame: bytes) -> None:
+        """Queue a frame for the child (never blocks). Raises FeedClosed when the child is gone."""
+        self.feed.put(frame)
 
     def _send_loop(self) -> None:
         # Sends can block while the child is busy; they must never block the event loop.
@@ -223,7 +256,6 @@ class IngestPipeline:
         self._ids = itertools.count(1)
         self._decoders: list[_Child | None] = []
         self._writer: _Child | None = None
-        self._writer_lock = threading.Lock()
         self._writer_ready: asyncio.Future[dict[str, Any]] | None = None
         self._closing = False
         self._fatal: str | None = None
@@ -231,17 +263,24 @@ class IngestPipeline:
         self._writer_ever_ready = False  # a writer that dies before its first "ready" could not open the store
         self._writer_last: dict[str, Any] = {}
         self._writer_carried: dict[str, int] = {}
+        self._socket_dir: str | None = None
         # Monotonic times of recent restarts, per child: one crash-looping decoder must not use up
         # the writer's budget (or the other way round).
         self._restarts: dict[str, list[float]] = {}
         # Set when the pipeline has given up (a child keeps dying): `serve` exits non-zero on it so
         # that a supervisor restarts the whole process instead of it answering UNAVAILABLE forever.
         self.failed = asyncio.Event()
+        # The SLO scopes burning now, as last told to the decoders (content tiers' on_burn).
+        self.burning: frozenset[tuple[str | None, str | None]] = frozenset()
+        self._burn_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        cap_malloc_arenas()  # before the children are spawned: they inherit it
+        address, self._socket_dir = batch_socket_address()
+        self.config.batch_socket = {"batch_address": address, "batch_authkey": os.urandom(32)}
         n = self.config.decoders or max(1, os.cpu_count() or 1)
         self._writer_ready = self._loop.create_future()
         self._start_writer()
@@ -255,6 +294,10 @@ class IngestPipeline:
             raise
         for i in range(n):
             self._decoders.append(self._start_decoder(i))
+        content = self.config.content
+        if (self.config.burn_source is not None and content is not None and content.mode == "tiered"
+                and content.on_burn):
+            self._burn_task = self._loop.create_task(self._watch_burn(self.config.burn_source), name="burning SLOs")
 
     def _start_writer(self) -> None:
         from store import writer_process
@@ -265,9 +308,43 @@ class IngestPipeline:
     def _start_decoder(self, index: int) -> _Child:
         from receiver import decoder_process
 
-        return _Child(f"llmobs-decoder-{index}", decoder_process.run, self.config.decoder_options(),
-                      functools.partial(self._on_decoder_message, index),
-                      self._threadsafe(functools.partial(self._on_decoder_exit, index)))
+        child = _Child(f"llmobs-decoder-{index}", decoder_process.run, self.config.decoder_options(),
+                       self._threadsafe(self._on_decoder_reply),
+                       self._threadsafe(functools.partial(self._on_decoder_exit, index)))
+        if self.burning:  # a restarted decoder learns what its predecessor was told
+            child.send(content_tiers.encode_burning(self.burning))
+        return child
+
+    def set_burning(self, scopes: frozenset[tuple[str | None, str | None]]) -> None:
+        """Tell every decoder which (feature, model) scopes are burning: their content is kept whole."""
+        if scopes == self.burning:
+            return
+        self.burning = scopes
+        frame = content_tiers.encode_burning(scopes)
+        for decoder in self._decoders:
+            if decoder is not None and decoder.alive:
+                try:
+                    decoder.send(frame)
+                except FeedClosed:
+                    pass
+
+    async def _watch_burn(self, source: Callable[[], frozenset[tuple[str | None, str | None]]]) -> None:
+        """Ask `source` (in a thread: it reads the store) every burn_interval_s; a failure is logged once
+        and the last answer stands."""
+        failing = None
+        while not self._closing:
+            try:
+                scopes = await asyncio.to_thread(source)
+            except Exception as exc:  # a locked or young store must not stop ingest
+                if repr(exc) != failing:
+                    log.warning("could not evaluate the SLOs for content tiers: %r", exc)
+                failing = repr(exc)
+            else:
+                failing = None
+                if scopes != self.burning:
+                    log.info("content kept whole for burning SLO scopes: %s", sorted(scopes, key=str) or "none")
+                self.set_burning(scopes)
+            await asyncio.sleep(self.config.burn_interval_s)
 
     def _threadsafe(self, fn: Callable[..., None]) -> Callable[..., None]:
         loop = self._loop
@@ -284,6 +361,8 @@ class IngestPipeline:
     async def aclose(self, timeout: float = 30.0) -> None:
         """Stop: wait for in-flight requests to be committed, then let the children drain and exit."""
         self._closing = True
+        if self._burn_task is not None:
+            self._burn_task.cancel()
         deadline = time.monotonic() + timeout
         while self._pending and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -302,6 +381,8 @@ class IngestPipeline:
             if not pending.future.done():
                 pending.future.set_exception(Unavailable("llmobs-tui is shutting down"))
         self._pending.clear()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     def _join_all(self, timeout: float) -> None:
         for decoder in self._decoders:
@@ -387,30 +468,18 @@ class IngestPipeline:
 
     # -- messages from children ----------------------------------------------------------------
 
-    def _on_decoder_message(self, index: int, data: bytes) -> None:
-        """Runs on the decoder's reader thread: batches go straight on to the writer."""
+    def _on_decoder_reply(self, data: bytes) -> None:
+        """What a decoder tells this process (its batches go to the writer): a request it refused,
+        one with nothing to store, or one whose batch no writer took."""
         tag = data[:1]
-        if tag == protocol.TAG_BATCH:
-            req_id = protocol.batch_request_id(data)
-            with self._writer_lock:
-                writer = self._writer
-            if writer is not None and writer.alive:
-                try:
-                    # May wait while this request has slices queued: backpressure on this decoder.
-                    writer.send(data, request=req_id)
-                    return
-                except FeedClosed:
-                    pass
-            self._threadsafe(self._resolve)(req_id, None, Unavailable("the writer process is not running"))
-            return
-        self._threadsafe(self._on_decoder_reply)(tag, data)
-
-    def _on_decoder_reply(self, tag: bytes, data: bytes) -> None:
         payload = pickle.loads(memoryview(data)[1:])
         if tag == protocol.TAG_INVALID:
             req_id, message = payload
             self.stats.invalid_requests += 1
             self._resolve(req_id, error=InvalidRequest(message))
+        elif tag == protocol.TAG_UNDELIVERED:
+            req_id, message = payload
+            self._resolve(req_id, error=Unavailable(message))
         elif tag == protocol.TAG_DONE:
             req_id, accepted, rejected, message = payload
             self._resolve(req_id, ExportOutcome(accepted, rejected, message))
@@ -485,8 +554,7 @@ class IngestPipeline:
             return
         log.error("the writer process exited unexpectedly (exit code %s); restarting it", code)
         self.stats.restarts += 1
-        with self._writer_lock:
-            self._start_writer()
+        self._start_writer()
 
     def _on_decoder_exit(self, index: int) -> None:
         for req_id, pending in list(self._pending.items()):

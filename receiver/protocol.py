@@ -1,8 +1,8 @@
 """The framing of messages between the receiver's main process, its decoders and the writer.
 
 Kept tiny and explicit: a request to a decoder is a fixed header plus the raw body (no pickling of
-megabytes of bytes); a decoded batch is tagged so that the main process can forward it to the writer
-without unpickling it.
+megabytes of bytes); a decoded batch carries its request id ahead of the pickle, so that a decoder
+can name a batch the writer did not take without unpickling it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,14 @@ FLAG_GZIP = 2
 # req_id, signal, flags, received_ns
 REQUEST_HEADER = struct.Struct("<QBBQ")
 
-# decoder → (main) → writer: pickled (req_id, spans, logs, resources, scopes, rejected, message, final).
+# decoder → writer (store/batch_inlet.py): pickled (req_id, spans, logs, resources, scopes, rejected, message,
+# final), and for a metrics request a 9th item, its metric rows (receiver/metrics_normalize.py).
 # A large request comes as several slices; only the last is final, and carries the rejections.
 TAG_BATCH = b"B"
 BATCH_HEADER = struct.Struct("<Q")  # after TAG_BATCH: the request id, readable without unpickling
 TAG_DONE = b"D"  # decoder → main: pickled (req_id, accepted, rejected, message), nothing to store
 TAG_INVALID = b"E"  # decoder → main: pickled (req_id, message): the body is not valid OTLP
+TAG_UNDELIVERED = b"U"  # decoder → main: pickled (req_id, message): no writer took the request's batch
 TAG_STOP = b"S"  # main → writer: drain, commit and exit
 
 
@@ -40,8 +42,8 @@ def decode_request(frame: bytes) -> tuple[int, str, bool, bool, int, memoryview]
 
 
 def encode_batch(payload: tuple) -> bytes:
-    """TAG_BATCH, the request id (so the main process can route the frame without unpickling
-    megabytes), then the pickled payload, whose first item is that id."""
+    """TAG_BATCH, the request id (readable without unpickling megabytes), then the pickled payload,
+    whose first item is that id."""
     return TAG_BATCH + BATCH_HEADER.pack(payload[0]) + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 

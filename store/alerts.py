@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import operator
 import sqlite3
+import threading
 from array import array
 from collections.abc import Collection, Sequence
 from typing import Any
+
+import zstandard
 
 from store.queries import GROUP_COLUMNS, GroupStats, rollup_ranges
 from store.writer import HISTOGRAMS, ROLLUP_COUNTERS
@@ -145,17 +148,24 @@ _N_COUNTERS = len(ROLLUP_COUNTERS)
 
 # Where window_pieces cuts a range of hour rows, and of minute rows: windows of different lengths
 # share their whole days, and the windows ending now (5 minutes … 6 hours) their whole 10 minutes.
+# A day a window covers only part of is cut at whole 6 hours: today's hours, read by the 6 h, 3 d
+# and 7 d windows and the drift rule's baseline (which ends an hour earlier), were read as three
+# overlapping pieces (0–14 h, 0–15 h, 10–15 h: 34 hours of rows for 15), and so was the week's first day.
 _CUT_S = {3600: DAY_S, 60: 600}
+_PART_OF_DAY_S = 6 * 3600
 
 
 def window_pieces(start_s: int, end_s: int) -> list[tuple[int, int, int]]:
-    """rollup_ranges(start_s, end_s) with its ranges cut at UTC midnights (hour rows) and at whole
-    10 minutes (minute rows): (res, first bucket, end bucket exclusive)."""
+    """rollup_ranges(start_s, end_s) with its ranges cut at UTC midnights (hour rows; a day not whole
+    in the range at every 6 hours too) and at whole 10 minutes (minute rows): (res, first bucket,
+    end bucket exclusive)."""
     pieces = []
     for res, lo, hi in rollup_ranges(start_s, end_s):
         step = _CUT_S.get(res)
         while lo < hi:
             cut = hi if step is None else min(hi, (lo // step + 1) * step)
+            if step == DAY_S and (lo % DAY_S or cut % DAY_S):  # part of a day: its whole 6 hours
+                cut = min(cut, (lo // _PART_OF_DAY_S + 1) * _PART_OF_DAY_S)
             pieces.append((res, lo, cut))
             lo = cut
     return pieces
@@ -183,7 +193,8 @@ class SharedRollups:
     rows was read and its histograms decoded a dozen times (~0.45 µs a row to read, ~80 ns a histogram
     bucket to decode). Here a window is a set of pieces (window_pieces: whole days are shared), each
     piece one query per store snapshot summing the counters and concatenating the histograms per
-    dimension set, and each (piece, dimension set, histogram) decoded once. Counters and histogram
+    dimension set, and each (piece, group, histogram) decoded once: the blobs of the group's dimension
+    sets joined, then decoded (not each set's decoded and the dicts added). Counters and histogram
     counts are integers summed in another order: the totals are exactly grouped_rollups' (a test
     compares them). Live for one read snapshot only: the pieces are not invalidated.
 
@@ -205,7 +216,7 @@ class SharedRollups:
         self._with_counters = tuple(h for h in HISTOGRAMS if h in hists)
         self._counters: dict[tuple[int, int, int], dict[int, tuple[int, ...]]] = {}
         self._blobs: dict[tuple[tuple[int, int, int], str], dict[int, bytes | None]] = {}
-        self._decoded: dict[tuple[tuple[int, int, int], int, str], dict[int, int]] = {}
+        self._decoded: dict[tuple[tuple[int, int, int], tuple[int, ...], str], dict[int, int]] = {}
         self._dims: dict[int, dict[str, str]] | None = None
 
     def _piece(self, piece: tuple[int, int, int]) -> dict[int, tuple[int, ...]]:
@@ -223,20 +234,24 @@ class SharedRollups:
                 self._blobs[(piece, name)] = by_dims
         return counters
 
-    def _hist(self, piece: tuple[int, int, int], dims_id: int, name: str) -> dict[int, int]:
-        key = (piece, dims_id, name)
+    def _hist(self, piece: tuple[int, int, int], members: tuple[int, ...], name: str) -> dict[int, int]:
+        """Histogram `name` of a group's dimension sets over a piece: their blobs joined (one valid
+        encoding) and decoded once. Decoding each set's blob and adding the dicts cost as much again
+        as the decoding: ~100 buckets a set, a hundred sets, for every piece and histogram."""
+        key = (piece, members, name)
         counts = self._decoded.get(key)
         if counts is None:
             blobs = self._blobs.get((piece, name))
             if blobs is None:
                 blobs = self._blobs[(piece, name)] = dict(
                     self.db.execute(f"SELECT r.dims_id, {_CONCAT.format(name)} {_PIECE_WHERE}", piece).fetchall())
-            blob = blobs.get(dims_id)
-            if not blob:
+            get = blobs.get
+            joined = b"".join([blob for blob in map(get, members) if blob])
+            if not joined:
                 counts = {}
             else:
-                counts = self.decoded.get(blob) or self._previous.get(blob) or _decode(blob)
-                self.decoded[blob] = counts  # never changed: grouped() adds from it into its own dicts
+                counts = self.decoded.get(joined) or self._previous.get(joined) or _decode(joined)
+                self.decoded[joined] = counts  # never changed: grouped() adds from it into its own dicts
             self._decoded[key] = counts
         return counts
 
@@ -264,6 +279,7 @@ class SharedRollups:
         groups: dict[tuple, GroupStats] = {}
         for piece in window_pieces(start_s, end_s):
             rows = self._piece(piece)
+            members: dict[tuple, list[int]] = {}  # group key → its dimension sets with rows in the piece
             for dims_id, key in targets.items():
                 counters = rows.get(dims_id)
                 if counters is None:
@@ -272,12 +288,98 @@ class SharedRollups:
                 if group is None:
                     group = groups[key] = GroupStats(key={c: v or None for c, v in zip(columns, key)})
                 group.counters = list(map(operator.add, group.counters, counters))
+                members.setdefault(key, []).append(dims_id)
+            for key, sets in members.items():
+                group = groups[key]
                 for column, name in wanted:
                     counts = getattr(group, name)
                     get = counts.get
-                    for b, c in self._hist(piece, dims_id, column).items():
+                    for b, c in self._hist(piece, tuple(sets), column).items():
                         counts[b] = get(b, 0) + c
         # As grouped_rollups: a group can net to nothing (its calls moved to their feature).
         result = [g for g in groups.values() if any(g.counters) or g.latency or g.ttft]
         result.sort(key=lambda g: (-g["cost_nusd"], -g["calls"], tuple(str(v) for v in g.key.values())))
         return result
+
+
+# --- runaway agents (llmobs_tui/alerting/runaway.py) --------------------------------------------------
+# A running agent's root span (and its agent span) is exported when it ENDS, so while it runs the
+# store holds its LLM and tool calls under a trace whose root has not arrived (traces.root_known = 0).
+# The rule reads only what happened in its window: the newest tool spans (spans_tool_by_start) and
+# the traces of the newest spans (spans_by_start), each bounded by a row limit, never a table scan.
+
+_THREAD = threading.local()  # a zstd decompressor per thread: the engine's and the TUI's run at once
+
+
+def _decompress(raw: bytes) -> bytes:
+    decompressor = getattr(_THREAD, "zstd", None)
+    if decompressor is None:
+        decompressor = _THREAD.zstd = zstandard.ZstdDecompressor()
+    return decompressor.decompress(raw)
+
+
+RUNAWAY_TOOL_COLUMNS = ("id", "trace_id", "span_id", "tool_name", "start_ns", "root_known", "conversation_id", "raw")
+
+
+def runaway_tool_calls_query(since_ns: int, raw_after_id: int, limit: int) -> tuple[str, tuple]:
+    """The newest `limit` tool spans started since `since_ns`, with their trace's root_known and
+    conversation; `raw` only for spans.id > `raw_after_id` (those the caller has not digested yet:
+    ids grow in commit order, so a span seen before is never read twice)."""
+    return ("SELECT s.id, s.trace_id, s.span_id, s.tool_name, s.start_ns, t.root_known, t.conversation_id, "
+            "CASE WHEN s.id > ? THEN s.raw END "
+            "FROM spans s INDEXED BY spans_tool_by_start JOIN traces t ON t.trace_id = s.trace_id "
+            "WHERE s.kind = 'tool' AND s.start_ns >= ? ORDER BY s.start_ns DESC LIMIT ?",
+            (raw_after_id, since_ns, limit))
+
+
+def span_raws_query(ids: Sequence[int]) -> tuple[str, tuple]:
+    """(id, raw) of these span rows (the caller bounds `ids`: one parameter each)."""
+    return f"SELECT id, raw FROM spans WHERE id IN ({', '.join('?' * len(ids))})", tuple(ids)
+
+
+RUNAWAY_TRACE_COLUMNS = ("trace_id", "root_name", "llm_calls", "tool_calls", "tokens", "cost_nusd", "start_ns",
+                         "end_ns", "conversation_id", "last_span_id")
+
+
+def running_traces_query(since_ns: int, span_limit: int) -> tuple[str, tuple]:
+    """Traces still running: their root has not arrived and one of the newest `span_limit` spans
+    started since `since_ns` is theirs. With their steps so far (LLM calls and tool calls), tokens,
+    cost and latest span (what a finding opens the trace on). The per-trace counts run only for
+    these traces (a handful), each a range of spans_by_trace."""
+    return ("SELECT t.trace_id, t.root_name, t.llm_calls, "
+            "(SELECT count(*) FROM spans c WHERE c.trace_id = t.trace_id AND c.kind = 'tool'), "
+            "t.input_tokens + t.output_tokens, t.cost_nusd, t.start_ns, t.end_ns, t.conversation_id, "
+            "(SELECT l.span_id FROM spans l WHERE l.trace_id = t.trace_id ORDER BY l.end_ns DESC LIMIT 1) "
+            "FROM traces t WHERE t.root_known = 0 AND t.trace_id IN "
+            "(SELECT r.trace_id FROM spans r INDEXED BY spans_by_start WHERE r.start_ns >= ? "
+            "ORDER BY r.start_ns DESC LIMIT ?)",
+            (since_ns, span_limit))
+
+
+def tool_arguments_text(raw: bytes | None) -> str | None:
+    """A stored tool span's arguments (spans.raw: zstd protobuf), normalized so that the same call
+    reads the same: JSON re-serialized with sorted keys and no spacing, other text with its runs of
+    white space collapsed. None when the span carries no arguments (content not captured, or a
+    damaged blob): "the same arguments" cannot be claimed for what was never seen."""
+    import json
+
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from store.content import tool_io
+    from store.otlp_values import any_value
+
+    if not raw:
+        return None
+    try:
+        proto = Span.FromString(_decompress(raw))
+    except Exception:  # a damaged blob: no arguments to compare, never a failed evaluation
+        return None
+    arguments, _result = tool_io({kv.key: any_value(kv.value) for kv in proto.attributes})
+    if arguments is None:
+        return None
+    if isinstance(arguments, (dict, list)):
+        try:
+            return json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        except (TypeError, ValueError, RecursionError):
+            pass
+    return " ".join(str(arguments).split())

@@ -29,7 +29,11 @@ WRITER_PRAGMAS = (
     "PRAGMA wal_autocheckpoint = 0",
     # After a checkpoint resets the WAL, truncate the file back to 64 MB instead of keeping its peak.
     "PRAGMA journal_size_limit = 67108864",
-    "PRAGMA cache_size = -65536",
+    # 16 MiB of page cache: the writer's B-tree inserts touch the interior pages and the right edge of
+    # each index, which fit; leaves of the random (trace id) indexes miss whatever the size. Measured
+    # writing 100,000 heavy spans into a 2.4M-span store: 88-91 µs per span at 16, 32 and 64 MiB alike,
+    # and the writer's RSS 126 MB at 16 against 171-176 MB at 64.
+    "PRAGMA cache_size = -16384",
     "PRAGMA temp_store = MEMORY",
 )
 READER_PRAGMAS = (

@@ -101,6 +101,41 @@ FLAG_NAMES: Final = {
     FLAG_ROOT_NAME_FEATURE: "feature from root span name",
 }
 
+# Content tier (`--content`, receiver/content_tiers.py): which rule kept a span's prompts and
+# completions, or dropped them. Stored in bits 16-19 of `flags`, not a column of its own: every read
+# of a span already carries its flags (no query, row class or migration changes), and a spare nibble
+# costs nothing. 0: nothing recorded (the span carried no content, `--content all`, or an older store).
+# In SQL: `(flags >> 16) & 15`.
+CONTENT_TIER_SHIFT: Final = 16
+CONTENT_TIER_MASK: Final = 0xF << CONTENT_TIER_SHIFT
+TIER_ERROR: Final = 1  # the span failed (an API error or a failed status)
+TIER_GUARDRAIL: Final = 2  # a guardrail rejected the call, or the provider's content filter did
+TIER_VALIDATION: Final = 3  # the app could not use the output (validation failure)
+TIER_BURNING: Final = 4  # an SLO covering the span's feature/model was burning its error budget
+TIER_SLOW: Final = 5  # slower than the configured percentile of its model (or operation)
+TIER_COSTLY: Final = 6  # costlier than the configured percentile of its model
+TIER_SAMPLED: Final = 7  # its trace is in the N % kept by trace-id hash
+TIER_SAMPLED_OUT: Final = 8  # dropped: no tier kept it
+TIER_NONE: Final = 9  # dropped: `--content none` (`--no-content`)
+CONTENT_TIERS: Final = {
+    TIER_ERROR: "error",
+    TIER_GUARDRAIL: "guardrail",
+    TIER_VALIDATION: "validation",
+    TIER_BURNING: "burning",
+    TIER_SLOW: "slow",
+    TIER_COSTLY: "costly",
+    TIER_SAMPLED: "sampled",
+    TIER_SAMPLED_OUT: "sampled out",
+    TIER_NONE: "none",
+}
+DROPPED_TIERS: Final = frozenset({TIER_SAMPLED_OUT, TIER_NONE})
+
+
+def content_tier(flags: int) -> int:
+    """The content tier recorded in a span's flags (0: none recorded)."""
+    return (flags & CONTENT_TIER_MASK) >> CONTENT_TIER_SHIFT
+
+
 ERROR_CLASSES: Final = ("api", "validation", "guardrail")
 API_SUBCLASSES: Final = ("rate_limit", "provider", "client", "timeout", "network", "other")
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from store import content_index, sessions
+from store import content_index, lifetime_totals, metrics, sessions
 from store.writer import SpanWriter
 
 NS = 1_000_000_000
@@ -81,6 +81,7 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
     try:
         result.rollups += db.execute("DELETE FROM rollups WHERE res = 10 AND bucket < ?",
                                      (now_ns // NS - FINE_ROLLUP_KEEP_S,)).rowcount
+        result.rollups += metrics.retire(db, now_ns, max_age_s)  # metric points age as the rollups
         db.execute("COMMIT")
     except BaseException:
         _rollback(db)
@@ -100,6 +101,8 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
             content_index.delete_traceless_logs(db, cutoff)
             result.logs += db.execute("DELETE FROM logs WHERE time_ns < ? AND trace_id IS NULL", (cutoff,)).rowcount
             content_index.clamp_watermarks(db)
+            # What goes is kept in the totals since the store began (Prometheus counters never go down).
+            lifetime_totals.retire(db, cutoff // NS)
             result.rollups += db.execute("DELETE FROM rollups WHERE bucket < ?", (cutoff // NS,)).rowcount
             # Tool rollups age with the rollups (the same 60 s and 1 h buckets); changes never do.
             result.rollups += db.execute("DELETE FROM tool_rollups WHERE bucket < ?", (cutoff // NS,)).rowcount

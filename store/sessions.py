@@ -56,8 +56,9 @@ _TURN_FIGURES = (
 # --- the write side (the writer process and migrations) ----------------------------------------------
 
 
-def _rows_in(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> Iterator[tuple]:
-    """The rows of `sql` (with `{marks}` where the IN list goes) for `ids`, in chunks of _CHUNK."""
+def rows_in(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> Iterator[tuple]:
+    """The rows of `sql` (with `{marks}` where the IN list goes) for `ids`, in chunks of _CHUNK (an
+    UPDATE or DELETE runs the same way; its rows are none)."""
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start:start + _CHUNK]
         yield from db.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk)
@@ -65,7 +66,7 @@ def _rows_in(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> Iterator[t
 
 def stored_conversations(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> set[str]:
     """The conversations these traces are stored in now (before an upsert or a delete changes them)."""
-    return {row[0] for row in _rows_in(
+    return {row[0] for row in rows_in(
         db, "SELECT conversation_id FROM traces WHERE trace_id IN ({marks}) AND conversation_id IS NOT NULL",
         trace_ids)}
 
@@ -87,7 +88,7 @@ def write_traces(db: sqlite3.Connection, upsert_sql: str, rows: Sequence[tuple],
 
 def stored_turns(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> dict[bytes, tuple]:
     """The turn figures (_TURN_FIGURES) of those of these traces that are in a conversation."""
-    return {row[0]: row[1:] for row in _rows_in(
+    return {row[0]: row[1:] for row in rows_in(
         db, f"SELECT trace_id, {_TURN_FIGURES} FROM traces WHERE trace_id IN ({{marks}}) "
             "AND conversation_id IS NOT NULL", trace_ids)}
 
@@ -136,7 +137,7 @@ def apply_turn_changes(db: sqlite3.Connection, before: Mapping[bytes, tuple], af
 
 
 def _conversation_rows(db: sqlite3.Connection, conversation_ids: Sequence[str]) -> dict[str, tuple]:
-    return {row[0]: row for row in _rows_in(
+    return {row[0]: row for row in rows_in(
         db, f"SELECT {', '.join(CONVERSATION_COLUMNS)} FROM conversations WHERE conversation_id IN ({{marks}})",
         conversation_ids)}
 

@@ -14,6 +14,7 @@ Recent traces live in memory (an LRU); older ones are reloaded from the spans ta
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from store import histogram, sessions
+from store import histogram, sessions, tool_rollups
 from store.latency import decode_figures
 from store.models import COL, FLAG_REFUSAL, LAYER_FRAMEWORK, LAYER_INSTRUMENTATION, LAYER_NATIVE_SDK, SPAN_COLUMNS
 
@@ -30,6 +31,13 @@ if TYPE_CHECKING:
 
 BILLABLE = frozenset({"llm", "embedding"})
 TOTAL_DIMS_ID = 0  # rollup rows summing every dimension set of their bucket
+# Rollup accumulators kept between batches (each ~1-2 KB with its histograms). New keys come at about
+# 500 a minute at 60 dimension sets (10 s, 1 min and 1 h buckets): past the cap, the newest
+# ROLLUP_CACHE_KEEP stay (the last ~8 minutes there, where late spans land) and an older bucket is
+# read back from its row when a span needs it. The cap was 50,000: up to ~100 minutes of such keys,
+# tens of MB held only to save a rare read.
+ROLLUP_CACHE_MAX = 8_000
+ROLLUP_CACHE_KEEP = 4_000
 RESOLUTIONS = (60, 3600)
 # 10-second buckets give the 5-minute view its shape; kept as totals only, and only for 2 hours.
 FINE_RESOLUTION = 10
@@ -112,6 +120,36 @@ def _inserted_id(cursor: sqlite3.Cursor) -> int:
     return rowid
 
 
+def _deleted(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> int:
+    """Rows a DELETE (or UPDATE) with `{marks}` for its IN list changed over `ids`, in chunks (its own
+    rows only: total_changes would count what triggers did too)."""
+    changed = 0
+    for start in range(0, len(ids), 400):
+        chunk = ids[start:start + 400]
+        changed += db.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk).rowcount
+    return changed
+
+
+@dataclass(slots=True)
+class ForgetResult:
+    """What SpanWriter.forget removed."""
+
+    traces: int = 0
+    spans: int = 0
+    logs: int = 0
+    index_rows: int = 0
+    conversations: int = 0  # conversations the traces were in (recomputed; deleted when none is left)
+    calls: int = 0  # billed LLM calls taken out of the rollups
+    cost_nusd: int = 0
+
+
+def _shared(value: Any) -> Any:
+    """One object per distinct string across the cached spans: each batch arrives unpickled, so every
+    span would otherwise hold its own copy of its service, model, operation, conversation... (≈0.5 KB
+    per cached span, a fifth of the cache). Interned strings are freed with their last reference."""
+    return sys.intern(value) if type(value) is str else value
+
+
 class SpanState:
     """What the writer remembers of a span: enough to recompute its effective fields and contribution."""
 
@@ -186,15 +224,15 @@ class SpanState:
         s.span_id = row[COL["span_id"]]
         s.parent = row[COL["parent_span_id"]]
         s.kind = row[COL["kind"]]
-        s.name = row[COL["name"]]
-        s.service = row[COL["service"]]
+        s.name = _shared(row[COL["name"]])
+        s.service = _shared(row[COL["service"]])
         s.start = row[COL["start_ns"]]
         s.end = row[COL["end_ns"]]
         s.duration = row[COL["duration_ns"]]
         s.status = row[COL["status"]]
-        s.provider = row[COL["provider"]]
-        s.operation = row[COL["operation"]]
-        s.model = row[COL["request_model"]] or row[COL["response_model"]]
+        s.provider = _shared(row[COL["provider"]])
+        s.operation = _shared(row[COL["operation"]])
+        s.model = _shared(row[COL["request_model"]] or row[COL["response_model"]])
         s.input = row[COL["input_tokens"]]
         s.output = row[COL["output_tokens"]]
         s.cache_read = row[COL["cache_read_tokens"]]
@@ -202,23 +240,23 @@ class SpanState:
         s.reasoning = row[COL["reasoning_tokens"]]
         s.ttft = row[COL["ttft_ns"]]
         s.streaming = row[COL["streaming"]]
-        s.finish_reason = row[COL["finish_reason"]]
-        s.own_error = row[COL["own_error_class"]]
-        s.subclass = row[COL["error_subclass"]]
+        s.finish_reason = _shared(row[COL["finish_reason"]])
+        s.own_error = _shared(row[COL["own_error_class"]])
+        s.subclass = _shared(row[COL["error_subclass"]])
         s.marker = row[COL["validation_marker"]]
-        s.own_feature = row[COL["own_feature"]]
-        s.own_tenant = row[COL["own_tenant"]]
-        s.prompt_id = row[COL["prompt_id"]]
-        s.prompt_version = row[COL["prompt_version"]]
+        s.own_feature = _shared(row[COL["own_feature"]])
+        s.own_tenant = _shared(row[COL["own_tenant"]])
+        s.prompt_id = _shared(row[COL["prompt_id"]])
+        s.prompt_version = _shared(row[COL["prompt_version"]])
         s.cost = row[COL["cost_nusd"]]
         s.flags = row[COL["flags"]]
         s.response_id = row[COL["response_id"]]
         layer = row[COL["call_layer"]]
         s.layer = 1 if layer is None else layer
-        s.response_model = row[COL["response_model"]]
-        s.conversation = row[COL["conversation_id"]]
-        s.user = row[COL["user_id"]]
-        s.own_variant = row[COL["own_variant"]]
+        s.response_model = _shared(row[COL["response_model"]])
+        s.conversation = _shared(row[COL["conversation_id"]])
+        s.user = _shared(row[COL["user_id"]])
+        s.own_variant = _shared(row[COL["own_variant"]])
         s.external_keeper = None
         s.has_desc = False
         s.stored_finish = s.finish_reason
@@ -573,6 +611,96 @@ class SpanWriter:
         self._rollups.clear()
         self._tool_rollups.clear()
 
+    def forget(self, trace_ids: Sequence[bytes]) -> ForgetResult:
+        """Delete these traces on request (store/forget.py), as if their spans had never arrived: their
+        spans, log records, search-index rows and summaries go, the rollups and tool rollups move by
+        the exact contributions they had, and the conversations and users they were in are
+        recomputed. A call billed in a forgotten trace and seen again in a kept one (the same
+        provider response at another layer, see _join_twins_across_traces) is billed there instead.
+        One transaction: on failure nothing is deleted."""
+        result = ForgetResult()
+        trace_ids = list(dict.fromkeys(trace_ids))
+        if not trace_ids:
+            return result
+        db = self.db
+        now = self.clock()
+        with self._transaction():
+            self._load_traces(set(trace_ids))
+            gone = {trace_id: self._traces[trace_id] for trace_id in trace_ids}
+            for trace in gone.values():
+                for s in trace.spans.values():
+                    old = self._contribution(s)
+                    if old is not None:
+                        self._apply(old, -1)
+                        result.calls += s.billed
+                        result.cost_nusd += (s.cost or 0) if s.billed else 0
+            tools = dict(sessions.rows_in(db, "SELECT id, tool_name FROM spans WHERE kind = 'tool' "
+                                              "AND trace_id IN ({marks})", trace_ids))
+            for trace in gone.values():
+                for s in trace.spans.values():
+                    if s.id in tools:
+                        self._add_tool_call(s, tools[s.id] or "", sign=-1)
+            # Kept traces with a span of one of these calls: found by the provider's response id.
+            response_ids = sorted({s.response_id for trace in gone.values() for s in trace.spans.values()
+                                   if s.response_id and s.kind in BILLABLE})
+            linked = {row[0] for row in sessions.rows_in(
+                db, "SELECT DISTINCT trace_id FROM spans WHERE response_id IN ({marks})", response_ids)} - set(gone)
+            conversations = sessions.stored_conversations(db, trace_ids)
+            from store import content_index  # store.content_index imports store.queries, which imports this module
+
+            result.index_rows = content_index.delete_traces(db, trace_ids)
+            result.spans = _deleted(db, "DELETE FROM spans WHERE trace_id IN ({marks})", trace_ids)
+            result.logs = _deleted(db, "DELETE FROM logs WHERE trace_id IN ({marks})", trace_ids)
+            result.traces = _deleted(db, "DELETE FROM traces WHERE trace_id IN ({marks})", trace_ids)
+            content_index.clamp_watermarks(db)
+            forgotten_spans = {s.span_id for trace in gone.values() for s in trace.spans.values()}
+            self.forget_traces(trace_ids)
+            # The kept twins: no longer pointing at a forgotten keeper; their groups are formed again
+            # from what is stored, and their traces recomputed (rollups move by deltas).
+            self._load_traces(linked)
+            touched: dict[bytes, TraceState] = {}
+            rejoin: list[SpanState] = []
+            for trace_id in linked:
+                trace = self._traces[trace_id]
+                for s in trace.spans.values():
+                    if s.response_id in response_ids and s.kind in BILLABLE:
+                        rejoin.append(s)
+                        if s.external_keeper in forgotten_spans:
+                            s.external_keeper = None
+                            touched[trace_id] = trace
+            self._join_twins_across_traces(rejoin, touched)
+            updates, trace_rows = self._recompute_touched(touched, set(), now)
+            if updates:
+                db.executemany(_UPDATE_SPAN, updates)
+            sessions.write_traces(db, _UPSERT_TRACE, trace_rows, _CONVERSATION_AT, now)
+            result.conversations = len(conversations)
+            sessions.refresh(db, conversations, now)
+            # A change marker keeps its fact (a model, a prompt version), not the forgotten example.
+            _deleted(db, "UPDATE changes SET trace_id = NULL WHERE trace_id IN ({marks})", trace_ids)
+            emptied = [key for key, acc in self._rollups.items()
+                       if acc.dirty and not any(acc.counters) and not any(any(h.values()) for h in acc.hists)]
+            self._flush_rollups()
+            self._flush_tool_rollups()
+            self._drop_empty_rollups(emptied)
+        return result
+
+    def _drop_empty_rollups(self, keys: Sequence[tuple[int, int, int]]) -> None:
+        """Rollup rows that forgetting took to zero go, as they would never have been written; so do
+        the dimension sets no row refers to any more (a forgotten tenant's name is in one)."""
+        if not keys:
+            return
+        self.db.executemany("DELETE FROM rollups WHERE res = ? AND bucket = ? AND dims_id = ?", keys)
+        for key in keys:
+            self._rollups.pop(key, None)
+        orphans = []
+        for dims_id in {key[2] for key in keys} - {TOTAL_DIMS_ID}:
+            if self.db.execute("SELECT 1 FROM rollups WHERE dims_id = ? LIMIT 1", (dims_id,)).fetchone() is None:
+                orphans.append(dims_id)
+        if orphans:
+            self.db.executemany("DELETE FROM dims WHERE id = ?", [(d,) for d in orphans])
+            gone = set(orphans)
+            self._dims = {dims: dims_id for dims, dims_id in self._dims.items() if dims_id not in gone}
+
     # -- the batch -----------------------------------------------------------------------------
 
     def _write(self, span_rows: list[Sequence[Any]], log_rows: list[Sequence[Any]],
@@ -650,8 +778,39 @@ class SpanWriter:
 
         self._join_twins_across_traces(new_states, touched)
 
-        # Recompute effective fields of every touched trace; apply contribution deltas.
-        new_ids = {id(s) for s in new_states}
+        updates, trace_rows = self._recompute_touched(touched, {id(s) for s in new_states}, now)
+
+        for record, state in zip(inserts, new_states):
+            record[COL["billed"]] = state.billed
+            record[COL["feature"]] = state.feature
+            record[COL["tenant"]] = state.tenant
+            record[COL["error_class"]] = state.error_class
+            record[COL["duplicate_of"]] = state.duplicate_of
+            record[COL["variant"]] = state.variant
+            self._note_new_span(record, state)
+        if fresh_resources:
+            self._note_service_versions(fresh_resources, resource_ids, inserts)
+
+        if inserts:
+            db.executemany(_INSERT_SPANS, inserts)
+            tool_rollups.note_new_spans(db, inserts)  # the calls of traces given a tool span (m010)
+        if updates:
+            db.executemany(_UPDATE_SPAN, updates)
+        if log_inserts:
+            db.executemany(_INSERT_LOGS, log_inserts)
+        # The trace summaries, and the rows of the conversations they are (or were) in.
+        sessions.write_traces(db, _UPSERT_TRACE, trace_rows, _CONVERSATION_AT, now)
+        self._flush_rollups()
+        self._flush_tool_rollups()
+        self.stats.spans += len(inserts)
+        self.stats.logs += len(log_inserts)
+        self.stats.updated += len(updates)
+        self.stats.traces += len(trace_rows)
+
+    def _recompute_touched(self, touched: dict[bytes, TraceState], new_ids: set[int], now: int
+                           ) -> tuple[list[tuple], list[tuple]]:
+        """Recompute the effective fields of every touched trace and apply the contribution deltas;
+        returns the updates of stored spans that changed and the touched traces' summary rows."""
         updates: list[tuple] = []
         trace_rows: list[tuple] = []
         for trace_id, trace in touched.items():
@@ -668,32 +827,7 @@ class SpanWriter:
                                     s.duplicate_of, s.variant, s.id))
                     s.stored_finish, s.stored_own_error = s.finish_reason, s.own_error
             trace_rows.append(self._summary(trace_id, trace, now))
-
-        for record, state in zip(inserts, new_states):
-            record[COL["billed"]] = state.billed
-            record[COL["feature"]] = state.feature
-            record[COL["tenant"]] = state.tenant
-            record[COL["error_class"]] = state.error_class
-            record[COL["duplicate_of"]] = state.duplicate_of
-            record[COL["variant"]] = state.variant
-            self._note_new_span(record, state)
-        if fresh_resources:
-            self._note_service_versions(fresh_resources, resource_ids, inserts)
-
-        if inserts:
-            db.executemany(_INSERT_SPANS, inserts)
-        if updates:
-            db.executemany(_UPDATE_SPAN, updates)
-        if log_inserts:
-            db.executemany(_INSERT_LOGS, log_inserts)
-        # The trace summaries, and the rows of the conversations they are (or were) in.
-        sessions.write_traces(db, _UPSERT_TRACE, trace_rows, _CONVERSATION_AT, now)
-        self._flush_rollups()
-        self._flush_tool_rollups()
-        self.stats.spans += len(inserts)
-        self.stats.logs += len(log_inserts)
-        self.stats.updated += len(updates)
-        self.stats.traces += len(trace_rows)
+        return updates, trace_rows
 
     # -- what a new span adds besides rows: tool rollups and change markers ----------------------
 
@@ -1067,14 +1201,15 @@ class SpanWriter:
                 acc.dirty = False
         if rows:
             self.db.executemany(_UPSERT_ROLLUP, rows)
-        if len(self._rollups) > 50_000:
+        if len(self._rollups) > ROLLUP_CACHE_MAX:
             # Keep the recent buckets (those still being written); reload older ones on demand.
-            newest = sorted(self._rollups, key=lambda k: k[1], reverse=True)[:10_000]
+            newest = sorted(self._rollups, key=lambda k: k[1], reverse=True)[:ROLLUP_CACHE_KEEP]
             self._rollups = {k: self._rollups[k] for k in newest}
 
-    def _add_tool_call(self, s: SpanState, tool: str) -> None:
+    def _add_tool_call(self, s: SpanState, tool: str, sign: int = 1) -> None:
         """A stored tool span into tool_rollups (tool spans are not billed calls, so not in rollups).
-        Its contribution never changes later, so it is added once, when the span is stored."""
+        Its contribution never changes later, so it is added once, when the span is stored (and taken
+        out, sign -1, when it is forgotten)."""
         second = s.start // NS
         error = s.status == 2 or s.own_error is not None
         latency = histogram.bucket_of(s.duration / 1000) if s.duration is not None else None
@@ -1083,12 +1218,12 @@ class SpanWriter:
             acc = self._tool_rollups.get(key)
             if acc is None:
                 acc = self._load_tool_rollup(key)
-            acc.calls += 1
+            acc.calls += sign
             if error:
-                acc.errors += 1
+                acc.errors += sign
             if latency is not None:
-                acc.duration += s.duration or 0
-                acc.latency[latency] = acc.latency.get(latency, 0) + 1
+                acc.duration += sign * (s.duration or 0)
+                acc.latency[latency] = acc.latency.get(latency, 0) + sign
             acc.dirty = True
 
     def _load_tool_rollup(self, key: tuple[int, int, str]) -> _ToolRollup:

@@ -17,11 +17,13 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from store import retention
+from store.batch_inlet import BatchInlet, waitables
 from store.checkpointer import Checkpointer
 from store.connection import StoreError, WriterLock, describe_error, open_writer
 from store.content_index import ContentIndexer, index_lag, record_indexing
 from store.disk_budget import DiskBudget, Reserve, store_files_bytes, truncate_wal, wal_bytes
 from store.gctuning import tune_for_throughput
+from store.metrics import MetricWriter, dropped_message
 from store.pricing import record_price_rows
 from store.process_logs import follow_parent_log
 from store.writer import SpanWriter
@@ -57,11 +59,23 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
         except sqlite3.Error as exc:
             log.warning("could not record the price table: %s", describe_error(db_path, exc))
     tune_for_throughput()
-    loop = WriterLoop(db, writer, inbox, outbox, options)
+    inlet = None
+    if options.get("batch_address"):
+        try:
+            inlet = BatchInlet(options["batch_address"], options["batch_authkey"])
+        except OSError as exc:
+            outbox.send(("fatal", f"the writer cannot listen on {options['batch_address']}: {exc}"))
+            checkpointer.stop()
+            db.close()
+            lock.release()
+            return
+    loop = WriterLoop(db, writer, inbox, outbox, options, inlet)
     try:
         outbox.send(("ready", {"db_path": str(db_path), "pid": os.getpid()}))
         loop.run()
     finally:
+        if inlet is not None:
+            inlet.close()
         checkpointer.stop()
         try:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -79,11 +93,12 @@ def _path(db_path: str) -> Any:
 
 class WriterLoop:
     def __init__(self, db: sqlite3.Connection, writer: SpanWriter, inbox: Connection, outbox: Connection,
-                 options: dict[str, Any]) -> None:
+                 options: dict[str, Any], inlet: BatchInlet | None = None) -> None:
         self.db = db
         self.writer = writer
-        self.inbox = inbox
+        self.inbox = inbox  # the main process: stop, and (without an inlet) batches
         self.outbox = outbox
+        self.inlet = inlet  # the decoders' batches (store/batch_inlet.py)
         self.db_path = options["db_path"]
         self.max_batch_rows = options.get("max_batch_rows", 8192)
         self.retention_s = options.get("retention_s")
@@ -112,6 +127,7 @@ class WriterLoop:
         except sqlite3.Error as exc:
             log.warning("could not record the search index's state: %s", describe_error(self.db_path, exc))
         self.index_idle_slice_s = options.get("index_idle_slice_s", 0.05)
+        self.metric_writer: MetricWriter | None = None  # made at the first metric points
         self._next_retention = time.monotonic() + 1.0
         self._next_size_check = time.monotonic() + 1.0
         self._next_stats = time.monotonic()
@@ -121,48 +137,83 @@ class WriterLoop:
         eof = False
         while not (stopping or eof):
             pending: list[tuple] = []
-            rows = 0
             deadlines = [self._next_stats, self._next_retention]
             if self.max_db_bytes:
                 deadlines.append(self._next_size_check)
             timeout = max(0.0, min(deadlines) - time.monotonic())
             if self.indexer is not None and self.indexer.has_work:
                 timeout = 0.0  # content is waiting to be indexed: look at the inbox, then index
-            if wait([self.inbox], timeout):
-                # Drain what is already waiting: that is the group in group commit. Bounded in rows
-                # and bytes: one commit must not overshoot the WAL cap by much (store/disk_budget.py).
-                size = 0
-                while rows < self.max_batch_rows and size < self.budget.batch_bytes:
-                    try:
-                        frame = self.inbox.recv_bytes()
-                    except (EOFError, OSError):
-                        eof = True  # the main process is gone: commit what we have and exit
-                        break
-                    tag = frame[:1]
-                    if tag == TAG_STOP:
-                        stopping = True
-                        break
-                    if tag == TAG_BATCH:
-                        # Tag, 8-byte request id (for the main process's routing), pickled batch.
-                        batch = pickle.loads(memoryview(frame)[9:])
-                        pending.append(batch)
-                        rows += len(batch[1]) + len(batch[2])
-                        size += len(frame)
-                    if not self.inbox.poll(0):
-                        break
+            ready = wait(waitables(self.inbox, self.inlet), timeout)
+            if ready:
+                stopping, eof = self.receive(ready, pending)
             if pending:
                 self.commit(pending)
             self.housekeeping()
             if not (stopping or eof):
                 self.index_content()
+        if stopping:
+            self.drain_inlet()
         self.send(("stats", self.stats()))
+
+    def receive(self, ready: list[Any], pending: list[tuple]) -> tuple[bool, bool]:
+        """Drain what is already waiting, a frame from each source in turn (the decoders' connections
+        and the main process's pipe): that is the group in group commit. Bounded in rows and bytes:
+        one commit must not overshoot the WAL cap by much (store/disk_budget.py). Returns (stop asked,
+        the main process gone)."""
+        if self.inlet is not None and self.inlet.wake in ready:
+            self.inlet.take_new()
+        active = [source for source in ready if not isinstance(source, int)]
+        rows = size = 0
+        while active:
+            still = []
+            for source in active:
+                try:
+                    frame = source.recv_bytes()
+                except (EOFError, OSError):
+                    if source is self.inbox:
+                        return False, True  # the main process is gone: commit what we have and exit
+                    assert self.inlet is not None
+                    self.inlet.drop(source)  # a decoder went away; a restarted one connects anew
+                    continue
+                tag = frame[:1]
+                if tag == TAG_STOP:
+                    return True, False
+                if tag == TAG_BATCH:
+                    # Tag, 8-byte request id (for the main process's routing), pickled batch.
+                    batch = pickle.loads(memoryview(frame)[9:])
+                    pending.append(batch)
+                    rows += len(batch[1]) + len(batch[2]) + (len(batch[8]) if len(batch) > 8 else 0)
+                    size += len(frame)
+                if rows >= self.max_batch_rows or size >= self.budget.batch_bytes:
+                    return False, False
+                if source.poll(0):
+                    still.append(source)
+            active = still
+        return False, False
+
+    def drain_inlet(self) -> None:
+        """Stopping: commit the batches the decoders had already sent (the main process waited for
+        its requests to be acknowledged, so this is what was in flight when that wait ran out)."""
+        while self.inlet is not None:
+            ready = [c for c in self.inlet.connections if c.poll(0)]
+            if not ready:
+                return
+            pending: list[tuple] = []
+            self.receive(ready, pending)
+            if not pending:
+                return
+            self.commit(pending)
+
+    def work_waiting(self) -> bool:
+        """A frame is waiting on any source: the indexer yields to it."""
+        return bool(wait(waitables(self.inbox, self.inlet), 0))
 
     def commit(self, pending: list[tuple]) -> None:
         spans: list = []
         logs: list = []
         resources: dict = {}
         scopes: dict = {}
-        for _req_id, batch_spans, batch_logs, batch_resources, batch_scopes, _rejected, _message, _final in pending:
+        for _req_id, batch_spans, batch_logs, batch_resources, batch_scopes, *_rest in pending:
             spans.extend(batch_spans)
             logs.extend(batch_logs)
             resources.update(batch_resources)
@@ -183,11 +234,34 @@ class WriterLoop:
         self.commit_seconds += time.perf_counter() - started
         self.commits += 1
         self.keep_within_budget()
-        acks = [(req_id, len(s) + len(lg), rejected, message, final)
-                for req_id, s, lg, _r, _sc, rejected, message, final in pending]
+        # Metric points (a ninth batch element, receiver/decoder_process.handle_metrics): their own
+        # transaction after the spans', acked only once committed; if it fails, only their requests are nacked.
+        stored_points, failed = self.commit_metrics(pending)
+        acks = [(req_id, len(s) + len(lg) + stored, rejected + dropped,
+                 "; ".join(m for m in (message, dropped_message(dropped)) if m), final)
+                for (req_id, s, lg, _r, _sc, rejected, message, final, *_m), (stored, dropped)
+                in zip(pending, stored_points) if req_id not in failed]
+        if failed:
+            self.send(("nack", sorted(failed), self.last_error))
         self.send(("ack", acks))
         if self.indexer is not None:
             self.indexer.notify_commit(time.perf_counter() - started)
+
+    def commit_metrics(self, pending: list[tuple]) -> tuple[list[tuple[int, int]], set[int]]:
+        """Store the metric points of the pending batches: (stored, dropped) per batch, and the
+        requests to nack because their points could not be committed."""
+        metric_batches = [p[8] if len(p) > 8 else () for p in pending]
+        if not any(metric_batches):
+            return [(0, 0)] * len(pending), set()
+        if self.metric_writer is None:
+            self.metric_writer = MetricWriter(self.db)
+        try:
+            return self.metric_writer.write(metric_batches), set()
+        except sqlite3.Error as exc:
+            self.failed_commits += 1
+            self.last_error = describe_error(self.db_path, exc)
+            log.error("metrics commit failed: %s", self.last_error)
+            return [(0, 0)] * len(pending), {p[0] for p, rows in zip(pending, metric_batches) if rows}
 
     def index_content(self) -> None:
         """Index stored content, after the acks went out: while the inbox is idle, until a request
@@ -196,8 +270,8 @@ class WriterLoop:
         if self.indexer is None or not self.indexer.has_work:
             return
         try:
-            if not self.inbox.poll(0):
-                indexed = self.indexer.run(self.index_idle_slice_s, stop=lambda: self.inbox.poll(0))
+            if not self.work_waiting():
+                indexed = self.indexer.run(self.index_idle_slice_s, stop=self.work_waiting)
             else:
                 indexed = self.indexer.step_under_load()
             if indexed:

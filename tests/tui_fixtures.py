@@ -31,6 +31,7 @@ from receiver.normalize import Normalizer
 from store.content_index import ContentIndexer
 from store.pricing import record_price_rows
 from store.writer import SpanWriter
+from tests.metrics_factory import serving_requests, write_metrics
 from tests.otlp_factory import log_record, logs_request
 from tests.store_writing import writing
 
@@ -141,6 +142,9 @@ def build_store(path: Path, *, minutes: int = 60, traces_per_minute: int = 12, s
         # As the writer process does after acknowledging: the content searched by text: terms.
         ContentIndexer(db).run(deadline_s=600)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    # A model server's queue, KV cache and GPUs, and the app's GenAI client metrics (screen 8, and
+    # the Overview's Saturation card).
+    write_metrics(path, serving_requests(FROZEN_NOW, minutes), FROZEN_NOW)
     return path
 
 

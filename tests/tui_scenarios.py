@@ -195,6 +195,12 @@ async def trends_variants(pilot) -> None:
     await settle(pilot)
 
 
+async def metrics(pilot) -> None:
+    """Metrics (`8`): the model server's queue and KV cache, GPUs, the app's GenAI instruments."""
+    await pilot.press("8")
+    await settle(pilot)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "overview": overview,
     "overview-compare": overview_compare,
@@ -214,6 +220,7 @@ SCENARIOS: dict[str, Scenario] = {
     "conversation": conversation,
     "trends": trends,
     "trends-variants": trends_variants,
+    "metrics": metrics,
     "alerts": alerts,
     "alerts-acknowledged": alerts_acknowledged,
     "help": help_screen,

@@ -18,6 +18,7 @@ from typing import Any
 
 from llmobs_tui.alerting import burn
 from llmobs_tui.alerting.drift import DriftRule
+from llmobs_tui.alerting.runaway import MAX_FINDINGS, Runaway, RunawayDetector, RunawayReport
 from llmobs_tui.config import AlertSettings, Config, SloSpec, format_duration
 from store import alerts as store_alerts
 from store import histogram
@@ -108,7 +109,12 @@ class AlertEngine:
         # The rollups of the evaluation in progress, read once for all of its rules (None between them).
         self._rollups: store_alerts.SharedRollups | None = None
         self._drift_rule = DriftRule()  # once a minute at most
+        self._runaway = RunawayDetector()  # keeps the tool spans' argument digests between evaluations
+        self.runaway_report = RunawayReport()  # the last evaluation's runaway agents
         self._decoded: dict[bytes, dict[int, int]] = {}  # the last evaluation's histograms (SharedRollups)
+        # The histograms of the last evaluation the drift rule read (its token lengths over 8 days): it reads
+        # once a minute, and without them every minute decoded its week afresh (~60 ms at 3M spans).
+        self._drift_decoded: dict[bytes, dict[int, int]] = {}
         self.last_evaluated_s: float | None = None
         # Per rule of the last evaluation: (wall ms, CPU ms of the evaluating thread), for bench/tui.py.
         self.last_timings_ms: dict[str, tuple[float, float]] = {}
@@ -370,6 +376,27 @@ class AlertEngine:
         """Token lengths per call shifted against the prior week (llmobs_tui/alerting/drift.py)."""
         return self._drift_rule.evaluate(self.db, self.settings, now_s, self._rollups)
 
+    def evaluate_runaway(self, now_s: float) -> list[Finding]:
+        """Agents looping on one tool call, or still running past a ceiling (llmobs_tui/alerting/runaway.py)."""
+        settings = self.settings
+        report = self.runaway_report = self._runaway.detect(self.db, settings, now_s)
+        window = format_duration(settings.runaway_window_s)
+        findings: list[Finding] = []
+        for runaway in report.over_ceiling[:MAX_FINDINGS]:
+            findings.append(Finding(
+                runaway.key, "runaway", settings.runaway_severity,
+                f"Running agent over its ceiling: {runaway.over[0]} ({_short(runaway.name)})",
+                runaway.ratio, 1.0, " · ".join(runaway.over), window, f"trace {runaway.trace_id.hex()}",
+                (runaway.trace_id, runaway.span_id),
+                f"still running (its root span has not arrived): {runaway.steps:,} steps, "
+                f"{runaway.tokens:,} tokens, ${runaway.cost_nusd / 1e9:,.2f} so far"))
+        for runaway in report.looping[:MAX_FINDINGS]:
+            repeats = (settings.runaway_conversation_repeats if runaway.kind == "conversation"
+                       else settings.runaway_repeats)
+            findings.append(_loop_finding(runaway, repeats,
+                                          settings.runaway_severity if runaway.running else "ticket", window))
+        return findings
+
     # -- all rules ---------------------------------------------------------------------------------
 
     def evaluate(self, now_s: float | None = None) -> list[Finding]:
@@ -386,7 +413,8 @@ class AlertEngine:
             for name, rule in (("slo_burn", slos), ("budgets", self.evaluate_budgets),
                                ("prompt_regression", self.evaluate_prompt_regressions),
                                ("cache_drop", self.evaluate_cache), ("error_spike", self.evaluate_error_spikes),
-                               ("provider_health", self.evaluate_provider_health), ("drift", self.evaluate_drift)):
+                               ("provider_health", self.evaluate_provider_health), ("drift", self.evaluate_drift),
+                               ("runaway", self.evaluate_runaway)):
                 wall, cpu = time.perf_counter(), time.thread_time()
                 findings += rule(now_s)
                 # A rule pays for the shared rollup pieces it reads first: the order is part of the figure.
@@ -404,11 +432,15 @@ class AlertEngine:
     @contextmanager
     def _snapshot(self, drift_at_s: float | None) -> Iterator[None]:
         """One evaluation at a time, all of its queries reading one consistent state of the store."""
+        drift_due = drift_at_s is not None and self._drift_rule.due(self.settings, drift_at_s)
         with self._lock, read_snapshot(self.db):
-            self._rollups = store_alerts.SharedRollups(self.db, self._week_hists(drift_at_s), self._decoded)
+            decoded = {**self._drift_decoded, **self._decoded} if drift_due else self._decoded
+            self._rollups = store_alerts.SharedRollups(self.db, self._week_hists(drift_at_s), decoded)
             try:
                 yield
                 self._decoded = self._rollups.decoded
+                if drift_due:
+                    self._drift_decoded = self._rollups.decoded
             finally:
                 self._rollups = None
 
@@ -449,6 +481,30 @@ class AlertEngine:
             return False
         state.acknowledged = True
         return True
+
+
+def _short(name: str, limit: int = 40) -> str:
+    """A tool or span name cut for a title (the screens render titles as Text, never markup)."""
+    name = " ".join(name.split())
+    return name if len(name) <= limit else name[:limit - 1] + "…"
+
+
+def _loop_finding(runaway: Runaway, repeats: int, severity: str, window: str) -> Finding:
+    """A loop's finding: its title names the tool and the arguments' hash, never the arguments."""
+    state = "running" if runaway.running else "finished"
+    if runaway.kind == "conversation":
+        title = (f"Conversation repeats {_short(runaway.name)} ×{runaway.repeats} with the same arguments "
+                 f"#{runaway.digest[:8]} across {runaway.turns} turns")
+        scope = f"conversation {_short(runaway.conversation_id or '', 64)}"
+    else:
+        title = (f"Agent loop: {_short(runaway.name)} ×{runaway.repeats} with the same arguments "
+                 f"#{runaway.digest[:8]} ({state})")
+        scope = f"trace {runaway.trace_id.hex()}"
+    detail = f"arguments {runaway.arguments}; the latest call opens the trace"
+    if runaway.running:
+        detail += "; still running (its root span has not arrived)"
+    return Finding(runaway.key, "runaway", severity, title, runaway.repeats, repeats,
+                   f"{runaway.repeats} calls ≥ {repeats}", window, scope, (runaway.trace_id, runaway.span_id), detail)
 
 
 def exit_code(findings: list[Finding]) -> int:

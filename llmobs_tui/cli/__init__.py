@@ -9,13 +9,14 @@
     llmobs-tui show      one trace's span tree with self time and critical path (tree or JSON)
     llmobs-tui prices    the price table in effect
     llmobs-tui reprice   apply a changed price table to stored history
+    llmobs-tui forget    delete every trace of a user, conversation or tenant (deletion on request)
     llmobs-tui check     evaluate the SLOs and alert rules once: exit 0 ok, 1 ticket, 2 page
     llmobs-tui init      write a commented llmobs.toml (SLOs, budgets, alert thresholds)
 
 `main` parses the flags (cli/parser.py), builds the one `Settings` of this invocation
 (llmobs_tui/settings.py: environment, files, checks) and hands it to the command's module: live.py
 (tui, demo, attach), serve.py, reports.py (report, check, export), investigate.py (traces, show),
-prices.py (prices, reprice), init.py. Command modules import their heavy dependencies inside the
+prices.py (prices, reprice), forget.py, init.py. Command modules import their heavy dependencies inside the
 command, so `--help` and `--version` stay fast and this package imports no Textual.
 
 Every failure a user can cause (a bad flag, a busy port, a corrupt or locked database, a bad price
@@ -37,7 +38,7 @@ __all__ = ["build_parser", "main"]
 
 
 def _commands() -> dict[str, Callable[[Settings], int]]:
-    from llmobs_tui.cli import init, investigate, live, prices, reports, serve
+    from llmobs_tui.cli import forget, init, investigate, live, prices, reports, serve
 
     return {
         "tui": live.cmd_tui,
@@ -51,6 +52,7 @@ def _commands() -> dict[str, Callable[[Settings], int]]:
         "show": investigate.cmd_show,
         "prices": prices.cmd_prices,
         "reprice": prices.cmd_reprice,
+        "forget": forget.cmd_forget,
         "init": init.cmd_init,
     }
 

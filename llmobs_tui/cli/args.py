@@ -79,3 +79,10 @@ def forward_endpoint(text: str) -> str:
     except ForwardEndpointError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
     return text
+
+
+def nonempty(text: str) -> str:
+    """An id to act on: blank would match the spans that name none."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an id is required (it was empty)")
+    return text

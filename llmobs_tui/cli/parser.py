@@ -88,7 +88,12 @@ def _add_ingest(parser: argparse.ArgumentParser, shared: bool = False) -> None:
     group.add_argument("--no-redact", action="store_true", default=default(False),
                        help="store prompts and completions as sent (default: redact e-mails, phones, cards, keys)")
     group.add_argument("--no-content", action="store_true", default=default(False),
-                       help="store no prompts or completions at all")
+                       help="store no prompts or completions at all (same as --content none)")
+    group.add_argument("--content", choices=("all", "none", "tiered"), default=default(None),
+                       help="which spans keep their prompts and completions: all (default), none, or tiered: "
+                            "errors, guardrail and validation failures, the slowest and costliest calls, burning "
+                            "SLO scopes, and a share of traces sampled whole by trace id ([content] in "
+                            "llmobs.toml tunes it); every span keeps its timings, tokens, cost and status")
     group.add_argument("--no-search-index", action="store_true", default=default(False),
                        help="do not index stored content for `text:` search (saves the indexer's CPU and "
                             "disk; searches then find nothing new)")
@@ -130,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ingest(serve, shared=True)
     serve.add_argument("--query-port", type=types.port, default=None, metavar="PORT",
                        help="also serve backfill and live tail for `llmobs-tui attach` on this port (0: any free)")
+    serve.add_argument("--metrics-port", type=types.port, default=None, metavar="PORT",
+                       help="also serve Prometheus GET /metrics on this port (it is always on the OTLP/HTTP port "
+                            "too; same interface and token; 0: any free)")
     serve.add_argument("--stats-every", type=types.duration, default=60.0, metavar="DURATION",
                        help="print a stats line this often (default 1m)")
 
@@ -217,4 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(reprice, shared=True)
     reprice.add_argument("--prices", metavar="FILE", default=argparse.SUPPRESS,
                          help="a TOML price file adding to or overriding the shipped table")
+
+    forget = sub.add_parser("forget", help="delete every trace of a user, conversation or tenant (deletion on "
+                                           "request); rollups and summaries move by exact deltas")
+    _add_db(forget, shared=True)
+    whom = forget.add_mutually_exclusive_group(required=True)
+    whom.add_argument("--user", metavar="ID", type=types.nonempty, help="every trace whose spans name this user id")
+    whom.add_argument("--conversation", metavar="ID", type=types.nonempty, help="every turn of this conversation")
+    whom.add_argument("--tenant", metavar="ID", type=types.nonempty, help="every trace of this tenant")
     return parser

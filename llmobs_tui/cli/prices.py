@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-from llmobs_tui.cli.common import EXIT_OK, fail, locked_advice
+from llmobs_tui.cli.common import EXIT_OK, CannotWrite, fail, rewriting_store
 from llmobs_tui.settings import Settings
 
 
@@ -37,33 +37,20 @@ def cmd_prices(settings: Settings) -> int:
 
 
 def cmd_reprice(settings: Settings) -> int:
-    from store.connection import StoreError, StoreLocked, WriterLock, open_writer
     from store.meta import set_prices_digest
     from store.pricing import record_price_rows
     from store.writer import SpanWriter
 
     table = settings.prices
     assert table is not None, "Settings loads the price table for `reprice`"
-    path = settings.db_path
-    if not path.exists():
-        return fail(f"no database at {path}")
-    lock = WriterLock(path)
     try:
-        lock.acquire()
-    except StoreError as exc:
-        return fail(locked_advice(str(exc), "reprice") if isinstance(exc, StoreLocked) else str(exc))
-    try:
-        db = open_writer(path)
-        writer = SpanWriter(db)
-
-        # The rows first: each repriced span then names the stored row (and tier) that priced it.
-        record_price_rows(db, table.records(), time.time_ns())
-        scanned, changed = writer.reprice(table.price_call)
-        set_prices_digest(db, table.digest)
-        db.close()
-    except StoreError as exc:
+        with rewriting_store(settings.db_path, "reprice") as db:
+            writer = SpanWriter(db)
+            # The rows first: each repriced span then names the stored row (and tier) that priced it.
+            record_price_rows(db, table.records(), time.time_ns())
+            scanned, changed = writer.reprice(table.price_call)
+            set_prices_digest(db, table.digest)
+    except CannotWrite as exc:
         return fail(str(exc))
-    finally:
-        lock.release()
     print(f"repriced {changed:,} of {scanned:,} stored LLM calls with price table {table.digest}")
     return EXIT_OK

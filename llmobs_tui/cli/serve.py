@@ -17,6 +17,7 @@ from llmobs_tui.settings import Settings
 
 if TYPE_CHECKING:
     from llmobs_tui.backend import Backend
+    from receiver.prometheus import MetricsServer
 
 
 def say(line: str) -> None:
@@ -45,22 +46,35 @@ def cmd_serve(settings: Settings) -> int:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        from llmobs_tui.alerting.notify import serve_alerts
+        from llmobs_tui.config import ConfigError
+
+        try:  # [[notify]]: the alert rules evaluated here, and each fire and resolve delivered
+            alerting = serve_alerts(settings.rules, config.db_path, say)
+        except ConfigError as exc:
+            return fail(str(exc))
         try:
             await backend.start()
+            metrics = await start_metrics_port(backend, settings.metrics_port)
         except PipelineFailed as exc:
             return fail(locked_advice(str(exc), "serve"))
         except OSError as exc:
             return fail(str(exc))
         failure = None
         try:
-            say(f"llmobs-tui serve: {backend.describe()}; store {config.db_path}; "
+            say(f"llmobs-tui serve: {backend.describe()}"
+                + (f", Prometheus metrics on {metrics.url}" if metrics else "")
+                + f"; store {config.db_path}; "
                 f"retention {format_duration(config.retention_s or 0)}"
                 + (f", max {config.max_db_bytes / 1e9:g} GB" if config.max_db_bytes else "")
                 + (", PII redacted" if config.redact else "")
                 + (", no content stored" if not config.keep_content else "")
+                + (f", {config.content.describe()}" if config.content and config.content.mode == "tiered" else "")
                 + ". Ctrl-C to stop.")
             stats = StatsPrinter(backend)
             stats_task = asyncio.create_task(stats.run(settings.stats_every_s, stop))
+            if alerting is not None:
+                alerting.start(stop)
             gave_up = asyncio.create_task(backend.pipeline.failed.wait())
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait({gave_up, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -76,6 +90,11 @@ def cmd_serve(settings: Settings) -> int:
             stats_task.cancel()
         finally:
             # Whatever happened above, the children are told to stop and what they hold is committed.
+            if metrics is not None:
+                await metrics.stop()
+            if alerting is not None:
+                stop.set()  # the evaluation in progress ends; queued messages get a moment
+                await alerting.aclose()
             await backend.aclose()
         writer = backend.pipeline.stats.writer
         say(serve_summary(backend.pipeline.stats.accepted, writer))
@@ -84,6 +103,24 @@ def cmd_serve(settings: Settings) -> int:
         return EXIT_OK
 
     return asyncio.run(run())
+
+
+async def start_metrics_port(backend: Backend, port: int | None) -> MetricsServer | None:
+    """`--metrics-port`: GET /metrics on a port of its own, beside the one on the OTLP/HTTP port (both
+    share one reader, so their counters agree). A port that cannot be had stops serve at start, as a
+    busy OTLP port does."""
+    if port is None:
+        return None
+    from receiver.prometheus import MetricsServer, MetricsSource
+
+    source = backend.http.metrics if backend.http is not None else MetricsSource(backend.config.pipeline.db_path)
+    server = MetricsServer(source, backend.config.host, port, auth=backend.auth, tls=backend.tls)
+    try:
+        await server.start()
+    except BaseException:
+        await backend.aclose()
+        raise
+    return server
 
 
 def serve_summary(accepted: int, writer: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ FILTER_HELP = (
 )
 COMMAND_HELP = (
     "Commands (:): window 5m|1h|24h|7d · sort <start|duration|cost|tokens|calls|errors> · filter <expr> · "
-    "by <model|feature|tenant|prompt|provider|tool> · open <id> · sessions · trends · export · follow · quit"
+    "by <model|feature|tenant|prompt|provider|tool> · open <id> · sessions · trends · metrics · export · follow · quit"
 )
 
 # What an action does, in words. Keyed by the binding's action string; a binding whose action is
@@ -40,6 +40,7 @@ ACTION_WORDS = {
     "goto('alerts')": "Alerts: SLOs and firing alerts",
     "goto('sessions')": "Sessions: conversations (u: by user)",
     "goto('trends')": "Trends: any signal over time, split by model, feature, variant…",
+    "goto('metrics')": "Metrics: OTLP metrics (GenAI, vLLM/TGI/SGLang serving, GPU, any other)",
     "metric(1)": "Next metric (latency, TTFT, calls/s, errors, cost, tokens…)",
     "metric(-1)": "Previous metric",
     "dimension": "Split by the next dimension",
@@ -83,6 +84,7 @@ SCREEN_ACTION_WORDS = {  # the same action name means different things on differ
     ("overview", "drill"): "Traces behind the selected figure",
     ("sessions", "open"): "Open the conversation (by user: that user's conversations)",
     ("trends", "drill"): "Traces of the selected series over the window",
+    ("metrics", "chart"): "Chart the selected metric over the window",
     ("conversation", "open"): "Open the selected turn's trace",
 }
 KEY_NAMES = {

@@ -10,14 +10,17 @@ from textual.containers import Grid, VerticalScroll
 from textual.widgets import Static
 
 from llmobs_tui import format as fmt
+from llmobs_tui.alerting.runaway import RunawayDetector, RunawayReport
 from llmobs_tui.compare import COMPARE_WORDS, delta_text
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.change_line import ChangeLine
 from llmobs_tui.widgets.chart import ChartData, Line, Threshold, TimeChart
 from llmobs_tui.widgets.chrome import empty_store_text, empty_window_text
+from llmobs_tui.widgets.runaway_panel import RunawayPanel
 from llmobs_tui.widgets.stat_card import Drill, Figure, StatCard
 from store.charts import ERROR_LAYERS, LATENCY_QUANTILES, TOKEN_KINDS, Charts, projection_to_midnight
 from store.dashboards import Overview
+from store.metrics import ServingSaturation
 
 
 def _pcts(values: list[float | None]) -> Text:
@@ -84,6 +87,28 @@ def overview_chart_data(charts: Charts, thresholds: list[Threshold], budget_usd:
     }
 
 
+def serving_figures(serving: ServingSaturation | None) -> list[Figure]:
+    """The Saturation card's model-server lines: queue waiting / running and the fullest KV cache."""
+    if serving is None:
+        return []
+    slowest = Drill(filter="calls>0", sort="duration", description="slowest traces")
+    figures = []
+    if serving.waiting is not None or serving.running is not None:
+        waiting = "–" if serving.waiting is None else f"{serving.waiting:,.0f}"
+        running = "–" if serving.running is None else f"{serving.running:,.0f}"
+        figures.append(Figure("queue", _value(f"{waiting} waiting · {running} running",
+                                              "bold red" if serving.waiting else "bold"), slowest))
+    if serving.kv_cache is not None:
+        figures.append(Figure("KV cache", _value(fmt.percent(serving.kv_cache),
+                                                 "bold red" if serving.kv_cache >= 0.9 else "bold"), slowest))
+    return figures
+
+
+# The runaway panel reads at most this often: a loop or a ceiling is minutes of behaviour, and the
+# read is ~6 ms of CPU at 3M spans (more while many agents run), on every 1 s refresh otherwise.
+RUNAWAY_EVERY_S = 5.0
+
+
 class OverviewScreen(LiveScreen):
     NAME = "overview"
     DEFAULT_CSS = """
@@ -101,6 +126,7 @@ class OverviewScreen(LiveScreen):
         yield from self.compose_chrome_top()
         yield Static(id="overview-empty")
         with VerticalScroll(id="overview-scroll"):
+            yield RunawayPanel(id="overview-runaway")  # hidden while no agent runs away
             with Grid(id="overview-cards"):
                 yield StatCard("Latency", id="card-latency")
                 yield StatCard("Traffic", id="card-traffic")
@@ -128,7 +154,24 @@ class OverviewScreen(LiveScreen):
         charts = await reader.charts(self.llmobs.window_s, now_s, self.llmobs.compare_shift_s())
         # Nothing in the window: is it the window, or has nothing ever been sent? (Read only then.)
         self._store_empty = not charts.overview["calls"] and await reader.newest_span_id() == 0
+        # A model server's own queue and KV cache (OTLP metrics), when one reports them (store/metrics.py).
+        self._serving = await reader.serving_saturation(now_s)
+        self._runaway = await self._load_runaway(reader, now_s)
         return charts
+
+    async def _load_runaway(self, reader, now_s: float) -> RunawayReport | None:
+        """Agents looping or running past a ceiling, by the alert rules' settings (none loaded: none)."""
+        settings = getattr(getattr(self.llmobs.alerts, "config", None), "alerts", None)
+        if settings is None:
+            return None
+        last_s = getattr(self, "_runaway_at", None)
+        if last_s is not None and 0 <= now_s - last_s < RUNAWAY_EVERY_S:
+            return getattr(self, "_runaway", None)
+        if getattr(self, "_runaway_detector", None) is None:
+            self._runaway_detector = RunawayDetector()  # keeps the tool spans' digests between refreshes
+        report = await reader.runaway(self._runaway_detector, settings, now_s)
+        self._runaway_at = now_s
+        return report
 
     def _show_empty(self, o: Overview) -> None:
         note = self.query_one("#overview-empty", Static)
@@ -145,6 +188,7 @@ class OverviewScreen(LiveScreen):
         o = charts.overview
         self._show_empty(o)
         self._show_cards(o, charts)
+        self.query_one(RunawayPanel).show(getattr(self, "_runaway", None))
         marks, selected = self.llmobs.chart_marks()
         self.query_one(ChangeLine).show(self.llmobs.changes, selected)
         budget = self._daily_budget_usd()
@@ -228,6 +272,7 @@ class OverviewScreen(LiveScreen):
         self.query_one("#card-errors", StatCard).show(errors, o.series("errors"), subtitle="errors per bucket")
         share = o.rate_limit_share
         self.query_one("#card-saturation", StatCard).show([
+            *serving_figures(getattr(self, "_serving", None)),
             Figure("in flight", _value(f"{o.in_flight:.1f} calls avg"), Drill(sort="calls", description="busiest"),
                    delta("in_flight", o.in_flight, pst and pst.in_flight)),
             Figure("429 share", _value(fmt.percent(share), "bold red" if share and share > 0.05 else "bold"),
@@ -271,6 +316,9 @@ class OverviewScreen(LiveScreen):
         if rate is not None:
             text.append(f"  {fmt.percent(rate)}", style="dim")
         return text
+
+    def on_runaway_panel_opened(self, message: RunawayPanel.Opened) -> None:
+        self.llmobs.open_trace(message.trace_id, span_id=message.span_id)
 
     def on_stat_card_drilled(self, message: StatCard.Drilled) -> None:
         drill = message.drill

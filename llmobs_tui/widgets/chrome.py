@@ -12,7 +12,8 @@ from textual.widgets import Footer, Static
 from llmobs_tui import format as fmt
 
 SCREENS = (("1", "overview", "Overview"), ("2", "breakdown", "Breakdown"), ("3", "traces", "Traces"),
-           ("4", "trace", "Trace"), ("5", "alerts", "Alerts"), ("6", "sessions", "Sessions"), ("7", "trends", "Trends"))
+           ("4", "trace", "Trace"), ("5", "alerts", "Alerts"), ("6", "sessions", "Sessions"), ("7", "trends", "Trends"),
+           ("8", "metrics", "Metrics"))
 TAB_OF = {"conversation": "sessions"}  # a screen without a tab of its own shows its parent's
 
 

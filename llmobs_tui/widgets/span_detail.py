@@ -14,7 +14,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static, TabbedContent, TabPane
 
 from llmobs_tui import format as fmt
-from store.models import FLAG_CONTENT_DROPPED, flag_names
+from store.models import CONTENT_TIERS, FLAG_CONTENT_DROPPED, TIER_NONE, TIER_SAMPLED_OUT, content_tier, flag_names
 from store.pricing import FEMTO_PER_NANO, FEMTO_PER_USD, TIER_BASE, TIER_LONG_CONTEXT, TIER_NAMES
 from store.span_detail import SpanDetail
 
@@ -66,6 +66,9 @@ def attributes_view(detail: SpanDetail) -> RenderableType:
         table.add_row(Text("receiver", style="bold yellow"), Text(", ".join(flags), style="yellow"))
     if detail.dropped_attributes:
         table.add_row(Text("dropped", style="bold yellow"), Text(f"{detail.dropped_attributes} attributes"))
+    tier_line = content_tier_text(span.flags)
+    if tier_line is not None:
+        table.add_row(Text("content", style="bold"), tier_line)
     for attribute in detail.attributes:
         table.add_row(fmt.safe(attribute.key, limit=200), _value_text(attribute.value))
     if detail.scope[0]:
@@ -121,13 +124,33 @@ def content_switch(scope_name: str | None) -> tuple[str, str] | None:
     return None
 
 
+def content_tier_text(flags: int) -> Text | None:
+    """Which content tier (`--content`, store.models CONTENT_TIERS) kept or dropped a span's prompts and
+    completions: "kept: error", "not kept (tier: sampled out)"; None when no tier was recorded."""
+    tier = content_tier(flags)
+    name = CONTENT_TIERS.get(tier)
+    if name is None:
+        return None
+    if flags & FLAG_CONTENT_DROPPED:
+        return Text(f"not kept (tier: {name})", style="yellow")
+    return Text(f"kept: {name}", style="green")
+
+
 def no_content_text(detail: SpanDetail) -> Text:
     """The line shown when a span carries no prompt or completion: what to turn on, and where.
     Built from plain Text pieces: the scope name is the sender's, never markup."""
+    flags = detail.span.flags
+    if flags & FLAG_CONTENT_DROPPED:
+        tier = content_tier(flags)
+        if tier == TIER_SAMPLED_OUT:
+            return Text("Content not kept (tier: sampled out). The receiver runs with --content tiered: it keeps "
+                        "the prompts and completions of failed, slow and costly calls, of burning SLO scopes and "
+                        "of a sample of traces ([content] sample in llmobs.toml); this span's trace was not "
+                        "sampled.", style="dim")
+        if tier in (TIER_NONE, 0):
+            return Text("Content not kept (tier: none). The receiver runs with --content none (--no-content).",
+                        style="dim")
     text = Text("No prompt or completion recorded for this span.", style="dim")
-    if detail.span.flags & FLAG_CONTENT_DROPPED:
-        text.append(" The receiver runs with --no-content.", style="dim")
-        return text
     scope = detail.scope[0]
     switch = content_switch(scope)
     if switch is None:
@@ -184,6 +207,10 @@ def conversation_view(detail: SpanDetail) -> RenderableType:
         parts.append(Text(""))
     if not parts:
         return no_content_text(detail)
+    kept = content_tier_text(detail.span.flags)
+    if kept is not None:  # --content tiered: which tier kept this span's content
+        kept.stylize("dim")
+        parts.insert(0, Text.assemble(("content ", "dim"), kept))
     return Group(*parts)
 
 

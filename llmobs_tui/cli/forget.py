@@ -1,0 +1,48 @@
+"""`llmobs-tui forget --user ID | --conversation ID | --tenant ID`: deletion on request.
+
+Every trace of that user, conversation or tenant is deleted with its spans, log records and search
+index rows, and the rollups, tool rollups and conversation and user summaries move by the exact
+deltas (store/forget.py, SpanWriter.forget). It writes the store, so `serve` must be stopped first,
+like `reprice`. It prints what it removed.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from llmobs_tui.cli.common import EXIT_OK, CannotWrite, fail, rewriting_store
+from llmobs_tui.format import clean
+from llmobs_tui.settings import Settings
+
+
+def cmd_forget(settings: Settings) -> int:
+    from store.connection import DatabaseError, describe_error
+    from store.forget import forget
+    from store.writer import SpanWriter
+
+    assert settings.forget is not None, "the parser requires one of --user, --conversation, --tenant"
+    kind, value = settings.forget
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r  {done:,} of {total:,} traces", end="", file=sys.stderr, flush=True)
+
+    try:
+        with rewriting_store(settings.db_path, "forget") as db:
+            done = forget(db, SpanWriter(db), kind, value, progress)
+    except CannotWrite as exc:
+        return fail(str(exc))
+    except DatabaseError as exc:
+        return fail(f"forget stopped: {describe_error(settings.db_path, exc)}; what it had removed stays removed "
+                    f"(each step is one transaction); run it again to finish")
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    r = done.removed
+    who = f"{kind} {clean(value, limit=200)!r}"
+    if not r.traces:
+        print(f"nothing stored for {who}")
+        return EXIT_OK
+    print(f"forgot {who}: {r.traces:,} traces, {r.spans:,} spans, {r.logs:,} log records, "
+          f"{r.index_rows:,} search-index rows; {r.calls:,} billed calls (${r.cost_nusd / 1e9:,.4f}) taken out of "
+          f"the rollups; {r.conversations:,} conversations recomputed")
+    return EXIT_OK
