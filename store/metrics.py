@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from store import histogram
+from store.dashboards import resolution_for  # the span charts' buckets, so the two screens' charts line up
 
 NS = 1_000_000_000
 RESOLUTIONS = (10, 60, 3600)
@@ -424,15 +425,6 @@ def dropped_points(db: sqlite3.Connection) -> int:
 
 
 # -- reading -----------------------------------------------------------------------------------
-
-
-def resolution_for(window_s: float) -> int:
-    """The bucket size a window reads: about 30–360 buckets across it."""
-    if window_s <= 30 * 60:
-        return 10
-    if window_s <= 12 * 3600:
-        return 60
-    return 3600
 
 
 @dataclass(slots=True)
