@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from store import histogram
+from store.meta import get_meta, set_meta
 from store.writer import ROLLUP_COUNTERS
 
 LABELS = ("service", "provider", "model", "operation")
@@ -143,16 +144,9 @@ def retire(db: sqlite3.Connection, before_s: int) -> None:
     retiring = _parse_grouped(db.execute(_RETIRING_SQL, (before_s,)))
     if not retiring:
         return
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (RETIRED_KEY,)).fetchone()
-    ledger = parse_ledger(row[0] if row else None)
-    for labels, series in retiring.items():
-        kept = ledger.get(labels)
-        if kept is None:
-            ledger[labels] = series
-        else:
-            kept.merge(series)
-            kept.first_dims_id = min(kept.first_dims_id, series.first_dims_id)
-    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (RETIRED_KEY, format_ledger(ledger.values())))
+    ledger = parse_ledger(get_meta(db, RETIRED_KEY))
+    _add_into(ledger, retiring)
+    set_meta(db, RETIRED_KEY, format_ledger(ledger.values()))
 
 
 def fold(series: Iterable[SeriesTotals], max_label_sets: int = MAX_LABEL_SETS) -> list[SeriesTotals]:
@@ -177,16 +171,13 @@ def _add_into(totals: dict[tuple, SeriesTotals], more: dict[tuple, SeriesTotals]
             mine.first_dims_id = min(mine.first_dims_id, series.first_dims_id)
 
 
-def _ledger_text(db: sqlite3.Connection) -> str | None:
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (RETIRED_KEY,)).fetchone()
-    return row[0] if row else None
 
 
 def read_totals(db: sqlite3.Connection, max_label_sets: int = MAX_LABEL_SETS) -> list[SeriesTotals]:
     """Totals since the store began per label set: the retired ledger plus the hour rollups kept.
     Run it inside one read transaction (store.connection.read_snapshot), so that a retention pass
     committing in between cannot make a total count twice or not at all."""
-    totals = parse_ledger(_ledger_text(db))
+    totals = parse_ledger(get_meta(db, RETIRED_KEY))
     _add_into(totals, _parse_grouped(db.execute(KEPT_TOTALS_SQL)))
     return fold(totals.values(), max_label_sets)
 
@@ -211,7 +202,7 @@ class TotalsCache:
     def read(self, db: sqlite3.Connection, now_s: float, monotonic_s: float) -> list[SeriesTotals]:
         """Inside one read transaction, as read_totals. `monotonic_s`: a monotonic clock, for the refresh."""
         split = int(now_s) // HOUR * HOUR - HOUR
-        ledger = _ledger_text(db)
+        ledger = get_meta(db, RETIRED_KEY)
         key = (split, ledger)
         if key != self._key or monotonic_s - self._read_at >= self.refresh_s:
             settled = parse_ledger(ledger)

@@ -41,6 +41,7 @@ from typing import Any
 
 from store import histogram
 from store.dashboards import resolution_for  # the span charts' buckets, so the two screens' charts line up
+from store.meta import get_meta
 
 NS = 1_000_000_000
 RESOLUTIONS = (10, 60, 3600)
@@ -420,8 +421,7 @@ def dropped_message(dropped: int) -> str:
 
 
 def dropped_points(db: sqlite3.Connection) -> int:
-    row = db.execute("SELECT value FROM meta WHERE key = ?", (DROPPED_KEY,)).fetchone()
-    return int(row[0]) if row else 0
+    return int(get_meta(db, DROPPED_KEY) or 0)
 
 
 # -- reading -----------------------------------------------------------------------------------
