@@ -24,6 +24,7 @@ from textual.notifications import SeverityLevel
 from llmobs_tui import format as fmt
 from llmobs_tui.alerting.source import AlertSource
 from llmobs_tui.filtering import FilterError, parse
+from llmobs_tui.gc_policy import restore_collection, tune_for_interaction
 from llmobs_tui.reader import StoreReader
 from llmobs_tui.screens.alerts import AlertsScreen
 from llmobs_tui.screens.base import LiveScreen
@@ -139,6 +140,7 @@ class LlmobsApp(App):
             await self.tick()
 
     async def on_unmount(self) -> None:
+        restore_collection()
         if self._alerts_task is not None:
             self._alerts_task.cancel()
         await self.reader.close()
@@ -209,6 +211,8 @@ class LlmobsApp(App):
             self.refresh_chrome(screen)
         self._ring_for_new_pages()
         self._release_paint()
+        if self.ticks == 1:
+            self.call_after_refresh(tune_for_interaction)  # once the first screen is painted: see gc_policy
         if self.shown_hook is not None and isinstance(screen, LiveScreen) and error is None:
             self.shown_hook(screen, started)
 

@@ -365,12 +365,32 @@ def _openllmetry_message(fields: Mapping[str, Any], direction: str) -> list[Mess
     return [Message(role, tuple(parts), direction, "openllmetry.flattened", _str(fields.get("finish_reason")))]
 
 
+# What the shapes above read, for a reader that wants to convert no more than that: the span attribute
+# keys (exactly, or by prefix) that _candidates and tool_io look at, and the span events _candidates
+# reads (every attribute of those). The search indexer reads stored spans back with these alone
+# (store/content_index.py), where converting every attribute was a third of its extraction cost. A
+# shape that reads a new key must add it here: tests/test_search_index_extraction.py compares the
+# text indexed from these keys with the text from all of them, over every shape the tests know.
+CONTENT_KEYS = frozenset({
+    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+    "ai.prompt.messages", "ai.prompt", "ai.response.text", "ai.response.toolCalls",
+    "langfuse.observation.input", "langfuse.observation.output", "input.value", "output.value",
+    "traceloop.entity.input", "traceloop.entity.output",
+    "gen_ai.tool.call.arguments", "gen_ai.tool.call.result", "ai.toolCall.args", "ai.toolCall.result",
+})
+CONTENT_KEY_PREFIXES = _FLAT_PREFIXES
+
+
 def _event_name(log: LogEvent) -> str:
     return log.event_name or _str(log.attributes.get("event.name")) or ""
 
 
 _MESSAGE_EVENTS = {"gen_ai.system.message": "system", "gen_ai.user.message": "user",
                    "gen_ai.assistant.message": "assistant", "gen_ai.tool.message": "tool"}
+
+
+# Span events _candidates reads; any other event (an exception, an app's own) carries no messages.
+CONTENT_EVENTS = frozenset({*_MESSAGE_EVENTS, "gen_ai.choice", "gen_ai.content.prompt", "gen_ai.content.completion"})
 
 
 def _message_event(name: str, body: Any, source: str) -> list[Message]:

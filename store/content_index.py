@@ -12,8 +12,21 @@ row is written once and never changes, so each is indexed exactly once whatever 
 (a log before its span, after it, or for a span that never comes), with no re-index churn on spans
 whose events trickle in. The price is that content emitted twice (span attributes and log events in
 OTel's SPAN_AND_EVENT mode) is indexed twice; a search still lands on the same span. The rowid
-scheme lets eviction delete a trace's rows by rowid (through the spans and logs indexes on
-trace_id) instead of scanning the FTS table's UNINDEXED trace_id column.
+scheme lets eviction find a trace's rows by rowid (through the spans and logs indexes on
+trace_id) instead of keeping an index on trace_id.
+
+The text once (m012). The FTS5 table is contentless: it keeps postings and nothing else, and the
+text each row was indexed with is kept once, zstd-compressed, in `content_text` (same rowid, with
+the row's trace and span ids, which a search reads there). A normal FTS5 table kept a second,
+uncompressed copy of every text: 4,748 → 1,626 bytes of index per heavy span (4 KB of content),
+1,777 → 573 per agent span (bench/search_index.py). The stored text serves two readers. Snippets:
+the ≤500 rows a trace list shows are indexed again in a scratch in-memory table (make_snippets), so
+snippet() gives exactly what it gave before. Deletes: SQLite 3.40 has no contentless_delete, and
+FTS5 forgets a contentless row only when given the exact text it indexed (a wrong text corrupts
+the index without an error), so every delete path (retention, forget, a re-met row after a
+watermark clamp) goes through forget_rows, which gives FTS5 back the text from content_text.
+Extraction reads only the attributes and events store.content reads (CONTENT_KEYS) and takes a
+short way through the two commonest message shapes (_fast_message_pieces); the text is the same.
 
 Words, not trigrams. The index holds word tokens (unicode61, case folded, accents kept); text in
 scripts written without spaces (Chinese, Japanese, Korean, Thai, Lao, Khmer, Myanmar) is split per
@@ -24,17 +37,18 @@ with 4 KB of content per span, 223 µs of CPU and 10.7 KB of index per span agai
 with words (measured on the same 40,000 spans, 64-row transactions), and indexing cost more than
 storing the span (bench.ingest --workload heavy: 356 µs per span).
 
-Off the ack path. Even with words, indexing is a real share of a span's cost: done inside the
-commit it would slow every ack. So the
-writer acknowledges first, and ContentIndexer works through spans and logs above a watermark kept in
-`meta`, in small transactions: whenever the inbox is idle, and under sustained load for a bounded
-share of the writer's commit time (so the index never starves and acks wait at most one small
-transaction). A store created before m005 is caught up from 0 the same way.
+Off the ack path. Even so, indexing is a real share of a span's cost (issue 15: 108 → 82 µs of
+CPU per heavy span, 66 → 44 per agent span, bench/search_index.py): done inside the commit it
+would slow every ack. So the writer acknowledges first, and ContentIndexer works through spans and
+logs above a watermark kept in `meta`, in small transactions: whenever the inbox is idle, and under
+sustained load for a bounded share of the writer's commit time (so the index never starves and acks
+wait at most one small transaction). A store created before m005 is caught up from 0 the same way.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sqlite3
 import time
@@ -42,10 +56,25 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from store.content import LogEvent, Message, SpanEvent, messages_from_span, tool_io
+import zstandard
+
+from store.content import (
+    CONTENT_EVENTS,
+    CONTENT_KEY_PREFIXES,
+    CONTENT_KEYS,
+    MAX_MESSAGES,
+    MAX_PARTS,
+    LogEvent,
+    Message,
+    SpanEvent,
+    messages_from_span,
+    tool_io,
+)
 from store.meta import get_meta, set_meta
 from store.otlp_values import any_value
 from store.queries import decompress
+
+log = logging.getLogger(__name__)
 
 SPANS_WATERMARK = "content_index.spans"  # the highest spans.id indexed (every id below it too)
 LOGS_WATERMARK = "content_index.logs"  # the same for logs.id
@@ -78,13 +107,41 @@ _UNSPACED_SCRIPT = re.compile(
     "\uf900-\ufaff\uff66-\uff9f])")
 _WORD = re.compile(r"\w")
 
+_TOKENIZER = f"unicode61 remove_diacritics 0 separators '{CHAR_SEPARATOR}'"
+# m008's table (a normal FTS5 table keeping its own copy of the text), replaced by m012's: kept
+# because m008 creates it on its way up.
 CREATE_INDEX = f"""
     CREATE VIRTUAL TABLE content_index USING fts5(
         trace_id UNINDEXED,
         span_id UNINDEXED,
         body,
-        tokenize = "unicode61 remove_diacritics 0 separators '{CHAR_SEPARATOR}'"
+        tokenize = "{_TOKENIZER}"
     )"""
+# The index since m012: FTS5 keeps postings alone (contentless), and the text it indexed is kept
+# once, zstd-compressed, in content_text under the same rowid, with the row's trace and span. A
+# normal FTS5 table stored the text a second time, uncompressed: ~4 KB of a heavy span's 6.9 KB, and
+# ~9 µs of its indexing. The text is still needed twice: to build snippets (text_matches_query and
+# parse_text_matches) and to delete a row, since SQLite 3.40's contentless tables forget a row only
+# when given the exact text they indexed (a wrong one corrupts the index without an error): every
+# delete goes through forget_rows, which reads it back from content_text. The per-row token counts
+# (%_docsize, ~20 bytes a row) stay: without them FTS5 refuses a scan of the table, even count(*).
+CREATE_TABLES = (
+    f"""CREATE VIRTUAL TABLE content_index USING fts5(
+        body,
+        content = '',
+        tokenize = "{_TOKENIZER}"
+    )""",
+    """CREATE TABLE content_text (
+        id INTEGER PRIMARY KEY,           -- the index row's rowid: spans.id, or -logs.id
+        trace_id BLOB NOT NULL,           -- first: a search reads it without the text
+        span_id BLOB,                     -- NULL: a log record without a span id
+        body BLOB NOT NULL                -- the indexed text, UTF-8, zstd (TEXT_LEVEL)
+    )""",
+)
+# Level 1: on 4 KB of English prose, 47 % of the size at 17 µs, against 62 % at 13 µs for level -1
+# (the spans' own level): ~600 bytes a span kept for 4 µs.
+TEXT_LEVEL = 1
+_TEXT_COMPRESSOR = zstandard.ZstdCompressor(level=TEXT_LEVEL)
 
 
 def _split_unspaced(text: str) -> str:
@@ -95,7 +152,15 @@ def _split_unspaced(text: str) -> str:
 
 _WHITESPACE = re.compile(r"\s+")
 _RETRIEVAL_KEYS = ("gen_ai.retrieval.query.text", "retrieval.query")
+_DOCUMENT_PREFIX = "retrieval.documents."
 _DOCUMENT_SUFFIX = ".document.content"  # OpenInference retrieval.documents.N.document.content
+# The attributes span_text reads: a stored span is read back with these converted and no others.
+_INDEXED_KEYS = CONTENT_KEYS | frozenset(_RETRIEVAL_KEYS)
+_INDEXED_PREFIXES = (*CONTENT_KEY_PREFIXES, _DOCUMENT_PREFIX)
+# Whether span_text reads a key, by key: the same few dozen keys come in every span, and one dict
+# lookup costs a third of the two tests (~1.5 µs a span). Bounded: keys are senders' data.
+_KEY_WANTED: dict[str, bool] = {}
+_KEY_CACHE_SIZE = 4096
 
 
 # --- the searchable text ---------------------------------------------------------------------------
@@ -141,20 +206,93 @@ def _join(pieces: Iterable[Any]) -> str:
         size += len(text) + 1
         if size >= SPAN_CHARS:
             break
-    return _split_unspaced("\n".join(out)[:SPAN_CHARS].translate(_MARKS))
+    text = "\n".join(out)[:SPAN_CHARS]
+    if not text.isascii():  # the marks are not ASCII; translate() costs ~3 µs per KB even when none is there
+        text = _split_unspaced(text.translate(_MARKS))
+    return text
+
+
+# The two shapes nearly every instrumented span arrives in, read without building Message objects
+# (about a third of the extraction): OTel ≥1.37 `gen_ai.input.messages`/`gen_ai.output.messages`
+# with text parts, and ≤1.27 `gen_ai.content.prompt`/`.completion` span events of OpenAI-style
+# {role, content} messages. Taken only when nothing else that messages_from_span reads is present and
+# every message is plain text, so the pieces are exactly the ones it would give; anything else (a
+# tool message, a tool call, a system instruction, another source, a malformed value) goes the
+# general way. tests/test_search_index_extraction.py compares the two on both sides of each rule.
+_FAST_ATTRIBUTES = frozenset({"gen_ai.input.messages", "gen_ai.output.messages"})
+_FAST_EVENTS = {"gen_ai.content.prompt": "gen_ai.prompt", "gen_ai.content.completion": "gen_ai.completion"}
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content", "parts", "finish_reason", "name"})
+
+
+def _plain_message_texts(value: Any, out: list[Any]) -> int:
+    """Append the texts of a list of plain-text messages (JSON or structured) to `out`; returns how
+    many messages, or -1 when the value is anything else."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            return -1
+    if not isinstance(value, list) or len(value) > MAX_MESSAGES:
+        return -1
+    for message in value:
+        # No tool_call_id or id: a tool message's text stays text (store.content._as_tool_response);
+        # no type or tool_calls: a message, not an item of another kind. The role changes no text.
+        if not isinstance(message, dict) or not message.keys() <= _PLAIN_MESSAGE_KEYS:
+            return -1
+        if "parts" in message:
+            parts = message["parts"]
+            if not isinstance(parts, list) or len(parts) > MAX_PARTS:
+                return -1
+            for part in parts:
+                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("content"), str):
+                    return -1
+                out.append(part["content"])
+        elif isinstance(message.get("content"), str):
+            out.append(message["content"])
+        else:
+            return -1
+    return len(value)
+
+
+def _fast_message_pieces(attributes: Mapping[str, Any], events: Sequence[SpanEvent]) -> list[Any] | None:
+    """The message pieces of a span in one of the common shapes, or None (see _FAST_ATTRIBUTES)."""
+    pieces: list[Any] = []
+    if attributes:
+        if events or attributes.keys() != _FAST_ATTRIBUTES:
+            return None
+        inputs = _plain_message_texts(attributes["gen_ai.input.messages"], pieces)
+        outputs = _plain_message_texts(attributes["gen_ai.output.messages"], pieces)
+        # No more messages than messages_from_span keeps (an empty one still counts there).
+        return pieces if inputs >= 0 and outputs >= 0 and inputs + outputs <= MAX_MESSAGES else None
+    if not events:
+        return pieces
+    completions: list[Any] = []
+    messages = 0
+    for event in events:
+        key = _FAST_EVENTS.get(event.name)
+        if key is None or key not in event.attributes:
+            return None
+        count = _plain_message_texts(event.attributes[key], pieces if key == "gen_ai.prompt" else completions)
+        if count < 0:
+            return None
+        messages += count
+    pieces += completions
+    return pieces if messages <= MAX_MESSAGES else None
 
 
 def span_text(kind: str, attributes: Mapping[str, Any], events: Sequence[SpanEvent]) -> str:
     """The searchable text of a span from its attributes and span events (its log records are
     indexed as rows of their own: see the module's docstring)."""
-    pieces: list[Any] = list(_message_pieces(messages_from_span(attributes, events)))
+    pieces = _fast_message_pieces(attributes, events)
+    if pieces is None:
+        pieces = list(_message_pieces(messages_from_span(attributes, events)))
     if kind == "tool":
         pieces.extend(tool_io(attributes, events))
     for key in _RETRIEVAL_KEYS:
         if key in attributes:
             pieces.append(attributes[key])
     pieces.extend(value for key, value in attributes.items()
-                  if key.startswith("retrieval.documents.") and key.endswith(_DOCUMENT_SUFFIX))
+                  if key.startswith(_DOCUMENT_PREFIX) and key.endswith(_DOCUMENT_SUFFIX))
     return _join(pieces)
 
 
@@ -177,9 +315,20 @@ def searchable_span_text(raw: bytes | None, kind: str) -> str:
         proto = Span.FromString(decompress(raw))
     except Exception:  # a damaged blob must not stop the indexer: index nothing for it
         return ""
-    attributes = {kv.key: any_value(kv.value) for kv in proto.attributes}
+    # Only what span_text reads is converted: most of a span's ~25 attributes are model names,
+    # token counts and ids, and converting them all cost more than reading the messages.
+    attributes = {}
+    for kv in proto.attributes:
+        key = kv.key
+        wanted = _KEY_WANTED.get(key)
+        if wanted is None:
+            wanted = key in _INDEXED_KEYS or key.startswith(_INDEXED_PREFIXES)
+            if len(_KEY_WANTED) < _KEY_CACHE_SIZE:
+                _KEY_WANTED[key] = wanted
+        if wanted:
+            attributes[key] = any_value(kv.value)
     events = [SpanEvent(e.name, e.time_unix_nano, {kv.key: any_value(kv.value) for kv in e.attributes})
-              for e in proto.events]
+              for e in proto.events if e.name in CONTENT_EVENTS]
     return span_text(kind, attributes, events)
 
 
@@ -281,21 +430,35 @@ class ContentIndexer:
                           (log_mark, self.chunk)).fetchall()
         if not spans and not logs:
             return 0
-        rows: list[tuple[int, str, bytes, bytes | None]] = []
+        rows: list[tuple[int, bytes, bytes | None, str]] = []
         for span_row_id, trace_id, span_id, kind, raw in spans:
             text = searchable_span_text(raw, kind)
             if text:
-                rows.append((span_row_id, text, trace_id, span_id))
+                rows.append((span_row_id, trace_id, span_id, text))
         for log_row_id, trace_id, span_id, event_name, raw in logs:
             if trace_id is None:
                 continue  # not reachable from the trace list: nothing would show the match
             text = searchable_log_text(raw, event_name)
             if text:
-                rows.append((-log_row_id, text, trace_id, span_id))
+                rows.append((-log_row_id, trace_id, span_id, text))
+        stored = [(rowid, trace_id, span_id, _TEXT_COMPRESSOR.compress(text.encode()))
+                  for rowid, trace_id, span_id, text in rows]
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT OR REPLACE INTO content_index (rowid, body, trace_id, span_id) VALUES (?, ?, ?, ?)",
-                           rows)  # OR REPLACE: a watermark clamped after an eviction may meet a row twice
+            # A watermark clamped after an eviction may meet ids indexed before: what this pass finds
+            # for them replaces what is there (given back to FTS5 first, see forget_rows).
+            stale = []
+            if spans:
+                stale += db.execute("SELECT id, body FROM content_text WHERE id > ? AND id <= ?",
+                                    (span_mark, spans[-1][0])).fetchall()
+            if logs:
+                stale += db.execute("SELECT id, body FROM content_text WHERE id >= ? AND id < ?",
+                                    (-logs[-1][0], -log_mark)).fetchall()
+            if stale:
+                forget_rows(db, stale)
+            db.executemany("INSERT INTO content_text (id, trace_id, span_id, body) VALUES (?, ?, ?, ?)", stored)
+            db.executemany("INSERT INTO content_index (rowid, body) VALUES (?, ?)",
+                           [(rowid, text) for rowid, _trace_id, _span_id, text in rows])
             if spans:
                 set_meta(db, SPANS_WATERMARK, str(spans[-1][0]))
             if logs:
@@ -321,15 +484,31 @@ def clamp_watermarks(db: sqlite3.Connection) -> None:
                    f"WHERE key = ? AND CAST(value AS INTEGER) > (SELECT coalesce(max(id), 0) FROM {table})", (key,))
 
 
+def forget_rows(db: sqlite3.Connection, rows: Sequence[tuple[int, bytes]]) -> int:
+    """Take these (rowid, stored text) rows out of the index and content_text; call inside a
+    transaction. FTS5 is given each row's own text back (a contentless table cannot find it), so
+    this is the only right way to delete from the index: a DELETE on content_text alone would leave
+    postings no search could tell from live ones."""
+    given_back = []
+    for rowid, body in rows:
+        try:
+            given_back.append((rowid, decompress(body).decode()))
+        except Exception:  # a damaged text must not stop retention: its postings stay, matching no row
+            log.warning("content_text row %d is damaged: its index postings are left behind", rowid)
+    db.executemany("INSERT INTO content_index (content_index, rowid, body) VALUES ('delete', ?, ?)", given_back)
+    db.executemany("DELETE FROM content_text WHERE id = ?", [(rowid,) for rowid, _body in rows])
+    return len(rows)
+
+
 def delete_traces(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> int:
     """Delete the index rows of these traces; call in the evicting transaction BEFORE their spans
     and logs are deleted (the rows are found by rowid through them). Returns the rows deleted."""
     marks = ", ".join("?" * len(trace_ids))
-    deleted = db.execute(f"DELETE FROM content_index WHERE rowid IN (SELECT id FROM spans WHERE trace_id IN ({marks}))",
-                         trace_ids).rowcount
-    deleted += db.execute(
-        f"DELETE FROM content_index WHERE rowid IN (SELECT -id FROM logs WHERE trace_id IN ({marks}))",
-        trace_ids).rowcount
+    rows = db.execute("SELECT id, body FROM content_text WHERE id IN "
+                      f"(SELECT id FROM spans WHERE trace_id IN ({marks}))", trace_ids).fetchall()
+    rows += db.execute("SELECT id, body FROM content_text WHERE id IN "
+                       f"(SELECT -id FROM logs WHERE trace_id IN ({marks}))", trace_ids).fetchall()
+    deleted = forget_rows(db, rows)
     if deleted:
         reclaim_deleted(db, deleted)
     return deleted
@@ -355,8 +534,9 @@ def reclaim_deleted(db: sqlite3.Connection, deleted_rows: int) -> None:
 def delete_traceless_logs(db: sqlite3.Connection, before_ns: int) -> int:
     """Delete the index rows of the trace-less logs older than `before_ns` (retention deletes those
     logs next). The indexer skips trace-less logs today; this keeps eviction right if it ever does not."""
-    return db.execute("DELETE FROM content_index WHERE rowid IN "
-                      "(SELECT -id FROM logs WHERE trace_id IS NULL AND time_ns < ?)", (before_ns,)).rowcount
+    rows = db.execute("SELECT id, body FROM content_text WHERE id IN "
+                      "(SELECT -id FROM logs WHERE trace_id IS NULL AND time_ns < ?)", (before_ns,)).fetchall()
+    return forget_rows(db, rows)
 
 
 # --- the read side -------------------------------------------------------------------------------------
@@ -389,20 +569,34 @@ SNIPPET_TOKENS = 24  # words (or characters of an unspaced script) of context ar
 # a word found in every LLM span is ~0.5 s per million spans (measured: bench/tui.py). The Traces
 # screen says when a search was cut (match_count_query).
 MATCH_SCAN_LIMIT = 10_000
-NEWEST_MATCHES = ("SELECT trace_id FROM content_index WHERE content_index MATCH ? "
-                  f"ORDER BY rowid DESC LIMIT {MATCH_SCAN_LIMIT}")
+# The traces whose content matches (store.filters: a negation must see them all)...
+ALL_MATCHES = ("SELECT trace_id FROM content_text WHERE id IN "
+               "(SELECT rowid FROM content_index WHERE content_index MATCH ?)")
+# ... and those of the newest MATCH_SCAN_LIMIT matching rows.
+NEWEST_MATCHES = ("SELECT trace_id FROM content_text WHERE id IN (SELECT rowid FROM content_index WHERE "
+                  f"content_index MATCH ? ORDER BY rowid DESC LIMIT {MATCH_SCAN_LIMIT})")
 _OLDEST_SCANNED = ("(SELECT min(rowid) FROM (SELECT rowid FROM content_index WHERE content_index MATCH ? "
                    f"ORDER BY rowid DESC LIMIT {MATCH_SCAN_LIMIT}))")
 
 
+# A row's place in parse_text_matches' order as one number: spans (rowid > 0) by id, then log
+# records (rowid < 0) by id, so that SQL can pick each trace's first row with min().
+_LOG_RANK_BASE = 1 << 62
+
+
 def text_matches_query(match: str, trace_ids: Sequence[bytes]) -> tuple[str, tuple]:
-    """Each matching row of these traces (the ≤500 the list shows) with its snippet, among the
-    matches the list's filter read (the newest MATCH_SCAN_LIMIT): FTS5 takes the rowid bound, so
-    the walk stops there, and trace_id, the first column, is read without the body."""
+    """For each of these traces (the ≤500 the list shows), its first matching row (see
+    parse_text_matches) among the matches the list's filter read (the newest MATCH_SCAN_LIMIT: FTS5
+    takes the rowid bound, so the walk stops there): (rowid, trace_id, span_id, stored text, match).
+    The snippet is made from the text by parse_text_matches; the match rides along in each row so
+    that the rows alone are enough to make it."""
     marks = ", ".join("?" * len(trace_ids))
-    sql = (f"SELECT rowid, trace_id, span_id, snippet(content_index, 2, ?, ?, '…', ?) FROM content_index "
-           f"WHERE content_index MATCH ? AND rowid >= {_OLDEST_SCANNED} AND trace_id IN ({marks})")
-    return sql, (MARK_START, MARK_END, SNIPPET_TOKENS, match, match, *trace_ids)
+    sql = (f"WITH matched AS (SELECT trace_id, min(CASE WHEN id > 0 THEN id ELSE {_LOG_RANK_BASE} - id END) "
+           f"AS rank FROM content_text WHERE id IN (SELECT rowid FROM content_index WHERE content_index MATCH ? AND "
+           f"rowid >= {_OLDEST_SCANNED}) AND trace_id IN ({marks}) GROUP BY trace_id) "
+           f"SELECT c.id, c.trace_id, c.span_id, c.body, ? FROM matched m JOIN content_text c "
+           f"ON c.id = CASE WHEN m.rank < {_LOG_RANK_BASE} THEN m.rank ELSE {_LOG_RANK_BASE} - m.rank END")
+    return sql, (match, match, *trace_ids, match)
 
 
 def match_count_query(match: str) -> tuple[str, tuple]:
@@ -421,16 +615,36 @@ class SearchResult:
 
 def parse_text_matches(rows: Iterable[Sequence[Any]]) -> dict[bytes, TextMatch]:
     """One match per trace: the first span (in store order) whose content matched, a span's own
-    content before a log record's."""
-    best: dict[bytes, tuple[tuple[int, int], TextMatch]] = {}
-    for rowid, trace_id, span_id, snippet in rows:
+    content before a log record's; rows as text_matches_query gives them."""
+    best: dict[bytes, tuple[tuple[int, int], int, bytes | None, bytes]] = {}
+    rows = list(rows)
+    if not rows:
+        return {}
+    match = rows[0][4]  # the same in every row
+    for rowid, trace_id, span_id, body, _match in rows:
         rank = (0, rowid) if rowid > 0 else (1, -rowid)
         trace_id = bytes(trace_id)
         known = best.get(trace_id)
         if known is None or rank < known[0]:
-            text = (snippet or "").replace(CHAR_SEPARATOR, "")
-            best[trace_id] = (rank, TextMatch(trace_id, bytes(span_id) if span_id else None, text))
-    return {trace_id: match for trace_id, (_rank, match) in best.items()}
+            best[trace_id] = (rank, rowid, bytes(span_id) if span_id else None, body)
+    snippets = make_snippets(match, {rowid: decompress(body).decode() for _rank, rowid, _span, body in best.values()})
+    return {trace_id: TextMatch(trace_id, span_id, snippets.get(rowid, "").replace(CHAR_SEPARATOR, ""))
+            for trace_id, (_rank, rowid, span_id, _body) in best.items()}
+
+
+def make_snippets(match: str, texts: Mapping[int, str]) -> dict[int, str]:
+    """FTS5's own snippets of these indexed texts for the query `match`, by rowid. The index keeps
+    no text (CREATE_TABLES), so the few rows a list shows are indexed again in a scratch in-memory
+    table with the same tokenizer: the same snippet() over the same text gives the same snippet a
+    normal table gave (30–70 µs a row)."""
+    scratch = sqlite3.connect(":memory:")
+    try:
+        scratch.execute(f"CREATE VIRTUAL TABLE scratch USING fts5(body, tokenize = \"{_TOKENIZER}\")")
+        scratch.executemany("INSERT INTO scratch (rowid, body) VALUES (?, ?)", texts.items())
+        return dict(scratch.execute("SELECT rowid, snippet(scratch, 0, ?, ?, '…', ?) FROM scratch "
+                                    "WHERE scratch MATCH ?", (MARK_START, MARK_END, SNIPPET_TOKENS, match)))
+    finally:
+        scratch.close()
 
 
 def snippet_parts(snippet: str) -> list[tuple[str, bool]]:

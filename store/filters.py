@@ -4,7 +4,7 @@ llmobs_tui.filtering; every column name lives here (issue 12). Values are always
 
 from __future__ import annotations
 
-from store.content_index import NEWEST_MATCHES
+from store.content_index import ALL_MATCHES, NEWEST_MATCHES
 
 # Trace-summary fields: expressions over the traces table (alias t).
 TRACE_FIELDS: dict[str, str] = {
@@ -49,7 +49,7 @@ def any_span_clause(expression: str, sql_op: str, negate: bool = False) -> str:
 
 # `text:…`: the trace has a span or log record whose indexed content (store/content_index.py)
 # contains the phrase; the parameter is content_index.phrase_query(user text), never raw user text.
-CONTENT_MATCH = "t.trace_id IN (SELECT trace_id FROM content_index WHERE content_index MATCH ?)"
+CONTENT_MATCH = f"t.trace_id IN ({ALL_MATCHES})"
 
 
 def content_match_clause(negate: bool = False, newest_only: bool = False) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import zstandard
 from textual.widgets import Input
 
 from llmobs_tui.filtering import FilterError, complete, parse, regexp
@@ -32,6 +33,7 @@ from store.content_index import (
     snippet_parts,
 )
 from store.otlp_values import message_to_otlp_json
+from store.queries import decompress
 from store.writer import SpanWriter
 from tests.otlp_factory import MS, T0, log_record, logs_request, make_span, span_id_bytes, trace_id_bytes, trace_request
 
@@ -88,6 +90,57 @@ def matches(db: sqlite3.Connection, filter_text: str, traces: list[int]) -> dict
     assert flt.text_search is not None
     sql, params = content_index.text_matches_query(flt.text_search, [trace_id_bytes(t) for t in traces])
     return {int.from_bytes(k, "big"): v for k, v in content_index.parse_text_matches(db.execute(sql, params)).items()}
+
+
+def stored_texts(db: sqlite3.Connection) -> dict[int, str]:
+    """The index's rows and the text each was indexed with (content_text, decompressed)."""
+    return {rowid: decompress(body).decode() for rowid, body in db.execute("SELECT id, body FROM content_text")}
+
+
+def add_index_rows(db: sqlite3.Connection, rows: list[tuple[int, bytes, bytes | None, str]]) -> None:
+    """Index rows as the indexer writes them: the text in content_text and the postings in FTS5."""
+    db.executemany("INSERT INTO content_text (id, trace_id, span_id, body) VALUES (?, ?, ?, ?)",
+                   [(rowid, trace, span, zstandard.ZstdCompressor().compress(text.encode()))
+                    for rowid, trace, span, text in rows])
+    db.executemany("INSERT INTO content_index (rowid, body) VALUES (?, ?)", [(r[0], r[3]) for r in rows])
+
+
+def postings(db: sqlite3.Connection, schema: str = "main") -> list[tuple]:
+    """Every (term, rowid, column, offset) the index holds, deletes applied (fts5vocab)."""
+    db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.vocab_{schema} USING fts5vocab({schema}, content_index, "
+               "instance)")
+    return sorted(db.execute(f"SELECT term, doc, col, offset FROM temp.vocab_{schema}"))
+
+
+def fts5_totals(db: sqlite3.Connection) -> list[int]:
+    """FTS5's 'averages' record: rows, then tokens per column (varints; no record yet: zeros)."""
+    block = (db.execute("SELECT block FROM content_index_data WHERE id = 1").fetchone() or (b"",))[0]
+    numbers, value = [], 0
+    for byte in block:
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            numbers.append(value)
+            value = 0
+    return numbers or [0, 0]
+
+
+def assert_index_intact(db: sqlite3.Connection) -> None:
+    """The index holds exactly the postings of the texts content_text keeps, no more (a delete given
+    a wrong text leaves some behind), no fewer: compared with a normal FTS5 table built from them.
+    A contentless table cannot check this itself."""
+    db.execute("INSERT INTO content_index (content_index, rank) VALUES ('integrity-check', 0)")
+    texts = stored_texts(db)
+    assert db.execute("SELECT count(*) FROM content_index").fetchone()[0] == len(texts)
+    scratch = sqlite3.connect(":memory:")
+    try:
+        scratch.execute(content_index.CREATE_TABLES[0].replace("content = '',", ""))
+        scratch.executemany("INSERT INTO content_index (rowid, body) VALUES (?, ?)", texts.items())
+        assert postings(db) == postings(scratch)
+        # FTS5's totals of rows and tokens (the 'averages' record): a delete given more tokens than
+        # were indexed leaves no posting behind but throws these off.
+        assert fts5_totals(db) == fts5_totals(scratch)
+    finally:
+        scratch.close()
 
 
 @pytest.fixture
@@ -153,7 +206,7 @@ def test_a_redacted_email_cannot_be_found_but_its_marker_can(writer_db, writer, 
     store_spans(writer, normalizer, agent_trace(1, f"Please write to {EMAIL} about the refund"))
     store_logs(writer, normalizer, [log_record(1, 2, "gen_ai.user.message", {"content": f"again: {EMAIL}"})])
     index_all(writer_db)
-    body = "\n".join(r[0] for r in writer_db.execute("SELECT body FROM content_index"))
+    body = "\n".join(stored_texts(writer_db).values())
     assert "[REDACTED:email]" in body and "jane" not in body and "example.com" not in body
     for needle in (EMAIL, "jane.doe", "example.com", "doe@"):
         assert found(writer_db, f"text:{needle}") == set(), needle
@@ -244,11 +297,15 @@ def test_a_common_word_reads_only_the_newest_matches_and_says_so(writer_db, writ
     store_spans(writer, normalizer, agent_trace(1, "needle in the oldest trace", start_ns=T0 - 10**9))
     store_spans(writer, normalizer, agent_trace(2, "needle in the newest trace"))
     index_all(writer_db)
-    newest = writer_db.execute("SELECT rowid FROM content_index WHERE trace_id = ?", (trace_id_bytes(2),)).fetchone()[0]
+    newest, span, text = writer_db.execute("SELECT id, span_id, body FROM content_text WHERE trace_id = ?",
+                                           (trace_id_bytes(2),)).fetchone()
     # Filler matches between the two, for a trace the list does not have: the scan stops among them.
-    writer_db.execute("UPDATE content_index SET rowid = ? WHERE rowid = ?", (content_index.MATCH_SCAN_LIMIT + 10, newest))
-    writer_db.executemany("INSERT INTO content_index (rowid, trace_id, span_id, body) VALUES (?, ?, NULL, ?)",
-                          [(n, b"filler", "another needle") for n in range(5, content_index.MATCH_SCAN_LIMIT + 5)])
+    with writer_db:
+        content_index.forget_rows(writer_db, [(newest, text)])
+        add_index_rows(writer_db, [(content_index.MATCH_SCAN_LIMIT + 10, trace_id_bytes(2), span,
+                                    decompress(text).decode())])
+        add_index_rows(writer_db, [(n, b"filler", None, "another needle")
+                                   for n in range(5, content_index.MATCH_SCAN_LIMIT + 5)])
     sql, params = content_index.match_count_query(phrase_query("needle"))
     assert writer_db.execute(sql, params).fetchone()[0] == content_index.MATCH_SCAN_LIMIT + 1
     assert found(writer_db, "text:needle") == {2}, "the oldest match is past the newest MATCH_SCAN_LIMIT"
@@ -261,7 +318,7 @@ def test_a_common_word_reads_only_the_newest_matches_and_says_so(writer_db, writ
 
 
 def index_rows_of(db: sqlite3.Connection, trace: int) -> int:
-    return db.execute("SELECT count(*) FROM content_index WHERE trace_id = ?", (trace_id_bytes(trace),)).fetchone()[0]
+    return db.execute("SELECT count(*) FROM content_text WHERE trace_id = ?", (trace_id_bytes(trace),)).fetchone()[0]
 
 
 def test_retention_removes_the_index_rows_of_evicted_traces(writer_db, writer, normalizer):
@@ -280,10 +337,11 @@ def test_retention_removes_the_index_rows_of_evicted_traces(writer_db, writer, n
     assert found(writer_db, "text:refund") == {2}
     # Every index row belongs to a stored span or log record (rowid: spans.id, or -logs.id).
     orphans = writer_db.execute(
-        "SELECT count(*) FROM content_index c WHERE NOT EXISTS (SELECT 1 FROM spans s WHERE s.id = c.rowid) "
-        "AND NOT EXISTS (SELECT 1 FROM logs l WHERE -l.id = c.rowid)").fetchone()[0]
+        "SELECT count(*) FROM content_text c WHERE NOT EXISTS (SELECT 1 FROM spans s WHERE s.id = c.id) "
+        "AND NOT EXISTS (SELECT 1 FROM logs l WHERE -l.id = c.id)").fetchone()[0]
     assert orphans == 0
     assert writer_db.execute("SELECT count(*) FROM content_index").fetchone()[0] == 1
+    assert_index_intact(writer_db)
 
 
 def test_ids_reused_after_eviction_are_indexed(writer_db, writer, normalizer):

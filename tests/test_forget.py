@@ -111,7 +111,7 @@ def _tables(path: Path) -> dict[str, Any]:
                                                        "hist_latency FROM tool_rollups") if r[3]),
             "tool_calls": sorted(db.execute("SELECT start_ns, tool, duration_ns, failed FROM tool_calls")),
             "dims": sorted(db.execute(f"SELECT {dims} FROM dims d")),
-            "index": sorted(db.execute("SELECT trace_id, span_id, body FROM content_index")),
+            "index": sorted(db.execute("SELECT trace_id, span_id, body FROM content_text")),
         }
     finally:
         db.close()

@@ -227,9 +227,11 @@ async def test_a_slow_view_is_refreshed_by_the_clock_less_often_but_a_key_still_
         assert len(loads) == settled, f"the slow view rested: {len(loads) - settled} more reads"
         monkeypatch.setattr(base, "SLOW_VIEW_BACKOFF", 0)  # its rest is over
         assert await wait_for(pilot, lambda: len(loads) > settled), "read again after its rest"
-        monkeypatch.setattr(base, "SLOW_VIEW_BACKOFF", 100)  # resting again after that read
+        monkeypatch.setattr(base, "SLOW_VIEW_BACKOFF", 10_000)  # resting again after that read, ≥ 1,000 s
         await pilot.press("3")
         assert await wait_for(pilot, lambda: isinstance(app.screen, TracesScreen))
         before = len(loads)
-        await pilot.press("1")  # asked for by a key: read at once, though resting for 10 s
-        assert await wait_for(pilot, lambda: len(loads) > before)
+        await pilot.press("1")  # asked for by a key: read at once, though resting for 1,000 s
+        # Generous rounds: on a loaded CI machine a Pilot pause takes far longer than its 20 ms (this
+        # wait ran out twice beside other work); a view left resting would wait 1,000 s, and fail.
+        assert await wait_for(pilot, lambda: len(loads) > before, rounds=1500)

@@ -98,6 +98,10 @@ def _fmt_pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.2f}%"
 
 
+class EngineClosed(RuntimeError):
+    """An evaluation was asked of an engine after close()."""
+
+
 class AlertEngine:
     def __init__(self, db_path: str | os.PathLike[str], config: Config) -> None:
         self.db_path = Path(db_path)
@@ -106,6 +110,7 @@ class AlertEngine:
         self.states: dict[str, AlertState] = {}
         self._lock = threading.RLock()  # one evaluation at a time (a worker thread, or `check`)
         self._db: Connection | None = None
+        self._closed = False
         # The rollups of the evaluation in progress, read once for all of its rules (None between them).
         self._rollups: store_alerts.SharedRollups | None = None
         self._drift_rule = DriftRule()  # once a minute at most
@@ -124,14 +129,22 @@ class AlertEngine:
 
     @property
     def db(self) -> Connection:
+        if self._closed:
+            raise EngineClosed("the alert engine was closed")
         if self._db is None:
             self._db = open_reader(self.db_path)
         return self._db
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        """Close the connection once no evaluation uses it. The TUI evaluates in a worker thread that
+        may still be reading when the app quits: closing the connection under that read crashed the
+        process in SQLite (SIGSEGV, seen at the end of bench.tui_keys). An evaluation asked for after
+        this raises EngineClosed instead of opening a new connection nobody would close."""
+        with self._lock:
+            self._closed = True
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     # Each rule asks only for the histograms it reads: decoding them is most of an evaluation's cost.
     def _stats(self, start_s: float, end_s: float, where: dict[str, str | None] | None = None,

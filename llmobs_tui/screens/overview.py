@@ -104,8 +104,9 @@ def serving_figures(serving: ServingSaturation | None) -> list[Figure]:
     return figures
 
 
-# The runaway panel reads at most this often: a loop or a ceiling is minutes of behaviour, and the
-# read is ~6 ms of CPU at 3M spans (more while many agents run), on every 1 s refresh otherwise.
+# Without a local rule engine (alerts from elsewhere) the runaway panel reads at most this often: a
+# loop or a ceiling is minutes of behaviour, and the read is ~6 ms of CPU at 3M spans (80–100 ms while
+# ingest keeps thousands of tool spans in its window), on every 1 s refresh otherwise.
 RUNAWAY_EVERY_S = 5.0
 
 
@@ -164,6 +165,12 @@ class OverviewScreen(LiveScreen):
         settings = getattr(getattr(self.llmobs.alerts, "config", None), "alerts", None)
         if settings is None:
             return None
+        engine = getattr(self.llmobs.alerts, "engine", None)
+        if getattr(engine, "last_evaluated_s", None) is not None:
+            # The alert rules evaluate runaway agents themselves, off the UI thread every 10 s: the
+            # panel shows that report. A second detection here cost 80–100 ms of reads on a busy
+            # 4M-span store every 5 s, in the Overview's load (so in front of a key that opened it).
+            return engine.runaway_report
         last_s = getattr(self, "_runaway_at", None)
         if last_s is not None and 0 <= now_s - last_s < RUNAWAY_EVERY_S:
             return getattr(self, "_runaway", None)

@@ -121,9 +121,11 @@ class TimeChart(PlotextPlot):
         self._shown = 0  # how many times show() was called: the cache's notion of "new data"
 
     def show(self, data: ChartData, subtitle: str | Text = "") -> None:
+        self.border_subtitle = subtitle.plain if isinstance(subtitle, Text) else fmt.clean(subtitle, limit=120)
+        if _draws_the_same(self.data, data):
+            return  # the clock's refresh of a quiet store: no rebuild (5–20 ms a chart), no repaint
         self.data = data
         self._shown += 1
-        self.border_subtitle = subtitle.plain if isinstance(subtitle, Text) else fmt.clean(subtitle, limit=120)
         self.refresh()
 
     def render(self) -> RenderResult:
@@ -194,6 +196,23 @@ class TimeChart(PlotextPlot):
         # made one stacked chart of 7 layers take 300 ms to build; blocks take 20 ms.
         self.plt.plot(xs, ys, label=label, color=color, marker="sd" if fill else "braille", fillx=fill)
         return max(ys)
+
+
+def _draws_the_same(a: ChartData, b: ChartData) -> bool:
+    """Whether `b` would draw what `a` drew. Every field but y_format compares by value; y_format is
+    usually a lambda made anew by each load, so it is the same when it is the same function or the
+    same code over equal captured values (a lambda over a changed unit is not)."""
+    if (a.times, a.lines, a.stacked, a.thresholds, a.marks, a.selected_mark, a.empty_text) != (
+            b.times, b.lines, b.stacked, b.thresholds, b.marks, b.selected_mark, b.empty_text):
+        return False
+    fa, fb = a.y_format, b.y_format
+    if fa is fb:
+        return True
+    code_a, code_b = getattr(fa, "__code__", None), getattr(fb, "__code__", None)
+    if code_a is None or code_a is not code_b or getattr(fa, "__defaults__", None) != getattr(fb, "__defaults__", None):
+        return False
+    cells_a, cells_b = getattr(fa, "__closure__", None) or (), getattr(fb, "__closure__", None) or ()
+    return len(cells_a) == len(cells_b) and all(x.cell_contents == y.cell_contents for x, y in zip(cells_a, cells_b))
 
 
 def _own(line: Line, times: list[float]) -> list[float]:

@@ -1,0 +1,383 @@
+"""The few calls the ClickHouse store makes, over two transports.
+
+`HttpClient` talks to a ClickHouse server through clickhouse-connect (HTTP or HTTPS); `ChdbClient` runs
+the same SQL on chdb, the ClickHouse engine in-process (tests, benchmarks, a local mode). Both bind
+every value as a server-side query parameter (`{name:Type}` in the SQL): a span name, an attribute or
+a prompt is data and never becomes SQL text. Identifiers (table and column names) cannot be bound in an
+INSERT's column list, so they are checked against a strict pattern instead.
+
+Rows come back as tuples. String columns come back as `str`, except the ones a query names in
+`bytes_columns` (zstd content, which is not text); FixedString columns (trace and span ids) as `bytes`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from store.clickhouse.url import ClickHouseUrl
+
+if TYPE_CHECKING:
+    import pyarrow  # type: ignore[import-untyped]
+
+Params = Mapping[str, Any]
+
+# A name, or a Nested column's subcolumn (`latencyMap.bucket`), which is one identifier in ClickHouse.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")
+_ERROR_CODE = re.compile(r"Code: (\d+)\.")
+
+
+class ClickHouseError(RuntimeError):
+    """A statement ClickHouse (or chdb) refused. `code` is ClickHouse's error code (0 when unknown)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _as_error(exc: BaseException) -> ClickHouseError:
+    text = str(exc)
+    found = _ERROR_CODE.search(text)
+    return ClickHouseError(text, int(found.group(1)) if found else 0)
+
+
+def identifier(name: str) -> str:
+    """`name` quoted as a ClickHouse identifier, after checking it needs no escaping at all."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(f"not a plain identifier: {name!r}")
+    return f"`{name}`"
+
+
+class ClickHouseClient(Protocol):
+    """What the store needs from a ClickHouse connection."""
+
+    @property
+    def database(self) -> str: ...
+
+    def use_database(self) -> None:
+        """Address `database` from now on (once it exists: schema.migrate creates it)."""
+
+    def command(self, sql: str, parameters: Params | None = None) -> None:
+        """Run a statement that returns no rows (DDL, OPTIMIZE, ALTER … DELETE)."""
+
+    def query(
+        self, sql: str, parameters: Params | None = None, *, bytes_columns: Collection[str] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run a SELECT; all its rows."""
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
+        """Insert `rows` (values in `column_names` order) into `table` in one INSERT; returns the row count.
+        Returns only after the server has confirmed the insert."""
+
+    def close(self) -> None: ...
+
+
+# --- parameters in ClickHouse's escaped text format -------------------------------------------------------
+# A server-side parameter's value is parsed as the named type in the TSV "Escaped" format: backslash,
+# tab, newline and NUL must be escaped, and bytes that are not text are sent as \xHH.
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0", "\b": "\\b", "\f": "\\f", "'": "\\'"}
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r\0\b\f']")
+
+
+def _escape_text(value: str) -> str:
+    return _NEEDS_ESCAPE.sub(lambda m: _ESCAPES[m.group()], value)
+
+
+def _number(value: int | float) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    return repr(value) if isinstance(value, float) else str(int(value))
+
+
+def _literal(value: Any) -> str:
+    """A value inside an Array/Tuple/Map parameter: there the elements are SQL literals."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool | int | float):
+        return _number(value)
+    if isinstance(value, str):
+        return f"'{_escape_text(value)}'"
+    if isinstance(value, bytes | bytearray):
+        return "'" + "".join(f"\\x{b:02x}" for b in value) + "'"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    raise TypeError(f"cannot bind a {type(value).__name__} as a ClickHouse parameter")
+
+
+def escape_parameter(value: Any) -> str:
+    """The text a `{name:Type}` parameter is sent as (param_name= over HTTP, params= to chdb)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, bool | int | float):
+        return _number(value)
+    if isinstance(value, str):
+        return _escape_text(value)
+    if isinstance(value, bytes | bytearray):
+        return "".join(f"\\x{b:02x}" for b in value)
+    return _literal(value)
+
+
+# --- over HTTP: clickhouse-connect ---------------------------------------------------------------------
+
+
+class HttpClient:
+    """A ClickHouse server over HTTP(S), through clickhouse-connect (the `clickhouse` extra)."""
+
+    def __init__(self, url: ClickHouseUrl, *, ca_cert: str | None = None, connect_timeout: float = 10.0,
+                 send_receive_timeout: float = 300.0):
+        """`ca_cert`: a PEM bundle to trust for clickhouse+https:// (a private CA); default: the system's."""
+        try:
+            import clickhouse_connect
+        except ImportError:
+            raise ClickHouseError(
+                "the ClickHouse store needs clickhouse-connect: pip install 'llmobs-tui[clickhouse]'"
+            ) from None
+        self._url = url
+        self._database = url.database
+        try:
+            # Connected to the user's default database first: the store's database may not exist yet
+            # (schema.migrate creates it), and clickhouse-connect checks the one it is given.
+            self._client = clickhouse_connect.get_client(
+                interface=url.interface,
+                host=url.host,
+                port=url.port,
+                username=url.user,
+                password=url.password,
+                connect_timeout=connect_timeout,
+                send_receive_timeout=send_receive_timeout,
+                ca_cert=ca_cert if url.secure else None,
+                # No session: each call stands alone, so any replica behind a load balancer can answer it
+                # and two threads never meet in one session (ClickHouse refuses concurrent queries there).
+                autogenerate_session_id=False,
+            )
+        except Exception as exc:
+            raise _as_error(exc) from None
+
+    @property
+    def database(self) -> str:
+        return self._database
+
+    def use_database(self) -> None:
+        """Address the store's database from now on (after it exists)."""
+        self._client.database = self._database
+
+    def command(self, sql: str, parameters: Params | None = None) -> None:
+        try:
+            self._client.command(sql, parameters=dict(parameters) if parameters else None)
+        except Exception as exc:
+            raise _as_error(exc) from None
+
+    def query(
+        self, sql: str, parameters: Params | None = None, *, bytes_columns: Collection[str] = ()
+    ) -> list[tuple[Any, ...]]:
+        try:
+            result = self._client.query(
+                sql,
+                parameters=dict(parameters) if parameters else None,
+                column_formats={name: "bytes" for name in bytes_columns} or None,
+            )
+        except Exception as exc:
+            raise _as_error(exc) from None
+        return [tuple(row) for row in result.result_rows]
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
+        identifier(table)
+        for name in column_names:
+            identifier(name)
+        if not rows:
+            return 0
+        try:
+            summary = self._client.insert(table, list(rows), column_names=list(column_names))
+        except Exception as exc:
+            raise _as_error(exc) from None
+        return int(summary.written_rows)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# --- in-process: chdb -----------------------------------------------------------------------------------
+
+
+def _arrow_type(ch_type: str) -> pyarrow.DataType:
+    """The Arrow type that chdb reads into the ClickHouse column type `ch_type` (the types the schema uses)."""
+    import pyarrow as pa
+
+    for wrapper in ("Nullable(", "LowCardinality("):
+        if ch_type.startswith(wrapper):
+            return _arrow_type(ch_type[len(wrapper):-1])
+    simple = {
+        "Int8": pa.int8(), "Int16": pa.int16(), "Int32": pa.int32(), "Int64": pa.int64(),
+        "UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(), "UInt64": pa.uint64(),
+        "Float32": pa.float32(), "Float64": pa.float64(), "Bool": pa.bool_(), "String": pa.binary(),
+    }
+    if ch_type in simple:
+        return simple[ch_type]
+    if ch_type.startswith("FixedString("):
+        return pa.binary(int(ch_type[len("FixedString("):-1]))
+    if ch_type.startswith("Map("):
+        key, value = _split_pair(ch_type[len("Map("):-1])
+        return pa.map_(_arrow_type(key), _arrow_type(value))
+    if ch_type.startswith("Array("):
+        return pa.list_(_arrow_type(ch_type[len("Array("):-1]))
+    raise ClickHouseError(f"chdb insert: column type {ch_type} is not supported by ChdbClient")
+
+
+def _split_pair(args: str) -> tuple[str, str]:
+    depth = 0
+    for i, ch in enumerate(args):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch == "," and depth == 0:
+            return args[:i].strip(), args[i + 1:].strip()
+    raise ClickHouseError(f"cannot split type arguments {args!r}")
+
+
+def _arrow_values(values: list[Any], arrow_type: pyarrow.DataType) -> list[Any]:
+    import pyarrow as pa
+
+    if pa.types.is_map(arrow_type):
+        return [None if v is None else list(v.items()) if isinstance(v, Mapping) else v for v in values]
+    return values
+
+
+def _python_values(values: list[Any], arrow_type: pyarrow.DataType, text: bool) -> list[Any]:
+    """Arrow's Python values as clickhouse-connect returns them: String as str (when `text`), Map as dict."""
+    import pyarrow as pa
+
+    if pa.types.is_binary(arrow_type) and text:
+        return [None if v is None else v.decode("utf-8", "replace") for v in values]
+    if pa.types.is_map(arrow_type):
+        keys = _python_values
+        return [
+            None if v is None else dict(zip(
+                keys([k for k, _ in v], arrow_type.key_type, text), keys([x for _, x in v], arrow_type.item_type, text)
+            ))
+            for v in values
+        ]
+    if pa.types.is_list(arrow_type):
+        return [None if v is None else _python_values(v, arrow_type.value_type, text) for v in values]
+    if pa.types.is_struct(arrow_type):  # a Tuple (sumMap's result): a Python tuple, as clickhouse-connect gives
+        fields = [arrow_type.field(i) for i in range(arrow_type.num_fields)]
+        converted = [
+            _python_values([None if v is None else v[f.name] for v in values], f.type, text) for f in fields
+        ]
+        return [None if v is None else tuple(col[i] for col in converted) for i, v in enumerate(values)]
+    return values
+
+
+class ChdbClient:
+    """The ClickHouse engine in this process (chdb). chdb runs one engine per process, on one data path:
+    every ChdbClient of a process must name the same `path` (':memory:' for a throwaway engine)."""
+
+    def __init__(self, path: str, database: str) -> None:
+        import chdb
+
+        identifier(database)
+        self._database = database
+        self._lock = threading.Lock()
+        self._column_types: dict[str, dict[str, str]] = {}
+        try:
+            self._conn = chdb.connect(path)
+            # String columns as Arrow binary: content (zstd) is not UTF-8; text is decoded per column below.
+            self._conn.query("SET output_format_arrow_string_as_string = 0")
+        except Exception as exc:
+            raise _as_error(exc) from None
+
+    @property
+    def database(self) -> str:
+        return self._database
+
+    def use_database(self) -> None:
+        with self._lock:
+            self._run(f"USE {identifier(self._database)}", None, "CSV")
+
+    def _run(self, sql: str, parameters: Params | None, fmt: str) -> Any:
+        params = {k: escape_parameter(v) for k, v in parameters.items()} if parameters else None
+        try:
+            return self._conn.query(sql, fmt, params=params)
+        except Exception as exc:
+            raise _as_error(exc) from None
+
+    def command(self, sql: str, parameters: Params | None = None) -> None:
+        with self._lock:
+            self._run(sql, parameters, "CSV")
+
+    def query(
+        self, sql: str, parameters: Params | None = None, *, bytes_columns: Collection[str] = ()
+    ) -> list[tuple[Any, ...]]:
+        import pyarrow.ipc as ipc  # type: ignore[import-untyped]
+
+        with self._lock:
+            result = self._run(sql, parameters, "ArrowStream")
+        data = result.bytes()
+        if not data:
+            return []
+        table = ipc.open_stream(data).read_all()
+        columns = [
+            _python_values(column.to_pylist(), column.type, name not in bytes_columns)
+            for name, column in zip(table.column_names, table.columns)
+        ]
+        return list(zip(*columns)) if columns else []
+
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        quoted = identifier(table)
+        names = [identifier(name) for name in column_names]
+        if not rows:
+            return 0
+        types = self._types_of(table)
+        missing = [name for name in column_names if name not in types]
+        if missing:
+            raise ClickHouseError(f"table {table} has no column(s) {', '.join(missing)}", 16)
+        arrays = []
+        for i, name in enumerate(column_names):
+            arrow_type = _arrow_type(types[name])
+            try:
+                arrays.append(pa.array(_arrow_values([row[i] for row in rows], arrow_type), arrow_type))
+            except (pa.ArrowException, TypeError, ValueError) as exc:
+                raise ClickHouseError(f"column {name} ({types[name]}): {exc}", 53) from None
+        batch = pa.RecordBatch.from_arrays(arrays, names=list(column_names))
+        sink = pa.BufferOutputStream()
+        with ipc.new_stream(sink, batch.schema) as stream:
+            stream.write_batch(batch)
+        with self._lock:
+            try:
+                inserter = self._conn.send_insert(f"INSERT INTO {quoted} ({', '.join(names)})", "ArrowStream")
+                try:
+                    inserter.append(sink.getvalue().to_pybytes())
+                    written = inserter.finish().rows_written
+                except BaseException:
+                    inserter.cancel()
+                    raise
+            except ClickHouseError:
+                raise
+            except Exception as exc:
+                raise _as_error(exc) from None
+        return int(written)
+
+    def _types_of(self, table: str) -> dict[str, str]:
+        known = self._column_types.get(table)
+        if known is None:
+            rows = self.query(
+                "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+                {"db": self._database, "t": table},
+            )
+            if not rows:
+                raise ClickHouseError(f"no table {self._database}.{table}", 60)
+            known = self._column_types[table] = {name: ch_type for name, ch_type in rows}
+        return known
+
+    def forget_column_types(self) -> None:
+        """After a migration changed a table: its column types are read again on the next insert."""
+        self._column_types.clear()
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,449 @@
+"""The ClickHouse store's schema: append-only, numbered migrations, like store/migrations.py for SQLite.
+
+What differs from the SQLite layout, and why:
+- No autoincrement ids: N `serve` replicas write one database, so nothing can hand out ids. A span is
+  (trace_id, span_id); resources and scopes are referenced by their 16-byte digest; rollups carry their
+  dimension strings in the key instead of an interned dims_id.
+- No UPDATE: a span the writer corrects (billing-once, root inheritance, reprice) is inserted again with
+  a higher `version`; `spans` is a ReplacingMergeTree(version, is_deleted) that keeps the last version,
+  and a retried export (the same span again) collapses the same way. `forget` inserts the span with
+  is_deleted = 1. Merges happen whenever ClickHouse likes, so every read of spans, logs and summaries
+  uses FINAL (or argMax … GROUP BY the key): correctness never depends on a merge having run.
+- Rollup corrections are signed delta rows (−old contribution, +new), as the SQLite writer applies them.
+  `rollups` is a SummingMergeTree: counters are summed per key, and each histogram is a Nested column
+  whose name ends in `Map` (bucket, count), the one form SummingMergeTree sums key by key. A plain
+  Map(UInt16, Int64) column is NOT summed (measured on ClickHouse 26.9 via chdb: a merge keeps one row's
+  map and drops the other's). Reads still fold with sum()/sumMap() … GROUP BY.
+- Content (`raw`) is the plain protobuf (not zstd'd by the writer) compressed by ClickHouse's ZSTD codec
+  per column block, where repeated system prompts across spans compress together.
+- Retention is a TTL (`set_retention` changes it); fine (10 s) rollups keep 2 hours, as in SQLite.
+
+Two processes migrating at once: ClickHouse has no transactions, so a step is guarded by a lock that is
+itself DDL. `CREATE TABLE schema_migration_lock` (no IF NOT EXISTS) succeeds for exactly one caller in an
+Atomic database; the others get TABLE_ALREADY_EXISTS and wait until it is dropped, then re-read the
+applied versions, so each step is applied once. A lock left by a crashed process is taken over once it is
+older than `stale_after_s` (its age from system.tables). Every step is also written idempotently
+(IF NOT EXISTS), so a step interrupted half-way is finished by the next run, not failed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from store.clickhouse.client import ClickHouseClient, ClickHouseError, identifier
+
+DEFAULT_RETENTION_DAYS = 7
+FINE_ROLLUP_KEEP_HOURS = 2  # 10 s rollups, as store/retention.py's FINE_ROLLUP_KEEP_S
+LOCK_TABLE = "schema_migration_lock"
+_TABLE_ALREADY_EXISTS = 57
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was migrated by a newer llmobs-tui than this one."""
+
+
+class MigrationLocked(RuntimeError):
+    """Another process held the migration lock for longer than we were willing to wait."""
+
+
+# The seconds-since-epoch DateTime that partitions, TTLs and skip indexes work on, from an ns column.
+def _seconds(column: str) -> str:
+    return f"toDateTime(intDiv({column}, 1000000000))"
+
+
+# --- spans --------------------------------------------------------------------------------------------------
+# Column for column the SQLite spans table (store/models.py SPAN_COLUMNS) less its rowid, plus the
+# replacing version. LowCardinality for the columns that take few distinct values (grouped on).
+SPANS_COLUMNS = """
+    trace_id FixedString(16),
+    span_id FixedString(8),
+    parent_span_id Nullable(FixedString(8)),
+    name String,
+    kind LowCardinality(String),
+    otel_kind UInt8,
+    start_ns Int64,
+    end_ns Int64,
+    duration_ns Nullable(Int64),
+    status UInt8,
+    status_message Nullable(String),
+    service LowCardinality(Nullable(String)),
+    resource_digest Nullable(FixedString(16)),
+    scope_digest Nullable(FixedString(16)),
+    provider LowCardinality(Nullable(String)),
+    operation LowCardinality(Nullable(String)),
+    request_model LowCardinality(Nullable(String)),
+    response_model LowCardinality(Nullable(String)),
+    input_tokens Nullable(Int64),
+    output_tokens Nullable(Int64),
+    cache_read_tokens Nullable(Int64),
+    cache_write_tokens Nullable(Int64),
+    reasoning_tokens Nullable(Int64),
+    ttft_ns Nullable(Int64),
+    streaming Nullable(UInt8),
+    finish_reason LowCardinality(Nullable(String)),
+    own_error_class LowCardinality(Nullable(String)),
+    error_subclass LowCardinality(Nullable(String)),
+    error_type Nullable(String),
+    validation_marker UInt8,
+    error_class LowCardinality(Nullable(String)),
+    own_feature LowCardinality(Nullable(String)),
+    own_tenant LowCardinality(Nullable(String)),
+    feature LowCardinality(Nullable(String)),
+    tenant LowCardinality(Nullable(String)),
+    prompt_id LowCardinality(Nullable(String)),
+    prompt_version LowCardinality(Nullable(String)),
+    conversation_id Nullable(String),
+    user_id Nullable(String),
+    cost_nusd Nullable(Int64),
+    price_id LowCardinality(Nullable(String)),
+    billed UInt8,
+    flags UInt32,
+    raw String CODEC(ZSTD(3)),
+    response_id Nullable(String),
+    call_layer UInt8 DEFAULT 1,
+    tool_name LowCardinality(Nullable(String)),
+    duplicate_of Nullable(String),
+    price_tier Nullable(Int32),
+    own_variant LowCardinality(Nullable(String)),
+    variant LowCardinality(Nullable(String)),
+    version UInt64,
+    is_deleted UInt8 DEFAULT 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SpansLayout:
+    """How `spans` is partitioned, sorted and indexed: the choice bench/clickhouse_insert.py measures."""
+
+    name: str
+    partition_by: str
+    order_by: str
+    indexes: tuple[str, ...] = ()
+
+    def ddl(self, table: str = "spans", retention_days: int = DEFAULT_RETENTION_DAYS) -> str:
+        indexes = "".join(f",\n    INDEX {index}" for index in self.indexes)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {identifier(table)} ({SPANS_COLUMNS}{indexes}\n)"
+            f" ENGINE = ReplacingMergeTree(version, is_deleted)"
+            f" PARTITION BY {self.partition_by} ORDER BY {self.order_by}"
+            f" TTL {_seconds('start_ns')} + INTERVAL {int(retention_days)} DAY"
+            # FINAL on a day-partitioned table merges within each partition only (a span never moves
+            # between days: its start is part of the partition key and never changes).
+            f" SETTINGS index_granularity = 8192"
+        )
+
+
+_DAY = f"toYYYYMMDD({_seconds('start_ns')})"
+LAYOUTS = {
+    # Sorted by trace: a trace's spans sit together in every part, found by the primary index; a time
+    # range is pruned to its days by partition and to granules by a minmax index on start_ns.
+    "by_trace": SpansLayout(
+        "by_trace", _DAY, "(trace_id, span_id)", ("start_minmax start_ns TYPE minmax GRANULARITY 1",)
+    ),
+    # Sorted by hour then trace (SigNoz's and ClickStack's shape): a time range reads contiguous
+    # granules; a trace lookup by id alone needs a bloom filter over every granule of the retention.
+    "by_hour": SpansLayout(
+        "by_hour",
+        _DAY,
+        "(intDiv(start_ns, 3600000000000), trace_id, span_id)",
+        ("trace_bloom trace_id TYPE bloom_filter(0.001) GRANULARITY 1",),
+    ),
+}
+# Measured by bench/clickhouse_insert.py on chdb 26.9, 1M spans over 7 days (≈1.4 KB stored per span), median
+# of 7, CPU ms: by_hour  trace lookup 18.8, 1 h scan 7.5, 24 h scan 16.0;
+#               by_trace trace lookup 171,  1 h scan 132, 24 h scan 135.
+# by_trace loses even its own query: a lookup reads one granule of `raw` per day partition (≈10 MB of
+# content each, adaptive granularity), and its minmax index cannot prune a granule that holds a whole day.
+# The bloom filter's cost grows with retention; the trace view, which knows the trace's start from
+# trace_summaries, also bounds start_ns, and then the sort key prunes to the trace's hour.
+SPANS_LAYOUT = LAYOUTS["by_hour"]
+
+# --- the other tables ---------------------------------------------------------------------------------------
+
+_LOGS = f"""
+CREATE TABLE IF NOT EXISTS logs (
+    trace_id FixedString(16),            -- zero bytes: a record outside any trace
+    span_id FixedString(8),
+    time_ns Int64,
+    record_digest FixedString(16),       -- of the record as stored: a retried export collapses into one row
+    event_name LowCardinality(Nullable(String)),
+    severity Nullable(Int32),
+    resource_digest Nullable(FixedString(16)),
+    scope_digest Nullable(FixedString(16)),
+    finish_reason LowCardinality(Nullable(String)),
+    eval_name LowCardinality(Nullable(String)),
+    eval_score Nullable(Float64),
+    raw String CODEC(ZSTD(3)),
+    version UInt64,
+    is_deleted UInt8 DEFAULT 0,
+    INDEX time_minmax time_ns TYPE minmax GRANULARITY 1
+) ENGINE = ReplacingMergeTree(version, is_deleted)
+PARTITION BY toYYYYMMDD({_seconds('time_ns')})
+ORDER BY (trace_id, span_id, time_ns, record_digest)
+TTL {_seconds('time_ns')} + INTERVAL {DEFAULT_RETENTION_DAYS} DAY
+"""
+
+# One row per trace, re-inserted with a higher updated_ns whenever a span changes it. Keyed by trace id
+# only: a trace's start moves earlier when its root arrives late, and a ReplacingMergeTree collapses
+# rows only with equal sort keys (and within one partition, hence no time partition).
+_TRACE_SUMMARIES = f"""
+CREATE TABLE IF NOT EXISTS trace_summaries (
+    trace_id FixedString(16),
+    root_span_id Nullable(FixedString(8)),
+    root_name Nullable(String),
+    root_known UInt8,
+    service LowCardinality(Nullable(String)),
+    start_ns Int64,
+    end_ns Int64,
+    duration_ns Int64,
+    spans Int64,
+    llm_calls Int64,
+    input_tokens Int64,
+    output_tokens Int64,
+    cache_read_tokens Int64,
+    cache_write_tokens Int64,
+    reasoning_tokens Int64,
+    cost_nusd Int64,
+    unpriced_calls Int64,
+    errors_api Int64,
+    errors_validation Int64,
+    errors_guardrail Int64,
+    error_spans Int64,
+    feature LowCardinality(Nullable(String)),
+    tenant LowCardinality(Nullable(String)),
+    models Nullable(String),
+    conversation_id Nullable(String),
+    user_id Nullable(String),
+    updated_ns Int64,
+    is_deleted UInt8 DEFAULT 0,
+    INDEX start_minmax start_ns TYPE minmax GRANULARITY 1,
+    INDEX cost_minmax cost_nusd TYPE minmax GRANULARITY 1,
+    INDEX duration_minmax duration_ns TYPE minmax GRANULARITY 1
+) ENGINE = ReplacingMergeTree(updated_ns, is_deleted)
+ORDER BY trace_id
+TTL {_seconds('end_ns')} + INTERVAL {DEFAULT_RETENTION_DAYS} DAY
+"""
+
+_CONVERSATIONS = """
+CREATE TABLE IF NOT EXISTS conversations (
+    conversation_id String,
+    user_id Nullable(String),
+    turns Int64,
+    first_ns Int64,
+    last_ns Int64,
+    llm_calls Int64,
+    input_tokens Int64,
+    output_tokens Int64,
+    cost_nusd Int64,
+    unpriced_calls Int64,
+    errors Int64,
+    failed_turns Int64,
+    p95_ns Int64,
+    updated_ns Int64,
+    is_deleted UInt8 DEFAULT 0
+) ENGINE = ReplacingMergeTree(updated_ns, is_deleted)
+ORDER BY conversation_id
+"""
+
+_USERS = """
+CREATE TABLE IF NOT EXISTS users (
+    user_id String,
+    conversations Int64,
+    turns Int64,
+    llm_calls Int64,
+    input_tokens Int64,
+    output_tokens Int64,
+    cost_nusd Int64,
+    unpriced_calls Int64,
+    errors Int64,
+    first_ns Int64,
+    last_ns Int64,
+    updated_ns Int64,
+    is_deleted UInt8 DEFAULT 0
+) ENGINE = ReplacingMergeTree(updated_ns, is_deleted)
+ORDER BY user_id
+"""
+
+# Rollup counters, as SQLite's rollups (store/migrations.py m001, m002, m007), all signed: a correction
+# is a row of deltas.
+ROLLUP_COUNTERS = (
+    "calls", "errors_api", "err_rate_limit", "err_provider", "err_client", "err_timeout", "err_network",
+    "err_other", "errors_validation", "errors_guardrail", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_write_tokens", "reasoning_tokens", "cost_nusd", "unpriced_calls", "streaming_calls", "duration_ns",
+    "decode_tokens", "decode_ns", "refusals",
+)
+# SQLite's hist_<name> blobs (store/histogram.py buckets): here Nested <name>Map (bucket, count).
+ROLLUP_HISTOGRAMS = ("latency", "ttft", "tpot", "cost", "tokens", "input_tokens", "output_tokens")
+ROLLUP_DIMENSIONS = (
+    "service", "provider", "model", "operation", "feature", "tenant", "prompt_id", "prompt_version", "variant",
+)
+
+
+def histogram_column(name: str) -> str:
+    """The Nested column of histogram `name` (its two arrays are `<column>.bucket` and `<column>.count`)."""
+    return f"{name}Map"
+
+
+_ROLLUPS = f"""
+CREATE TABLE IF NOT EXISTS rollups (
+    res UInt32,                          -- bucket width in seconds: 10, 60 or 3600
+    bucket Int64,                        -- bucket start, seconds since the epoch
+    {"".join(f"{dim} LowCardinality(String),{chr(10)}    " for dim in ROLLUP_DIMENSIONS)}{
+    "".join(f"{counter} Int64,{chr(10)}    " for counter in ROLLUP_COUNTERS)}{
+    f",{chr(10)}    ".join(f"{histogram_column(h)} Nested(bucket UInt16, count Int64)" for h in ROLLUP_HISTOGRAMS)}
+) ENGINE = SummingMergeTree
+PARTITION BY (res, toYYYYMM(toDateTime(bucket)))
+ORDER BY (res, bucket, {", ".join(ROLLUP_DIMENSIONS)})
+TTL toDateTime(bucket) + INTERVAL {FINE_ROLLUP_KEEP_HOURS} HOUR WHERE res = 10,
+    toDateTime(bucket) + INTERVAL {DEFAULT_RETENTION_DAYS} DAY
+"""
+
+_INTERNED = """
+CREATE TABLE IF NOT EXISTS {table} (
+    digest FixedString(16),
+    {extra}
+    blob String CODEC(ZSTD(3))
+) ENGINE = ReplacingMergeTree
+ORDER BY digest
+"""
+
+_META = """
+CREATE TABLE IF NOT EXISTS meta (
+    key String,
+    value String,
+    updated_ns Int64
+) ENGINE = ReplacingMergeTree(updated_ns)
+ORDER BY key
+"""
+
+# --- migrations -----------------------------------------------------------------------------------------------
+
+Migration = Callable[[ClickHouseClient], None]
+MIGRATIONS: list[Migration] = []
+migration = MIGRATIONS.append
+
+
+@migration
+def m001_initial(client: ClickHouseClient) -> None:
+    for ddl in (
+        SPANS_LAYOUT.ddl(),
+        _LOGS,
+        _TRACE_SUMMARIES,
+        _CONVERSATIONS,
+        _USERS,
+        _ROLLUPS,
+        _INTERNED.format(table="resources", extra="service Nullable(String),"),
+        _INTERNED.format(table="scopes", extra="name String, version String,"),
+        _META,
+    ):
+        client.command(ddl)
+
+
+_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    name String,
+    applied_ns Int64,
+    applied_by String
+) ENGINE = MergeTree
+ORDER BY version
+"""
+
+
+def applied_versions(client: ClickHouseClient) -> set[int]:
+    return {int(row[0]) for row in client.query("SELECT DISTINCT version FROM schema_migrations")}
+
+
+def migrate(
+    client: ClickHouseClient,
+    *,
+    wait_s: float = 120.0,
+    stale_after_s: float = 600.0,
+    poll_s: float = 0.2,
+    holder: str | None = None,
+) -> list[int]:
+    """Create the database and bring it to the newest schema; the versions applied by this call.
+
+    Safe to call from any number of processes at once (see the module docstring)."""
+    client.command("CREATE DATABASE IF NOT EXISTS {db:Identifier}", {"db": client.database})
+    client.use_database()
+    client.command(_MIGRATIONS_TABLE)
+    target = len(MIGRATIONS)
+    done = applied_versions(client)
+    _refuse_newer(done, target)
+    if done >= set(range(1, target + 1)):
+        return []
+    who = holder or f"{socket.gethostname()}:{os.getpid()}"
+    _acquire(client, who, wait_s, stale_after_s, poll_s)
+    applied: list[int] = []
+    try:
+        done = applied_versions(client)  # whoever held the lock before us may have applied them
+        _refuse_newer(done, target)
+        for version, step in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            step(client)
+            client.insert(
+                "schema_migrations",
+                [(version, step.__name__, time.time_ns(), who)],
+                ["version", "name", "applied_ns", "applied_by"],
+            )
+            applied.append(version)
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {LOCK_TABLE}")
+    return applied
+
+
+def _refuse_newer(done: set[int], target: int) -> None:
+    if done and max(done) > target:
+        raise SchemaTooNew(
+            f"the ClickHouse store is at schema version {max(done)}, newer than this llmobs-tui knows "
+            f"({target}): upgrade llmobs-tui"
+        )
+
+
+def _acquire(client: ClickHouseClient, holder: str, wait_s: float, stale_after_s: float, poll_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            # Exactly one concurrent CREATE TABLE (without IF NOT EXISTS) of a name succeeds.
+            client.command(f"CREATE TABLE {LOCK_TABLE} (holder String) ENGINE = Memory")
+            client.insert(LOCK_TABLE, [(holder,)], ["holder"])
+            return
+        except ClickHouseError as exc:
+            if exc.code != _TABLE_ALREADY_EXISTS:
+                raise
+        age = client.query(
+            "SELECT now() - metadata_modification_time FROM system.tables"
+            " WHERE database = {db:String} AND name = {t:String}",
+            {"db": client.database, "t": LOCK_TABLE},
+        )
+        if age and int(age[0][0]) > stale_after_s:
+            # Left by a process that died mid-migration: every step is idempotent, so finishing is safe.
+            client.command(f"DROP TABLE IF EXISTS {LOCK_TABLE}")
+            continue
+        if time.monotonic() > deadline:
+            raise MigrationLocked(
+                f"another process has been migrating the ClickHouse store for over {wait_s:.0f} s "
+                f"(table {client.database}.{LOCK_TABLE}); if none is running, drop that table"
+            )
+        time.sleep(poll_s)
+
+
+def set_retention(client: ClickHouseClient, days: int) -> None:
+    """Keep spans, logs, trace summaries and rollups `days` days (serve's --retention); fine rollups 2 h."""
+    days = int(days)
+    if days < 1:
+        raise ValueError("retention must be at least one day on the ClickHouse store")
+    # TTL clauses take no query parameters: `days` is an int checked above, never text from outside.
+    client.command(f"ALTER TABLE spans MODIFY TTL {_seconds('start_ns')} + INTERVAL {days} DAY")
+    client.command(f"ALTER TABLE logs MODIFY TTL {_seconds('time_ns')} + INTERVAL {days} DAY")
+    client.command(f"ALTER TABLE trace_summaries MODIFY TTL {_seconds('end_ns')} + INTERVAL {days} DAY")
+    client.command(
+        f"ALTER TABLE rollups MODIFY TTL toDateTime(bucket) + INTERVAL {FINE_ROLLUP_KEEP_HOURS} HOUR WHERE res = 10,"
+        f" toDateTime(bucket) + INTERVAL {days} DAY"
+    )

@@ -1,0 +1,136 @@
+"""KeyedTable's bulk row removal and append (DataTable's private state, written directly) against
+the same syncs done through DataTable's public remove_row / add_row: the same rows, cells, cursor,
+column widths and drawn lines after every step of random refreshes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.geometry import Region
+
+from llmobs_tui.widgets.keyed_table import KeyedTable
+
+COLUMNS = ("start", "trace", "root", "tokens", "status")
+
+
+class PublicApiTable(KeyedTable):
+    """The reference: every row removed and added one at a time through DataTable's own methods."""
+
+    def _remove_rows(self, keys) -> None:
+        for key in keys:
+            self.remove_row(key)
+            self._cells.pop(key, None)
+
+    def _append_rows(self, rows) -> None:
+        for key, cells in rows:
+            self.add_row(*cells, key=key)
+            self._cells[key] = tuple(cells)
+
+
+class Tables(App):
+    def compose(self) -> ComposeResult:
+        yield KeyedTable(id="bulk")
+        yield PublicApiTable(id="reference")
+
+
+def _row(rng: random.Random, key: int) -> tuple[str, tuple]:
+    status = rng.choice([Text("ok", style="green"), Text("api 2", style="bold red")])
+    return (f"k{key}", (Text(f"12:00:{key % 60:02d}"), Text(f"{key:08x}", style="dim"),
+                        Text("agent " + "x" * rng.randint(0, 30)), Text(str(rng.randint(0, 99_999))), status))
+
+
+def _drawn(table: KeyedTable) -> list[str]:
+    table._styles_cache.clear()
+    return [strip.text for strip in table.render_lines(Region(0, 0, table.size.width, table.size.height))]
+
+
+def _state(table: KeyedTable) -> tuple:
+    keys = table.keys()
+    return (keys, [tuple(table.get_row(key)) for key in keys], table.cursor_coordinate,
+            table.cursor_key, [c.content_width for c in table.ordered_columns], table.row_count)
+
+
+@pytest.mark.anyio
+async def test_bulk_sync_matches_the_public_api_step_by_step() -> None:
+    rng = random.Random(7)
+    app = Tables()
+    async with app.run_test(size=(120, 40)) as pilot:
+        bulk = app.query_one("#bulk", KeyedTable)
+        reference = app.query_one("#reference", PublicApiTable)
+        for table in (bulk, reference):
+            for label in COLUMNS:
+                table.add_column(label, key=label)
+        newest = 0
+        shown: list[tuple[str, tuple]] = []
+        for step in range(40):
+            kind = rng.choice(["new on top", "stale at bottom", "some gone", "cells change", "all new", "empty"])
+            if kind == "new on top":  # a newest-first list with ingest running: a new order
+                fresh = [_row(rng, newest + i) for i in range(rng.randint(1, 30))]
+                newest += len(fresh)
+                shown = (fresh[::-1] + shown)[:200]
+            elif kind == "stale at bottom" and shown:  # rows fall out of the window
+                shown = shown[:rng.randint(0, len(shown))]
+            elif kind == "some gone" and shown:  # rows leave from anywhere, new ones append
+                shown = [r for r in shown if rng.random() < 0.6] + [_row(rng, newest + i) for i in range(5)]
+                newest += 5
+            elif kind == "cells change":
+                shown = [(key, _row(rng, int(key[1:]))[1]) for key, _ in shown]
+            elif kind == "all new":
+                shown = [_row(rng, newest + i) for i in range(rng.randint(50, 250))]
+                newest += len(shown)
+            elif kind == "empty":
+                shown = []
+            reorder = rng.random() < 0.8
+            if bulk.row_count:
+                row = rng.randrange(bulk.row_count)
+                for table in (bulk, reference):
+                    table.move_cursor(row=row, animate=False)
+            held = [table.sync([(k, tuple(c.copy() for c in cells)) for k, cells in shown], reorder=reorder)
+                    for table in (bulk, reference)]
+            await pilot.pause()
+            assert held[0] == held[1], (step, kind)
+            assert _state(bulk) == _state(reference), (step, kind)
+            assert _drawn(bulk) == _drawn(reference), (step, kind)
+
+
+@pytest.mark.anyio
+async def test_removing_every_row_then_adding_highlights_the_first_row_again() -> None:
+    app = Tables()
+    highlighted: list[str] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        bulk = app.query_one("#bulk", KeyedTable)
+        for label in COLUMNS:
+            bulk.add_column(label, key=label)
+        app.on_data_table_row_highlighted = lambda event: highlighted.append(str(event.row_key.value))  # type: ignore[attr-defined]
+        rng = random.Random(1)
+        bulk.sync([_row(rng, i) for i in range(10)])
+        await pilot.pause()
+        bulk.sync([])
+        await pilot.pause()
+        assert bulk.row_count == 0 and bulk.cursor_key is None
+        bulk.sync([_row(rng, i) for i in range(100, 103)])
+        await pilot.pause()
+        assert bulk.keys() == ["k100", "k101", "k102"]
+        assert bulk.cursor_key == "k100"
+
+
+@pytest.mark.anyio
+async def test_a_paused_list_whose_rows_all_left_shows_the_new_ones_instead_of_nothing() -> None:
+    rng = random.Random(3)
+    app = Tables()
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one("#bulk", KeyedTable)
+        for label in COLUMNS:
+            table.add_column(label, key=label)
+        table.sync([_row(rng, i) for i in range(20)])
+        await pilot.pause()
+        # Paused (reorder=False): rows still shown stay, new ones are held back...
+        assert table.sync([_row(rng, i) for i in range(10, 30)], reorder=False) == 10
+        assert table.keys() == [f"k{i}" for i in range(10, 20)]
+        # ...but once none of them is in the list any more, an empty table would say nothing.
+        assert table.sync([_row(rng, i) for i in range(100, 120)], reorder=False) == 0
+        await pilot.pause()
+        assert table.keys() == [f"k{i}" for i in range(100, 120)]
