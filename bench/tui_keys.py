@@ -184,8 +184,9 @@ def table(result: dict) -> str:
 
 def run_tui(db: Path, rounds: int, big_trace: str | None, seed: int, profile: str | None, window_s: float) -> dict:
     """The tour in a child process (its own GIL, like a user's TUI); returns its summary."""
-    cmd = [sys.executable, "-X", "faulthandler", "-m", "bench.tui_keys", "--tui-child", "--db", str(db), "--rounds", str(rounds),
-           "--seed", str(seed), "--window", str(window_s)]
+    # faulthandler: a crash of the TUI child (SIGSEGV) says where, instead of an empty stderr.
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "bench.tui_keys", "--tui-child", "--db", str(db),
+           "--rounds", str(rounds), "--seed", str(seed), "--window", str(window_s)]
     if big_trace:
         cmd += ["--big-trace", big_trace]
     if profile:
