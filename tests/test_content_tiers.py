@@ -402,7 +402,9 @@ def test_a_real_serve_keeps_failed_calls_and_the_sample(tmp_path):
     from opentelemetry.trace import Status, StatusCode
 
     config = tmp_path / "llmobs.toml"
-    config.write_text("[content]\nsample = 0.5\n")
+    # The slow and costly tiers off (1: no span is kept for them): a decoder that happens to get 50 of
+    # the 60 calls reaches min_samples, and the slowest of the rest would be kept as "slow" (CI saw it).
+    config.write_text("[content]\nsample = 0.5\nslowest = 1.0\ncostliest = 1.0\n")
     db = tmp_path / "serve.db"
     proc = subprocess.Popen([sys.executable, "-m", "llmobs_tui", "serve", "--db", str(db), "--config", str(config),
                              "--grpc-port", "0", "--http-port", "0", "--decoders", "2"],
