@@ -234,4 +234,25 @@ async def test_a_slow_view_is_refreshed_by_the_clock_less_often_but_a_key_still_
         await pilot.press("1")  # asked for by a key: read at once, though resting for 1,000 s
         # Generous rounds: on a loaded CI machine a Pilot pause takes far longer than its 20 ms (this
         # wait ran out twice beside other work); a view left resting would wait 1,000 s, and fail.
-        assert await wait_for(pilot, lambda: len(loads) > before, rounds=1500)
+        assert await wait_for(pilot, lambda: len(loads) > before, rounds=1500), (
+            f"no read after the key: screen {type(app.screen).__name__}, ticks {app.ticks}, "
+            f"live tick {app._live_tick}, wake {app._wake.is_set()}, paint held {app._paint_held}, "
+            f"workers {[(w.name, w.state.name) for w in app.workers]}, load error {app.load_error}")
+
+
+async def test_a_key_that_wakes_the_loop_as_the_clock_times_out_is_not_taken_for_the_clock(
+        store: Path, monkeypatch) -> None:
+    """wait_for can report its timeout in the same moment a key sets the wake flag (the flag stays set,
+    the wait was cancelled): the next tick is still the key's, so a resting view it asked for is read."""
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=0.05)
+
+    async def times_out_although_woken(awaitable, timeout):
+        awaitable.close()
+        raise TimeoutError
+
+    app._wake.set()  # the key's wake
+    monkeypatch.setattr(asyncio, "wait_for", times_out_although_woken)
+    assert await app._wait_for_next_tick() is False, "the key's tick"
+    assert not app._wake.is_set()
+    monkeypatch.undo()
+    assert await app._wait_for_next_tick() is True, "nothing woke it: the clock's"

@@ -212,7 +212,11 @@ def _draws_the_same(a: ChartData, b: ChartData) -> bool:
     if code_a is None or code_a is not code_b or getattr(fa, "__defaults__", None) != getattr(fb, "__defaults__", None):
         return False
     cells_a, cells_b = getattr(fa, "__closure__", None) or (), getattr(fb, "__closure__", None) or ()
-    return len(cells_a) == len(cells_b) and all(x.cell_contents == y.cell_contents for x, y in zip(cells_a, cells_b))
+    try:
+        return len(cells_a) == len(cells_b) and all(x.cell_contents == y.cell_contents
+                                                    for x, y in zip(cells_a, cells_b))
+    except ValueError:  # a cell not filled yet (a name the lambda captures, assigned later): not comparable
+        return False
 
 
 def _own(line: Line, times: list[float]) -> list[float]:

@@ -9,7 +9,7 @@ from rich.console import RenderableType
 from rich.text import Text, TextType
 from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellKey, Row, RowKey
+from textual.widgets.data_table import CellKey, DuplicateKey, Row, RowKey
 
 from llmobs_tui import format as fmt
 
@@ -205,7 +205,7 @@ class KeyedTable(DataTable):
         for key, cells in rows:
             row_key = RowKey(key)
             if row_key in locations:
-                raise ValueError(f"duplicate row key {key!r}")
+                raise DuplicateKey(f"The row key {row_key!r} already exists.")  # as add_row says it
             locations[row_key] = len(table_rows)
             data[row_key] = dict(zip(column_keys, cells))
             table_rows[row_key] = Row(row_key, 1, None, False)
