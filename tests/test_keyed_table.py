@@ -35,6 +35,11 @@ class Tables(App):
         yield KeyedTable(id="bulk")
         yield PublicApiTable(id="reference")
 
+    def on_mount(self) -> None:
+        for table in self.query(KeyedTable):
+            for label in COLUMNS:
+                table.add_column(label, key=label)
+
 
 def _row(rng: random.Random, key: int) -> tuple[str, tuple]:
     status = rng.choice([Text("ok", style="green"), Text("api 2", style="bold red")])
@@ -60,9 +65,6 @@ async def test_bulk_sync_matches_the_public_api_step_by_step() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         bulk = app.query_one("#bulk", KeyedTable)
         reference = app.query_one("#reference", PublicApiTable)
-        for table in (bulk, reference):
-            for label in COLUMNS:
-                table.add_column(label, key=label)
         newest = 0
         shown: list[tuple[str, tuple]] = []
         for step in range(40):
@@ -102,8 +104,6 @@ async def test_removing_every_row_then_adding_highlights_the_first_row_again() -
     highlighted: list[str] = []
     async with app.run_test(size=(120, 40)) as pilot:
         bulk = app.query_one("#bulk", KeyedTable)
-        for label in COLUMNS:
-            bulk.add_column(label, key=label)
         app.on_data_table_row_highlighted = lambda event: highlighted.append(str(event.row_key.value))  # type: ignore[attr-defined]
         rng = random.Random(1)
         bulk.sync([_row(rng, i) for i in range(10)])
@@ -123,8 +123,6 @@ async def test_a_paused_list_whose_rows_all_left_shows_the_new_ones_instead_of_n
     app = Tables()
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.query_one("#bulk", KeyedTable)
-        for label in COLUMNS:
-            table.add_column(label, key=label)
         table.sync([_row(rng, i) for i in range(20)])
         await pilot.pause()
         # Paused (reorder=False): rows still shown stay, new ones are held back...

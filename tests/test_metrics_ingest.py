@@ -20,17 +20,9 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from llmobs_tui.backend import Backend
 from store import metrics as sm
-from store.connection import open_reader
+from tests.test_receiver import rows
 
 pytestmark = pytest.mark.anyio
-
-
-def rows(backend: Backend, sql: str, params: tuple = ()) -> list[tuple]:
-    db = open_reader(backend.config.pipeline.db_path)
-    try:
-        return db.execute(sql, params).fetchall()
-    finally:
-        db.close()
 
 
 def totals(backend: Backend, name: str) -> dict[str, tuple]:

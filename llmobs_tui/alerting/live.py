@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from llmobs_tui.alerting.engine import AlertEngine, AlertState, SloRow
+from llmobs_tui.alerting.runaway import RunawayReport
 from llmobs_tui.alerting.source import AlertSource, AlertView
 from llmobs_tui.config import Config
 
@@ -57,6 +58,11 @@ class EngineAlerts(AlertSource):
                          example_trace_id=finding.example_trace_id, example_span_id=finding.example_span_id,
                          detail=finding.detail, window=finding.window,
                          acknowledged=state.acknowledged, resolved_s=state.resolved_s)
+
+    @property
+    def runaway_report(self) -> RunawayReport | None:
+        """The runaway agents of the last evaluation (None before the first)."""
+        return self.engine.runaway_report if self.engine.last_evaluated_s is not None else None
 
     def snapshot(self, now_s: float) -> list[AlertView]:
         return list(self._views)

@@ -165,12 +165,12 @@ class OverviewScreen(LiveScreen):
         settings = getattr(getattr(self.llmobs.alerts, "config", None), "alerts", None)
         if settings is None:
             return None
-        engine = getattr(self.llmobs.alerts, "engine", None)
-        if getattr(engine, "last_evaluated_s", None) is not None:
+        evaluated = getattr(self.llmobs.alerts, "runaway_report", None)
+        if evaluated is not None:
             # The alert rules evaluate runaway agents themselves, off the UI thread every 10 s: the
             # panel shows that report. A second detection here cost 80–100 ms of reads on a busy
             # 4M-span store every 5 s, in the Overview's load (so in front of a key that opened it).
-            return engine.runaway_report
+            return evaluated
         last_s = getattr(self, "_runaway_at", None)
         if last_s is not None and 0 <= now_s - last_s < RUNAWAY_EVERY_S:
             return getattr(self, "_runaway", None)
