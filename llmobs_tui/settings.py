@@ -13,6 +13,7 @@ Imports no Textual (the headless `serve` builds it too)."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # loaded lazily: `--help` and `--version` stay fast
     from receiver.pipeline import PipelineConfig
     from receiver.prices import PriceTable
     from receiver.tls import TlsFiles
+    from store.clickhouse.url import ClickHouseUrl
 
 TOKEN_ENV = "LLMOBS_TOKEN"
 DB_ENV = "LLMOBS_DB"
@@ -39,6 +41,21 @@ _NEEDS_PRICES = frozenset({"tui", "demo", "serve", "attach", "prices", "reprice"
 _LISTENS = frozenset({"tui", "demo", "serve"})
 # Commands on "the" store, where $LLMOBS_DB applies; demo and attach keep stores of their own.
 _USES_MAIN_STORE = frozenset({"tui", "serve", "report", "check", "export", "reprice", "traces", "show", "forget"})
+
+
+# The commands that can run on a ClickHouse store (`--store`); the others refuse the flag at start
+# instead of quietly using the SQLite file.
+CLICKHOUSE_COMMANDS: frozenset[str] = frozenset({"report", "traces", "show", "export", "serve", "check"})
+
+
+WORKING_STORE_RETENTION_S = 86400.0
+
+
+def clickhouse_retention_days(retention_s: float | None) -> int:
+    """ClickHouse's TTLs count whole days: --retention rounded up to days (no --retention: the default 7)."""
+    if not retention_s:
+        return 7
+    return max(1, math.ceil(retention_s / 86400))
 
 
 class SettingsError(ValueError):
@@ -63,6 +80,9 @@ class Settings:
     db_path: Path = field(default_factory=default_db_path)
     """The SQLite store: `--db`, else `$LLMOBS_DB`, else llmobs.db in the user data directory (demo:
     demo.db beside it; attach: attach-HOST-PORT.db, a local cache of the remote)."""
+    store_url: ClickHouseUrl | None = None
+    """`--store clickhouse://…`: a ClickHouse store instead of the SQLite one (default None: SQLite at
+    db_path). Only the commands in CLICKHOUSE_COMMANDS take it; the others refuse it at start."""
     read_only: bool = False
     """`--read-only`: only watch the store another process writes (default off)."""
     retention_s: float | None = 7 * 86400
@@ -173,9 +193,19 @@ class Settings:
             dimension_keys=dict(self.config.dimension_keys),
             redact_patterns=self.config.redact_patterns,
             drop_keys=self.config.drop_keys,
-            retention_s=self.retention_s,
+            retention_s=self._working_retention_s(),
             max_db_bytes=self.max_db_bytes,
+            clickhouse=({"url": self.store_url, "retention_days": clickhouse_retention_days(self.retention_s)}
+                        if self.store_url is not None else None),
         )
+
+    def _working_retention_s(self) -> float | None:
+        """With a ClickHouse store, --retention is ClickHouse's TTL; the replica's SQLite working store
+        keeps a day at most: enough for the writer's rules to find a trace's earlier spans (a straggler,
+        a twin), without a second copy of everything on every replica."""
+        if self.store_url is None:
+            return self.retention_s
+        return min(self.retention_s or WORKING_STORE_RETENTION_S, WORKING_STORE_RETENTION_S)
 
     def _burn_source(self) -> Any:
         """The SLO burn check a tiered content policy with on_burn asks (None: nothing to ask)."""
@@ -224,6 +254,13 @@ class Settings:
             db_path = Path(env[DB_ENV]).expanduser()
         else:
             db_path = default_db_path()
+        store_url = _store_url(command, given, env)
+        if store_url is not None and command == "serve":
+            # serve's replica-local working store (trace cache, billing-once, the outbox to ClickHouse):
+            # one per ClickHouse store, so two stores never share an outbox.
+            safe = "-".join("".join(c if c.isalnum() else "_" for c in part)
+                            for part in (store_url.host, str(store_url.port), store_url.database))
+            db_path = default_db_path().with_name(f"clickhouse-{safe}.db")
         token: str | None = given.get("token")
         if token is None:
             token = env.get(TOKEN_ENV) or None
@@ -258,6 +295,7 @@ class Settings:
         return cls(
             command=command,
             db_path=db_path,
+            store_url=store_url,
             read_only=given.get("read_only", False),
             retention_s=given.get("retention", 7 * 86400),
             max_db_bytes=given.get("max_db_size"),
@@ -314,3 +352,20 @@ def _content_policy(flag: str | None, no_content: bool, table: ContentPolicy | N
     if mode == "all":
         return None
     return replace(table or ContentPolicy(), mode=mode)
+
+
+def _store_url(command: str, given: Mapping[str, Any], env: Mapping[str, str]) -> ClickHouseUrl | None:
+    from store.clickhouse.url import StoreUrlError, parse_store_url
+
+    text = given.get("store")
+    if not text:
+        return None
+    if given.get("db"):
+        raise SettingsError("--db and --store name two stores: give one")
+    if command not in CLICKHOUSE_COMMANDS:
+        raise SettingsError(f"--store: `{command}` does not run on a ClickHouse store yet; "
+                            f"it does for: {', '.join(sorted(CLICKHOUSE_COMMANDS)) or 'no command'}")
+    try:
+        return parse_store_url(text, env)
+    except StoreUrlError as exc:
+        raise SettingsError(f"--store: {exc}") from exc

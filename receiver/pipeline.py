@@ -98,6 +98,9 @@ class PipelineConfig:
     # this process: never in the children's options.
     burn_source: Callable[[], frozenset[tuple[str | None, str | None]]] | None = None
     burn_interval_s: float = 30.0
+    # `serve --store clickhouse://…`: {"url": ClickHouseUrl}; the writer ships its outbox there and acks
+    # only what ClickHouse confirmed (store/clickhouse/sink.py).
+    clickhouse: dict[str, Any] | None = None
 
     def decoder_options(self) -> dict[str, Any]:
         return {
@@ -122,6 +125,7 @@ class PipelineConfig:
             "max_batch_rows": self.max_batch_rows,
             "content_index": self.content_index,
             "price_rows": self._price_rows(),
+            "clickhouse": self.clickhouse,
         }
 
     def _price_rows(self) -> list[Any] | None:

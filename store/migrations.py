@@ -491,6 +491,26 @@ def m012_contentless_search_index(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM meta WHERE key IN (?, ?)", (SPANS_WATERMARK, LOGS_WATERMARK))
 
 
+@migration
+def m013_clickhouse_outbox(db: sqlite3.Connection) -> None:
+    """`serve --store clickhouse://…`: what each writer transaction changed, waiting to be shipped to
+    ClickHouse (store/clickhouse/sink.py). Written in the same transaction as the change it describes, so
+    a rollback leaves none and a crash loses none; deleted once ClickHouse confirmed the batch. `token`
+    is the batch's insert_deduplication_token (unique across replicas and restarts: a re-shipped batch is
+    dropped by ClickHouse); `version` its wall-clock ns, the ReplacingMergeTree version of its span rows.
+    Empty unless a ClickHouse store is configured."""
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS clickhouse_outbox (
+            batch INTEGER PRIMARY KEY AUTOINCREMENT,
+            token TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            payload BLOB NOT NULL             -- JSON: ids and keys of what changed, and the rollup deltas
+        )
+        """
+    )
+
+
 # Query-planner statistics for a store of about a million spans, pinned instead of measured.
 # ANALYZE on a young store records "spans: 2 rows", after which the planner full-scans `spans` for
 # a trace lookup for as long as those stats live, millions of rows later (seen in a test here);

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,21 +174,37 @@ def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequen
                 key[name] = value or None
             group = groups[dims] = GroupStats(key=key)
         group.add_row(row[n_dims:n_dims + len(ROLLUP_COUNTERS)], row[n_dims + len(ROLLUP_COUNTERS):], hists)
+    return settle_groups(groups.values())
+
+
+def settle_groups(groups: Iterable[GroupStats]) -> list[GroupStats]:
+    """Folded groups (from either store backend) as a report lists them: the ones with something in
+    them, costliest first."""
     # A group can net to nothing: its calls moved to their feature when the trace's root arrived.
-    result = [g for g in groups.values() if any(g.counters) or g.latency or g.ttft]
+    result = [g for g in groups if any(g.counters) or g.latency or g.ttft]
     result.sort(key=lambda g: (-g["cost_nusd"], -g["calls"], tuple(str(v) for v in g.key.values())))
     return result
 
 
-def report(db: sqlite3.Connection, window_s: float, by: Sequence[str], now_s: float | None = None) -> dict[str, Any]:
-    now_s = int(now_s if now_s is not None else time.time())
-    start_s = now_s - int(window_s)
-    groups = grouped_rollups(db, start_s, now_s, by)
+def report_window(window_s: float, now_s: float | None) -> tuple[int, int]:
+    """(start_s, now_s) of a report's window: whole seconds, now by default."""
+    now = int(now_s if now_s is not None else time.time())
+    return now - int(window_s), now
+
+
+def report_result(start_s: int, now_s: int, window_s: float, by: Sequence[str],
+                  groups: Iterable[Any]) -> dict[str, Any]:
+    """The `report --format json` document around groups (GroupStats, ToolStats) of either backend."""
     return {
         "window": {"start": _iso(start_s), "end": _iso(now_s), "seconds": int(window_s)},
         "by": list(by),
         "groups": [g.as_report() for g in groups],
     }
+
+
+def report(db: sqlite3.Connection, window_s: float, by: Sequence[str], now_s: float | None = None) -> dict[str, Any]:
+    start_s, now = report_window(window_s, now_s)
+    return report_result(start_s, now, window_s, by, grouped_rollups(db, start_s, now, by))
 
 
 def _iso(seconds: float) -> str:
@@ -285,15 +301,9 @@ def parse_tool_calls(by: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[T
 def tool_report(db: sqlite3.Connection, window_s: float, by: Sequence[str] = ("tool",),
                 now_s: float | None = None) -> dict[str, Any]:
     """`report --by tool`: calls, errors and duration percentiles per tool over the window."""
-    now_s = int(now_s if now_s is not None else time.time())
-    start_s = now_s - int(window_s)
-    sql, params = tool_calls_query(start_s * 10**9, now_s * 10**9 + 10**9 - 1, by)
-    groups = parse_tool_calls(by, db.execute(sql, params))
-    return {
-        "window": {"start": _iso(start_s), "end": _iso(now_s), "seconds": int(window_s)},
-        "by": list(by),
-        "groups": [g.as_report() for g in groups],
-    }
+    start_s, now = report_window(window_s, now_s)
+    sql, params = tool_calls_query(start_s * 10**9, now * 10**9 + 10**9 - 1, by)
+    return report_result(start_s, now, window_s, by, parse_tool_calls(by, db.execute(sql, params)))
 
 
 # --- traces --------------------------------------------------------------------------------------
@@ -323,6 +333,14 @@ def export_trace(db: sqlite3.Connection, trace_id: bytes) -> Any:
 def as_export_request(db: sqlite3.Connection, signal: str, rows: Sequence[tuple[Any, Any, bytes]]) -> Any:
     """Stored (resource_id, scope_id, raw) rows of spans or log records as the OTLP export request
     an SDK would have sent: grouped by resource, then scope, in row order."""
+    return build_export_request(signal, rows, _blobs(db, "resources", {r[0] for r in rows}),
+                                _blobs(db, "scopes", {r[1] for r in rows}))
+
+
+def build_export_request(signal: str, rows: Sequence[tuple[Any, Any, bytes]], resources: dict[Any, bytes],
+                         scopes: dict[Any, bytes], decode: Callable[[bytes | None], bytes] = decompress) -> Any:
+    """as_export_request from rows whose resources and scopes are already read (by their keys: a
+    SQLite row id or a ClickHouse digest); `decode` turns a stored `raw` into the protobuf bytes."""
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
@@ -333,8 +351,6 @@ def as_export_request(db: sqlite3.Connection, signal: str, rows: Sequence[tuple[
     traces = signal == "traces"
     # Either message type: both are filled through the same resource/scope shape, so typed loosely.
     request: Any = ExportTraceServiceRequest() if traces else ExportLogsServiceRequest()
-    resources = _blobs(db, "resources", {r[0] for r in rows})
-    scopes = _blobs(db, "scopes", {r[1] for r in rows})
     by_resource: dict[Any, Any] = {}
     by_scope: dict[tuple[Any, Any], Any] = {}
     for resource_id, scope_id, raw in rows:
@@ -351,9 +367,9 @@ def as_export_request(db: sqlite3.Connection, signal: str, rows: Sequence[tuple[
                 scoped.scope.CopyFrom(InstrumentationScope.FromString(scopes[scope_id]))
             by_scope[(resource_id, scope_id)] = scoped
         if traces:
-            scoped.spans.append(Span.FromString(decompress(raw)))
+            scoped.spans.append(Span.FromString(decode(raw)))
         else:
-            scoped.log_records.append(LogRecord.FromString(decompress(raw)))
+            scoped.log_records.append(LogRecord.FromString(decode(raw)))
     return request
 
 

@@ -502,6 +502,12 @@ def user_report(db: sqlite3.Connection, window_s: float, now_s: float | None = N
            "ORDER BY sum(cost_nusd) DESC, sum(input_tokens + output_tokens) DESC, user_id LIMIT ?")
     with read_snapshot(db):
         rows = db.execute(sql, (start_s * NS, now_s * NS, limit)).fetchall()
+    return user_report_result(start_s, now_s, window_s, rows)
+
+
+def user_report_result(start_s: int, now_s: int, window_s: float, rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """user_report's document from its query's rows (user, traces, conversations, calls, input, output,
+    cache read, cost, unpriced, api, validation and guardrail errors, failed traces), from either backend."""
     users = []
     for (user, traces, conversations, calls, inp, out, cache_read, cost, unpriced, e_api, e_val, e_guard,
          failed) in rows:

@@ -28,6 +28,7 @@ from store.models import COL, FLAG_REFUSAL, LAYER_FRAMEWORK, LAYER_INSTRUMENTATI
 
 if TYPE_CHECKING:
     from store.changes import ChangeTracker
+    from store.clickhouse.outbox import OutboxRecorder
 
 BILLABLE = frozenset({"llm", "embedding"})
 TOTAL_DIMS_ID = 0  # rollup rows summing every dimension set of their bucket
@@ -505,6 +506,9 @@ class SpanWriter:
         self._pending_finish: OrderedDict[tuple[bytes, bytes], str] = OrderedDict()
         row = db.execute("SELECT max(id) FROM spans").fetchone()
         self._next_id = (row[0] or 0) + 1
+        # `serve --store clickhouse://…`: each transaction also records what it changed for ClickHouse
+        # (store/clickhouse/outbox.py). None otherwise, and then it costs one `is None` test per hook.
+        self.outbox: OutboxRecorder | None = None
 
     # -- public --------------------------------------------------------------------------------
 
@@ -578,9 +582,10 @@ class SpanWriter:
                 updates.append((cost, price_id, tier, span_row_id))
                 touched[trace_id] = trace
             db.executemany("UPDATE spans SET cost_nusd = ?, price_id = ?, price_tier = ? WHERE id = ?", updates)
+            if self.outbox is not None:
+                self.outbox.spans.update(u[-1] for u in updates)
             now = self.clock()
-            sessions.write_traces(db, _UPSERT_TRACE, [self._summary(t, trace, now) for t, trace in touched.items()],
-                                  _CONVERSATION_AT, now)
+            self._write_traces([self._summary(t, trace, now) for t, trace in touched.items()], now)
             self._flush_rollups()
         self._evict_traces()
 
@@ -591,6 +596,8 @@ class SpanWriter:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            if self.outbox is not None:
+                self.outbox.flush(self.db)  # in this transaction: committed, or rolled back, with it
             self.db.execute("COMMIT")
         except BaseException:
             try:
@@ -598,6 +605,8 @@ class SpanWriter:
             except sqlite3.Error:
                 pass
             self._forget_everything()
+            if self.outbox is not None:
+                self.outbox.reset()
             raise
 
     def forget_traces(self, trace_ids: Iterable[bytes]) -> None:
@@ -649,6 +658,11 @@ class SpanWriter:
             from store import content_index  # store.content_index imports store.queries, which imports this module
 
             result.index_rows = content_index.delete_traces(db, trace_ids)
+            if self.outbox is not None:
+                self.outbox.gone_spans.extend((t, s.span_id, s.start) for t, trace in gone.items()
+                                              for s in trace.spans.values())
+                self.outbox.traces.update(trace_ids)
+                self.outbox.logs_deleting(db, trace_ids)
             result.spans = _deleted(db, "DELETE FROM spans WHERE trace_id IN ({marks})", trace_ids)
             result.logs = _deleted(db, "DELETE FROM logs WHERE trace_id IN ({marks})", trace_ids)
             result.traces = _deleted(db, "DELETE FROM traces WHERE trace_id IN ({marks})", trace_ids)
@@ -672,7 +686,9 @@ class SpanWriter:
             updates, trace_rows = self._recompute_touched(touched, set(), now)
             if updates:
                 db.executemany(_UPDATE_SPAN, updates)
-            sessions.write_traces(db, _UPSERT_TRACE, trace_rows, _CONVERSATION_AT, now)
+            if updates and self.outbox is not None:
+                self.outbox.spans.update(u[-1] for u in updates)
+            self._write_traces(trace_rows, now)
             result.conversations = len(conversations)
             sessions.refresh(db, conversations, now)
             # A change marker keeps its fact (a model, a prompt version), not the forgotten example.
@@ -709,6 +725,9 @@ class SpanWriter:
         now = self.clock()
         fresh_resources = [(digest, value) for digest, value in resources.items() if digest not in self._resources]
         resource_ids = self._intern_blobs(resources, self._resources, "resources")
+        if self.outbox is not None:
+            self.outbox.resources.update(digest for digest, _ in fresh_resources)
+            self.outbox.scopes.update(d for d in scopes if d not in self._scopes)
         scope_ids = self._intern_blobs(scopes, self._scopes, "scopes")
 
         # Group rows by trace and load what the store already knows of those traces.
@@ -797,15 +816,31 @@ class SpanWriter:
         if updates:
             db.executemany(_UPDATE_SPAN, updates)
         if log_inserts:
+            last_log = 0
+            if self.outbox is not None:
+                last_log = db.execute("SELECT max(id) FROM logs").fetchone()[0] or 0
             db.executemany(_INSERT_LOGS, log_inserts)
+            if self.outbox is not None:  # one writer, one statement: its rows took the ids after last_log
+                self.outbox.logs_added(last_log, db.execute("SELECT max(id) FROM logs").fetchone()[0] or 0)
+        if self.outbox is not None:
+            self.outbox.spans.update(record[COL["id"]] for record in inserts)
+            self.outbox.spans.update(u[-1] for u in updates)
         # The trace summaries, and the rows of the conversations they are (or were) in.
-        sessions.write_traces(db, _UPSERT_TRACE, trace_rows, _CONVERSATION_AT, now)
+        self._write_traces(trace_rows, now)
         self._flush_rollups()
         self._flush_tool_rollups()
         self.stats.spans += len(inserts)
         self.stats.logs += len(log_inserts)
         self.stats.updated += len(updates)
         self.stats.traces += len(trace_rows)
+
+    def _write_traces(self, trace_rows: list[tuple], now: int) -> None:
+        """Upsert trace summaries and the conversations and users they are (or were) in. A ClickHouse
+        store is sent the summaries only: it computes conversations and users from them when read
+        (store/clickhouse/sessions.py)."""
+        if self.outbox is not None:
+            self.outbox.traces.update(row[0] for row in trace_rows)
+        sessions.write_traces(self.db, _UPSERT_TRACE, trace_rows, _CONVERSATION_AT, now)
 
     def _recompute_touched(self, touched: dict[bytes, TraceState], new_ids: set[int], now: int
                            ) -> tuple[list[tuple], list[tuple]]:
@@ -1158,6 +1193,8 @@ class SpanWriter:
 
     def _apply(self, contribution: tuple, sign: int) -> None:
         second, dims, vector, hists = contribution
+        if self.outbox is not None:
+            self.outbox.rollup(contribution, sign)
         dims_id = self._dims_id(dims)
         for res in RESOLUTIONS:
             bucket_start = second - second % res

@@ -2,7 +2,11 @@
 
 Group commit: it takes everything that is waiting (up to `max_batch_rows`) and commits it in one
 transaction, so under load many export requests share a COMMIT, and at low load a request is
-committed the moment it arrives. A request is acknowledged only after its COMMIT returned.
+committed the moment it arrives. A request is acknowledged only after its COMMIT returned; with a ClickHouse
+store (`serve --store`), only after the outbox that COMMIT wrote was confirmed by ClickHouse too
+(store/clickhouse/sink.py): while ClickHouse cannot be reached, requests are refused retryably and what
+was committed waits in the outbox, shipped when it answers again (a retry finds its spans already
+stored: nothing doubles).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import signal
 import sqlite3
 import time
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from store import retention
 from store.batch_inlet import BatchInlet, waitables
@@ -27,6 +31,9 @@ from store.metrics import MetricWriter, dropped_message
 from store.pricing import record_price_rows
 from store.process_logs import follow_parent_log
 from store.writer import SpanWriter
+
+if TYPE_CHECKING:
+    from store.clickhouse.sink import Shipper
 
 log = logging.getLogger("llmobs.writer")
 
@@ -69,11 +76,14 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
             db.close()
             lock.release()
             return
-    loop = WriterLoop(db, writer, inbox, outbox, options, inlet)
+    shipper = clickhouse_shipper(db, writer, options["clickhouse"]) if options.get("clickhouse") else None
+    loop = WriterLoop(db, writer, inbox, outbox, options, inlet, shipper)
     try:
         outbox.send(("ready", {"db_path": str(db_path), "pid": os.getpid()}))
         loop.run()
     finally:
+        if shipper is not None:
+            shipper.close()
         if inlet is not None:
             inlet.close()
         checkpointer.stop()
@@ -85,6 +95,40 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
         lock.release()
 
 
+def clickhouse_shipper(db: sqlite3.Connection, writer: SpanWriter, options: dict[str, Any]) -> Shipper:
+    """Turn on the writer's outbox and make the shipper that empties it into ClickHouse. The ClickHouse
+    schema is migrated at the first connection, not here: serve starts (and keeps what it accepts in the
+    outbox) while ClickHouse is still down."""
+    from store.clickhouse.client import HttpClient
+    from store.clickhouse.outbox import OutboxRecorder
+    from store.clickhouse.schema import DEFAULT_RETENTION_DAYS, ensure_retention, migrate
+    from store.clickhouse.sink import Shipper
+
+    url = options["url"]
+
+    def connect() -> HttpClient:
+        # Short timeouts: the writer waits on each insert, and an unreachable server must turn into
+        # refused (retryable) requests quickly, not hold every export for minutes.
+        client = HttpClient(url, ca_cert=options.get("ca_cert"), connect_timeout=3.0, send_receive_timeout=60.0)
+        try:
+            migrate(client)
+            ensure_retention(client, options.get("retention_days", DEFAULT_RETENTION_DAYS))
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    writer.outbox = OutboxRecorder()
+    def explain(exc: BaseException) -> str:
+        from store.backends import describe_clickhouse_error
+        from store.clickhouse.client import ClickHouseError
+
+        return describe_clickhouse_error(url, exc) if isinstance(exc, ClickHouseError) else str(exc)
+
+    return Shipper(db, connect, describe=f"ClickHouse at {url.display()}", explain=explain,
+                   retry_every_s=options.get("retry_every_s", 1.0))
+
+
 def _path(db_path: str) -> Any:
     from pathlib import Path
 
@@ -93,8 +137,10 @@ def _path(db_path: str) -> Any:
 
 class WriterLoop:
     def __init__(self, db: sqlite3.Connection, writer: SpanWriter, inbox: Connection, outbox: Connection,
-                 options: dict[str, Any], inlet: BatchInlet | None = None) -> None:
+                 options: dict[str, Any], inlet: BatchInlet | None = None, shipper: Shipper | None = None) -> None:
         self.db = db
+        self.shipper = shipper  # a ClickHouse store: acks wait for it
+        self._ship_due = shipper is not None  # an outbox left by an earlier run is shipped at start
         self.writer = writer
         self.inbox = inbox  # the main process: stop, and (without an inlet) batches
         self.outbox = outbox
@@ -153,6 +199,9 @@ class WriterLoop:
                 self.index_content()
         if stopping:
             self.drain_inlet()
+            if self.shipper is not None and not self.shipper.ship(force=True):
+                log.warning("stopping with %d batch(es) for ClickHouse in the outbox: shipped at the next start",
+                            self.shipper.stats.backlog)
         self.send(("stats", self.stats()))
 
     def receive(self, ready: list[Any], pending: list[tuple]) -> tuple[bool, bool]:
@@ -234,6 +283,8 @@ class WriterLoop:
         self.commit_seconds += time.perf_counter() - started
         self.commits += 1
         self.keep_within_budget()
+        if self.shipper is not None and not self.shipped(pending):
+            return
         # Metric points (a ninth batch element, receiver/decoder_process.handle_metrics): their own
         # transaction after the spans', acked only once committed; if it fails, only their requests are nacked.
         stored_points, failed = self.commit_metrics(pending)
@@ -246,6 +297,23 @@ class WriterLoop:
         self.send(("ack", acks))
         if self.indexer is not None:
             self.indexer.notify_commit(time.perf_counter() - started)
+
+    def shipped(self, pending: list[tuple]) -> bool:
+        """A ClickHouse store: ship the outbox (this commit's batch and any older one). If ClickHouse did
+        not confirm it, the requests are nacked (retryable), not acked: their spans stay committed here and
+        in the outbox, and the exporter's retry of them is a duplicate that adds nothing."""
+        assert self.shipper is not None
+        try:
+            if self.shipper.ship():
+                return True
+            self.last_error = self.shipper.stats.last_error
+        except sqlite3.Error as exc:
+            self.last_error = describe_error(self.db_path, exc)
+            log.error("reading the ClickHouse outbox failed: %s", self.last_error)
+        message = (f"{self.last_error}; the batch is kept and shipped when ClickHouse answers: retry"
+                   if self.last_error else "ClickHouse is unreachable: retry")
+        self.send(("nack", [p[0] for p in pending], message))
+        return False
 
     def commit_metrics(self, pending: list[tuple]) -> tuple[list[tuple[int, int]], set[int]]:
         """Store the metric points of the pending batches: (stored, dropped) per batch, and the
@@ -325,6 +393,16 @@ class WriterLoop:
             self.reserve.hold()
 
     def housekeeping(self) -> None:
+        if self.shipper is not None and (self._ship_due or self.shipper.stats.down_since is not None):
+            # Without traffic too: a backlog (ClickHouse was down, or an earlier run left one) drains.
+            try:
+                if self._ship_due:
+                    self.shipper.probe()
+                self.shipper.ship()
+            except sqlite3.Error as exc:
+                self.last_error = describe_error(self.db_path, exc)
+                log.error("reading the ClickHouse outbox failed: %s", self.last_error)
+            self._ship_due = False
         now = time.monotonic()
         if now >= self._next_retention or (self.max_db_bytes and now >= self._next_size_check):
             age = self.retention_s if now >= self._next_retention else None
@@ -362,7 +440,16 @@ class WriterLoop:
             "evicted_traces": self.evicted_traces,
             "last_error": self.last_error,
             **self.index_stats(),
+            **self.clickhouse_stats(),
         }
+
+    def clickhouse_stats(self) -> dict[str, Any]:
+        if self.shipper is None:
+            return {}
+        s = self.shipper.stats
+        return {"clickhouse_batches": s.batches, "clickhouse_rows": s.rows, "clickhouse_failures": s.failures,
+                "clickhouse_backlog": s.backlog, "clickhouse_down": s.down_since is not None,
+                "clickhouse_cpu_seconds": s.cpu_seconds, "clickhouse_seconds": s.seconds}
 
     def index_stats(self) -> dict[str, Any]:
         if self.indexer is None:

@@ -13,6 +13,9 @@ from receiver.prices import PriceTable
 from store.connection import WriterLock, open_writer
 from store.writer import SpanWriter
 
+# The chdb server, database and URL fixtures of the ClickHouse tests.
+pytest_plugins = ("tests.clickhouse_fixtures",)
+
 
 @pytest.fixture(scope="session")
 def prices() -> PriceTable:

@@ -8,11 +8,13 @@ chdb engine directly (ChdbClient), not through the client under test."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import http.client as httplib
+import os
+import socket
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,11 @@ from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl, StoreUrlError, par
 from store.models import SPAN_COLUMNS
 from store.queries import decompress
 from tests.chdb_http_server import ChdbHttpServer, engine_path
+from tests.clickhouse_fixtures import PASSWORD, USER
 from tests.otlp_factory import make_span
 from tests.store_writing import write_through, writing
 from tests.test_clickhouse_schema import HOSTILE, expected_rollups, insert_rollups, read_rollups, signed_delta_rows
 from tests.test_tls import self_signed
-
-USER, PASSWORD = "llmobs", "s3cret'pw"
 
 # --- URLs -----------------------------------------------------------------------------------------------------
 
@@ -93,31 +94,10 @@ def test_store_urls_that_are_refused_say_why(url: str, message: str) -> None:
 # --- the server and clients ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[ChdbHttpServer]:
-    server = ChdbHttpServer(engine_path(), {USER: PASSWORD}).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    name = f"http_{uuid.uuid4().hex[:12]}"
-    yield name
-    admin = ChdbClient(engine_path(), "default")
-    admin.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": name})
-    admin.close()
-
-
-@pytest.fixture
-def url(server: ChdbHttpServer, database: str) -> ClickHouseUrl:
-    return parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
-
-
 @pytest.fixture
 def http(url: ClickHouseUrl) -> Iterator[HttpClient]:
     client = HttpClient(url)
-    assert schema.migrate(client) == [1]
+    assert schema.migrate(client) == list(range(1, len(schema.MIGRATIONS) + 1))
     yield client
     client.close()
 
@@ -135,7 +115,7 @@ def test_clickhouse_connect_creates_the_schema_through_the_server(http: HttpClie
                                                                    server: ChdbHttpServer) -> None:
     tables = {row[0] for row in engine.query("SHOW TABLES")}
     assert {"spans", "logs", "trace_summaries", "rollups", "schema_migrations"} <= tables
-    assert engine.query("SELECT version FROM schema_migrations") == [(1,)]
+    assert sorted(engine.query("SELECT version FROM schema_migrations")) == [(v,) for v in list(range(1, len(schema.MIGRATIONS) + 1))]
     assert schema.migrate(http) == []
     # Parameters reached the engine as parameters: the SQL text the server ran never holds the value.
     assert any("{db:Identifier}" in q for q in server.queries)
@@ -315,8 +295,8 @@ def test_clickhouse_https_speaks_tls_and_checks_the_certificate(tmp_path: Path, 
     try:
         url = parse_store_url(f"clickhouse+https://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
         client = HttpClient(url, ca_cert=str(cert))
-        assert schema.migrate(client) == [1]
-        assert client.query("SELECT count() FROM schema_migrations") == [(1,)]
+        assert schema.migrate(client) == list(range(1, len(schema.MIGRATIONS) + 1))
+        assert client.query("SELECT count() FROM schema_migrations") == [(len(schema.MIGRATIONS),)]
         client.close()
         with pytest.raises(ClickHouseError, match=r"(?i)certificate"):  # a server the system CAs do not vouch for
             HttpClient(url)
@@ -325,3 +305,29 @@ def test_clickhouse_https_speaks_tls_and_checks_the_certificate(tmp_path: Path, 
             HttpClient(plain, connect_timeout=3, send_receive_timeout=3)
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def socket_closed_port() -> Iterator[int]:
+    """A local port nothing listens on (bound, never listened, so no one else takes it meanwhile)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def test_an_unreachable_clickhouse_is_one_line_on_the_terminal(tmp_path: Path) -> None:
+    """The client library's own retry warnings must not reach the terminal before the store's one line."""
+    import subprocess
+    import sys
+
+    with socket_closed_port() as port:
+        done = subprocess.run([sys.executable, "-m", "llmobs_tui", "report", "--store",
+                               f"clickhouse://{USER}@127.0.0.1:{port}/db"],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env={**os.environ, PASSWORD_ENV: PASSWORD})
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"llmobs-tui: cannot reach ClickHouse at clickhouse://{USER}@127.0.0.1:{port}/db "
+                                        "(connection refused): is it running, and is the URL right?"]

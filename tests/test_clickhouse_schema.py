@@ -46,7 +46,7 @@ def client(database: str) -> Iterator[ChdbClient]:
 
 @pytest.fixture
 def migrated(client: ChdbClient) -> ChdbClient:
-    assert schema.migrate(client) == [1]
+    assert schema.migrate(client) == list(range(1, len(schema.MIGRATIONS) + 1))
     return client
 
 
@@ -65,8 +65,6 @@ def test_migrate_creates_the_tables_and_a_second_run_changes_nothing(migrated: C
         "spans": "ReplacingMergeTree",
         "logs": "ReplacingMergeTree",
         "trace_summaries": "ReplacingMergeTree",
-        "conversations": "ReplacingMergeTree",
-        "users": "ReplacingMergeTree",
         "rollups": "SummingMergeTree",
         "resources": "ReplacingMergeTree",
         "scopes": "ReplacingMergeTree",
@@ -76,7 +74,8 @@ def test_migrate_creates_the_tables_and_a_second_run_changes_nothing(migrated: C
     assert "CODEC(ZSTD(3))" in before["spans"] and "TTL" in before["spans"]
     assert schema.migrate(migrated) == []
     assert _schema_text(migrated) == before
-    assert migrated.query("SELECT version, name FROM schema_migrations") == [(1, "m001_initial")]
+    assert sorted(migrated.query("SELECT version, name FROM schema_migrations")) == [
+        (version, step.__name__) for version, step in enumerate(schema.MIGRATIONS, start=1)]
 
 
 def test_two_processes_migrating_at_once_apply_each_step_once(
@@ -113,8 +112,8 @@ def test_two_processes_migrating_at_once_apply_each_step_once(
         t.join(30)
     assert not errors
     assert len(ran) == 1, f"step applied by {ran}"
-    assert sorted(results["a"] + results["b"]) == [1, 2]
-    assert sorted(client.query("SELECT version FROM schema_migrations")) == [(1,), (2,)]
+    assert sorted(results["a"] + results["b"]) == list(range(1, len(schema.MIGRATIONS) + 1))
+    assert sorted(client.query("SELECT version FROM schema_migrations")) == [(v,) for v in list(range(1, len(schema.MIGRATIONS) + 1))]
     assert client.query("EXISTS TABLE schema_migration_lock") == [(0,)]
 
 
@@ -126,7 +125,7 @@ def test_a_held_lock_makes_others_wait_and_a_stale_one_is_taken_over(client: Chd
         schema.migrate(client, wait_s=0.3, poll_s=0.05)
     assert client.query("SELECT count() FROM schema_migrations") == [(0,)]
     # A lock older than stale_after_s was left by a process that died: taken over, then released.
-    assert schema.migrate(client, stale_after_s=-1) == [1]
+    assert schema.migrate(client, stale_after_s=-1) == list(range(1, len(schema.MIGRATIONS) + 1))
     assert client.query(f"EXISTS TABLE {schema.LOCK_TABLE}") == [(0,)]
 
 
@@ -144,6 +143,34 @@ def test_retention_is_a_ttl_that_set_retention_changes(migrated: ChdbClient) -> 
     assert "toIntervalHour(2) WHERE res = 10" in text["rollups"]
     with pytest.raises(ValueError):
         schema.set_retention(migrated, 0)
+
+
+def test_serves_retention_changes_the_ttls_only_when_it_differs(migrated: ChdbClient) -> None:
+    """`serve --store … --retention`: ClickHouse keeps --retention in whole days; each start checks it,
+    and only a different number of days alters the tables (a TTL change touches every part)."""
+    assert schema.ensure_retention(migrated, schema.DEFAULT_RETENTION_DAYS) is False
+    assert schema.ensure_retention(migrated, 30) is True
+    assert "toIntervalDay(30)" in _schema_text(migrated)["spans"]
+    before = _schema_text(migrated)
+    assert schema.ensure_retention(migrated, 30) is False
+    assert _schema_text(migrated) == before
+    assert schema.ensure_retention(migrated, 2) is True
+    assert "toIntervalDay(2)" in _schema_text(migrated)["trace_summaries"]
+
+
+def test_serve_on_clickhouse_keeps_whole_days_there_and_a_day_in_its_working_store() -> None:
+    from llmobs_tui.cli.parser import build_parser
+    from llmobs_tui.settings import Settings
+
+    def pipeline(*flags: str) -> Any:
+        args = build_parser().parse_args(["serve", "--store", "clickhouse://u@ch:8123/db", *flags])
+        return Settings.from_args(args, {}).pipeline_config()
+
+    assert (pipeline("--retention", "36h").retention_s, pipeline("--retention", "36h").clickhouse["retention_days"]) \
+        == (86400, 2)
+    assert pipeline("--retention", "30d").clickhouse["retention_days"] == 30
+    assert pipeline("--retention", "2h").retention_s == 7200
+    assert pipeline().clickhouse["retention_days"] == 7
 
 
 # --- rollups: signed deltas ---------------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def test_m012_rebuilds_an_old_stores_index_from_its_spans(db_path: Path, normali
                         db.execute("SELECT id, trace_id, span_id FROM spans WHERE name LIKE 'chat%'").fetchall()])
         with db:
             set_meta(db, SPANS_WATERMARK, "6")
-        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        db.execute("PRAGMA user_version = 11")  # m011's: m012 runs again on open
         db.close()
 
         db = open_writer(db_path)  # migrates

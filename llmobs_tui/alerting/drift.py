@@ -9,7 +9,7 @@ A shifted distribution is a ticket, not a page: nothing is failing, something is
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from llmobs_tui.config import AlertSettings, format_duration
 from store import drift
@@ -23,8 +23,9 @@ NS = 1_000_000_000
 
 
 def evaluate_drift(db: Connection, settings: AlertSettings, now_s: float,
-                   rollups: SharedRollups | None = None) -> list[Finding]:
-    """`rollups`: the engine's evaluation in progress, whose week of rollups its other rules read too."""
+                   rollups: SharedRollups | None = None, examples: Any = None) -> list[Finding]:
+    """`rollups`: the engine's evaluation in progress, whose week of rollups its other rules read too.
+    `examples`: where length_example is read from when not SQLite's store.drift (store.clickhouse.alerts)."""
     from llmobs_tui.alerting.engine import Finding
 
     signals = tuple(s for s in settings.drift_signals if s in drift.DISTRIBUTIONS)
@@ -51,8 +52,8 @@ def evaluate_drift(db: Connection, settings: AlertSettings, now_s: float,
             if grown is not None:
                 cur_share, base_share = result.shares()[result.bins.index(grown)]
                 detail += f"; {drift.bin_text(grown)} tokens: {cur_share:.0%} of calls (was {base_share:.0%})"
-                example = drift.length_example(db, int((now_s - window_s) * NS), signal, grown.lo, grown.hi,
-                                               feature)
+                example = (examples or drift).length_example(db, int((now_s - window_s) * NS), signal, grown.lo,
+                                                             grown.hi, feature)
             findings.append(Finding(
                 key=f"drift:{feature}:{signal}", rule="drift", severity="ticket",
                 title=f"{words} drifted (PSI {result.value:.2f} vs last 7 days) · {scope}",
@@ -99,9 +100,9 @@ class DriftRule:
         return self._key_of(settings, now_s) != self._key
 
     def evaluate(self, db: Connection, settings: AlertSettings, now_s: float,
-                 rollups: SharedRollups | None = None) -> list[Finding]:
+                 rollups: SharedRollups | None = None, examples: Any = None) -> list[Finding]:
         key = self._key_of(settings, now_s)
         if key != self._key:
-            self._findings = evaluate_drift(db, settings, now_s, rollups)
+            self._findings = evaluate_drift(db, settings, now_s, rollups, examples)
             self._key = key
         return list(self._findings)

@@ -11,10 +11,10 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmobs_tui.alerting import burn
 from llmobs_tui.alerting.drift import DriftRule
@@ -24,6 +24,9 @@ from store import alerts as store_alerts
 from store import histogram
 from store.connection import Connection, open_reader, read_snapshot
 from store.queries import GroupStats
+
+if TYPE_CHECKING:
+    from store.clickhouse.url import ClickHouseUrl
 
 NS = 1_000_000_000
 HOUR = 3600
@@ -103,8 +106,16 @@ class EngineClosed(RuntimeError):
 
 
 class AlertEngine:
-    def __init__(self, db_path: str | os.PathLike[str], config: Config) -> None:
+    def __init__(self, db_path: str | os.PathLike[str], config: Config, store_url: ClickHouseUrl | None = None) -> None:
+        """`store_url`: evaluate on a ClickHouse store (`--store`) instead of the SQLite one at db_path."""
         self.db_path = Path(db_path)
+        self.store_url = store_url
+        # The store's reads, by backend: store.alerts (SQLite) or store.clickhouse.alerts, same functions.
+        self._reads: Any = store_alerts
+        if store_url is not None:
+            from store.clickhouse import alerts as clickhouse_alerts
+
+            self._reads = clickhouse_alerts
         self.config = config
         self.settings: AlertSettings = config.alerts
         self.states: dict[str, AlertState] = {}
@@ -132,7 +143,12 @@ class AlertEngine:
         if self._closed:
             raise EngineClosed("the alert engine was closed")
         if self._db is None:
-            self._db = open_reader(self.db_path)
+            if self.store_url is not None:
+                from store.backends import ClickHouseReader
+
+                self._db = ClickHouseReader(self.store_url).client  # a StoreError says why it cannot
+            else:
+                self._db = open_reader(self.db_path)
         return self._db
 
     def close(self) -> None:
@@ -169,7 +185,7 @@ class AlertEngine:
 
     def _rollup_reads(self) -> store_alerts.SharedRollups:
         """The evaluation's shared rollups; a rule called on its own (outside _snapshot) reads afresh."""
-        return self._rollups if self._rollups is not None else store_alerts.SharedRollups(self.db)
+        return self._rollups if self._rollups is not None else self._reads.SharedRollups(self.db)
 
     # -- SLOs ------------------------------------------------------------------------------------
 
@@ -190,12 +206,12 @@ class AlertEngine:
         return bad, total
 
     def _quality_events(self, spec: SloSpec, start_s: float, end_s: float) -> tuple[float, float]:
-        return store_alerts.quality_events(self.db, spec.threshold, int(start_s * NS), int(end_s * NS),
-                                           spec.evaluation, spec.feature, spec.model)
+        return self._reads.quality_events(self.db, spec.threshold, int(start_s * NS), int(end_s * NS),
+                                          spec.evaluation, spec.feature, spec.model)
 
     def _slo_example(self, spec: SloSpec, start_s: float) -> tuple[bytes, bytes | None] | None:
         """The call that made the value: the slowest, the costliest, or the latest failed one."""
-        return store_alerts.slo_example(self.db, spec.kind, spec.threshold, int(start_s * NS), spec.feature, spec.model)
+        return self._reads.slo_example(self.db, spec.kind, spec.threshold, int(start_s * NS), spec.feature, spec.model)
 
     def evaluate_slos(self, now_s: float) -> tuple[list[Finding], list[SloRow]]:
         findings = []
@@ -234,7 +250,7 @@ class AlertEngine:
             last_hour = self._stats(now_s - HOUR, now_s, where)["cost_nusd"] / 1e9
             projected = today + last_hour * hours_left
             scope = "all features" if feature == "*" else f"feature={feature}"
-            example = store_alerts.costliest_trace_example(
+            example = self._reads.costliest_trace_example(
                 self.db, int(midnight * NS), None if feature == "*" else feature,
             ) if (today > budget or projected > budget) else None
             if today > budget:
@@ -251,7 +267,7 @@ class AlertEngine:
             stats = self._stats(now_s - HOUR, now_s, {"feature": feature}, ("hist_tokens",))
             over = sum(c for b, c in stats.tokens.items() if c > 0 and histogram.bucket_value(b) > limit)
             if over:
-                example = store_alerts.over_token_budget_example(self.db, int((now_s - HOUR) * NS), feature, limit)
+                example = self._reads.over_token_budget_example(self.db, int((now_s - HOUR) * NS), feature, limit)
                 findings.append(Finding(f"tokens:{feature}", "token_budget", "ticket",
                                         f"Calls over the token budget (feature={feature})", over, limit,
                                         f"{over} calls > {limit:,} tokens", "1h", f"feature={feature}", example))
@@ -287,7 +303,7 @@ class AlertEngine:
             current = g["cost_nusd"] / priced
             baseline = base_cost / base_calls
             if current >= factor * baseline:
-                example = store_alerts.prompt_version_example(self.db, int((now_s - HOUR) * NS), feature, version)
+                example = self._reads.prompt_version_example(self.db, int((now_s - HOUR) * NS), feature, version)
                 label = f"{prompt_id or 'prompt'}@{version}"
                 findings.append(Finding(
                     f"prompt:{feature}:{label}", "prompt_regression", "ticket",
@@ -311,7 +327,7 @@ class AlertEngine:
             if now_rate is None or week_rate is None or week_rate < 0.05 or before["calls"] < self.settings.min_calls:
                 continue
             if now_rate < week_rate * (1 - drop):
-                example = store_alerts.feature_call_example(self.db, int((now_s - HOUR) * NS), feature)
+                example = self._reads.feature_call_example(self.db, int((now_s - HOUR) * NS), feature)
                 findings.append(Finding(
                     f"cache:{feature}", "cache_drop", "ticket", f"Cache-hit rate dropped (feature={feature})",
                     now_rate, week_rate * (1 - drop), f"{now_rate:.1%} vs {week_rate:.1%} last week",
@@ -334,7 +350,7 @@ class AlertEngine:
             if rate < threshold:
                 continue
             # The failed billed call (the provider's 429 itself), not a wrapper span that inherited it.
-            example = store_alerts.error_example(self.db, int((now_s - window) * NS), name,
+            example = self._reads.error_example(self.db, int((now_s - window) * NS), name,
                                                  subclass=name in ("rate_limit", "provider"))
             findings.append(Finding(
                 f"errors:{name}", "error_spike", "page" if rate >= 2 * threshold else "ticket",
@@ -362,7 +378,7 @@ class AlertEngine:
                         f"health:{model}:decode", "provider_health", "ticket", f"{model}: decoding slowed down",
                         now_rate, week_rate * (1 - self.settings.decode_drop),
                         f"{now_rate:,.0f} vs {week_rate:,.0f} tok/s last week", "15m vs prior 7d", f"model={model}",
-                        store_alerts.streaming_call_example(self.db, int((now_s - recent_s) * NS), model)))
+                        self._reads.streaming_call_example(self.db, int((now_s - recent_s) * NS), model)))
             # The median, not p95: a p95 over a quarter hour of one model's streaming calls is a handful
             # of tail samples (every provider has a 3-6x slow tail), and paging on that is noise.
             if min(histogram.count(g.ttft), histogram.count(before.ttft)) < self.settings.min_calls:
@@ -380,19 +396,21 @@ class AlertEngine:
                     median_now / 1e6, self.settings.ttft_rise * median_week / 1e6,
                     f"median {median_now / 1e6:.2f}s vs {median_week / 1e6:.2f}s last week", "15m vs prior 7d",
                     f"model={model}",
-                    store_alerts.slow_first_token_example(self.db, int((now_s - recent_s) * NS), model,
+                    self._reads.slow_first_token_example(self.db, int((now_s - recent_s) * NS), model,
                                                           int(self.settings.ttft_rise * median_week * 1000)),
                     f"input tokens per call unchanged ({inp_now:,.0f} vs {inp_week:,.0f}), so the provider is slower"))
         return findings
 
     def evaluate_drift(self, now_s: float) -> list[Finding]:
         """Token lengths per call shifted against the prior week (llmobs_tui/alerting/drift.py)."""
-        return self._drift_rule.evaluate(self.db, self.settings, now_s, self._rollups)
+        examples = self._reads if self.store_url is not None else None
+        return self._drift_rule.evaluate(self.db, self.settings, now_s, self._rollups, examples)
 
     def evaluate_runaway(self, now_s: float) -> list[Finding]:
         """Agents looping on one tool call, or still running past a ceiling (llmobs_tui/alerting/runaway.py)."""
         settings = self.settings
-        report = self.runaway_report = self._runaway.detect(self.db, settings, now_s)
+        report = self.runaway_report = (self._runaway.detect(self.db, settings, now_s) if self.store_url is None
+                                        else self._runaway.detect_clickhouse(self.db, settings, now_s))
         window = format_duration(settings.runaway_window_s)
         findings: list[Finding] = []
         for runaway in report.over_ceiling[:MAX_FINDINGS]:
@@ -446,9 +464,10 @@ class AlertEngine:
     def _snapshot(self, drift_at_s: float | None) -> Iterator[None]:
         """One evaluation at a time, all of its queries reading one consistent state of the store."""
         drift_due = drift_at_s is not None and self._drift_rule.due(self.settings, drift_at_s)
-        with self._lock, read_snapshot(self.db):
+        # ClickHouse has no read snapshot: its reads fold whatever is inserted when each runs.
+        with self._lock, (read_snapshot(self.db) if self.store_url is None else nullcontext()):
             decoded = {**self._drift_decoded, **self._decoded} if drift_due else self._decoded
-            self._rollups = store_alerts.SharedRollups(self.db, self._week_hists(drift_at_s), decoded)
+            self._rollups = self._reads.SharedRollups(self.db, self._week_hists(drift_at_s), decoded)
             try:
                 yield
                 self._decoded = self._rollups.decoded

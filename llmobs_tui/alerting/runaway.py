@@ -168,6 +168,16 @@ class RunawayDetector:
         raws = dict(db.execute(*store_alerts.span_raws_query(missing)).fetchall()) if missing else {}
         return self.report(settings, now_s, rows, raws)
 
+    def detect_clickhouse(self, client: Any, settings: Any, now_s: float) -> RunawayReport:
+        """`detect` on a ClickHouse store (store.clickhouse.alerts.runaway_rows): the same rows, the blobs
+        of the candidates read with them. No row ids there: every evaluation digests its candidates afresh."""
+        from store.clickhouse.alerts import runaway_rows
+
+        rows, raws = runaway_rows(client, self.queries(settings, now_s), int((now_s - settings.runaway_window_s) * NS),
+                                  TOOL_LIMIT, SPAN_LIMIT, lambda tools: _candidates(settings, tools))
+        self._digests, self._raw_after = {}, 0
+        return self.report(settings, now_s, rows, raws)
+
     # -- loops -------------------------------------------------------------------------------------
 
     def _loops(self, settings: Any, tools: Sequence[tuple], raws: Mapping[int, bytes | None],

@@ -33,6 +33,7 @@ from llmobs_tui.settings import Settings
 
 if TYPE_CHECKING:
     from llmobs_tui.critical_path import CriticalPath
+    from store.backends import ClickHouseReader
     from store.connection import Connection
     from store.content_index import TextMatch
     from store.dashboards import SpanRow, TraceRow
@@ -74,29 +75,42 @@ def cmd_traces(settings: Settings) -> int:
     matches: dict[bytes, TextMatch] | None = None
     lag: tuple[int, int] | None = None
     off_reason = ""
-    try:
-        db = _open(settings)
+    if settings.store_url is not None:
+        if not flt.empty:
+            return fail("--filter does not run on a ClickHouse store yet: list without it, or use --db", EXIT_USAGE)
         try:
-            with read_snapshot(db):
-                rows = parse_traces(db.execute(query.sql, query.params).fetchall())
-                if flt.text_search is not None:
-                    # Where each listed trace matched, and what the index has not reached yet (a
-                    # `text:` search cannot find it): the Traces screen shows both too.
-                    sql, params = lag_query()
-                    spans_behind, logs_behind = db.execute(sql, params).fetchone()
-                    lag = (spans_behind or 0, logs_behind or 0)
-                    sql, params = indexing_off_query()
-                    off_reason = db.execute(sql, params).fetchone()[0]
-                    matches = {}
-                    if rows:
-                        sql, params = text_matches_query(flt.text_search, [row.trace_id for row in rows])
-                        matches = parse_text_matches(db.execute(sql, params).fetchall())
-        finally:
-            db.close()
-    except StoreError as exc:
-        return fail(str(exc))
-    except DatabaseError as exc:
-        return fail(describe_error(settings.db_path, exc))
+            reader = _clickhouse(settings)
+            try:
+                rows = reader.trace_list(settings.window_s, now_s, settings.sort, not settings.ascending,
+                                         settings.limit)
+            finally:
+                reader.close()
+        except StoreError as exc:
+            return fail(str(exc))
+    else:
+        try:
+            db = _open(settings)
+            try:
+                with read_snapshot(db):
+                    rows = parse_traces(db.execute(query.sql, query.params).fetchall())
+                    if flt.text_search is not None:
+                        # Where each listed trace matched, and what the index has not reached yet (a
+                        # `text:` search cannot find it): the Traces screen shows both too.
+                        sql, params = lag_query()
+                        spans_behind, logs_behind = db.execute(sql, params).fetchone()
+                        lag = (spans_behind or 0, logs_behind or 0)
+                        sql, params = indexing_off_query()
+                        off_reason = db.execute(sql, params).fetchone()[0]
+                        matches = {}
+                        if rows:
+                            sql, params = text_matches_query(flt.text_search, [row.trace_id for row in rows])
+                            matches = parse_text_matches(db.execute(sql, params).fetchall())
+            finally:
+                db.close()
+        except StoreError as exc:
+            return fail(str(exc))
+        except DatabaseError as exc:
+            return fail(describe_error(settings.db_path, exc))
     if off_reason:
         print(f"note: the search index is off ({fmt.clean(off_reason)}): content stored since is not searchable",
               file=sys.stderr)
@@ -234,32 +248,42 @@ def cmd_show(settings: Settings) -> int:
     if prefix is None:
         return fail(f"{settings.trace_id!r} is not a trace id: give its hex digits (up to 32; a prefix will do)",
                     EXIT_USAGE)
+    store_name = str(settings.db_path)
     try:
-        db = _open(settings)
-        try:
-            with read_snapshot(db):
-                found = trace_prefix_query(prefix, AMBIGUOUS_SHOWN)
-                ids = parse_trace_prefix(db.execute(found.sql, found.params).fetchall())
-                spans = []
-                if len(ids) == 1:
-                    query = trace_spans_query(ids[0])
-                    spans = parse_spans(db.execute(query.sql, query.params).fetchall())
-        finally:
-            db.close()
+        if settings.store_url is not None:
+            reader = _clickhouse(settings)
+            store_name = reader.name
+            try:
+                ids = reader.trace_ids_with_prefix(prefix, AMBIGUOUS_SHOWN)
+                spans = reader.trace_spans(ids[0]) if len(ids) == 1 else []
+            finally:
+                reader.close()
+        else:
+            db = _open(settings)
+            try:
+                with read_snapshot(db):
+                    found = trace_prefix_query(prefix, AMBIGUOUS_SHOWN)
+                    ids = parse_trace_prefix(db.execute(found.sql, found.params).fetchall())
+                    spans = []
+                    if len(ids) == 1:
+                        query = trace_spans_query(ids[0])
+                        spans = parse_spans(db.execute(query.sql, query.params).fetchall())
+            finally:
+                db.close()
     except StoreError as exc:
         return fail(str(exc))
     except DatabaseError as exc:
         return fail(describe_error(settings.db_path, exc))
     if not ids:
         what = f"trace {prefix}" if len(prefix) == 32 else f"trace starting with {prefix}"
-        return fail(f"no {what} in {settings.db_path} (evicted by retention, or never received)")
+        return fail(f"no {what} in {store_name} (evicted by retention, or never received)")
     if len(ids) > 1:
         shown = ", ".join(i.hex() for i in ids[:AMBIGUOUS_SHOWN])
         more = " and more" if len(ids) > AMBIGUOUS_SHOWN else ""
         return fail(f"trace id prefix {prefix} is ambiguous: it starts {shown}{more}; give more of the id",
                     EXIT_USAGE)
     if not spans:
-        return fail(f"trace {ids[0].hex()} has no stored spans in {settings.db_path}")
+        return fail(f"trace {ids[0].hex()} has no stored spans in {store_name}")
     trace = TraceView(ids[0], spans, analyse(spans))
     if settings.output_format == "json":
         print(json.dumps(trace.as_json(), indent=2, ensure_ascii=True))
@@ -478,6 +502,14 @@ def _count(n: int | None) -> str:
 
 
 # --- shared --------------------------------------------------------------------------------------
+
+
+def _clickhouse(settings: Settings) -> ClickHouseReader:
+    """The ClickHouse store of `--store` (raises StoreError with the line to print)."""
+    from store.backends import ClickHouseReader
+
+    assert settings.store_url is not None
+    return ClickHouseReader(settings.store_url)
 
 
 def _open(settings: Settings) -> Connection:

@@ -45,6 +45,11 @@ def _add_db(parser: argparse.ArgumentParser, shared: bool = False, env: bool = T
     where = f"$LLMOBS_DB, or {default_db_path()}" if env else default_db_path()
     parser.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS if shared else None,
                         help=f"the SQLite store (default: {where})")
+    if env:
+        parser.add_argument("--store", metavar="URL", default=argparse.SUPPRESS if shared else None,
+                            help="a ClickHouse store instead of SQLite: clickhouse://USER@HOST:8123/DB or "
+                                 "clickhouse+https://USER@HOST:8443/DB (password from "
+                                 "$LLMOBS_CLICKHOUSE_PASSWORD)")
 
 
 def _add_export_dir(parser: argparse.ArgumentParser, shared: bool = False) -> None:

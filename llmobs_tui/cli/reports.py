@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +19,14 @@ from llmobs_tui.settings import Settings
 if TYPE_CHECKING:
     from llmobs_tui.alerting.engine import SloRow
 
+# The commands' "now", which windows count back from; tests pin it to compare two stores' reports.
+clock: Callable[[], float] = time.time
+
 
 def cmd_report(settings: Settings) -> int:
-    from store.connection import DatabaseError, StoreError, describe_error, open_reader
-    from store.queries import GROUP_COLUMNS, TOOL_GROUP_COLUMNS, report, tool_report
+    from store.backends import open_store_reader
+    from store.connection import DatabaseError, StoreError, describe_error
+    from store.queries import GROUP_COLUMNS, TOOL_GROUP_COLUMNS
 
     by = [part.strip() for part in settings.by.split(",") if part.strip()]
     if "user" in by:
@@ -42,12 +47,15 @@ def cmd_report(settings: Settings) -> int:
     config = settings.config
     path = settings.db_path
     try:
-        db = open_reader(path)
-        now_s = time.time()
+        reader = open_store_reader(path, settings.store_url)
+        now_s = clock()
         window = settings.window_s
-        result = tool_report(db, window, by, now_s=now_s) if tools else report(db, window, by, now_s=now_s)
+        try:
+            result = reader.tool_report(window, by, now_s=now_s) if tools else reader.report(window, by, now_s=now_s)
+        finally:
+            reader.close()
         if config.slos:
-            result["slos"] = [row.as_json() for row in _slo_rows(path, config, now_s)]
+            result["slos"] = [row.as_json() for row in _slo_rows(settings, config, now_s)]
     except StoreError as exc:
         return fail(str(exc))
     except DatabaseError as exc:
@@ -56,7 +64,7 @@ def cmd_report(settings: Settings) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(format_tool_report_md(result) if tools else format_report_md(result))
-        if config.slos:
+        if "slos" in result:
             print()
             print(format_slo_table_md(result["slos"]))
     return EXIT_OK
@@ -66,18 +74,21 @@ def _report_by_user(settings: Settings, by: list[str]) -> int:
     """`report --by user`: users by cost over the window, from the traces table (user is no rollup
     dimension: too many values), with their conversations."""
     from llmobs_tui.cli.markdown import format_user_report_md
-    from store.connection import DatabaseError, StoreError, describe_error, open_reader
-    from store.sessions import user_report
+    from store.backends import open_store_reader
+    from store.connection import DatabaseError, StoreError, describe_error
 
     if by != ["user"]:
         return fail(f"--by {','.join(by)}: --by user groups by user alone", EXIT_USAGE)
     config = settings.config
     try:
-        db = open_reader(settings.db_path)
-        now_s = time.time()
-        result = user_report(db, settings.window_s, now_s=now_s)
+        reader = open_store_reader(settings.db_path, settings.store_url)
+        now_s = clock()
+        try:
+            result = reader.user_report(settings.window_s, now_s=now_s)
+        finally:
+            reader.close()
         if config.slos:
-            result["slos"] = [row.as_json() for row in _slo_rows(settings.db_path, config, now_s)]
+            result["slos"] = [row.as_json() for row in _slo_rows(settings, config, now_s)]
     except StoreError as exc:
         return fail(str(exc))
     except DatabaseError as exc:
@@ -86,18 +97,24 @@ def _report_by_user(settings: Settings, by: list[str]) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(format_user_report_md(result))
-        if config.slos:
+        if "slos" in result:
             print()
             print(format_slo_table_md(result["slos"]))
     return EXIT_OK
 
 
-def _slo_rows(db_path: Path, config: Config, now_s: float) -> list[SloRow]:
+def _slo_rows(settings: Settings, config: Config, now_s: float) -> list[SloRow]:
     from llmobs_tui.alerting.engine import AlertEngine
+    from store.backends import describe_clickhouse_error
+    from store.clickhouse.client import ClickHouseError
+    from store.connection import StoreError
 
-    engine = AlertEngine(db_path, config)
+    engine = AlertEngine(settings.db_path, config, settings.store_url)
     try:
         return engine.slo_table(now_s)
+    except ClickHouseError as exc:
+        assert settings.store_url is not None
+        raise StoreError(describe_clickhouse_error(settings.store_url, exc)) from None
     finally:
         engine.close()
 
@@ -105,15 +122,20 @@ def _slo_rows(db_path: Path, config: Config, now_s: float) -> list[SloRow]:
 def cmd_check(settings: Settings) -> int:
     """One evaluation of every rule, for cron or CI: the exit code is the verdict."""
     from llmobs_tui.alerting.engine import AlertEngine, exit_code
+    from store.backends import describe_clickhouse_error
+    from store.clickhouse.client import ClickHouseError
     from store.connection import DatabaseError, StoreError, describe_error
 
     config = settings.config
     path = settings.db_path
-    engine = AlertEngine(path, config)
-    now_s = time.time()
+    engine = AlertEngine(path, config, settings.store_url)
+    now_s = clock()
     try:
         findings = engine.evaluate(now_s)
         slos = engine.slo_rows
+    except ClickHouseError as exc:
+        assert settings.store_url is not None
+        return fail(describe_clickhouse_error(settings.store_url, exc), EXIT_CHECK_FAILED)
     except StoreError as exc:
         return fail(str(exc), EXIT_CHECK_FAILED)
     except DatabaseError as exc:
@@ -142,20 +164,24 @@ def cmd_check(settings: Settings) -> int:
 
 def cmd_export(settings: Settings) -> int:
     from receiver.otlp import message_to_otlp_json
-    from store.connection import StoreError, open_reader
-    from store.queries import export_trace, parse_trace_id
+    from store.backends import open_store_reader
+    from store.connection import StoreError
+    from store.queries import parse_trace_id
 
     try:
         trace_id = parse_trace_id(settings.trace_id)
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
     try:
-        db = open_reader(settings.db_path)
-        request = export_trace(db, trace_id)
+        reader = open_store_reader(settings.db_path, settings.store_url)
+        try:
+            request = reader.export_trace(trace_id)
+        finally:
+            reader.close()
     except StoreError as exc:
         return fail(str(exc))
     if request is None:
-        return fail(f"no trace {trace_id.hex()} in {settings.db_path}")
+        return fail(f"no trace {trace_id.hex()} in {reader.name}")
     text = json.dumps(message_to_otlp_json(request), indent=2)
     if settings.output:
         try:

@@ -64,8 +64,8 @@ def cmd_serve(settings: Settings) -> int:
         try:
             say(f"llmobs-tui serve: {backend.describe()}"
                 + (f", Prometheus metrics on {metrics.url}" if metrics else "")
-                + f"; store {config.db_path}; "
-                f"retention {format_duration(config.retention_s or 0)}"
+                + f"; store {describe_store(config.db_path, config.clickhouse)}; "
+                + describe_retention(config.retention_s, config.clickhouse)
                 + (f", max {config.max_db_bytes / 1e9:g} GB" if config.max_db_bytes else "")
                 + (", PII redacted" if config.redact else "")
                 + (", no content stored" if not config.keep_content else "")
@@ -103,6 +103,20 @@ def cmd_serve(settings: Settings) -> int:
         return EXIT_OK
 
     return asyncio.run(run())
+
+
+def describe_store(db_path: str, clickhouse: dict[str, Any] | None) -> str:
+    if clickhouse is None:
+        return db_path
+    # Acks wait for ClickHouse; the SQLite file is this replica's working store (and its outbox).
+    return f"{clickhouse['url'].display()} (working store {db_path})"
+
+
+def describe_retention(retention_s: float | None, clickhouse: dict[str, Any] | None) -> str:
+    if clickhouse is None:
+        return f"retention {format_duration(retention_s or 0)}"
+    return (f"retention {clickhouse['retention_days']}d in ClickHouse (whole days), "
+            f"{format_duration(retention_s or 0)} in the working store")
 
 
 async def start_metrics_port(backend: Backend, port: int | None) -> MetricsServer | None:
@@ -171,6 +185,9 @@ class StatsPrinter:
             parts.append(f"forwarded {f.forwarded} batches, {f.queued} queued, {f.dropped} dropped, {f.failed} refused")
             if f.queued and f.last_error:
                 parts.append(f"upstream: {f.last_error}")
+        if writer.get("clickhouse_down"):
+            parts.append(f"ClickHouse unreachable: {writer.get('clickhouse_backlog', 0)} batches kept in the "
+                         f"outbox, requests refused (retryable)")
         if writer.get("last_error"):
             parts.append(f"last error: {writer['last_error']}")
         return " | ".join(parts)

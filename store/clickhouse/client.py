@@ -12,6 +12,7 @@ Rows come back as tuples. String columns come back as `str`, except the ones a q
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -19,6 +20,13 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from store.clickhouse.url import ClickHouseUrl
+
+# clickhouse-connect logs every failed attempt at WARNING (and urllib3 every retry) before it raises; the
+# store turns what it raises into one line of its own (a command's error, serve's once-per-outage log
+# line), so their copies would be a traceback-like burst on a terminal and one more log line a second
+# for as long as ClickHouse is down.
+for _noisy in ("clickhouse_connect", "urllib3.connectionpool"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 if TYPE_CHECKING:
     import pyarrow  # type: ignore[import-untyped]
@@ -42,6 +50,21 @@ def _as_error(exc: BaseException) -> ClickHouseError:
     text = str(exc)
     found = _ERROR_CODE.search(text)
     return ClickHouseError(text, int(found.group(1)) if found else 0)
+
+
+_SETTING_VALUE = re.compile(r"[A-Za-z0-9_.:-]{0,200}")
+
+
+def checked_settings(settings: Params | None) -> dict[str, str]:
+    """Query settings as text, after checking that names are identifiers and values plain words (an
+    INSERT's SETTINGS clause cannot bind parameters, so nothing that needs escaping may reach it)."""
+    checked: dict[str, str] = {}
+    for name, value in (settings or {}).items():
+        text = str(int(value)) if isinstance(value, bool | int) else str(value)
+        if not _IDENTIFIER.fullmatch(name) or "." in name or not _SETTING_VALUE.fullmatch(text):
+            raise ValueError(f"not a plain setting: {name!r} = {value!r}")
+        checked[name] = text
+    return checked
 
 
 def identifier(name: str) -> str:
@@ -68,9 +91,11 @@ class ClickHouseClient(Protocol):
     ) -> list[tuple[Any, ...]]:
         """Run a SELECT; all its rows."""
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str],
+               settings: Params | None = None) -> int:
         """Insert `rows` (values in `column_names` order) into `table` in one INSERT; returns the row count.
-        Returns only after the server has confirmed the insert."""
+        Returns only after the server has confirmed the insert. `settings`: query settings of this INSERT
+        (e.g. insert_deduplication_token), names and values plain words (checked_settings)."""
 
     def close(self) -> None: ...
 
@@ -185,14 +210,17 @@ class HttpClient:
             raise _as_error(exc) from None
         return [tuple(row) for row in result.result_rows]
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str],
+               settings: Params | None = None) -> int:
         identifier(table)
         for name in column_names:
             identifier(name)
+        checked = checked_settings(settings)
         if not rows:
             return 0
         try:
-            summary = self._client.insert(table, list(rows), column_names=list(column_names))
+            summary = self._client.insert(table, list(rows), column_names=list(column_names),
+                                          settings=checked or None)
         except Exception as exc:
             raise _as_error(exc) from None
         return int(summary.written_rows)
@@ -325,12 +353,16 @@ class ChdbClient:
         ]
         return list(zip(*columns)) if columns else []
 
-    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> int:
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str],
+               settings: Params | None = None) -> int:
         import pyarrow as pa
         import pyarrow.ipc as ipc
 
         quoted = identifier(table)
         names = [identifier(name) for name in column_names]
+        checked = checked_settings(settings)
+        # An INSERT's SETTINGS clause takes no parameters: checked_settings let only plain words through.
+        clause = (" SETTINGS " + ", ".join(f"{k} = '{v}'" for k, v in checked.items())) if checked else ""
         if not rows:
             return 0
         types = self._types_of(table)
@@ -350,7 +382,8 @@ class ChdbClient:
             stream.write_batch(batch)
         with self._lock:
             try:
-                inserter = self._conn.send_insert(f"INSERT INTO {quoted} ({', '.join(names)})", "ArrowStream")
+                statement = f"INSERT INTO {quoted} ({', '.join(names)}){clause}"
+                inserter = self._conn.send_insert(statement, "ArrowStream")
                 try:
                     inserter.append(sink.getvalue().to_pybytes())
                     written = inserter.finish().rows_written

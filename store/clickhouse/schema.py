@@ -28,6 +28,7 @@ older than `stale_after_s` (its age from system.tables). Every step is also writ
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -35,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from store.clickhouse.client import ClickHouseClient, ClickHouseError, identifier
+
+log = logging.getLogger("llmobs.clickhouse")
 
 DEFAULT_RETENTION_DAYS = 7
 FINE_ROLLUP_KEEP_HOURS = 2  # 10 s rollups, as store/retention.py's FINE_ROLLUP_KEEP_S
@@ -343,6 +346,33 @@ def m001_initial(client: ClickHouseClient) -> None:
         client.command(ddl)
 
 
+# How many recent insert tokens a table remembers (ClickHouse's default for a non-replicated MergeTree is 0:
+# none). Rollup deltas are not idempotent: a batch the sink shipped, whose confirmation it then lost (a
+# crash between ClickHouse's answer and the outbox delete), is shipped again with the same
+# insert_deduplication_token, and ClickHouse drops it. Measured on chdb 26.9: the second insert with a
+# token answers as written but adds nothing; a new token with the same rows is stored. Without a token the
+# block's content hash is the key instead, so two equal delta blocks would be taken for one: every insert
+# into rollups must carry its token (store/clickhouse/sink.py does). The other tables need no window: a
+# re-shipped span, log or summary row collapses by its ReplacingMergeTree key and version.
+DEDUPLICATION_WINDOW = 10_000
+
+
+@migration
+def m002_insert_deduplication(client: ClickHouseClient) -> None:
+    client.command(f"ALTER TABLE rollups MODIFY SETTING non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}")
+    # The SQLite traces table's A/B variant (m007), carried like feature and tenant.
+    client.command("ALTER TABLE trace_summaries ADD COLUMN IF NOT EXISTS variant LowCardinality(Nullable(String))")
+
+
+@migration
+def m003_conversations_and_users_computed_when_read(client: ClickHouseClient) -> None:
+    """A row per conversation and per user cannot be written by N replicas: each holds only the turns the
+    router sent it, and the last replica to write would win (store/clickhouse/sessions.py computes them
+    from trace_summaries instead). Nothing released ever wrote these tables."""
+    client.command("DROP TABLE IF EXISTS conversations")
+    client.command("DROP TABLE IF EXISTS users")
+
+
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -447,3 +477,21 @@ def set_retention(client: ClickHouseClient, days: int) -> None:
         f"ALTER TABLE rollups MODIFY TTL toDateTime(bucket) + INTERVAL {FINE_ROLLUP_KEEP_HOURS} HOUR WHERE res = 10,"
         f" toDateTime(bucket) + INTERVAL {days} DAY"
     )
+
+
+RETENTION_KEY = "retention_days"
+
+
+def ensure_retention(client: ClickHouseClient, days: int) -> bool:
+    """`serve --retention` on the ClickHouse store: change the TTLs only when the database keeps another
+    number of days than `days` (recorded in `meta`), because a TTL change rewrites the TTL information of
+    every existing part. Returns True when it changed them. N replicas started with the same flag agree;
+    with different ones, the last to start wins, and says so in its log."""
+    rows = client.query("SELECT argMax(value, updated_ns) FROM meta WHERE key = {k:String}", {"k": RETENTION_KEY})
+    current = rows[0][0] if rows and rows[0][0] else str(DEFAULT_RETENTION_DAYS)
+    if current == str(int(days)):
+        return False
+    set_retention(client, days)
+    client.insert("meta", [[RETENTION_KEY, str(int(days)), time.time_ns()]], ["key", "value", "updated_ns"])
+    log.warning("ClickHouse store %s: retention changed from %s to %d days", client.database, current, days)
+    return True

@@ -1,0 +1,160 @@
+"""What the read commands cost on a ClickHouse store (chdb, the engine in-process): `report` per model,
+service and feature, per tool and per user, and the trace list, over a store of `--spans` spans.
+
+    python -m bench.clickhouse_reports                      # 1M spans over 7 days
+    python -m bench.clickhouse_reports --spans 200000 --repeat 5
+
+The store is filled inside the engine (INSERT … SELECT, as bench/clickhouse_insert.py fills it): spans
+8 per trace over the 7 days before now; trace summaries from them; rollups per minute and per hour and
+per dimension set, as the writer ships them, plus a signed −/+ correction pair for 1 % of the minute rows,
+left unmerged (reads must fold them). Each query runs `--repeat` times (the first, which loads marks and
+indexes, is not counted); the median wall and CPU ms are printed. CPU is the process's (chdb's threads
+included): the whole cost of answering.
+
+Everything lives in a temporary directory, deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.clickhouse_insert import DAY_NS, NS, _fill
+from store.clickhouse import reports, schema
+from store.clickhouse.client import ChdbClient
+
+_DIMS = ("service", "provider", "model", "operation", "feature", "tenant", "prompt_id", "prompt_version", "variant")
+
+
+def _fill_summaries(client: ChdbClient) -> None:
+    # Values are ints and fixed SQL only: nothing from outside reaches this text.
+    client.command("""
+        INSERT INTO trace_summaries (trace_id, root_known, service, start_ns, end_ns, duration_ns, spans, llm_calls,
+            input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nusd,
+            unpriced_calls, errors_api, errors_validation, errors_guardrail, error_spans, feature, user_id,
+            conversation_id, updated_ns)
+        SELECT trace_id, 1, any(service), min(start_ns), max(end_ns), max(end_ns) - min(start_ns), count(),
+            countIf(billed = 1), sum(coalesce(input_tokens, 0)), sum(coalesce(output_tokens, 0)), 0, 0, 0,
+            sum(coalesce(cost_nusd, 0)), 0, 0, 0, 0, 0, ['ask', 'search', 'checkout'][cityHash64(trace_id) % 3 + 1],
+            concat('u-', toString(cityHash64(trace_id) % 500)), concat('c-', toString(cityHash64(trace_id) % 5000)),
+            max(end_ns)
+        FROM spans GROUP BY trace_id
+    """)
+
+
+def _fill_rollups(client: ChdbClient) -> None:
+    """Minute and hour rollups of the billed spans, per (service, provider, model, feature), with latency and
+    time-to-first-token histograms; then a −/+ pair for 1 % of the minute rows, in parts of their own."""
+    for res in (60, 3600):
+        client.command(f"""
+            INSERT INTO rollups (res, bucket, service, provider, model, operation, feature, tenant, prompt_id,
+                prompt_version, variant, calls, errors_api, err_rate_limit, input_tokens, output_tokens, cost_nusd,
+                duration_ns, `latencyMap.bucket`, `latencyMap.count`, `ttftMap.bucket`, `ttftMap.count`)
+            SELECT {res}, intDiv(start_ns, {res * NS}) * {res}, coalesce(service, ''), coalesce(provider, ''),
+                coalesce(request_model, ''), coalesce(operation, ''),
+                ['ask', 'search', 'checkout'][cityHash64(trace_id) % 3 + 1], '', '', '', '',
+                count(), countIf(sipHash64(span_id) % 50 = 0), countIf(sipHash64(span_id) % 50 = 0),
+                sum(input_tokens), sum(output_tokens), sum(cost_nusd), sum(duration_ns),
+                (sumMap([toUInt16(floor(log2(duration_ns / 1000) * 4))], [toInt64(1)]) AS lat).1, lat.2,
+                (sumMap([toUInt16(floor(log2(duration_ns / 4000) * 4))], [toInt64(1)]) AS tt).1, tt.2
+            FROM spans WHERE billed = 1 GROUP BY 2, 3, 4, 5, 6, 7
+        """)
+    for sign in (-1, 1):
+        client.command(f"""
+            INSERT INTO rollups (res, bucket, service, provider, model, operation, feature, tenant, prompt_id,
+                prompt_version, variant, calls, cost_nusd)
+            SELECT res, bucket, service, provider, model, operation, feature, tenant, prompt_id, prompt_version,
+                variant, {sign}, {sign} * 1000
+            FROM rollups WHERE res = 60 AND cityHash64(bucket, model, feature) % 100 = 0
+            SETTINGS insert_deduplication_token = 'bench-{sign}'
+        """)
+
+
+def _timed(call: Callable[[], Any], repeat: int) -> dict[str, float]:
+    call()  # first touch: marks and primary index loaded
+    walls, cpus = [], []
+    for _ in range(repeat):
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        call()
+        walls.append((time.perf_counter() - wall0) * 1e3)
+        cpus.append((time.process_time() - cpu0) * 1e3)
+    return {"wall_ms": round(statistics.median(walls), 1), "cpu_ms": round(statistics.median(cpus), 1)}
+
+
+def _check(client: ChdbClient, now_s: int) -> int:
+    """One `check` evaluation (the demo's rules) on this engine: AlertEngine's ClickHouse reads, given the
+    in-process client instead of one it would open over HTTP."""
+    from pathlib import Path
+
+    from llmobs_tui.alerting.engine import AlertEngine
+    from llmobs_tui.config import load_config
+    from store.clickhouse.url import ClickHouseUrl
+
+    config = load_config(Path(__file__).parent.parent / "llmobs_tui" / "data" / "demo.toml")
+    engine = AlertEngine("unused.db", config, ClickHouseUrl("http", "in-process", 0, "bench", client.database))
+    engine._db = client  # the engine's connection, already open (closing the engine would close it: not done)
+    return len(engine.evaluate(float(now_s)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spans", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--content-bytes", type=int, default=600)
+    args = parser.parse_args(argv)
+    path = tempfile.mkdtemp(prefix="llmobs-bench-chreports-")
+    try:
+        client = ChdbClient(path, "bench")
+        schema.migrate(client)
+        end_ns = time.time_ns()
+        fill0 = time.perf_counter()
+        _fill(client, "spans", args.spans, end_ns, args.content_bytes)
+        _fill_summaries(client)
+        _fill_rollups(client)
+        fill_s = time.perf_counter() - fill0
+        counts = {table: int(client.query(f"SELECT count() FROM {table}")[0][0])
+                  for table in ("spans", "trace_summaries", "rollups")}
+        now_s = end_ns // NS
+        out: dict[str, Any] = {"spans": args.spans, "rows": counts, "fill_s": round(fill_s, 1),
+                               "repeat": args.repeat, "queries": {}}
+        calls: dict[str, Callable[[], Any]] = {
+            "report --window 24h --by model": lambda: reports.report(client, 86400, ["model"], now_s),
+            "report --window 7d --by model": lambda: reports.report(client, 7 * 86400, ["model"], now_s),
+            "report --window 24h --by service,feature": lambda: reports.report(client, 86400, ["service", "feature"],
+                                                                               now_s),
+            "report --window 1h --by model": lambda: reports.report(client, 3600, ["model"], now_s),
+            "report --window 24h --by tool": lambda: reports.tool_report(client, 86400, ["tool"], now_s),
+            "report --window 24h --by user": lambda: reports.user_report(client, 86400, now_s),
+            "traces --window 24h --sort cost --limit 50": lambda: reports.trace_list(client, 86400, now_s, "cost",
+                                                                                      True, 50),
+        }
+        # A trace from the middle of the last day: `show` reads its spans. (`export` reads their content too,
+        # which is random text here, not protobuf.)
+        trace_id = client.query("SELECT trace_id FROM trace_summaries WHERE start_ns >= {a:Int64} ORDER BY start_ns "
+                                "LIMIT 1", {"a": end_ns - DAY_NS // 2})[0][0]
+        calls["show TRACE (spans of one trace)"] = lambda: reports.trace_spans(client, trace_id)
+        calls["check (demo rules: 4 SLOs, budgets, every rule)"] = lambda: _check(client, now_s)
+        for name, call in calls.items():
+            out["queries"][name] = _timed(call, args.repeat)
+        groups = reports.report(client, 86400, ["model"], now_s)["groups"]
+        out["check"] = {"report_24h_by_model_calls": sum(g["calls"] for g in groups),
+                        "spans_in_24h_billed": int(client.query(
+                            "SELECT countIf(billed = 1) FROM spans FINAL WHERE start_ns >= {a:Int64}",
+                            {"a": end_ns - DAY_NS})[0][0])}
+        client.close()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

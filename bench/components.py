@@ -1,0 +1,114 @@
+"""serve's two per-span stages alone, in this process: the decoder's `Normalizer.decode_traces` and the
+writer's `SpanWriter.write`, CPU µs per span each, on bench.ingest's request templates.
+
+    python -m bench.components                       # agent workload, 40,960 spans
+    python -m bench.components --workload heavy --spans 81920 --repeat 3 --json out.json
+
+bench.ingest measures serve's whole process tree, where the stages share two cores with the load and
+each other; this one times each stage with time.process_time, so a change to one can be compared on a
+busy machine (the figures are a little lower than bench.ingest's per-process ones: no pipes, no
+checkpointer, no other process in the caches). Every request is rendered with unique trace and span ids,
+as the load process does; writes go to a fresh store in a temporary directory, in batches of 8 requests
+(4,096 spans, about one group commit under load), and the search index is left out (bench.search_index).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.ingest import Template, trace_prefix
+
+T_NOW = 1_800_000_000 * 10**9
+REQUESTS_PER_COMMIT = 8
+
+
+def rendered_requests(spans: int, heavy: bool) -> list[bytes]:
+    templates = [Template(seed, 64, heavy) for seed in range(4)]
+    count = max(1, spans // templates[0].spans)
+    return [templates[n % 4].render(trace_prefix(n, 0x5EED, b"\xbe\x7c\x00\x01"), b"\xa0\x01", T_NOW)
+            for n in range(count)]
+
+
+def measure_once(requests: list[bytes], work: Path) -> dict[str, float]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from receiver.normalize import IngestOptions, Normalizer
+    from receiver.prices import PriceTable
+    from store.connection import WriterLock, open_writer
+    from store.writer import SpanWriter
+
+    normalizer = Normalizer(PriceTable.load(), IngestOptions())
+    decoded = []
+    gc.collect()
+    started = time.process_time()
+    for body in requests:
+        request = ExportTraceServiceRequest.FromString(body)
+        decoded.append(normalizer.decode_traces(request, T_NOW))
+    decode_s = time.process_time() - started
+    spans = sum(len(rows) for rows, *_ in decoded)
+
+    path = work / "components.db"
+    lock = WriterLock(path)
+    lock.acquire()
+    db = open_writer(path)
+    try:
+        writer = SpanWriter(db, clock=lambda: T_NOW)
+        gc.collect()
+        started = time.process_time()
+        for i in range(0, len(decoded), REQUESTS_PER_COMMIT):
+            rows: list = []
+            resources: dict = {}
+            scopes: dict = {}
+            for batch_rows, batch_resources, batch_scopes, _rejected in decoded[i:i + REQUESTS_PER_COMMIT]:
+                rows.extend(batch_rows)
+                resources.update(batch_resources)
+                scopes.update(batch_scopes)
+            writer.write(rows, [], resources, scopes)
+        write_s = time.process_time() - started
+        stored = db.execute("SELECT count(*) FROM spans").fetchone()[0]
+    finally:
+        db.close()
+        lock.release()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    if stored != spans:
+        raise SystemExit(f"stored {stored} of {spans} decoded spans")
+    return {"decode_us_per_span": decode_s / spans * 1e6, "write_us_per_span": write_s / spans * 1e6,
+            "spans": spans}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", choices=("agent", "heavy"), default="agent")
+    parser.add_argument("--spans", type=int, default=40_960)
+    parser.add_argument("--repeat", type=int, default=3, help="runs; each figure is reported per run and as the median")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    requests = rendered_requests(args.spans, args.workload == "heavy")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="llmobs-components-") as tmp:
+        for _ in range(args.repeat):
+            runs.append(measure_once(requests, Path(tmp)))
+    result = {
+        "workload": args.workload, "spans": runs[0]["spans"], "runs": runs,
+        "decode_us_per_span_median": statistics.median(r["decode_us_per_span"] for r in runs),
+        "write_us_per_span_median": statistics.median(r["write_us_per_span"] for r in runs),
+        "at": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
+    print(f"{args.workload}: {result['spans']:,} spans; decode "
+          + " · ".join(f"{r['decode_us_per_span']:.1f}" for r in runs) + " µs/span; write "
+          + " · ".join(f"{r['write_us_per_span']:.1f}" for r in runs) + " µs/span (CPU)")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The writer's side of the ClickHouse sink: what one SQLite transaction changed, recorded in the
+clickhouse_outbox table (m013) inside that same transaction (store/clickhouse/sink.py ships it).
+
+SpanWriter holds one `OutboxRecorder` only when a ClickHouse store is configured (`writer.outbox`); without
+one every hook is a single `is None` test. A batch records keys, not rows (the shipper reads the rows when
+it ships), except the rollup deltas, which exist nowhere else: they are summed per ClickHouse rollup key
+over the transaction (a −old/+new pair inside one batch nets out), and shipped as signed rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+# As store/writer.py's RESOLUTIONS and FINE_RESOLUTION (ClickHouse keeps 10 s buckets as totals only).
+_RESOLUTIONS = (60, 3600)
+_FINE = 10
+_NO_DIMS = ("",) * 9
+
+
+class OutboxRecorder:
+    def __init__(self) -> None:
+        self._last_version = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what the current transaction recorded (it rolled back)."""
+        self.spans: set[int] = set()
+        self.gone_spans: list[tuple[bytes, bytes, int]] = []
+        self.gone_logs: list[tuple[bytes, bytes, int, bytes]] = []
+        self.logs: tuple[int, int] | None = None
+        self.traces: set[bytes] = set()
+        self.resources: set[bytes] = set()
+        self.scopes: set[bytes] = set()
+        # (res, bucket, dims) → [{counter index: value}, [{hist bucket: count}, …]]
+        self.rollups: dict[tuple[int, int, tuple[str, ...]], list[Any]] = {}
+
+    # -- hooks ---------------------------------------------------------------------------------------------
+
+    def rollup(self, contribution: tuple, sign: int) -> None:
+        """SpanWriter._apply's contribution (second, dims, sparse counters, histogram buckets), signed."""
+        second, dims, vector, hists = contribution
+        for res in _RESOLUTIONS:
+            self._add((res, second - second % res, dims), vector, hists, sign)
+        self._add((_FINE, second - second % _FINE, _NO_DIMS), vector, hists, sign)
+
+    def _add(self, key: tuple[int, int, tuple[str, ...]], vector: tuple, hists: tuple, sign: int) -> None:
+        acc = self.rollups.get(key)
+        if acc is None:
+            acc = self.rollups[key] = [{}, [{} for _ in hists]]
+        counters = acc[0]
+        for i, value in vector:
+            counters[i] = counters.get(i, 0) + sign * value
+        for h, bucket in zip(acc[1], hists):
+            if bucket is not None:
+                h[bucket] = h.get(bucket, 0) + sign
+
+    def logs_added(self, after_id: int, last_id: int) -> None:
+        if last_id > after_id:
+            self.logs = (min(after_id, self.logs[0]), last_id) if self.logs else (after_id, last_id)
+
+    def logs_deleting(self, db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> None:
+        """These traces' log records are about to be deleted (forget): their ClickHouse keys, for deletion rows."""
+        from store.clickhouse.rows import log_keys
+
+        self.gone_logs.extend(log_keys(db, trace_ids))
+
+    # -- the transaction's end -----------------------------------------------------------------------------
+
+    def empty(self) -> bool:
+        return not (self.spans or self.gone_spans or self.gone_logs or self.logs or self.traces
+                    or self.resources or self.scopes or self.rollups)
+
+    def flush(self, db: sqlite3.Connection) -> None:
+        """Write what this transaction changed as one outbox batch (inside the transaction), then reset."""
+        if self.empty():
+            return
+        # The span rows' version: wall-clock ns, because a span corrected by one replica may have been
+        # written earlier by another (after a restart, or as the load balancer moves traces), and only the
+        # clock is shared between replicas; strictly increasing within this one.
+        version = max(time.time_ns(), self._last_version + 1)
+        self._last_version = version
+        payload = {
+            "spans": sorted(self.spans),
+            "gone_spans": [(t.hex(), s.hex(), start) for t, s, start in self.gone_spans],
+            "logs": self.logs,
+            "gone_logs": [(t.hex(), s.hex(), time_ns, d.hex()) for t, s, time_ns, d in self.gone_logs],
+            "traces": sorted(t.hex() for t in self.traces),
+            "resources": sorted(d.hex() for d in self.resources),
+            "scopes": sorted(d.hex() for d in self.scopes),
+            "rollups": [
+                (res, bucket, list(dims), counters, hists)
+                for (res, bucket, dims), (counters, hists) in self.rollups.items()
+                if any(counters.values()) or any(any(h.values()) for h in hists)
+            ],
+        }
+        db.execute(
+            "INSERT INTO clickhouse_outbox (token, version, payload) VALUES (?, ?, ?)",
+            # A token unique across replicas and restarts (batch numbers restart with an emptied outbox).
+            (uuid.uuid4().hex, version, json.dumps({k: v for k, v in payload.items() if v},
+                                                   separators=(",", ":")).encode()),
+        )
+        self.reset()

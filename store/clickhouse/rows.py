@@ -1,0 +1,231 @@
+"""SQLite store rows → ClickHouse rows (store/clickhouse/schema.py), the one conversion both the sink
+(outbox batches) and copy_store (a whole store) use.
+
+What changes on the way: interned ids become the digests they stand for (no ids across replicas);
+content leaves zstd (ClickHouse's column codec compresses it, across spans); a missing trace or span id
+of a log record becomes zero bytes (FixedString is not nullable in the sort key); rollups carry their
+dimension strings and histograms as (bucket, count) arrays. Rollup rows in ClickHouse are per dimension
+set only at 60 s and 1 h (SQLite's dims_id 0 "total" rows are a sum ClickHouse's GROUP BY does), and
+totals only at 10 s, keyed by empty dimension strings, as SQLite keeps them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from store import histogram
+from store.clickhouse.schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS, ROLLUP_HISTOGRAMS, histogram_column
+from store.models import SPAN_COLUMNS
+from store.queries import decompress
+
+NO_TRACE = b"\0" * 16
+NO_SPAN = b"\0" * 8
+CHUNK = 500  # ids per `IN (…)`: under SQLite's bound-parameter limit with room to spare
+FINE_RESOLUTION = 10  # store/writer.py's: its rollups are totals only
+
+# --- spans ------------------------------------------------------------------------------------------------
+SPAN_VALUE_COLUMNS = tuple(name for name in SPAN_COLUMNS if name not in ("id", "resource_id", "scope_id"))
+SPAN_INSERT_COLUMNS = (*SPAN_VALUE_COLUMNS, "resource_digest", "scope_digest", "version", "is_deleted")
+_RAW_AT = SPAN_VALUE_COLUMNS.index("raw")
+_SPAN_SELECT = (
+    f"SELECT {', '.join('s.' + name for name in SPAN_VALUE_COLUMNS)}, r.digest, sc.digest FROM spans s "
+    "LEFT JOIN resources r ON r.id = s.resource_id LEFT JOIN scopes sc ON sc.id = s.scope_id"
+)
+
+
+def span_rows(rows: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:
+    out = []
+    for row in rows:
+        values = list(row)
+        values[_RAW_AT] = decompress(values[_RAW_AT])
+        values.append(version)
+        values.append(0)
+        out.append(values)
+    return out
+
+
+def spans_by_id(db: sqlite3.Connection, ids: Sequence[int], version: int) -> list[list[Any]]:
+    """The stored spans of these row ids (those still stored) as ClickHouse rows of `version`."""
+    return span_rows(_in_chunks(db, f"{_SPAN_SELECT} WHERE s.id IN ({{marks}})", ids), version)
+
+
+def span_tombstones(keys: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:
+    """Deleted spans, (trace_id, span_id, start_ns) each: rows that only need the sort and partition keys
+    right (ReplacingMergeTree's is_deleted drops every version of the key at FINAL)."""
+    out = []
+    blank: dict[str, Any] = {name: None for name in SPAN_VALUE_COLUMNS}
+    blank.update(name="", kind="", otel_kind=0, end_ns=0, status=0, validation_marker=0, billed=0, flags=0,
+                 raw=b"", call_layer=1)
+    for trace_id, span_id, start_ns in keys:
+        row = dict(blank, trace_id=trace_id, span_id=span_id, start_ns=start_ns, end_ns=start_ns)
+        out.append([*(row[name] for name in SPAN_VALUE_COLUMNS), None, None, version, 1])
+    return out
+
+
+# --- logs ---------------------------------------------------------------------------------------------------
+LOG_INSERT_COLUMNS = ("trace_id", "span_id", "time_ns", "record_digest", "event_name", "severity", "resource_digest",
+                      "scope_digest", "finish_reason", "eval_name", "eval_score", "raw", "version", "is_deleted")
+_LOG_SELECT = (
+    "SELECT l.trace_id, l.span_id, l.time_ns, l.event_name, l.severity, r.digest, sc.digest, l.finish_reason, "
+    "l.eval_name, l.eval_score, l.raw FROM logs l "
+    "LEFT JOIN resources r ON r.id = l.resource_id LEFT JOIN scopes sc ON sc.id = l.scope_id"
+)
+
+
+def log_rows(rows: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:
+    out = []
+    for trace_id, span_id, time_ns, event, severity, resource, scope, finish, eval_name, score, raw in rows:
+        trace_id, span_id, content = trace_id or NO_TRACE, span_id or NO_SPAN, decompress(raw)
+        # The record as stored names it: a retried export (the same record again) collapses into one row.
+        digest = hashlib.blake2b(trace_id + span_id + time_ns.to_bytes(8, "big", signed=True) + content,
+                                 digest_size=16).digest()
+        out.append([trace_id, span_id, time_ns, digest, event, severity, resource, scope, finish, eval_name, score,
+                    content, version, 0])
+    return out
+
+
+def log_keys(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> list[tuple[bytes, bytes, int, bytes]]:
+    """(trace_id, span_id, time_ns, record_digest) of these traces' stored log records: their ClickHouse key."""
+    rows = log_rows(_in_chunks(db, f"{_LOG_SELECT} WHERE l.trace_id IN ({{marks}})", trace_ids), 0)
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+def log_tombstones(keys: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:
+    return [[trace_id, span_id, time_ns, digest, None, None, None, None, None, None, None, b"", version, 1]
+            for trace_id, span_id, time_ns, digest in keys]
+
+
+def logs_in_range(db: sqlite3.Connection, after_id: int, last_id: int, version: int) -> list[list[Any]]:
+    """The log records with row ids in (after_id, last_id] that are still stored."""
+    return log_rows(db.execute(f"{_LOG_SELECT} WHERE l.id > ? AND l.id <= ? ORDER BY l.id", (after_id, last_id)),
+                    version)
+
+
+# --- trace summaries ----------------------------------------------------------------------------------------------
+TRACE_COLUMNS = (
+    "trace_id", "root_span_id", "root_name", "root_known", "service", "start_ns", "end_ns", "duration_ns",
+    "spans", "llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+    "reasoning_tokens", "cost_nusd", "unpriced_calls", "errors_api", "errors_validation", "errors_guardrail",
+    "error_spans", "feature", "tenant", "models", "conversation_id", "user_id", "variant",
+)
+TRACE_INSERT_COLUMNS = (*TRACE_COLUMNS, "updated_ns", "is_deleted")
+
+
+def _keyed_rows(db: sqlite3.Connection, table: str, key: str, columns: Sequence[str], keys: Sequence[Any] | None,
+                version: int) -> list[list[Any]]:
+    """Rows of `table` by `key` (all rows when `keys` is None) at `version`; a key no longer stored becomes
+    a deletion row (its other columns zero), so that ClickHouse forgets it too."""
+    select = f"SELECT {', '.join(columns)} FROM {table}"
+    if keys is None:
+        return [[*row, version, 0] for row in db.execute(select)]
+    found = {row[0]: row for row in _in_chunks(db, f"{select} WHERE {key} IN ({{marks}})", keys)}
+    out = []
+    for k in dict.fromkeys(keys):
+        row = found.get(k)
+        if row is not None:
+            out.append([*row, version, 0])
+        else:
+            out.append([k, *_zeros(table, columns[1:]), version, 1])
+    return out
+
+
+_NULLABLE = {"root_span_id", "root_name", "service", "feature", "tenant", "models", "conversation_id", "user_id",
+             "variant"}
+
+
+def _zeros(table: str, columns: Sequence[str]) -> list[Any]:
+    return [None if name in _NULLABLE else 0 for name in columns]
+
+
+def trace_rows(db: sqlite3.Connection, trace_ids: Sequence[bytes] | None, version: int | None = None
+               ) -> list[list[Any]]:
+    """Trace summaries; their version is the writer's updated_ns (a later update of a trace, by any
+    replica, has a later one), or `version` for deletions and when given."""
+    columns = (*TRACE_COLUMNS, "updated_ns")
+    rows = _keyed_rows(db, "traces", "trace_id", columns, trace_ids, version or 0)
+    for row in rows:
+        deleted = row[-1]
+        stored_updated = row[len(TRACE_COLUMNS)]
+        row[len(TRACE_COLUMNS):] = [version if version is not None else (stored_updated or 0), deleted]
+        if deleted:
+            row[TRACE_COLUMNS.index("root_known")] = 0
+    return rows
+
+
+# --- resources and scopes ------------------------------------------------------------------------------------------
+RESOURCE_INSERT_COLUMNS = ("digest", "service", "blob")
+SCOPE_INSERT_COLUMNS = ("digest", "name", "version", "blob")
+
+
+def resource_rows(db: sqlite3.Connection, digests: Sequence[bytes] | None) -> list[list[Any]]:
+    select = "SELECT digest, service, blob FROM resources"
+    rows = db.execute(select) if digests is None else _in_chunks(db, select + " WHERE digest IN ({marks})", digests)
+    return [list(row) for row in rows]
+
+
+def scope_rows(db: sqlite3.Connection, digests: Sequence[bytes] | None) -> list[list[Any]]:
+    select = "SELECT digest, name, version, blob FROM scopes"
+    rows = db.execute(select) if digests is None else _in_chunks(db, select + " WHERE digest IN ({marks})", digests)
+    return [list(row) for row in rows]
+
+
+# --- rollups --------------------------------------------------------------------------------------------------------
+ROLLUP_INSERT_COLUMNS = (
+    "res", "bucket", *ROLLUP_DIMENSIONS, *ROLLUP_COUNTERS,
+    *(f"{histogram_column(h)}.{part}" for h in ROLLUP_HISTOGRAMS for part in ("bucket", "count")),
+)
+NO_DIMS = ("",) * len(ROLLUP_DIMENSIONS)
+
+
+def rollup_row(res: int, bucket: int, dims: Sequence[str], counters: Sequence[int] | Mapping[int, int],
+               hists: Sequence[Mapping[int, int]]) -> list[Any]:
+    """One ClickHouse rollup row. `counters`: all of them in ROLLUP_COUNTERS order, or {index: value};
+    `hists`: bucket → count per ROLLUP_HISTOGRAMS (zero counts left out, as sumMap leaves them)."""
+    if isinstance(counters, Mapping):
+        values = [0] * len(ROLLUP_COUNTERS)
+        for i, v in counters.items():
+            values[i] = v
+    else:
+        values = list(counters)
+    row: list[Any] = [res, bucket, *dims, *values]
+    for h in hists:
+        items = sorted((b, c) for b, c in h.items() if c)
+        row.append([b for b, _ in items])
+        row.append([c for _, c in items])
+    return row
+
+
+def stored_rollup_rows(db: sqlite3.Connection) -> Iterator[list[Any]]:
+    """Every SQLite rollup row as a ClickHouse row: per dimension set at 60 s and 1 h, totals at 10 s."""
+    from store.writer import HISTOGRAMS
+    from store.writer import ROLLUP_COUNTERS as SQLITE_COUNTERS
+
+    assert tuple(SQLITE_COUNTERS) == ROLLUP_COUNTERS and len(HISTOGRAMS) == len(ROLLUP_HISTOGRAMS)
+    dims = ", ".join(f"d.{name}" for name in ROLLUP_DIMENSIONS)
+    rows = db.execute(
+        f"SELECT r.res, r.bucket, r.dims_id, {dims}, {', '.join('r.' + c for c in ROLLUP_COUNTERS)}, "
+        f"{', '.join('r.' + h for h in HISTOGRAMS)} FROM rollups r LEFT JOIN dims d ON d.id = r.dims_id "
+        "WHERE (r.res = ? AND r.dims_id = 0) OR (r.res != ? AND r.dims_id != 0)",
+        (FINE_RESOLUTION, FINE_RESOLUTION),
+    )
+    n_dims, n_counters = len(ROLLUP_DIMENSIONS), len(ROLLUP_COUNTERS)
+    for row in rows:
+        res, bucket, dims_id = row[0], row[1], row[2]
+        names = NO_DIMS if dims_id == 0 else row[3:3 + n_dims]
+        counters = row[3 + n_dims:3 + n_dims + n_counters]
+        hists = []
+        for blob in row[3 + n_dims + n_counters:]:
+            counts: dict[int, int] = {}
+            histogram.decode_into(blob, counts)
+            hists.append(counts)
+        yield rollup_row(res, bucket, names, counters, hists)
+
+
+def _in_chunks(db: sqlite3.Connection, sql: str, keys: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    keys = list(keys)
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start:start + CHUNK]
+        yield from db.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk)

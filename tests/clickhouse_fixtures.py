@@ -1,0 +1,46 @@
+"""Fixtures shared by the ClickHouse tests (registered for every test in tests/conftest.py): the chdb HTTP
+front (tests/chdb_http_server.py) for a module, a fresh database name per test (dropped afterwards), and
+its store URL. The engine is imported only when a test asks for one of them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from store.clickhouse.url import ClickHouseUrl
+    from tests.chdb_http_server import ChdbHttpServer
+
+# A quote in the password: it must travel as data through every layer (HTTP auth, the server's check).
+USER, PASSWORD = "llmobs", "s3cret'pw"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ChdbHttpServer]:
+    from tests.chdb_http_server import ChdbHttpServer, engine_path
+
+    server = ChdbHttpServer(engine_path(), {USER: PASSWORD}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    from store.clickhouse.client import ChdbClient
+    from tests.chdb_http_server import engine_path
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    admin = ChdbClient(engine_path(), "default")
+    admin.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": name})
+    admin.close()
+
+
+@pytest.fixture
+def url(server: ChdbHttpServer, database: str) -> ClickHouseUrl:
+    from store.clickhouse.url import PASSWORD_ENV, parse_store_url
+
+    return parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
