@@ -1,6 +1,7 @@
 """Fixtures shared by the ClickHouse tests (registered for every test in tests/conftest.py): the chdb HTTP
-front (tests/chdb_http_server.py) for a module, a fresh database name per test (dropped afterwards), and
-its store URL. The engine is imported only when a test asks for one of them."""
+front (tests/chdb_http_server.py) for a module, a fresh database name per test (dropped afterwards), its
+store URL, the real network client on it (the schema migrated) and the engine read directly. The engine is
+imported only when a test asks for one of them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from store.clickhouse.client import ChdbClient, HttpClient
     from store.clickhouse.url import ClickHouseUrl
     from tests.chdb_http_server import ChdbHttpServer
 
@@ -44,3 +46,26 @@ def url(server: ChdbHttpServer, database: str) -> ClickHouseUrl:
     from store.clickhouse.url import PASSWORD_ENV, parse_store_url
 
     return parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
+
+
+@pytest.fixture
+def http(url: ClickHouseUrl) -> Iterator[HttpClient]:
+    from store.clickhouse import schema
+    from store.clickhouse.client import HttpClient
+
+    client = HttpClient(url)
+    assert schema.migrate(client) == list(range(1, len(schema.MIGRATIONS) + 1))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def engine(database: str, http: HttpClient) -> Iterator[ChdbClient]:
+    """The same database read on the engine directly: what the server really stored."""
+    from store.clickhouse.client import ChdbClient
+    from tests.chdb_http_server import engine_path
+
+    client = ChdbClient(engine_path(), database)
+    client.use_database()
+    yield client
+    client.close()

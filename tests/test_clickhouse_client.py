@@ -94,23 +94,6 @@ def test_store_urls_that_are_refused_say_why(url: str, message: str) -> None:
 # --- the server and clients ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def http(url: ClickHouseUrl) -> Iterator[HttpClient]:
-    client = HttpClient(url)
-    assert schema.migrate(client) == list(range(1, len(schema.MIGRATIONS) + 1))
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def engine(database: str, http: HttpClient) -> Iterator[ChdbClient]:
-    """The same database read on the engine directly: what the server really stored."""
-    client = ChdbClient(engine_path(), database)
-    client.use_database()
-    yield client
-    client.close()
-
-
 def test_clickhouse_connect_creates_the_schema_through_the_server(http: HttpClient, engine: ChdbClient,
                                                                    server: ChdbHttpServer) -> None:
     tables = {row[0] for row in engine.query("SHOW TABLES")}
@@ -331,3 +314,12 @@ def test_an_unreachable_clickhouse_is_one_line_on_the_terminal(tmp_path: Path) -
     assert done.returncode == 1
     assert done.stderr.splitlines() == [f"llmobs-tui: cannot reach ClickHouse at clickhouse://{USER}@127.0.0.1:{port}/db "
                                         "(connection refused): is it running, and is the URL right?"]
+
+
+def test_a_server_error_quoting_data_reaches_the_terminal_without_its_escapes() -> None:
+    from store.backends import describe_clickhouse_error
+
+    url = parse_store_url("clickhouse://u@ch:8123/db", {})
+    line = describe_clickhouse_error(url, ClickHouseError("Code: 53. Cannot parse '\x1b[2J\x1b]0;pwned\x07'\nnext", 53))
+    assert "\x1b" not in line and "\x07" not in line and "\n" not in line
+    assert line.startswith("ClickHouse at clickhouse://u@ch:8123/db: Code: 53. Cannot parse")

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,30 +32,12 @@ from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl, parse_store_url
 from store.queries import decompress
 from store.sessions import CONVERSATION_COLUMNS
 from store.writer import HISTOGRAMS
-from tests.chdb_http_server import engine_path
 from tests.clickhouse_fixtures import PASSWORD, USER
 from tests.otlp_factory import log_record, logs_request, make_span, trace_request
 from tests.store_writing import write_through, writing
 
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
-
-
-@pytest.fixture
-def http(url: ClickHouseUrl) -> Iterator[HttpClient]:
-    client = HttpClient(url)
-    schema.migrate(client)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def engine(database: str, http: HttpClient) -> Iterator[ChdbClient]:
-    """The same database read on the engine directly: what the server really stored."""
-    client = ChdbClient(engine_path(), database)
-    client.use_database()
-    yield client
-    client.close()
 
 
 # --- traffic: agent traces whose billing moves --------------------------------------------------------------
