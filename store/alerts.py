@@ -219,6 +219,11 @@ class SharedRollups:
         self._decoded: dict[tuple[tuple[int, int, int], tuple[int, ...], str], dict[int, int]] = {}
         self._dims: dict[int, dict[str, str]] | None = None
 
+    def prefetch(self, windows: Sequence[tuple[int, int]], where: dict[str, str] | None = None,
+                 hists: Sequence[str] = ()) -> None:
+        """Nothing to do here: each rollup row is read once per evaluation whatever the windows (the
+        ClickHouse store reads several windows in one query instead)."""
+
     def _piece(self, piece: tuple[int, int, int]) -> dict[int, tuple[int, ...]]:
         """The piece's summed counters per dimension set (and its `hists` blobs, kept aside)."""
         counters = self._counters.get(piece)

@@ -488,3 +488,28 @@ def test_check_on_an_unreachable_clickhouse_cannot_evaluate(frozen, capsys) -> N
     code, out, err = run(capsys, "check", "--store", "clickhouse://default@127.0.0.1:1/llmobs")
     assert code == 3 and out == ""
     assert err.startswith("llmobs-tui: cannot reach ClickHouse at") and err.count("\n") == 1, err
+
+
+def test_several_windows_read_in_one_query_equal_one_query_each(stores) -> None:
+    """The alert engine's batched read of an SLO's burn windows (reports.windowed_totals) gives each window
+    what grouped_rollups gives it alone: nested, overlapping, edge-aligned and empty windows, filtered or
+    not, with histograms."""
+    from store.clickhouse.reports import grouped_rollups, windowed_totals
+
+    _db_path, url = stores
+    client = HttpClient(parse_store_url(url, {PASSWORD_ENV: PASSWORD}))
+    client.use_database()
+    try:
+        end = NOW_S
+        windows = [(end - w, end) for w in (300, 1800, 3600, 6 * 3600, 86400, 3 * 86400)]
+        windows += [(end - 7200 - 37, end - 3600 + 11), (end + 60, end + 120)]  # ragged edges; nothing in it
+        for where in ({}, {"feature": "support"}, {"feature": "no-such-feature"}):
+            for hists in ((), ("latency", "ttft"), ("cost",)):
+                batched = windowed_totals(client, windows, hists, where)
+                alone = [grouped_rollups(client, start, stop, [], hists, where=where) for start, stop in windows]
+                assert [[(g.counters, g.latency, g.ttft, g.cost) for g in groups] for groups in batched] == \
+                    [[(g.counters, g.latency, g.ttft, g.cost) for g in groups] for groups in alone], (where, hists)
+        assert any(groups for groups in batched) is False  # the last where: no such feature
+        assert windowed_totals(client, windows, (), {})[2][0].counters[0] > 0  # the last hour has calls
+    finally:
+        client.close()

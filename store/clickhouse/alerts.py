@@ -14,7 +14,7 @@ from typing import Any
 import zstandard
 
 from store.clickhouse.client import ClickHouseClient, identifier
-from store.clickhouse.reports import grouped_rollups
+from store.clickhouse.reports import grouped_rollups, windowed_totals
 from store.queries import GroupStats
 
 NS = 1_000_000_000
@@ -36,11 +36,24 @@ class SharedRollups:
         """What store.queries.grouped_rollups(db, start_s, end_s, by, where, hists) returns (`hists` by
         their SQLite names, hist_ttft …)."""
         names = tuple(h[5:] for h in hists)  # hist_ttft → ttft, ClickHouse's ttftMap
-        key = (start_s, end_s, tuple(by), tuple(sorted((where or {}).items())), names)
+        key = self._key(start_s, end_s, by, where, names)
         found = self._cache.get(key)
         if found is None:
             found = self._cache[key] = grouped_rollups(self.client, start_s, end_s, by, names, where=where)
         return [_copy(g) for g in found]
+
+    def prefetch(self, windows: Sequence[tuple[int, int]], where: dict[str, str] | None = None,
+                 hists: Sequence[str] = ()) -> None:
+        """Read these ungrouped windows (one SLO's burn windows) in one query; grouped() then finds them."""
+        names = tuple(h[5:] for h in hists)
+        todo = [w for w in dict.fromkeys(windows) if self._key(*w, (), where, names) not in self._cache]
+        for window, groups in zip(todo, windowed_totals(self.client, todo, names, where)):
+            self._cache[self._key(*window, (), where, names)] = groups
+
+    @staticmethod
+    def _key(start_s: int, end_s: int, by: Sequence[str], where: dict[str, str] | None,
+             names: tuple[str, ...]) -> tuple:
+        return start_s, end_s, tuple(by), tuple(sorted((where or {}).items())), names
 
 
 def _copy(group: GroupStats) -> GroupStats:

@@ -47,13 +47,62 @@ if tuple(CH_ROLLUP_COUNTERS) != tuple(ROLLUP_COUNTERS):  # GroupStats indexes co
     raise ImportError("store.clickhouse.schema.ROLLUP_COUNTERS no longer matches store.writer.ROLLUP_COUNTERS")
 
 
-def _window_condition(start_s: int, end_s: int, params: dict[str, Any]) -> str:
-    """rollup_ranges as a WHERE clause over (res, bucket), its bounds added to `params`."""
+def _window_condition(start_s: int, end_s: int, params: dict[str, Any], prefix: str = "") -> str:
+    """rollup_ranges as a condition over (res, bucket), its bounds added to `params` (names start with
+    `prefix`, so that several windows can share one query)."""
     parts = []
     for i, (res, lo, hi) in enumerate(rollup_ranges(start_s, end_s)):
-        params[f"res{i}"], params[f"lo{i}"], params[f"hi{i}"] = res, lo, hi
-        parts.append(f"(res = {{res{i}:UInt32}} AND bucket >= {{lo{i}:Int64}} AND bucket < {{hi{i}:Int64}})")
-    return " OR ".join(parts)
+        res_name, lo_name, hi_name = f"{prefix}res{i}", f"{prefix}lo{i}", f"{prefix}hi{i}"
+        params[res_name], params[lo_name], params[hi_name] = res, lo, hi
+        parts.append(f"(res = {{{res_name}:UInt32}} AND bucket >= {{{lo_name}:Int64}} "
+                     f"AND bucket < {{{hi_name}:Int64}})")
+    return " OR ".join(parts) or "0"
+
+
+def _dimension_filters(where: Mapping[str, str | None] | None, params: dict[str, Any]) -> str:
+    filters = ""
+    for i, (column, value) in enumerate((where or {}).items()):
+        if column not in ROLLUP_DIMENSIONS:
+            raise ValueError(f"cannot filter rollups by {column!r}")
+        filters += f" AND {identifier(column)} = {{where{i}:String}}"
+        params[f"where{i}"] = value or ""
+    return filters
+
+
+def windowed_totals(client: ClickHouseClient, windows: Sequence[tuple[int, int]], hists: Sequence[str] = (),
+                    where: Mapping[str, str | None] | None = None) -> list[list[GroupStats]]:
+    """grouped_rollups(client, start, end, [], hists, where) for each (start, end) window, in one query:
+    the union of the windows' rows, each counted in every window it falls in. A query costs ClickHouse
+    8–10 ms whatever its window (planning and 30 aggregates; measured on chdb at 1M spans), and an alert
+    evaluation asks for each SLO's six burn windows plus its objective window."""
+    if not windows:
+        return []
+    params: dict[str, Any] = {}
+    conditions = [f"({_window_condition(start_s, end_s, params, f'w{n}_')})" for n, (start_s, end_s) in
+                  enumerate(windows)]
+    # Each row once per window it falls in (its window numbers, by arrayJoin), then plain sums per window:
+    # -If aggregates would test every window's condition once per aggregate and row (measured 2.5× slower
+    # than one query per window).
+    window = "arrayJoin(arrayFilter(n -> n >= 0, [" + ", ".join(
+        f"if({condition}, {n}, -1)" for n, condition in enumerate(conditions)) + "]))"
+    sums = [f"sum({identifier(c)})" for c in ROLLUP_COUNTERS]
+    maps = [f"sumMap({identifier(histogram_column(h) + '.bucket')}, {identifier(histogram_column(h) + '.count')})"
+            for h in hists]
+    sql = (f"SELECT {window} AS window, {', '.join(['count()', *sums, *maps])} FROM rollups "
+           f"WHERE ({' OR '.join(conditions)}){_dimension_filters(where, params)} GROUP BY window")
+    found = {row[0]: row[1:] for row in client.query(sql, params)}
+    out = []
+    for n in range(len(windows)):
+        part = found.get(n)
+        groups = []
+        if part is not None and part[0]:
+            group = GroupStats(key={})
+            group.counters = [int(v) for v in part[1:1 + len(ROLLUP_COUNTERS)]]
+            for name, (buckets, counts) in zip(hists, part[1 + len(ROLLUP_COUNTERS):]):
+                getattr(group, name).update(zip(buckets, counts))
+            groups.append(group)
+        out.append(settle_groups(groups))
+    return out
 
 
 def grouped_rollups(client: ClickHouseClient, start_s: int, end_s: int, by: Sequence[str],
@@ -69,12 +118,7 @@ def grouped_rollups(client: ClickHouseClient, start_s: int, end_s: int, by: Sequ
             raise ValueError(f"cannot group by {name!r}: choose from {', '.join(GROUP_COLUMNS)}")
     columns = [c for name in by for c in GROUP_COLUMNS[name]]
     params: dict[str, Any] = {}
-    filters = ""
-    for i, (column, value) in enumerate((where or {}).items()):
-        if column not in ROLLUP_DIMENSIONS:
-            raise ValueError(f"cannot filter rollups by {column!r}")
-        filters += f" AND {identifier(column)} = {{where{i}:String}}"
-        params[f"where{i}"] = value or ""
+    filters = _dimension_filters(where, params)
     dims = [identifier(c) for c in columns]
     sums = [f"sum({identifier(c)})" for c in ROLLUP_COUNTERS]
     maps = [f"sumMap({identifier(histogram_column(h) + '.bucket')}, {identifier(histogram_column(h) + '.count')})"
