@@ -9,6 +9,7 @@ like `reprice`. It prints what it removed.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 from llmobs_tui.cli.common import EXIT_OK, CannotWrite, fail, rewriting_store
 from llmobs_tui.format import clean
@@ -27,6 +28,8 @@ def cmd_forget(settings: Settings) -> int:
         if sys.stderr.isatty():
             print(f"\r  {done:,} of {total:,} traces", end="", file=sys.stderr, flush=True)
 
+    if settings.store_url is not None:
+        return _forget_on_clickhouse(settings, kind, value, progress)
     try:
         with rewriting_store(settings.db_path, "forget") as db:
             done = forget(db, SpanWriter(db), kind, value, progress)
@@ -45,4 +48,36 @@ def cmd_forget(settings: Settings) -> int:
     print(f"forgot {who}: {r.traces:,} traces, {r.spans:,} spans, {r.logs:,} log records, "
           f"{r.index_rows:,} search-index rows; {r.calls:,} billed calls (${r.cost_nusd / 1e9:,.4f}) taken out of "
           f"the rollups; {r.conversations:,} conversations recomputed")
+    return EXIT_OK
+
+
+def _forget_on_clickhouse(settings: Settings, kind: str, value: str, progress: Callable[[int, int], None]) -> int:
+    """On a ClickHouse store: from ClickHouse's own rows (store/clickhouse/forget.py), while the replicas
+    keep running (deletion rows and negative deltas are inserts like any other)."""
+    from store.backends import ClickHouseReader, describe_clickhouse_error
+    from store.clickhouse.client import ClickHouseError
+    from store.clickhouse.forget import forget
+    from store.connection import StoreError
+
+    assert settings.store_url is not None
+    try:
+        reader = ClickHouseReader(settings.store_url)
+    except StoreError as exc:
+        return fail(str(exc))
+    try:
+        done = forget(reader.client, kind, value, progress)
+    except ClickHouseError as exc:
+        return fail(f"forget stopped: {describe_clickhouse_error(settings.store_url, exc)}; what it had removed "
+                    f"stays removed; run it again to finish")
+    finally:
+        reader.close()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    who = f"{kind} {clean(value, limit=200)!r}"
+    if not done.traces:
+        print(f"nothing stored for {who}")
+        return EXIT_OK
+    print(f"forgot {who}: {done.traces:,} traces, {done.spans:,} spans, {done.logs:,} log records; "
+          f"{done.calls:,} billed calls (${done.cost_nusd / 1e9:,.4f}) taken out of the rollups. Replicas' "
+          f"working stores drop their copies with their own retention (a day at most).")
     return EXIT_OK

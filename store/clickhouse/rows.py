@@ -155,6 +155,17 @@ def trace_rows(db: sqlite3.Connection, trace_ids: Sequence[bytes] | None, versio
     return rows
 
 
+def trace_tombstones(trace_ids: Sequence[bytes], version: int) -> list[list[Any]]:
+    """Deleted trace summaries. Their times are the deletion's: the table's TTL (end_ns + retention) would
+    drop a row dated 1970 at insert, and the deletion with it."""
+    out = []
+    for trace_id in trace_ids:
+        row = [trace_id, *_zeros("traces", TRACE_COLUMNS[1:]), version, 1]
+        row[TRACE_COLUMNS.index("start_ns")] = row[TRACE_COLUMNS.index("end_ns")] = version
+        out.append(row)
+    return out
+
+
 # --- resources and scopes ------------------------------------------------------------------------------------------
 RESOURCE_INSERT_COLUMNS = ("digest", "service", "blob")
 SCOPE_INSERT_COLUMNS = ("digest", "name", "version", "blob")

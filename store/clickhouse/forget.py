@@ -1,0 +1,117 @@
+"""Deletion on request on the ClickHouse store (`llmobs-tui forget --store clickhouse://…`): every trace of
+a user, a conversation or a tenant goes (its spans, log records and summary, as deletion rows that
+ReplacingMergeTree's FINAL drops), and the rollups move by the exact contribution each of its spans made,
+as signed delta rows: the same arithmetic as SpanWriter.forget on SQLite (SpanWriter._contribution of each
+stored span, whose effective fields the writer decided when it stored it).
+
+It works from ClickHouse's own rows, not from a replica's working store: with N replicas none holds all of
+a user's traces, and a working store keeps a day at most. Conversations and users are computed from the
+trace summaries when read (store/clickhouse/sessions.py), so they follow by themselves.
+
+Exactly once, as far as ClickHouse allows: a chunk's rollup deltas are inserted first, with a
+deduplication token made from the chunk's trace ids, and its deletion rows after them. Run again after a
+crash in between, the same chunk finds the same traces and its deltas are dropped as a duplicate.
+
+Not done here (said in the README): a call billed in a forgotten trace whose twin (the same call seen by
+another instrumentation) sits in a kept trace is not re-billed in the kept one, as SQLite's forget does;
+and a replica's working store keeps the traces until its own retention (a day) removes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from store.clickhouse import rows as ch_rows
+from store.clickhouse.client import ClickHouseClient
+from store.clickhouse.outbox import OutboxRecorder
+from store.models import COL, SPAN_COLUMNS
+from store.writer import ROLLUP_COUNTERS, SpanState, SpanWriter
+
+CHUNK_TRACES = 500
+
+# As store/forget.py: a trace is the user's (conversation's, tenant's) when its summary or any of its spans
+# names it.
+_BY = {
+    "user": ("SELECT trace_id FROM trace_summaries FINAL WHERE user_id = {v:String} "
+             "UNION DISTINCT SELECT trace_id FROM spans FINAL WHERE user_id = {v:String}"),
+    "conversation": ("SELECT trace_id FROM trace_summaries FINAL WHERE conversation_id = {v:String} "
+                     "UNION DISTINCT SELECT trace_id FROM spans FINAL WHERE conversation_id = {v:String}"),
+    "tenant": ("SELECT trace_id FROM trace_summaries FINAL WHERE tenant = {v:String} "
+               "UNION DISTINCT SELECT trace_id FROM spans FINAL WHERE tenant = {v:String} OR own_tenant = {v:String}"),
+}
+
+
+@dataclass(slots=True)
+class ClickHouseForgotten:
+    traces: int = 0
+    spans: int = 0
+    logs: int = 0
+    calls: int = 0
+    cost_nusd: int = 0
+
+
+def traces_of(client: ClickHouseClient, kind: str, value: str) -> list[bytes]:
+    """The trace ids to forget for `kind` (user, conversation, tenant) = `value`, in id order."""
+    rows = client.query(f"SELECT trace_id FROM ({_BY[kind]}) ORDER BY trace_id", {"v": value})
+    return [bytes(row[0]) for row in rows]
+
+
+def _state(values: Sequence[Any]) -> SpanState:
+    """A stored span as the writer holds it, from its ClickHouse row (SPAN_VALUE_COLUMNS order)."""
+    row: list[Any] = [None] * len(SPAN_COLUMNS)
+    for name, value in zip(ch_rows.SPAN_VALUE_COLUMNS, values):
+        row[COL[name]] = value
+    return SpanState.from_row(row, stored=True)
+
+
+def forget(client: ClickHouseClient, kind: str, value: str,
+           progress: Callable[[int, int], None] | None = None) -> ClickHouseForgotten:
+    """Forget every trace of `kind` = `value` in this (migrated) ClickHouse database."""
+    done = ClickHouseForgotten()
+    trace_ids = traces_of(client, kind, value)
+    columns = [c for c in ch_rows.SPAN_VALUE_COLUMNS if c != "raw"]
+    calls_at, cost_at = ROLLUP_COUNTERS.index("calls"), ROLLUP_COUNTERS.index("cost_nusd")
+    for start in range(0, len(trace_ids), CHUNK_TRACES):
+        chunk = trace_ids[start:start + CHUNK_TRACES]
+        spans = client.query(
+            f"SELECT {', '.join(columns)} FROM spans FINAL WHERE trace_id IN {{ids:Array(FixedString(16))}}",
+            {"ids": chunk}, bytes_columns=("duplicate_of",))
+        logs = client.query("SELECT trace_id, span_id, time_ns, record_digest FROM logs FINAL "
+                            "WHERE trace_id IN {ids:Array(FixedString(16))}", {"ids": chunk})
+        recorder = OutboxRecorder()
+        span_keys = []
+        for row in spans:
+            values = dict(zip(columns, row))
+            state = _state([values.get(name, b"") for name in ch_rows.SPAN_VALUE_COLUMNS])
+            contribution = SpanWriter._contribution(state)
+            if contribution is not None:
+                recorder.rollup(contribution, -1)
+            span_keys.append((bytes(values["trace_id"]), bytes(values["span_id"]), values["start_ns"]))
+        version = time.time_ns()
+        token = hashlib.sha256(f"forget:{kind}:{value}:".encode() + b"".join(chunk)).hexdigest()
+        deltas = [ch_rows.rollup_row(res, bucket, dims, counters, hists)
+                  for (res, bucket, dims), (counters, hists) in recorder.rollups.items()
+                  if any(counters.values()) or any(any(h.values()) for h in hists)]
+        if deltas:
+            client.insert("rollups", deltas, ch_rows.ROLLUP_INSERT_COLUMNS,
+                          settings={"insert_deduplication_token": token})
+        for (res, _bucket, _dims), (counters, _hists) in recorder.rollups.items():
+            if res == 60:  # each call is in every resolution: count it once
+                done.calls -= counters.get(calls_at, 0)
+                done.cost_nusd -= counters.get(cost_at, 0)
+        if span_keys:
+            client.insert("spans", ch_rows.span_tombstones(span_keys, version), ch_rows.SPAN_INSERT_COLUMNS)
+        if logs:
+            client.insert("logs", ch_rows.log_tombstones([(bytes(t), bytes(s), n, bytes(d)) for t, s, n, d in logs],
+                                                         version), ch_rows.LOG_INSERT_COLUMNS)
+        client.insert("trace_summaries", ch_rows.trace_tombstones(chunk, version), ch_rows.TRACE_INSERT_COLUMNS)
+        done.traces += len(chunk)
+        done.spans += len(span_keys)
+        done.logs += len(logs)
+        if progress is not None:
+            progress(min(start + CHUNK_TRACES, len(trace_ids)), len(trace_ids))
+    return done

@@ -1,0 +1,152 @@
+"""`forget --store clickhouse://…`: after forgetting a user, a conversation or a tenant, the ClickHouse store
+reads back (FINAL, rollups folded, conversations and users computed) exactly as a ClickHouse store given
+the same traffic without those traces. Ground truth: a second SQLite store written through the real
+Normalizer and SpanWriter without them. Forgetting twice changes nothing more."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from llmobs_tui.cli import main
+from store.clickhouse import schema
+from store.clickhouse.client import HttpClient
+from store.clickhouse.sink import copy_store
+from store.clickhouse.url import PASSWORD_ENV, parse_store_url
+from tests.chdb_http_server import ChdbHttpServer
+from tests.clickhouse_fixtures import PASSWORD, USER
+from tests.store_writing import writing
+from tests.test_clickhouse_sink import assert_clickhouse_equals_sqlite
+from tests.test_replicas import USERS, traffic
+
+TRACE_BASE = 0x5E0000
+
+
+def _without(bodies: list[bytes], log_bodies: list[bytes], gone: set[int]) -> tuple[list[bytes], list[bytes]]:
+    """The same requests less the spans and log records of the traces numbered in `gone`."""
+    def keep(trace_id: bytes) -> bool:
+        return int.from_bytes(trace_id, "big") - TRACE_BASE not in gone
+
+    out = []
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                kept = [s for s in ss.spans if keep(s.trace_id)]
+                del ss.spans[:]
+                ss.spans.extend(kept)
+        out.append(request.SerializeToString())
+    out_logs = []
+    for body in log_bodies:
+        request = ExportLogsServiceRequest.FromString(body)
+        for rl in request.resource_logs:
+            for sl in rl.scope_logs:
+                kept = [r for r in sl.log_records if keep(r.trace_id)]
+                del sl.log_records[:]
+                sl.log_records.extend(kept)
+        out_logs.append(request.SerializeToString())
+    return out, out_logs
+
+
+def _store(path: Path, bodies: list[bytes], log_bodies: list[bytes], now_ns: int) -> None:
+    with writing(path, now_ns) as (normalizer, writer, _db):
+        for body in bodies:
+            rows, resources, scopes, _ = normalizer.decode_traces(ExportTraceServiceRequest.FromString(body), now_ns)
+            writer.write(rows, [], resources, scopes)
+        for body in log_bodies:
+            rows, resources, scopes, _ = normalizer.decode_logs(ExportLogsServiceRequest.FromString(body), now_ns)
+            writer.write([], rows, resources, scopes)
+
+
+@pytest.mark.parametrize(("flag", "value", "numbers"), [
+    ("--user", USERS[1], lambda n: n % 4 == 1),                       # bob: traffic() names USERS[n % 4]
+    ("--conversation", f"conv-{USERS[2]}-3", lambda n: n % 4 == 2 and n % 7 == 3),
+    ("--tenant", "tenant-0", lambda n: n % 3 == 0),
+])
+def test_forget_on_clickhouse_leaves_what_a_store_without_those_traces_holds(
+        tmp_path: Path, server: ChdbHttpServer, database: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, flag: str, value: str, numbers: Any) -> None:
+    now = time.time_ns()
+    bodies, log_bodies = traffic(seed=23, traces=60, now_ns=now)
+    gone = {n for n in range(1, 61) if numbers(n)}
+    assert 2 <= len(gone) < 40
+    _store(tmp_path / "all.db", bodies, log_bodies, now)
+    _store(tmp_path / "kept.db", *_without(bodies, log_bodies, gone), now)
+
+    url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
+    client = HttpClient(url)
+    try:
+        schema.migrate(client)
+        with sqlite3.connect(tmp_path / "all.db") as db:
+            copy_store(db, client)
+        monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+        assert main(["forget", flag, value, "--store", url.display()]) == 0
+        out = capsys.readouterr().out
+        assert f"forgot {flag[2:]} {value!r}: {len(gone)} traces" in out, out
+        kept = sqlite3.connect(tmp_path / "kept.db")
+        try:
+            assert kept.execute("SELECT count(*) FROM spans").fetchone()[0] > 100
+            assert_clickhouse_equals_sqlite(kept, client, same_clock=False)
+            # Again: nothing left to forget, nothing moves.
+            assert main(["forget", flag, value, "--store", url.display()]) == 0
+            assert "nothing stored for" in capsys.readouterr().out
+            assert_clickhouse_equals_sqlite(kept, client, same_clock=False)
+        finally:
+            kept.close()
+    finally:
+        client.close()
+
+
+def test_forget_on_an_unreachable_clickhouse_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_clickhouse_client import socket_closed_port
+
+    with socket_closed_port() as port:
+        assert main(["forget", "--user", "x", "--store", f"clickhouse://{USER}@127.0.0.1:{port}/db"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().endswith("is it running, and is the URL right?") and len(err.strip().splitlines()) == 1
+
+
+def test_forget_stopped_between_its_deltas_and_its_deletions_finishes_exactly_when_run_again(
+        tmp_path: Path, server: ChdbHttpServer, database: str) -> None:
+    """A crash after ClickHouse took a chunk's negative deltas but before its deletion rows: the rerun finds
+    the same traces, and ClickHouse drops the same deltas a second time (the chunk's deduplication token)."""
+    from store.clickhouse.client import ClickHouseError
+    from store.clickhouse.forget import forget
+
+    now = time.time_ns()
+    bodies, log_bodies = traffic(seed=29, traces=40, now_ns=now)
+    gone = {n for n in range(1, 41) if n % 4 == 3}
+    _store(tmp_path / "all.db", bodies, log_bodies, now)
+    _store(tmp_path / "kept.db", *_without(bodies, log_bodies, gone), now)
+    url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
+    client = HttpClient(url)
+    try:
+        schema.migrate(client)
+        with sqlite3.connect(tmp_path / "all.db") as db:
+            copy_store(db, client)
+
+        class CrashAfterDeltas:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(client, name)
+
+            def insert(self, table: str, *args: Any, **kwargs: Any) -> int:
+                if table == "spans":
+                    raise ClickHouseError("connection reset (the process died here)")
+                return client.insert(table, *args, **kwargs)
+
+        with pytest.raises(ClickHouseError):
+            forget(CrashAfterDeltas(), "user", USERS[3])  # type: ignore[arg-type]
+        assert forget(client, "user", USERS[3]).traces == len(gone)
+        kept = sqlite3.connect(tmp_path / "kept.db")
+        try:
+            assert_clickhouse_equals_sqlite(kept, client, same_clock=False)
+        finally:
+            kept.close()
+    finally:
+        client.close()
