@@ -30,28 +30,17 @@ TRACE_BASE = 0x5E0000
 
 def _without(bodies: list[bytes], log_bodies: list[bytes], gone: set[int]) -> tuple[list[bytes], list[bytes]]:
     """The same requests less the spans and log records of the traces numbered in `gone`."""
-    def keep(trace_id: bytes) -> bool:
-        return int.from_bytes(trace_id, "big") - TRACE_BASE not in gone
+    def kept(request: Any, groups: str, scopes: str, items: str) -> bytes:
+        for group in getattr(request, groups):
+            for scope in getattr(group, scopes):
+                keep = [i for i in getattr(scope, items) if int.from_bytes(i.trace_id, "big") - TRACE_BASE not in gone]
+                del getattr(scope, items)[:]
+                getattr(scope, items).extend(keep)
+        return request.SerializeToString()
 
-    out = []
-    for body in bodies:
-        request = ExportTraceServiceRequest.FromString(body)
-        for rs in request.resource_spans:
-            for ss in rs.scope_spans:
-                kept = [s for s in ss.spans if keep(s.trace_id)]
-                del ss.spans[:]
-                ss.spans.extend(kept)
-        out.append(request.SerializeToString())
-    out_logs = []
-    for body in log_bodies:
-        request = ExportLogsServiceRequest.FromString(body)
-        for rl in request.resource_logs:
-            for sl in rl.scope_logs:
-                kept = [r for r in sl.log_records if keep(r.trace_id)]
-                del sl.log_records[:]
-                sl.log_records.extend(kept)
-        out_logs.append(request.SerializeToString())
-    return out, out_logs
+    return ([kept(ExportTraceServiceRequest.FromString(b), "resource_spans", "scope_spans", "spans") for b in bodies],
+            [kept(ExportLogsServiceRequest.FromString(b), "resource_logs", "scope_logs", "log_records")
+             for b in log_bodies])
 
 
 def _store(path: Path, bodies: list[bytes], log_bodies: list[bytes], now_ns: int) -> None:
