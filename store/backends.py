@@ -181,10 +181,5 @@ def describe_clickhouse_error(url: ClickHouseUrl, exc: ClickHouseError) -> str:
     if exc.code == 0 and any(word in lower for word in _UNREACHABLE):
         reason = next(word for word in _UNREACHABLE if word in lower)
         return f"cannot reach ClickHouse at {url.display()} ({reason}): is it running, and is the URL right?"
-    return f"ClickHouse at {url.display()}: {printable(text)}"
-
-
-def printable(text: str, limit: int = 300) -> str:
-    """A server's error text for one line of a terminal or a log: it can quote values from the data (a
-    span name, an attribute), so control characters and escape sequences are replaced, not passed on."""
-    return "".join(c if c.isprintable() else "?" for c in " ".join(text.split()))[:limit]
+    first = " ".join(text.split())[:300]  # one line; ClickHouseError made its text printable
+    return f"ClickHouse at {url.display()}: {first}"

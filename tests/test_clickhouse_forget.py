@@ -15,11 +15,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from llmobs_tui.cli import main
-from store.clickhouse import schema
 from store.clickhouse.client import HttpClient
 from store.clickhouse.sink import copy_store
-from store.clickhouse.url import PASSWORD_ENV, parse_store_url
-from tests.chdb_http_server import ChdbHttpServer
+from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl
 from tests.clickhouse_fixtures import PASSWORD, USER
 from tests.store_writing import writing
 from tests.test_clickhouse_sink import assert_clickhouse_equals_sqlite
@@ -53,43 +51,42 @@ def _store(path: Path, bodies: list[bytes], log_bodies: list[bytes], now_ns: int
             writer.write([], rows, resources, scopes)
 
 
+def _copied(tmp_path: Path, client: HttpClient, seed: int, traces: int, gone: set[int]) -> sqlite3.Connection:
+    """The traffic written to a SQLite store and copied into ClickHouse, and (returned, open) the ground
+    truth: the same traffic less the traces numbered in `gone`, written to a store of its own."""
+    now = time.time_ns()
+    bodies, log_bodies = traffic(seed=seed, traces=traces, now_ns=now)
+    _store(tmp_path / "all.db", bodies, log_bodies, now)
+    _store(tmp_path / "kept.db", *_without(bodies, log_bodies, gone), now)
+    with sqlite3.connect(tmp_path / "all.db") as db:
+        copy_store(db, client)
+    return sqlite3.connect(tmp_path / "kept.db")
+
+
 @pytest.mark.parametrize(("flag", "value", "numbers"), [
     ("--user", USERS[1], lambda n: n % 4 == 1),                       # bob: traffic() names USERS[n % 4]
     ("--conversation", f"conv-{USERS[2]}-3", lambda n: n % 4 == 2 and n % 7 == 3),
     ("--tenant", "tenant-0", lambda n: n % 3 == 0),
 ])
 def test_forget_on_clickhouse_leaves_what_a_store_without_those_traces_holds(
-        tmp_path: Path, server: ChdbHttpServer, database: str, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path, url: ClickHouseUrl, http: HttpClient, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch, flag: str, value: str, numbers: Any) -> None:
-    now = time.time_ns()
-    bodies, log_bodies = traffic(seed=23, traces=60, now_ns=now)
     gone = {n for n in range(1, 61) if numbers(n)}
     assert 2 <= len(gone) < 40
-    _store(tmp_path / "all.db", bodies, log_bodies, now)
-    _store(tmp_path / "kept.db", *_without(bodies, log_bodies, gone), now)
-
-    url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
-    client = HttpClient(url)
+    kept = _copied(tmp_path, http, seed=23, traces=60, gone=gone)
     try:
-        schema.migrate(client)
-        with sqlite3.connect(tmp_path / "all.db") as db:
-            copy_store(db, client)
         monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
         assert main(["forget", flag, value, "--store", url.display()]) == 0
         out = capsys.readouterr().out
         assert f"forgot {flag[2:]} {value!r}: {len(gone)} traces" in out, out
-        kept = sqlite3.connect(tmp_path / "kept.db")
-        try:
-            assert kept.execute("SELECT count(*) FROM spans").fetchone()[0] > 100
-            assert_clickhouse_equals_sqlite(kept, client, same_clock=False)
-            # Again: nothing left to forget, nothing moves.
-            assert main(["forget", flag, value, "--store", url.display()]) == 0
-            assert "nothing stored for" in capsys.readouterr().out
-            assert_clickhouse_equals_sqlite(kept, client, same_clock=False)
-        finally:
-            kept.close()
+        assert kept.execute("SELECT count(*) FROM spans").fetchone()[0] > 100
+        assert_clickhouse_equals_sqlite(kept, http, same_clock=False)
+        # Again: nothing left to forget, nothing moves.
+        assert main(["forget", flag, value, "--store", url.display()]) == 0
+        assert "nothing stored for" in capsys.readouterr().out
+        assert_clickhouse_equals_sqlite(kept, http, same_clock=False)
     finally:
-        client.close()
+        kept.close()
 
 
 def test_forget_on_an_unreachable_clickhouse_says_so_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,40 +99,28 @@ def test_forget_on_an_unreachable_clickhouse_says_so_in_one_line(capsys: pytest.
 
 
 def test_forget_stopped_between_its_deltas_and_its_deletions_finishes_exactly_when_run_again(
-        tmp_path: Path, server: ChdbHttpServer, database: str) -> None:
+        tmp_path: Path, http: HttpClient) -> None:
     """A crash after ClickHouse took a chunk's negative deltas but before its deletion rows: the rerun finds
     the same traces, and ClickHouse drops the same deltas a second time (the chunk's deduplication token)."""
     from store.clickhouse.client import ClickHouseError
     from store.clickhouse.forget import forget
 
-    now = time.time_ns()
-    bodies, log_bodies = traffic(seed=29, traces=40, now_ns=now)
     gone = {n for n in range(1, 41) if n % 4 == 3}
-    _store(tmp_path / "all.db", bodies, log_bodies, now)
-    _store(tmp_path / "kept.db", *_without(bodies, log_bodies, gone), now)
-    url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
-    client = HttpClient(url)
+    kept = _copied(tmp_path, http, seed=29, traces=40, gone=gone)
+
+    class CrashAfterDeltas:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(http, name)
+
+        def insert(self, table: str, *args: Any, **kwargs: Any) -> int:
+            if table == "spans":
+                raise ClickHouseError("connection reset (the process died here)")
+            return http.insert(table, *args, **kwargs)
+
     try:
-        schema.migrate(client)
-        with sqlite3.connect(tmp_path / "all.db") as db:
-            copy_store(db, client)
-
-        class CrashAfterDeltas:
-            def __getattr__(self, name: str) -> Any:
-                return getattr(client, name)
-
-            def insert(self, table: str, *args: Any, **kwargs: Any) -> int:
-                if table == "spans":
-                    raise ClickHouseError("connection reset (the process died here)")
-                return client.insert(table, *args, **kwargs)
-
         with pytest.raises(ClickHouseError):
             forget(CrashAfterDeltas(), "user", USERS[3])  # type: ignore[arg-type]
-        assert forget(client, "user", USERS[3]).traces == len(gone)
-        kept = sqlite3.connect(tmp_path / "kept.db")
-        try:
-            assert_clickhouse_equals_sqlite(kept, client, same_clock=False)
-        finally:
-            kept.close()
+        assert forget(http, "user", USERS[3]).traces == len(gone)
+        assert_clickhouse_equals_sqlite(kept, http, same_clock=False)
     finally:
-        client.close()
+        kept.close()

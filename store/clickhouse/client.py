@@ -42,7 +42,10 @@ class ClickHouseError(RuntimeError):
     """A statement ClickHouse (or chdb) refused. `code` is ClickHouse's error code (0 when unknown)."""
 
     def __init__(self, message: str, code: int = 0) -> None:
-        super().__init__(message)
+        # The server's text can quote values from the data (a span name, an attribute): whoever shows it
+        # (a command's error line, serve's log) gets it with control characters and escape sequences
+        # replaced, lines kept.
+        super().__init__("".join(c if c.isprintable() or c == "\n" else "?" for c in message))
         self.code = code
 
 

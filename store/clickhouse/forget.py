@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +60,10 @@ def traces_of(client: ClickHouseClient, kind: str, value: str) -> list[bytes]:
     return [bytes(row[0]) for row in rows]
 
 
-def _state(values: Sequence[Any]) -> SpanState:
-    """A stored span as the writer holds it, from its ClickHouse row (SPAN_VALUE_COLUMNS order)."""
+def _state(values: Mapping[str, Any]) -> SpanState:
+    """A stored span as the writer holds it, from its ClickHouse columns (any not given: None)."""
     row: list[Any] = [None] * len(SPAN_COLUMNS)
-    for name, value in zip(ch_rows.SPAN_VALUE_COLUMNS, values):
+    for name, value in values.items():
         row[COL[name]] = value
     return SpanState.from_row(row, stored=True)
 
@@ -73,7 +73,7 @@ def forget(client: ClickHouseClient, kind: str, value: str,
     """Forget every trace of `kind` = `value` in this (migrated) ClickHouse database."""
     done = ClickHouseForgotten()
     trace_ids = traces_of(client, kind, value)
-    columns = [c for c in ch_rows.SPAN_VALUE_COLUMNS if c != "raw"]
+    columns = [c for c in ch_rows.SPAN_VALUE_COLUMNS if c != "raw"]  # the content counts for nothing
     calls_at, cost_at = ROLLUP_COUNTERS.index("calls"), ROLLUP_COUNTERS.index("cost_nusd")
     for start in range(0, len(trace_ids), CHUNK_TRACES):
         chunk = trace_ids[start:start + CHUNK_TRACES]
@@ -86,23 +86,19 @@ def forget(client: ClickHouseClient, kind: str, value: str,
         span_keys = []
         for row in spans:
             values = dict(zip(columns, row))
-            state = _state([values.get(name, b"") for name in ch_rows.SPAN_VALUE_COLUMNS])
-            contribution = SpanWriter._contribution(state)
+            contribution = SpanWriter._contribution(_state(values))
             if contribution is not None:
                 recorder.rollup(contribution, -1)
+                counters = dict(contribution[2])
+                done.calls += counters.get(calls_at, 0)
+                done.cost_nusd += counters.get(cost_at, 0)
             span_keys.append((bytes(values["trace_id"]), bytes(values["span_id"]), values["start_ns"]))
         version = time.time_ns()
         token = hashlib.sha256(f"forget:{kind}:{value}:".encode() + b"".join(chunk)).hexdigest()
-        deltas = [ch_rows.rollup_row(res, bucket, dims, counters, hists)
-                  for (res, bucket, dims), (counters, hists) in recorder.rollups.items()
-                  if any(counters.values()) or any(any(h.values()) for h in hists)]
+        deltas = [ch_rows.rollup_row(*rollup) for rollup in recorder.changed_rollups()]
         if deltas:
             client.insert("rollups", deltas, ch_rows.ROLLUP_INSERT_COLUMNS,
                           settings={"insert_deduplication_token": token})
-        for (res, _bucket, _dims), (counters, _hists) in recorder.rollups.items():
-            if res == 60:  # each call is in every resolution: count it once
-                done.calls -= counters.get(calls_at, 0)
-                done.cost_nusd -= counters.get(cost_at, 0)
         if span_keys:
             client.insert("spans", ch_rows.span_tombstones(span_keys, version), ch_rows.SPAN_INSERT_COLUMNS)
         if logs:

@@ -59,6 +59,11 @@ class OutboxRecorder:
             if bucket is not None:
                 h[bucket] = h.get(bucket, 0) + sign
 
+    def changed_rollups(self) -> list[tuple[int, int, tuple[str, ...], dict[int, int], list[dict[int, int]]]]:
+        """(res, bucket, dims, counters, histograms) of the keys whose deltas did not net to nothing."""
+        return [(res, bucket, dims, counters, hists) for (res, bucket, dims), (counters, hists) in self.rollups.items()
+                if any(counters.values()) or any(any(h.values()) for h in hists)]
+
     def logs_added(self, after_id: int, last_id: int) -> None:
         if last_id > after_id:
             self.logs = (min(after_id, self.logs[0]), last_id) if self.logs else (after_id, last_id)
@@ -92,11 +97,8 @@ class OutboxRecorder:
             "traces": sorted(t.hex() for t in self.traces),
             "resources": sorted(d.hex() for d in self.resources),
             "scopes": sorted(d.hex() for d in self.scopes),
-            "rollups": [
-                (res, bucket, list(dims), counters, hists)
-                for (res, bucket, dims), (counters, hists) in self.rollups.items()
-                if any(counters.values()) or any(any(h.values()) for h in hists)
-            ],
+            "rollups": [(res, bucket, list(dims), counters, hists)
+                        for res, bucket, dims, counters, hists in self.changed_rollups()],
         }
         db.execute(
             "INSERT INTO clickhouse_outbox (token, version, payload) VALUES (?, ?, ?)",

@@ -31,7 +31,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from store.backends import printable
 from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient, ClickHouseError
 
@@ -260,7 +259,7 @@ class Shipper:
     def _failed(self, exc: BaseException) -> None:
         self.stats.failures += 1
         self.stats.last_error = (self.explain(exc) if self.explain is not None
-                                 else f"{self.describe}: {printable(str(exc))}").splitlines()[0][:300]
+                                 else f"{self.describe}: {exc}").splitlines()[0][:300]
         now = self.clock()
         self._next_attempt = now + self.retry_every_s
         self.close()  # a fresh connection next time: the old one may be half-dead
