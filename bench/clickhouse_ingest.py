@@ -11,6 +11,8 @@ it is, and what shipping it to ClickHouse costs the writer process.
 2. The outbox is shipped by the real Shipper over HTTP (clickhouse-connect) to tests/chdb_http_server.py
    running in a process of its own, one ship per written request, as the writer process does after each
    commit: CPU µs per span of this process only (the converters, the HTTP client), not ClickHouse's.
+3. As serve runs it: the same, with each batch's traces first looked up in ClickHouse (trace_sync: one
+   query per batch; its CPU is in the write figure), into an empty database so that nothing is found.
 
 Everything lives in a temporary directory, deleted at the end.
 """
@@ -32,6 +34,7 @@ from store.clickhouse.client import HttpClient
 from store.clickhouse.outbox import OutboxRecorder
 from store.clickhouse.schema import migrate
 from store.clickhouse.sink import Shipper
+from store.clickhouse.trace_sync import TraceSync
 from store.clickhouse.url import PASSWORD_ENV, parse_store_url
 from tests.otlp_factory import make_span, trace_request
 from tests.store_writing import writing
@@ -62,12 +65,14 @@ def traffic(spans: int, t0: int) -> list:
 
 
 def write(path: Path, spans: list, per_request: int, now: int, outbox: bool,
-          ship_to: HttpClient | None = None) -> dict[str, float]:
+          ship_to: HttpClient | None = None, sync: bool = False) -> dict[str, float]:
     requests = [trace_request(spans[i:i + per_request]) for i in range(0, len(spans), per_request)]
     write_cpu = ship_cpu = ship_wall = 0.0
     with writing(path, now) as (normalizer, writer, db):
         writer.outbox = OutboxRecorder() if outbox else None
         shipper = Shipper(db, lambda: ship_to) if ship_to is not None else None
+        if sync and shipper is not None:
+            writer.sync = TraceSync(shipper.reader)
         outbox_bytes = 0
         for request in requests:
             cpu = time.process_time()
@@ -108,11 +113,20 @@ def main() -> None:
         plain = write(tmp / "plain.db", spans, args.per_request, now, outbox=False)
         shipped = write(tmp / "shipped.db", spans, args.per_request, now, outbox=True, ship_to=client)
         in_clickhouse = client.query("SELECT count() FROM spans FINAL")[0][0]
+        # serve's default: each batch first looks its traces up in ClickHouse (store/clickhouse/trace_sync.py).
+        # Into a database of its own, so that the lookups find nothing, as with traces new to every replica.
+        client.command("CREATE DATABASE IF NOT EXISTS bench_sync")
+        sync_client = HttpClient(parse_store_url(f"clickhouse://default@127.0.0.1:{port}/bench_sync",
+                                                 {PASSWORD_ENV: ""}))
+        migrate(sync_client)
+        synced = write(tmp / "synced.db", spans, args.per_request, now, outbox=True, ship_to=sync_client, sync=True)
+        sync_client.close()
         client.close()
         db = sqlite3.connect(tmp / "shipped.db")
         stored = db.execute("SELECT count(*) FROM spans").fetchone()[0]
         db.close()
         print(json.dumps({"outbox_off": plain, "outbox_on_and_shipped": shipped,
+                          "outbox_on_shipped_and_traces_looked_up": synced,
                           "spans_in_clickhouse": in_clickhouse, "spans_in_sqlite": stored}, indent=1))
     finally:
         if server is not None:

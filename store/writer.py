@@ -29,6 +29,7 @@ from store.models import COL, FLAG_REFUSAL, LAYER_FRAMEWORK, LAYER_INSTRUMENTATI
 if TYPE_CHECKING:
     from store.changes import ChangeTracker
     from store.clickhouse.outbox import OutboxRecorder
+    from store.clickhouse.trace_sync import TraceSync
 
 BILLABLE = frozenset({"llm", "embedding"})
 TOTAL_DIMS_ID = 0  # rollup rows summing every dimension set of their bucket
@@ -509,6 +510,9 @@ class SpanWriter:
         # `serve --store clickhouse://…`: each transaction also records what it changed for ClickHouse
         # (store/clickhouse/outbox.py). None otherwise, and then it costs one `is None` test per hook.
         self.outbox: OutboxRecorder | None = None
+        # With replicas (`serve --store`): what other replicas stored of a batch's traces is read in before
+        # the batch is decided (store/clickhouse/trace_sync.py). None otherwise.
+        self.sync: TraceSync | None = None
 
     # -- public --------------------------------------------------------------------------------
 
@@ -615,6 +619,15 @@ class SpanWriter:
             trace = self._traces.pop(trace_id, None)
             if trace is not None:
                 self._cached_spans -= len(trace.spans)
+
+    def intern_blobs(self, blobs: dict, table: str) -> dict[bytes, int]:
+        """Resources or scopes ({digest: value as the decoders send it}) stored if new; their row ids."""
+        return self._intern_blobs(blobs, self._resources if table == "resources" else self._scopes, table)
+
+    def next_span_id(self) -> int:
+        """A row id for a span stored from elsewhere (store/clickhouse/trace_sync.py)."""
+        self._next_id += 1
+        return self._next_id - 1
 
     def forget_rollups(self) -> None:
         self._rollups.clear()
@@ -735,6 +748,10 @@ class SpanWriter:
         for row in span_rows:
             by_trace.setdefault(row[COL["trace_id"]], []).append(row)
         log_trace_ids = {row[0] for row in log_rows if row[0] is not None and row[7] is not None}
+        if self.sync is not None:
+            # Everything this batch writes must replace what it read from other replicas, whose clocks
+            # may be ahead of this one's.
+            now = max(now, self.sync.pull(self, set(by_trace) | log_trace_ids) + 1)
         self._load_traces(set(by_trace) | log_trace_ids)
 
         inserts: list[list[Any]] = []

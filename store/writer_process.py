@@ -103,6 +103,7 @@ def clickhouse_shipper(db: sqlite3.Connection, writer: SpanWriter, options: dict
     from store.clickhouse.outbox import OutboxRecorder
     from store.clickhouse.schema import DEFAULT_RETENTION_DAYS, ensure_retention, migrate
     from store.clickhouse.sink import Shipper
+    from store.clickhouse.trace_sync import TraceSync
 
     url = options["url"]
 
@@ -119,14 +120,17 @@ def clickhouse_shipper(db: sqlite3.Connection, writer: SpanWriter, options: dict
         return client
 
     writer.outbox = OutboxRecorder()
+
     def explain(exc: BaseException) -> str:
         from store.backends import describe_clickhouse_error
         from store.clickhouse.client import ClickHouseError
 
         return describe_clickhouse_error(url, exc) if isinstance(exc, ClickHouseError) else str(exc)
 
-    return Shipper(db, connect, describe=f"ClickHouse at {url.display()}", explain=explain,
-                   retry_every_s=options.get("retry_every_s", 1.0))
+    shipper = Shipper(db, connect, describe=f"ClickHouse at {url.display()}", explain=explain,
+                      retry_every_s=options.get("retry_every_s", 1.0))
+    writer.sync = TraceSync(shipper.reader)
+    return shipper
 
 
 def _path(db_path: str) -> Any:
@@ -449,7 +453,12 @@ class WriterLoop:
         s = self.shipper.stats
         return {"clickhouse_batches": s.batches, "clickhouse_rows": s.rows, "clickhouse_failures": s.failures,
                 "clickhouse_backlog": s.backlog, "clickhouse_down": s.down_since is not None,
-                "clickhouse_cpu_seconds": s.cpu_seconds, "clickhouse_seconds": s.seconds}
+                "clickhouse_cpu_seconds": s.cpu_seconds, "clickhouse_seconds": s.seconds,
+                **({} if self.writer.sync is None else {
+                    "clickhouse_traces_pulled": self.writer.sync.stats.traces_pulled,
+                    "clickhouse_spans_pulled": self.writer.sync.stats.spans_pulled,
+                    "clickhouse_traces_dropped": self.writer.sync.stats.traces_dropped,
+                    "clickhouse_sync_skipped": self.writer.sync.stats.skipped})}
 
     def index_stats(self) -> dict[str, Any]:
         if self.indexer is None:

@@ -80,6 +80,11 @@ class OutboxRecorder:
         return not (self.spans or self.gone_spans or self.gone_logs or self.logs or self.traces
                     or self.resources or self.scopes or self.rollups)
 
+    def seen_version(self, version: int) -> None:
+        """Rows another replica wrote at `version` were read into this transaction: what it ships must
+        replace them, so its version is above theirs whatever the two clocks say."""
+        self._last_version = max(self._last_version, version)
+
     def flush(self, db: sqlite3.Connection) -> None:
         """Write what this transaction changed as one outbox batch (inside the transaction), then reset."""
         if self.empty():

@@ -251,6 +251,13 @@ class Shipper:
             return False
         return True
 
+    def reader(self) -> ClickHouseClient:
+        """The connection, for the writer's reads (store/clickhouse/trace_sync.py). Raises at once while
+        ClickHouse is down and no new attempt is due: a batch then waits on nothing it cannot have."""
+        if self.stats.down_since is not None and self.clock() < self._next_attempt:
+            raise ClickHouseError(f"{self.describe} is unreachable")
+        return self._connected()
+
     def _connected(self) -> ClickHouseClient:
         if self._client is None:
             self._client = self._client_factory()

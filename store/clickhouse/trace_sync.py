@@ -1,0 +1,226 @@
+"""Stragglers between replicas: before a replica's writer decides anything about a batch's traces, it brings
+into its working store what other replicas stored of them in ClickHouse (issue 17, capability 3).
+
+The router keeps a trace's spans in one replica, but not always: when the replica set changes, the
+Collector's ring moves about 1/N of the traces, and a span that arrives late (a root exported after its
+children, a log record with a finish reason, the second instrumentation's twin of a call) lands in a
+replica that holds nothing of its trace, or an out-of-date copy. Deciding from that copy bills a call
+twice, leaves a call's feature and tenant uninherited, or undoes another replica's correction.
+
+So each batch starts with one query: the newest summary version of the batch's traces in ClickHouse
+(`trace_summaries` is keyed by trace id). A trace whose version there is newer than the one this working
+store wrote was written by another replica since: its spans are read from ClickHouse (FINAL: as every
+reader sees them) and replace this store's copy, and the writer's cache forgets it. The writer then
+applies its rules to the whole trace as usual, and the deltas it ships are taken against what
+ClickHouse holds, so the rollups end up as if one replica had seen every span. Whatever this replica
+ships of such a trace carries a version above the one it read, so it wins over it even when the other
+replica's clock is ahead.
+
+A trace forgotten in ClickHouse (`forget --store`: a deletion newer than this copy) is dropped from the
+working store instead, so that a straggler does not bring the forgotten spans back.
+
+Not covered: two replicas given spans of one trace in the same moment (each commits before it could
+see the other's rows); the next span of that trace to arrive anywhere corrects it. While ClickHouse
+cannot be reached nothing is read: the batch is decided from the working store alone, as before, and
+its requests wait for the outbox to be shipped anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import zstandard
+
+from store.clickhouse import rows as ch_rows
+from store.clickhouse.client import ClickHouseClient, ClickHouseError
+from store.models import COL, SPAN_COLUMNS
+
+if TYPE_CHECKING:
+    from store.writer import SpanWriter
+
+log = logging.getLogger("llmobs.clickhouse")
+
+CHUNK_TRACES = 2000  # trace ids per ClickHouse query (an Array parameter: no bound like SQLite's)
+_COMPRESSOR = zstandard.ZstdCompressor(level=-1)  # the working store keeps `raw` as the decoders do
+_IMPORTED_COLUMNS = ch_rows.SPAN_VALUE_COLUMNS
+_UPDATED_COLUMNS = tuple(c for c in _IMPORTED_COLUMNS if c not in ("trace_id", "span_id"))
+_BYTES_COLUMNS = ("raw", "duplicate_of")
+_UPDATE_SPAN = (f"UPDATE spans SET {', '.join(f'{c} = ?' for c in _UPDATED_COLUMNS)}, "
+                "resource_id = ?, scope_id = ? WHERE trace_id = ? AND span_id = ?")
+_INSERT_SPAN = (f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))})")
+
+
+@dataclass
+class SyncStats:
+    batches: int = 0  # batches whose traces were looked up in ClickHouse
+    traces_pulled: int = 0  # traces another replica had written since this one: read from ClickHouse
+    spans_pulled: int = 0
+    traces_dropped: int = 0  # traces forgotten in ClickHouse, dropped from the working store
+    skipped: int = 0  # batches decided without the lookup (ClickHouse unreachable)
+
+
+class TraceSync:
+    """`pull(writer, trace_ids)` at the start of every batch (SpanWriter.sync). `client` is the shipper's
+    connection (Shipper.reader): it raises at once while ClickHouse is known to be down."""
+
+    def __init__(self, client: Callable[[], ClickHouseClient]) -> None:
+        self.client = client
+        self.stats = SyncStats()
+
+    def pull(self, writer: SpanWriter, trace_ids: Iterable[bytes]) -> int:
+        """Bring these traces up to date from ClickHouse; returns the newest version read (0: none), which
+        everything this batch writes must exceed."""
+        ids = sorted(set(trace_ids))
+        if not ids:
+            return 0
+        try:
+            client = self.client()
+            remote = _newest_summaries(client, ids)
+        except (ClickHouseError, OSError) as exc:
+            self.stats.skipped += 1
+            log.debug("trace lookup in ClickHouse skipped: %s", exc)
+            return 0
+        self.stats.batches += 1
+        if not remote:
+            return 0
+        # Every version this batch writes must be above the newest one ClickHouse holds of its traces, this
+        # replica's own included: a clock that is behind must not make a later row lose to an earlier one.
+        floor = max(r[1] for r in remote.values())
+        if writer.outbox is not None:
+            writer.outbox.seen_version(floor)
+        db = writer.db
+        local = dict(_rows_in(db, "SELECT trace_id, updated_ns FROM traces WHERE trace_id IN ({marks})", list(remote)))
+        newer = {t: r for t, r in remote.items() if r[1] > (local.get(t) or 0)}
+        if not newer:
+            return floor
+        forgotten = [t for t, r in newer.items() if r[0]]
+        written = {t: r for t, r in newer.items() if not r[0]}
+        if forgotten:
+            self._drop(writer, forgotten)
+            writer.forget_traces(forgotten)
+        if written:
+            try:
+                spans = _spans_of(client, written)
+                resources, scopes = _blobs_for(client, db, spans)
+            except (ClickHouseError, OSError) as exc:
+                self.stats.skipped += 1
+                log.debug("reading traces from ClickHouse failed: %s", exc)
+                return floor
+            self._adopt(writer, spans, resources, scopes)
+            self.stats.traces_pulled += len(written)
+            self.stats.spans_pulled += len(spans)
+            # This copy is now the one in ClickHouse: it is not read again until another replica writes.
+            db.executemany("UPDATE traces SET updated_ns = ? WHERE trace_id = ?",
+                           [(r[1], t) for t, r in written.items()])
+            writer.forget_traces(written)
+        return floor
+
+    def _adopt(self, writer: SpanWriter, spans: list[dict[str, Any]], resources: dict, scopes: dict) -> None:
+        """ClickHouse's rows of these spans replace this store's: updated in place where the span is here
+        (its row id stays, for the outbox and the search index), inserted where it is not."""
+        db = writer.db
+        resource_ids = writer.intern_blobs(resources, "resources")
+        scope_ids = writer.intern_blobs(scopes, "scopes")
+        here = {(bytes(t), bytes(s)) for t, s in _rows_in(
+            db, "SELECT trace_id, span_id FROM spans WHERE trace_id IN ({marks})",
+            sorted({span["trace_id"] for span in spans}))}
+        updates, inserts = [], []
+        for span in spans:
+            span["raw"] = _COMPRESSOR.compress(span["raw"] or b"")
+            resource_id = resource_ids.get(span.pop("resource_digest"))
+            scope_id = scope_ids.get(span.pop("scope_digest"))
+            if (span["trace_id"], span["span_id"]) in here:
+                updates.append((*(span[c] for c in _UPDATED_COLUMNS),
+                                resource_id, scope_id, span["trace_id"], span["span_id"]))
+            else:
+                row: list[Any] = [None] * len(SPAN_COLUMNS)
+                for name, value in span.items():
+                    row[COL[name]] = value
+                row[COL["resource_id"]], row[COL["scope_id"]] = resource_id, scope_id
+                row[COL["id"]] = writer.next_span_id()
+                inserts.append(row)
+        if updates:
+            db.executemany(_UPDATE_SPAN, updates)
+        if inserts:
+            db.executemany(_INSERT_SPAN, inserts)
+
+    def _drop(self, writer: SpanWriter, trace_ids: Sequence[bytes]) -> None:
+        """Traces forgotten in ClickHouse since this copy was written: gone here too, without touching
+        ClickHouse (its rollups already moved)."""
+        from store import content_index  # imports store.queries, which imports store.writer
+
+        db = writer.db
+        content_index.delete_traces(db, trace_ids)
+        for table in ("spans", "logs", "traces"):
+            for start in range(0, len(trace_ids), ch_rows.CHUNK):
+                chunk = trace_ids[start:start + ch_rows.CHUNK]
+                db.execute(f"DELETE FROM {table} WHERE trace_id IN ({', '.join('?' * len(chunk))})", chunk)
+        content_index.clamp_watermarks(db)
+        self.stats.traces_dropped += len(trace_ids)
+
+
+def _newest_summaries(client: ClickHouseClient, ids: Sequence[bytes]) -> dict[bytes, tuple[int, int, int, int]]:
+    """trace id → (deleted, version, start_ns, end_ns) of its newest summary, for those ClickHouse holds."""
+    out: dict[bytes, tuple[int, int, int, int]] = {}
+    for start in range(0, len(ids), CHUNK_TRACES):
+        for trace_id, deleted, version, first, last in client.query(
+                "SELECT trace_id, argMax(is_deleted, updated_ns), max(updated_ns), argMax(start_ns, updated_ns), "
+                "argMax(end_ns, updated_ns) FROM trace_summaries WHERE trace_id IN {ids:Array(FixedString(16))} "
+                "GROUP BY trace_id", {"ids": list(ids[start:start + CHUNK_TRACES])}):
+            out[bytes(trace_id)] = (int(deleted), int(version), int(first), int(last))
+    return out
+
+
+def _spans_of(client: ClickHouseClient, traces: dict[bytes, tuple[int, int, int, int]]) -> list[dict[str, Any]]:
+    """The spans of these traces as ClickHouse holds them (FINAL), read within the traces' time range (the
+    partition key) so that the lookup does not visit every part."""
+    columns = (*_IMPORTED_COLUMNS, "resource_digest", "scope_digest")
+    ids = sorted(traces)
+    out = []
+    for start in range(0, len(ids), CHUNK_TRACES):
+        chunk = ids[start:start + CHUNK_TRACES]
+        first = min(traces[t][2] for t in chunk)
+        last = max(traces[t][3] for t in chunk)
+        for row in client.query(
+                f"SELECT {', '.join(columns)} FROM spans FINAL WHERE trace_id IN {{ids:Array(FixedString(16))}} "
+                "AND start_ns BETWEEN {first:Int64} AND {last:Int64}",
+                {"ids": chunk, "first": first, "last": last}, bytes_columns=_BYTES_COLUMNS):
+            span = dict(zip(columns, row))
+            for key in ("trace_id", "span_id", "parent_span_id", "resource_digest", "scope_digest"):
+                if span[key] is not None:
+                    span[key] = bytes(span[key])
+            out.append(span)
+    return out
+
+
+def _blobs_for(client: ClickHouseClient, db: sqlite3.Connection, spans: list[dict[str, Any]]
+               ) -> tuple[dict[bytes, tuple], dict[bytes, tuple]]:
+    """The resources and scopes these spans refer to that the working store lacks, from ClickHouse, in the
+    shapes the writer interns: {digest: (service, None, blob)} and {digest: (name, version, blob)}."""
+    found: list[dict[bytes, tuple]] = []
+    for table, key, select in (("resources", "resource_digest", "service, NULL, blob"),
+                               ("scopes", "scope_digest", "name, version, blob")):
+        wanted = sorted({s[key] for s in spans if s[key] is not None})
+        have = {bytes(row[0]) for row in _rows_in(db, f"SELECT digest, 1 FROM {table} WHERE digest IN ({{marks}})",
+                                                  wanted)}
+        missing = [d for d in wanted if d not in have]
+        blobs: dict[bytes, tuple] = {d: () for d in wanted if d in have}
+        if missing:
+            for digest, *value in client.query(
+                    f"SELECT digest, {select} FROM {table} FINAL WHERE digest IN {{ids:Array(FixedString(16))}}",
+                    {"ids": missing}, bytes_columns=("blob",)):
+                blobs[bytes(digest)] = tuple(value)
+        found.append(blobs)
+    return found[0], found[1]
+
+
+def _rows_in(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> list[tuple]:
+    out: list[tuple] = []
+    for start in range(0, len(ids), ch_rows.CHUNK):
+        chunk = ids[start:start + ch_rows.CHUNK]
+        out.extend(db.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk).fetchall())
+    return out

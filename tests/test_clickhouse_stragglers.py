@@ -1,0 +1,178 @@
+"""Stragglers between replicas (store/clickhouse/trace_sync.py): spans of one trace written by two replicas, one
+after the other (the Collector's ring moved the trace, or a late root, twin or log record landed elsewhere),
+leave ClickHouse holding what one store given all of them holds: the billing move, the root's feature and
+tenant, the finish reason from a log record, and the rollups' deltas taken against what ClickHouse held.
+
+Ground truth is a single SQLite store written by the real Normalizer and SpanWriter with the same requests.
+The replicas are two real SpanWriters, each with its own working store, outbox and Shipper, writing one
+ClickHouse database through the HTTP client, as two `serve --store` processes do.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store.clickhouse.client import ChdbClient, ClickHouseError, HttpClient
+from store.clickhouse.forget import forget as forget_in_clickhouse
+from store.clickhouse.outbox import OutboxRecorder
+from store.clickhouse.sink import Shipper
+from store.clickhouse.trace_sync import TraceSync
+from store.writer import ROLLUP_COUNTERS
+from tests.otlp_factory import trace_id_bytes
+from tests.store_writing import write_through, writing
+from tests.test_clickhouse_sink import agent_traffic, assert_clickhouse_equals_sqlite, clickhouse_rollups
+
+S = 10**9
+
+
+@contextmanager
+def replica(path: Path, now: int, client: Any, sync: bool = True) -> Iterator[Any]:
+    """A writer as `serve --store` runs it: outbox, shipper after every batch, and (sync) the trace lookup."""
+    with writing(path, now) as (normalizer, writer, db):
+        writer.outbox = OutboxRecorder()
+        shipper = Shipper(db, lambda: client)
+        if sync:
+            writer.sync = TraceSync(shipper.reader)
+
+        def write(spans: list[Any], records: list[Any] = ()) -> None:  # type: ignore[assignment]
+            write_through(normalizer, writer, spans, list(records), now)
+            assert shipper.ship()
+
+        write.writer = writer  # type: ignore[attr-defined]
+        write.db = db  # type: ignore[attr-defined]
+        yield write
+
+
+def single_store(path: Path, now: int, rounds: list[tuple[list[Any], list[Any]]]) -> sqlite3.Connection:
+    with writing(path, now) as (normalizer, writer, _db):
+        for spans, records in rounds:
+            write_through(normalizer, writer, spans, records, now)
+    return sqlite3.connect(path)
+
+
+def _split(now: int, traces: int = 6) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    """agent_traffic's parts: (framework + tool spans, SDK chat spans, roots, log records)."""
+    (first, later), records = agent_traffic(now - 300 * S, traces)
+    return first, later[0::2], later[1::2], records
+
+
+def test_a_trace_moved_between_replicas_is_stored_as_one_replica_would_store_it(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient) -> None:
+    """Replica A gets each trace's first spans; B the SDK's call below the framework's (billing moves to it,
+    a model B never saw billed) and the log records; then A the roots (A's copy is stale: B corrected its
+    framework span since). Each straggler reads the other's rows before deciding."""
+    now = time.time_ns()
+    first, sdk, roots, records = _split(now)
+    with ExitStack() as stack:
+        a = stack.enter_context(replica(tmp_path / "a.db", now, http))
+        b = stack.enter_context(replica(tmp_path / "b.db", now, http))
+        a(first)
+        b(sdk)
+        a(roots)
+        b([], records)
+        pulled = a.writer.sync.stats.traces_pulled + b.writer.sync.stats.traces_pulled
+    assert pulled == 3 * 6  # B twice (the SDK spans, then the logs after A's roots), A once (the roots)
+    db = single_store(tmp_path / "one.db", now, [(first, []), (sdk, []), (roots, []), ([], records)])
+    try:
+        assert db.execute("SELECT count(*) FROM spans WHERE billed AND request_model = 'gpt-4o-mini' "
+                          "AND feature = 'research' AND finish_reason = 'stop'").fetchone()[0] == 6
+        assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+    finally:
+        db.close()
+
+
+def test_without_the_lookup_the_same_traffic_is_billed_twice(tmp_path: Path, http: HttpClient,
+                                                             engine: ChdbClient) -> None:
+    """The control: replicas that decide from their working store alone bill the framework span (A) and the
+    SDK span (B) of each call, so the comparison above is able to fail."""
+    now = time.time_ns()
+    first, sdk, roots, records = _split(now)
+    with replica(tmp_path / "a.db", now, http, sync=False) as a, \
+            replica(tmp_path / "b.db", now, http, sync=False) as b:
+        a(first)
+        b(sdk)
+        a(roots)
+        b([], records)
+    db = single_store(tmp_path / "one.db", now, [(first, []), (sdk, []), (roots, []), ([], records)])
+    try:
+        with pytest.raises(AssertionError):
+            assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+        calls = ROLLUP_COUNTERS.index("calls")
+        _rollups, totals = clickhouse_rollups(engine)
+        assert sum(v[0][calls] for k, v in totals.items() if k[0] == 60) == 12  # 6 calls, each billed twice
+    finally:
+        db.close()
+
+
+def test_a_replica_whose_clock_is_behind_still_replaces_what_it_read(tmp_path: Path, http: HttpClient,
+                                                                    engine: ChdbClient) -> None:
+    """B's clock is an hour behind A's: what B ships after reading A's rows must still replace them (a
+    version above the one it read), or FINAL would keep A's uncorrected rows."""
+    now = time.time_ns()
+    first, sdk, roots, records = _split(now, traces=3)
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now - 3600 * S, http) as b:
+        a(first + roots)
+        b(sdk, records)
+    db = single_store(tmp_path / "one.db", now, [(first + roots, []), (sdk, records)])
+    try:
+        assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+        versions = engine.query("SELECT max(updated_ns) FROM trace_summaries")[0][0]
+        assert versions > now  # B wrote above A's version, not at its own clock
+    finally:
+        db.close()
+
+
+def test_a_trace_forgotten_in_clickhouse_is_not_brought_back_by_a_straggler(tmp_path: Path, http: HttpClient,
+                                                                           engine: ChdbClient) -> None:
+    """`forget --store` deletes in ClickHouse only; the replica that wrote the trace keeps its copy for a day.
+    A late span of that trace reaching that replica must not ship the forgotten spans again."""
+    now = time.time_ns()
+    first, sdk, roots, _records = _split(now, traces=2)
+    with replica(tmp_path / "a.db", now, http) as a:
+        a(first + sdk)
+        forget_in_clickhouse(http, "user", "user-1")  # trace 1 (users alternate: user-1, user-0)
+        a(roots)
+        assert a.writer.sync.stats.traces_dropped == 1
+        assert a.db.execute("SELECT count(*) FROM spans WHERE trace_id = ?", (trace_id_bytes(1),)
+                            ).fetchone()[0] == 1  # only the late root of the forgotten trace is here now
+    spans = engine.query("SELECT trace_id, span_id FROM spans FINAL ORDER BY trace_id, span_id")
+    by_trace: dict[bytes, int] = {}
+    for trace_id, _span in spans:
+        by_trace[bytes(trace_id)] = by_trace.get(bytes(trace_id), 0) + 1
+    assert sorted(by_trace.values()) == [1, 4]  # trace 1: its root alone, arrived after the forget; trace 2 whole
+
+
+def test_an_unreachable_clickhouse_leaves_the_batch_to_the_working_store(tmp_path: Path, http: HttpClient) -> None:
+    """While ClickHouse does not answer, the lookup is skipped at once (the shipper knows it is down): the
+    batch is decided from the working store and waits in the outbox like every other."""
+    now = time.time_ns()
+    first, sdk, _roots, _records = _split(now, traces=2)
+    up = {"value": True}
+
+    def client() -> Any:
+        if not up["value"]:
+            raise ClickHouseError("Connection refused")
+        return http
+
+    with writing(tmp_path / "a.db", now) as (normalizer, writer, db):
+        writer.outbox = OutboxRecorder()
+        shipper = Shipper(db, client, retry_every_s=3600)
+        writer.sync = TraceSync(shipper.reader)
+        write_through(normalizer, writer, first, [], now)
+        assert shipper.ship()
+        up["value"] = False
+        shipper.close()
+        write_through(normalizer, writer, sdk, [], now)  # the lookup fails: skipped, nothing lost
+        assert not shipper.ship() and shipper.stats.down_since is not None
+        write_through(normalizer, writer, sdk[:1], [], now)  # down: skipped at once, no new attempt
+        assert writer.sync.stats.skipped == 2 and shipper.stats.failures == 1
+        assert db.execute("SELECT count(*) FROM spans").fetchone()[0] == 6
+        up["value"] = True
+        assert shipper.ship(force=True) and shipper.pending() == 0
