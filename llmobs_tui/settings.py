@@ -45,7 +45,8 @@ _USES_MAIN_STORE = frozenset({"tui", "serve", "report", "check", "export", "repr
 
 # The commands that can run on a ClickHouse store (`--store`); the others refuse the flag at start
 # instead of quietly using the SQLite file.
-CLICKHOUSE_COMMANDS: frozenset[str] = frozenset({"report", "traces", "show", "export", "serve", "forget", "check"})
+CLICKHOUSE_COMMANDS: frozenset[str] = frozenset({"report", "traces", "show", "export", "serve", "forget", "check",
+                                                 "reprice"})
 
 
 WORKING_STORE_RETENTION_S = 86400.0

@@ -33,11 +33,13 @@ if TYPE_CHECKING:
 
 BILLABLE = frozenset({"llm", "embedding"})
 TOTAL_DIMS_ID = 0  # rollup rows summing every dimension set of their bucket
-# Rollup accumulators kept between batches (each ~1-2 KB with its histograms). New keys come at about
-# 500 a minute at 60 dimension sets (10 s, 1 min and 1 h buckets): past the cap, the newest
-# ROLLUP_CACHE_KEEP stay (the last ~8 minutes there, where late spans land) and an older bucket is
-# read back from its row when a span needs it. The cap was 50,000: up to ~100 minutes of such keys,
-# tens of MB held only to save a rare read.
+# Rollup accumulators kept between batches (1-5 KB each with its histograms; ~70 new keys a minute at
+# 60 dimension sets: 10 s totals, 1 min and 1 h buckets). Kept while their bucket is recent, where late
+# spans land: ROLLUP_RECENT_S after the newest bucket; an older one is read back from its row when a span
+# needs it. Kept by count alone (8,000 then 4,000), the cache grew for over an hour at that rate, about
+# 0.5 MB a minute in the writer, before levelling off. The count cap stays for a burst of dimension sets.
+ROLLUP_RECENT_S = 600
+ROLLUP_TRIM_AT = 1_000  # entries before the first trim (then twice what the last one kept)
 ROLLUP_CACHE_MAX = 8_000
 ROLLUP_CACHE_KEEP = 4_000
 RESOLUTIONS = (60, 3600)
@@ -92,15 +94,15 @@ _INSERT_LOGS = (
     "INSERT INTO logs (trace_id, span_id, time_ns, event_name, severity, resource_id, scope_id, "
     "finish_reason, eval_name, eval_score, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_TRACE_COLUMNS = (
+TRACE_SUMMARY_COLUMNS = (  # the traces table's, in SpanWriter._summary's order
     "trace_id", "root_span_id", "root_name", "root_known", "service", "start_ns", "end_ns", "duration_ns",
     "spans", "llm_calls", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
     "reasoning_tokens", "cost_nusd", "unpriced_calls", "errors_api", "errors_validation", "errors_guardrail",
     "error_spans", "feature", "tenant", "models", "updated_ns", "conversation_id", "user_id", "variant",
 )
-_CONVERSATION_AT = _TRACE_COLUMNS.index("conversation_id")
-_UPSERT_TRACE = (f"INSERT OR REPLACE INTO traces ({', '.join(_TRACE_COLUMNS)}) "
-                 f"VALUES ({', '.join('?' * len(_TRACE_COLUMNS))})")
+_CONVERSATION_AT = TRACE_SUMMARY_COLUMNS.index("conversation_id")
+_UPSERT_TRACE = (f"INSERT OR REPLACE INTO traces ({', '.join(TRACE_SUMMARY_COLUMNS)}) "
+                 f"VALUES ({', '.join('?' * len(TRACE_SUMMARY_COLUMNS))})")
 HISTOGRAMS = ("hist_latency", "hist_ttft", "hist_tpot", "hist_cost", "hist_tokens", "hist_input_tokens",
               "hist_output_tokens")
 _NO_HISTS: tuple[int | None, ...] = (None,) * len(HISTOGRAMS)
@@ -143,6 +145,16 @@ class ForgetResult:
     conversations: int = 0  # conversations the traces were in (recomputed; deleted when none is left)
     calls: int = 0  # billed LLM calls taken out of the rollups
     cost_nusd: int = 0
+
+
+def _recent_entries(cache: dict[tuple, Any], cap: int, keep: int) -> dict[tuple, Any]:
+    """A rollup cache ({(res, bucket, ...): accumulator}, all flushed) without the buckets that ended
+    ROLLUP_RECENT_S before the newest one began; past `cap` entries even so, the `keep` newest."""
+    horizon = max(key[1] for key in cache) - ROLLUP_RECENT_S
+    recent = {key: acc for key, acc in cache.items() if key[1] + key[0] > horizon}
+    if len(recent) > cap:
+        recent = {key: recent[key] for key in sorted(recent, key=lambda k: k[1], reverse=True)[:keep]}
+    return recent
 
 
 def _shared(value: Any) -> Any:
@@ -500,6 +512,7 @@ class SpanWriter:
         self._cached_spans = 0
         self._rollups: dict[tuple[int, int, int], _Rollup] = {}
         self._tool_rollups: dict[tuple[int, int, str], _ToolRollup] = {}
+        self._rollups_trim_at = self._tool_rollups_trim_at = ROLLUP_TRIM_AT
         self._dims: dict[tuple, int] = {}
         self._resources: dict[bytes, int] = {}
         self._scopes: dict[bytes, int] = {}
@@ -1255,10 +1268,9 @@ class SpanWriter:
                 acc.dirty = False
         if rows:
             self.db.executemany(_UPSERT_ROLLUP, rows)
-        if len(self._rollups) > ROLLUP_CACHE_MAX:
-            # Keep the recent buckets (those still being written); reload older ones on demand.
-            newest = sorted(self._rollups, key=lambda k: k[1], reverse=True)[:ROLLUP_CACHE_KEEP]
-            self._rollups = {k: self._rollups[k] for k in newest}
+        if len(self._rollups) > self._rollups_trim_at:
+            self._rollups = _recent_entries(self._rollups, ROLLUP_CACHE_MAX, ROLLUP_CACHE_KEEP)
+            self._rollups_trim_at = max(ROLLUP_TRIM_AT, 2 * len(self._rollups))
 
     def _add_tool_call(self, s: SpanState, tool: str, sign: int = 1) -> None:
         """A stored tool span into tool_rollups (tool spans are not billed calls, so not in rollups).
@@ -1301,9 +1313,9 @@ class SpanWriter:
                 acc.dirty = False
         if rows:
             self.db.executemany(_UPSERT_TOOL_ROLLUP, rows)
-        if len(self._tool_rollups) > 20_000:
-            newest = sorted(self._tool_rollups, key=lambda k: k[1], reverse=True)[:5_000]
-            self._tool_rollups = {k: self._tool_rollups[k] for k in newest}
+        if len(self._tool_rollups) > self._tool_rollups_trim_at:
+            self._tool_rollups = _recent_entries(self._tool_rollups, 20_000, 5_000)
+            self._tool_rollups_trim_at = max(ROLLUP_TRIM_AT, 2 * len(self._tool_rollups))
 
     def _dims_id(self, dims: tuple) -> int:
         cached = self._dims.get(dims)

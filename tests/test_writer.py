@@ -388,3 +388,63 @@ def test_the_twin_lookup_seeks_the_response_id_and_the_layer(writer_db):
 
     plan = " ".join(row[3] for row in writer_db.execute("EXPLAIN QUERY PLAN " + twins_query(3), ("a", "b", "c", 1)))
     assert "spans_by_response (response_id=? AND call_layer=?)" in plan, plan
+
+
+def _minute_of_traffic(minute: int, late: bool = False) -> list:
+    """Calls in 12 dimension sets (feature × tenant × model) during one minute after T0, tool calls too;
+    `late`: spans of other traces in that same minute, arriving after later minutes were written."""
+    spans = []
+    for n in range(12):
+        trace = (minute + 1) * 1000 + n + (500 if late else 0)
+        start = T0 + minute * 60_000 * MS + n * 4_000 * MS
+        model = ("gpt-4o", "gpt-4o-mini")[n % 2]
+        spans.append(make_span(trace, 1, None, "POST /ask", {"app.llm.feature": f"f{n % 3}",
+                                                             "app.llm.tenant.id": f"t{n % 2}"},
+                               start_ns=start, end_ns=start + 900 * MS))
+        spans.append(make_span(trace, 2, 1, f"chat {model}", {
+            "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": 100 + minute, "gen_ai.usage.output_tokens": 10 + n},
+            start_ns=start + 10 * MS, end_ns=start + (200 + 13 * n + minute) * MS))
+        spans.append(make_span(trace, 3, 1, "execute_tool lookup", {"gen_ai.operation.name": "execute_tool",
+                                                                    "gen_ai.tool.name": f"tool{n % 4}"},
+                               start_ns=start + 300 * MS, end_ns=start + (320 + n) * MS))
+    return spans
+
+
+def _rollup_tables(db: sqlite3.Connection) -> tuple[list, list]:
+    return (db.execute("SELECT * FROM rollups ORDER BY res, bucket, dims_id").fetchall(),
+            db.execute("SELECT * FROM tool_rollups ORDER BY res, bucket, tool").fetchall())
+
+
+def test_the_rollup_caches_keep_recent_buckets_only_and_late_spans_still_add_up(tmp_path, normalizer, monkeypatch):
+    """Over an hour of traffic the writer keeps the accumulators of the last ~10 minutes only (not every
+    bucket until a count cap: the writer's memory crept for over an hour); spans arriving late into a bucket
+    dropped from the cache are added to its stored row, exactly as a writer that never drops any adds them."""
+    from store import writer as writer_module
+    from store.connection import WriterLock, open_writer
+
+    def run(path, trim: bool) -> tuple[tuple[list, list], list[int]]:
+        monkeypatch.setattr(writer_module, "ROLLUP_TRIM_AT", 50 if trim else 10**9)
+        lock = WriterLock(path)
+        lock.acquire()
+        db = open_writer(path)
+        try:
+            writer = SpanWriter(db)
+            sizes = []  # cached accumulators after each minute
+            for minute in range(60):
+                ingest(writer, normalizer, _minute_of_traffic(minute))
+                sizes.append(len(writer._rollups) + len(writer._tool_rollups))
+                if minute in (30, 59):  # late spans into minutes 3 and 25 (out of the cache by then)
+                    ingest(writer, normalizer, _minute_of_traffic(minute - 27, late=True))
+            return _rollup_tables(db), sizes
+        finally:
+            db.close()
+            lock.release()
+
+    trimmed, trimmed_sizes = run(tmp_path / "trimmed.db", trim=True)
+    kept, kept_sizes = run(tmp_path / "kept.db", trim=False)
+    assert trimmed == kept and len(kept[0]) > 500 and len(kept[1]) > 200
+    # Untrimmed, every bucket of the hour stays (minute 59 holds twice minute 30's); trimmed, the last ten
+    # minutes' worth and the trims' headroom: no more in the second half hour than in the first.
+    assert kept_sizes[59] > 1.8 * kept_sizes[30] > 800
+    assert max(trimmed_sizes[40:]) <= 1.1 * max(trimmed_sizes[15:40]) < kept_sizes[59] / 2

@@ -43,6 +43,8 @@ def cmd_reprice(settings: Settings) -> int:
 
     table = settings.prices
     assert table is not None, "Settings loads the price table for `reprice`"
+    if settings.store_url is not None:
+        return _reprice_on_clickhouse(settings)
     try:
         with rewriting_store(settings.db_path, "reprice") as db:
             writer = SpanWriter(db)
@@ -53,4 +55,31 @@ def cmd_reprice(settings: Settings) -> int:
     except CannotWrite as exc:
         return fail(str(exc))
     print(f"repriced {changed:,} of {scanned:,} stored LLM calls with price table {table.digest}")
+    return EXIT_OK
+
+
+def _reprice_on_clickhouse(settings: Settings) -> int:
+    """On a ClickHouse store: from ClickHouse's own rows (store/clickhouse/reprice.py), while the replicas keep
+    serving; they price new spans with their own table, so they are restarted with the same `--prices`."""
+    from store.backends import ClickHouseReader, describe_clickhouse_error
+    from store.clickhouse.client import ClickHouseError
+    from store.clickhouse.reprice import reprice
+    from store.connection import StoreError
+
+    table = settings.prices
+    assert table is not None and settings.store_url is not None
+    try:
+        reader = ClickHouseReader(settings.store_url)
+    except StoreError as exc:
+        return fail(str(exc))
+    try:
+        done = reprice(reader.client, table.price_call, table.digest)
+    except ClickHouseError as exc:
+        return fail(f"reprice stopped: {describe_clickhouse_error(settings.store_url, exc)}; the calls it had "
+                    f"repriced stay repriced; run it again to finish")
+    finally:
+        reader.close()
+    print(f"repriced {done.changed:,} of {done.scanned:,} stored LLM calls with price table {table.digest} "
+          f"({done.traces:,} traces). Replicas price new calls with their own table: restart them with the same "
+          f"--prices.")
     return EXIT_OK

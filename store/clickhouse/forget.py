@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient
 from store.clickhouse.outbox import OutboxRecorder
-from store.models import COL, SPAN_COLUMNS
-from store.writer import ROLLUP_COUNTERS, SpanState, SpanWriter
+from store.writer import ROLLUP_COUNTERS, SpanWriter
 
 CHUNK_TRACES = 500
 
@@ -60,14 +58,6 @@ def traces_of(client: ClickHouseClient, kind: str, value: str) -> list[bytes]:
     return [bytes(row[0]) for row in rows]
 
 
-def _state(values: Mapping[str, Any]) -> SpanState:
-    """A stored span as the writer holds it, from its ClickHouse columns (any not given: None)."""
-    row: list[Any] = [None] * len(SPAN_COLUMNS)
-    for name, value in values.items():
-        row[COL[name]] = value
-    return SpanState.from_row(row, stored=True)
-
-
 def forget(client: ClickHouseClient, kind: str, value: str,
            progress: Callable[[int, int], None] | None = None) -> ClickHouseForgotten:
     """Forget every trace of `kind` = `value` in this (migrated) ClickHouse database."""
@@ -86,7 +76,7 @@ def forget(client: ClickHouseClient, kind: str, value: str,
         span_keys = []
         for row in spans:
             values = dict(zip(columns, row))
-            contribution = SpanWriter._contribution(_state(values))
+            contribution = SpanWriter._contribution(ch_rows.span_state(values))
             if contribution is not None:
                 recorder.rollup(contribution, -1)
                 counters = dict(contribution[2])

@@ -18,8 +18,9 @@ from typing import Any
 
 from store import histogram
 from store.clickhouse.schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS, ROLLUP_HISTOGRAMS, histogram_column
-from store.models import SPAN_COLUMNS
+from store.models import COL, SPAN_COLUMNS
 from store.queries import decompress
+from store.writer import SpanState
 
 NO_TRACE = b"\0" * 16
 NO_SPAN = b"\0" * 8
@@ -50,6 +51,15 @@ def span_rows(rows: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:
 def spans_by_id(db: sqlite3.Connection, ids: Sequence[int], version: int) -> list[list[Any]]:
     """The stored spans of these row ids (those still stored) as ClickHouse rows of `version`."""
     return span_rows(_in_chunks(db, f"{_SPAN_SELECT} WHERE s.id IN ({{marks}})", ids), version)
+
+
+def span_state(values: Mapping[str, Any]) -> SpanState:
+    """A stored span as the writer holds it, from its ClickHouse columns by name (any not given: None)."""
+    row: list[Any] = [None] * len(SPAN_COLUMNS)
+    for name, value in values.items():
+        if name in COL:
+            row[COL[name]] = value
+    return SpanState.from_row(row, stored=True)
 
 
 def span_tombstones(keys: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:

@@ -1,0 +1,110 @@
+"""A changed price table applied to a ClickHouse store's history (`llmobs-tui reprice --store clickhouse://…`):
+the same arithmetic as SpanWriter.reprice on SQLite, from ClickHouse's own rows, while the replicas keep
+serving (with N replicas no working store holds all the calls, and a working store keeps a day at most).
+
+Every billable span is priced again with `price(provider, response model, request model, tokens)`. For the
+traces with a call whose price changed, a chunk at a time: the rollups move by each such span's exact
+contribution before and after (SpanWriter._contribution of the row as stored, then with its new cost), the
+spans get a new row version with the new cost, price row and tier, and the trace summaries are computed
+again from all their spans (SpanWriter._summary), as SQLite's reprice leaves them.
+
+Exactly once, as far as ClickHouse allows (as store/clickhouse/forget.py): a chunk's rollup deltas go first,
+with a deduplication token made from the price table's digest and the chunk's trace ids, its rows after.
+Stopped in between, a second run finds the same calls still at their old price, forms the same first chunk,
+and its deltas are dropped as a duplicate. A replica that later receives a span of a repriced trace reads
+the new rows first (store/clickhouse/trace_sync.py: the summary's version is newer than its copy).
+
+New spans are priced by the replicas' own table: restart them with the same `--prices`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from store.clickhouse import rows as ch_rows
+from store.clickhouse.client import ClickHouseClient
+from store.clickhouse.outbox import OutboxRecorder
+from store.writer import TRACE_SUMMARY_COLUMNS, SpanWriter, TraceState
+
+CHUNK_TRACES = 500
+_PRICED = ("trace_id", "span_id", "provider", "response_model", "request_model", "input_tokens", "output_tokens",
+           "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_nusd", "price_id", "price_tier")
+_BYTES_COLUMNS = ("raw", "duplicate_of")
+_SUMMARY_AT = [TRACE_SUMMARY_COLUMNS.index(name) for name in ch_rows.TRACE_COLUMNS]
+
+
+@dataclass(slots=True)
+class Repriced:
+    scanned: int = 0  # billable calls priced again
+    changed: int = 0  # of them, calls whose cost, price row or tier changed
+    traces: int = 0
+
+
+def reprice(client: ClickHouseClient, price: Callable[..., tuple], digest: str,
+            progress: Callable[[int, int], None] | None = None) -> Repriced:
+    """Apply `price` (PriceTable.price_call) to every billable call of this (migrated) ClickHouse database."""
+    done = Repriced()
+    changes: dict[bytes, dict[bytes, tuple]] = {}  # trace → span → (price_id, cost, tier)
+    for row in client.query(f"SELECT {', '.join(_PRICED)} FROM spans FINAL WHERE kind IN ('llm', 'embedding') "
+                            "ORDER BY trace_id, span_id"):
+        trace_id, span_id, provider, response_model, request_model, *rest = row
+        tokens, (cost, price_id, tier) = tuple(rest[:5]), rest[5:]
+        done.scanned += 1
+        priced = price(provider, response_model, request_model, tokens)
+        new_tier = priced[2] if len(priced) > 2 else None
+        if (priced[0], priced[1], new_tier) != (price_id, cost, tier):
+            changes.setdefault(bytes(trace_id), {})[bytes(span_id)] = (priced[0], priced[1], new_tier)
+            done.changed += 1
+    trace_ids = sorted(changes)
+    for start in range(0, len(trace_ids), CHUNK_TRACES):
+        chunk = trace_ids[start:start + CHUNK_TRACES]
+        _reprice_chunk(client, chunk, changes, digest)
+        done.traces += len(chunk)
+        if progress is not None:
+            progress(min(start + CHUNK_TRACES, len(trace_ids)), len(trace_ids))
+    return done
+
+
+def _reprice_chunk(client: ClickHouseClient, chunk: list[bytes], changes: dict[bytes, dict[bytes, tuple]],
+                   digest: str) -> None:
+    columns = (*ch_rows.SPAN_VALUE_COLUMNS, "resource_digest", "scope_digest")
+    rows = client.query(f"SELECT {', '.join(columns)} FROM spans FINAL WHERE trace_id IN "
+                        "{ids:Array(FixedString(16))} ORDER BY trace_id, span_id", {"ids": chunk},
+                        bytes_columns=_BYTES_COLUMNS)
+    traces: dict[bytes, TraceState] = {}
+    changed_rows: list[list[Any]] = []
+    recorder = OutboxRecorder()
+    cost_at, price_at, tier_at = columns.index("cost_nusd"), columns.index("price_id"), columns.index("price_tier")
+    for row in rows:
+        values = dict(zip(columns, row))
+        trace_id, span_id = bytes(values["trace_id"]), bytes(values["span_id"])
+        s = ch_rows.span_state(values)
+        new = changes[trace_id].get(span_id)
+        if new is not None:
+            old = SpanWriter._contribution(s)
+            if old is not None:
+                recorder.rollup(old, -1)
+            s.cost = new[1]
+            contribution = SpanWriter._contribution(s)
+            if contribution is not None:
+                recorder.rollup(contribution, +1)
+            out = list(row)
+            out[price_at], out[cost_at], out[tier_at] = new
+            changed_rows.append(out)
+        traces.setdefault(trace_id, TraceState()).add(s)
+    version = time.time_ns()
+    token = hashlib.sha256(f"reprice:{digest}:".encode() + b"".join(chunk)).hexdigest()
+    deltas = [ch_rows.rollup_row(*rollup) for rollup in recorder.changed_rollups()]
+    if deltas:
+        client.insert("rollups", deltas, ch_rows.ROLLUP_INSERT_COLUMNS, settings={"insert_deduplication_token": token})
+    if changed_rows:
+        client.insert("spans", [[*r, version, 0] for r in changed_rows], ch_rows.SPAN_INSERT_COLUMNS)
+    summaries = []
+    for trace_id, trace in traces.items():
+        summary = SpanWriter._summary(trace_id, trace, version)
+        summaries.append([*(summary[i] for i in _SUMMARY_AT), version, 0])
+    client.insert("trace_summaries", summaries, ch_rows.TRACE_INSERT_COLUMNS)
