@@ -103,22 +103,33 @@ def _check(client: ChdbClient, now_s: int) -> int:
     return len(engine.evaluate(float(now_s)))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(description: str | None, repeat: int) -> argparse.ArgumentParser:
+    """The flags of the benchmarks that fill a chdb store first (this one, bench.clickhouse_tui)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spans", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=repeat)
     parser.add_argument("--content-bytes", type=int, default=600)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def filled_store(path: str, spans: int, content_bytes: int) -> tuple[ChdbClient, int, float]:
+    """A migrated chdb store at `path` holding `spans` spans (a week ending now), their summaries and
+    rollups: (its client, the week's end in ns, seconds the fill took)."""
+    client = ChdbClient(path, "bench")
+    schema.migrate(client)
+    end_ns = time.time_ns()
+    fill0 = time.perf_counter()
+    _fill(client, "spans", spans, end_ns, content_bytes)
+    _fill_summaries(client)
+    _fill_rollups(client)
+    return client, end_ns, time.perf_counter() - fill0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__, repeat=7).parse_args(argv)
     path = tempfile.mkdtemp(prefix="llmobs-bench-chreports-")
     try:
-        client = ChdbClient(path, "bench")
-        schema.migrate(client)
-        end_ns = time.time_ns()
-        fill0 = time.perf_counter()
-        _fill(client, "spans", args.spans, end_ns, args.content_bytes)
-        _fill_summaries(client)
-        _fill_rollups(client)
-        fill_s = time.perf_counter() - fill0
+        client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes)
         counts = {table: int(client.query(f"SELECT count() FROM {table}")[0][0])
                   for table in ("spans", "trace_summaries", "rollups")}
         now_s = end_ns // NS

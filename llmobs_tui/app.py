@@ -87,11 +87,14 @@ class LlmobsApp(App):
     def __init__(self, db_path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time,
                  refresh_s: float | None = 1.0, status: Callable[[], IngestStatus] | None = None,
                  alerts: AlertSource | None = None, window_s: float = 3600,
-                 export_dir: str | os.PathLike[str] | None = None, sessions: SessionSettings | None = None) -> None:
+                 export_dir: str | os.PathLike[str] | None = None, sessions: SessionSettings | None = None,
+                 reader: Any = None) -> None:
+        """`reader`: the store's reader when it is not the SQLite file at db_path (a ClickHouseStoreReader)."""
         super().__init__()
         self.sessions_settings = sessions or SessionSettings()  # [sessions]: the context-window warning
         self.db_path = Path(db_path)
-        self.reader = StoreReader(self.db_path)
+        self.reader: StoreReader = reader if reader is not None else StoreReader(self.db_path)
+        self.store_label: str = getattr(reader, "name", None) or str(self.db_path)  # the status line's "read-only …"
         self.clock = clock
         self.refresh_s = refresh_s
         self.status_source = status
@@ -114,7 +117,7 @@ class LlmobsApp(App):
         self._ticking_for: Any = None  # the screen the tick in progress reads for
         self._paint_held = False
         self._last_counts: tuple[float, int] | None = None
-        self.status = IngestStatus(mode=f"read-only {self.db_path}")
+        self.status = IngestStatus(mode=f"read-only {self.store_label}")
         self.load_error: str | None = None
         self.ticks = 0
         # Called on the UI thread right after a screen's show(data), with the screen and the
@@ -263,6 +266,10 @@ class LlmobsApp(App):
         self.wake()
 
     def action_change_mark(self, step: int) -> None:
+        unavailable = getattr(self.reader, "changes_unavailable", None)
+        if unavailable:
+            self.notify(unavailable, title="changes")
+            return
         if not self.changes:
             self.notify("No changes in this window: no new prompt version, served model, service version, "
                         "price table or error class.", title="changes")
@@ -297,7 +304,7 @@ class LlmobsApp(App):
                 if now_s > then:
                     rate = (max_id - last_id) / (now_s - then)
             self._last_counts = (now_s, max_id)
-            self.status = IngestStatus(mode=f"read-only {fmt.clean(self.db_path)}", spans_per_s=rate,
+            self.status = IngestStatus(mode=f"read-only {fmt.clean(self.store_label)}", spans_per_s=rate,
                                        store_bytes=self.reader.file_bytes())
         self.status.error = self.load_error or self.status.error
 

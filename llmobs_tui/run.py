@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from llmobs_tui.widgets.chrome import IngestStatus
 
@@ -44,11 +44,14 @@ class BackendStatus:
 
 async def run_tui(db_path: Path, *, backend_config: BackendConfig | None, demo: bool,
                   read_only_reason: str | None = None, rules: Config | None = None,
-                  status: Callable[[], IngestStatus] | None = None, export_dir: Path | None = None) -> int:
+                  status: Callable[[], IngestStatus] | None = None, export_dir: Path | None = None,
+                  reader: Any = None, store_url: Any = None) -> int:
     """The app on `db_path` until the user quits. With `backend_config` (already checked, see
     llmobs_tui.settings), a receiver and writer run beside it in this process and are drained after
     the app exits; `demo` also starts the demo feed sending to them. Without, the app only reads
-    (`read_only_reason` says why on the status line; `status` feeds it, e.g. attach's)."""
+    (`read_only_reason` says why on the status line; `status` feeds it, e.g. attach's). `reader` and
+    `store_url`: a ClickHouse store (llmobs_tui/clickhouse_reader.py) that the screens and the alert
+    rules read instead of db_path (`llmobs-tui --store`; serve replicas write it)."""
     from llmobs_tui.alerting.live import EngineAlerts
     from llmobs_tui.app import LlmobsApp
     from llmobs_tui.config import Config
@@ -70,9 +73,9 @@ async def run_tui(db_path: Path, *, backend_config: BackendConfig | None, demo: 
             feed = DemoFeed(f"http://{backend.grpc_address}", plan)
             feed.start()
     # The store exists now (the backend created it, or another process writes it).
-    alerts = EngineAlerts(db_path, rules if rules is not None else Config())
+    alerts = EngineAlerts(db_path, rules if rules is not None else Config(), store_url=store_url)
     app = LlmobsApp(db_path, status=status, alerts=alerts, export_dir=export_dir,
-                    sessions=rules.sessions if rules is not None else None)
+                    sessions=rules.sessions if rules is not None else None, reader=reader)
     if read_only_reason and status is None:
         app.status = IngestStatus(mode=read_only_reason)
     loop = asyncio.get_running_loop()

@@ -46,7 +46,7 @@ _USES_MAIN_STORE = frozenset({"tui", "serve", "report", "check", "export", "repr
 # The commands that can run on a ClickHouse store (`--store`); the others refuse the flag at start
 # instead of quietly using the SQLite file.
 CLICKHOUSE_COMMANDS: frozenset[str] = frozenset({"report", "traces", "show", "export", "serve", "forget", "check",
-                                                 "reprice"})
+                                                 "reprice", "tui"})
 
 
 WORKING_STORE_RETENTION_S = 86400.0

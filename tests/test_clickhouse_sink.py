@@ -343,9 +343,16 @@ def _start_serve(data_home: Path, store: str) -> tuple[subprocess.Popen, str]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env,
     )
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    match = re.search(r"OTLP/gRPC on (127\.0\.0\.1:\d+)", line)
-    assert match, f"serve did not start: {line}{proc.stdout.read() if proc.poll() is not None else ''}"
+    # The writer's first word about ClickHouse (its probe at start) may come before the start line.
+    early = []
+    for _ in range(20):
+        line = proc.stdout.readline()
+        match = re.search(r"OTLP/gRPC on (127\.0\.0\.1:\d+)", line)
+        if match or not line:
+            break
+        early.append(line)
+    assert match, f"serve did not start: {''.join(early)}{line}{proc.stdout.read() if proc.poll() is not None else ''}"
+    proc.early_output = "".join(early)  # type: ignore[attr-defined]
     return proc, match.group(1)
 
 
@@ -467,7 +474,7 @@ def test_serve_says_at_start_that_its_clickhouse_cannot_be_reached(tmp_path: Pat
     with socket_closed_port() as port:
         proc, _address = _start_serve(tmp_path, f"clickhouse://{USER}@127.0.0.1:{port}/db")
         assert proc.stdout is not None
-        seen = ""
+        seen = proc.early_output  # type: ignore[attr-defined]
         deadline = time.monotonic() + 30
         try:
             while "is it running" not in seen and time.monotonic() < deadline:

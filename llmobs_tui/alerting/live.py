@@ -17,8 +17,9 @@ from llmobs_tui.config import Config
 
 
 class EngineAlerts(AlertSource):
-    def __init__(self, db_path: Any, config: Config, interval_s: float = 10.0) -> None:
-        self.engine = AlertEngine(db_path, config)
+    def __init__(self, db_path: Any, config: Config, interval_s: float = 10.0, store_url: Any = None) -> None:
+        """`store_url`: evaluate the rules on that ClickHouse store (`llmobs-tui --store`) instead."""
+        self.engine = AlertEngine(db_path, config, store_url)
         self.config = config
         self.interval_s = interval_s
         self._views: list[AlertView] = []

@@ -19,6 +19,8 @@ def cmd_tui(settings: Settings) -> int:
     from receiver.pipeline import PipelineFailed
     from store.connection import StoreError, StoreLocked, WriterLock
 
+    if settings.store_url is not None:
+        return _tui_on_clickhouse(settings)
     path = settings.db_path
     embedded = None
     read_only_reason = None
@@ -47,6 +49,27 @@ def cmd_tui(settings: Settings) -> int:
                                    export_dir=settings.export_dir))
     except PipelineFailed as exc:
         return fail(str(exc))
+    except StoreError as exc:
+        return fail(str(exc))
+    except OSError as exc:
+        return fail(str(exc))
+
+
+def _tui_on_clickhouse(settings: Settings) -> int:
+    """`llmobs-tui --store URL`: the TUI read-only on a ClickHouse store (serve replicas write it; nothing
+    is received here). A store it cannot read is one line and exit 1 before any screen is drawn."""
+    from llmobs_tui.clickhouse_reader import ClickHouseStoreReader
+    from llmobs_tui.run import run_tui
+    from store.connection import StoreError
+
+    url = settings.store_url
+    assert url is not None
+    reader = ClickHouseStoreReader(url)
+    try:
+        reader.connect()
+        return asyncio.run(run_tui(settings.db_path, backend_config=None, demo=False,
+                                   read_only_reason=f"read-only {url.display()}", rules=settings.rules,
+                                   export_dir=settings.export_dir, reader=reader, store_url=url))
     except StoreError as exc:
         return fail(str(exc))
     except OSError as exc:

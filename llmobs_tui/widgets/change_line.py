@@ -38,4 +38,9 @@ class ChangeLine(Static):
     DEFAULT_CSS = "ChangeLine { height: 1; padding: 0 1; }"
 
     def show(self, changes: Sequence[Change], selected: int | None) -> None:
+        # A store without the change log (ClickHouse: the writers' log is not shipped) must not say "no changes".
+        unavailable = getattr(getattr(self.app, "reader", None), "changes_unavailable", None)
+        if unavailable:
+            self.update(Text(unavailable, style="dim"))
+            return
         self.update(change_line_text(changes, selected, max(20, self.size.width - 2) if self.size.width else 160))

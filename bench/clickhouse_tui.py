@@ -1,0 +1,95 @@
+"""What the live TUI's reads cost on a ClickHouse store (`llmobs-tui --store`), chdb in-process.
+
+    python -m bench.clickhouse_tui                          # 1M spans over 7 days, 5 repeats
+    python -m bench.clickhouse_tui --spans 200000 --repeat 3
+
+The store is filled as bench/clickhouse_reports.py fills it (spans 8 per trace over the 7 days before now,
+trace summaries, minute and hour rollups per dimension set with an unmerged −/+ correction pair for 1 % of
+the minute rows). Each read is llmobs_tui.clickhouse_reader.ClickHouseStoreReader's method, as a screen
+calls it (asyncio, the client in a worker thread), parsed by the shared parse_* functions: the whole cost of
+a screen's data. The first call of each is not counted (marks and indexes loaded); the median and the
+range of `--repeat` runs are printed, wall and CPU ms. CPU is the process's, chdb's threads included.
+
+Everything lives in a temporary directory, deleted at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench.clickhouse_insert import DAY_NS, NS
+from bench.clickhouse_reports import arguments, filled_store
+from llmobs_tui.clickhouse_reader import ClickHouseStoreReader
+from llmobs_tui.filtering import parse
+from store.clickhouse.url import ClickHouseUrl
+
+
+def _timed(read: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, Any]:
+    asyncio.run(read())  # first touch: marks and primary index loaded
+    walls, cpus = [], []
+    for _ in range(repeat):
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        asyncio.run(read())
+        walls.append((time.perf_counter() - wall0) * 1e3)
+        cpus.append((time.process_time() - cpu0) * 1e3)
+    return {"wall_ms": round(statistics.median(walls), 1), "wall_range_ms": [round(min(walls), 1),
+                                                                               round(max(walls), 1)],
+            "cpu_ms": round(statistics.median(cpus), 1), "cpu_range_ms": [round(min(cpus), 1), round(max(cpus), 1)]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__, repeat=5).parse_args(argv)
+    path = tempfile.mkdtemp(prefix="llmobs-bench-chtui-")
+    try:
+        client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes)
+        now_s = end_ns / NS
+        reader = ClickHouseStoreReader(ClickHouseUrl("http", "in-process", 0, "bench", client.database), client)
+        reader.connect()
+        trace_id = client.query("SELECT trace_id FROM trace_summaries WHERE start_ns >= {a:Int64} ORDER BY start_ns "
+                                "LIMIT 1", {"a": end_ns - DAY_NS // 2})[0][0]
+        empty = parse("")
+        reads: dict[str, Callable[[], Awaitable[Any]]] = {
+            "overview + charts, 1h (key 1)": lambda: reader.charts(3600, now_s),
+            "overview + charts, 24h": lambda: reader.charts(86400, now_s),
+            "overview + charts, 24h, compared with the week before (v v)": lambda: reader.charts(86400, now_s,
+                                                                                                   7 * 86400.0),
+            "newest_span_id + store size (every tick)": reader.newest_span_id,
+            "breakdown by model, 24h (key 2)": lambda: reader.breakdown(86400, now_s, "model"),
+            "breakdown's two trend charts by model, 24h": lambda: _both_trends(reader, now_s),
+            "trace list by cost, 24h, 500 rows (key 3)": lambda: reader.traces(86400, now_s, empty, "cost", True),
+            "one trace: spans + log counts (Enter)": lambda: reader.trace(trace_id),
+            "drift panel, 1h (key 5)": lambda: reader.drift(3600, now_s),
+            "sessions by last turn, 24h (key 6)": lambda: reader.sessions(86400, now_s, empty, "conversation",
+                                                                          "last", True),
+        }
+        out: dict[str, Any] = {"spans": args.spans, "fill_s": round(fill_s, 1), "repeat": args.repeat,
+                               "reads": {name: _timed(read, args.repeat) for name, read in reads.items()}}
+        overview = asyncio.run(reader.overview(86400, now_s))
+        out["check"] = {"overview_24h_calls": overview["calls"],
+                        "billed_spans_24h": int(client.query(
+                            "SELECT countIf(billed = 1) FROM spans FINAL WHERE start_ns >= {a:Int64}",
+                            # The 24 h Overview reads hour buckets: its first one, straddling the window start, whole.
+                            {"a": int(now_s - 86400) // 3600 * 3600 * NS})[0][0])}
+        client.close()
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+async def _both_trends(reader: ClickHouseStoreReader, now_s: float) -> None:
+    for metric in ("cost", "latency_p95"):
+        await reader.trends(metric, "model", 86400, now_s)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,486 @@
+"""The live TUI on a ClickHouse store shows what it shows on SQLite for the same traffic (issue 17, the TUI).
+
+One store is written by the real Normalizer and SpanWriter (tests/test_clickhouse_reports.py's traffic:
+agent traces with errors of several classes, cached tokens, tools, users and conversations, twins billed
+once, a late root, looping agents) and copied into ClickHouse (chdb behind tests/chdb_http_server.py, read
+through the real network client). Then every read of the TUI is made twice, by llmobs_tui.reader's
+StoreReader on the SQLite file and by ClickHouseStoreReader on the copy, and the parsed results must be
+equal (dataclasses compare by value); then the real app is driven through its keys on both and the
+figures its widgets show must be equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmobs_tui.app import LlmobsApp
+from llmobs_tui.clickhouse_reader import ClickHouseStoreReader
+from llmobs_tui.filtering import parse
+from llmobs_tui.reader import StoreReader
+from store.charts import WEEK_S
+from store.clickhouse import schema
+from store.clickhouse.client import ChdbClient, HttpClient
+from store.clickhouse.sink import copy_store
+from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl, parse_store_url
+from store.connection import StoreError
+from tests.chdb_http_server import ChdbHttpServer, engine_path
+from tests.clickhouse_fixtures import PASSWORD, USER
+from tests.test_clickhouse_reports import LOOP_TRACE, NOW_S, TOOL_TRACE, TWIN_TRACE, _write_store
+
+pytestmark = pytest.mark.anyio
+NOW = float(NOW_S)
+WINDOWS = (300, 3600, 2 * 3600, 86400)
+
+
+@pytest.fixture(scope="module")
+def stores(server: ChdbHttpServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ClickHouseUrl]]:
+    """(the SQLite store, the URL of its copy in ClickHouse)."""
+    db_path = tmp_path_factory.mktemp("ch_tui") / "truth.db"
+    _write_store(db_path)
+    database = f"tui_{uuid.uuid4().hex[:12]}"
+    url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
+    client = HttpClient(url)
+    schema.migrate(client)
+    db = sqlite3.connect(db_path)
+    try:
+        copied = copy_store(db, client, version=1)
+    finally:
+        db.close()
+        client.close()
+    assert copied["spans"] > 1000 and copied["rollups"] > 100, copied
+    yield db_path, url
+    admin = ChdbClient(engine_path(), "default")
+    admin.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": database})
+    admin.close()
+
+
+@pytest.fixture
+async def readers(stores) -> Any:
+    sqlite_reader, clickhouse_reader = StoreReader(stores[0]), ClickHouseStoreReader(stores[1])
+    await sqlite_reader.open()
+    await clickhouse_reader.open()
+    yield sqlite_reader, clickhouse_reader
+    await sqlite_reader.close()
+    await clickhouse_reader.close()
+
+
+def _trace_ids(db_path: Path, n: int = 4) -> list[bytes]:
+    """The biggest traces, the twin, the tool chain, the looping agent, one without a root."""
+    db = sqlite3.connect(db_path)
+    try:
+        biggest = [row[0] for row in db.execute("SELECT trace_id FROM traces ORDER BY spans DESC, trace_id LIMIT ?",
+                                                (n,))]
+        with_logs = [row[0] for row in db.execute("SELECT trace_id FROM logs WHERE trace_id IS NOT NULL "
+                                                  "GROUP BY trace_id ORDER BY count(*) DESC LIMIT 2")]
+    finally:
+        db.close()
+    return [*biggest, *with_logs, *(t.to_bytes(16, "big") for t in (TWIN_TRACE, TOOL_TRACE, LOOP_TRACE, 0x0E0E))]
+
+
+# --- every read, parsed, equal --------------------------------------------------------------------------------
+
+
+def _ties_by_name(overview: Any) -> Any:
+    """The Overview with its top models and features in a defined order among equals: SQLite's ORDER BY
+    calls DESC LIMIT 8 leaves the order of equal counts to its sorter; ClickHouse's read breaks them by name."""
+    return dataclasses.replace(overview, models=sorted(overview.models, key=lambda m: (-m[2], m[0] or "")),
+                               features=sorted(overview.features, key=lambda f: (-f[1], -f[2], f[0] or "")))
+
+
+@pytest.mark.parametrize("window_s", WINDOWS)
+async def test_overview_and_charts_are_equal(readers, window_s: int) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    truth = await sqlite_reader.overview(window_s, NOW)
+    assert truth["calls"] > 0 and truth.buckets
+    assert _ties_by_name(await clickhouse_reader.overview(window_s, NOW)) == _ties_by_name(truth)
+    for shift_s in (None, float(window_s), float(WEEK_S)):
+        charts = await sqlite_reader.charts(window_s, NOW, shift_s)
+        got = await clickhouse_reader.charts(window_s, NOW, shift_s)
+        assert dataclasses.replace(got, overview=_ties_by_name(got.overview)) == dataclasses.replace(
+            charts, overview=_ties_by_name(charts.overview)), shift_s
+    # Not equal by being empty: the figures the cards show.
+    assert charts.overview.percentiles("latency")[1] is not None and charts.cost.total_usd > 0
+    assert charts.overview.features and charts.overview.models
+
+
+@pytest.mark.parametrize("by", ["model", "feature", "tenant", "prompt", "variant", "provider", "service",
+                                "operation"])
+async def test_breakdown_is_equal_for_every_grouping(readers, by: str) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    for window_s in (2 * 3600, 86400):
+        truth = await sqlite_reader.breakdown(window_s, NOW, by)
+        assert truth and sum(g["calls"] for g in truth) > 0
+        assert await clickhouse_reader.breakdown(window_s, NOW, by) == truth
+    # The compared period (`v`): a window back, where there is little or nothing.
+    assert await clickhouse_reader.breakdown(3600, NOW - 3600, by) == await sqlite_reader.breakdown(3600, NOW - 3600, by)
+
+
+@pytest.mark.parametrize("sort", ["start", "duration", "cost", "tokens", "calls", "errors", "root", "service"])
+async def test_trace_list_is_equal_for_every_sort(readers, sort: str) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    empty = parse("")
+    everything = set(await sqlite_reader.traces(86400, NOW, empty, "start", True, 10_000))
+    assert len(everything) > 200 and any(t.service is None for t in everything)
+    for descending, limit in ((True, 500), (False, 500), (True, 7)):
+        truth = await sqlite_reader.traces(86400, NOW, empty, sort, descending, limit)
+        got = await clickhouse_reader.traces(86400, NOW, empty, sort, descending, limit)
+        # The same rows in the same order of the sort's value. Among equal values (traces started in the
+        # same ns) SQLite's order is its row ids', which ClickHouse does not have.
+        assert [_sort_value(t, sort) for t in got] == [_sort_value(t, sort) for t in truth]
+        assert set(got) <= everything and len(set(got)) == len(got)
+        if limit > len(everything):
+            assert set(got) == set(truth)
+
+
+def _sort_value(t: Any, sort: str) -> tuple:
+    value = {"start": t.start_ns, "duration": t.duration_ns, "cost": t.cost_nusd,
+             "tokens": t.input_tokens + t.output_tokens, "calls": t.llm_calls,
+             "errors": t.errors_api + t.errors_validation + t.errors_guardrail + t.error_spans,
+             "root": t.root_name, "service": t.service}[sort]
+    return value, t.start_ns
+
+
+FILTERS = ["model=gpt-4o", "model!=gpt-4o", "model=~GPT-4", "model!~claude", "svc=twin-svc", "feature=~sup",
+           "feature!=support", "status=error", "status=ok", "!status=error", "duration>2s", "dur<=800ms",
+           "cost>$0.01", "tokens>=1000", "calls>2", "spans<5", "error=~rate", "err!=rate_limit", "ttft>500ms",
+           "latency>1s", "tool=lookup", "tool!=search", "kind=tool", "user=~u-", "conversation=conv-loop",
+           "root=~^POST", "provider=anthropic", "name=~'chat claude'", "!model=gpt-4o feature=~a",
+           "model=~gpt service!=agent-svc cost<$0.05", "tenant=nobody", "variant!=b", "prompt=~.", "version!=v2"]
+
+
+@pytest.mark.parametrize("text", FILTERS)
+async def test_the_trace_list_filtered_is_equal(readers, text: str) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    flt = parse(text)
+    truth = await sqlite_reader.traces(86400, NOW, flt, "cost", True, 1000)
+    got = await clickhouse_reader.traces(86400, NOW, flt, "cost", True, 1000)
+    assert [_sort_value(t, "cost") for t in got] == [_sort_value(t, "cost") for t in truth]
+    assert set(got) == set(truth)
+
+
+async def test_the_filters_select_something_and_not_everything(readers) -> None:
+    """The filter comparison is not between empty lists: most filters pick a part of the traffic."""
+    sqlite_reader, _ = readers
+    everything = len(await sqlite_reader.traces(86400, NOW, parse(""), "start", True, 10_000))
+    sizes = [len(await sqlite_reader.traces(86400, NOW, parse(text), "start", True, 10_000)) for text in FILTERS]
+    assert sum(0 < n < everything for n in sizes) >= len(FILTERS) - 6, dict(zip(FILTERS, sizes))
+
+
+async def test_a_text_search_is_refused_clearly(readers) -> None:
+    _, clickhouse_reader = readers
+    for text in ("text:refund policy", "model=gpt-4o text!=refund"):
+        with pytest.raises(StoreError, match=r"text: search .*not available on a ClickHouse store yet"):
+            await clickhouse_reader.traces(86400, NOW, parse(text), "start", True)
+
+
+@pytest.mark.parametrize("text", ["model=gpt-4o", "!status=error", "user=~u-", "tool=search"])
+async def test_sessions_filtered_are_equal(readers, text: str) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    flt = parse(text)
+    for by, sort in (("conversation", "last"), ("conversation", "cost"), ("user", "cost"), ("user", "last")):
+        truth = await sqlite_reader.sessions(86400, NOW, flt, by, sort, True)
+        assert await clickhouse_reader.sessions(86400, NOW, flt, by, sort, True) == truth, (by, sort)
+
+
+def _without_row_id(spans: list) -> list:
+    # No row ids on ClickHouse: a span's id there is its place in the trace.
+    return sorted((dataclasses.replace(s, id=0) for s in spans), key=lambda s: (s.start_ns, s.span_id))
+
+
+async def test_traces_spans_log_counts_and_details_are_equal(readers, stores) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    checked_logs = checked_messages = 0
+    for trace_id in _trace_ids(stores[0]):
+        truth = await sqlite_reader.trace(trace_id)
+        got = await clickhouse_reader.trace(trace_id)
+        assert truth.spans, trace_id.hex()
+        assert _without_row_id(got.spans) == _without_row_id(truth.spans)
+        assert got.log_counts == truth.log_counts
+        checked_logs += sum(truth.log_counts.values())
+        # Details decoded from the same blobs: attributes, resource, scope, events, logs, messages. The
+        # price row is not kept on ClickHouse (its tier is).
+        details = await sqlite_reader.span_details(trace_id, truth.spans)
+        assert await clickhouse_reader.span_details(trace_id, truth.spans) == details
+        for span in truth.spans[:6]:
+            detail = await sqlite_reader.span_detail(trace_id, span)
+            found = await clickhouse_reader.span_detail(trace_id, span)
+            assert dataclasses.replace(found, price=detail.price, cost=detail.cost) == detail
+            checked_messages += len(detail.messages) + len(detail.attributes)
+        assert _spans_of(await clickhouse_reader.export_trace(trace_id)) == _spans_of(
+            await sqlite_reader.export_trace(trace_id))
+    assert checked_logs > 0 and checked_messages > 0
+    # Nothing there: the same nothing.
+    assert (await clickhouse_reader.trace(b"\xff" * 16)).spans == []
+    assert await clickhouse_reader.export_trace(b"\xff" * 16) is None
+
+
+def _spans_of(request: Any) -> list[tuple[bytes, bytes, bytes]]:
+    """An exported trace as (resource, scope, span) per span, in span id order: SQLite exports in the order
+    spans arrived (a late root last), ClickHouse in start order."""
+    return sorted((rs.resource.SerializeToString(deterministic=True), ss.scope.SerializeToString(deterministic=True),
+                   span.SerializeToString(deterministic=True))
+                  for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans)
+
+
+async def test_opening_by_prefix_and_completion_are_equal(readers, stores) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    trace_id = _trace_ids(stores[0])[0].hex()
+    for prefix in (trace_id, trace_id[:5], trace_id[:1], "f" * 32):
+        assert await clickhouse_reader.traces_with_prefix(prefix, 1000) == await sqlite_reader.traces_with_prefix(
+            prefix, 1000)
+    truth = await sqlite_reader.known_values(NOW)
+    assert truth["model"] and truth["feature"] and truth["tool"]
+    assert await clickhouse_reader.known_values(NOW) == truth
+
+
+@pytest.mark.parametrize("window_s", [3600, 86400])
+async def test_drift_and_trends_are_equal(readers, window_s: int) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    truth = await sqlite_reader.drift(window_s, NOW)
+    got = await clickhouse_reader.drift(window_s, NOW)
+    assert truth.current.calls > 0
+    # Evaluation means are averages computed by two engines: equal to the last bits they may not be.
+    assert [(e.name, e.count) for e in got.evals] == [(e.name, e.count) for e in truth.evals]
+    for ours, theirs in zip(got.evals, truth.evals):
+        assert ours.mean == pytest.approx(theirs.mean)
+    assert dataclasses.replace(got, evals=truth.evals, eval_baseline=truth.eval_baseline) == truth
+    for metric in ("cost", "latency_p95", "calls", "error_rate"):
+        for by in ("model", "feature", "variant"):
+            expected = await sqlite_reader.trends(metric, by, window_s, NOW)
+            assert await clickhouse_reader.trends(metric, by, window_s, NOW) == expected, (metric, by)
+
+
+@pytest.mark.parametrize("sort", ["last", "first", "turns", "tokens", "cost", "errors", "p95", "user"])
+async def test_sessions_and_users_are_equal(readers, sort: str) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    empty = parse("")
+    for descending in (True, False):
+        truth = await sqlite_reader.sessions(86400, NOW, empty, "conversation", sort, descending)
+        assert len(truth) >= 2
+        assert await clickhouse_reader.sessions(86400, NOW, empty, "conversation", sort, descending) == truth
+    user_sort = {"p95": "conversations"}.get(sort, sort)
+    users = await sqlite_reader.sessions(86400, NOW, empty, "user", user_sort, True)
+    assert users and await clickhouse_reader.sessions(86400, NOW, empty, "user", user_sort, True) == users
+    user = users[0].user_id
+    mine = await sqlite_reader.sessions(86400, NOW, empty, "conversation", sort, True, user=user)
+    assert mine and await clickhouse_reader.sessions(86400, NOW, empty, "conversation", sort, True, user=user) == mine
+
+
+async def test_a_conversation_is_equal(readers) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    for row in (await sqlite_reader.sessions(86400, NOW, parse(""), "conversation", "turns", True))[:3]:
+        truth = await sqlite_reader.conversation(row.conversation_id)
+        got = await clickhouse_reader.conversation(row.conversation_id)
+        assert got.turns == truth.turns and len(truth.turns) == row.turns
+        # Calls: no row ids, and no price rows (the context view's prices) on ClickHouse.
+        assert [(c.trace_id, dataclasses.replace(c.span, id=0)) for c in got.calls] == [
+            (c.trace_id, dataclasses.replace(c.span, id=0)) for c in truth.calls]
+
+
+async def test_the_live_figures_and_what_is_not_on_clickhouse(readers, stores, server) -> None:
+    _, clickhouse_reader = readers
+    newest = await clickhouse_reader.newest_span_id()
+    assert newest > 0 and await clickhouse_reader.newest_span_id() == newest  # nothing written in between
+    size = clickhouse_reader.file_bytes()
+    assert size is not None and size > 0
+    for read in (clickhouse_reader.metrics(3600, NOW), clickhouse_reader.tool_calls(3600, NOW),
+                 clickhouse_reader.text_matches([], "refund")):
+        with pytest.raises(StoreError, match="not available on a ClickHouse store yet"):
+            await read
+    assert await clickhouse_reader.serving_saturation(NOW) is None
+    # An empty store is empty.
+    database = f"tui_empty_{uuid.uuid4().hex[:8]}"
+    url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
+    client = HttpClient(url)
+    schema.migrate(client)
+    client.close()
+    empty = ClickHouseStoreReader(url)
+    try:
+        await empty.open()
+        assert await empty.newest_span_id() == 0
+        assert (await empty.overview(3600, NOW))["calls"] == 0
+    finally:
+        await empty.close()
+        admin = ChdbClient(engine_path(), "default")
+        admin.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": database})
+        admin.close()
+
+
+# --- the app, driven through its keys, on both stores ----------------------------------------------------------
+
+
+def _texts(screen: Any) -> list[str]:
+    """What the screen shows a person, widget by widget: every Static and every table row, less the status
+    line (it names the store) and toasts."""
+    from rich.console import Console
+    from textual.widgets import DataTable, Static
+
+    from llmobs_tui.widgets.change_line import ChangeLine
+    from llmobs_tui.widgets.chrome import StatusLine
+
+    out = []
+    for widget in screen.query("*"):
+        if isinstance(widget, StatusLine | ChangeLine):  # the store's name; change markers (not on ClickHouse)
+            continue
+        if isinstance(widget, DataTable):
+            out.extend(" | ".join(str(cell) for cell in widget.get_row_at(i)) for i in range(widget.row_count))
+        elif isinstance(widget, Static):
+            console = Console(width=200, record=True, file=io.StringIO(), color_system=None)
+            console.print(widget.content)
+            out.append(widget.id or type(widget).__name__)
+            out.append(console.export_text())
+    return out
+
+
+async def _walk(app: LlmobsApp) -> dict[str, list[str]]:
+    """Keys 1..5, and Enter on the trace list's first trace: what each screen showed."""
+    shown: dict[str, list[str]] = {}
+    async with app.run_test(size=(160, 50)) as pilot:
+
+        async def settle() -> None:
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await app.tick()
+            await pilot.pause()
+
+        await settle()
+        for key, name in (("1", "overview"), ("2", "breakdown"), ("3", "traces"), ("enter", "trace"),
+                          ("5", "alerts")):
+            await pilot.press(key)
+            await settle()
+            assert name == app.screen.NAME, (key, app.screen.NAME)
+            assert app.load_error is None, app.load_error
+            shown[name] = _texts(app.screen)
+        shown["status"] = [str(app.status)]
+    return shown
+
+
+def _app(db_path: Path, reader: Any = None) -> LlmobsApp:
+    return LlmobsApp(db_path, clock=lambda: NOW, refresh_s=None, window_s=86400, reader=reader)
+
+
+async def test_the_app_shows_the_same_figures_on_both_stores(stores) -> None:
+    db_path, url = stores
+    truth = await _walk(_app(db_path))
+    app = _app(db_path, ClickHouseStoreReader(url))
+    got = await _walk(app)
+    assert isinstance(app.reader, ClickHouseStoreReader)  # the screens read ClickHouse, not the file beside it
+    for name in ("overview", "breakdown", "trace", "alerts"):
+        assert got[name] == truth[name], name
+    # The list: two traces started in the same ns (the twin's and the late root's) are in SQLite's row id
+    # order there, which ClickHouse does not have. Everything else in place.
+    assert sorted(got["traces"]) == sorted(truth["traces"]) and got["traces"][:30] == truth["traces"][:30]
+    # Not two empty screens agreeing, and the status line names the store, without its password.
+    assert any("gpt-4o" in text for text in truth["breakdown"])
+    assert len(truth["traces"]) > 50
+    assert f"read-only clickhouse://{USER}@127.0.0.1" in got["status"][0] and PASSWORD not in got["status"][0]
+
+
+async def test_a_screen_whose_data_is_not_on_clickhouse_says_so(stores) -> None:
+    app = _app(stores[0], ClickHouseStoreReader(stores[1]))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.press("8")  # Metrics: OTLP metric points are not shipped to ClickHouse
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await app.tick()
+        await pilot.pause()
+        assert app.load_error is not None and "OTLP metrics: not available on a ClickHouse store yet" in app.load_error
+        from llmobs_tui.widgets.chrome import StatusLine
+
+        line = _texts_of(app.screen.query_one(StatusLine))
+        assert "not available on a ClickHouse store yet" in line and "Traceback" not in line
+        await pilot.press("1")  # and the others still read
+        await pilot.pause()
+        await app.workers.wait_for_complete()
+        await app.tick()
+        assert app.load_error is None
+
+
+def _texts_of(widget: Any) -> str:
+    from rich.console import Console
+
+    console = Console(width=300, record=True, file=io.StringIO(), color_system=None)
+    console.print(widget.content)
+    return console.export_text()
+
+
+def test_an_unreachable_clickhouse_is_one_line_and_exit_1(capsys, monkeypatch) -> None:
+    from llmobs_tui.cli import main
+
+    monkeypatch.setenv(PASSWORD_ENV, "x")
+    code = main(["--store", "clickhouse://default@127.0.0.1:1/llmobs"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert err.startswith("llmobs-tui: cannot reach ClickHouse at clickhouse://default@127.0.0.1:1/llmobs")
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+async def test_the_alert_rules_in_the_app_fire_the_same_on_both_stores(stores, tmp_path) -> None:
+    """The app's alert source (the rule engine) evaluates on ClickHouse when the TUI reads ClickHouse
+    (store/clickhouse/alerts.py's reads): the Alerts screen lists the same alerts and the same SLO table."""
+    from llmobs_tui.alerting.live import EngineAlerts
+    from llmobs_tui.config import load_config
+    from tests.test_clickhouse_reports import STRICT
+
+    db_path, url = stores
+    config_file = tmp_path / "llmobs.toml"
+    config_file.write_text(STRICT, encoding="utf-8")
+    config = load_config(config_file)
+    shown = []
+    for store_url, reader in ((None, None), (url, ClickHouseStoreReader(url))):
+        alerts = EngineAlerts(db_path, config, interval_s=3600, store_url=store_url)  # once: the clock stands still
+        app = LlmobsApp(db_path, clock=lambda: NOW, refresh_s=None, window_s=86400, reader=reader, alerts=alerts)
+        try:
+            shown.append(await _walk(app))
+            assert alerts.error is None, alerts.error
+            assert alerts.engine.store_url == store_url  # the rules read the store the screens read
+            firing = [view.title for view in alerts.snapshot(NOW) if view.firing]
+        finally:
+            alerts.close()
+        assert len(firing) >= 2, firing  # not two quiet rule sets agreeing
+    truth, got = shown
+    assert got["alerts"] == truth["alerts"]
+    assert got["overview"] == truth["overview"]  # the banner of firing alerts, on every screen
+
+
+def test_llmobs_tui_store_opens_the_app_on_clickhouse(stores, capsys, monkeypatch, tmp_path) -> None:
+    """`llmobs-tui --store URL` (the default command): the app reads the ClickHouse store through
+    ClickHouseStoreReader, its alert rules evaluate there, and no receiver starts. (The app's run is
+    replaced: no terminal here; what it would show is tested above.)"""
+    from llmobs_tui.cli import main
+
+    seen: dict[str, Any] = {}
+
+    async def run_async(app: LlmobsApp) -> None:
+        seen["reader"], seen["alerts"], seen["status"] = app.reader, app.alerts, app.status
+
+    monkeypatch.setattr(LlmobsApp, "run_async", run_async)
+    monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+    monkeypatch.chdir(tmp_path)  # no llmobs.toml from the working directory
+    code = main(["--store", stores[1].display(), "--grpc-port", "1", "--http-port", "1"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    reader = seen["reader"]
+    assert isinstance(reader, ClickHouseStoreReader) and reader.url.database == stores[1].database
+    assert seen["alerts"].engine.store_url == reader.url
+    assert seen["status"].mode == f"read-only {stores[1].display()}" and not seen["status"].address
+
+
+def test_a_wrong_password_is_one_line_and_exit_1(stores, capsys, monkeypatch) -> None:
+    from llmobs_tui.cli import main
+
+    monkeypatch.setenv(PASSWORD_ENV, "not-it")
+    code = main(["--store", stores[1].display()])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert f"refused user {USER}: wrong user or password" in err and err.count("\n") == 1, err
