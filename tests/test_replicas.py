@@ -14,6 +14,7 @@ read time (a user's distinct conversations, a conversation's p95).
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import time
@@ -274,6 +275,32 @@ def test_the_router_keeps_a_trace_whole_and_splits_requests() -> None:
                         assert owner[record.trace_id] == replica
 
 
+async def _tui_figures(path: Path, url: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What the TUI's readers give on the SQLite store and on the ClickHouse URL: the Overview, the Breakdown
+    by model, feature and tenant, the sessions and the trace list (as a set: ties may come in either order)."""
+    from llmobs_tui.clickhouse_reader import ClickHouseStoreReader
+    from llmobs_tui.filtering import parse
+    from llmobs_tui.reader import StoreReader
+
+    now_s = time.time()
+    out = []
+    for reader in (StoreReader(path), ClickHouseStoreReader(url)):
+        await reader.open()
+        try:
+            overview = await reader.overview(3600, now_s)
+            out.append({
+                "overview": {"calls": overview["calls"], "cost": overview["cost_nusd"],
+                             "errors": [overview[k] for k in ("errors_api", "errors_validation", "errors_guardrail")],
+                             "latency": overview.percentiles("latency")},
+                "breakdown": [await reader.breakdown(3600, now_s, by) for by in ("model", "feature", "tenant")],
+                "sessions": await reader.sessions(3600, now_s, parse(""), "conversation", "last", True),
+                "traces": set(await reader.traces(3600, now_s, parse(""), "cost", True, 1000)),
+            })
+        finally:
+            await reader.close()
+    return out[0], out[1]
+
+
 def test_two_replicas_writing_one_clickhouse_store_hold_what_one_serve_stores(tmp_path: Path) -> None:
     """Issue 17's done-when: `serve --store clickhouse://…` in two replicas behind the router, and the
     ClickHouse store they share, read as the readers read it (FINAL, rollups folded, conversations and
@@ -311,6 +338,11 @@ def test_two_replicas_writing_one_clickhouse_store_hold_what_one_serve_stores(tm
         finally:
             db.close()
             reader.close()
+        # And the TUI on that URL shows what it shows on the single store (tests/test_clickhouse_tui.py checks
+        # every read on a copy; this is the replicas' own writing).
+        single, shared = asyncio.run(_tui_figures(tmp_path / "single.db", url))
+        assert single == shared and single["overview"]["calls"] > 50 and len(single["traces"]) == 80
+        assert all(single["breakdown"]) and single["sessions"]
     finally:
         clickhouse.kill()
         clickhouse.wait()
