@@ -356,16 +356,20 @@ def _content_policy(flag: str | None, no_content: bool, table: ContentPolicy | N
 
 
 def _store_url(command: str, given: Mapping[str, Any], env: Mapping[str, str]) -> ClickHouseUrl | None:
-    from store.clickhouse.url import StoreUrlError, parse_store_url
+    from store.clickhouse.url import CA_CERT_ENV, StoreUrlError, parse_store_url
 
     text = given.get("store")
     if not text:
+        if given.get("store_ca_cert"):
+            raise SettingsError("--store-ca-cert is for a ClickHouse store: give --store clickhouse+https://…")
         return None
     if given.get("db"):
         raise SettingsError("--db and --store name two stores: give one")
     if command not in CLICKHOUSE_COMMANDS:
         raise SettingsError(f"--store: `{command}` does not run on a ClickHouse store yet; "
                             f"it does for: {', '.join(sorted(CLICKHOUSE_COMMANDS)) or 'no command'}")
+    if given.get("store_ca_cert"):
+        env = {**env, CA_CERT_ENV: str(given["store_ca_cert"])}
     try:
         return parse_store_url(text, env)
     except StoreUrlError as exc:

@@ -110,7 +110,7 @@ def clickhouse_shipper(db: sqlite3.Connection, writer: SpanWriter, options: dict
     def connect() -> HttpClient:
         # Short timeouts: the writer waits on each insert, and an unreachable server must turn into
         # refused (retryable) requests quickly, not hold every export for minutes.
-        client = HttpClient(url, ca_cert=options.get("ca_cert"), connect_timeout=3.0, send_receive_timeout=60.0)
+        client = HttpClient(url, connect_timeout=3.0, send_receive_timeout=60.0)
         try:
             migrate(client)
             ensure_retention(client, options.get("retention_days", DEFAULT_RETENTION_DAYS))

@@ -24,7 +24,7 @@ import pytest
 
 from store.clickhouse import schema
 from store.clickhouse.client import ChdbClient, ClickHouseError, HttpClient
-from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl, StoreUrlError, parse_store_url
+from store.clickhouse.url import CA_CERT_ENV, PASSWORD_ENV, ClickHouseUrl, StoreUrlError, parse_store_url
 from store.models import SPAN_COLUMNS
 from store.queries import decompress
 from tests.chdb_http_server import ChdbHttpServer, engine_path
@@ -286,8 +286,38 @@ def test_clickhouse_https_speaks_tls_and_checks_the_certificate(tmp_path: Path, 
         plain = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
         with pytest.raises(ClickHouseError):  # plain HTTP to a TLS port gets no answer it can read
             HttpClient(plain, connect_timeout=3, send_receive_timeout=3)
+        # The CA travels with the URL ($LLMOBS_CLICKHOUSE_CA_CERT or --store-ca-cert): every client made from it
+        # (the commands, serve's writer, the TUI) trusts it.
+        trusted = parse_store_url(url.display(), {PASSWORD_ENV: PASSWORD, CA_CERT_ENV: str(cert)})
+        assert trusted.ca_cert == str(cert) and CA_CERT_ENV not in trusted.display()
+        client = HttpClient(trusted)
+        client.use_database()
+        assert client.query("SELECT count() FROM schema_migrations") == [(len(schema.MIGRATIONS),)]
+        client.close()
+        from llmobs_tui.cli import main
+
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv(PASSWORD_ENV, PASSWORD)
+            env.delenv(CA_CERT_ENV, raising=False)
+            assert main(["report", "--store", url.display(), "--store-ca-cert", str(cert), "--format", "json"]) == 0
+            assert main(["report", "--store", url.display(), "--format", "json"]) == 1  # the system's CAs: refused
     finally:
         server.stop()
+
+
+def test_a_ca_certificate_is_checked_when_the_url_is_read(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    https = "clickhouse+https://u@ch.internal:8443/db"
+    for env, fault in (({CA_CERT_ENV: str(tmp_path / "missing.pem")}, "cannot read the CA certificate"),
+                       ({CA_CERT_ENV: str(key)}, "holds no PEM certificate"),
+                       ({CA_CERT_ENV: str(cert)}, None)):
+        if fault is None:
+            assert parse_store_url(https, env).ca_cert == str(cert)
+        else:
+            with pytest.raises(StoreUrlError, match=fault):
+                parse_store_url(https, env)
+    with pytest.raises(StoreUrlError, match="is for TLS"):
+        parse_store_url("clickhouse://u@ch.internal:8123/db", {CA_CERT_ENV: str(cert)})
 
 
 @contextlib.contextmanager

@@ -50,6 +50,9 @@ def _add_db(parser: argparse.ArgumentParser, shared: bool = False, env: bool = T
                             help="a ClickHouse store instead of SQLite: clickhouse://USER@HOST:8123/DB or "
                                  "clickhouse+https://USER@HOST:8443/DB (password from "
                                  "$LLMOBS_CLICKHOUSE_PASSWORD)")
+        parser.add_argument("--store-ca-cert", metavar="FILE", default=argparse.SUPPRESS if shared else None,
+                            help="with clickhouse+https://: a PEM bundle of the CA to trust instead of the system's "
+                                 "(default: $LLMOBS_CLICKHOUSE_CA_CERT)")
 
 
 def _add_export_dir(parser: argparse.ArgumentParser, shared: bool = False) -> None:

@@ -158,7 +158,9 @@ class HttpClient:
 
     def __init__(self, url: ClickHouseUrl, *, ca_cert: str | None = None, connect_timeout: float = 10.0,
                  send_receive_timeout: float = 300.0):
-        """`ca_cert`: a PEM bundle to trust for clickhouse+https:// (a private CA); default: the system's."""
+        """`ca_cert`: a PEM bundle to trust for clickhouse+https:// (a private CA); default: the URL's
+        (LLMOBS_CLICKHOUSE_CA_CERT, --store-ca-cert), else the system's."""
+        ca_cert = ca_cert or url.ca_cert
         try:
             import clickhouse_connect
         except ImportError:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 PASSWORD_ENV = "LLMOBS_CLICKHOUSE_PASSWORD"
+# A PEM bundle to trust for clickhouse+https:// (a private CA), instead of the system's; `--store-ca-cert`.
+CA_CERT_ENV = "LLMOBS_CLICKHOUSE_CA_CERT"
 
 # clickhouse:// speaks plain HTTP (ClickHouse's 8123); clickhouse+https:// speaks TLS (8443).
 _SCHEMES = {"clickhouse": ("http", 8123), "clickhouse+https": ("https", 8443)}
@@ -38,6 +40,7 @@ class ClickHouseUrl:
     user: str
     database: str
     password: str = ""
+    ca_cert: str | None = None  # trusted for TLS instead of the system's CAs (CA_CERT_ENV, --store-ca-cert)
 
     @property
     def secure(self) -> bool:
@@ -101,4 +104,16 @@ def parse_store_url(url: str, environ: Mapping[str, str] | None = None) -> Click
             f"invalid database name {database!r} in the store URL: a letter or _, then letters, digits or _ "
             f"(at most 63)"
         )
-    return ClickHouseUrl(interface, host, port, user, database, env.get(PASSWORD_ENV, ""))
+    ca_cert = env.get(CA_CERT_ENV) or None
+    if ca_cert is not None:
+        if interface != "https":
+            raise StoreUrlError(f"a CA certificate ({CA_CERT_ENV} or --store-ca-cert) is for TLS: use "
+                                f"clickhouse+https://USER@HOST:8443/DB")
+        try:
+            with open(ca_cert, "rb") as bundle:
+                head = bundle.read(4096)
+        except OSError as exc:
+            raise StoreUrlError(f"cannot read the CA certificate {ca_cert}: {exc.strerror or exc}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in head:
+            raise StoreUrlError(f"the CA certificate {ca_cert} holds no PEM certificate (no BEGIN CERTIFICATE line)")
+    return ClickHouseUrl(interface, host, port, user, database, env.get(PASSWORD_ENV, ""), ca_cert)
