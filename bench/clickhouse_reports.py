@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.clickhouse_insert import DAY_NS, NS, _fill
-from store.clickhouse import reports, schema
+from store.clickhouse import dashboards, reports, schema
 from store.clickhouse.client import ChdbClient
 
 _DIMS = ("service", "provider", "model", "operation", "feature", "tenant", "prompt_id", "prompt_version", "variant")
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             "report --window 1h --by model": lambda: reports.report(client, 3600, ["model"], now_s),
             "report --window 24h --by tool": lambda: reports.tool_report(client, 86400, ["tool"], now_s),
             "report --window 24h --by user": lambda: reports.user_report(client, 86400, now_s),
-            "traces --window 24h --sort cost --limit 50": lambda: reports.trace_list(client, 86400, now_s, "cost",
-                                                                                      True, 50),
+            "traces --window 24h --sort cost --limit 50": lambda: dashboards.trace_list(client, 86400, now_s, (), False,
+                                                                                         "cost", True, 50),
         }
         # A trace from the middle of the last day: `show` reads its spans. (`export` reads their content too,
         # which is random text here, not protobuf.)

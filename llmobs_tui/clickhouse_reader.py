@@ -269,30 +269,12 @@ class ClickHouseStoreReader:
 
 
 def filter_terms(flt: Filter) -> tuple[list[tuple[str, str, Any]], bool]:
-    """The filter as store.clickhouse.dashboards.filter_condition takes it: its (field, op, value) terms, read
-    from its text as llmobs_tui.filtering.parse reads it (which has checked it), and whether a leading `!`
-    inverts it. A `text:` search reads SQLite's content index, which ClickHouse does not have: refused."""
-    import shlex
-
-    from llmobs_tui.filtering import _SEARCH_TERM, _TERM, ALIASES, FIELDS, _value
-
-    source = flt.text.strip()
-    invert = source.startswith("!")
-    source = source[1:].strip() if invert else source
-    if not source:
-        return [], False
-    terms: list[tuple[str, str, Any]] = []
-    for term in shlex.split(source):
-        if _SEARCH_TERM.match(term):
-            raise NotOnClickHouse("text: search (the content index is SQLite's)")
-        match = _TERM.match(term)
-        spec = FIELDS.get(ALIASES.get(match.group("field"), match.group("field"))) if match else None
-        if match is None or spec is None:
-            raise StoreError(f"{term!r}: not a filter term")  # parse() refuses it first, with its reason
-        name = ALIASES.get(match.group("field"), match.group("field"))
-        raw = match.group("value")
-        terms.append((name, match.group("op"), raw if spec.kind == "status" else _value(spec, raw, name)))
-    return terms, invert
+    """The filter as store.clickhouse.dashboards.filter_condition takes it: its (field, op, value) terms and
+    whether a leading `!` inverts them (llmobs_tui.filtering.parse has checked and converted them). A `text:`
+    search reads SQLite's content index, which ClickHouse does not have: refused."""
+    if flt.searches_text:
+        raise NotOnClickHouse("text: search (the content index is SQLite's)")
+    return flt.terms, flt.inverted
 
 
 def _users_of(conversations: list[conv.ConversationRow]) -> list[conv.UserRow]:

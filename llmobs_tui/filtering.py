@@ -17,6 +17,7 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from store.content_index import phrase_query, searchable
 from store.filters import SPAN_FIELDS, TRACE_FAILING, TRACE_FIELDS, any_span_clause, content_match_clause
@@ -69,6 +70,11 @@ class Filter:
     # The FTS5 query of the positive `text:` terms (None without one, or when the filter is inverted):
     # what the trace list asks snippets for (store.content_index.text_matches_query).
     text_search: str | None = None
+    # The field terms as (field, op, value), value as compared (status: "error"/"ok"), and whether a
+    # leading `!` inverts them: what a store without this SQL (ClickHouse) builds its own condition from.
+    terms: list[tuple[str, str, Any]] = field(default_factory=list)
+    inverted: bool = False
+    searches_text: bool = False  # a `text:` term, positive or negated (SQLite's content index)
 
     @property
     def empty(self) -> bool:
@@ -111,6 +117,7 @@ def parse(text: str) -> Filter:
         raise FilterError(f"unbalanced quotes: {exc}") from exc
     clauses: list[str] = []
     params: list = []
+    field_terms: list[tuple[str, str, Any]] = []
     uses_regexp = False
     searches = _search_terms(terms)
     positive_searches: list[str] = []
@@ -135,6 +142,7 @@ def parse(text: str) -> Filter:
             if op not in ("=", "!=") or raw not in ("error", "ok"):
                 raise FilterError("status takes = or != with error or ok")
             clauses.append(TRACE_FAILING if (raw == "error") == (op == "=") else f"NOT {TRACE_FAILING}")
+            field_terms.append((name, op, raw))
             continue
         if op in ("=~", "!~"):
             if spec.kind != "text":
@@ -147,6 +155,7 @@ def parse(text: str) -> Filter:
         elif op in (">", ">=", "<", "<=") and spec.kind == "text":
             raise FilterError(f"{name}: {op} applies to numbers and durations")
         value = _value(spec, raw, name)
+        field_terms.append((name, op, value))
         sql_op = {"=~": "REGEXP", "!~": "NOT REGEXP"}.get(op, op)
         if spec.trace_sql is not None:
             expression = spec.trace_sql
@@ -171,7 +180,8 @@ def parse(text: str) -> Filter:
         where = f"NOT ({where})"
     # Snippets come from the rows that match any of the searched texts (each may match another span).
     text_search = " OR ".join(positive_searches) if positive_searches and not invert else None
-    return Filter(text=text, where=where, params=params, uses_regexp=uses_regexp, text_search=text_search)
+    return Filter(text=text, where=where, params=params, uses_regexp=uses_regexp, text_search=text_search,
+                  terms=field_terms, inverted=invert, searches_text=bool(searches))
 
 
 def _search_terms(terms: list[str]) -> dict[str, tuple[str, bool]]:

@@ -129,10 +129,12 @@ class ClickHouseReader:
 
         return self._run(reports.export_trace, trace_id)
 
-    def trace_list(self, window_s: float, now_s: float, sort: str, descending: bool, limit: int) -> list[TraceRow]:
-        from store.clickhouse import reports
+    def trace_list(self, window_s: float, now_s: float, sort: str, descending: bool, limit: int,
+                   terms: Sequence[tuple[str, str, Any]] = (), invert: bool = False) -> list[TraceRow]:
+        """`terms`, `invert`: a `--filter` as llmobs_tui.filtering.parse reads it (Filter.terms, .inverted)."""
+        from store.clickhouse import dashboards
 
-        return self._run(reports.trace_list, window_s, now_s, sort, descending, limit)
+        return self._run(dashboards.trace_list, window_s, now_s, terms, invert, sort, descending, limit)
 
     def trace_ids_with_prefix(self, prefix: str, limit: int) -> list[bytes]:
         from store.clickhouse import reports

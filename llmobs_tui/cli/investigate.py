@@ -76,13 +76,14 @@ def cmd_traces(settings: Settings) -> int:
     lag: tuple[int, int] | None = None
     off_reason = ""
     if settings.store_url is not None:
-        if not flt.empty:
-            return fail("--filter does not run on a ClickHouse store yet: list without it, or use --db", EXIT_USAGE)
+        if flt.searches_text:
+            return fail("--filter: a text: search does not run on a ClickHouse store yet (the content index is "
+                        "SQLite's): filter by fields, or use --db", EXIT_USAGE)
         try:
             reader = _clickhouse(settings)
             try:
                 rows = reader.trace_list(settings.window_s, now_s, settings.sort, not settings.ascending,
-                                         settings.limit)
+                                         settings.limit, flt.terms, flt.inverted)
             finally:
                 reader.close()
         except StoreError as exc:

@@ -230,8 +230,8 @@ def filter_condition(terms: Sequence[tuple[str, str, Any]], invert: bool, params
 
 def trace_list(client: ClickHouseClient, window_s: float, now_s: float, terms: Sequence[tuple[str, str, Any]],
                invert: bool, sort: str = "start", descending: bool = True, limit: int = 500) -> list[TraceRow]:
-    """store.dashboards.traces_query on ClickHouse with a `/` filter (filter_condition); without one,
-    store.clickhouse.reports.trace_list."""
+    """store.dashboards.traces_query on ClickHouse, with a `/` or `--filter` filter (filter_condition; no
+    terms: every trace started in the window)."""
     order = TRACE_SORTS[sort]  # fixed expressions over t.<column>, never user text
     # SQLite puts NULLs first in ascending order and last in descending; ClickHouse last in both unless told.
     direction = "DESC NULLS LAST" if descending else "ASC NULLS FIRST"

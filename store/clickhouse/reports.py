@@ -19,10 +19,7 @@ from store.clickhouse.schema import ROLLUP_COUNTERS as CH_ROLLUP_COUNTERS
 from store.clickhouse.schema import ROLLUP_DIMENSIONS, histogram_column
 from store.dashboards import (
     SPAN_COLUMNS_FOR_TRACE,
-    TRACE_LIST_COLUMNS,
-    TRACE_SORTS,
     SpanRow,
-    TraceRow,
     trace_prefix_query,
 )
 from store.queries import (
@@ -210,20 +207,6 @@ def user_report(client: ClickHouseClient, window_s: float, now_s: float | None =
 
 
 # --- traces --------------------------------------------------------------------------------------------------
-
-
-def trace_list(client: ClickHouseClient, window_s: float, now_s: float, sort: str = "start",
-               descending: bool = True, limit: int = 500) -> list[TraceRow]:
-    """store.dashboards.traces_query (without a filter) on ClickHouse: the traces started in the window."""
-    order = TRACE_SORTS[sort]  # fixed expressions over t.<column>, never user text
-    # SQLite puts NULLs first in ascending order and last in descending; ClickHouse last in both unless told.
-    direction = "DESC NULLS LAST" if descending else "ASC NULLS FIRST"
-    rows = client.query(
-        f"SELECT {', '.join('t.' + c for c in TRACE_LIST_COLUMNS)} FROM trace_summaries AS t FINAL "
-        f"WHERE t.start_ns >= {{start:Int64}} ORDER BY {order} {direction}, t.start_ns DESC LIMIT {{limit:UInt32}}",
-        {"start": int((now_s - window_s) * NS), "limit": limit},
-    )
-    return [TraceRow(*row) for row in rows]
 
 
 def trace_ids_with_prefix(client: ClickHouseClient, prefix: str, limit: int) -> list[bytes]:
