@@ -147,10 +147,12 @@ class ForgetResult:
     cost_nusd: int = 0
 
 
-def _recent_entries(cache: dict[tuple, Any], cap: int, keep: int) -> dict[tuple, Any]:
+def _recent_entries(cache: dict[tuple, Any], cap: int, keep: int, now_s: int) -> dict[tuple, Any]:
     """A rollup cache ({(res, bucket, ...): accumulator}, all flushed) without the buckets that ended
-    ROLLUP_RECENT_S before the newest one began; past `cap` entries even so, the `keep` newest."""
-    horizon = max(key[1] for key in cache) - ROLLUP_RECENT_S
+    ROLLUP_RECENT_S before the newest one began; past `cap` entries even so, the `keep` newest. The newest
+    bucket counts no later than `now_s`: one span from a clock ahead of ours must not push every bucket
+    out; a replay of old traffic is measured against its own newest bucket."""
+    horizon = min(max(key[1] for key in cache), now_s) - ROLLUP_RECENT_S
     recent = {key: acc for key, acc in cache.items() if key[1] + key[0] > horizon}
     if len(recent) > cap:
         recent = {key: recent[key] for key in sorted(recent, key=lambda k: k[1], reverse=True)[:keep]}
@@ -1269,7 +1271,7 @@ class SpanWriter:
         if rows:
             self.db.executemany(_UPSERT_ROLLUP, rows)
         if len(self._rollups) > self._rollups_trim_at:
-            self._rollups = _recent_entries(self._rollups, ROLLUP_CACHE_MAX, ROLLUP_CACHE_KEEP)
+            self._rollups = _recent_entries(self._rollups, ROLLUP_CACHE_MAX, ROLLUP_CACHE_KEEP, self.clock() // NS)
             self._rollups_trim_at = max(ROLLUP_TRIM_AT, 2 * len(self._rollups))
 
     def _add_tool_call(self, s: SpanState, tool: str, sign: int = 1) -> None:
@@ -1314,7 +1316,7 @@ class SpanWriter:
         if rows:
             self.db.executemany(_UPSERT_TOOL_ROLLUP, rows)
         if len(self._tool_rollups) > self._tool_rollups_trim_at:
-            self._tool_rollups = _recent_entries(self._tool_rollups, 20_000, 5_000)
+            self._tool_rollups = _recent_entries(self._tool_rollups, 20_000, 5_000, self.clock() // NS)
             self._tool_rollups_trim_at = max(ROLLUP_TRIM_AT, 2 * len(self._tool_rollups))
 
     def _dims_id(self, dims: tuple) -> int:

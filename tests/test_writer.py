@@ -448,3 +448,17 @@ def test_the_rollup_caches_keep_recent_buckets_only_and_late_spans_still_add_up(
     # minutes' worth and the trims' headroom: no more in the second half hour than in the first.
     assert kept_sizes[59] > 1.8 * kept_sizes[30] > 800
     assert max(trimmed_sizes[40:]) <= 1.1 * max(trimmed_sizes[15:40]) < kept_sizes[59] / 2
+
+
+def test_a_span_from_a_clock_ahead_does_not_push_the_recent_buckets_out_of_the_cache():
+    from store.writer import ROLLUP_RECENT_S, _recent_entries
+
+    now_s = 1_800_000_000
+    cache = {(60, now_s - 60 * m, 1): m for m in range(30)}  # the last half hour, a minute apart
+    cache[(60, now_s + 3000, 1)] = "ahead"  # a span from a clock 50 minutes fast
+    kept = _recent_entries(cache, 10_000, 5_000, now_s)
+    assert {key[1] for key in kept} >= {now_s - 60 * m for m in range(ROLLUP_RECENT_S // 60)}
+    assert (60, now_s - 60 * 29, 1) not in kept
+    # A replay of old traffic is measured against its own newest bucket, not against the clock.
+    old = {(60, 1_700_000_000 - 60 * m, 1): m for m in range(30)}
+    assert len(_recent_entries(old, 10_000, 5_000, now_s)) == ROLLUP_RECENT_S // 60 + 1
