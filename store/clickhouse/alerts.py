@@ -125,7 +125,11 @@ def quality_events(client: ClickHouseClient, threshold: float, start_ns: int, en
     """(bad, total) evaluation events in [start_ns, end_ns): bad scores under `threshold`."""
     params: dict[str, Any] = {"threshold": threshold, "lo": start_ns, "hi": end_ns}
     sql = ("SELECT count(), countIf(l.eval_score < {threshold:Float64}) FROM logs AS l FINAL "
-           "LEFT JOIN (SELECT trace_id, span_id, feature, request_model, response_model FROM spans FINAL) AS s "
+           # The spans of the window's scored traces only: the whole table on the join's right side was
+           # read (and merged, FINAL) at every evaluation.
+           "LEFT JOIN (SELECT trace_id, span_id, feature, request_model, response_model FROM spans FINAL "
+           "WHERE trace_id IN (SELECT trace_id FROM logs WHERE eval_score IS NOT NULL AND time_ns >= {lo:Int64} "
+           "AND time_ns < {hi:Int64})) AS s "
            "ON s.trace_id = l.trace_id AND s.span_id = l.span_id "
            "WHERE l.eval_score IS NOT NULL AND l.time_ns >= {lo:Int64} AND l.time_ns < {hi:Int64}")
     if evaluation:
@@ -238,9 +242,12 @@ def runaway_rows(client: ClickHouseClient, queries: Mapping[str, Any], since_ns:
         per_trace: dict[bytes, tuple[int, bytes]] = {}
         if traces:
             ids = [bytes(t[0]) for t in traces]
+            # By id within the traces' time (the sort key starts with the hour; an hour's slack for a span
+            # shipped before its summary was updated): has() read every span.
             for trace_id, tool_calls, last_span in client.query(
                     "SELECT trace_id, countIf(kind = 'tool'), argMax(span_id, end_ns) FROM spans FINAL "
-                    "WHERE has({ids:Array(FixedString(16))}, trace_id) GROUP BY trace_id", {"ids": ids}):
+                    "WHERE trace_id IN {ids:Array(FixedString(16))} AND start_ns >= {first:Int64} GROUP BY trace_id",
+                    {"ids": ids, "first": min(t[5] for t in traces) - 3600 * 10**9}):
                 per_trace[bytes(trace_id)] = (int(tool_calls), bytes(last_span))
         rows["running"] = [
             (bytes(t[0]), t[1], t[2], per_trace.get(bytes(t[0]), (0, None))[0], t[3], t[4], t[5], t[6], t[7],
