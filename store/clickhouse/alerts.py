@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-import zstandard
-
+from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient, identifier
 from store.clickhouse.reports import grouped_rollups, windowed_totals
 from store.queries import GroupStats
@@ -202,7 +201,6 @@ def length_example(client: ClickHouseClient, since_ns: int, signal: str, lo: int
 
 # --- runaway agents ---------------------------------------------------------------------------------------------
 
-_ZSTD = zstandard.ZstdCompressor(level=1)
 
 
 def runaway_rows(client: ClickHouseClient, queries: Mapping[str, Any], since_ns: int, tool_limit: int,
@@ -231,7 +229,7 @@ def runaway_rows(client: ClickHouseClient, queries: Mapping[str, Any], since_ns:
                 "SELECT trace_id, span_id, raw FROM spans FINAL WHERE (trace_id, span_id) IN "
                 "{keys:Array(Tuple(FixedString(16), FixedString(8)))}", {"keys": keys}, bytes_columns=("raw",))}
             # store.alerts.tool_arguments_text reads zstd (SQLite's form); ClickHouse keeps it plain.
-            raws = {row_id: _ZSTD.compress(blobs[(row[1], row[2])]) if blobs.get((row[1], row[2])) else None
+            raws = {row_id: ch_rows.sqlite_raw(blobs.get((row[1], row[2]))) or None
                     for row_id, row in wanted.items()}
     if "running" in queries:
         traces = client.query(

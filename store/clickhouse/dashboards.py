@@ -20,11 +20,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import zstandard
-
 from store import histogram
 from store.clickhouse.client import ClickHouseClient, ClickHouseError, identifier
 from store.clickhouse.reports import _window_condition
+from store.clickhouse.rows import sqlite_raw
 from store.clickhouse.schema import ROLLUP_COUNTERS, histogram_column
 from store.connection import StoreError
 from store.dashboards import (
@@ -45,7 +44,6 @@ from store.trends import DIMENSIONS, METRIC, _columns, _first_bucket, resolution
 NS = 1_000_000_000
 NO_SPAN = b"\0" * 8  # a log record outside any span (SQLite: NULL)
 Rows = dict[str, list[tuple]]
-_ZSTD = zstandard.ZstdCompressor(level=1)
 _COUNTER_SUMS = ", ".join(f"sum({identifier(c)})" for c in ROLLUP_COUNTERS)
 
 
@@ -302,11 +300,6 @@ def trace_log_counts(client: ClickHouseClient, trace_id: bytes) -> list[tuple]:
     return [(None if bytes(span) == NO_SPAN else bytes(span), int(n)) for span, n in rows]
 
 
-def _zstd(raw: bytes | None) -> bytes | None:
-    # decode_span_detail reads zstd frames (SQLite's form); ClickHouse keeps the plain protobuf.
-    return _ZSTD.compress(raw) if raw else raw
-
-
 def _scopes(client: ClickHouseClient, digests: set[Any]) -> dict[bytes, tuple[str, str]]:
     digests.discard(None)
     if not digests:
@@ -328,7 +321,7 @@ def span_raw_rows(client: ClickHouseClient, trace_id: bytes, span_ids: Sequence[
     out = {}
     for span_id, raw, resource, scope in rows:
         name, version = scopes.get(bytes(scope), (None, None)) if scope is not None else (None, None)
-        out[bytes(span_id)] = (_zstd(raw), resource, scope, name, version)
+        out[bytes(span_id)] = (sqlite_raw(raw), resource, scope, name, version)
     return out
 
 
@@ -367,8 +360,8 @@ def log_rows(client: ClickHouseClient, trace_id: bytes, span_id: bytes | None = 
         f"SELECT {first}time_ns, event_name, severity, raw FROM logs FINAL WHERE trace_id = {{t:FixedString(16)}} "
         f"AND {scope} ORDER BY time_ns, record_digest LIMIT {{limit:UInt32}}", params, bytes_columns=("raw",))
     if span_id is not None:
-        return [(int(t), event, severity, _zstd(raw)) for t, event, severity, raw in rows]
-    return [(bytes(s), int(t), event, severity, _zstd(raw)) for s, t, event, severity, raw in rows]
+        return [(int(t), event, severity, sqlite_raw(raw)) for t, event, severity, raw in rows]
+    return [(bytes(s), int(t), event, severity, sqlite_raw(raw)) for s, t, event, severity, raw in rows]
 
 
 # --- a conversation -----------------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ from store.writer import TRACE_SUMMARY_COLUMNS, SpanWriter, TraceState
 CHUNK_TRACES = 500
 _PRICED = ("trace_id", "span_id", "provider", "response_model", "request_model", "input_tokens", "output_tokens",
            "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "cost_nusd", "price_id", "price_tier")
-_BYTES_COLUMNS = ("raw", "duplicate_of")
 _SUMMARY_AT = [TRACE_SUMMARY_COLUMNS.index(name) for name in ch_rows.TRACE_COLUMNS]
 
 
@@ -71,19 +70,13 @@ def reprice(client: ClickHouseClient, price: Callable[..., tuple], digest: str,
 
 def _reprice_chunk(client: ClickHouseClient, chunk: list[bytes], changes: dict[bytes, dict[bytes, tuple]],
                    digest: str) -> None:
-    columns = (*ch_rows.SPAN_VALUE_COLUMNS, "resource_digest", "scope_digest")
-    rows = client.query(f"SELECT {', '.join(columns)} FROM spans FINAL WHERE trace_id IN "
-                        "{ids:Array(FixedString(16))} ORDER BY trace_id, span_id", {"ids": chunk},
-                        bytes_columns=_BYTES_COLUMNS)
     traces: dict[bytes, TraceState] = {}
     changed_rows: list[list[Any]] = []
     recorder = OutboxRecorder()
-    cost_at, price_at, tier_at = columns.index("cost_nusd"), columns.index("price_id"), columns.index("price_tier")
-    for row in rows:
-        values = dict(zip(columns, row))
-        trace_id, span_id = bytes(values["trace_id"]), bytes(values["span_id"])
-        s = ch_rows.span_state(values)
-        new = changes[trace_id].get(span_id)
+    for span in ch_rows.stored_spans(client, chunk):
+        trace_id = span["trace_id"]
+        s = ch_rows.span_state(span)
+        new = changes[trace_id].get(span["span_id"])
         if new is not None:
             old = SpanWriter._contribution(s)
             if old is not None:
@@ -92,9 +85,8 @@ def _reprice_chunk(client: ClickHouseClient, chunk: list[bytes], changes: dict[b
             contribution = SpanWriter._contribution(s)
             if contribution is not None:
                 recorder.rollup(contribution, +1)
-            out = list(row)
-            out[price_at], out[cost_at], out[tier_at] = new
-            changed_rows.append(out)
+            span["price_id"], span["cost_nusd"], span["price_tier"] = new
+            changed_rows.append(list(span.values()))
         traces.setdefault(trace_id, TraceState()).add(s)
     version = time.time_ns()
     token = hashlib.sha256(f"reprice:{digest}:".encode() + b"".join(chunk)).hexdigest()

@@ -16,6 +16,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import zstandard
+
 from store import histogram
 from store.clickhouse.schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS, ROLLUP_HISTOGRAMS, histogram_column
 from store.models import COL, SPAN_COLUMNS
@@ -35,6 +37,40 @@ _SPAN_SELECT = (
     f"SELECT {', '.join('s.' + name for name in SPAN_VALUE_COLUMNS)}, r.digest, sc.digest FROM spans s "
     "LEFT JOIN resources r ON r.id = s.resource_id LEFT JOIN scopes sc ON sc.id = s.scope_id"
 )
+
+
+# Columns of the spans table that hold bytes, not text (the client decodes the others as UTF-8).
+SPAN_BYTES_COLUMNS = ("raw", "duplicate_of")
+_COMPRESSOR = zstandard.ZstdCompressor(level=1)
+
+
+def sqlite_raw(raw: bytes | None) -> bytes | None:
+    """A stored span or log record from ClickHouse (plain) back to the SQLite store's form (zstd), for the
+    code that reads that form (store.span_detail, store.alerts, a working store)."""
+    return _COMPRESSOR.compress(raw) if raw else raw
+
+
+def stored_spans(client: Any, trace_ids: Sequence[bytes], first_ns: int | None = None,
+                 last_ns: int | None = None) -> list[dict[str, Any]]:
+    """The spans of these traces as ClickHouse holds them (FINAL), by column name with `resource_digest` and
+    `scope_digest`, ids as bytes; `first_ns`/`last_ns`: their start times lie within (the partition key's
+    column: the read skips other days)."""
+    columns = (*SPAN_VALUE_COLUMNS, "resource_digest", "scope_digest")
+    bounds, params = "", {}
+    if first_ns is not None:
+        bounds, params = " AND start_ns BETWEEN {first:Int64} AND {last:Int64}", {"first": first_ns, "last": last_ns}
+    out = []
+    for start in range(0, len(trace_ids), 2000):
+        for row in client.query(
+                f"SELECT {', '.join(columns)} FROM spans FINAL WHERE trace_id IN {{ids:Array(FixedString(16))}}"
+                f"{bounds} ORDER BY trace_id, span_id", {"ids": list(trace_ids[start:start + 2000]), **params},
+                bytes_columns=SPAN_BYTES_COLUMNS):
+            span = dict(zip(columns, row))
+            for key in ("trace_id", "span_id", "parent_span_id", "resource_digest", "scope_digest"):
+                if span[key] is not None:
+                    span[key] = bytes(span[key])
+            out.append(span)
+    return out
 
 
 def span_rows(rows: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:

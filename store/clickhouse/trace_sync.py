@@ -33,11 +33,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import zstandard
-
 from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient, ClickHouseError
 from store.models import COL, SPAN_COLUMNS
+from store.sessions import rows_in
 
 if TYPE_CHECKING:
     from store.writer import SpanWriter
@@ -45,10 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmobs.clickhouse")
 
 CHUNK_TRACES = 2000  # trace ids per ClickHouse query (an Array parameter: no bound like SQLite's)
-_COMPRESSOR = zstandard.ZstdCompressor(level=-1)  # the working store keeps `raw` as the decoders do
-_IMPORTED_COLUMNS = ch_rows.SPAN_VALUE_COLUMNS
-_UPDATED_COLUMNS = tuple(c for c in _IMPORTED_COLUMNS if c not in ("trace_id", "span_id"))
-_BYTES_COLUMNS = ("raw", "duplicate_of")
+_UPDATED_COLUMNS = tuple(c for c in ch_rows.SPAN_VALUE_COLUMNS if c not in ("trace_id", "span_id"))
 _UPDATE_SPAN = (f"UPDATE spans SET {', '.join(f'{c} = ?' for c in _UPDATED_COLUMNS)}, "
                 "resource_id = ?, scope_id = ? WHERE trace_id = ? AND span_id = ?")
 _INSERT_SPAN = (f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) VALUES ({', '.join('?' * len(SPAN_COLUMNS))})")
@@ -93,7 +89,7 @@ class TraceSync:
         if writer.outbox is not None:
             writer.outbox.seen_version(floor)
         db = writer.db
-        local = dict(_rows_in(db, "SELECT trace_id, updated_ns FROM traces WHERE trace_id IN ({marks})", list(remote)))
+        local = dict(rows_in(db, "SELECT trace_id, updated_ns FROM traces WHERE trace_id IN ({marks})", list(remote)))
         newer = {t: r for t, r in remote.items() if r[1] > (local.get(t) or 0)}
         if not newer:
             return floor
@@ -125,12 +121,12 @@ class TraceSync:
         db = writer.db
         resource_ids = writer.intern_blobs(resources, "resources")
         scope_ids = writer.intern_blobs(scopes, "scopes")
-        here = {(bytes(t), bytes(s)) for t, s in _rows_in(
+        here = {(bytes(t), bytes(s)) for t, s in rows_in(
             db, "SELECT trace_id, span_id FROM spans WHERE trace_id IN ({marks})",
             sorted({span["trace_id"] for span in spans}))}
         updates, inserts = [], []
         for span in spans:
-            span["raw"] = _COMPRESSOR.compress(span["raw"] or b"")
+            span["raw"] = ch_rows.sqlite_raw(span["raw"]) or b""
             resource_id = resource_ids.get(span.pop("resource_digest"))
             scope_id = scope_ids.get(span.pop("scope_digest"))
             if (span["trace_id"], span["span_id"]) in here:
@@ -156,9 +152,7 @@ class TraceSync:
         db = writer.db
         content_index.delete_traces(db, trace_ids)
         for table in ("spans", "logs", "traces"):
-            for start in range(0, len(trace_ids), ch_rows.CHUNK):
-                chunk = trace_ids[start:start + ch_rows.CHUNK]
-                db.execute(f"DELETE FROM {table} WHERE trace_id IN ({', '.join('?' * len(chunk))})", chunk)
+            list(rows_in(db, f"DELETE FROM {table} WHERE trace_id IN ({{marks}})", trace_ids))
         content_index.clamp_watermarks(db)
         self.stats.traces_dropped += len(trace_ids)
 
@@ -176,25 +170,10 @@ def _newest_summaries(client: ClickHouseClient, ids: Sequence[bytes]) -> dict[by
 
 
 def _spans_of(client: ClickHouseClient, traces: dict[bytes, tuple[int, int, int, int]]) -> list[dict[str, Any]]:
-    """The spans of these traces as ClickHouse holds them (FINAL), read within the traces' time range (the
-    partition key) so that the lookup does not visit every part."""
-    columns = (*_IMPORTED_COLUMNS, "resource_digest", "scope_digest")
-    ids = sorted(traces)
-    out = []
-    for start in range(0, len(ids), CHUNK_TRACES):
-        chunk = ids[start:start + CHUNK_TRACES]
-        first = min(traces[t][2] for t in chunk)
-        last = max(traces[t][3] for t in chunk)
-        for row in client.query(
-                f"SELECT {', '.join(columns)} FROM spans FINAL WHERE trace_id IN {{ids:Array(FixedString(16))}} "
-                "AND start_ns BETWEEN {first:Int64} AND {last:Int64}",
-                {"ids": chunk, "first": first, "last": last}, bytes_columns=_BYTES_COLUMNS):
-            span = dict(zip(columns, row))
-            for key in ("trace_id", "span_id", "parent_span_id", "resource_digest", "scope_digest"):
-                if span[key] is not None:
-                    span[key] = bytes(span[key])
-            out.append(span)
-    return out
+    """The spans of these traces as ClickHouse holds them, read within the traces' time range (the partition
+    key) so that the lookup does not visit every part."""
+    return ch_rows.stored_spans(client, sorted(traces), min(r[2] for r in traces.values()),
+                                max(r[3] for r in traces.values()))
 
 
 def _blobs_for(client: ClickHouseClient, db: sqlite3.Connection, spans: list[dict[str, Any]]
@@ -205,8 +184,7 @@ def _blobs_for(client: ClickHouseClient, db: sqlite3.Connection, spans: list[dic
     for table, key, select in (("resources", "resource_digest", "service, NULL, blob"),
                                ("scopes", "scope_digest", "name, version, blob")):
         wanted = sorted({s[key] for s in spans if s[key] is not None})
-        have = {bytes(row[0]) for row in _rows_in(db, f"SELECT digest, 1 FROM {table} WHERE digest IN ({{marks}})",
-                                                  wanted)}
+        have = {bytes(row[0]) for row in rows_in(db, f"SELECT digest FROM {table} WHERE digest IN ({{marks}})", wanted)}
         missing = [d for d in wanted if d not in have]
         blobs: dict[bytes, tuple] = {d: () for d in wanted if d in have}
         if missing:
@@ -216,11 +194,3 @@ def _blobs_for(client: ClickHouseClient, db: sqlite3.Connection, spans: list[dic
                 blobs[bytes(digest)] = tuple(value)
         found.append(blobs)
     return found[0], found[1]
-
-
-def _rows_in(db: sqlite3.Connection, sql: str, ids: Sequence[Any]) -> list[tuple]:
-    out: list[tuple] = []
-    for start in range(0, len(ids), ch_rows.CHUNK):
-        chunk = ids[start:start + ch_rows.CHUNK]
-        out.extend(db.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk).fetchall())
-    return out
