@@ -276,10 +276,11 @@ def traces_query(window_s: float, now_s: float, where: str = "1", params: Sequen
     direction = "DESC" if descending else "ASC"
     start_ns = int((now_s - window_s) * NS)
     # Start-time order comes straight off traces_by_start; other orders use their own index and
-    # stop at `limit`, so neither sorts the whole window.
+    # stop at `limit`, so neither sorts the whole window. Ties end in trace id order, which the indexes
+    # hold (the table is WITHOUT ROWID, keyed by trace id), so that ClickHouse can give the same order.
     return Query(
         f"SELECT {', '.join('t.' + c for c in TRACE_LIST_COLUMNS)} FROM traces t "
-        f"WHERE t.start_ns >= ? AND ({where}) ORDER BY {order} {direction}, t.start_ns DESC LIMIT ?",
+        f"WHERE t.start_ns >= ? AND ({where}) ORDER BY {order} {direction}, t.start_ns DESC, t.trace_id DESC LIMIT ?",
         (start_ns, *params, limit))
 
 

@@ -238,8 +238,8 @@ def trace_list(client: ClickHouseClient, window_s: float, now_s: float, terms: S
     where = filter_condition(terms, invert, params)
     rows = client.query(
         f"SELECT {', '.join('t.' + c for c in TRACE_LIST_COLUMNS)} FROM trace_summaries AS t FINAL "
-        f"WHERE t.start_ns >= {{start:Int64}} AND ({where}) ORDER BY {order} {direction}, t.start_ns DESC "
-        "LIMIT {limit:UInt32}", params)
+        f"WHERE t.start_ns >= {{start:Int64}} AND ({where}) ORDER BY {order} {direction}, t.start_ns DESC, "
+        "t.trace_id DESC LIMIT {limit:UInt32}", params)
     return [TraceRow(*row) for row in rows]
 
 

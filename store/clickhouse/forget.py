@@ -94,7 +94,13 @@ def forget(client: ClickHouseClient, kind: str, value: str,
         if logs:
             client.insert("logs", ch_rows.log_tombstones([(bytes(t), bytes(s), n, bytes(d)) for t, s, n, d in logs],
                                                          version), ch_rows.LOG_INSERT_COLUMNS)
-        client.insert("trace_summaries", ch_rows.trace_tombstones(chunk, version), ch_rows.TRACE_INSERT_COLUMNS)
+        # At the start each stored summary has (its hour is in the sort key), and at the deletion's time for a
+        # trace that has spans but no summary yet, so that its straggler finds it deleted (trace_sync).
+        summaries = [ch_rows.trace_tombstones([bytes(t)], version, start) for t, start in client.query(
+            "SELECT trace_id, start_ns FROM trace_summaries FINAL WHERE trace_id IN {ids:Array(FixedString(16))}",
+            {"ids": chunk})]
+        summaries.append(ch_rows.trace_tombstones(chunk, version))
+        client.insert("trace_summaries", [row for rows in summaries for row in rows], ch_rows.TRACE_INSERT_COLUMNS)
         done.traces += len(chunk)
         done.spans += len(span_keys)
         done.logs += len(logs)

@@ -34,6 +34,11 @@ class OutboxRecorder:
         self.gone_logs: list[tuple[bytes, bytes, int, bytes]] = []
         self.logs: tuple[int, int] | None = None
         self.traces: set[bytes] = set()
+        # Earlier starts of the traces this transaction moved to another hour, whose summary rows ClickHouse
+        # may hold at those starts (the sort key holds the start's hour): each gets a deletion row.
+        self.old_starts: dict[bytes, set[int]] = {}
+        # The start ClickHouse held for each trace trace_sync looked up in this transaction.
+        self.remote_starts: dict[bytes, int] = {}
         self.resources: set[bytes] = set()
         self.scopes: set[bytes] = set()
         # (res, bucket, dims) → [{counter index: value}, [{hist bucket: count}, …]]
@@ -63,6 +68,25 @@ class OutboxRecorder:
         """(res, bucket, dims, counters, histograms) of the keys whose deltas did not net to nothing."""
         return [(res, bucket, dims, counters, hists) for (res, bucket, dims), (counters, hists) in self.rollups.items()
                 if any(counters.values()) or any(any(h.values()) for h in hists)]
+
+    def starts_moved(self, db: sqlite3.Connection, new: dict[bytes, int]) -> None:
+        """Before these traces' summaries ({trace id: new start_ns}) replace the working store's: record each
+        earlier start, here or in ClickHouse, that lies in another hour than the new one."""
+        from store.clickhouse.schema import start_hour
+        from store.sessions import rows_in
+
+        before = dict(rows_in(db, "SELECT trace_id, start_ns FROM traces WHERE trace_id IN ({marks})", list(new)))
+        for trace_id, start in new.items():
+            hour = start_hour(start)
+            for old in (before.get(trace_id), self.remote_starts.get(trace_id)):
+                if old is not None and start_hour(old) != hour:
+                    self.old_starts.setdefault(trace_id, set()).add(old)
+
+    def trace_deleted(self, trace_id: bytes, start_ns: int | None) -> None:
+        """This trace is deleted; its summary row is stored at `start_ns` (and maybe where ClickHouse said)."""
+        for old in (start_ns, self.remote_starts.get(trace_id)):
+            if old is not None:
+                self.old_starts.setdefault(trace_id, set()).add(old)
 
     def logs_added(self, after_id: int, last_id: int) -> None:
         if last_id > after_id:
@@ -100,6 +124,7 @@ class OutboxRecorder:
             "logs": self.logs,
             "gone_logs": [(t.hex(), s.hex(), time_ns, d.hex()) for t, s, time_ns, d in self.gone_logs],
             "traces": sorted(t.hex() for t in self.traces),
+            "old_starts": {t.hex(): sorted(starts) for t, starts in self.old_starts.items() if t in self.traces},
             "resources": sorted(d.hex() for d in self.resources),
             "scopes": sorted(d.hex() for d in self.scopes),
             "rollups": [(res, bucket, list(dims), counters, hists)

@@ -201,13 +201,15 @@ def trace_rows(db: sqlite3.Connection, trace_ids: Sequence[bytes] | None, versio
     return rows
 
 
-def trace_tombstones(trace_ids: Sequence[bytes], version: int) -> list[list[Any]]:
-    """Deleted trace summaries. Their times are the deletion's: the table's TTL (end_ns + retention) would
-    drop a row dated 1970 at insert, and the deletion with it."""
+def trace_tombstones(trace_ids: Sequence[bytes], version: int, start_ns: int | None = None) -> list[list[Any]]:
+    """Deleted trace summaries at `start_ns`, the start their stored row has (the sort key holds its hour
+    and the partition its day; None: the deletion's time, for a trace whose start is not known). Their end
+    is the deletion's: the table's TTL (end_ns + retention) must not drop the deletion before the row."""
     out = []
     for trace_id in trace_ids:
         row = [trace_id, *_zeros("traces", TRACE_COLUMNS[1:]), version, 1]
-        row[TRACE_COLUMNS.index("start_ns")] = row[TRACE_COLUMNS.index("end_ns")] = version
+        row[TRACE_COLUMNS.index("start_ns")] = version if start_ns is None else start_ns
+        row[TRACE_COLUMNS.index("end_ns")] = version
         out.append(row)
     return out
 

@@ -129,9 +129,16 @@ def batch_rows(db: sqlite3.Connection, payload: dict[str, Any], version: int) ->
         # are the deletion's: the table's TTL (end_ns + retention) would drop a row dated 1970 on insert.
         traces = ch_rows.trace_rows(db, [unhex(t) for t in payload["traces"]])
         start_at, end_at = ch_rows.TRACE_COLUMNS.index("start_ns"), ch_rows.TRACE_COLUMNS.index("end_ns")
+        old_starts = payload.get("old_starts", {})
+        moved: list[list[list[Any]]] = []
         for row in traces:
             if row[-1]:
                 row[-2] = row[start_at] = row[end_at] = version
+            # The rows this trace's summary had at the starts it moved from (or, deleted, at every start it
+            # had): the sort key holds the start's hour, so the new row does not replace them.
+            moved.extend(ch_rows.trace_tombstones([row[0]], row[-2], start)
+                         for start in old_starts.get(row[0].hex(), ()))
+        traces.extend(tombstone for found in moved for tombstone in found)
         out["trace_summaries"] = (traces, ch_rows.TRACE_INSERT_COLUMNS)
     if payload.get("rollups"):
         out["rollups"] = (

@@ -7,9 +7,9 @@ children, a log record with a finish reason, the second instrumentation's twin o
 replica that holds nothing of its trace, or an out-of-date copy. Deciding from that copy bills a call
 twice, leaves a call's feature and tenant uninherited, or undoes another replica's correction.
 
-So each batch starts with one query: the newest summary version of the batch's traces in ClickHouse
-(`trace_summaries` is keyed by trace id). A trace whose version there is newer than the one this working
-store wrote was written by another replica since: its spans are read from ClickHouse (FINAL: as every
+So each batch starts with one query: the newest summary version of the batch's traces in ClickHouse.
+A trace whose version there is newer than the one this working store wrote was written by another
+replica since: its spans are read from ClickHouse (FINAL: as every
 reader sees them) and replace this store's copy, and the writer's cache forgets it. The writer then
 applies its rules to the whole trace as usual, and the deltas it ships are taken against what
 ClickHouse holds, so the rollups end up as if one replica had seen every span. Whatever this replica
@@ -88,6 +88,9 @@ class TraceSync:
         floor = max(r[1] for r in remote.values())
         if writer.outbox is not None:
             writer.outbox.seen_version(floor)
+            # Where ClickHouse holds each summary: if this batch moves its start to another hour, that row
+            # gets a deletion row (the sort key holds the hour).
+            writer.outbox.remote_starts.update((t, r[2]) for t, r in remote.items() if not r[0])
         db = writer.db
         local = dict(rows_in(db, "SELECT trace_id, updated_ns FROM traces WHERE trace_id IN ({marks})", list(remote)))
         newer = {t: r for t, r in remote.items() if r[1] > (local.get(t) or 0)}
@@ -158,12 +161,16 @@ class TraceSync:
 
 
 def _newest_summaries(client: ClickHouseClient, ids: Sequence[bytes]) -> dict[bytes, tuple[int, int, int, int]]:
-    """trace id → (deleted, version, start_ns, end_ns) of its newest summary, for those ClickHouse holds."""
+    """trace id → (deleted, version, start_ns, end_ns) of its newest summary, for those ClickHouse holds.
+    A trace whose start moved to another hour has, at its newest version, a live row and the deletion row of
+    its old hour's key (store/clickhouse/schema.py, m004): the live row wins the tie. A forgotten trace has
+    deletion rows only."""
     out: dict[bytes, tuple[int, int, int, int]] = {}
+    newest = "(updated_ns, 1 - is_deleted)"
     for start in range(0, len(ids), CHUNK_TRACES):
         for trace_id, deleted, version, first, last in client.query(
-                "SELECT trace_id, argMax(is_deleted, updated_ns), max(updated_ns), argMax(start_ns, updated_ns), "
-                "argMax(end_ns, updated_ns) FROM trace_summaries WHERE trace_id IN {ids:Array(FixedString(16))} "
+                f"SELECT trace_id, argMax(is_deleted, {newest}), max(updated_ns), argMax(start_ns, {newest}), "
+                f"argMax(end_ns, {newest}) FROM trace_summaries WHERE trace_id IN {{ids:Array(FixedString(16))}} "
                 "GROUP BY trace_id", {"ids": list(ids[start:start + CHUNK_TRACES])}):
             out[bytes(trace_id)] = (int(deleted), int(version), int(first), int(last))
     return out

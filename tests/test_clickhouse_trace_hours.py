@@ -1,0 +1,209 @@
+"""trace_summaries is sorted by the hour a trace started in (store/clickhouse/schema.py, m004), so a trace
+whose start moves to an earlier hour (its root, which started before every other span, exported after
+them) must leave no row behind at its old hour: ClickHouse collapses rows only with equal sort keys. The
+writer ships a deletion row for the old key, whether it knew the old start from its working store or only
+from ClickHouse (another replica wrote the trace), and `forget --store` deletes the row where it is.
+
+Ground truth is a single SQLite store given the same spans (tests/test_clickhouse_sink.py compares every
+summary column); the trace list and the sessions read from ClickHouse must show each trace once.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store.clickhouse import dashboards, schema
+from store.clickhouse.client import ChdbClient, HttpClient
+from store.clickhouse.forget import forget as forget_in_clickhouse
+from tests.otlp_factory import make_span, trace_id_bytes
+from tests.test_clickhouse_sink import assert_clickhouse_equals_sqlite
+from tests.test_clickhouse_stragglers import replica, single_store
+
+S = 10**9
+HOUR = 3600 * S
+TRACES = 4
+
+
+def straddling(now: int) -> tuple[list[Any], list[Any]]:
+    """(children, roots): each trace's root starts seconds before the last hour boundary, its LLM
+    call and tool seconds after it; the roots are sent last, as an SDK exports a root after its children."""
+    boundary = now // HOUR * HOUR
+    if now - boundary < 60 * S:  # the children must not start in the future
+        boundary -= HOUR
+    children, roots = [], []
+    for n in range(1, TRACES + 1):
+        start = boundary - n * S
+        roots.append(make_span(n, 1, None, f"agent {n}", {"app.llm.feature": "research", "user.id": f"user-{n % 2}",
+                                                           "gen_ai.conversation.id": f"conv-{n}"},
+                               start_ns=start, end_ns=boundary + 30 * S))
+        children.append(make_span(n, 2, 1, "chat gpt-4o", {
+            "gen_ai.operation.name": "chat", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
+            "gen_ai.response.model": "gpt-4o", "gen_ai.usage.input_tokens": 100 * n,
+            "gen_ai.usage.output_tokens": 10 * n}, start_ns=boundary + n * S, end_ns=boundary + 20 * S))
+        children.append(make_span(n, 3, 1, "tool search", {"gen_ai.operation.name": "execute_tool",
+                                                           "gen_ai.tool.name": "search"},
+                                  start_ns=boundary + 21 * S, end_ns=boundary + 22 * S))
+    return children, roots
+
+
+def summary_rows(engine: ChdbClient) -> dict[bytes, list[int]]:
+    """trace id → the starts of its live summary rows (FINAL): one per trace when nothing is left behind."""
+    out: dict[bytes, list[int]] = {}
+    for trace_id, start in engine.query("SELECT trace_id, start_ns FROM trace_summaries FINAL ORDER BY start_ns"):
+        out.setdefault(bytes(trace_id), []).append(int(start))
+    return out
+
+
+def listed(engine: ChdbClient, now: int) -> list[bytes]:
+    return [row.trace_id for row in dashboards.trace_list(engine, 86400, now / S, (), False, "cost")]
+
+
+def test_a_late_root_in_an_earlier_hour_leaves_one_summary_row(tmp_path: Path, http: HttpClient,
+                                                             engine: ChdbClient) -> None:
+    now = time.time_ns()
+    children, roots = straddling(now)
+    with replica(tmp_path / "a.db", now, http) as a:
+        a(children)
+        assert all(start % HOUR < 60 * S for starts in summary_rows(engine).values() for start in starts)
+        a(roots)
+    rows = summary_rows(engine)
+    assert sorted(rows) == sorted(trace_id_bytes(n) for n in range(1, TRACES + 1))
+    assert all(len(starts) == 1 and starts[0] % HOUR > HOUR - 60 * S for starts in rows.values())
+    assert sorted(listed(engine, now)) == sorted(rows)  # the trace list shows each trace once
+    db = single_store(tmp_path / "one.db", now, [(children, []), (roots, [])])
+    try:
+        assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+    finally:
+        db.close()
+
+
+def test_a_root_reaching_another_replica_moves_the_row_that_replica_only_read(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient) -> None:
+    """B has none of these traces: it learns where ClickHouse holds their summaries from its lookup
+    (trace_sync) and deletes those rows when its roots move the starts an hour back. Then a last span of
+    each reaches A, whose lookup meets the moved row and its old key's deletion row at one version: the
+    trace is live, not forgotten."""
+    now = time.time_ns()
+    children, roots = straddling(now)
+    boundary = roots[0].end_time_unix_nano - 30 * S
+    last = [make_span(n, 4, 1, "tool fetch", {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "fetch"},
+                      start_ns=boundary + 23 * S, end_ns=boundary + 24 * S) for n in range(1, TRACES + 1)]
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http) as b:
+        a(children)
+        b(roots)
+        assert b.writer.sync.stats.traces_pulled == TRACES
+        assert all(len(starts) == 1 for starts in summary_rows(engine).values())
+        a(last)
+        assert a.writer.sync.stats.traces_pulled == TRACES and a.writer.sync.stats.traces_dropped == 0
+    rows = summary_rows(engine)
+    assert len(rows) == TRACES and all(len(starts) == 1 for starts in rows.values())
+    assert sorted(listed(engine, now)) == sorted(rows)
+    db = single_store(tmp_path / "one.db", now, [(children, []), (roots, []), (last, [])])
+    try:
+        assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+    finally:
+        db.close()
+
+
+def test_forget_deletes_a_moved_trace_where_its_row_is(tmp_path: Path, http: HttpClient, engine: ChdbClient) -> None:
+    now = time.time_ns()
+    children, roots = straddling(now)
+    with replica(tmp_path / "a.db", now, http) as a:
+        a(children)
+        a(roots)
+    forget_in_clickhouse(http, "user", "user-1")  # traces 1 and 3
+    kept = {trace_id_bytes(2), trace_id_bytes(4)}
+    assert set(summary_rows(engine)) == kept
+    assert set(listed(engine, now)) == kept
+    conversations = {row[0] for row in engine.query("SELECT DISTINCT conversation_id FROM trace_summaries FINAL")}
+    assert conversations == {"conv-2", "conv-4"}
+
+
+def test_m004_copies_the_summaries_into_the_hour_sorted_table(url: Any, database: str,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database at m003 (sorted by trace id) holding two versions of one trace and a deleted one, with a
+    retention changed to 3 days: after m004, the same rows read back with FINAL, sorted by hour, same TTL."""
+    from tests.chdb_http_server import engine_path
+
+    client = HttpClient(url)
+    engine = ChdbClient(engine_path(), database)
+    try:
+        monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
+        assert schema.migrate(client) == [1, 2, 3]
+        schema.ensure_retention(client, 3)
+        engine.use_database()
+        now = time.time_ns()
+        columns = ("trace_id", "start_ns", "end_ns", "spans", "cost_nusd", "updated_ns", "is_deleted")
+        client.insert("trace_summaries", [
+            [trace_id_bytes(1), now - HOUR, now, 2, 10, 1, 0],
+            [trace_id_bytes(1), now - 2 * HOUR, now, 3, 30, 2, 0],  # the newer version: its root came late
+            [trace_id_bytes(2), now - HOUR, now, 1, 5, 1, 0],
+            [trace_id_bytes(2), now, now, 0, 0, 2, 1],  # forgotten
+            [trace_id_bytes(3), now - 5 * HOUR, now, 4, 7, 1, 0],
+        ], columns)
+        read = "SELECT trace_id, start_ns, spans, cost_nusd FROM trace_summaries FINAL ORDER BY trace_id"
+        before = [list(row) for row in engine.query(read)]
+        assert [row[2] for row in before] == [3, 4]
+        monkeypatch.undo()
+        assert schema.migrate(client) == [4]
+        assert [list(row) for row in engine.query(read)] == before
+        sorting, ttl = engine.query("SELECT sorting_key, engine_full FROM system.tables WHERE database = "
+                                    "currentDatabase() AND name = 'trace_summaries'")[0]
+        assert sorting.startswith("intDiv(start_ns") and "toIntervalDay(3)" in ttl
+        assert schema.migrate(client) == []  # done once
+    finally:
+        client.close()
+        engine.close()
+
+
+def test_the_lookup_takes_a_moved_trace_for_live_whichever_row_it_meets_first(http: HttpClient) -> None:
+    """A move writes the live row and its old key's deletion row at one version (a deletion's end is its
+    version, in ns: the table's TTL keeps it as long as the row it deletes); trace_sync's lookup must
+    report the live one (a forgotten trace would be dropped from the working store), in either order."""
+    from store.clickhouse.rows import TRACE_INSERT_COLUMNS, trace_tombstones
+    from store.clickhouse.trace_sync import _newest_summaries
+
+    now = time.time_ns()
+    columns = ("trace_id", "start_ns", "end_ns", "spans", "updated_ns", "is_deleted")
+    for n, deletion_first in ((1, True), (2, False)):
+        trace_id = trace_id_bytes(n)
+        http.insert("trace_summaries", [[trace_id, now - HOUR, now, 2, now, 0]], columns)  # the row that moves
+        live = [[trace_id, now - 2 * HOUR, now, 3, now + 9, 0]]
+        deletion = trace_tombstones([trace_id], now + 9, now - HOUR)
+        for rows, names in ([(deletion, TRACE_INSERT_COLUMNS), (live, columns)] if deletion_first
+                            else [(live, columns), (deletion, TRACE_INSERT_COLUMNS)]):
+            http.insert("trace_summaries", rows, names)
+        assert _newest_summaries(http, [trace_id]) == {trace_id: (0, now + 9, now - 2 * HOUR, now)}
+    forgotten = trace_id_bytes(3)
+    http.insert("trace_summaries", [[forgotten, now - HOUR, now, 2, now, 0]], columns)
+    http.insert("trace_summaries", trace_tombstones([forgotten], now + 9, now - HOUR), TRACE_INSERT_COLUMNS)
+    assert _newest_summaries(http, [forgotten])[forgotten][:2] == (1, now + 9)
+
+
+def test_the_runaway_reads_find_traces_by_their_end_and_a_malformed_span_by_id(http: HttpClient) -> None:
+    """The runaway rule reads the summaries of traces with a span since the window's start by their end
+    (the end_minmax index, m004), not the whole table. A trace whose only span in the window ends before it
+    starts (kept, flagged invalid) has an end before the window: it is still found."""
+    from store.clickhouse.alerts import runaway_rows
+
+    now = time.time_ns()
+    since = now - 600 * S
+    span_columns = ("trace_id", "span_id", "kind", "tool_name", "start_ns", "end_ns", "version")
+    summary_columns = ("trace_id", "root_known", "start_ns", "end_ns", "spans", "updated_ns", "conversation_id")
+    spans, summaries = [], []
+    for n, (start, end) in {1: (now - 60 * S, now - 59 * S),  # an ordinary tool call in the window
+                            2: (now - 60 * S, since - 5 * S),  # ends before it starts, and before the window
+                            3: (since - 100 * S, since - 99 * S)}.items():  # before the window: not read
+        trace_start = min(start, end) - 30 * S
+        spans.append([trace_id_bytes(n), (n).to_bytes(8, "big"), "tool", "search", start, end, now])
+        summaries.append([trace_id_bytes(n), 0, trace_start, end, 1, now, f"conv-{n}"])
+    http.insert("spans", spans, span_columns)
+    http.insert("trace_summaries", summaries, summary_columns)
+    rows, _ = runaway_rows(http, {"tools": None, "running": None}, since, 100, 100, lambda tools: [])
+    assert sorted(row[1] for row in rows["tools"]) == [trace_id_bytes(1), trace_id_bytes(2)]
+    assert sorted(row[0] for row in rows["running"]) == [trace_id_bytes(1), trace_id_bytes(2)]
+    assert {row[1]: row[6] for row in rows["tools"]} == {trace_id_bytes(1): "conv-1", trace_id_bytes(2): "conv-2"}
