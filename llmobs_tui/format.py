@@ -147,11 +147,14 @@ def percent(value: float | None) -> str:
     return f"{value * 100:.1f}%" if value < 0.995 or value == 1 else f"{value * 100:.2f}%"
 
 
+CLOCK_TODAY_S = 20 * 3600  # how long `clock` shows a time without its date
+
+
 def clock(ns: int, now_s: float | None = None) -> str:
     """HH:MM:SS today, else MM-DD HH:MM."""
     seconds_ = ns / NS
     now_s = time.time() if now_s is None else now_s
-    if now_s - seconds_ < 20 * 3600:
+    if now_s - seconds_ < CLOCK_TODAY_S:
         return time.strftime("%H:%M:%S", time.localtime(seconds_))
     return time.strftime("%m-%d %H:%M", time.localtime(seconds_))
 

@@ -16,6 +16,7 @@ from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.units import format_duration
 from llmobs_tui.widgets.drift_panel import DriftPanel
 from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.quiet import update_static
 from store import drift
 
 BURN_WINDOWS = ((3600, "1h×"), (6 * 3600, "6h×"), (3 * 86400, "3d×"))
@@ -168,24 +169,24 @@ class AlertsScreen(LiveScreen):
         note = self.query_one("#alerts-note", Static)
         firing = [a for a in alerts if a.firing]
         if error:
-            note.update(fmt.safe(" " + error, style="bold red"))
+            update_static(note, fmt.safe(" " + error, style="bold red"))
         elif not alerts and rules_guide(self.llmobs.alerts) is not None:
-            note.update(Text(" Nothing firing.", style="dim"))  # the guide below says which rules run
+            update_static(note, Text(" Nothing firing.", style="dim"))  # the guide below says which rules run
         elif not alerts:
-            note.update(fmt.safe(" " + self.llmobs.alerts.empty_message, style="dim"))
+            update_static(note, fmt.safe(" " + self.llmobs.alerts.empty_message, style="dim"))
         else:
             acked = sum(1 for a in firing if a.acknowledged)
             text = Text(f" {len(firing)} firing", style="bold")
             if acked:
                 text.append(f" ({acked} acknowledged)")
             text.append(f" · {len(alerts) - len(firing)} resolved · a: acknowledge · Enter: example trace", style="dim")
-            note.update(text)
+            update_static(note, text)
         self._show_slos(slo_rows)
         empty = self.query_one("#alerts-empty", Static)
         guide = None if alerts or error else rules_guide(self.llmobs.alerts)
         empty.display = guide is not None
         if guide is not None:
-            empty.update(guide)
+            update_static(empty, guide)
         wide = self.wide
         title_width = 56 if wide else max(24, self.size.width - 30)
         rows = []

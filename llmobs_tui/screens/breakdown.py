@@ -21,6 +21,7 @@ from llmobs_tui.trends import series_label
 from llmobs_tui.widgets.chart import TimeChart
 from llmobs_tui.widgets.chrome import empty_window_text
 from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.quiet import set_border_title
 from llmobs_tui.widgets.trends_chart import trends_chart_data
 from store.queries import GroupStats, ToolStats
 from store.trends import Trends
@@ -176,7 +177,7 @@ class BreakdownScreen(LiveScreen):
             data.lines = [replace(line, label=series_label(read.by, series))
                           for line, series in zip(data.lines, read.series)]
             chart = self.query_one(chart_id, TimeChart)
-            chart.border_title = f"{read.metric.label} by {self.by} · top {self.CHART_SERIES}"
+            set_border_title(chart, f"{read.metric.label} by {self.by} · top {self.CHART_SERIES}")
             chart.show(data, "7: Trends for any signal")
 
     def _show_empty(self, empty: bool) -> None:

@@ -18,6 +18,7 @@ from llmobs_tui import format as fmt
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.chart import ChartData, Line, TimeChart
 from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.quiet import set_border_title, update_static
 from store.metrics import (
     KV_CACHE,
     OTHER_SECTION,
@@ -170,7 +171,7 @@ class MetricsScreen(LiveScreen):
             if overview.dropped_points:
                 text.append(f" · {overview.dropped_points:,} points dropped (series limit)", style="yellow")
         text.append("   Enter chart · t window", style="dim")
-        self.query_one("#metrics-head", Static).update(text)
+        update_static(self.query_one("#metrics-head", Static), text)
 
     async def load(self, reader, now_s: float) -> tuple[MetricsOverview, MetricChart | None]:
         window_s = self.llmobs.window_s
@@ -209,7 +210,7 @@ class MetricsScreen(LiveScreen):
         table.sync(rows)
         chart_widget = self.query_one("#metrics-chart", TimeChart)
         if chart is None:
-            chart_widget.border_title = "metric"
+            set_border_title(chart_widget, "metric")
             chart_widget.show(ChartData(times=(), empty_text="no OTLP metrics in this window: point an SDK's "
                                                               "metric exporter or a collector at serve"))
             return
@@ -217,7 +218,7 @@ class MetricsScreen(LiveScreen):
         title = Text(fmt.clean(chart.name, limit=80))
         if chart.unit:
             title.append(f" ({fmt.clean(chart.unit, limit=20)})", style="dim")
-        chart_widget.border_title = title  # type: ignore[assignment]
+        set_border_title(chart_widget, title)
         what = {"histogram": "p50 and p95 of all series", "counter": f"per {fmt.window_label(chart.res)}",
                 "gauge": f"mean per {fmt.window_label(chart.res)}"}.get(chart.kind, "")
         chart_widget.show(chart_data(chart), subtitle=what)  # our words only: the subtitle is markup too

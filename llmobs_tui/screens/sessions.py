@@ -16,6 +16,7 @@ from llmobs_tui.filtering import Filter, FilterError, parse
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.chrome import query_text
 from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.quiet import update_static
 from store.sessions import ConversationRow, UserRow
 
 # Shift-letter → sort, per grouping (pressing the same one again reverses).
@@ -131,7 +132,7 @@ class SessionsScreen(LiveScreen):
         else:
             other = "conversation" if self.grouping == "user" else "user"
             text.append(f"   by {self.grouping} (u: by {other})", style="dim")
-        self.query_one("#sessions-filter", Static).update(text)
+        update_static(self.query_one("#sessions-filter", Static), text)
 
     async def load(self, reader, now_s: float) -> tuple[str, list, float]:
         grouping = self.grouping
@@ -147,13 +148,22 @@ class SessionsScreen(LiveScreen):
         # The id columns' widths, read once: per cell it was a DOM query and a pass over the columns,
         # a thousand of them per refresh of 500 rows.
         self._id_widths = {str(c.label.plain): c.width for c in table.ordered_columns}
+        # What the rows are built from: a time reads differently once it is 20 h old (fmt.clock).
+        source = (grouping, rows, self._layout, self._id_widths,
+                  [(now_s - r.first_ns / 1e9 < fmt.CLOCK_TODAY_S,
+                    now_s - r.last_ns / 1e9 < fmt.CLOCK_TODAY_S) for r in rows])
+        if table.holds(source):
+            self._describe()
+            if not rows:
+                self._describe_empty()
+            return
         if grouping == "user":
             shown = [(USER_KEY + u.user_id, self._user_cells(u, now_s)) for u in rows]
             self.users = {USER_KEY + u.user_id: u for u in rows}
         else:
             shown = [(c.conversation_id, self._conversation_cells(c, now_s)) for c in rows]
             self.rows = {c.conversation_id: c for c in rows}
-        table.sync(shown)
+        table.sync(shown, source=source)
         self._describe()
         if not shown:
             self._describe_empty()
@@ -205,7 +215,7 @@ class SessionsScreen(LiveScreen):
         else:
             text = empty_window_text("conversations", self.llmobs.window_s,
                                      "spans name theirs with gen_ai.conversation.id or session.id")
-        self.query_one("#sessions-filter", Static).update(text)
+        update_static(self.query_one("#sessions-filter", Static), text)
 
     # -- keys -----------------------------------------------------------------------------------
 

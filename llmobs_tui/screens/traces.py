@@ -13,6 +13,7 @@ from llmobs_tui.filtering import Filter, FilterError, parse
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.chrome import query_text
 from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.quiet import update_static
 from store.content_index import MATCH_SCAN_LIMIT, SearchResult, TextMatch, snippet_parts
 from store.dashboards import TraceRow
 
@@ -147,7 +148,7 @@ class TracesScreen(LiveScreen):
             text.append(f"   search index: {self.index_lag:,} spans still to index", style="yellow")
         if self.flt.text_search and self.search_cut:
             text.append(f"   over {MATCH_SCAN_LIMIT:,} matches: the newest searched", style="dim")
-        self.query_one("#traces-filter", Static).update(text)
+        update_static(self.query_one("#traces-filter", Static), text)
 
     async def load(self, reader, now_s: float) -> tuple:
         flt = self.flt
@@ -169,6 +170,14 @@ class TracesScreen(LiveScreen):
         # Reading further down the list pauses following: rows stay where they are.
         if table.cursor_row > 0 and self.llmobs.following and self.sort == "start":
             self.llmobs.following = False
+        # What the rows are built from: a row's start reads differently once it is 20 h old (fmt.clock).
+        source = (traces, self._layout, self._matches, self.llmobs.following,
+                  [now_s - t.start_ns / 1e9 < fmt.CLOCK_TODAY_S for t in traces])
+        if table.holds(source):
+            self._describe()
+            if not traces:
+                self._describe_empty()
+            return
         rows = []
         self._rows = {}
         for trace in traces:
@@ -204,7 +213,7 @@ class TracesScreen(LiveScreen):
             at = self._layout.index("root")
             for _key, cells in rows:
                 cells[at].truncate(root_width, overflow="ellipsis")
-        self.held_back = table.sync(rows, reorder=self.llmobs.following)
+        self.held_back = table.sync(rows, reorder=self.llmobs.following, source=source)
         self._describe()
         if not rows:  # say why the list is empty and what to do next
             self._describe_empty()
@@ -219,7 +228,7 @@ class TracesScreen(LiveScreen):
             text.append(" /: change the filter · t: a longer window")
         else:
             text = empty_window_text("traces", self.llmobs.window_s, "1: how to send spans")
-        self.query_one("#traces-filter", Static).update(text)
+        update_static(self.query_one("#traces-filter", Static), text)
 
     def action_sort(self, name: str) -> None:
         if self.sort == name:

@@ -20,6 +20,7 @@ from llmobs_tui.trends import compare_variants, drill_filter, series_label, valu
 from llmobs_tui.widgets.change_line import ChangeLine
 from llmobs_tui.widgets.chart import TimeChart
 from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.quiet import set_border_title, update_static
 from llmobs_tui.widgets.trends_chart import series_colors, trends_chart_data
 from llmobs_tui.widgets.variant_comparison import VariantComparisonPanel
 from store.trends import DIMENSIONS, METRIC, METRICS, Series, Trends
@@ -121,7 +122,7 @@ class TrendsScreen(LiveScreen):
         if self.others:
             text.append(" + others")
         text.append("   m metric · g split · n top · o others · t window · Enter traces", style="dim")
-        self.query_one("#trends-head", Static).update(text)
+        update_static(self.query_one("#trends-head", Static), text)
 
     async def load(self, reader, now_s: float) -> Trends:
         return await reader.trends(self.metric, self.by, self.llmobs.window_s, now_s, self.top_n, self.others)
@@ -155,7 +156,7 @@ class TrendsScreen(LiveScreen):
         self.query_one("#trends-legend", KeyedTable).sync(rows)
         marks, selected = self._marks()
         chart = self.query_one("#trends-chart", TimeChart)
-        chart.border_title = trends.metric.label
+        set_border_title(chart, trends.metric.label)
         chart.show(trends_chart_data(trends, marks, selected),
                    subtitle=f"by {trends.by} · {len(trends.series)} of {trends.series_total} series")
         self.query_one(ChangeLine).show(getattr(self.llmobs, "changes", []),

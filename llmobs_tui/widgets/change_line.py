@@ -13,6 +13,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from llmobs_tui import format as fmt
+from llmobs_tui.widgets.quiet import update_static
 from store.changes import Change
 
 
@@ -41,6 +42,7 @@ class ChangeLine(Static):
         # A store without the change log (ClickHouse: the writers' log is not shipped) must not say "no changes".
         unavailable = getattr(getattr(self.app, "reader", None), "changes_unavailable", None)
         if unavailable:
-            self.update(Text(unavailable, style="dim"))
+            update_static(self, Text(unavailable, style="dim"), layout=False)
             return
-        self.update(change_line_text(changes, selected, max(20, self.size.width - 2) if self.size.width else 160))
+        width = max(20, self.size.width - 2) if self.size.width else 160
+        update_static(self, change_line_text(changes, selected, width), layout=False)  # one line, always

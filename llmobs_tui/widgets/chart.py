@@ -18,6 +18,7 @@ from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from llmobs_tui import format as fmt
+from llmobs_tui.widgets.quiet import set_border_subtitle
 
 # plotext's palette names. The present is drawn in these, in order; the past always in gray.
 SERIES_COLORS = ("cyan+", "magenta+", "green+", "yellow+", "blue+", "red+", "white", "cyan", "magenta", "green")
@@ -121,7 +122,7 @@ class TimeChart(PlotextPlot):
         self._shown = 0  # how many times show() was called: the cache's notion of "new data"
 
     def show(self, data: ChartData, subtitle: str | Text = "") -> None:
-        self.border_subtitle = subtitle.plain if isinstance(subtitle, Text) else fmt.clean(subtitle, limit=120)
+        set_border_subtitle(self, subtitle.plain if isinstance(subtitle, Text) else fmt.clean(subtitle, limit=120))
         if _draws_the_same(self.data, data):
             return  # the clock's refresh of a quiet store: no rebuild (5–20 ms a chart), no repaint
         self.data = data

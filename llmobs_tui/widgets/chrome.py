@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.widgets import Footer, Static
 
 from llmobs_tui import format as fmt
+from llmobs_tui.widgets.quiet import update_static
 
 SCREENS = (("1", "overview", "Overview"), ("2", "breakdown", "Breakdown"), ("3", "traces", "Traces"),
            ("4", "trace", "Trace"), ("5", "alerts", "Alerts"), ("6", "sessions", "Sessions"), ("7", "trends", "Trends"),
@@ -62,7 +63,7 @@ class TopBar(Static):
         if extra:
             text.append("  ")
             text.append_text(fmt.safe(extra, style="dim", limit=80))
-        self.update(text)
+        update_static(self, text, layout=False)  # one line: its content never changes its size
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +85,7 @@ class AlertBanner(Static):
     def show(self, alerts: list[AlertLine]) -> None:
         self.set_class(bool(alerts), "-firing")
         if not alerts:
-            self.update("")
+            update_static(self, "", layout=False)
             return
         first = sorted(alerts, key=lambda a: 0 if a.severity == "page" else 1)[0]
         self.set_class(first.severity != "page", "-ticket")
@@ -94,7 +95,7 @@ class AlertBanner(Static):
         text.append_text(fmt.safe(first.detail))
         if len(alerts) > 1:
             text.append(f"   +{len(alerts) - 1} more (5)", style="bold")
-        self.update(text)
+        update_static(self, text, layout=False)
 
 
 @dataclass(slots=True)
@@ -186,4 +187,4 @@ class StatusLine(Static):
         if status.error:
             text.append("  ")
             text.append_text(fmt.safe(status.error, style="bold red", limit=160))
-        self.update(text)
+        update_static(self, text, layout=False)

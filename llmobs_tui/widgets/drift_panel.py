@@ -21,6 +21,7 @@ from textual.widgets import Static
 from llmobs_tui import format as fmt
 from llmobs_tui.units import format_duration
 from llmobs_tui.widgets.chart import ChartData, Line, Mark, TimeChart
+from llmobs_tui.widgets.quiet import update_static
 from store import drift
 
 VERDICT_STYLES = {"shifted": "bold red", "moving": "yellow", "stable": "green", "too few calls": "dim"}
@@ -88,6 +89,8 @@ class TokenHistograms(Widget):
         self.threshold = 0.25
 
     def show(self, data: drift.Drift, threshold: float) -> None:
+        if (data, threshold) == (self.data, self.threshold):
+            return  # the clock's refresh of a quiet store: nothing to draw again
         self.data, self.threshold = data, threshold
         self.refresh()
 
@@ -199,7 +202,7 @@ class DriftPanel(Vertical):
     def show(self, data: drift.Drift, threshold: float, marks: list[Mark] | None = None,
              selected: int | None = None) -> None:
         marks = marks or []
-        self.query_one("#drift-summary", Static).update(summary_text(data, threshold))
+        update_static(self.query_one("#drift-summary", Static), summary_text(data, threshold))
         self.query_one("#drift-tokens", TokenHistograms).show(data, threshold)
         self.query_one("#drift-rates", TimeChart).show(rates_chart(data, marks, selected), "gray: 7-day rate")
         self.query_one("#drift-evals", TimeChart).show(evals_chart(data, marks, selected),

@@ -14,6 +14,8 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
+from llmobs_tui.widgets.quiet import set_border_subtitle, update_static
+
 
 @dataclass(frozen=True, slots=True)
 class Drill:
@@ -72,7 +74,7 @@ class StatCard(Widget, can_focus=True):
 
     def show(self, figures: Sequence[Figure], series: Sequence[float], subtitle: str = "") -> None:
         self._figures = list(figures)
-        self.border_subtitle = subtitle
+        set_border_subtitle(self, subtitle)
         if self.highlighted >= len(self._figures):
             self.highlighted = max(0, len(self._figures) - 1)
         self._render_figures()
@@ -104,7 +106,7 @@ class StatCard(Widget, can_focus=True):
             if i:
                 text.append("\n")
             text.append_text(line)
-        self.query_one(".card--figures", Static).update(text)
+        update_static(self.query_one(".card--figures", Static), text)
 
     def watch_highlighted(self) -> None:
         self._render_figures()

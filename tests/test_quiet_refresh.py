@@ -1,0 +1,137 @@
+"""The clock's refresh of a quiet store costs nothing it need not (llmobs_tui/widgets/quiet.py,
+KeyedTable.holds): equal data is not laid out, rendered or turned into table rows again, and anything
+that changes what a person would see still is: a new trace, a start time that turns 20 h old and is
+shown with its date, a style of a line whose text stayed the same."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.widget import Widget
+from textual.widgets import Static
+
+from llmobs_tui.app import LlmobsApp
+from llmobs_tui.widgets import chart as chart_module
+from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.quiet import set_border_subtitle, update_static
+from tests.test_tui import _append_trace, settle, table_keys
+from tests.tui_fixtures import FROZEN_NOW, build_store, trace_id_of, use_utc
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    use_utc()
+    return build_store(tmp_path_factory.mktemp("quiet") / "tui.db")
+
+
+def counting(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[object]:
+    calls: list[object] = []
+    original = getattr(cls, name)
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, counted)
+    return calls
+
+
+def layouts(monkeypatch: pytest.MonkeyPatch) -> list[Widget]:
+    """Every widget that asks for a layout pass of its screen."""
+    asked: list[Widget] = []
+    original = Widget.refresh
+
+    def refresh(self, *regions, **kwargs):
+        if kwargs.get("layout"):
+            asked.append(self)
+        return original(self, *regions, **kwargs)
+
+    monkeypatch.setattr(Widget, "refresh", refresh)
+    return asked
+
+
+async def test_a_quiet_overview_is_not_laid_out_or_drawn_again(store: Path, monkeypatch) -> None:
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await settle(pilot)
+        drawn = counting(monkeypatch, chart_module.TimeChart, "render")
+        asked = layouts(monkeypatch)
+        await settle(pilot)  # the same clock, the same store: the same data
+        assert drawn == [] and asked == [], (drawn, [type(w).__name__ for w in asked])
+
+
+async def test_the_trace_list_is_rebuilt_only_when_what_it_shows_changes(store: Path, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    copy = tmp_path / "growing.db"
+    shutil.copy(store, copy)
+    now = [FROZEN_NOW]
+    app = LlmobsApp(copy, clock=lambda: now[0], refresh_s=None, window_s=86400)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        synced = counting(monkeypatch, KeyedTable, "_sync")
+        await settle(pilot)
+        assert synced == []  # the same traces: no rows built, nothing diffed
+        _append_trace(copy)
+        await settle(pilot)
+        assert len(synced) == 1 and table_keys(app.screen)[0] == trace_id_of(950_000).hex()
+        # Late enough that the traces of the hour before FROZEN_NOW turn 20 h old, not the newest:
+        # their start is shown with its date from now on.
+        table = app.screen.query_one(KeyedTable)
+        oldest = table.get_row_at(table.row_count - 1)[0].plain
+        now[0] = FROZEN_NOW + 20 * 3600 - 30 * 60
+        await settle(pilot)
+        assert len(synced) == 2
+        assert ":" in oldest and "-" not in oldest
+        assert "-" in table.get_row_at(table.row_count - 1)[0].plain  # MM-DD HH:MM
+        assert "-" not in table.get_row_at(0)[0].plain
+
+
+async def test_the_sessions_list_is_rebuilt_only_when_it_changes(store: Path, monkeypatch) -> None:
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, window_s=86400)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("6")
+        await settle(pilot)
+        assert table_keys(app.screen)
+        synced = counting(monkeypatch, KeyedTable, "_sync")
+        await settle(pilot)
+        assert synced == []
+        await pilot.press("u")  # by user: other rows
+        await settle(pilot)
+        assert synced and app.screen.grouping == "user"
+
+
+class Two(App):
+    def compose(self) -> ComposeResult:
+        yield Static(id="line")
+        yield Static("below", id="below")
+
+
+async def test_update_static_skips_only_what_is_equal(monkeypatch) -> None:
+    app = Two()
+    async with app.run_test(size=(60, 10)) as pilot:
+        line = app.query_one("#line", Static)
+        refreshed = counting(monkeypatch, Static, "refresh")
+        update_static(line, Text("12 calls", style="dim"))
+        await pilot.pause()
+        assert len(refreshed) == 1
+        update_static(line, Text("12 calls", style="dim"))  # a new Text, equal: nothing
+        update_static(line, Text("12 calls", style="dim"), layout=False)
+        assert len(refreshed) == 1
+        # Rich's Text == ignores the base style: a line that turns bold must still be shown bold.
+        update_static(line, Text("12 calls", style="bold"))
+        assert len(refreshed) == 2 and str(line.content.style) == "bold"
+        text = Text("13 calls")
+        update_static(line, text)
+        text.append(" and more")  # the caller changes its Text afterwards: compared against what it showed
+        update_static(line, Text("13 calls and more"))
+        assert len(refreshed) == 4
+        set_border_subtitle(line, "1 h")
+        set_border_subtitle(line, "1 h")
+        assert len(refreshed) == 5
