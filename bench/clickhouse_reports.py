@@ -33,9 +33,12 @@ from store.clickhouse.client import ChdbClient
 _DIMS = ("service", "provider", "model", "operation", "feature", "tenant", "prompt_id", "prompt_version", "variant")
 
 
-def _fill_summaries(client: ChdbClient) -> None:
+def _fill_summaries(client: ChdbClient, conversation_minutes: int = 0) -> None:
     # Values are ints and fixed SQL only: nothing from outside reaches this text.
-    client.command("""
+    conversation = ("concat('c-', toString(cityHash64(trace_id) % 5000))" if conversation_minutes <= 0 else
+                    f"concat('c-', toString(intDiv(min(start_ns), {int(conversation_minutes) * 60 * NS})), '-', "
+                    "toString(cityHash64(trace_id) % 50))")
+    client.command(f"""
         INSERT INTO trace_summaries (trace_id, root_known, service, start_ns, end_ns, duration_ns, spans, llm_calls,
             input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_nusd,
             unpriced_calls, errors_api, errors_validation, errors_guardrail, error_spans, feature, user_id,
@@ -43,7 +46,7 @@ def _fill_summaries(client: ChdbClient) -> None:
         SELECT trace_id, 1, any(service), min(start_ns), max(end_ns), max(end_ns) - min(start_ns), count(),
             countIf(billed = 1), sum(coalesce(input_tokens, 0)), sum(coalesce(output_tokens, 0)), 0, 0, 0,
             sum(coalesce(cost_nusd, 0)), 0, 0, 0, 0, 0, ['ask', 'search', 'checkout'][cityHash64(trace_id) % 3 + 1],
-            concat('u-', toString(cityHash64(trace_id) % 500)), concat('c-', toString(cityHash64(trace_id) % 5000)),
+            concat('u-', toString(cityHash64(trace_id) % 500)), {conversation},
             max(end_ns)
         FROM spans GROUP BY trace_id
     """)
@@ -109,10 +112,14 @@ def arguments(description: str | None, repeat: int) -> argparse.ArgumentParser:
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=repeat)
     parser.add_argument("--content-bytes", type=int, default=600)
+    parser.add_argument("--conversation-minutes", type=int, default=0,
+                        help="each conversation's turns within this many minutes (50 conversations at a time); "
+                             "default 0: 5,000 conversations, each spread over the whole week")
     return parser
 
 
-def filled_store(path: str, spans: int, content_bytes: int) -> tuple[ChdbClient, int, float]:
+def filled_store(path: str, spans: int, content_bytes: int, conversation_minutes: int = 0
+                 ) -> tuple[ChdbClient, int, float]:
     """A migrated chdb store at `path` holding `spans` spans (a week ending now), their summaries and
     rollups: (its client, the week's end in ns, seconds the fill took)."""
     client = ChdbClient(path, "bench")
@@ -120,7 +127,7 @@ def filled_store(path: str, spans: int, content_bytes: int) -> tuple[ChdbClient,
     end_ns = time.time_ns()
     fill0 = time.perf_counter()
     _fill(client, "spans", spans, end_ns, content_bytes)
-    _fill_summaries(client)
+    _fill_summaries(client, conversation_minutes)
     _fill_rollups(client)
     return client, end_ns, time.perf_counter() - fill0
 
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, repeat=7).parse_args(argv)
     path = tempfile.mkdtemp(prefix="llmobs-bench-chreports-")
     try:
-        client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes)
+        client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes, args.conversation_minutes)
         counts = {table: int(client.query(f"SELECT count() FROM {table}")[0][0])
                   for table in ("spans", "trace_summaries", "rollups")}
         now_s = end_ns // NS

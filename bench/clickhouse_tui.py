@@ -49,12 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, repeat=5).parse_args(argv)
     path = tempfile.mkdtemp(prefix="llmobs-bench-chtui-")
     try:
-        client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes)
+        client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes, args.conversation_minutes)
         now_s = end_ns / NS
         reader = ClickHouseStoreReader(ClickHouseUrl("http", "in-process", 0, "bench", client.database), client)
         reader.connect()
         trace_id = client.query("SELECT trace_id FROM trace_summaries WHERE start_ns >= {a:Int64} ORDER BY start_ns "
                                 "LIMIT 1", {"a": end_ns - DAY_NS // 2})[0][0]
+        conversation = client.query("SELECT conversation_id FROM trace_summaries WHERE start_ns >= {a:Int64} "
+                                    "AND conversation_id IS NOT NULL ORDER BY start_ns LIMIT 1",
+                                    {"a": end_ns - DAY_NS // 2})[0][0]
         empty = parse("")
         reads: dict[str, Callable[[], Awaitable[Any]]] = {
             "overview + charts, 1h (key 1)": lambda: reader.charts(3600, now_s),
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             "drift panel, 1h (key 5)": lambda: reader.drift(3600, now_s),
             "sessions by last turn, 24h (key 6)": lambda: reader.sessions(86400, now_s, empty, "conversation",
                                                                           "last", True),
+            "one conversation: its turns and calls (Enter on a session)": lambda: reader.conversation(conversation),
             "every alert rule once, demo config (a new engine: nothing cached)": lambda: _rules(client, now_s),
         }
         out: dict[str, Any] = {"spans": args.spans, "fill_s": round(fill_s, 1), "repeat": args.repeat,

@@ -161,7 +161,8 @@ class ClickHouseStoreReader:
             return _sorted(users, sort, "user_id", descending, limit)
         if sort not in (conv.USER_SORTS if by == "user" else conv.SESSION_SORTS):
             raise ValueError(f"cannot sort {'users' if by == 'user' else 'conversations'} by {sort!r}")
-        rows = [conv.ConversationRow(*row) for row in await self._run(ch_sessions.conversation_rows)]
+        rows = [conv.ConversationRow(*row)
+                for row in await self._run(lambda client: ch_sessions.conversation_rows(client, seen_since_ns=since))]
         rows = [r for r in rows if r.last_ns >= since and (matching is None or r.conversation_id in matching)]
         if by == "user":
             # As users_query with a filter: each user's matching conversations summed, ties by user id.

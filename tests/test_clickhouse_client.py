@@ -190,6 +190,17 @@ def test_a_hostile_string_round_trips_over_http(http: HttpClient, engine: ChdbCl
                         {"db": engine.database}) == [(1,)]
 
 
+def test_an_array_of_tuples_binds_on_both_clients(http: HttpClient, engine: ChdbClient) -> None:
+    """(trace id, span id) pairs, as the runaway rule reads tool arguments by: a tuple is a Tuple literal
+    "(a, b)" (sent as a list it was refused, CANNOT_PARSE_INPUT, and every alert rule failed with it)."""
+    keys = [(b"\x01" * 16, b"\x02" * 8), (bytes(range(16)), b"'\\(\x00)[]"[:8].ljust(8, b"\x00"))]
+    for client in (http, engine):
+        rows = client.query("SELECT arrayJoin({keys:Array(Tuple(FixedString(16), FixedString(8)))}) AS k, "
+                            "tupleElement(k, 1), tupleElement(k, 2)", {"keys": keys})
+        assert [(bytes(a), bytes(b)) for _k, a, b in rows] == keys
+    assert http.query("SELECT {ints:Array(Int64)}", {"ints": [1, 2]}) == [([1, 2],)]  # a list stays an Array
+
+
 def test_wrong_credentials_are_refused_as_clickhouse_does(server: ChdbHttpServer, url: ClickHouseUrl) -> None:
     with pytest.raises(ClickHouseError) as caught:
         HttpClient(parse_store_url(url.display(), {PASSWORD_ENV: "wrong"}))

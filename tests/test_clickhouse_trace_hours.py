@@ -192,18 +192,53 @@ def test_the_runaway_reads_find_traces_by_their_end_and_a_malformed_span_by_id(h
 
     now = time.time_ns()
     since = now - 600 * S
-    span_columns = ("trace_id", "span_id", "kind", "tool_name", "start_ns", "end_ns", "version")
+    span_columns = ("trace_id", "span_id", "kind", "tool_name", "start_ns", "end_ns", "version", "raw")
     summary_columns = ("trace_id", "root_known", "start_ns", "end_ns", "spans", "updated_ns", "conversation_id")
     spans, summaries = [], []
     for n, (start, end) in {1: (now - 60 * S, now - 59 * S),  # an ordinary tool call in the window
                             2: (now - 60 * S, since - 5 * S),  # ends before it starts, and before the window
                             3: (since - 100 * S, since - 99 * S)}.items():  # before the window: not read
         trace_start = min(start, end) - 30 * S
-        spans.append([trace_id_bytes(n), (n).to_bytes(8, "big"), "tool", "search", start, end, now])
+        spans.append([trace_id_bytes(n), (n).to_bytes(8, "big"), "tool", "search", start, end, now, b"\x0a\x03abc"])
         summaries.append([trace_id_bytes(n), 0, trace_start, end, 1, now, f"conv-{n}"])
     http.insert("spans", spans, span_columns)
     http.insert("trace_summaries", summaries, summary_columns)
-    rows, _ = runaway_rows(http, {"tools": None, "running": None}, since, 100, 100, lambda tools: [])
+    # Every tool row's arguments asked for: read back by (trace id, span id) pairs.
+    rows, raws = runaway_rows(http, {"tools": None, "running": None}, since, 100, 100, lambda tools: tools)
     assert sorted(row[1] for row in rows["tools"]) == [trace_id_bytes(1), trace_id_bytes(2)]
+    assert sorted(raws) == sorted(row[0] for row in rows["tools"]) and all(raws.values())
     assert sorted(row[0] for row in rows["running"]) == [trace_id_bytes(1), trace_id_bytes(2)]
     assert {row[1]: row[6] for row in rows["tools"]} == {trace_id_bytes(1): "conv-1", trace_id_bytes(2): "conv-2"}
+
+
+def test_sessions_read_the_conversations_seen_since_whole(http: HttpClient) -> None:
+    """The Sessions screen reads only the conversations with a turn that ended in its window (found by the
+    summaries' end), and each of them whole: the same rows as computing every conversation and keeping
+    those whose last turn ended since the window's start."""
+    from store.clickhouse.sessions import conversation_rows
+
+    now = time.time_ns()
+    columns = ("trace_id", "root_known", "start_ns", "end_ns", "duration_ns", "spans", "llm_calls", "cost_nusd",
+               "updated_ns", "conversation_id", "user_id")
+    rows, n = [], 0
+    # conversation → its turns' (start, end) in hours before now: one long-running turn that started
+    # before every window, turns either side of each window's start, an old conversation.
+    shape = {"long": [(30, 0.5)], "recent": [(26, 25), (2, 1.9)], "edge": [(5, 3.01), (3.2, 2.99)],
+             "old": [(40, 39)], "one": [(0.3, 0.2)]}
+    for conversation, turns in shape.items():
+        for start_h, end_h in turns:
+            n += 1
+            start, end = now - int(start_h * HOUR), now - int(end_h * HOUR)
+            rows.append([trace_id_bytes(n), 1, start, end, end - start, 2, 1, 10 * n, now, conversation,
+                         f"user-{conversation}"])
+    http.insert("trace_summaries", rows, columns)
+    everything = conversation_rows(http)
+    assert len(everything) == len(shape)
+    for hours in (0.25, 1, 3, 24, 48):
+        since = now - int(hours * HOUR)
+        seen = conversation_rows(http, seen_since_ns=since)
+        assert seen == [row for row in everything if row[4] >= since], hours
+    assert [row[0] for row in conversation_rows(http, seen_since_ns=now - 3 * HOUR)] == ["edge", "long", "one",
+                                                                                       "recent"]
+    recent = next(row for row in conversation_rows(http, seen_since_ns=now - 3 * HOUR) if row[0] == "recent")
+    assert recent[2] == 2  # both of its turns, the one before the window too

@@ -132,7 +132,9 @@ def _literal(value: Any) -> str:
         return "'" + "".join(f"\\x{b:02x}" for b in value) + "'"
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
+    if isinstance(value, tuple):  # a Tuple(...): an Array of tuples sent as lists is refused (CANNOT_PARSE_INPUT)
+        return "(" + ", ".join(_literal(v) for v in value) + ")"
+    if isinstance(value, list):
         return "[" + ", ".join(_literal(v) for v in value) + "]"
     raise TypeError(f"cannot bind a {type(value).__name__} as a ClickHouse parameter")
 

@@ -406,11 +406,14 @@ def m004_trace_summaries_by_start_hour(client: ClickHouseClient) -> None:
     rows = client.query("SELECT argMax(value, updated_ns) FROM meta WHERE key = {k:String}", {"k": RETENTION_KEY})
     days = int(rows[0][0]) if rows and rows[0][0] else DEFAULT_RETENTION_DAYS
     # The end's minmax index: the runaway rule reads the traces that ended since its window's start (with
-    # the rows sorted by start, a granule's ends lie close together).
+    # the rows sorted by start, a granule's ends lie close together). Bloom filters on the conversation and
+    # the user: a conversation's turns, the Sessions screen's conversations and `forget` read by them.
     ddl = (_TRACE_SUMMARIES.replace("EXISTS trace_summaries", "EXISTS trace_summaries_by_hour")
            .replace("ORDER BY trace_id", TRACE_SUMMARIES_ORDER)
            .replace("INDEX duration_minmax",
-                    "INDEX end_minmax end_ns TYPE minmax GRANULARITY 1,\n    INDEX duration_minmax")
+                    "INDEX end_minmax end_ns TYPE minmax GRANULARITY 1,\n    "
+                    "INDEX conversation_bloom conversation_id TYPE bloom_filter(0.01) GRANULARITY 1,\n    "
+                    "INDEX user_bloom user_id TYPE bloom_filter(0.01) GRANULARITY 1,\n    INDEX duration_minmax")
            .replace(f"INTERVAL {DEFAULT_RETENTION_DAYS} DAY", f"INTERVAL {days} DAY"))
     client.command(ddl)
     client.command("ALTER TABLE trace_summaries_by_hour ADD COLUMN IF NOT EXISTS variant "

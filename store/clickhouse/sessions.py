@@ -33,13 +33,22 @@ ORDER BY conversation_id
 """
 
 
-def conversation_rows(client: ClickHouseClient, conversation_ids: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
-    """The rows store.sessions.refresh would write for these conversations (all when None), less updated_ns."""
-    where, params = "", {}
+def conversation_rows(client: ClickHouseClient, conversation_ids: Sequence[str] | None = None, *,
+                      seen_since_ns: int | None = None) -> list[tuple[Any, ...]]:
+    """The rows store.sessions.refresh would write for these conversations (all when None), less updated_ns.
+    `seen_since_ns`: only the conversations with a turn that ended since then (their last_ns is at or after
+    it), found by the summaries' end (end_minmax) and then read whole by their id (conversation_bloom)."""
+    where = ""
+    params: dict[str, Any] = {}
+    if seen_since_ns is not None:
+        where += (" AND conversation_id IN (SELECT DISTINCT conversation_id FROM trace_summaries FINAL "
+                  "WHERE end_ns >= {since:Int64} AND conversation_id IS NOT NULL)")
+        params["since"] = seen_since_ns
     if conversation_ids is not None:
         if not conversation_ids:
             return []
-        where, params = " AND conversation_id IN {ids:Array(String)}", {"ids": list(conversation_ids)}
+        where += " AND conversation_id IN {ids:Array(String)}"
+        params["ids"] = list(conversation_ids)
     rows = client.query(_CONVERSATION_SELECT.format(where=where), params)
     return [(row[0], row[1], *(int(v) for v in row[2:])) for row in rows]
 
