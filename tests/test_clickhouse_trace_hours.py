@@ -123,6 +123,22 @@ def test_forget_deletes_a_moved_trace_where_its_row_is(tmp_path: Path, http: Htt
     assert conversations == {"conv-2", "conv-4"}
 
 
+def test_the_writers_forget_deletes_a_trace_at_the_hour_it_started(tmp_path: Path, http: HttpClient,
+                                                                   engine: ChdbClient) -> None:
+    """`forget` through the serving writer (its outbox): the deletion row goes where the summary is, the
+    hour the trace started, not the hour of the deletion (the same hour in most tests, by the clock)."""
+    now = time.time_ns()
+    children, roots = straddling(now)
+    with replica(tmp_path / "a.db", now, http) as a:
+        a(children)
+        a(roots)
+        gone = [trace_id_bytes(1), trace_id_bytes(3)]
+        a.writer.forget(gone)
+        a([])
+    assert set(summary_rows(engine)) == {trace_id_bytes(2), trace_id_bytes(4)}
+    assert set(listed(engine, now)) == {trace_id_bytes(2), trace_id_bytes(4)}
+
+
 def test_m004_copies_the_summaries_into_the_hour_sorted_table(url: Any, database: str,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """A database at m003 (sorted by trace id) holding two versions of one trace and a deleted one, with a

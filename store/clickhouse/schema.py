@@ -191,7 +191,7 @@ TTL {_seconds('time_ns')} + INTERVAL {DEFAULT_RETENTION_DAYS} DAY
 """
 
 # One row per trace, re-inserted with a higher updated_ns whenever a span changes it. m001 keyed it by trace
-# id only; m004 sorts it by the hour of the trace's start (TRACE_SUMMARIES_LAYOUT, below).
+# id only; m004 sorts it by the hour of the trace's start (TRACE_SUMMARIES_ORDER, below).
 _TRACE_SUMMARIES = f"""
 CREATE TABLE IF NOT EXISTS trace_summaries (
     trace_id FixedString(16),
