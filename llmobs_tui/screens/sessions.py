@@ -152,20 +152,16 @@ class SessionsScreen(LiveScreen):
         source = (grouping, rows, self._layout, self._id_widths,
                   [(now_s - r.first_ns / 1e9 < fmt.CLOCK_TODAY_S,
                     now_s - r.last_ns / 1e9 < fmt.CLOCK_TODAY_S) for r in rows])
-        if table.holds(source):
-            self._describe()
-            if not rows:
-                self._describe_empty()
-            return
-        if grouping == "user":
-            shown = [(USER_KEY + u.user_id, self._user_cells(u, now_s)) for u in rows]
-            self.users = {USER_KEY + u.user_id: u for u in rows}
-        else:
-            shown = [(c.conversation_id, self._conversation_cells(c, now_s)) for c in rows]
-            self.rows = {c.conversation_id: c for c in rows}
-        table.sync(shown, source=source)
+        if not table.holds(source):
+            if grouping == "user":
+                shown = [(USER_KEY + u.user_id, self._user_cells(u, now_s)) for u in rows]
+                self.users = {USER_KEY + u.user_id: u for u in rows}
+            else:
+                shown = [(c.conversation_id, self._conversation_cells(c, now_s)) for c in rows]
+                self.rows = {c.conversation_id: c for c in rows}
+            table.sync(shown, source=source)
         self._describe()
-        if not shown:
+        if not rows:
             self._describe_empty()
 
     def _id_cell(self, value: str | None, column: str) -> Text:

@@ -173,11 +173,15 @@ class TracesScreen(LiveScreen):
         # What the rows are built from: a row's start reads differently once it is 20 h old (fmt.clock).
         source = (traces, self._layout, self._matches, self.llmobs.following,
                   [now_s - t.start_ns / 1e9 < fmt.CLOCK_TODAY_S for t in traces])
-        if table.holds(source):
-            self._describe()
-            if not traces:
-                self._describe_empty()
-            return
+        if not table.holds(source):
+            self.held_back = table.sync(self._rows_of(traces, table, now_s), reorder=self.llmobs.following,
+                                        source=source)
+        self._describe()
+        if not traces:  # say why the list is empty and what to do next
+            self._describe_empty()
+
+    def _rows_of(self, traces: list[TraceRow], table: KeyedTable, now_s: float) -> list[tuple[str, tuple]]:
+        """The table's rows (key, cells) for these traces, the root column fitted to the room left."""
         rows = []
         self._rows = {}
         for trace in traces:
@@ -213,10 +217,7 @@ class TracesScreen(LiveScreen):
             at = self._layout.index("root")
             for _key, cells in rows:
                 cells[at].truncate(root_width, overflow="ellipsis")
-        self.held_back = table.sync(rows, reorder=self.llmobs.following, source=source)
-        self._describe()
-        if not rows:  # say why the list is empty and what to do next
-            self._describe_empty()
+        return rows
 
     def _describe_empty(self) -> None:
         from llmobs_tui.widgets.chrome import empty_window_text

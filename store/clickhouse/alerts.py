@@ -202,11 +202,10 @@ def length_example(client: ClickHouseClient, since_ns: int, signal: str, lo: int
 # --- runaway agents ---------------------------------------------------------------------------------------------
 
 
-
-# The summaries of the traces with a span that started since `since`, `columns` of them: their end is at or
-# after it, and the end_minmax index (m004) skips the rest of the table; a trace whose only such span ends
-# before it starts (kept, flagged invalid) is found by id instead (a set that is nearly always empty).
 def _summaries_ending_since(columns: str, condition: str = "1") -> str:
+    """`columns` of the summaries of the traces with a span that started since `since`: their end is at or
+    after it, and the end_minmax index (m004) skips the rest of the table; a trace whose only such span
+    ends before it starts (kept, flagged invalid) is found by id instead (a set that is nearly always empty)."""
     return (f"SELECT {columns} FROM trace_summaries FINAL WHERE end_ns >= {{since:Int64}} AND {condition} "
             f"UNION ALL SELECT {columns} FROM trace_summaries FINAL WHERE end_ns < {{since:Int64}} AND {condition} "
             "AND trace_id IN (SELECT trace_id FROM spans FINAL WHERE start_ns >= {since:Int64} AND "

@@ -9,8 +9,8 @@ twice, leaves a call's feature and tenant uninherited, or undoes another replica
 
 So each batch starts with one query: the newest summary version of the batch's traces in ClickHouse.
 A trace whose version there is newer than the one this working store wrote was written by another
-replica since: its spans are read from ClickHouse (FINAL: as every
-reader sees them) and replace this store's copy, and the writer's cache forgets it. The writer then
+replica since: its spans are read from ClickHouse (FINAL: as every reader sees them) and replace this
+store's copy, and the writer's cache forgets it. The writer then
 applies its rules to the whole trace as usual, and the deltas it ships are taken against what
 ClickHouse holds, so the rollups end up as if one replica had seen every span. Whatever this replica
 ships of such a trace carries a version above the one it read, so it wins over it even when the other
