@@ -46,6 +46,10 @@ from store.sessions import SessionSettings
 
 WINDOWS = (300, 3600, 86400, 7 * 86400)
 PAINT_HOLD_S = 0.25  # after a screen switch, how long the old data may keep the new screen from painting
+# The screens composed ahead of their first key (warm_screens), likeliest first, and the pause before each:
+# composing one holds the UI thread for 20-100 ms, and a key pressed meanwhile waits for at most one.
+WARM_ORDER = ("traces", "breakdown", "alerts", "sessions", "trends", "trace", "metrics", "conversation")
+WARM_GAP_S = 0.15
 
 
 def default_export_dir() -> Path:
@@ -116,6 +120,8 @@ class LlmobsApp(App):
         self._live_tick: asyncio.Future[None] | None = None
         self._ticking_for: Any = None  # the screen the tick in progress reads for
         self._paint_held = False
+        self._first_shown = False
+        self.screens_warmed = asyncio.Event()  # set once warm_screens has composed every screen
         self._last_counts: tuple[float, int] | None = None
         self.status = IngestStatus(mode=f"read-only {self.store_label}")
         self.load_error: str | None = None
@@ -222,10 +228,32 @@ class LlmobsApp(App):
             self.refresh_chrome(screen)
         self._ring_for_new_pages()
         self._release_paint()
-        if self.ticks == 1:
+        if not self._first_shown:  # the first tick that got this far: a key may have cut the first short
+            self._first_shown = True
             self.call_after_refresh(tune_for_interaction)  # once the first screen is painted: see gc_policy
+            if self.refresh_s is not None:
+                self.run_worker(self.warm_screens, group="warm", exit_on_error=False)
         if self.shown_hook is not None and isinstance(screen, LiveScreen) and error is None:
             self.shown_hook(screen, started)
+
+    async def warm_screens(self) -> None:
+        """Compose, style and lay out the installed screens not shown yet, one at a time, after the first
+        screen is painted: Textual does that the first time a screen is shown, so the first press of each
+        key cost 130-260 ms against 40-100 ms for the next ones (bench.tui_keys' first round, week.db).
+        Only with the live loop: tests and screenshots compose a screen when they show it, as before.
+        Nothing is read from the store here: each screen reads when a key shows it."""
+        for name in WARM_ORDER:
+            await asyncio.sleep(WARM_GAP_S)
+            screen = self.get_screen(name)
+            if not screen.is_running:  # a key may have shown it already
+                # App._get_screen is what switch_screen calls to start an installed screen (Textual is
+                # pinned exactly): it registers the screen and mounts its widgets without making it current.
+                _screen, mounted = self._get_screen(screen)
+                await mounted
+                screen._refresh_layout(self.size)  # laid out as it will be shown (displayed only if current)
+        # What the screens hold lives as long as the app: out of the collector's full passes (gc_policy).
+        tune_for_interaction()
+        self.screens_warmed.set()
 
     async def _evaluate_alerts(self, now_s: float) -> None:
         """With the live loop, the alert rules are evaluated beside the refresh, not inside it: an

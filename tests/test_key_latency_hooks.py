@@ -1,7 +1,8 @@
 """What makes a key answer quickly while ingest runs (bench/tui_keys.py measures it): the shown hook
 the benchmark times, a key that supersedes a refresh still reading for the old screen, the paint
 held until the new screen's data is shown, a reader whose read was cancelled midway, the trace
-list's cheap widths and rebuild, and the footer that is not rebuilt on every switch. Driven through
+list's cheap widths and rebuild, the footer that is not rebuilt on every switch, and the screens
+composed before their first key. Driven through
 Textual's Pilot on a real store written by the real normalizer and writer."""
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
-from llmobs_tui.app import PAINT_HOLD_S, LlmobsApp
+from llmobs_tui import app as app_module
+from llmobs_tui.app import PAINT_HOLD_S, WARM_ORDER, LlmobsApp
 from llmobs_tui.filtering import Filter
 from llmobs_tui.reader import StoreReader
 from llmobs_tui.screens import base
@@ -53,6 +55,18 @@ async def wait_for(pilot, condition, rounds: int = 400) -> bool:
     return condition()
 
 
+def _composed(app: LlmobsApp) -> set[str]:
+    return {name for name in WARM_ORDER if app.get_screen(name).is_running}
+
+
+async def warmed(pilot, app: LlmobsApp) -> bool:
+    """Wait until every screen has been composed ahead of its first key (LlmobsApp.warm_screens), and
+    what composing them asked for after a refresh (their footers) has run."""
+    done = await wait_for(pilot, app.screens_warmed.is_set)
+    await pilot.pause(0.2)
+    return done and _composed(app) == set(WARM_ORDER)
+
+
 async def test_a_key_shows_the_new_screen_through_the_hook_with_the_stores_rows(store: Path) -> None:
     app, shown = live_app(store)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -61,6 +75,7 @@ async def test_a_key_shows_the_new_screen_through_the_hook_with_the_stores_rows(
         await pilot.press("3")
         assert await wait_for(pilot, lambda: any(n == "traces" and t >= pressed for n, t in shown))
         keys = app.screen.query_one(KeyedTable).keys()
+        assert await warmed(pilot, app)  # composing a screen holds a batch of its own for a moment
         assert app._batch_count == 0  # the paint held for the switch was released by the show
     db = open_reader(store)
     try:
@@ -91,6 +106,7 @@ async def test_a_key_supersedes_a_refresh_still_reading_for_the_old_screen(store
             await pilot.press("2")
             assert await wait_for(pilot, lambda: any(name == "breakdown" for name, _ in shown))
             assert not any(name == "overview" for name, _ in shown)
+            assert await warmed(pilot, app)
             assert app._batch_count == 0
             rows = app.screen.query_one(KeyedTable).row_count
     finally:
@@ -102,6 +118,7 @@ async def test_the_held_paint_is_let_go_when_the_new_screens_read_is_slow(store:
     app, shown = live_app(store)
     async with app.run_test(size=(160, 48)) as pilot:
         assert await wait_for(pilot, lambda: bool(shown))
+        assert await warmed(pilot, app)
         app._hold_paint()
         assert app._batch_count == 1
         await pilot.pause(PAINT_HOLD_S + 0.2)
@@ -187,6 +204,7 @@ async def test_the_footer_is_rebuilt_only_when_its_keys_change(store: Path, monk
     monkeypatch.setattr(KeysFooter, "recompose", counted)
     app, _shown = live_app(store)
     async with app.run_test(size=(160, 48)) as pilot:
+        assert await warmed(pilot, app)  # each screen composed ahead builds its footer once
         for key in "1212":
             await pilot.press(key)
             await pilot.pause(0.1)
@@ -197,9 +215,13 @@ async def test_the_footer_is_rebuilt_only_when_its_keys_change(store: Path, monk
         assert len(rebuilt) == first_visits  # the same keys as last time: nothing rebuilt
         labels = [k.key for k in app.screen.query_one(KeysFooter).query("FooterKey")]
         assert "g" in labels and "q" in labels  # Breakdown's own key and the app's, still shown
+        built_ahead = rebuilt.count("traces")
         await pilot.press("3")
         await pilot.pause(0.3)
-        assert rebuilt[-1] == "traces"  # other keys (the sorts): rebuilt
+        # Its own keys (the sorts), built when the screen was composed ahead (warm_screens), not again now.
+        labels = [k.key for k in app.screen.query_one(KeysFooter).query("FooterKey")]
+        assert {"S", "D", "C", "q"} <= set(labels) and "g" not in labels
+        assert built_ahead and rebuilt.count("traces") == built_ahead
 
 
 async def test_a_slow_view_is_refreshed_by_the_clock_less_often_but_a_key_still_reads_it(store: Path,
@@ -256,3 +278,54 @@ async def test_a_key_that_wakes_the_loop_as_the_clock_times_out_is_not_taken_for
     assert not app._wake.is_set()
     monkeypatch.undo()
     assert await app._wait_for_next_tick() is True, "nothing woke it: the clock's"
+
+
+async def test_the_screens_not_shown_yet_are_composed_after_the_first_paint_without_reading(
+        store: Path, monkeypatch) -> None:
+    """With the live loop, the screens the first keys will show are composed in the background once the
+    Overview is painted, so that a first press does not also compose and style its screen; the
+    Overview stays current and focused, and none of them reads the store until a key shows it."""
+    monkeypatch.setattr(app_module, "WARM_GAP_S", 0.01)
+    loads: list[str] = []
+    timed_load = base.LiveScreen.timed_load
+
+    async def counted(self, reader, now_s):
+        loads.append(self.NAME)
+        return await timed_load(self, reader, now_s)
+
+    monkeypatch.setattr(base.LiveScreen, "timed_load", counted)
+    app, shown = live_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert await warmed(pilot, app), _composed(app)
+        assert isinstance(app.screen, OverviewScreen)
+        assert app.focused is not None and app.focused.screen is app.screen
+        assert set(loads) == {"overview"}
+        traces_table = app.get_screen("traces").query_one(KeyedTable)
+        assert traces_table.row_count == 0  # composed, never shown
+        assert traces_table.size.width > 100  # and laid out at the app's size (160 columns)
+        pressed = time.perf_counter()
+        await pilot.press("3")
+        assert await wait_for(pilot, lambda: any(n == "traces" and t >= pressed for n, t in shown))
+        assert app.screen.query_one(KeyedTable).row_count > 0
+        assert app.focused is app.screen.query_one(KeyedTable)
+
+
+async def test_a_key_pressed_while_the_screens_are_composed_is_served(store: Path, monkeypatch) -> None:
+    monkeypatch.setattr(app_module, "WARM_GAP_S", 0.2)
+    app, shown = live_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert await wait_for(pilot, lambda: any(name == "overview" for name, _ in shown))
+        assert len(_composed(app)) < len(WARM_ORDER), "pressed before the last one was composed"
+        pressed = time.perf_counter()
+        await pilot.press("6")
+        assert await wait_for(pilot, lambda: any(n == "sessions" and t >= pressed for n, t in shown))
+        assert await warmed(pilot, app), _composed(app)
+        assert app.screen.NAME == "sessions" and app.focused is app.screen.query_one(KeyedTable)
+
+
+async def test_without_the_live_loop_a_screen_is_composed_when_it_is_first_shown(store: Path) -> None:
+    """Tests and screenshots (no live loop) keep Textual's own order: nothing is composed ahead."""
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause(0.3)
+        assert _composed(app) == set()
