@@ -197,7 +197,7 @@ def parse_charts(window_s: float, now_s: float, rows: dict[str, list[tuple]], sh
     charts = Charts(overview, series_from_overview(overview), parse_cost_burn(now_s, rows["cost_burn"]))
     if shift_s and "past_buckets" in rows:
         past = parse_overview(window_s, now_s - shift_s,
-                              {"buckets": rows["past_buckets"], "today": rows["past_today"], "features": []})
+                              {"buckets": rows["past_buckets"], "today": rows["past_today"]})
         day = _day_shift(shift_s)
         charts.past = past
         charts.past_series = series_from_overview(past, shift_s)

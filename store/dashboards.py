@@ -9,7 +9,7 @@ per-dimension rows for breakdowns; the trace list reads the `traces` summary thr
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,17 +163,39 @@ def overview_queries(window_s: float, now_s: float) -> dict[str, Query]:
             (res, first_bucket, int(now_s))),
         "today": Query(f"SELECT coalesce(sum(cost_nusd), 0) FROM rollups WHERE dims_id = 0 AND ({today_sql})",
                        today_params),
-        "features": Query(
-            f"SELECT d.feature, sum(r.cost_nusd), sum(r.calls) FROM rollups r JOIN dims d ON d.id = r.dims_id "
-            f"WHERE ({window_sql}) GROUP BY d.feature ORDER BY 2 DESC, 3 DESC LIMIT 8", window_params),
-        "models": Query(
-            f"SELECT d.model, sum(r.cost_nusd), sum(r.calls) FROM rollups r JOIN dims d ON d.id = r.dims_id "
-            f"WHERE ({window_sql}) AND d.model != '' GROUP BY d.model ORDER BY 3 DESC LIMIT 8", window_params),
+        # The top features and models (parse_overview folds them) from one pass over the window's rows
+        # of every dimension set: two passes, one per list, cost 26 ms each over a week of week.db.
+        "top": Query(
+            f"SELECT d.feature, d.model, sum(r.cost_nusd), sum(r.calls) FROM rollups r JOIN dims d "
+            f"ON d.id = r.dims_id WHERE ({window_sql}) GROUP BY d.feature, d.model", window_params),
     }
+
+
+TOP_N = 8  # the Overview's top features and models
+
+
+def fold_top(rows: Iterable[tuple]) -> tuple[list[tuple], list[tuple]]:
+    """(features, models) from (feature, model, cost, calls) sums: features by cost then calls, models by
+    calls (named ones only), the top TOP_N of each, equal figures by name. Both stores read these rows."""
+    features: dict[Any, list[int]] = {}
+    models: dict[Any, list[int]] = {}
+    for feature, model, cost, calls in rows:
+        cost, calls = int(cost or 0), int(calls or 0)
+        for sums, name in ((features, feature), (models, model)):
+            found = sums.get(name)
+            if found is None:
+                sums[name] = [cost, calls]
+            else:
+                found[0] += cost
+                found[1] += calls
+    by_feature = sorted(((name, c, n) for name, (c, n) in features.items()), key=lambda r: (-r[1], -r[2], r[0] or ""))
+    by_model = sorted(((name, c, n) for name, (c, n) in models.items() if name), key=lambda r: (-r[2], r[0]))
+    return by_feature[:TOP_N], by_model[:TOP_N]
 
 
 def parse_overview(window_s: float, now_s: float, rows: dict[str, list[tuple]]) -> Overview:
     res = resolution_for(window_s)
+    features, models = fold_top(rows.get("top", ()))
     start = now_s - window_s
     totals = GroupStats(key={})
     buckets = []
@@ -189,8 +211,8 @@ def parse_overview(window_s: float, now_s: float, rows: dict[str, list[tuple]]) 
     return Overview(
         window_s=window_s, now_s=now_s, resolution_s=res, buckets=buckets, totals=totals,
         today_cost_nusd=rows["today"][0][0] if rows["today"] else 0, today_start_s=local_midnight(now_s),
-        features=[(f or None, c or 0, n or 0) for f, c, n in rows["features"] if (c or n)],
-        models=[(m or None, c or 0, n or 0) for m, c, n in rows.get("models", []) if n],
+        features=[(f or None, c, n) for f, c, n in features if (c or n)],
+        models=[(m or None, c, n) for m, c, n in models if n],
     )
 
 

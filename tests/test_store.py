@@ -13,6 +13,7 @@ import pytest
 
 from store import histogram, retention
 from store.connection import StoreError, StoreLocked, WriterLock, open_reader, open_writer
+from store.dashboards import fold_top, overview_queries
 from store.migrations import MIGRATIONS, migrate
 from store.queries import rollup_ranges
 from store.writer import SpanWriter
@@ -248,6 +249,12 @@ def test_hot_queries_use_their_indexes_even_on_a_young_store(writer, writer_db, 
     assert "spans_by_trace" in plan("SELECT * FROM spans WHERE trace_id = ?", (b"x" * 16,))
     assert "traces_by_start" in plan("SELECT * FROM traces WHERE start_ns > ? ORDER BY start_ns DESC LIMIT 50", (0,))
     assert "PRIMARY KEY" in plan("SELECT * FROM rollups WHERE res = 60 AND bucket >= ? AND bucket < ?", (0, 1))
+    # The totals of a window (the Overview's series, its cost today, the rules' ungrouped windows): by
+    # their own index, not through every dimension set's row of each bucket (m014).
+    for window in (3600, 7 * 86400):
+        queries = overview_queries(window, T0 / 1e9)
+        assert "rollups_totals" in plan(queries["buckets"].sql, queries["buckets"].params), window
+        assert "rollups_totals" in plan(queries["today"].sql, queries["today"].params), window
     assert "logs_by_span" in plan("SELECT * FROM logs WHERE trace_id = ? AND span_id = ?", (b"x" * 16, b"y" * 8))
 
 
@@ -267,3 +274,15 @@ def test_span_writer_resumes_ids_after_reopening(db_path, normalizer):
     _ingest(SpanWriter(db), normalizer, 2, T0)
     ids = [r[0] for r in db.execute("SELECT id FROM spans ORDER BY id")]
     assert ids == [1, 2, 3, 4]
+
+
+def test_the_overviews_top_features_and_models_are_folded_from_one_read_of_both():
+    """(feature, model) sums → features by cost then calls, models by calls (named only), ties by name."""
+    rows = [("chat", "gpt-4o", 500, 10), ("chat", "claude", 100, 10), ("search", "gpt-4o", 300, 5),
+            ("", "claude", 200, 3), (None, "", 50, 40), ("search", "mini", 300, 5)]
+    features, models = fold_top(rows)
+    assert features == [("chat", 600, 20), ("search", 600, 10), ("", 200, 3), (None, 50, 40)]
+    assert models == [("gpt-4o", 800, 15), ("claude", 300, 13), ("mini", 300, 5)]
+    tied = fold_top([(f"f{i}", f"m{9 - i}", 1, 1) for i in range(10)])
+    assert [f for f, _, _ in tied[0]] == [f"f{i}" for i in range(8)]  # equal figures by name, top 8
+    assert [m for m, _, _ in tied[1]] == [f"m{i}" for i in range(8)]

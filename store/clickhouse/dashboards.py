@@ -84,28 +84,19 @@ def _buckets(client: ClickHouseClient, window_s: float, now_s: float) -> list[tu
     return [(int(row[0]), *_ints(row[1:1 + n]), *(_blob(h) for h in row[1 + n:])) for row in rows]
 
 
-def _top(client: ClickHouseClient, window_s: float, now_s: float) -> tuple[list[tuple], list[tuple]]:
-    """overview_queries' "features" (by cost, then calls) and "models" (by calls, named ones only), the top 8
-    of each, from one read (a ClickHouse query costs 8–10 ms of CPU however small: see reports.py). Equal
-    figures are ordered by name (SQLite leaves their order to its sorter)."""
+def _top(client: ClickHouseClient, window_s: float, now_s: float) -> list[tuple]:
+    """overview_queries' "top" rows: (feature, model, cost, calls) of the window, for fold_top."""
     params: dict[str, Any] = {}
     condition = _window_condition(int(now_s - window_s), int(now_s), params)
-    rows = client.query(
-        f"SELECT grouping(feature) = 0, if(grouping(feature) = 0, feature, model), sum(cost_nusd), sum(calls) "
-        f"FROM rollups WHERE {condition} GROUP BY GROUPING SETS ((feature), (model))", params)
-    features = sorted(((name, int(cost), int(calls)) for by_feature, name, cost, calls in rows if by_feature),
-                      key=lambda r: (-r[1], -r[2], r[0]))
-    models = sorted(((name, int(cost), int(calls)) for by_feature, name, cost, calls in rows
-                     if not by_feature and name != ""), key=lambda r: (-r[2], r[0]))
-    return features[:8], models[:8]
+    return client.query(f"SELECT feature, model, sum(cost_nusd), sum(calls) FROM rollups WHERE {condition} "
+                        "GROUP BY feature, model", params)
 
 
 def overview_rows(client: ClickHouseClient, window_s: float, now_s: float) -> Rows:
     """store.dashboards.overview_queries' rows, for parse_overview."""
-    features, models = _top(client, window_s, now_s)
     burn = cost_burn_rows(client, now_s)
-    return {"buckets": _buckets(client, window_s, now_s), "today": _today(burn), "features": features,
-            "models": models, "cost_burn": burn}
+    return {"buckets": _buckets(client, window_s, now_s), "today": _today(burn), "top": _top(client, window_s, now_s),
+            "cost_burn": burn}
 
 
 def _today(cost_burn: list[tuple]) -> list[tuple]:
