@@ -511,16 +511,6 @@ def m013_clickhouse_outbox(db: sqlite3.Connection) -> None:
     )
 
 
-@migration
-def m014_rollup_totals(db: sqlite3.Connection) -> None:
-    """The all-traffic rollup rows (dims_id 0) of a window by their own index. The primary key is
-    (res, bucket, dims_id), so a read of the totals walked every dimension set's row of each bucket
-    (their histogram blobs in the row): the Overview's 7-day chart read 13,865 hour rows of week.db
-    for its 157 totals (16.7 ms), and the alert rules' ungrouped windows did the same over 30 days."""
-    db.execute("CREATE INDEX IF NOT EXISTS rollups_totals ON rollups (res, dims_id, bucket)")
-    pin_planner_statistics(db)
-
-
 # Query-planner statistics for a store of about a million spans, pinned instead of measured.
 # ANALYZE on a young store records "spans: 2 rows", after which the planner full-scans `spans` for
 # a trace lookup for as long as those stats live, millions of rows later (seen in a test here);
@@ -553,7 +543,6 @@ PLANNER_STATISTICS = (
     ("logs", "logs_by_time", "200000 1"),
     ("logs", "logs_evaluations", "2000 200 1"),
     ("rollups", "rollups", "100000 50000 20 1"),
-    ("rollups", "rollups_totals", "100000 50000 1000 1"),
     ("dims", "dims_key", "500 100 50 20 20 5 2 1 1 1"),
     ("tool_rollups", "tool_rollups", "20000 10000 20 1"),
     ("changes", "changes_key", "200 40 2 1"),

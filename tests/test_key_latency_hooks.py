@@ -2,8 +2,8 @@
 the benchmark times, a key that supersedes a refresh still reading for the old screen, the paint
 held until the new screen's data is shown, a reader whose read was cancelled midway, the trace
 list's cheap widths and rebuild, the footer that is not rebuilt on every switch, and the screens
-composed before their first key. Driven through
-Textual's Pilot on a real store written by the real normalizer and writer."""
+composed before their first key. Driven through Textual's Pilot on a real store written by the real
+normalizer and writer."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import pytest
 
 from store import histogram, retention
 from store.connection import StoreError, StoreLocked, WriterLock, open_reader, open_writer
-from store.dashboards import fold_top, overview_queries
+from store.dashboards import fold_top
 from store.migrations import MIGRATIONS, migrate
 from store.queries import rollup_ranges
 from store.writer import SpanWriter
@@ -249,12 +249,6 @@ def test_hot_queries_use_their_indexes_even_on_a_young_store(writer, writer_db, 
     assert "spans_by_trace" in plan("SELECT * FROM spans WHERE trace_id = ?", (b"x" * 16,))
     assert "traces_by_start" in plan("SELECT * FROM traces WHERE start_ns > ? ORDER BY start_ns DESC LIMIT 50", (0,))
     assert "PRIMARY KEY" in plan("SELECT * FROM rollups WHERE res = 60 AND bucket >= ? AND bucket < ?", (0, 1))
-    # The totals of a window (the Overview's series, its cost today, the rules' ungrouped windows): by
-    # their own index, not through every dimension set's row of each bucket (m014).
-    for window in (3600, 7 * 86400):
-        queries = overview_queries(window, T0 / 1e9)
-        assert "rollups_totals" in plan(queries["buckets"].sql, queries["buckets"].params), window
-        assert "rollups_totals" in plan(queries["today"].sql, queries["today"].params), window
     assert "logs_by_span" in plan("SELECT * FROM logs WHERE trace_id = ? AND span_id = ?", (b"x" * 16, b"y" * 8))
 
 
