@@ -248,8 +248,7 @@ class LlmobsApp(App):
             if not screen.is_running:  # a key may have shown it already
                 # App._get_screen is what switch_screen calls to start an installed screen (Textual is
                 # pinned exactly): it registers the screen and mounts its widgets without making it current.
-                _screen, mounted = self._get_screen(screen)
-                await mounted
+                await self._get_screen(screen)[1]
                 screen._refresh_layout(self.size)  # laid out as it will be shown (displayed only if current)
         # What the screens hold lives as long as the app: out of the collector's full passes (gc_policy).
         tune_for_interaction()

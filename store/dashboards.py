@@ -163,8 +163,8 @@ def overview_queries(window_s: float, now_s: float) -> dict[str, Query]:
             (res, first_bucket, int(now_s))),
         "today": Query(f"SELECT coalesce(sum(cost_nusd), 0) FROM rollups WHERE dims_id = 0 AND ({today_sql})",
                        today_params),
-        # The top features and models (parse_overview folds them) from one pass over the window's rows
-        # of every dimension set: two passes, one per list, cost 26 ms each over a week of week.db.
+        # The top features and models from one pass over the window's rows of every dimension set, folded
+        # by parse_overview (fold_top): a query per list read them twice, 26 ms each over a week of week.db.
         "top": Query(
             f"SELECT d.feature, d.model, sum(r.cost_nusd), sum(r.calls) FROM rollups r JOIN dims d "
             f"ON d.id = r.dims_id WHERE ({window_sql}) GROUP BY d.feature, d.model", window_params),
