@@ -9,7 +9,7 @@ import operator
 import sqlite3
 import threading
 from array import array
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import zstandard
@@ -185,6 +185,10 @@ def _decode(blob: bytes | None) -> dict[int, int]:
     return counts
 
 
+# One rollup read an alert evaluation plans (SharedRollups.prefetch_all): windows, by, where, hists.
+PlannedRead = tuple[Sequence[tuple[int, int]], Sequence[str], Mapping[str, str | None] | None, Sequence[str]]
+
+
 class SharedRollups:
     """grouped_rollups for the many windows one alert evaluation asks about, each rollup row read once.
 
@@ -223,6 +227,9 @@ class SharedRollups:
                  hists: Sequence[str] = ()) -> None:
         """Nothing to do here: each rollup row is read once per evaluation whatever the windows (the
         ClickHouse store reads several windows in one query instead)."""
+
+    def prefetch_all(self, reads: Sequence[PlannedRead]) -> None:
+        """Nothing to do here either (the ClickHouse store reads every window of an evaluation in one query)."""
 
     def _piece(self, piece: tuple[int, int, int]) -> dict[int, tuple[int, ...]]:
         """The piece's summed counters per dimension set (and its `hists` blobs, kept aside)."""

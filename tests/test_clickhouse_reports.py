@@ -530,3 +530,88 @@ def test_several_windows_read_in_one_query_equal_one_query_each(stores) -> None:
         assert windowed_totals(client, windows, (), {})[2][0].counters[0] > 0  # the last hour has calls
     finally:
         client.close()
+
+
+def test_reads_batched_in_one_query_equal_sqlite_window_by_window(stores) -> None:
+    """An alert evaluation's rollup reads in one query (reports.rollup_reads: a branch per read, a read's
+    windows summed from segments between their edges) give each window what SQLite's grouped_rollups gives
+    it alone: grouped and not, filtered, with histograms, nested and ragged windows, one in the future."""
+    from store.clickhouse.reports import RollupRead, rollup_reads
+    from store.queries import grouped_rollups as sqlite_grouped
+
+    db_path, url = stores
+    client = HttpClient(parse_store_url(url, {PASSWORD_ENV: PASSWORD}))
+    client.use_database()
+    db = sqlite3.connect(db_path)
+    end = NOW_S
+    burn = tuple((end - w, end) for w in (300, 1800, 3600, 6 * 3600, 86400, 3 * 86400))
+    ragged = ((end - 7200 - 37, end - 3600 + 11), (end - 3 * 3600 + 59, end - 61), (end + 60, end + 120))
+    reads = [
+        RollupRead(burn, (), (("feature", "support"),), ("latency",)),
+        RollupRead(burn + ragged, ("model",), (), ("ttft", "cost")),
+        RollupRead(((end - 3600, end), (end - 8 * 86400, end - 3600)), ("feature", "prompt"), (), ()),
+        RollupRead(((end - 86400, end),), ("service", "feature"), (), ("latency", "ttft")),
+        RollupRead(((end - 900, end),), (), (("feature", "no-such-feature"),), ("tokens",)),
+        RollupRead(ragged, (), (("model", None),), ()),
+    ]
+
+    def as_data(groups: list[Any], hists: tuple[str, ...]) -> list[Any]:
+        return [(g.key, g.counters, [getattr(g, h) for h in hists]) for g in groups]
+
+    try:
+        batched = rollup_reads(client, reads)
+        assert len(batched) == len(reads)
+        for read, per_window in zip(reads, batched):
+            assert len(per_window) == len(read.windows)
+            for (start, stop), groups in zip(read.windows, per_window):
+                truth = sqlite_grouped(db, start, stop, list(read.by), dict(read.where) or None,
+                                       [f"hist_{h}" for h in read.hists])
+                assert as_data(groups, read.hists) == as_data(truth, read.hists), (read, start, stop)
+        # Not an empty comparison: the burn windows have calls, by model and with histograms.
+        assert len(batched[1][2]) >= 2 and any(g.ttft for g in batched[1][2]) and any(g.cost for g in batched[1][2])
+        assert batched[0][5] and batched[0][5][0].latency
+        assert not batched[4][0] and not batched[1][8]  # no such feature; the window in the future
+    finally:
+        db.close()
+        client.close()
+
+
+def test_an_evaluation_reads_every_rollup_window_in_one_query(stores, frozen, tmp_path) -> None:
+    """The alert engine names every rollup window its rules read (AlertEngine._rollup_plan), so that an
+    evaluation of every rule on ClickHouse folds them all in one query, and finds what it finds when each
+    rule reads its own windows."""
+    from llmobs_tui.alerting.engine import AlertEngine
+    from llmobs_tui.config import load_config
+
+    _db_path, url = stores
+    config_path = tmp_path / "llmobs.toml"
+    # A budget per feature as well: the plan names each feature's windows.
+    config_path.write_text(STRICT.replace('"*" = 0.5', '"*" = 0.5\nsupport = 0.1'), encoding="utf-8")
+    config = load_config(config_path)
+
+    def evaluate(planned: bool) -> tuple[list[Any], list[str]]:
+        engine = AlertEngine(tmp_path / "unused.db", config, parse_store_url(url, {PASSWORD_ENV: PASSWORD}))
+        if not planned:
+            engine._rollup_plan = lambda now_s: []  # type: ignore[method-assign]
+        asked: list[str] = []
+        client = engine.db
+        query = client.query
+
+        def counted(sql: str, *args: Any, **kwargs: Any) -> Any:
+            asked.append(sql)
+            return query(sql, *args, **kwargs)
+
+        client.query = counted  # type: ignore[method-assign]
+        try:
+            findings = engine.evaluate(float(NOW_S))
+            assert engine._drift_rule._key is not None  # the drift rule read its windows too
+        finally:
+            engine.close()
+        return [f.as_json() for f in findings], [sql for sql in asked if "FROM rollups" in sql]
+
+    planned, planned_reads = evaluate(True)
+    alone, alone_reads = evaluate(False)
+    assert len(planned_reads) == 1, planned_reads
+    assert len(alone_reads) >= 10  # every rule's windows, one query each (an SLO's in one)
+    assert planned == alone
+    assert {f["rule"] for f in planned} >= {"slo_burn", "daily_cost", "error_spike", "token_budget", "runaway"}

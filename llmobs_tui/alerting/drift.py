@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmobs_tui.config import AlertSettings, format_duration
 from store import drift
-from store.alerts import SharedRollups
+from store.alerts import PlannedRead, SharedRollups
 from store.connection import Connection
 
 if TYPE_CHECKING:
@@ -67,10 +67,9 @@ def shared_feature_periods(rollups: SharedRollups, window_s: float, now_s: float
                            signals: tuple[str, ...]) -> dict[str, tuple[drift.Period, drift.Period]]:
     """drift.feature_periods from the evaluation's shared rollups: the same windows (the baseline
     ends the second before the window starts), the same totals per feature ('' for none)."""
-    base_start, start, end = drift.windows(window_s, now_s)
     hists = tuple(f"hist_{s}" for s in signals)
     out: dict[str, tuple[drift.Period, drift.Period]] = {}
-    for index, (lo, hi) in enumerate(((start, end), (base_start, start - 1))):
+    for index, (lo, hi) in enumerate(_period_windows(window_s, now_s)):
         for group in rollups.grouped(lo, hi, ["feature"], hists=hists):
             pair = out.setdefault(group.key["feature"] or "", (drift.Period(hists={s: {} for s in signals}),
                                                                 drift.Period(hists={s: {} for s in signals})))
@@ -78,6 +77,21 @@ def shared_feature_periods(rollups: SharedRollups, window_s: float, now_s: float
             pair[index].validation = group["errors_validation"]
             pair[index].hists = {s: getattr(group, s) for s in signals}  # GroupStats.input_tokens …
     return out
+
+
+def _period_windows(window_s: float, now_s: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The window and its baseline as rollup windows (the baseline ends the second before the window starts)."""
+    base_start, start, end = drift.windows(window_s, now_s)
+    return (start, end), (base_start, start - 1)
+
+
+def shared_reads(settings: AlertSettings, now_s: float) -> list[PlannedRead]:
+    """What shared_feature_periods will ask the evaluation's rollups for (SharedRollups.prefetch_all's form)."""
+    signals = tuple(s for s in settings.drift_signals if s in drift.DISTRIBUTIONS)
+    if not signals:
+        return []
+    return [(_period_windows(settings.drift_window_s, now_s), ("feature",), None,
+             tuple(f"hist_{s}" for s in signals))]
 
 
 class DriftRule:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmobs_tui.alerting import burn
 from llmobs_tui.alerting.drift import DriftRule
+from llmobs_tui.alerting.drift import shared_reads as shared_drift_reads
 from llmobs_tui.alerting.runaway import MAX_FINDINGS, Runaway, RunawayDetector, RunawayReport
 from llmobs_tui.config import AlertSettings, Config, SloSpec, format_duration
 from store import alerts as store_alerts
@@ -33,6 +34,7 @@ HOUR = 3600
 DAY = 86400
 WEEK = 7 * DAY
 SEVERITY_ORDER = {"page": 0, "ticket": 1}
+_RECENT_S = 15 * 60  # provider health: the last quarter hour against the week before it
 _SLO_HISTS = {"ttft": ("hist_ttft",), "latency": ("hist_latency",), "cost_per_call": ("hist_cost",)}
 
 
@@ -186,6 +188,42 @@ class AlertEngine:
         if now_s is not None and self._drift_rule.due(self.settings, now_s):
             hists.update(f"hist_{signal}" for signal in self.settings.drift_signals)
         return hists
+
+    def _rollup_plan(self, now_s: float) -> list[store_alerts.PlannedRead]:
+        """Every rollup window the rules below will read in an evaluation at `now_s`, as they ask for it
+        (_stats / _grouped / the drift rule): SharedRollups.prefetch_all reads them in one query where the
+        store prefers that (ClickHouse). A window left out here is still read, by a query of its own
+        (tests/test_clickhouse_alerts.py counts the queries of an evaluation of every rule)."""
+        from store.dashboards import local_midnight
+
+        def stats(start_s: float, end_s: float, where: dict[str, str] | None = None,
+                  hists: tuple[str, ...] = ()) -> store_alerts.PlannedRead:
+            return [(int(start_s), int(end_s))], (), _scope(dict(where or {})), hists
+
+        def grouped(start_s: float, end_s: float, by: list[str],
+                    hists: tuple[str, ...] = ()) -> store_alerts.PlannedRead:
+            return [(int(start_s), int(end_s))], by, None, hists
+
+        settings = self.settings
+        reads: list[store_alerts.PlannedRead] = [
+            ([(int(now_s - w), int(now_s)) for w in (*burn.WINDOWS, spec.window_s)], (),
+             _scope({"feature": spec.feature, "model": spec.model}), _SLO_HISTS.get(spec.kind, ()))
+            for spec in self.config.slos if spec.kind != "quality"]
+        midnight = local_midnight(now_s)
+        for feature in settings.daily_cost_usd:
+            where = {} if feature == "*" else {"feature": feature}
+            reads += [stats(midnight, now_s, where), stats(now_s - HOUR, now_s, where)]
+        reads += [stats(now_s - HOUR, now_s, {"feature": feature}, ("hist_tokens",))
+                  for feature in settings.tokens_per_call]
+        reads += [grouped(now_s - WEEK, now_s, ["feature", "prompt"]),
+                  grouped(now_s - HOUR, now_s, ["feature", "prompt"]),
+                  grouped(now_s - WEEK, now_s - HOUR, ["feature"]), grouped(now_s - HOUR, now_s, ["feature"]),
+                  stats(now_s - settings.error_spike_window_s, now_s),
+                  grouped(now_s - WEEK, now_s - _RECENT_S, ["model"], ("hist_ttft",)),
+                  grouped(now_s - _RECENT_S, now_s, ["model"], ("hist_ttft",))]
+        if self._drift_rule.due(settings, now_s):
+            reads += shared_drift_reads(settings, now_s)
+        return reads
 
     def _rollup_reads(self) -> store_alerts.SharedRollups:
         """The evaluation's shared rollups; a rule called on its own (outside _snapshot) reads afresh."""
@@ -371,7 +409,7 @@ class AlertEngine:
     def evaluate_provider_health(self, now_s: float) -> list[Finding]:
         """Per model: decode speed down, or time to first token up while prompts stay the same size."""
         findings = []
-        recent_s = 15 * 60
+        recent_s = _RECENT_S
         week = {g.key.get("model"): g for g in self._grouped(now_s - WEEK, now_s - recent_s, ["model"], ("hist_ttft",))}
         for g in self._grouped(now_s - recent_s, now_s, ["model"], ("hist_ttft",)):
             model = g.key.get("model")
@@ -450,6 +488,8 @@ class AlertEngine:
             return slo_findings
 
         with self._snapshot(now_s):
+            if self.store_url is not None and self._rollups is not None:  # SQLite reads each row once anyway
+                self._rollups.prefetch_all(self._rollup_plan(now_s))
             for name, rule in (("slo_burn", slos), ("budgets", self.evaluate_budgets),
                                ("prompt_regression", self.evaluate_prompt_regressions),
                                ("cache_drop", self.evaluate_cache), ("error_spike", self.evaluate_error_spikes),
