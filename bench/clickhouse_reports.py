@@ -11,7 +11,7 @@ left unmerged (reads must fold them). Each query runs `--repeat` times (the firs
 indexes, is not counted); the median wall and CPU ms are printed. CPU is the process's (chdb's threads
 included): the whole cost of answering.
 
-Everything lives in a temporary directory, deleted at the end.
+Everything lives in a temporary directory, deleted at the end, unless `--keep DIR` keeps it there for later runs.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bench.clickhouse_insert import DAY_NS, NS, _fill
@@ -94,8 +95,6 @@ def _timed(call: Callable[[], Any], repeat: int) -> dict[str, float]:
 def _check(client: ChdbClient, now_s: int) -> int:
     """One `check` evaluation (the demo's rules) on this engine: AlertEngine's ClickHouse reads, given the
     in-process client instead of one it would open over HTTP."""
-    from pathlib import Path
-
     from llmobs_tui.alerting.engine import AlertEngine
     from llmobs_tui.config import load_config
     from store.clickhouse.url import ClickHouseUrl
@@ -115,7 +114,36 @@ def arguments(description: str | None, repeat: int) -> argparse.ArgumentParser:
     parser.add_argument("--conversation-minutes", type=int, default=0,
                         help="each conversation's turns within this many minutes (50 conversations at a time); "
                              "default 0: 5,000 conversations, each spread over the whole week")
+    parser.add_argument("--keep", metavar="DIR",
+                        help="fill the store in DIR and keep it; a later run given the same DIR reads it again "
+                             "(its week ends when it was filled; --spans and the fill flags are then ignored)")
+    parser.add_argument("--stop-merges", action="store_true",
+                        help="stop ClickHouse's background merges before timing: in-process they share the "
+                             "bench's CPU, and right after a fill they run for minutes")
     return parser
+
+
+def opened_store(args: argparse.Namespace, prefix: str) -> tuple[ChdbClient, int, float, Callable[[], None]]:
+    """The store the flags ask for: (its client, the week's end in ns, seconds its fill took, the cleanup
+    to call at the end). Filled in a temporary directory, or in --keep's, or read again from there."""
+    if args.keep is None:
+        path = tempfile.mkdtemp(prefix=prefix)
+        cleanup: Callable[[], None] = lambda: shutil.rmtree(path, ignore_errors=True)  # noqa: E731
+    else:
+        path, cleanup = args.keep, lambda: None
+    kept = Path(path) / "bench.json"
+    if args.keep is not None and kept.exists():
+        client = ChdbClient(path, "bench")
+        schema.migrate(client)
+        meta = json.loads(kept.read_text())
+        end_ns, fill_s = meta["end_ns"], meta["fill_s"]
+    else:
+        client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes, args.conversation_minutes)
+        if args.keep is not None:
+            kept.write_text(json.dumps({"end_ns": end_ns, "fill_s": fill_s, "spans": args.spans}))
+    if args.stop_merges:
+        client.command("SYSTEM STOP MERGES")
+    return client, end_ns, fill_s, cleanup
 
 
 def filled_store(path: str, spans: int, content_bytes: int, conversation_minutes: int = 0
@@ -134,9 +162,8 @@ def filled_store(path: str, spans: int, content_bytes: int, conversation_minutes
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, repeat=7).parse_args(argv)
-    path = tempfile.mkdtemp(prefix="llmobs-bench-chreports-")
+    client, end_ns, fill_s, cleanup = opened_store(args, "llmobs-bench-chreports-")
     try:
-        client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes, args.conversation_minutes)
         counts = {table: int(client.query(f"SELECT count() FROM {table}")[0][0])
                   for table in ("spans", "trace_summaries", "rollups")}
         now_s = end_ns // NS
@@ -166,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                         "spans_in_24h_billed": int(client.query(
                             "SELECT countIf(billed = 1) FROM spans FINAL WHERE start_ns >= {a:Int64}",
                             {"a": end_ns - DAY_NS})[0][0])}
-        client.close()
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        client.close()
+        cleanup()
     json.dump(out, sys.stdout, indent=2)
     print()
     return 0

@@ -10,23 +10,21 @@ calls it (asyncio, the client in a worker thread), parsed by the shared parse_* 
 a screen's data. The first call of each is not counted (marks and indexes loaded); the median and the
 range of `--repeat` runs are printed, wall and CPU ms. CPU is the process's, chdb's threads included.
 
-Everything lives in a temporary directory, deleted at the end.
+Everything lives in a temporary directory, deleted at the end, unless `--keep DIR` keeps it there for later runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.clickhouse_insert import DAY_NS, NS
-from bench.clickhouse_reports import _check, arguments, filled_store
+from bench.clickhouse_reports import _check, arguments, opened_store
 from llmobs_tui.clickhouse_reader import ClickHouseStoreReader
 from llmobs_tui.filtering import parse
 from store.clickhouse.url import ClickHouseUrl
@@ -47,9 +45,8 @@ def _timed(read: Callable[[], Awaitable[Any]], repeat: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = arguments(__doc__, repeat=5).parse_args(argv)
-    path = tempfile.mkdtemp(prefix="llmobs-bench-chtui-")
+    client, end_ns, fill_s, cleanup = opened_store(args, "llmobs-bench-chtui-")
     try:
-        client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes, args.conversation_minutes)
         now_s = end_ns / NS
         reader = ClickHouseStoreReader(ClickHouseUrl("http", "in-process", 0, "bench", client.database), client)
         reader.connect()
@@ -83,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                             "SELECT countIf(billed = 1) FROM spans FINAL WHERE start_ns >= {a:Int64}",
                             # The 24 h Overview reads hour buckets: its first one, straddling the window start, whole.
                             {"a": int(now_s - 86400) // 3600 * 3600 * NS})[0][0])}
-        client.close()
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        client.close()
+        cleanup()
     json.dump(out, sys.stdout, indent=2)
     print()
     return 0

@@ -278,3 +278,23 @@ def test_sessions_read_the_conversations_seen_since_whole(http: HttpClient) -> N
                                                                                        "recent"]
     recent = next(row for row in conversation_rows(http, seen_since_ns=now - 3 * HOUR) if row[0] == "recent")
     assert recent[2] == 2  # both of its turns, the one before the window too
+
+
+def test_a_conversation_reads_the_calls_of_its_shown_turns_from_the_first_one_on(http: HttpClient) -> None:
+    """An opened conversation reads its shown turns' billed calls by their trace ids among the spans that
+    started since the first shown turn (the spans' sort key starts with the hour): a call that starts with
+    its turn is found, an older turn's call is not read, nor an unbilled span."""
+    now = time.time_ns()
+    span_columns = ("trace_id", "span_id", "kind", "start_ns", "end_ns", "billed", "version")
+    summary_columns = ("trace_id", "root_known", "start_ns", "end_ns", "spans", "llm_calls", "updated_ns",
+                       "conversation_id")
+    turns = {11: now - 3 * HOUR, 12: now - 2 * HOUR, 13: now - 60 * S}  # turn → its start (its call's too)
+    spans = [[trace_id_bytes(n), (n).to_bytes(8, "big"), "llm", start, start + S, 1, now] for n, start in turns.items()]
+    spans.append([trace_id_bytes(13), (99).to_bytes(8, "big"), "tool", now - 50 * S, now - 49 * S, 0, now])
+    http.insert("spans", spans, span_columns)
+    http.insert("trace_summaries", [[trace_id_bytes(n), 1, start, start + S, 1, 1, now, "conv-hours"]
+                                    for n, start in turns.items()], summary_columns)
+    shown, calls = dashboards.conversation_rows(http, "conv-hours", limit=2)  # the latest two turns
+    assert [row[0] for row in shown] == [trace_id_bytes(12), trace_id_bytes(13)]
+    assert [(row[-3], row[5]) for row in calls] == [(trace_id_bytes(12), turns[12]), (trace_id_bytes(13), turns[13])]
+    assert dashboards.conversation_rows(http, "no-such-conversation") == ([], [])
