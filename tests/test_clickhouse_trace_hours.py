@@ -283,7 +283,7 @@ def test_sessions_read_the_conversations_seen_since_whole(http: HttpClient) -> N
 def test_a_conversation_reads_the_calls_of_its_shown_turns_from_the_first_one_on(http: HttpClient) -> None:
     """An opened conversation reads its shown turns' billed calls by their trace ids among the spans that
     started since the first shown turn (the spans' sort key starts with the hour): a call that starts with
-    its turn is found, an older turn's call is not read, nor an unbilled span."""
+    its turn is found, an older turn's call is not read, nor an unbilled span, nor a call's older version."""
     now = time.time_ns()
     span_columns = ("trace_id", "span_id", "kind", "start_ns", "end_ns", "billed", "version")
     summary_columns = ("trace_id", "root_known", "start_ns", "end_ns", "spans", "llm_calls", "updated_ns",
@@ -298,3 +298,8 @@ def test_a_conversation_reads_the_calls_of_its_shown_turns_from_the_first_one_on
     assert [row[0] for row in shown] == [trace_id_bytes(12), trace_id_bytes(13)]
     assert [(row[-3], row[5]) for row in calls] == [(trace_id_bytes(12), turns[12]), (trace_id_bytes(13), turns[13])]
     assert dashboards.conversation_rows(http, "no-such-conversation") == ([], [])
+    # A newer version of a call that is no longer billed (its twin was billed instead): FINAL folds the
+    # versions before `billed` is looked at, so the older billed version is not shown either.
+    http.insert("spans", [[trace_id_bytes(12), (12).to_bytes(8, "big"), "llm", turns[12], turns[12] + S, 0, now + 1]],
+                span_columns)
+    assert [row[-3] for row in dashboards.conversation_rows(http, "conv-hours", limit=2)[1]] == [trace_id_bytes(13)]
