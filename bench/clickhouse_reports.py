@@ -137,6 +137,7 @@ def opened_store(args: argparse.Namespace, prefix: str) -> tuple[ChdbClient, int
         schema.migrate(client)
         meta = json.loads(kept.read_text())
         end_ns, fill_s = meta["end_ns"], meta["fill_s"]
+        args.spans = meta["spans"]  # what the store holds, printed with the figures
     else:
         client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes, args.conversation_minutes)
         if args.keep is not None:
