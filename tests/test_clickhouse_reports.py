@@ -553,6 +553,7 @@ def test_reads_batched_in_one_query_equal_sqlite_window_by_window(stores) -> Non
         RollupRead(((end - 86400, end),), ("service", "feature"), (), ("latency", "ttft")),
         RollupRead(((end - 900, end),), (), (("feature", "no-such-feature"),), ("tokens",)),
         RollupRead(ragged, (), (("model", None),), ()),
+        RollupRead((), ("model",), (), ("latency",)),  # no window: nothing asked, nothing read
     ]
 
     def as_data(groups: list[Any], hists: tuple[str, ...]) -> list[Any]:

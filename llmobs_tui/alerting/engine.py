@@ -193,7 +193,7 @@ class AlertEngine:
         """Every rollup window the rules below will read in an evaluation at `now_s`, as they ask for it
         (_stats / _grouped / the drift rule): SharedRollups.prefetch_all reads them in one query where the
         store prefers that (ClickHouse). A window left out here is still read, by a query of its own
-        (tests/test_clickhouse_alerts.py counts the queries of an evaluation of every rule)."""
+        (tests/test_clickhouse_reports.py counts the queries of an evaluation of every rule)."""
         from store.dashboards import local_midnight
 
         def stats(start_s: float, end_s: float, where: dict[str, str] | None = None,

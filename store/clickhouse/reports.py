@@ -119,6 +119,8 @@ def rollup_reads(client: ClickHouseClient, reads: Sequence[RollupRead]) -> list[
     branches = []
     codes: list[tuple[int, tuple[int, ...]]] = []  # q → (its read, the windows its rows count in)
     for r, read in enumerate(reads):
+        if not read.windows:
+            continue
         if len(read.windows) == 1:
             q = str(len(codes))
             codes.append((r, (0,)))
