@@ -40,6 +40,25 @@ import psutil
 from bench import TRACE_METHOD, Serve, attribute, tree, tree_cpu
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# The measurements' "now". Live (with the ingest load) it is the wall clock; `--views-only` on a store built
+# earlier moves it to the store's newest span, so that a 24 h view covers a day of traffic, not its tail.
+_clock_offset_s = 0.0
+
+
+def clock() -> float:
+    return time.time() + _clock_offset_s
+
+
+def at_store_end(db: Path) -> float:
+    """Move clock() to one second after the store's newest span starts; the offset, in seconds."""
+    global _clock_offset_s
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        newest_ns = conn.execute("SELECT max(start_ns) FROM spans").fetchone()[0]
+    finally:
+        conn.close()
+    _clock_offset_s = min(0.0, newest_ns / 1e9 + 1 - time.time()) if newest_ns else 0.0
+    return _clock_offset_s
 S = 1_000_000_000
 
 
@@ -187,7 +206,7 @@ async def time_text_search(db: Path, rounds: int, window_s: float = 7 * 86400) -
                                ("text_search_common_word", f"text:{COMMON_WORD}")):
                 flt = parse(text)
                 started = time.perf_counter()
-                rows = await reader.traces(window_s, time.time(), flt, "start", True)
+                rows = await reader.traces(window_s, clock(), flt, "start", True)
                 result = await reader.text_matches([r.trace_id for r in rows], flt.text_search or "")
                 timings[name].append((time.perf_counter() - started) * 1000)
                 assert len(result.matches) == len(rows) and rows, (name, len(rows), len(result.matches))
@@ -312,7 +331,7 @@ async def time_sessions(db: Path, rounds: int, window_s: float = 7 * 86400) -> d
     cpu: dict[str, list[float]] = {name: [] for name in wall}
     try:
         for _ in range(rounds):
-            now = time.time()
+            now = clock()
             first = None
             for name, (by, sort, flt, user) in cases.items():
                 started, cpu_started = time.perf_counter(), time.process_time()
@@ -412,7 +431,7 @@ async def time_queries(db: Path, big_trace: bytes, rounds: int) -> dict:
     cpu: dict[str, list[float]] = {name: [] for name in timings}
     try:
         for _ in range(rounds):
-            now = time.time()
+            now = clock()
             for name, call in (
                 ("overview_1h", partial(reader.overview, 3600, now)),
                 ("overview_24h", partial(reader.overview, 86400, now)),
@@ -451,7 +470,7 @@ async def time_overview_charts(db: Path, rounds: int = 30, window_s: float = 360
     cpu: list[float] = []
     try:
         for _ in range(rounds):
-            now = time.time()
+            now = clock()
             started, cpu_started = time.perf_counter(), time.process_time()
             charts = await reader.charts(window_s, now, compare_shift_s("previous", window_s))
             changes = await reader.changes(now - window_s, now)
@@ -498,10 +517,10 @@ async def time_drift_panel(db: Path, rounds: int = 30, window_s: float = 3600) -
     sync_db = open_reader(db)
     try:
         started = time.perf_counter()
-        kept = (await reader.drift(window_s, time.time(), settings.drift_min_calls)).eval_baseline
+        kept = (await reader.drift(window_s, clock(), settings.drift_min_calls)).eval_baseline
         wall["drift_eval_baseline"].append((time.perf_counter() - started) * 1000)
         for _ in range(rounds):
-            now = time.time()
+            now = clock()
             started = time.perf_counter()
             data = await reader.drift(window_s, now, settings.drift_min_calls, kept)
             read = time.perf_counter()
@@ -543,7 +562,7 @@ async def time_trends(db: Path, rounds: int = 30) -> dict:
     try:
         for _ in range(rounds):
             for (metric, by, window_s), name in zip(cases, wall):
-                now = time.time()
+                now = clock()
                 started, cpu_started = time.perf_counter(), time.process_time()
                 trends = await reader.trends(metric, by, window_s, now, top_n=10)
                 build_chart_text(trends_chart_data(trends), 152, 30)
@@ -571,9 +590,9 @@ async def time_why_slow(db: Path, rounds: int) -> dict:
     timings: dict[str, list[float]] = {"why_slow_call_1h": [], "why_slow_call_24h": [], "why_slow_call_7d": [],
                                        "why_slow_trace_24h": []}
     try:
-        newest = (await reader.traces(86400, time.time(), Filter(), "start", True, limit=1))[0].trace_id
+        newest = (await reader.traces(86400, clock(), Filter(), "start", True, limit=1))[0].trace_id
         for _ in range(rounds):
-            now = time.time()
+            now = clock()
             for name, call in (
                 ("why_slow_call_1h", partial(reader.call_cohort, "gpt-4o", "support", 3600, now)),
                 ("why_slow_call_24h", partial(reader.call_cohort, "gpt-4o", "support", 86400, now)),
@@ -645,7 +664,7 @@ def time_alerts(db: Path, rounds: int) -> dict:
     try:
         for _ in range(rounds):
             started, cpu_started = time.perf_counter(), time.thread_time()
-            engine.evaluate(time.time())
+            engine.evaluate(clock())
             wall.append((time.perf_counter() - started) * 1000)
             cpu.append((time.thread_time() - cpu_started) * 1000)
             for name, timing in engine.last_timings_ms.items():
@@ -680,7 +699,7 @@ async def time_breakdown(db: Path, rounds: int = 20, window_s: float = 86400) ->
     try:
         for _ in range(rounds):
             for name, (by, compared) in cases.items():
-                now = time.time()
+                now = clock()
                 started, cpu_started = time.perf_counter(), time.process_time()
                 if by == "tool":
                     await reader.tool_calls(window_s, now)
@@ -831,8 +850,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"store_spans": spans_before, **asyncio.run(time_text_search(db, args.rounds))}, indent=2))
         return 0
     if args.views_only:
-        views = {"store_spans": spans_before, **asyncio.run(time_views(db, bytes.fromhex(info["big_trace"]),
-                                                                         args.rounds))}
+        offset_h = -at_store_end(db) / 3600
+        views = {"store_spans": spans_before, "hours_before_now": round(offset_h, 2),
+                 **asyncio.run(time_views(db, bytes.fromhex(info["big_trace"]), args.rounds))}
         print(json.dumps(views, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps(views, indent=2) + "\n")
