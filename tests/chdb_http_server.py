@@ -2,7 +2,8 @@
 
 No current ClickHouse server installs on this machine; chdb is the ClickHouse engine in-process. This
 server speaks enough of ClickHouse's HTTP interface that clickhouse-connect works against it unchanged:
-`GET /ping`; queries in the body or in `query=`; INSERT data in the body in any input format the engine
+`GET /ping`; queries in the body, in `query=` or in a form (multipart or urlencoded: clickhouse-connect
+sends query and parameters so when they would make the URL too long); INSERT data in the body in any input format the engine
 reads (clickhouse-connect sends Native); `param_x=` server-side parameters passed to the engine as
 parameters (never spliced into the SQL); `database`, `default_format` and the credentials as headers
 (X-ClickHouse-User/-Key/-Database), HTTP basic auth or URL parameters; request bodies compressed with
@@ -37,6 +38,8 @@ import threading
 import uuid
 import zlib
 from collections.abc import Mapping
+from email import policy as email_policy
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -116,6 +119,30 @@ class _QueryError(Exception):
 
 def _quote(value: str) -> str:
     return "'" + "".join(_SETTINGS_LITERAL_ESCAPES.get(ch, ch) for ch in value) + "'"
+
+
+# ClickHouse's http_max_field_value_size default: the longest form field (the query, one parameter) it reads.
+MAX_FIELD_VALUE_SIZE = 128 * 1024
+
+
+def _form_fields(content_type: str, body: bytes) -> dict[str, str]:
+    """The fields of a form body (the query, `param_*`, settings). A file field (external data) is
+    refused: this server does not implement external tables."""
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return dict(parse_qsl(body.decode(), keep_blank_values=True))
+    message = BytesParser(policy=email_policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    fields = {}
+    for part in message.iter_parts():
+        if part.get_filename() is not None:
+            raise ValueError("external data (a file in the form) is not supported by this test server")
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        if len(payload) > MAX_FIELD_VALUE_SIZE + 1:  # ClickHouse accepts one byte past its setting
+            raise ValueError(f"Field value for field {name!r} exceeds http_max_field_value_size "
+                             f"({MAX_FIELD_VALUE_SIZE} bytes)")
+        fields[str(name)] = payload.decode(part.get_content_charset() or "utf-8")
+    return fields
 
 
 def _decode_body(body: bytes, encoding: str) -> bytes:
@@ -314,6 +341,12 @@ class ChdbHttpServer:
                     user, password = self._credentials(params)
                     server.authenticate(user, password)
                     data = _decode_body(body, self.headers.get("Content-Encoding", ""))
+                    content_type = self.headers.get("Content-Type", "")
+                    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+                        # clickhouse-connect sends the query and its bound parameters as form fields once
+                        # the parameters would make the URL longer than 4 KB, as ClickHouse accepts them.
+                        params.update(_form_fields(content_type, data))
+                        data = b""
                     database = self.headers.get("X-ClickHouse-Database") or params.get("database") or "default"
                     default_format = self.headers.get("X-ClickHouse-Format") or params.get("default_format") or "TabSeparated"
                     query = params.get("query", "")

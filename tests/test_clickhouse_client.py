@@ -201,6 +201,30 @@ def test_an_array_of_tuples_binds_on_both_clients(http: HttpClient, engine: Chdb
     assert http.query("SELECT {ints:Array(Int64)}", {"ints": [1, 2]}) == [([1, 2],)]  # a list stays an Array
 
 
+def test_parameters_too_long_for_a_url_bind_on_both_clients(http: HttpClient, engine: ChdbClient) -> None:
+    """Trace ids by the hundred, a batch of alert windows: past 4 KB of URL, clickhouse-connect sends the
+    query and its parameters as form fields (ClickHouse reads them there; this test server read only a body
+    and the URL, so such a query failed with a syntax error). A field over 128 KiB is refused, as ClickHouse
+    refuses it: reads by a list of ids take IDS_PER_QUERY at a time (store.clickhouse.client.batches)."""
+    from store.clickhouse.client import IDS_PER_QUERY, ClickHouseError
+
+    ids = [n.to_bytes(16, "big") for n in range(1_000)]
+    edges = list(range(1_700_000_000, 1_700_000_000 + 600 * 60, 60))
+    # Aliased: an expression's own name holds the parameter's value, bytes that are not UTF-8 here.
+    sql = ("SELECT length({ids:Array(FixedString(16))}) AS n, has({ids:Array(FixedString(16))}, "
+           "{last:FixedString(16)}) AS found, arraySum({edges:Array(Int64)}) AS total, {label:String} AS label")
+    params = {"ids": ids, "last": ids[-1], "edges": edges, "label": "tab\there 'quoted' ü"}
+    for client in (http, engine):
+        assert client.query(sql, params) == [(1_000, 1, sum(edges), "tab\there 'quoted' ü")]
+    too_many = [n.to_bytes(16, "big") for n in range(2_000)]  # ≈ 136 KB as one parameter
+    with pytest.raises(ClickHouseError, match="http_max_field_value_size"):
+        http.query("SELECT length({ids:Array(FixedString(16))}) AS n", {"ids": too_many})
+    # The batch size stays far below it, for (trace, span) pairs too.
+    pairs = [(n.to_bytes(16, "big"), n.to_bytes(8, "big")) for n in range(IDS_PER_QUERY)]
+    assert http.query("SELECT length({p:Array(Tuple(FixedString(16), FixedString(8)))}) AS n",
+                      {"p": pairs}) == [(IDS_PER_QUERY,)]
+
+
 def test_wrong_credentials_are_refused_as_clickhouse_does(server: ChdbHttpServer, url: ClickHouseUrl) -> None:
     with pytest.raises(ClickHouseError) as caught:
         HttpClient(parse_store_url(url.display(), {PASSWORD_ENV: "wrong"}))

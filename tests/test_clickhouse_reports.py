@@ -586,8 +586,12 @@ def test_an_evaluation_reads_every_rollup_window_in_one_query(stores, frozen, tm
 
     _db_path, url = stores
     config_path = tmp_path / "llmobs.toml"
-    # A budget per feature as well: the plan names each feature's windows.
-    config_path.write_text(STRICT.replace('"*" = 0.5', '"*" = 0.5\nsupport = 0.1'), encoding="utf-8")
+    # A budget per feature as well (the plan names each feature's windows), and the SLO kinds STRICT has
+    # not (each reads its own histogram).
+    more_slos = ('[[slo]]\nname = "support ttft"\nkind = "ttft"\nthreshold = "3s"\nobjective = "95%"\n'
+                 'feature = "support"\n\n[[slo]]\nname = "cost per call"\nkind = "cost_per_call"\n'
+                 'threshold = 0.01\nobjective = "99%"\n\n')
+    config_path.write_text(more_slos + STRICT.replace('"*" = 0.5', '"*" = 0.5\nsupport = 0.1'), encoding="utf-8")
     config = load_config(config_path)
 
     def evaluate(planned: bool) -> tuple[list[Any], list[str]]:

@@ -303,3 +303,21 @@ def test_a_conversation_reads_the_calls_of_its_shown_turns_from_the_first_one_on
     http.insert("spans", [[trace_id_bytes(12), (12).to_bytes(8, "big"), "llm", turns[12], turns[12] + S, 0, now + 1]],
                 span_columns)
     assert [row[-3] for row in dashboards.conversation_rows(http, "conv-hours", limit=2)[1]] == [trace_id_bytes(13)]
+
+
+def test_a_conversation_of_two_thousand_turns_opens_over_http(http: HttpClient) -> None:
+    """Its calls are read by their traces' ids, IDS_PER_QUERY at a time: the 2,000 ids in one parameter
+    are ~136 KB, over the 128 KiB ClickHouse reads in a form field (the test server refuses it likewise)."""
+    now = time.time_ns()
+    turns = 2_000
+    starts = {n: now - (turns - n) * 10 * S for n in range(turns)}
+    http.insert("spans", [[trace_id_bytes(100_000 + n), (n + 1).to_bytes(8, "big"), "llm", start, start + S, 1, now]
+                          for n, start in starts.items()],
+                ("trace_id", "span_id", "kind", "start_ns", "end_ns", "billed", "version"))
+    http.insert("trace_summaries", [[trace_id_bytes(100_000 + n), 1, start, start + S, 1, 1, now, "conv-long"]
+                                    for n, start in starts.items()],
+                ("trace_id", "root_known", "start_ns", "end_ns", "spans", "llm_calls", "updated_ns", "conversation_id"))
+    shown, calls = dashboards.conversation_rows(http, "conv-long")
+    assert len(shown) == turns
+    assert [(row[-3], row[5]) for row in calls] == [(trace_id_bytes(100_000 + n), starts[n]) for n in range(turns)]
+    assert [row[0] for row in calls] == list(range(1, turns + 1))  # each call's place in start order

@@ -13,7 +13,7 @@ from typing import Any
 
 from store.alerts import PlannedRead
 from store.clickhouse import rows as ch_rows
-from store.clickhouse.client import ClickHouseClient, identifier
+from store.clickhouse.client import ClickHouseClient, batches, identifier
 from store.clickhouse.reports import RollupRead, grouped_rollups, rollup_reads
 from store.queries import GroupStats
 
@@ -259,10 +259,11 @@ def runaway_rows(client: ClickHouseClient, queries: Mapping[str, Any], since_ns:
         rows["tools"] = tools
         wanted = {row[0]: row for row in wants_raw(tools)}
         if wanted:
-            keys = [(row[1], row[2]) for row in wanted.values()]
-            blobs = {(bytes(t), bytes(s)): raw for t, s, raw in client.query(
-                "SELECT trace_id, span_id, raw FROM spans FINAL WHERE (trace_id, span_id) IN "
-                "{keys:Array(Tuple(FixedString(16), FixedString(8)))}", {"keys": keys}, bytes_columns=("raw",))}
+            blobs = {}
+            for keys in batches([(row[1], row[2]) for row in wanted.values()]):  # up to TOOL_LIMIT of them
+                blobs.update({(bytes(t), bytes(s)): raw for t, s, raw in client.query(
+                    "SELECT trace_id, span_id, raw FROM spans FINAL WHERE (trace_id, span_id) IN "
+                    "{keys:Array(Tuple(FixedString(16), FixedString(8)))}", {"keys": keys}, bytes_columns=("raw",))})
             # store.alerts.tool_arguments_text reads zstd (SQLite's form); ClickHouse keeps it plain.
             raws = {row_id: ch_rows.sqlite_raw(blobs.get((row[1], row[2]))) or None
                     for row_id, row in wanted.items()}
@@ -274,14 +275,14 @@ def runaway_rows(client: ClickHouseClient, queries: Mapping[str, Any], since_ns:
             "(SELECT trace_id, start_ns FROM spans FINAL WHERE start_ns >= {since:Int64} ORDER BY start_ns DESC "
             "LIMIT {limit:UInt32}))", {"since": since_ns, "limit": span_limit})
         per_trace: dict[bytes, tuple[int, bytes]] = {}
-        if traces:
-            ids = [bytes(t[0]) for t in traces]
-            # By id within the traces' time (the sort key starts with the hour; an hour's slack for a span
-            # shipped before its summary was updated): has() read every span.
+        first = min(t[5] for t in traces) - 3600 * 10**9 if traces else 0
+        # By id within the traces' time (the sort key starts with the hour; an hour's slack for a span
+        # shipped before its summary was updated): has() read every span.
+        for ids in batches([bytes(t[0]) for t in traces]):
             for trace_id, tool_calls, last_span in client.query(
                     "SELECT trace_id, countIf(kind = 'tool'), argMax(span_id, end_ns) FROM spans FINAL "
                     "WHERE trace_id IN {ids:Array(FixedString(16))} AND start_ns >= {first:Int64} GROUP BY trace_id",
-                    {"ids": ids, "first": min(t[5] for t in traces) - 3600 * 10**9}):
+                    {"ids": ids, "first": first}):
                 per_trace[bytes(trace_id)] = (int(tool_calls), bytes(last_span))
         rows["running"] = [
             (bytes(t[0]), t[1], t[2], per_trace.get(bytes(t[0]), (0, None))[0], t[3], t[4], t[5], t[6], t[7],

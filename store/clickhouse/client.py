@@ -16,8 +16,8 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from store.clickhouse.url import ClickHouseUrl
 
@@ -150,6 +150,22 @@ def escape_parameter(value: Any) -> str:
     if isinstance(value, bytes | bytearray):
         return "".join(f"\\x{b:02x}" for b in value)
     return _literal(value)
+
+
+# ClickHouse reads a query's parameters from the URL or, as clickhouse-connect sends them once they pass
+# 4 KB, from form fields, each capped at http_max_field_value_size (128 KiB by default). A 16-byte id is
+# sent as '\xNN' sixteen times, about 68 characters with its separator, so one list of ~1,900 ids is refused.
+# A read by a list of ids takes them IDS_PER_QUERY at a time: ≈ 34 KB of ids, 55 KB of (trace, span) pairs.
+IDS_PER_QUERY = 500
+
+
+T = TypeVar("T")
+
+
+def batches(values: Sequence[T], size: int = IDS_PER_QUERY) -> Iterator[list[T]]:
+    """`values` in lists of at most `size`, in order (none for no values)."""
+    for start in range(0, len(values), size):
+        yield list(values[start:start + size])
 
 
 # --- over HTTP: clickhouse-connect ---------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 import zstandard
 
 from store import histogram
+from store.clickhouse.client import batches
 from store.clickhouse.schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS, ROLLUP_HISTOGRAMS, histogram_column
 from store.models import COL, SPAN_COLUMNS
 from store.queries import decompress
@@ -60,10 +61,10 @@ def stored_spans(client: Any, trace_ids: Sequence[bytes], first_ns: int | None =
     if first_ns is not None:
         bounds, params = " AND start_ns BETWEEN {first:Int64} AND {last:Int64}", {"first": first_ns, "last": last_ns}
     out = []
-    for start in range(0, len(trace_ids), 2000):
+    for ids in batches(trace_ids):
         for row in client.query(
                 f"SELECT {', '.join(columns)} FROM spans FINAL WHERE trace_id IN {{ids:Array(FixedString(16))}}"
-                f"{bounds} ORDER BY trace_id, span_id", {"ids": list(trace_ids[start:start + 2000]), **params},
+                f"{bounds} ORDER BY trace_id, span_id", {"ids": ids, **params},
                 bytes_columns=SPAN_BYTES_COLUMNS):
             span = dict(zip(columns, row))
             for key in ("trace_id", "span_id", "parent_span_id", "resource_digest", "scope_digest"):
