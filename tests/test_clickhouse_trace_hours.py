@@ -321,3 +321,15 @@ def test_a_conversation_of_two_thousand_turns_opens_over_http(http: HttpClient) 
     assert len(shown) == turns
     assert [(row[-3], row[5]) for row in calls] == [(trace_id_bytes(100_000 + n), starts[n]) for n in range(turns)]
     assert [row[0] for row in calls] == list(range(1, turns + 1))  # each call's place in start order
+
+
+def test_a_batch_of_two_thousand_traces_is_looked_up_over_http(http: HttpClient) -> None:
+    """The writer's lookup before a batch (trace_sync) sent up to 2,000 ids in one parameter: ~136 KB,
+    over the 128 KiB ClickHouse reads in a form field. It takes IDS_PER_QUERY at a time."""
+    from store.clickhouse.trace_sync import _newest_summaries
+
+    now = time.time_ns()
+    ids = [trace_id_bytes(300_000 + n) for n in range(2_100)]
+    http.insert("trace_summaries", [[ids[-1], 1, now - HOUR, now, 1, now]],
+                ("trace_id", "root_known", "start_ns", "end_ns", "spans", "updated_ns"))
+    assert _newest_summaries(http, ids) == {ids[-1]: (0, now, now - HOUR, now)}

@@ -296,9 +296,10 @@ def _scopes(client: ClickHouseClient, digests: set[Any]) -> dict[bytes, tuple[st
     digests.discard(None)
     if not digests:
         return {}
-    rows = client.query("SELECT digest, any(name), any(version) FROM scopes WHERE has({d:Array(FixedString(16))}, "
-                        "digest) GROUP BY digest", {"d": sorted(bytes(d) for d in digests)})
-    return {bytes(digest): (name, version) for digest, name, version in rows}
+    return {bytes(digest): (name, version) for d in batches(sorted(bytes(d) for d in digests))
+            for digest, name, version in client.query(
+                "SELECT digest, any(name), any(version) FROM scopes WHERE has({d:Array(FixedString(16))}, digest) "
+                "GROUP BY digest", {"d": d})}
 
 
 def span_raw_rows(client: ClickHouseClient, trace_id: bytes, span_ids: Sequence[bytes]) -> dict[bytes, tuple]:
@@ -306,9 +307,9 @@ def span_raw_rows(client: ClickHouseClient, trace_id: bytes, span_ids: Sequence[
     the resource and scope are their digests, which resource_blob takes."""
     if not span_ids:
         return {}
-    rows = client.query(
+    rows = [row for s in batches(span_ids) for row in client.query(
         "SELECT span_id, raw, resource_digest, scope_digest FROM spans FINAL WHERE trace_id = {t:FixedString(16)} "
-        "AND has({s:Array(FixedString(8))}, span_id)", {"t": trace_id, "s": list(span_ids)}, bytes_columns=("raw",))
+        "AND has({s:Array(FixedString(8))}, span_id)", {"t": trace_id, "s": s}, bytes_columns=("raw",))]
     scopes = _scopes(client, {row[3] for row in rows})
     out = {}
     for span_id, raw, resource, scope in rows:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from typing import Any, NamedTuple
 
-from store.clickhouse.client import ClickHouseClient, identifier
+from store.clickhouse.client import ClickHouseClient, batches, identifier
 from store.clickhouse.schema import ROLLUP_COUNTERS as CH_ROLLUP_COUNTERS
 from store.clickhouse.schema import ROLLUP_DIMENSIONS, histogram_column
 from store.dashboards import (
@@ -328,7 +328,6 @@ def _blobs(client: ClickHouseClient, table: str, digests: set[Any]) -> dict[Any,
     digests.discard(None)
     if not digests:
         return {}
-    rows = client.query(
+    return {bytes(digest): blob for d in batches(sorted(digests)) for digest, blob in client.query(
         f"SELECT digest, any(blob) FROM {identifier(table)} WHERE has({{d:Array(FixedString(16))}}, digest) "
-        "GROUP BY digest", {"d": sorted(digests)}, bytes_columns=("any(blob)",))
-    return {bytes(digest): blob for digest, blob in rows}
+        "GROUP BY digest", {"d": d}, bytes_columns=("any(blob)",))}

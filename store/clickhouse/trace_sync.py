@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from store.clickhouse import rows as ch_rows
-from store.clickhouse.client import ClickHouseClient, ClickHouseError
+from store.clickhouse.client import ClickHouseClient, ClickHouseError, batches
 from store.models import COL, SPAN_COLUMNS
 from store.sessions import rows_in
 
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmobs.clickhouse")
 
-CHUNK_TRACES = 2000  # trace ids per ClickHouse query (an Array parameter: no bound like SQLite's)
 _UPDATED_COLUMNS = tuple(c for c in ch_rows.SPAN_VALUE_COLUMNS if c not in ("trace_id", "span_id"))
 _UPDATE_SPAN = (f"UPDATE spans SET {', '.join(f'{c} = ?' for c in _UPDATED_COLUMNS)}, "
                 "resource_id = ?, scope_id = ? WHERE trace_id = ? AND span_id = ?")
@@ -167,11 +166,11 @@ def _newest_summaries(client: ClickHouseClient, ids: Sequence[bytes]) -> dict[by
     deletion rows only."""
     out: dict[bytes, tuple[int, int, int, int]] = {}
     newest = "(updated_ns, 1 - is_deleted)"
-    for start in range(0, len(ids), CHUNK_TRACES):
+    for chunk in batches(ids):
         for trace_id, deleted, version, first, last in client.query(
                 f"SELECT trace_id, argMax(is_deleted, {newest}), max(updated_ns), argMax(start_ns, {newest}), "
                 f"argMax(end_ns, {newest}) FROM trace_summaries WHERE trace_id IN {{ids:Array(FixedString(16))}} "
-                "GROUP BY trace_id", {"ids": list(ids[start:start + CHUNK_TRACES])}):
+                "GROUP BY trace_id", {"ids": chunk}):
             out[bytes(trace_id)] = (int(deleted), int(version), int(first), int(last))
     return out
 
@@ -194,10 +193,10 @@ def _blobs_for(client: ClickHouseClient, db: sqlite3.Connection, spans: list[dic
         have = {bytes(row[0]) for row in rows_in(db, f"SELECT digest FROM {table} WHERE digest IN ({{marks}})", wanted)}
         missing = [d for d in wanted if d not in have]
         blobs: dict[bytes, tuple] = {d: () for d in wanted if d in have}
-        if missing:
+        for chunk in batches(missing):
             for digest, *value in client.query(
                     f"SELECT digest, {select} FROM {table} FINAL WHERE digest IN {{ids:Array(FixedString(16))}}",
-                    {"ids": missing}, bytes_columns=("blob",)):
+                    {"ids": chunk}, bytes_columns=("blob",)):
                 blobs[bytes(digest)] = tuple(value)
         found.append(blobs)
     return found[0], found[1]
