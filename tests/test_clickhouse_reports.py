@@ -508,10 +508,14 @@ def test_check_on_an_unreachable_clickhouse_cannot_evaluate(frozen, capsys) -> N
 
 
 def test_several_windows_read_in_one_query_equal_one_query_each(stores) -> None:
-    """The alert engine's batched read of an SLO's burn windows (reports.windowed_totals) gives each window
-    what grouped_rollups gives it alone: nested, overlapping, edge-aligned and empty windows, filtered or
-    not, with histograms."""
-    from store.clickhouse.reports import grouped_rollups, windowed_totals
+    """The alert engine's batched read of an SLO's burn windows (reports.rollup_reads, one read of several
+    windows) gives each window what grouped_rollups gives it alone: nested, overlapping, edge-aligned and
+    empty windows, filtered or not, with histograms."""
+    from store.clickhouse.reports import RollupRead, grouped_rollups, rollup_reads
+
+    def windowed_totals(client: Any, windows: list[tuple[int, int]], hists: tuple[str, ...],
+                        where: dict[str, str]) -> list[Any]:
+        return rollup_reads(client, [RollupRead(tuple(windows), (), tuple(where.items()), hists)])[0]
 
     _db_path, url = stores
     client = HttpClient(parse_store_url(url, {PASSWORD_ENV: PASSWORD}))

@@ -52,14 +52,17 @@ class SharedRollups:
         """Read every (windows, by, where, hists) an evaluation's rules will ask grouped() for, in one query
         (reports.rollup_reads); a window read already is not read again."""
         batch: list[RollupRead] = []
-        asked: set[tuple] = set()
+        asked: set[tuple] = set(self._cache)  # read already, or asked for by an earlier read of the batch
         for windows, by, where, hists in reads:
             names = tuple(h[5:] for h in hists)
-            todo = tuple(w for w in dict.fromkeys(windows) if self._key(*w, by, where, names) not in self._cache
-                         and self._key(*w, by, where, names) not in asked)
-            asked.update(self._key(*w, by, where, names) for w in todo)
+            todo = []
+            for window in windows:
+                key = self._key(*window, by, where, names)
+                if key not in asked:
+                    asked.add(key)
+                    todo.append(window)
             if todo:
-                batch.append(RollupRead(todo, tuple(by), tuple((where or {}).items()), names))
+                batch.append(RollupRead(tuple(todo), tuple(by), tuple((where or {}).items()), names))
         for read, per_window in zip(batch, rollup_reads(self.client, batch)):
             for window, groups in zip(read.windows, per_window):
                 self._cache[self._key(*window, read.by, dict(read.where), read.hists)] = groups

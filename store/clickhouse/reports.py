@@ -139,15 +139,17 @@ def rollup_reads(client: ClickHouseClient, reads: Sequence[RollupRead]) -> list[
             + (f" GROUP BY {', '.join(group_by)}" if group_by else ""))
     # (read, window, key) → its group, summed over the window's segments.
     found: list[list[dict[tuple, GroupStats]]] = [[{} for _ in read.windows] for read in reads]
+    columns_of = [[c for name in read.by for c in GROUP_COLUMNS[name]] for read in reads]
+    wanted_of = [[h in read.hists for h in hists] for read in reads]
     for row in client.query(" UNION ALL ".join(branches), params) if branches else ():
         if not row[2]:
             continue  # an aggregate without GROUP BY over no rows
         r, windows = codes[row[0]]
-        columns = [c for name in reads[r].by for c in GROUP_COLUMNS[name]]
+        columns = columns_of[r]
         group_key = tuple(value or None for value in row[1])
         counters = row[3:3 + len(ROLLUP_COUNTERS)]
-        row_maps = [(name, buckets, counts) for name, (buckets, counts) in zip(hists, row[3 + len(ROLLUP_COUNTERS):])
-                if name in reads[r].hists]
+        row_maps = [(name, buckets, counts) for name, wanted, (buckets, counts)
+                    in zip(hists, wanted_of[r], row[3 + len(ROLLUP_COUNTERS):]) if wanted]
         for n in windows:
             group = found[r][n].get(group_key)
             if group is None:
@@ -193,14 +195,6 @@ def _segment_code(windows: Sequence[tuple[int, int]], codes: list[tuple[int, tup
                      f"{base} + arrayFirstIndex(x -> bucket < x, {{{prefix}edges{i}:Array(Int64)}})")
     codes.append((read, ()))
     return f"multiIf({', '.join(cases)}, {len(codes) - 1})"
-
-
-def windowed_totals(client: ClickHouseClient, windows: Sequence[tuple[int, int]], hists: Sequence[str] = (),
-                    where: Mapping[str, str | None] | None = None) -> list[list[GroupStats]]:
-    """grouped_rollups(client, start, end, [], hists, where) for each (start, end) window, in one query."""
-    if not windows:
-        return []
-    return rollup_reads(client, [RollupRead(tuple(windows), (), tuple((where or {}).items()), tuple(hists))])[0]
 
 
 def grouped_rollups(client: ClickHouseClient, start_s: int, end_s: int, by: Sequence[str],
