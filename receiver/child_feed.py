@@ -2,7 +2,9 @@
 
 The event loop must never block on a pipe (a busy decoder stops reading, and a send would wait): it
 puts frames here and a thread sends them. FIFO; nothing is bounded here, because what goes in is
-already bounded by the pipeline's limits on requests and bytes in flight. (Batches used to pass
+already bounded by the pipeline's limits on requests and bytes in flight. An item is one frame or a
+tuple of frames that go out back to back (a request's header and its body), so that nothing else
+is sent between them. (Batches used to pass
 through the main process on their way to the writer, with a per-request queue here to keep one huge
 request from holding everyone else's; they now go from decoder to writer directly, see
 store/batch_inlet.py, and the writer reads its decoders' connections in turn.)
@@ -13,6 +15,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+Item = bytes | tuple[bytes, ...]
+
 
 class FeedClosed(Exception):
     """The child behind this feed is gone; the frame was not queued."""
@@ -21,10 +25,10 @@ class FeedClosed(Exception):
 class ChildFeed:
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._frames: deque[bytes | None] = deque()
+        self._frames: deque[Item | None] = deque()
         self._closed = False
 
-    def put(self, frame: bytes | None) -> None:
+    def put(self, frame: Item | None) -> None:
         """Queue a frame (None: close the pipe after what is queued). Raises FeedClosed."""
         with self._cond:
             if self._closed:
@@ -32,7 +36,7 @@ class ChildFeed:
             self._frames.append(frame)
             self._cond.notify()
 
-    def get(self) -> bytes | None:
+    def get(self) -> Item | None:
         """The next frame to send (blocks); None means: close the pipe."""
         with self._cond:
             while not self._frames:

@@ -60,8 +60,15 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
                 if normalizer.tiers is not None:
                     normalizer.tiers.set_burning(content_tiers.decode_burning(frame))
                 continue
+            if not protocol.is_request_header(frame):
+                log.error("decoder: unexpected frame of %d bytes from the main process", len(frame))
+                return
             try:
-                for reply in handle(normalizer, frame, max_body):
+                body = inbox.recv_bytes()  # a request's body follows its header
+            except (EOFError, OSError):
+                return
+            try:
+                for reply in handle(normalizer, frame, body, max_body):
                     if reply[:1] != protocol.TAG_BATCH:
                         outbox.send_bytes(reply)
                     elif not writer.send(reply):
@@ -117,12 +124,13 @@ class WriterLink:
 CHUNK_ITEMS = 2048
 
 
-def handle(normalizer: Normalizer, frame: bytes, max_body: int) -> Iterator[bytes]:
-    """Replies to one request: TAG_INVALID or TAG_DONE, or one or more TAG_BATCH slices, the last one
-    marked final (the request is acknowledged when the writer has committed that one)."""
-    req_id, signal_name, json_body, gzipped, received_ns, body = protocol.decode_request(frame)
+def handle(normalizer: Normalizer, header: bytes, body: bytes, max_body: int) -> Iterator[bytes]:
+    """Replies to one request (its header frame and its body): TAG_INVALID or TAG_DONE, or one or more
+    TAG_BATCH slices, the last one marked final (the request is acknowledged when the writer has
+    committed that one)."""
+    req_id, signal_name, json_body, gzipped, received_ns = protocol.decode_request_header(header)
     try:
-        message, repaired = decode_body(signal_name, bytes(body), json_body=json_body, gzipped=gzipped,
+        message, repaired = decode_body(signal_name, body, json_body=json_body, gzipped=gzipped,
                                         max_bytes=max_body)
     except OtlpDecodeError as exc:
         yield protocol.TAG_INVALID + pickle.dumps((req_id, str(exc)))

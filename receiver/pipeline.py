@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from receiver import content_tiers, protocol, semconv
-from receiver.allocator import cap_malloc_arenas
+from receiver.allocator import tune_malloc
 from receiver.child_feed import ChildFeed, FeedClosed
 
 log = logging.getLogger("llmobs.pipeline")
@@ -202,8 +202,9 @@ class _Child:
         self._reader.start()
         self.alive = True
 
-    def send(self, frame: bytes) -> None:
-        """Queue a frame for the child (never blocks). Raises FeedClosed when the child is gone."""
+    def send(self, frame: bytes | tuple[bytes, ...]) -> None:
+        """Queue a frame, or frames to send back to back, for the child (never blocks). Raises
+        FeedClosed when the child is gone."""
         self.feed.put(frame)
 
     def _send_loop(self) -> None:
@@ -217,7 +218,11 @@ class _Child:
                     pass
                 return
             try:
-                self.to_child.send_bytes(frame)
+                if isinstance(frame, tuple):
+                    for part in frame:
+                        self.to_child.send_bytes(part)
+                else:
+                    self.to_child.send_bytes(frame)
             except (BrokenPipeError, OSError):
                 self.feed.close()
                 return
@@ -282,7 +287,7 @@ class IngestPipeline:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        cap_malloc_arenas()  # before the children are spawned: they inherit it
+        tune_malloc()  # before the children are spawned: they inherit it
         address, self._socket_dir = batch_socket_address()
         self.config.batch_socket = {"batch_address": address, "batch_authkey": os.urandom(32)}
         n = self.config.decoders or max(1, os.cpu_count() or 1)

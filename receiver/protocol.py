@@ -1,7 +1,9 @@
 """The framing of messages between the receiver's main process, its decoders and the writer.
 
-Kept tiny and explicit: a request to a decoder is a fixed header plus the raw body (no pickling of
-megabytes of bytes); a decoded batch carries its request id ahead of the pickle, so that a decoder
+Kept tiny and explicit: a request to a decoder is two frames, a fixed header and then the raw body as
+it came (no pickling of megabytes of bytes, and no copy of them either: joining the two copied every
+body, and the copies of the requests waiting for a decoder were most of the main process's memory
+under load); a decoded batch carries its request id ahead of the pickle, so that a decoder
 can name a batch the writer did not take without unpickling it.
 """
 
@@ -16,7 +18,8 @@ SIGNAL_CODE = {name: i for i, name in enumerate(SIGNALS)}
 FLAG_JSON = 1
 FLAG_GZIP = 2
 
-# req_id, signal, flags, received_ns
+# main → decoder: TAG_REQUEST + (req_id, signal, flags, received_ns); the next frame is the body.
+TAG_REQUEST = b"R"
 REQUEST_HEADER = struct.Struct("<QBBQ")
 
 # decoder → writer (store/batch_inlet.py): pickled (req_id, spans, logs, resources, scopes, rejected, message,
@@ -30,15 +33,21 @@ TAG_UNDELIVERED = b"U"  # decoder → main: pickled (req_id, message): no writer
 TAG_STOP = b"S"  # main → writer: drain, commit and exit
 
 
-def encode_request(req_id: int, signal: str, *, json_body: bool, gzipped: bool, received_ns: int, body: bytes) -> bytes:
+def encode_request(req_id: int, signal: str, *, json_body: bool, gzipped: bool, received_ns: int,
+                   body: bytes) -> tuple[bytes, bytes]:
+    """The two frames of a request, sent back to back on the decoder's pipe: its header, then the body
+    itself (the same object, not a copy)."""
     flags = (FLAG_JSON if json_body else 0) | (FLAG_GZIP if gzipped else 0)
-    return REQUEST_HEADER.pack(req_id, SIGNAL_CODE[signal], flags, received_ns) + body
+    return TAG_REQUEST + REQUEST_HEADER.pack(req_id, SIGNAL_CODE[signal], flags, received_ns), body
 
 
-def decode_request(frame: bytes) -> tuple[int, str, bool, bool, int, memoryview]:
-    req_id, code, flags, received_ns = REQUEST_HEADER.unpack_from(frame)
-    body = memoryview(frame)[REQUEST_HEADER.size:]
-    return req_id, SIGNALS[code], bool(flags & FLAG_JSON), bool(flags & FLAG_GZIP), received_ns, body
+def is_request_header(frame: bytes) -> bool:
+    return len(frame) == 1 + REQUEST_HEADER.size and frame[:1] == TAG_REQUEST
+
+
+def decode_request_header(frame: bytes) -> tuple[int, str, bool, bool, int]:
+    req_id, code, flags, received_ns = REQUEST_HEADER.unpack_from(frame, 1)
+    return req_id, SIGNALS[code], bool(flags & FLAG_JSON), bool(flags & FLAG_GZIP), received_ns
 
 
 def encode_batch(payload: tuple) -> bytes:

@@ -75,7 +75,7 @@ def test_a_client_without_the_key_is_refused_and_ours_still_gets_in(tmp_path: Pa
         inlet.close()
 
 
-def _request_frame(req_id: int) -> bytes:
+def _request_frames(req_id: int) -> tuple[bytes, bytes]:
     request = ExportTraceServiceRequest()
     span = request.resource_spans.add().scope_spans.add().spans.add()
     span.trace_id = (7).to_bytes(16, "big")
@@ -97,7 +97,8 @@ def test_a_decoder_whose_writer_is_gone_fails_the_request_retryably(tmp_path: Pa
     inbox_r.close()
     outbox_w.close()
     try:
-        inbox_w.send_bytes(_request_frame(41))
+        for frame in _request_frames(41):
+            inbox_w.send_bytes(frame)
         assert outbox_r.poll(60)
         reply = outbox_r.recv_bytes()
         assert reply[:1] == protocol.TAG_UNDELIVERED
@@ -106,3 +107,13 @@ def test_a_decoder_whose_writer_is_gone_fails_the_request_retryably(tmp_path: Pa
         inbox_w.close()
         decoder.join(30)
     assert decoder.exitcode == 0
+
+
+def test_a_request_reaches_its_decoder_as_a_header_and_the_body_itself() -> None:
+    """Not a copy: the main process holds every body until it is committed, and the copies joined to
+    their headers, waiting for a busy decoder, were most of its memory under load."""
+    body = bytes(3 << 20)
+    header, sent = protocol.encode_request(7, "logs", json_body=True, gzipped=False, received_ns=99, body=body)
+    assert sent is body
+    assert protocol.is_request_header(header) and not protocol.is_request_header(body[:len(header)])
+    assert protocol.decode_request_header(header) == (7, "logs", True, False, 99)
