@@ -23,7 +23,10 @@ from textual.app import RenderResult
 from textual_plotext import PlotextPlot
 
 from llmobs_tui import format as fmt
+from llmobs_tui.widgets import plotext_speedups
 from llmobs_tui.widgets.quiet import set_border_subtitle
+
+plotext_speedups.install()
 
 # plotext's palette names. The present is drawn in these, in order; the past always in gray.
 SERIES_COLORS = ("cyan+", "magenta+", "green+", "yellow+", "blue+", "red+", "white", "cyan", "magenta", "green")
