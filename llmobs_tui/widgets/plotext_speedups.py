@@ -34,10 +34,14 @@ def _finite(values: list[Any]) -> bool:
 
 def get_line(x: list[Any], y: list[Any]) -> Any:
     """plotext's get_line: the pixels from (x[0], y[0]) to (x[1], y[1]), at most one apart."""
-    if len(x) != 2 or len(y) != 2 or not _finite(x) or not _finite(y):
+    if len(x) != 2 or len(y) != 2:
         return _original["get_line"](x, y)
     x0, x1 = x
     y0, y1 = y
+    # Inline: this runs for every pair of points. A sum that overflows only sends finite numbers to plotext.
+    if not (type(x0) in _NUMBER and type(x1) in _NUMBER and type(y0) in _NUMBER and type(y1) in _NUMBER
+            and math.isfinite(x0 + x1 + y0 + y1)):
+        return _original["get_line"](x, y)
     a = int(max(abs(int(x1) - int(x0)), abs(int(y1) - int(y0))) + 1)
     # linspace(lower, upper, a) is lower + i * slope, slope 0 for a single point.
     slope_x = (x1 - x0) / (a - 1) if a > 1 else 0
