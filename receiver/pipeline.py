@@ -33,7 +33,7 @@ from typing import Any
 
 from receiver import content_tiers, protocol, semconv
 from receiver.allocator import tune_malloc
-from receiver.child_feed import ChildFeed, FeedClosed
+from receiver.child_feed import ChildFeed, FeedClosed, Item
 
 log = logging.getLogger("llmobs.pipeline")
 
@@ -202,7 +202,7 @@ class _Child:
         self._reader.start()
         self.alive = True
 
-    def send(self, frame: bytes | tuple[bytes, ...]) -> None:
+    def send(self, frame: Item) -> None:
         """Queue a frame, or frames to send back to back, for the child (never blocks). Raises
         FeedClosed when the child is gone."""
         self.feed.put(frame)
