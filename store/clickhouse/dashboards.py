@@ -296,10 +296,13 @@ def _scopes(client: ClickHouseClient, digests: set[Any]) -> dict[bytes, tuple[st
     digests.discard(None)
     if not digests:
         return {}
-    return {bytes(digest): (name, version) for d in batches(sorted(bytes(d) for d in digests))
-            for digest, name, version in client.query(
+    found = {}
+    for chunk in batches(sorted(bytes(digest) for digest in digests)):
+        for digest, name, version in client.query(
                 "SELECT digest, any(name), any(version) FROM scopes WHERE has({d:Array(FixedString(16))}, digest) "
-                "GROUP BY digest", {"d": d})}
+                "GROUP BY digest", {"d": chunk}):
+            found[bytes(digest)] = (name, version)
+    return found
 
 
 def span_raw_rows(client: ClickHouseClient, trace_id: bytes, span_ids: Sequence[bytes]) -> dict[bytes, tuple]:

@@ -322,6 +322,10 @@ def _blobs(client: ClickHouseClient, table: str, digests: set[Any]) -> dict[Any,
     digests.discard(None)
     if not digests:
         return {}
-    return {bytes(digest): blob for d in batches(sorted(digests)) for digest, blob in client.query(
-        f"SELECT digest, any(blob) FROM {identifier(table)} WHERE has({{d:Array(FixedString(16))}}, digest) "
-        "GROUP BY digest", {"d": d}, bytes_columns=("any(blob)",))}
+    found = {}
+    for chunk in batches(sorted(digests)):
+        for digest, blob in client.query(
+                f"SELECT digest, any(blob) FROM {identifier(table)} WHERE has({{d:Array(FixedString(16))}}, digest) "
+                "GROUP BY digest", {"d": chunk}, bytes_columns=("any(blob)",)):
+            found[bytes(digest)] = blob
+    return found
