@@ -13,6 +13,7 @@ Recent traces live in memory (an LRU); older ones are reloaded from the spans ta
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import sys
 import time
@@ -160,13 +161,6 @@ def _recent_entries(cache: dict[tuple, Any], cap: int, keep: int, now_s: int) ->
     return recent
 
 
-def _shared(value: Any) -> Any:
-    """One object per distinct string across the cached spans: each batch arrives unpickled, so every
-    span would otherwise hold its own copy of its service, model, operation, conversation... (≈0.5 KB
-    per cached span, a fifth of the cache). Interned strings are freed with their last reference."""
-    return sys.intern(value) if type(value) is str else value
-
-
 class SpanState:
     """What the writer remembers of a span: enough to recompute its effective fields and contribution."""
 
@@ -237,60 +231,57 @@ class SpanState:
     @classmethod
     def from_row(cls, row: Sequence[Any], stored: bool) -> SpanState:
         s = cls()
-        s.id = row[COL["id"]]
-        s.span_id = row[COL["span_id"]]
-        s.parent = row[COL["parent_span_id"]]
-        s.kind = row[COL["kind"]]
-        s.name = _shared(row[COL["name"]])
-        s.service = _shared(row[COL["service"]])
-        s.start = row[COL["start_ns"]]
-        s.end = row[COL["end_ns"]]
-        s.duration = row[COL["duration_ns"]]
-        s.status = row[COL["status"]]
-        s.provider = _shared(row[COL["provider"]])
-        s.operation = _shared(row[COL["operation"]])
-        s.model = _shared(row[COL["request_model"]] or row[COL["response_model"]])
-        s.input = row[COL["input_tokens"]]
-        s.output = row[COL["output_tokens"]]
-        s.cache_read = row[COL["cache_read_tokens"]]
-        s.cache_write = row[COL["cache_write_tokens"]]
-        s.reasoning = row[COL["reasoning_tokens"]]
-        s.ttft = row[COL["ttft_ns"]]
-        s.streaming = row[COL["streaming"]]
-        s.finish_reason = _shared(row[COL["finish_reason"]])
-        s.own_error = _shared(row[COL["own_error_class"]])
-        s.subclass = _shared(row[COL["error_subclass"]])
-        s.marker = row[COL["validation_marker"]]
-        s.own_feature = _shared(row[COL["own_feature"]])
-        s.own_tenant = _shared(row[COL["own_tenant"]])
-        s.prompt_id = _shared(row[COL["prompt_id"]])
-        s.prompt_version = _shared(row[COL["prompt_version"]])
-        s.cost = row[COL["cost_nusd"]]
-        s.flags = row[COL["flags"]]
-        s.response_id = row[COL["response_id"]]
-        layer = row[COL["call_layer"]]
+        (s.id, s.span_id, s.parent, s.kind, name, service, s.start, s.end, s.duration, s.status, provider,
+         operation, request_model, response_model, s.input, s.output, s.cache_read, s.cache_write, s.reasoning,
+         s.ttft, s.streaming, finish_reason, own_error, subclass, s.marker, own_feature, own_tenant, prompt_id,
+         prompt_version, s.cost, s.flags, s.response_id, layer, conversation, user, own_variant) = _OWN_FIELDS(row)
+        # One object per distinct string across the cached spans: each batch arrives unpickled, so every
+        # span would otherwise hold its own copy of its service, model, operation, conversation... (≈0.5 KB
+        # per cached span, a fifth of the cache). Interned strings are freed with their last reference.
+        # Inline, not a helper: this runs for every span of every batch and of every reloaded trace.
+        intern = sys.intern
+        s.name = intern(name) if type(name) is str else name
+        s.service = intern(service) if type(service) is str else service
+        s.provider = intern(provider) if type(provider) is str else provider
+        s.operation = intern(operation) if type(operation) is str else operation
+        model = request_model or response_model
+        s.model = intern(model) if type(model) is str else model
+        s.finish_reason = intern(finish_reason) if type(finish_reason) is str else finish_reason
+        s.own_error = intern(own_error) if type(own_error) is str else own_error
+        s.subclass = intern(subclass) if type(subclass) is str else subclass
+        s.own_feature = intern(own_feature) if type(own_feature) is str else own_feature
+        s.own_tenant = intern(own_tenant) if type(own_tenant) is str else own_tenant
+        s.prompt_id = intern(prompt_id) if type(prompt_id) is str else prompt_id
+        s.prompt_version = intern(prompt_version) if type(prompt_version) is str else prompt_version
         s.layer = 1 if layer is None else layer
-        s.response_model = _shared(row[COL["response_model"]])
-        s.conversation = _shared(row[COL["conversation_id"]])
-        s.user = _shared(row[COL["user_id"]])
-        s.own_variant = _shared(row[COL["own_variant"]])
+        s.response_model = intern(response_model) if type(response_model) is str else response_model
+        s.conversation = intern(conversation) if type(conversation) is str else conversation
+        s.user = intern(user) if type(user) is str else user
+        s.own_variant = intern(own_variant) if type(own_variant) is str else own_variant
         s.external_keeper = None
         s.has_desc = False
         s.stored_finish = s.finish_reason
         s.stored_own_error = s.own_error
         if stored:
-            s.billed = row[COL["billed"]]
-            s.feature = row[COL["feature"]]
-            s.tenant = row[COL["tenant"]]
-            s.error_class = row[COL["error_class"]]
-            s.duplicate_of = row[COL["duplicate_of"]]
-            s.variant = row[COL["variant"]]
+            s.billed, s.feature, s.tenant, s.error_class, s.duplicate_of, s.variant = _EFFECTIVE_FIELDS(row)
             s.refused = _refused(s)
         else:
             s.billed = 0
             s.feature = s.tenant = s.error_class = s.duplicate_of = s.variant = None
             s.refused = False
         return s
+
+
+# The columns from_row reads, in its order, fetched in one call.
+_OWN_FIELDS = operator.itemgetter(*(COL[name] for name in (
+    "id", "span_id", "parent_span_id", "kind", "name", "service", "start_ns", "end_ns", "duration_ns", "status",
+    "provider", "operation", "request_model", "response_model", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "ttft_ns", "streaming", "finish_reason",
+    "own_error_class", "error_subclass", "validation_marker", "own_feature", "own_tenant", "prompt_id",
+    "prompt_version", "cost_nusd", "flags", "response_id", "call_layer", "conversation_id", "user_id",
+    "own_variant")))
+_EFFECTIVE_FIELDS = operator.itemgetter(*(COL[name] for name in (
+    "billed", "feature", "tenant", "error_class", "duplicate_of", "variant")))
 
 
 def _refused(s: SpanState) -> bool:
@@ -514,6 +505,8 @@ class SpanWriter:
         self._traces: OrderedDict[bytes, TraceState] = OrderedDict()
         self._cached_spans = 0
         self._rollups: dict[tuple[int, int, int], _Rollup] = {}
+        # This transaction's contributions not yet in _rollups: {(second, dims_id): (counters, hists)}.
+        self._pending_rollups: dict[tuple[int, int], tuple[dict[int, int], tuple[dict[int, int], ...]]] = {}
         self._tool_rollups: dict[tuple[int, int, str], _ToolRollup] = {}
         self._rollups_trim_at = self._tool_rollups_trim_at = ROLLUP_TRIM_AT
         self._dims: dict[tuple, int] = {}
@@ -647,6 +640,7 @@ class SpanWriter:
 
     def forget_rollups(self) -> None:
         self._rollups.clear()
+        self._pending_rollups.clear()
         self._tool_rollups.clear()
 
     def forget(self, trace_ids: Sequence[bytes]) -> ForgetResult:
@@ -726,6 +720,7 @@ class SpanWriter:
             sessions.refresh(db, conversations, now)
             # A change marker keeps its fact (a model, a prompt version), not the forgotten example.
             _deleted(db, "UPDATE changes SET trace_id = NULL WHERE trace_id IN ({marks})", trace_ids)
+            self._fold_pending_rollups()
             emptied = [key for key, acc in self._rollups.items()
                        if acc.dirty and not any(acc.counters) and not any(any(h.values()) for h in acc.hists)]
             self._flush_rollups()
@@ -1056,6 +1051,7 @@ class SpanWriter:
         self._traces.clear()
         self._cached_spans = 0
         self._rollups.clear()
+        self._pending_rollups.clear()
         self._tool_rollups.clear()
         self.changes.reload()
         self._dims.clear()
@@ -1230,28 +1226,50 @@ class SpanWriter:
         return (s.start // NS, dims, tuple((i, v) for i, v in enumerate(vector) if v), hists)
 
     def _apply(self, contribution: tuple, sign: int) -> None:
+        """A contribution into the transaction's pending sums, per second and dimension set. They go
+        into the five rollup rows each touches (two resolutions, with and without the dimension set,
+        and the fine total) when the transaction flushes its rollups: under load a batch holds many
+        calls of the same second and dimension set, each of which would otherwise update all five."""
         second, dims, vector, hists = contribution
         if self.outbox is not None:
             self.outbox.rollup(contribution, sign)
-        dims_id = self._dims_id(dims)
-        for res in RESOLUTIONS:
-            bucket_start = second - second % res
-            # Each contribution also goes to the bucket's total row (dims_id 0), so that a dashboard
-            # over all traffic merges one histogram per bucket instead of one per dimension set.
-            self._accumulate((res, bucket_start, dims_id), vector, hists, sign)
-            self._accumulate((res, bucket_start, TOTAL_DIMS_ID), vector, hists, sign)
-        self._accumulate((FINE_RESOLUTION, second - second % FINE_RESOLUTION, TOTAL_DIMS_ID), vector, hists, sign)
+        key = (second, self._dims_id(dims))
+        pending = self._pending_rollups.get(key)
+        if pending is None:
+            pending = self._pending_rollups[key] = ({}, tuple({} for _ in HISTOGRAMS))
+        counters, pending_hists = pending
+        for i, value in vector:
+            counters[i] = counters.get(i, 0) + sign * value
+        for h, bucket in zip(pending_hists, hists):
+            if bucket is not None:
+                h[bucket] = h.get(bucket, 0) + sign
 
-    def _accumulate(self, key: tuple[int, int, int], vector: tuple, hists: tuple, sign: int) -> None:
+    def _fold_pending_rollups(self) -> None:
+        """The pending sums into their rollup rows' accumulators (each row read in if not cached)."""
+        pending, self._pending_rollups = self._pending_rollups, {}
+        for (second, dims_id), (counters, pending_hists) in pending.items():
+            vector = list(counters.items())
+            hists = [(slot, bucket, count) for slot, h in enumerate(pending_hists) for bucket, count in h.items()]
+            for res in RESOLUTIONS:
+                bucket_start = second - second % res
+                # Each contribution also goes to the bucket's total row (dims_id 0), so that a dashboard
+                # over all traffic merges one histogram per bucket instead of one per dimension set.
+                self._accumulate((res, bucket_start, dims_id), vector, hists)
+                self._accumulate((res, bucket_start, TOTAL_DIMS_ID), vector, hists)
+            self._accumulate((FINE_RESOLUTION, second - second % FINE_RESOLUTION, TOTAL_DIMS_ID), vector, hists)
+
+    def _accumulate(self, key: tuple[int, int, int], vector: list[tuple[int, int]],
+                    hists: list[tuple[int, int, int]]) -> None:
         acc = self._rollups.get(key)
         if acc is None:
             acc = self._load_rollup(key)
         counters = acc.counters
         for i, value in vector:
-            counters[i] += sign * value
-        for h, bucket in zip(acc.hists, hists):
-            if bucket is not None:
-                h[bucket] = h.get(bucket, 0) + sign
+            counters[i] += value
+        acc_hists = acc.hists
+        for slot, bucket, count in hists:
+            h = acc_hists[slot]
+            h[bucket] = h.get(bucket, 0) + count
         acc.dirty = True
 
     def _load_rollup(self, key: tuple[int, int, int]) -> _Rollup:
@@ -1269,6 +1287,7 @@ class SpanWriter:
         return acc
 
     def _flush_rollups(self) -> None:
+        self._fold_pending_rollups()
         rows = []
         for key, acc in self._rollups.items():
             if acc.dirty:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import llmobs_tui.widgets.chart  # noqa: F401  (installs the speedups, as the app does)
@@ -27,7 +27,7 @@ def outcome(function, *args):
 
 def test_the_replacements_are_installed_on_this_plotext() -> None:
     assert speedups.installed(), "plotext changed: its helpers no longer match the replaced source (see module)"
-    assert set(ORIGINAL) == {"get_line", "hd_group"}
+    assert set(ORIGINAL) == {"get_line", "hd_group", "get_lines", "get_matrix_data", "set_matrices", "set_canvas"}
 
 
 @settings(max_examples=500, deadline=None)
@@ -62,6 +62,74 @@ def test_hd_group_on_odd_input_does_what_plotext_does(rows) -> None:
     assert repr(got) == repr(expected)
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(coordinate, coordinate), min_size=0, max_size=40), st.integers(0, 3))
+def test_get_lines_equals_plotexts(points, extra) -> None:
+    x, y = [p[0] for p in points], [p[1] for p in points]
+    other = [[f"{k}{i}" for i in range(len(x))] for k in range(extra)]
+    got = outcome(speedups.get_lines, list(x), list(y), *[list(o) for o in other])
+    assert got == outcome(ORIGINAL["get_lines"], list(x), list(y), *[list(o) for o in other])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(odd, min_size=0, max_size=5), st.lists(odd, min_size=0, max_size=5),
+       st.lists(st.lists(st.just("m"), min_size=0, max_size=5), min_size=0, max_size=2))
+def test_get_lines_on_odd_input_does_what_plotext_does(x, y, other) -> None:
+    got = outcome(speedups.get_lines, list(x), list(y), *[list(o) for o in other])
+    expected = outcome(ORIGINAL["get_lines"], list(x), list(y), *[list(o) for o in other])
+    assert repr(got) == repr(expected)
+
+
+wide = st.one_of(st.integers(-10**12, 10**12), st.floats(-1e12, 1e12, allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(wide, max_size=30), st.tuples(wide, wide), st.integers(-2, 400))
+# plotext rounds a half up: these land on k - 5e-9 exactly, where halves up and down give different cells
+@example([511.99999488, 255.99999744000002, 46.0], (0.0, 1024.0), 2)
+@example([255.99999744000002, 248.60546875], (0.0, 1024.0), 3)
+def test_get_matrix_data_equals_plotexts(data, lim, bins) -> None:
+    got = outcome(speedups.get_matrix_data, list(data), list(lim), bins)
+    assert got == outcome(ORIGINAL["get_matrix_data"], list(data), list(lim), bins)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(odd, max_size=5), st.one_of(st.tuples(odd, odd), st.lists(odd, max_size=3)),
+       st.one_of(st.integers(0, 50), st.floats(0, 50), st.none()))
+def test_get_matrix_data_on_odd_input_does_what_plotext_does(data, lim, bins) -> None:
+    got = outcome(speedups.get_matrix_data, list(data), list(lim), bins)
+    expected = outcome(ORIGINAL["get_matrix_data"], list(data), list(lim), bins)
+    assert repr(got) == repr(expected)
+
+
+color = st.sampled_from(["default", "red", (10, 20, 30), (10, 20, 31), 12, "bold", "gray+"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 9), st.integers(0, 12), st.data())
+def test_the_matrix_draws_what_plotexts_draws(rows, cols, data) -> None:
+    """set_matrices then cells set at random, then set_canvas: the same matrices and the same text."""
+    col1, col2 = sorted(data.draw(st.tuples(st.integers(0, cols), st.integers(0, cols))))
+    row1, row2 = sorted(data.draw(st.tuples(st.integers(0, rows), st.integers(0, rows))))
+    background, axes = data.draw(color), data.draw(color)
+    cells = data.draw(st.lists(st.tuples(st.integers(0, max(cols - 1, 0)), st.integers(0, max(rows - 1, 0)),
+                                         st.sampled_from("x⣿ ·"), color, color, st.one_of(st.none(), color)),
+                               max_size=40))
+
+    def draw():
+        matrix = speedups._mx.matrix_class()
+        matrix.set_size(cols, rows)
+        matrix.set_canvas_area(col1, col2, row1, row2)
+        matrix.set_canvas_color(background)
+        matrix.set_axes_color(axes)
+        matrix.set_matrices()
+        for col, row, marker, fullground, style, back in cells:
+            matrix.insert_element(col, row, marker, fullground, style, back)
+        return (matrix.marker, matrix.fullground, matrix.style, matrix.background), matrix.set_canvas(), matrix.canvas
+
+    assert draw() == _with_plotexts_own(draw)
+
+
 def _charts() -> list[ChartData]:
     t0 = 1_800_000_000.0
     times = [t0 + 3600 * i for i in range(168)]
@@ -76,14 +144,21 @@ def _charts() -> list[ChartData]:
     ]
 
 
+def _with_plotexts_own(build):
+    """build() with every replaced helper put back to plotext's own, then the replacements restored."""
+    for name, (owner, _, _) in speedups._REPLACED.items():
+        setattr(owner, name, ORIGINAL[name])
+    try:
+        return build()
+    finally:
+        for name, (owner, replacement, _) in speedups._REPLACED.items():
+            setattr(owner, name, replacement)
+
+
 def test_whole_charts_build_the_same() -> None:
-    built = {}
-    for mode in ("fast", "plotext"):
-        if mode == "plotext":
-            speedups._ut.get_line, speedups._ut.hd_group = ORIGINAL["get_line"], ORIGINAL["hd_group"]
-        try:
-            built[mode] = [build_chart_text(data, w, h) for data in _charts() for w, h in ((78, 12), (152, 30))]
-        finally:
-            speedups._ut.get_line, speedups._ut.hd_group = speedups.get_line, speedups.hd_group
+    def build():
+        return [build_chart_text(data, w, h) for data in _charts() for w, h in ((78, 12), (152, 30), (20, 4))]
+    built = {"fast": build(), "plotext": _with_plotexts_own(build)}
+    assert speedups.installed()
     assert built["fast"] == built["plotext"]
     assert any("⡀" <= ch <= "⣿" for text in built["fast"] for ch in text)  # braille was drawn
