@@ -157,7 +157,7 @@ def _with_plotexts_own(build):
 
 def test_whole_charts_build_the_same() -> None:
     def build():
-        return [build_chart_text(data, w, h) for data in _charts() for w, h in ((78, 12), (152, 30), (20, 4))]
+        return [build_chart_text(data, w, h) for data in _charts() for w, h in ((78, 12), (152, 30), (20, 4), (5, 3), (1, 1), (0, 0), (300, 60))]
     built = {"fast": build(), "plotext": _with_plotexts_own(build)}
     assert speedups.installed()
     assert built["fast"] == built["plotext"]
