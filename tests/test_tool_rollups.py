@@ -110,11 +110,22 @@ def test_kept_calls_equal_the_tool_spans_read_in_any_order_of_arrival(writer_db,
         "SELECT count(*) FROM spans c JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_span_id "
         "WHERE c.kind = 'tool' AND p.kind = 'tool' AND p.tool_name IS c.tool_name").fetchone()[0]
     assert chained > 20, "the traces have chains: the test exercises the merging"
-    for start_ns, end_ns in windows():
+    last = writer_db.execute("SELECT max(start_ns) FROM tool_calls").fetchone()[0]
+    # Ending in the last call's hour: at it and after it (a live window: that hour is read from its row),
+    # and just before it (that call is after the end: the hour is read call by call, without it).
+    for start_ns, end_ns in [*windows(), (BASE + 17 * 60 * NS, last), (BASE + 17 * 60 * NS, last + 5 * NS),
+                             (BASE + 17 * 60 * NS, last - 1)]:
         assert kept(writer_db, start_ns, end_ns) == truth(writer_db, start_ns, end_ns), (start_ns, end_ns)
-    # The hour rows hold every call: the read takes whole hours from them, not call by call.
+    # The hour rows hold every call: the read takes whole hours from them, not call by call, and the live
+    # window's last hour too: only the partial hour at its start is read call by call.
     calls = writer_db.execute("SELECT count(*) FROM tool_calls").fetchone()[0]
     assert writer_db.execute("SELECT sum(calls) FROM tool_call_hours").fetchone()[0] == calls > 100
+    start_ns = (last // HOUR_NS - 2) * HOUR_NS + 10 * 60 * NS  # 50 minutes, a whole hour, the last call's hour
+    sql, params = tool_rollups.tool_calls_query(start_ns, last + 5 * NS)
+    read_one_by_one = sum(row[3] for row in writer_db.execute(sql, params) if row[0] == 0)
+    head = writer_db.execute("SELECT count(*) FROM tool_calls WHERE start_ns >= ? AND start_ns < ?",
+                             (start_ns, (last // HOUR_NS - 1) * HOUR_NS)).fetchone()[0]
+    assert read_one_by_one == head > 0
 
 
 def test_a_parent_arriving_last_takes_its_childrens_calls_and_failures(writer_db, normalizer, writer):
