@@ -17,10 +17,11 @@ the outermost span's duration, failed if any span of the chain failed. Two table
 
 A read takes the whole hours of the window from `tool_call_hours` and the two partial hours at its
 ends from `tool_calls`; the last one from `tool_call_hours` too when none of its calls starts after the
-window's end (the current hour of a live window). Retention deletes spans behind the writer's back: a trigger drops their
-calls and marks their hours stale (`tool_call_hours_stale`: their rows dropped, no longer kept by
-the writer), and a stale hour is read call by call, as is any hour whose rows do not add up to the
-calls `tool_calls` holds for it: the answer never depends on the hour rows being complete.
+window's end (the current hour of a live window). Retention deletes spans behind the writer's back:
+a trigger drops their calls and marks their hours stale (`tool_call_hours_stale`: their rows dropped,
+no longer kept by the writer), and a stale hour is read call by call, as is any hour whose rows do
+not add up to the calls `tool_calls` holds for it: the answer never depends on the hour rows being
+complete.
 """
 
 from __future__ import annotations
