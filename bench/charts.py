@@ -52,11 +52,6 @@ SHAPES: dict[str, tuple[Callable[[], ChartData], int, int]] = {
 }
 
 
-def plotexts_own(on: bool) -> None:
-    for name, (owner, replacement, _) in speedups._REPLACED.items():
-        setattr(owner, name, speedups._original[name] if on else replacement)
-
-
 def cpu_ms_per_chart(data: ChartData, width: int, height: int, charts: int) -> float:
     started = time.process_time()
     for _ in range(charts):
@@ -74,23 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         print("the speedups are not installed on this plotext: nothing to compare", file=sys.stderr)
         return 1
     result: dict[str, dict[str, list[float]]] = {}
-    try:
-        for shape, (make, width, height) in SHAPES.items():
-            data = make()
-            plotexts_own(True)
+    for shape, (make, width, height) in SHAPES.items():
+        data = make()
+        with speedups.plotexts_own():
             own = build_chart_text(data, width, height)
-            plotexts_own(False)
-            if build_chart_text(data, width, height) != own:
-                print(f"{shape}: the two ways build different text", file=sys.stderr)
-                return 1
-            runs: dict[str, list[float]] = {"plotext": [], "speedups": []}
-            for _ in range(args.rounds):
-                for way in ("plotext", "speedups"):
-                    plotexts_own(way == "plotext")
-                    runs[way].append(cpu_ms_per_chart(data, width, height, args.charts))
-            result[shape] = runs
-    finally:
-        plotexts_own(False)
+        if build_chart_text(data, width, height) != own:
+            print(f"{shape}: the two ways build different text", file=sys.stderr)
+            return 1
+        runs: dict[str, list[float]] = {"plotext": [], "speedups": []}
+        for _ in range(args.rounds):
+            with speedups.plotexts_own():
+                runs["plotext"].append(cpu_ms_per_chart(data, width, height, args.charts))
+            runs["speedups"].append(cpu_ms_per_chart(data, width, height, args.charts))
+        result[shape] = runs
     for shape, runs in result.items():
         print(f"{shape}: CPU ms per chart, median (min–max) of {args.rounds} rounds: plotext's own "
               + ", speedups ".join(f"{statistics.median(v):.1f} ({min(v):.1f}–{max(v):.1f})" for v in runs.values()))

@@ -145,14 +145,9 @@ def _charts() -> list[ChartData]:
 
 
 def _with_plotexts_own(build):
-    """build() with every replaced helper put back to plotext's own, then the replacements restored."""
-    for name, (owner, _, _) in speedups._REPLACED.items():
-        setattr(owner, name, ORIGINAL[name])
-    try:
+    """build() with every replaced helper put back to plotext's own."""
+    with speedups.plotexts_own():
         return build()
-    finally:
-        for name, (owner, replacement, _) in speedups._REPLACED.items():
-            setattr(owner, name, replacement)
 
 
 def test_whole_charts_build_the_same() -> None:

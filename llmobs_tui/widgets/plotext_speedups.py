@@ -22,7 +22,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import chain
 from typing import Any
 
@@ -213,3 +214,16 @@ def install() -> bool:
 def installed() -> bool:
     return bool(_original) and all(getattr(owner, name) is replacement
                                    for name, (owner, replacement, _) in _REPLACED.items())
+
+
+@contextmanager
+def plotexts_own() -> Iterator[None]:
+    """plotext's own helpers in place for the block, the replacements back after it: what tests and
+    bench.charts compare the replacements with."""
+    for name, (owner, _, _) in _REPLACED.items():
+        setattr(owner, name, _original[name])
+    try:
+        yield
+    finally:
+        for name, (owner, replacement, _) in _REPLACED.items():
+            setattr(owner, name, replacement)
