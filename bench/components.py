@@ -3,6 +3,7 @@ writer's `SpanWriter.write`, CPU µs per span each, on bench.ingest's request te
 
     python -m bench.components                       # agent workload, 40,960 spans
     python -m bench.components --workload heavy --spans 81920 --repeat 3 --json out.json
+    python -m bench.components --walk both           # the decoder's compiled attribute walk against Python's
 
 bench.ingest measures serve's whole process tree, where the stages share two cores with the load and
 each other; this one times each stage with time.process_time, so a change to one can be compared on a
@@ -36,15 +37,19 @@ def rendered_requests(spans: int, heavy: bool) -> list[bytes]:
             for n in range(count)]
 
 
-def measure_once(requests: list[bytes], work: Path, per_commit: int = REQUESTS_PER_COMMIT) -> dict[str, float]:
+def measure_once(requests: list[bytes], work: Path, per_commit: int = REQUESTS_PER_COMMIT,
+                 compiled_walk: bool = True) -> dict[str, float]:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+    from receiver import normalize
     from receiver.normalize import IngestOptions, Normalizer
     from receiver.prices import PriceTable
     from store.connection import WriterLock, open_writer
+    from store.span_walk import COMPILED
     from store.writer import SpanWriter
 
     normalizer = Normalizer(PriceTable.load(), IngestOptions())
+    normalize.COMPILED_WALK = compiled_walk and COMPILED  # store/span_walk.py
     decoded = []
     gc.collect()
     started = time.process_time()
@@ -90,26 +95,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spans", type=int, default=40_960)
     parser.add_argument("--repeat", type=int, default=3, help="runs; each figure is reported per run and as the median")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--walk", choices=("compiled", "python", "both"), default="compiled",
+                        help="the decoder's attribute walk (store/span_walk.py): compiled when built (default), "
+                             "Python's, or both alternated run by run")
     parser.add_argument("--per-commit", type=int, default=REQUESTS_PER_COMMIT,
                         help=f"requests written per transaction (default {REQUESTS_PER_COMMIT}; under load serve's "
                              "group commit takes what is waiting, often 1–4)")
     args = parser.parse_args(argv)
     requests = rendered_requests(args.spans, args.workload == "heavy")
-    runs = []
+    walks = {"compiled": [True], "python": [False], "both": [True, False]}[args.walk]
+    runs: dict[bool, list[dict[str, float]]] = {walk: [] for walk in walks}
     with tempfile.TemporaryDirectory(prefix="llmobs-components-") as tmp:
         for _ in range(args.repeat):
-            runs.append(measure_once(requests, Path(tmp), args.per_commit))
-    result = {
-        "workload": args.workload, "spans": runs[0]["spans"], "runs": runs,
-        "decode_us_per_span_median": statistics.median(r["decode_us_per_span"] for r in runs),
-        "write_us_per_span_median": statistics.median(r["write_us_per_span"] for r in runs),
-        "at": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-    }
-    print(f"{args.workload}: {result['spans']:,} spans; decode "
-          + " · ".join(f"{r['decode_us_per_span']:.1f}" for r in runs) + " µs/span; write "
-          + " · ".join(f"{r['write_us_per_span']:.1f}" for r in runs) + " µs/span (CPU)")
+            for walk in walks:
+                runs[walk].append(measure_once(requests, Path(tmp), args.per_commit, walk))
+    results = []
+    for walk, walk_runs in runs.items():
+        from store.span_walk import COMPILED
+
+        name = "compiled" if walk and COMPILED else "python"
+        result = {
+            "workload": args.workload, "walk": name, "spans": walk_runs[0]["spans"], "runs": walk_runs,
+            "decode_us_per_span_median": statistics.median(r["decode_us_per_span"] for r in walk_runs),
+            "write_us_per_span_median": statistics.median(r["write_us_per_span"] for r in walk_runs),
+            "at": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        }
+        results.append(result)
+        print(f"{args.workload} ({name} walk): {result['spans']:,} spans; decode "
+              + " · ".join(f"{r['decode_us_per_span']:.1f}" for r in walk_runs) + " µs/span; write "
+              + " · ".join(f"{r['write_us_per_span']:.1f}" for r in walk_runs) + " µs/span (CPU)")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        args.json.write_text(json.dumps(results if len(results) > 1 else results[0], indent=2))
     return 0
 
 

@@ -58,6 +58,7 @@ from typing import Any
 
 import zstandard
 
+from store import span_walk
 from store.content import (
     CONTENT_EVENTS,
     CONTENT_KEY_PREFIXES,
@@ -157,10 +158,17 @@ _DOCUMENT_SUFFIX = ".document.content"  # OpenInference retrieval.documents.N.do
 # The attributes span_text reads: a stored span is read back with these converted and no others.
 _INDEXED_KEYS = CONTENT_KEYS | frozenset(_RETRIEVAL_KEYS)
 _INDEXED_PREFIXES = (*CONTENT_KEY_PREFIXES, _DOCUMENT_PREFIX)
-# Whether span_text reads a key, by key: the same few dozen keys come in every span, and one dict
-# lookup costs a third of the two tests (~1.5 µs a span). Bounded: keys are senders' data.
-_KEY_WANTED: dict[str, bool] = {}
+# Whether span_text reads a key, by key (span_walk.KNOWN or 0): the same few dozen keys come in every
+# span, and one dict lookup costs a third of the two tests (~1.5 µs a span). Bounded: keys are senders' data.
+_KEY_WANTED: dict[str, int] = {}
 _KEY_CACHE_SIZE = 4096
+
+
+def _key_wanted(key: str) -> int:
+    wanted = span_walk.KNOWN if key in _INDEXED_KEYS or key.startswith(_INDEXED_PREFIXES) else 0
+    if len(_KEY_WANTED) < _KEY_CACHE_SIZE:
+        _KEY_WANTED[key] = wanted
+    return wanted
 
 
 # --- the searchable text ---------------------------------------------------------------------------
@@ -307,14 +315,33 @@ def log_text(event: LogEvent) -> str:
 
 def searchable_span_text(raw: bytes | None, kind: str) -> str:
     """The searchable text of a stored span (spans.raw: zstd protobuf)."""
-    from opentelemetry.proto.trace.v1.trace_pb2 import Span
-
     if not raw:
         return ""
     try:
-        proto = Span.FromString(decompress(raw))
+        data = decompress(raw)
     except Exception:  # a damaged blob must not stop the indexer: index nothing for it
         return ""
+    content = None
+    if span_walk.COMPILED:
+        try:
+            content = _walked_content(data)
+        except span_walk.Unsupported:
+            pass  # bytes the compiled walk does not read: upb's objects decide, below
+        except Exception:
+            return ""
+    if content is None:
+        try:
+            content = _parsed_content(data)
+        except Exception:
+            return ""
+    return span_text(kind, *content)
+
+
+def _parsed_content(data: bytes) -> tuple[dict[str, Any], list[SpanEvent]]:
+    """span_text's input from a stored span's bytes, through upb's objects."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    proto = Span.FromString(data)
     # Only what span_text reads is converted: most of a span's ~25 attributes are model names,
     # token counts and ids, and converting them all cost more than reading the messages.
     attributes = {}
@@ -322,14 +349,47 @@ def searchable_span_text(raw: bytes | None, kind: str) -> str:
         key = kv.key
         wanted = _KEY_WANTED.get(key)
         if wanted is None:
-            wanted = key in _INDEXED_KEYS or key.startswith(_INDEXED_PREFIXES)
-            if len(_KEY_WANTED) < _KEY_CACHE_SIZE:
-                _KEY_WANTED[key] = wanted
+            wanted = _key_wanted(key)
         if wanted:
             attributes[key] = any_value(kv.value)
-    events = [SpanEvent(e.name, e.time_unix_nano, {kv.key: any_value(kv.value) for kv in e.attributes})
-              for e in proto.events if e.name in CONTENT_EVENTS]
-    return span_text(kind, attributes, events)
+    return attributes, _content_events(proto)
+
+
+def _content_events(proto: Any) -> list[SpanEvent]:
+    return [SpanEvent(e.name, e.time_unix_nano, {kv.key: any_value(kv.value) for kv in e.attributes})
+            for e in proto.events if e.name in CONTENT_EVENTS]
+
+
+class _WalkedSpan:
+    """A stored span read through the compiled walk: parsed by upb only when it has events, or when
+    an attribute read is an array, a map or bytes (an agent's LLM call keeps its messages in string
+    attributes, and most spans of a trace have no content at all)."""
+
+    __slots__ = ("data", "parsed")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.parsed: Any = None
+
+    def proto(self) -> Any:
+        from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+        if self.parsed is None:
+            self.parsed = Span.FromString(self.data)
+        return self.parsed
+
+    def value(self, index: int) -> Any:
+        return any_value(self.proto().attributes[index].value)
+
+
+def _walked_content(data: bytes) -> tuple[dict[str, Any], list[SpanEvent]]:
+    """span_text's input from a stored span's bytes; raises span_walk.Unsupported for bytes the walk
+    does not read, and what upb raises for a damaged span."""
+    span = _WalkedSpan(data)
+    attributes: dict[str, Any] = {}
+    span_walk.walk_values(data, _KEY_WANTED, _key_wanted, attributes, span.value)
+    events = _content_events(span.proto()) if span_walk.count_field(data, span_walk.SPAN_EVENTS_FIELD) else []
+    return attributes, events
 
 
 def searchable_log_text(raw: bytes | None, event_name: str | None) -> str:
