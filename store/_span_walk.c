@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#define WALK_VERSION 2
+#define WALK_VERSION 3
 
 static PyObject *Unsupported;
 
@@ -333,38 +333,157 @@ fail:
     return NULL;
 }
 
-static PyObject *count_field(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+/* The attributes of one event (its KeyValues' bytes between start and end) into a new dict: every
+ * key, its value as any_value gives it; an array, a kvlist or bytes through complex_value(event, index). */
+static PyObject *event_attributes(const uint8_t *start, const uint8_t *end, Py_ssize_t event_index,
+                                  PyObject *complex_value) {
+    PyObject *attributes = PyDict_New();
+    if (attributes == NULL) return NULL;
+    Reader r = {start, end};
+    uint32_t field, wire;
+    int status;
+    Py_ssize_t index = 0;
+    while ((status = read_tag(&r, &field, &wire)) == 1) {
+        if (field != 3) {
+            if (skip_field(&r, wire) < 0) goto unsupported;
+            continue;
+        }
+        const uint8_t *kv;
+        Py_ssize_t kv_length;
+        if (wire != 2 || read_length(&r, &kv, &kv_length) < 0) goto unsupported;
+        Reader k = {kv, kv + kv_length};
+        const uint8_t *key_start = (const uint8_t *)"", *value_start = NULL;
+        Py_ssize_t key_length = 0, value_length = 0;
+        int key_seen = 0, value_seen = 0, kv_status;
+        while ((kv_status = read_tag(&k, &field, &wire)) == 1) {
+            if (field == 1) {
+                if (wire != 2 || key_seen || read_length(&k, &key_start, &key_length) < 0) goto unsupported;
+                key_seen = 1;
+            } else if (field == 2) {
+                if (wire != 2 || value_seen || read_length(&k, &value_start, &value_length) < 0) goto unsupported;
+                value_seen = 1;
+            } else if (skip_field(&k, wire) < 0) {
+                goto unsupported;
+            }
+        }
+        if (kv_status < 0) goto unsupported;
+        PyObject *key = PyUnicode_DecodeUTF8((const char *)key_start, key_length, NULL);
+        if (key == NULL) goto unsupported_or_fail;
+        int complex = 0;
+        PyObject *value = value_start == NULL ? Py_NewRef(Py_None) : scalar(value_start, value_length, &complex);
+        if (complex) {
+            value = PyObject_CallFunction(complex_value, "nn", event_index, index);
+        }
+        if (value == NULL || PyDict_SetItem(attributes, key, value) < 0) {
+            Py_DECREF(key);
+            Py_XDECREF(value);
+            goto fail;
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+        index++;
+    }
+    if (status < 0) goto unsupported;
+    return attributes;
+unsupported_or_fail:
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) goto fail;
+    PyErr_Clear();
+unsupported:
+    if (!PyErr_Occurred()) PyErr_SetString(Unsupported, "event attribute not in upb's canonical form");
+fail:
+    Py_DECREF(attributes);
+    return NULL;
+}
+
+/* content_events(span_bytes, names, complex_value) -> [(name, time_unix_nano, attributes), ...] for
+ * the span's events whose name is in the set `names`, in order. */
+static PyObject *content_events(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "count_field takes 2 arguments");
+    if (nargs != 3 || !PyAnySet_Check(args[1]) || !PyCallable_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "content_events(span_bytes, names: set, complex_value)");
         return NULL;
     }
-    long wanted = PyLong_AsLong(args[1]);
-    if (wanted == -1 && PyErr_Occurred()) return NULL;
     Py_buffer blob;
     if (PyObject_GetBuffer(args[0], &blob, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *events = PyList_New(0);
+    if (events == NULL) {
+        PyBuffer_Release(&blob);
+        return NULL;
+    }
     Reader r = {(const uint8_t *)blob.buf, (const uint8_t *)blob.buf + blob.len};
     uint32_t field, wire;
     int status;
-    Py_ssize_t count = 0;
+    Py_ssize_t event_index = 0;
     while ((status = read_tag(&r, &field, &wire)) == 1) {
-        if (skip_field(&r, wire) < 0) {
-            status = -1;
-            break;
+        if (field != 11) { /* Span.events */
+            if (skip_field(&r, wire) < 0) goto unsupported;
+            continue;
         }
-        count += (long)field == wanted;
+        const uint8_t *event;
+        Py_ssize_t event_length;
+        if (wire != 2 || read_length(&r, &event, &event_length) < 0) goto unsupported;
+        /* First the name and time (upb writes them before the attributes, but do not rely on it). */
+        Reader e = {event, event + event_length};
+        uint64_t time_ns = 0;
+        const uint8_t *name_start = (const uint8_t *)"";
+        Py_ssize_t name_length = 0;
+        int name_seen = 0, time_seen = 0, event_status;
+        while ((event_status = read_tag(&e, &field, &wire)) == 1) {
+            if (field == 1) {
+                if (wire != 1 || time_seen || e.end - e.p < 8) goto unsupported;
+                memcpy(&time_ns, e.p, 8);
+                e.p += 8;
+                time_seen = 1;
+            } else if (field == 2) {
+                if (wire != 2 || name_seen || read_length(&e, &name_start, &name_length) < 0) goto unsupported;
+                name_seen = 1;
+            } else if (skip_field(&e, wire) < 0) {
+                goto unsupported;
+            }
+        }
+        if (event_status < 0) goto unsupported;
+        PyObject *name = PyUnicode_DecodeUTF8((const char *)name_start, name_length, NULL);
+        if (name == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) goto fail;
+            PyErr_Clear();
+            goto unsupported;
+        }
+        int wanted = PySet_Contains(args[1], name);
+        if (wanted < 0) {
+            Py_DECREF(name);
+            goto fail;
+        }
+        if (wanted) {
+            PyObject *attributes = event_attributes(event, event + event_length, event_index, args[2]);
+            PyObject *item = attributes == NULL ? NULL : Py_BuildValue("(NKN)", name, (unsigned long long)time_ns,
+                                                                       attributes);
+            if (item == NULL) {
+                if (attributes == NULL) Py_DECREF(name);
+                goto fail;
+            }
+            int appended = PyList_Append(events, item);
+            Py_DECREF(item);
+            if (appended < 0) goto fail;
+        } else {
+            Py_DECREF(name);
+        }
+        event_index++;
     }
+    if (status < 0) goto unsupported;
     PyBuffer_Release(&blob);
-    if (status < 0) {
-        PyErr_SetString(Unsupported, "message not in upb's canonical form");
-        return NULL;
-    }
-    return PyLong_FromSsize_t(count);
+    return events;
+unsupported:
+    if (!PyErr_Occurred()) PyErr_SetString(Unsupported, "span not in upb's canonical form");
+fail:
+    PyBuffer_Release(&blob);
+    Py_DECREF(events);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
-    {"count_field", (PyCFunction)(void (*)(void))count_field, METH_FASTCALL,
-     "count_field(message_bytes, field_number) -> how many times the top-level field occurs"},
+    {"content_events", (PyCFunction)(void (*)(void))content_events, METH_FASTCALL,
+     "content_events(span_bytes, names, complex_value) -> [(name, time_unix_nano, attributes)] of the\n"
+     "span's events named in `names`; complex_value(event_index, attribute_index) for arrays, maps, bytes"},
     {"walk_attributes", (PyCFunction)(void (*)(void))walk_attributes, METH_FASTCALL,
      "walk_attributes(span_bytes, key_class, classify, slots, values, priorities, found, complex_value,\n"
      "                content_indexes, drop_indexes, KNOWN, CONTENT, DROP) -> number of attributes\n\n"

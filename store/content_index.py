@@ -361,9 +361,8 @@ def _content_events(proto: Any) -> list[SpanEvent]:
 
 
 class _WalkedSpan:
-    """A stored span read through the compiled walk: parsed by upb only when it has events, or when
-    an attribute read is an array, a map or bytes (an agent's LLM call keeps its messages in string
-    attributes, and most spans of a trace have no content at all)."""
+    """A stored span read through the compiled walk: parsed by upb only when an attribute read is an
+    array, a map or bytes (most content is text)."""
 
     __slots__ = ("data", "parsed")
 
@@ -381,6 +380,9 @@ class _WalkedSpan:
     def value(self, index: int) -> Any:
         return any_value(self.proto().attributes[index].value)
 
+    def event_value(self, event_index: int, index: int) -> Any:
+        return any_value(self.proto().events[event_index].attributes[index].value)
+
 
 def _walked_content(data: bytes) -> tuple[dict[str, Any], list[SpanEvent]]:
     """span_text's input from a stored span's bytes; raises span_walk.Unsupported for bytes the walk
@@ -388,7 +390,7 @@ def _walked_content(data: bytes) -> tuple[dict[str, Any], list[SpanEvent]]:
     span = _WalkedSpan(data)
     attributes: dict[str, Any] = {}
     span_walk.walk_values(data, _KEY_WANTED, _key_wanted, attributes, span.value)
-    events = _content_events(span.proto()) if span_walk.count_field(data, span_walk.SPAN_EVENTS_FIELD) else []
+    events = [SpanEvent(*event) for event in span_walk.content_events(data, CONTENT_EVENTS, span.event_value)]
     return attributes, events
 
 

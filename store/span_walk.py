@@ -25,7 +25,7 @@ DROP = 4  # `[redaction] drop_keys`: never read, never stored (exclusive of the 
 
 # The C source's WALK_VERSION: a module built from an older source (an editable install whose
 # C file changed since) is not used.
-_VERSION = 2
+_VERSION = 3
 
 
 def _load_compiled() -> Any:
@@ -127,16 +127,17 @@ def walk_values(span_bytes: bytes, key_class: Mapping[str, int], classify: Calla
         raise Unsupported(str(error)) from None
 
 
-def count_field(message_bytes: bytes, field_number: int) -> int:
-    """How many times a top-level field occurs in a serialized message (Span.events is field 11).
-    Raises Unsupported like walk_values."""
+def content_events(span_bytes: bytes, names: frozenset[str] | set[str],
+                   complex_value: Callable[[int, int], Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """(name, time_unix_nano, attributes) of the span's events named in `names`, in order: every
+    attribute, as any_value gives it (`complex_value(event_index, attribute_index)` gives an array,
+    kvlist or bytes value; the index counts every event). Raises Unsupported like walk_values."""
     if _compiled is None:
         raise Unsupported("the compiled walk is not built")
     try:
-        return int(_compiled.count_field(message_bytes, field_number))
+        return list(_compiled.content_events(span_bytes, names, complex_value))
     except _compiled.Unsupported as error:
         raise Unsupported(str(error)) from None
 
 
 _NO_SLOTS: dict[str, tuple[tuple[int, int], ...]] = {}
-SPAN_EVENTS_FIELD = 11  # opentelemetry.proto.trace.v1.Span.events

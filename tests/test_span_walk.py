@@ -80,7 +80,8 @@ def spans(draw: st.DrawFn) -> Span:
                 kind=draw(st.integers(0, 5)))
     span.attributes.extend(draw(st.lists(key_values(), max_size=30)))
     for _ in range(draw(st.integers(0, 2))):
-        event = span.events.add(name=draw(st.one_of(st.text(max_size=10), st.sampled_from(sorted(CONTENT_EVENTS)))))
+        event = span.events.add(name=draw(st.one_of(st.text(max_size=10), st.sampled_from(sorted(CONTENT_EVENTS)))),
+                                time_unix_nano=draw(st.integers(0, 2**64 - 1)))
         event.attributes.extend(draw(st.lists(key_values(), max_size=3)))
     if draw(st.booleans()):  # fixed32, varint and length-delimited fields around the attributes
         span.flags = draw(st.integers(0, 2**32 - 1))
@@ -183,9 +184,15 @@ def _walks_or_refuses(blob: bytes) -> None:
         count = span_walk._compiled.walk_attributes(
             blob, {}, lambda key: 3, {"k": ((0, 1),)}, [None], [NO_PRIORITY], {}, lambda index: [index], [], [],
             1, 2, 4)
+        assert count >= 0
     except span_walk._compiled.Unsupported:
-        return
-    assert count >= 0
+        pass
+    try:
+        events = span_walk._compiled.content_events(blob, frozenset(["", "gen_ai.content.prompt"]),
+                                                    lambda event, index: [event, index])
+        assert all(isinstance(attributes, dict) for _name, _time, attributes in events)
+    except span_walk._compiled.Unsupported:
+        pass
 
 
 @compiled
