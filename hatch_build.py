@@ -9,6 +9,7 @@ this interpreter and platform. Nothing here can fail an install: any error is pr
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import subprocess
@@ -32,11 +33,14 @@ def compile_extension(root: Path) -> Path | None:
     compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
     linker = shlex.split(sysconfig.get_config_var("LDSHARED") or "cc -shared")
     include = sysconfig.get_paths()["include"]
+    # store/span_walk.py uses the module only if this matches its source (see WALK_SOURCE_HASH there).
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
     with tempfile.TemporaryDirectory() as work:
         obj = Path(work) / "_span_walk.o"
         built = Path(work) / target.name
         steps = [
-            [*compiler, "-O2", "-fPIC", "-fwrapv", "-DNDEBUG", f"-I{include}", "-c", str(source), "-o", str(obj)],
+            [*compiler, "-O2", "-fPIC", "-fwrapv", "-DNDEBUG", f'-DWALK_SOURCE_HASH="{digest}"', f"-I{include}",
+             "-c", str(source), "-o", str(obj)],
             [*linker, str(obj), "-o", str(built)],
         ]
         for step in steps:

@@ -18,7 +18,12 @@
 #include <stdint.h>
 #include <string.h>
 
-#define WALK_VERSION 3
+/* The SHA-256 (first 16 hex digits) of this file, given by hatch_build.py: store/span_walk.py uses the
+ * module only if it matches the source beside it, so an editable install whose C changed since it was
+ * built runs the Python walk instead of an older walk. */
+#ifndef WALK_SOURCE_HASH
+#define WALK_SOURCE_HASH ""
+#endif
 
 static PyObject *Unsupported;
 
@@ -505,7 +510,7 @@ PyMODINIT_FUNC PyInit__span_walk(void) {
     if (module == NULL) return NULL;
     Unsupported = PyErr_NewException("store._span_walk.Unsupported", PyExc_ValueError, NULL);
     if (Unsupported == NULL || PyModule_AddObjectRef(module, "Unsupported", Unsupported) < 0 ||
-        PyModule_AddIntConstant(module, "VERSION", WALK_VERSION) < 0) {
+        PyModule_AddStringConstant(module, "SOURCE_HASH", WALK_SOURCE_HASH) < 0) {
         Py_DECREF(module);
         return NULL;
     }

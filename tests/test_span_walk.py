@@ -284,6 +284,19 @@ def test_the_compiled_walk_is_built_where_a_c_compiler_is(monkeypatch: pytest.Mo
     assert span_walk._load_compiled() is None
 
 
+@compiled
+def test_a_module_built_from_another_source_is_not_used(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An editable install keeps the module it built; once the C beside it changes, the Python walk runs."""
+    monkeypatch.delenv("LLMOBS_PURE_PYTHON", raising=False)
+    assert span_walk._load_compiled() is not None
+    changed = tmp_path / "_span_walk.c"
+    changed.write_bytes(span_walk._SOURCE.read_bytes() + b"\n/* changed */\n")
+    monkeypatch.setattr(span_walk, "_SOURCE", changed)
+    assert span_walk._load_compiled() is None
+    monkeypatch.setattr(span_walk, "_SOURCE", tmp_path / "absent.c")  # a wheel without its source
+    assert span_walk._load_compiled() is not None
+
+
 def _searchable(span: Span, kind: str, compiled_walk: bool) -> str:
     import zstandard
 
