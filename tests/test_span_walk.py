@@ -6,7 +6,10 @@ with and without it."""
 from __future__ import annotations
 
 import math
+import shlex
 import shutil
+import sysconfig
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -272,7 +275,14 @@ def test_drawn_spans_give_the_same_rows_with_and_without_the_compiled_walk(drawn
     assert _rows([body], True, **options) == _rows([body], False, **options)
 
 
-@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler on this machine")
+def _can_compile() -> bool:
+    """What hatch_build.py needs: the interpreter's C compiler and its Python.h."""
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    return bool(compiler) and shutil.which(compiler[0]) is not None and (
+        Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
+
+
+@pytest.mark.skipif(not _can_compile(), reason="no C compiler or no Python headers on this machine")
 def test_the_compiled_walk_is_built_where_a_c_compiler_is(monkeypatch: pytest.MonkeyPatch) -> None:
     """An install on a machine with a compiler must not fall back to Python unnoticed (hatch_build.py)."""
     import os
