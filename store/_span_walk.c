@@ -6,12 +6,12 @@
  * Here the span's serialized bytes (which the decoder makes anyway, to store them) are read in
  * one pass, and the same dict and list updates are made as the Python loop makes.
  *
- * Input is trusted in shape but not in content: the bytes are upb's own serialization of a span
- * it parsed and validated (strings are UTF-8, fields appear once, in field-number order), yet
- * every read is still bounds-checked, and anything this file does not expect (a group, a field
- * with an unexpected wire type, a field met twice, an integer past 64 bits) raises
- * `Unsupported` before anything is returned half-done... or after: the caller starts again with
- * fresh containers on the Python path, so a partial update is never used.
+ * The bytes are upb's own serialization of a span it parsed and validated (strings are UTF-8,
+ * fields appear once, in field-number order). Every read is bounds-checked all the same, and
+ * anything else (a group, a field with an unexpected wire type, a field met twice, two members of
+ * a oneof, an integer past 64 bits, text that is not UTF-8) raises `Unsupported`, possibly after
+ * some of the containers were updated: the caller then starts again from fresh containers on the
+ * Python path, so a partial update is never used.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
