@@ -34,14 +34,21 @@ def bucket_value(index: int) -> float:
 
 
 def encode(counts: Mapping[int, int]) -> bytes | None:
-    items = [(b, c) for b, c in counts.items() if c]
-    if not items:
+    """(bucket, count) pairs in bucket order, empty buckets left out; None when all are empty.
+    The writer encodes every histogram of every rollup row a commit touched (about 1,400 a commit
+    of one 512-span request under bench.ingest, an hour's row holding 100-200 buckets), so the pairs
+    are interleaved by two strided slice assignments in C rather than appended one by one (half the
+    time for 40 buckets and more)."""
+    buckets = sorted(counts)
+    values = array("i", map(counts.__getitem__, buckets))
+    if 0 in values:  # a bucket emptied by a subtraction (a forgotten or recomputed span)
+        buckets = [b for b in buckets if counts[b]]
+        values = array("i", map(counts.__getitem__, buckets))
+    if not buckets:
         return None
-    items.sort()
-    flat = array("i")
-    for b, c in items:
-        flat.append(b)
-        flat.append(c)
+    flat = array("i", bytes(8 * len(buckets)))
+    flat[0::2] = array("i", buckets)
+    flat[1::2] = values
     return flat.tobytes()
 
 

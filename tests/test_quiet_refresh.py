@@ -135,3 +135,48 @@ async def test_update_static_skips_only_what_is_equal(monkeypatch) -> None:
         set_border_subtitle(line, "1 h")
         set_border_subtitle(line, "1 h")
         assert len(refreshed) == 5
+
+
+async def test_a_screen_shown_again_is_restyled_only_when_the_apps_styles_changed(store: Path,
+                                                                                   monkeypatch) -> None:
+    """LiveScreen.on_screen_resume: Textual restyles a whole screen each time it is shown again; ours
+    skip that unless the theme or the app's classes or pseudo-classes changed while it was hidden,
+    and a change of theme made while a screen was hidden still reaches it."""
+    from textual.css.stylesheet import Stylesheet
+
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        overview = app.screen
+        restyled = counting(monkeypatch, Stylesheet, "update_nodes")
+        await pilot.press("2")
+        await settle(pilot)
+        await pilot.press("1")
+        await settle(pilot)
+        assert app.screen is overview and restyled == []
+
+        top = overview.query_one("TopBar")
+        dark_background = top.styles.background
+        await pilot.press("2")
+        await settle(pilot)
+        app.theme = "textual-light"  # while the Overview is hidden
+        await settle(pilot)
+        restyled.clear()
+        await pilot.press("1")
+        await settle(pilot)
+        assert restyled, "the theme changed while the Overview was hidden: it must be restyled"
+        assert top.styles.background != dark_background
+        light_background = top.styles.background
+
+        # A class of the app's (what a theme or an app's own CSS may select on), set while hidden.
+        await pilot.press("2")
+        await settle(pilot)
+        app.add_class("-llmobs-test")
+        await settle(pilot)
+        restyled.clear()
+        await pilot.press("1")
+        await settle(pilot)
+        assert restyled and top.styles.background == light_background

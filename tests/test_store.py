@@ -286,3 +286,21 @@ def test_the_overviews_top_features_and_models_are_folded_from_one_read_of_both(
     tied = fold_top([(f"f{i}", f"m{9 - i}", 1, 1) for i in range(10)])
     assert [f for f, _, _ in tied[0]] == [f"f{i}" for i in range(8)]  # equal figures by name, top 8
     assert [m for m, _, _ in tied[1]] == [f"m{i}" for i in range(8)]
+
+
+def test_a_histogram_is_encoded_as_bucket_ordered_pairs_without_empty_buckets():
+    """The stored format (readers in SQL and ClickHouse parse it): little-endian int32 (bucket,
+    count) pairs in bucket order; a bucket a subtraction emptied is left out; nothing left is None."""
+    import struct
+
+    rng = random.Random(11)
+    for _ in range(300):
+        counts = {rng.randint(0, histogram.MAX_BUCKET): rng.choice([0, 0, 1, 2, 7, -1, 2**31 - 1])
+                  for _ in range(rng.randint(0, 60))}
+        kept = sorted((b, c) for b, c in counts.items() if c)
+        blob = histogram.encode(counts)
+        if not kept:
+            assert blob is None
+            continue
+        assert blob == b"".join(struct.pack("<ii", b, c) for b, c in kept)
+        assert histogram.merge([blob]) == dict(kept)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from textual.app import ComposeResult
+from textual import events
+from textual.app import App, ComposeResult
 from textual.screen import Screen
 
 from llmobs_tui.widgets.chrome import AlertBanner, KeysFooter, StatusLine, TopBar
@@ -62,6 +63,26 @@ class LiveScreen(Screen):
     def show(self, data: Any) -> None:  # pragma: no cover - overridden
         pass
 
-    def on_screen_resume(self) -> None:
+    # What the app's styles depended on when this screen was last styled on a resume (css_state).
+    _styled_for: tuple[Any, ...] | None = None
+
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        # Dispatched before Screen._on_screen_resume (subclass first), which restyles every widget of
+        # the screen on each resume: 5-13 ms of the UI thread per screen key at 160x48, for styles
+        # that cannot have changed. A class or pseudo-class changed on a widget of a hidden screen
+        # restyles it then (DOMNode.add_class and the rest), so what a resume must catch is a change
+        # of the app's own: the theme, its classes, its pseudo-classes (focus, dark, ansi, ...).
+        state = css_state(self.app)
+        if state == self._styled_for:
+            event.refresh_styles = False
+        self._styled_for = state
         self.llmobs.refresh_chrome(self)
         self.llmobs.wake()
+
+
+def css_state(app: App[Any]) -> tuple[Any, ...]:
+    """What every style of a screen depends on outside its own widgets: the stylesheet's generation
+    (bumped on a theme or variable change), the app's classes and its pseudo-classes (App._PSEUDO_CLASSES:
+    Textual is pinned exactly)."""
+    pseudo = frozenset(name for name, test in App._PSEUDO_CLASSES.items() if test(app))
+    return (app._css_update_count, frozenset(app.classes), pseudo)
