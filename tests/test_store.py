@@ -304,3 +304,25 @@ def test_a_histogram_is_encoded_as_bucket_ordered_pairs_without_empty_buckets():
             continue
         assert blob == b"".join(struct.pack("<ii", b, c) for b, c in kept)
         assert histogram.merge([blob]) == dict(kept)
+
+
+def test_histogram_quantiles_are_the_nearest_rank_of_the_expanded_values():
+    """quantiles() against the definition, on histograms with empty and negative (subtracted) buckets;
+    and decode_into's merge (its first blob taken whole) adds like counting one by one."""
+    rng = random.Random(5)
+    qs = (0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 1.0)
+    for _ in range(400):
+        counts = {rng.randint(0, 300): rng.choice([0, -2, 1, 1, 3, 40]) for _ in range(rng.randint(0, 50))}
+        values = sorted(b for b, c in counts.items() for _ in range(max(c, 0)))
+        expected = [histogram.bucket_value(values[max(1, math.ceil(q * len(values))) - 1]) if values else None
+                    for q in qs]
+        assert histogram.quantiles(counts, qs) == expected
+        # Three blobs sharing buckets (a bucket's count split between them), as a merge of minutes reads.
+        parts: list[dict[int, int]] = [{}, {}, {}]
+        one_by_one: dict[int, int] = {}
+        for b, c in counts.items():
+            for _ in range(abs(c)):
+                part = parts[rng.randrange(3)]
+                part[b] = part.get(b, 0) + 1
+                one_by_one[b] = one_by_one.get(b, 0) + 1
+        assert histogram.merge([histogram.encode(part) for part in parts]) == one_by_one
