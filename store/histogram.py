@@ -61,10 +61,9 @@ def decode_into(blob: bytes | None, counts: dict[int, int], sign: int = 1) -> No
     flat.frombytes(blob)
     get = counts.get
     # zip over the two strided slices: 1.7× faster than indexing pairs (a week of rollups decodes
-    # ~10^5 pairs per histogram in one alert evaluation). A merge's first blob goes in whole.
-    if sign == 1 and not counts:
-        counts.update(zip(flat[0::2], flat[1::2]))
-    elif sign == 1:
+    # ~10^5 pairs per histogram in one alert evaluation). A blob may repeat a bucket: the readers'
+    # SQL concatenates the blobs of many rows into one (group_concat), so every pair is added.
+    if sign == 1:
         for b, c in zip(flat[0::2], flat[1::2]):
             counts[b] = get(b, 0) + c
     else:

@@ -107,6 +107,31 @@ async def test_the_sessions_list_is_rebuilt_only_when_it_changes(store: Path, mo
         assert synced and app.screen.grouping == "user"
 
 
+async def test_a_changed_conversation_is_the_only_row_built_again(store: Path, monkeypatch) -> None:
+    """RowCells on the Sessions list: one conversation's figures change, its row alone is formatted
+    again, and the table shows the new figure."""
+    import dataclasses
+
+    from llmobs_tui.screens.sessions import SessionsScreen
+
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None, window_s=86400)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("6")
+        await settle(pilot)
+        screen = app.screen
+        rows = list(screen.rows.values())
+        assert len(rows) > 3
+        built = counting(monkeypatch, SessionsScreen, "_conversation_cells")
+        changed = dataclasses.replace(rows[1], turns=rows[1].turns + 1000)
+        screen.show(("conversation", [rows[0], changed, *rows[2:]], FROZEN_NOW))
+        await pilot.pause()
+        assert len(built) == 1
+        turns_at = screen._layout.index("turns")
+        table = screen.query_one(KeyedTable)
+        assert table.get_row(changed.conversation_id)[turns_at].plain == str(changed.turns)
+        assert table.get_row(rows[2].conversation_id)[turns_at].plain == str(rows[2].turns)
+
+
 class Two(App):
     def compose(self) -> ComposeResult:
         yield Static(id="line")
@@ -180,3 +205,48 @@ async def test_a_screen_shown_again_is_restyled_only_when_the_apps_styles_change
         await pilot.press("1")
         await settle(pilot)
         assert restyled and top.styles.background == light_background
+
+
+async def test_a_refresh_builds_cells_only_for_the_rows_that_changed(store: Path, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """RowCells: a new trace at the top of a 24 h list is the only row whose cells are made again;
+    the root column is cut to the room there is on a copy, so widening the table again shows the
+    whole name; a start that turns 20 h old is shown with its date (a new input, new cells)."""
+    from llmobs_tui.screens.traces import TracesScreen
+
+    copy = tmp_path / "growing.db"
+    shutil.copy(store, copy)
+    now = [FROZEN_NOW]
+    app = LlmobsApp(copy, clock=lambda: now[0], refresh_s=None, window_s=86400)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        table = app.screen.query_one(KeyedTable)
+        rows_before = table.row_count
+        assert rows_before > 20
+        built = counting(monkeypatch, TracesScreen, "_cells_of")
+        _append_trace(copy, root_name="POST /v2/assistants/support/threads/{id}:stream")
+        await settle(pilot)
+        assert table_keys(app.screen)[0] == trace_id_of(950_000).hex()
+        assert table.row_count == min(500, rows_before + 1) and len(built) == 1
+
+        def roots() -> dict[str, str]:
+            at = app.screen._layout.index("root")
+            return {key: table.get_row(key)[at].plain for key in table_keys(app.screen)}
+
+        wide = roots()
+        assert wide[trace_id_of(950_000).hex()].endswith(":stream")
+        for narrower in (112, 80):  # the same columns with less room; the 80-column layout
+            await pilot.resize_terminal(narrower, 40)
+            await settle(pilot)
+            assert roots()[trace_id_of(950_000).hex()].endswith("…"), narrower
+            await pilot.resize_terminal(160, 48)
+            await settle(pilot)
+            assert roots() == wide
+
+        built.clear()
+        now[0] = FROZEN_NOW + 20 * 3600 - 30 * 60  # the oldest hour's starts turn 20 h old
+        await settle(pilot)
+        starts = [table.get_row_at(i)[0].plain for i in range(table.row_count)]
+        assert built and "-" in starts[-1] and "-" not in starts[0]
+        assert len(built) < table.row_count  # the others' cells were kept

@@ -308,7 +308,7 @@ def test_a_histogram_is_encoded_as_bucket_ordered_pairs_without_empty_buckets():
 
 def test_histogram_quantiles_are_the_nearest_rank_of_the_expanded_values():
     """quantiles() against the definition, on histograms with empty and negative (subtracted) buckets;
-    and decode_into's merge (its first blob taken whole) adds like counting one by one."""
+    and decode_into's merge adds like counting one by one, of separate blobs and of blobs concatenated."""
     rng = random.Random(5)
     qs = (0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 1.0)
     for _ in range(400):
@@ -325,4 +325,7 @@ def test_histogram_quantiles_are_the_nearest_rank_of_the_expanded_values():
                 part = parts[rng.randrange(3)]
                 part[b] = part.get(b, 0) + 1
                 one_by_one[b] = one_by_one.get(b, 0) + 1
-        assert histogram.merge([histogram.encode(part) for part in parts]) == one_by_one
+        blobs = [histogram.encode(part) for part in parts]
+        assert histogram.merge(blobs) == one_by_one
+        # The readers' SQL concatenates the blobs of many rows: one blob repeating buckets.
+        assert histogram.merge([b"".join(blob for blob in blobs if blob)]) == one_by_one

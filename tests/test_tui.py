@@ -226,7 +226,7 @@ async def test_list_holds_still_while_the_user_reads(tui_store, tmp_path):
         assert table_keys(app.screen)[0] == trace_id_of(950_000).hex()
 
 
-def _append_trace(store: Path) -> None:
+def _append_trace(store: Path, root_name: str | None = None) -> None:
     from llmobs_tui.scenarios import S, Traffic, to_otlp_request
     from receiver.normalize import IngestOptions, Normalizer
     from store.connection import WriterLock, open_writer
@@ -238,6 +238,12 @@ def _append_trace(store: Path) -> None:
     try:
         normalizer = Normalizer(PriceTable.load(), IngestOptions())
         request = to_otlp_request([(Traffic(99).rag("search"), 950_000, int((FROZEN_NOW - 1) * S))])
+        if root_name is not None:
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        if not span.parent_span_id:
+                            span.name = root_name
         rows, resources, scopes, _ = normalizer.decode_traces(request, int(FROZEN_NOW * S))
         SpanWriter(db).write(rows, [], resources, scopes)
     finally:

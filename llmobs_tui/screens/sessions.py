@@ -15,7 +15,7 @@ from llmobs_tui import format as fmt
 from llmobs_tui.filtering import Filter, FilterError, parse
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.chrome import query_text
-from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.keyed_table import KeyedTable, RowCells
 from llmobs_tui.widgets.quiet import update_static
 from store.sessions import ConversationRow, UserRow
 
@@ -52,6 +52,7 @@ class SessionsScreen(LiveScreen):
         self.user: str | None = None  # Enter on a user: that user's conversations only (u: all users again)
         self._layout: tuple[str, ...] = ()
         self._id_widths: dict[str, int | None] = {}  # the id columns' widths, read once per show
+        self._row_cells = RowCells()  # the rows' cells, built again only for rows that changed
         # Each grouping keeps its own sort: conversations by last seen, users by cost (top users).
         self._sorts = {"conversation": ("last", True), "user": ("cost", True)}
 
@@ -153,12 +154,21 @@ class SessionsScreen(LiveScreen):
                   [(now_s - r.first_ns / 1e9 < fmt.CLOCK_TODAY_S,
                     now_s - r.last_ns / 1e9 < fmt.CLOCK_TODAY_S) for r in rows])
         if not table.holds(source):
+            # A row's cells are made from the row, the layout, the id columns' widths and, for its
+            # times, whether each is older than fmt.clock's today: all of it in the memo's key.
+            memo, widths = self._row_cells, tuple(self._id_widths.items())
             if grouping == "user":
-                shown = [(USER_KEY + u.user_id, self._user_cells(u, now_s)) for u in rows]
+                shown = [(USER_KEY + u.user_id,
+                          memo.cells((u, self._layout, widths, now_s - u.last_ns / 1e9 < fmt.CLOCK_TODAY_S),
+                                     self._user_cells, u, now_s)) for u in rows]
                 self.users = {USER_KEY + u.user_id: u for u in rows}
             else:
-                shown = [(c.conversation_id, self._conversation_cells(c, now_s)) for c in rows]
+                shown = [(c.conversation_id,
+                          memo.cells((c, self._layout, widths, now_s - c.first_ns / 1e9 < fmt.CLOCK_TODAY_S,
+                                      now_s - c.last_ns / 1e9 < fmt.CLOCK_TODAY_S),
+                                     self._conversation_cells, c, now_s)) for c in rows]
                 self.rows = {c.conversation_id: c for c in rows}
+            memo.built()
             table.sync(shown, source=source)
         self._describe()
         if not rows:

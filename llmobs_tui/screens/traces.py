@@ -12,7 +12,7 @@ from llmobs_tui import format as fmt
 from llmobs_tui.filtering import Filter, FilterError, parse
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.widgets.chrome import query_text
-from llmobs_tui.widgets.keyed_table import KeyedTable
+from llmobs_tui.widgets.keyed_table import KeyedTable, RowCells
 from llmobs_tui.widgets.quiet import update_static
 from store.content_index import MATCH_SCAN_LIMIT, SearchResult, TextMatch, snippet_parts
 from store.dashboards import TraceRow
@@ -41,6 +41,7 @@ class TracesScreen(LiveScreen):
         self._rows: dict[str, TraceRow] = {}
         self.held_back = 0
         self._layout: tuple[str, ...] = ()
+        self._row_cells = RowCells()  # the rows' cells, built again only for traces that changed
         # A `text:` search: where each listed trace matched, and how many spans are not indexed yet.
         self._matches: dict[bytes, TextMatch] = {}
         self.index_lag = 0
@@ -184,40 +185,53 @@ class TracesScreen(LiveScreen):
         """The table's rows (key, cells) for these traces, the root column fitted to the room left."""
         rows = []
         self._rows = {}
+        memo = self._row_cells if "match" not in self._layout else None  # snippets: built every time
         for trace in traces:
             key = trace.trace_id.hex()
             self._rows[key] = trace
-            status = Text("ok", style="green")
-            if trace.failed:
-                labels = []
-                if trace.errors_api:
-                    labels.append(f"api {trace.errors_api}")
-                if trace.errors_validation:
-                    labels.append(f"valid {trace.errors_validation}")
-                if trace.errors_guardrail:
-                    labels.append(f"guard {trace.errors_guardrail}")
-                status = Text(" ".join(labels) or f"{trace.error_spans} err", style="bold red")
-            root = fmt.safe(trace.root_name or "?", style="" if trace.root_known else "italic", limit=60)
-            cost = Text(fmt.money(trace.cost_nusd))
-            if trace.unpriced_calls:
-                cost.append("+?", style="yellow")
-            cells = {
-                "start": Text(fmt.clock(trace.start_ns, now_s)), "trace": Text(key[:8], style="dim"), "root": root,
-                "service": fmt.safe(trace.service or "–", limit=30), "duration": Text(fmt.duration(trace.duration_ns)),
-                "calls": Text(str(trace.llm_calls)),
-                "tokens": Text(fmt.tokens(trace.input_tokens + trace.output_tokens)),
-                "cost": cost, "status": status,
-            }
-            if "match" in self._layout:
-                cells["match"] = self._match_cell(trace.trace_id)
-            rows.append((key, tuple(cells[name] for name in self._layout)))
+            if memo is None:
+                rows.append((key, self._cells_of(trace, key, now_s)))
+            else:
+                today = now_s - trace.start_ns / 1e9 < fmt.CLOCK_TODAY_S  # all fmt.clock reads of now_s
+                rows.append((key, memo.cells((trace, self._layout, today), self._cells_of, trace, key, now_s)))
+        if memo is not None:
+            memo.built()
         # The root column takes the room the other columns leave (no horizontal scrollbar).
         root_width = table.fit_columns(rows, "root", least=12, most=60)
         if "root" in self._layout:
             at = self._layout.index("root")
-            for _key, cells in rows:
-                cells[at].truncate(root_width, overflow="ellipsis")
+            for index, (key, cells) in enumerate(rows):
+                if cells[at].cell_len > root_width:  # cut a copy: the memo's cells are shared
+                    root = cells[at].copy()
+                    root.truncate(root_width, overflow="ellipsis")
+                    rows[index] = (key, (*cells[:at], root, *cells[at + 1:]))
         return rows
+
+    def _cells_of(self, trace: TraceRow, key: str, now_s: float) -> tuple[Text, ...]:
+        status = Text("ok", style="green")
+        if trace.failed:
+            labels = []
+            if trace.errors_api:
+                labels.append(f"api {trace.errors_api}")
+            if trace.errors_validation:
+                labels.append(f"valid {trace.errors_validation}")
+            if trace.errors_guardrail:
+                labels.append(f"guard {trace.errors_guardrail}")
+            status = Text(" ".join(labels) or f"{trace.error_spans} err", style="bold red")
+        root = fmt.safe(trace.root_name or "?", style="" if trace.root_known else "italic", limit=60)
+        cost = Text(fmt.money(trace.cost_nusd))
+        if trace.unpriced_calls:
+            cost.append("+?", style="yellow")
+        cells = {
+            "start": Text(fmt.clock(trace.start_ns, now_s)), "trace": Text(key[:8], style="dim"), "root": root,
+            "service": fmt.safe(trace.service or "–", limit=30), "duration": Text(fmt.duration(trace.duration_ns)),
+            "calls": Text(str(trace.llm_calls)),
+            "tokens": Text(fmt.tokens(trace.input_tokens + trace.output_tokens)),
+            "cost": cost, "status": status,
+        }
+        if "match" in self._layout:
+            cells["match"] = self._match_cell(trace.trace_id)
+        return tuple(cells[name] for name in self._layout)
 
     def _describe_empty(self) -> None:
         from llmobs_tui.widgets.chrome import empty_window_text
