@@ -66,12 +66,17 @@ async def test_a_quiet_overview_is_not_laid_out_or_drawn_again(store: Path, monk
         assert drawn == [] and asked == [], (drawn, [type(w).__name__ for w in asked])
 
 
-async def test_the_trace_list_is_rebuilt_only_when_what_it_shows_changes(store: Path, tmp_path: Path,
-                                                                         monkeypatch) -> None:
+def growing(store: Path, tmp_path: Path) -> tuple[Path, list[float], LlmobsApp]:
+    """A copy of the store to append traces to, the clock to move (now[0]) and the app over 24 h."""
     copy = tmp_path / "growing.db"
     shutil.copy(store, copy)
     now = [FROZEN_NOW]
-    app = LlmobsApp(copy, clock=lambda: now[0], refresh_s=None, window_s=86400)
+    return copy, now, LlmobsApp(copy, clock=lambda: now[0], refresh_s=None, window_s=86400)
+
+
+async def test_the_trace_list_is_rebuilt_only_when_what_it_shows_changes(store: Path, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    copy, now, app = growing(store, tmp_path)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("3")
         await settle(pilot)
@@ -214,10 +219,7 @@ async def test_a_refresh_builds_cells_only_for_the_rows_that_changed(store: Path
     whole name; a start that turns 20 h old is shown with its date (a new input, new cells)."""
     from llmobs_tui.screens.traces import TracesScreen
 
-    copy = tmp_path / "growing.db"
-    shutil.copy(store, copy)
-    now = [FROZEN_NOW]
-    app = LlmobsApp(copy, clock=lambda: now[0], refresh_s=None, window_s=86400)
+    copy, now, app = growing(store, tmp_path)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("3")
         await settle(pilot)

@@ -150,23 +150,22 @@ class SessionsScreen(LiveScreen):
         # a thousand of them per refresh of 500 rows.
         self._id_widths = {str(c.label.plain): c.width for c in table.ordered_columns}
         # What the rows are built from: a time reads differently once it is 20 h old (fmt.clock).
-        source = (grouping, rows, self._layout, self._id_widths,
-                  [(now_s - r.first_ns / 1e9 < fmt.CLOCK_TODAY_S,
-                    now_s - r.last_ns / 1e9 < fmt.CLOCK_TODAY_S) for r in rows])
+        today = [(now_s - r.first_ns / 1e9 < fmt.CLOCK_TODAY_S, now_s - r.last_ns / 1e9 < fmt.CLOCK_TODAY_S)
+                 for r in rows]
+        source = (grouping, rows, self._layout, self._id_widths, today)
         if not table.holds(source):
-            # A row's cells are made from the row, the layout, the id columns' widths and, for its
-            # times, whether each is older than fmt.clock's today: all of it in the memo's key.
+            # A row's cells are made from the row, the layout, the id columns' widths and its times'
+            # `today`: all of it in the memo's key.
             memo, widths = self._row_cells, tuple(self._id_widths.items())
             if grouping == "user":
                 shown = [(USER_KEY + u.user_id,
-                          memo.cells((u, self._layout, widths, now_s - u.last_ns / 1e9 < fmt.CLOCK_TODAY_S),
-                                     self._user_cells, u, now_s)) for u in rows]
+                          memo.cells((u, self._layout, widths, recent), self._user_cells, u, now_s))
+                         for u, recent in zip(rows, today)]
                 self.users = {USER_KEY + u.user_id: u for u in rows}
             else:
                 shown = [(c.conversation_id,
-                          memo.cells((c, self._layout, widths, now_s - c.first_ns / 1e9 < fmt.CLOCK_TODAY_S,
-                                      now_s - c.last_ns / 1e9 < fmt.CLOCK_TODAY_S),
-                                     self._conversation_cells, c, now_s)) for c in rows]
+                          memo.cells((c, self._layout, widths, recent), self._conversation_cells, c, now_s))
+                         for c, recent in zip(rows, today)]
                 self.rows = {c.conversation_id: c for c in rows}
             memo.built()
             table.sync(shown, source=source)

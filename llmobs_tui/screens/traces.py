@@ -172,28 +172,29 @@ class TracesScreen(LiveScreen):
         if table.cursor_row > 0 and self.llmobs.following and self.sort == "start":
             self.llmobs.following = False
         # What the rows are built from: a row's start reads differently once it is 20 h old (fmt.clock).
-        source = (traces, self._layout, self._matches, self.llmobs.following,
-                  [now_s - t.start_ns / 1e9 < fmt.CLOCK_TODAY_S for t in traces])
+        today = [now_s - t.start_ns / 1e9 < fmt.CLOCK_TODAY_S for t in traces]
+        source = (traces, self._layout, self._matches, self.llmobs.following, today)
         if not table.holds(source):
-            self.held_back = table.sync(self._rows_of(traces, table, now_s), reorder=self.llmobs.following,
+            self.held_back = table.sync(self._rows_of(traces, today, table, now_s), reorder=self.llmobs.following,
                                         source=source)
         self._describe()
         if not traces:  # say why the list is empty and what to do next
             self._describe_empty()
 
-    def _rows_of(self, traces: list[TraceRow], table: KeyedTable, now_s: float) -> list[tuple[str, tuple]]:
-        """The table's rows (key, cells) for these traces, the root column fitted to the room left."""
+    def _rows_of(self, traces: list[TraceRow], today: list[bool], table: KeyedTable,
+                 now_s: float) -> list[tuple[str, tuple]]:
+        """The table's rows (key, cells) for these traces, the root column fitted to the room left.
+        `today`: whether each trace's start is within fmt.clock's today (all its cells read of now_s)."""
         rows = []
         self._rows = {}
         memo = self._row_cells if "match" not in self._layout else None  # snippets: built every time
-        for trace in traces:
+        for trace, recent in zip(traces, today):
             key = trace.trace_id.hex()
             self._rows[key] = trace
             if memo is None:
                 rows.append((key, self._cells_of(trace, key, now_s)))
             else:
-                today = now_s - trace.start_ns / 1e9 < fmt.CLOCK_TODAY_S  # all fmt.clock reads of now_s
-                rows.append((key, memo.cells((trace, self._layout, today), self._cells_of, trace, key, now_s)))
+                rows.append((key, memo.cells((trace, self._layout, recent), self._cells_of, trace, key, now_s)))
         if memo is not None:
             memo.built()
         # The root column takes the room the other columns leave (no horizontal scrollbar).
