@@ -18,7 +18,6 @@ import asyncio
 import functools
 import itertools
 import logging
-import multiprocessing
 import os
 import pickle
 import secrets
@@ -34,6 +33,7 @@ from typing import Any
 from receiver import content_tiers, protocol, semconv
 from receiver.allocator import tune_malloc
 from receiver.child_feed import ChildFeed, FeedClosed, Item
+from receiver.child_process import ChildProcess
 
 log = logging.getLogger("llmobs.pipeline")
 
@@ -183,14 +183,9 @@ class _Child:
 
     def __init__(self, name: str, target: Callable[..., None], options: dict[str, Any],
                  on_message: Callable[[bytes], None], on_exit: Callable[[], None]) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        to_child_r, self.to_child = ctx.Pipe(duplex=False)
-        self.from_child, from_child_w = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=target, args=(to_child_r, from_child_w, options), name=name, daemon=True)
-        self.process.start()
-        # The child holds its own ends now; closing ours makes EOF propagate when a side dies.
-        to_child_r.close()
-        from_child_w.close()
+        self.process = ChildProcess(name, target, options)
+        self.to_child = self.process.to_child
+        self.from_child = self.process.from_child
         self.name = name
         self.inflight_bytes = 0
         self.feed = ChildFeed()

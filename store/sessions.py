@@ -96,8 +96,11 @@ def stored_turns(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> dict[byt
 # A conversation of at most this many turns is recomputed from its turns (cheap, and exact in every
 # case); a longer one moves by deltas (its user and p95 read through an index) unless a change could
 # have moved its first or last turn away (a late root moving a trace to another conversation), when
-# it too is recomputed.
-RECOMPUTE_TURNS = 64
+# it too is recomputed. Recomputing reads every turn of every touched conversation on every batch:
+# with 64 here, bench.components --workload heavy --per-commit 1 (~20 turns a conversation) wrote
+# 66-71 µs per span, against 58-63 at 8 and 16 (57-58 at 2, where one-turn conversations take
+# two point queries instead of reading their one row).
+RECOMPUTE_TURNS = 8
 # Positions in a conversations row (CONVERSATION_COLUMNS) and in a turn (_TURN_FIGURES).
 _ADDED = ((5, 5), (6, 6), (7, 7), (8, 8), (9, 9), (10, 10))  # (row column, turn figure) summed as-is
 
