@@ -17,7 +17,8 @@ reports that the expected screen has run `show(data)` for a load that started af
 screen ("painted": a `call_after_refresh` from the hook; the figure the targets are about). CPU is
 the TUI process's own (time.process_time, all its threads) over the press-to-painted span, so that
 a busy machine shows as wall time, not as CPU. The idle CPU (per second of the live loop with no
-key) is reported separately. The window is 24 h (`--window`): with ingest off, the last hour of a
+key) is reported separately, and after the tour the CPU per second of watching the Overview, the
+trace list and Sessions for 5 s each (the live refresh alone: a key pressed meanwhile waits for it). The window is 24 h (`--window`): with ingest off, the last hour of a
 store built earlier is empty, and Enter on an empty trace list opens nothing.
 
 The keys, as a user presses them: 1–7 (the screens), Enter on the trace list (opens the newest
@@ -98,6 +99,7 @@ async def tour(db: Path, rounds: int, big_trace: str | None, seed: int, window_s
     samples: dict[str, list[tuple[float, float, float]]] = {}
     timeouts: dict[str, int] = {}
     idle_cpu: list[float] = []
+    watching: dict[str, float] = {}
     try:
         async with app.run_test(headless=True, size=(160, 48)) as pilot:
             expect.update(screen="overview", after=0.0)
@@ -133,10 +135,17 @@ async def tour(db: Path, rounds: int, big_trace: str | None, seed: int, window_s
             cpu0, wall0 = time.process_time(), time.perf_counter()
             await asyncio.sleep(3)
             idle_cpu.append((time.process_time() - cpu0) / (time.perf_counter() - wall0))
+            # Watching one screen while ingest runs: the live refresh's CPU per second on each list.
+            for key, screen in (("1", "overview"), ("3", "traces"), ("6", "sessions")):
+                await pilot.press(key)
+                await asyncio.sleep(1.5)
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                await asyncio.sleep(5)
+                watching[screen] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
             app.exit()
     finally:
         alerts.close()
-    return {"samples": samples, "timeouts": timeouts, "idle_cpu_per_s": idle_cpu}
+    return {"samples": samples, "timeouts": timeouts, "idle_cpu_per_s": idle_cpu, "watching_cpu_per_s": watching}
 
 
 def summarize(result: dict) -> dict:
@@ -150,6 +159,7 @@ def summarize(result: dict) -> dict:
         out["ALL KEYS"] = _stats(everything)
     out["timeouts"] = result["timeouts"]
     out["idle_tui_cpu_ms_per_s"] = [round(c * 1000) for c in result["idle_cpu_per_s"]]
+    out["watching_tui_cpu_ms_per_s"] = {screen: round(c * 1000) for screen, c in result["watching_cpu_per_s"].items()}
     return out
 
 
@@ -177,6 +187,9 @@ def table(result: dict) -> str:
             lines.append(f"{label:<16}{row['n']:>4}  {shown['p50']:>8}/{shown['p95']:>5}/{shown['max']:>6}  "
                          f"{painted['p50']:>10}/{painted['p95']:>5}/{painted['max']:>6}  "
                          f"{cpu['p50']:>14}/{cpu['mean']:>5}")
+    if result.get("watching_tui_cpu_ms_per_s"):
+        lines.append("watching, TUI CPU ms per s: " + ", ".join(
+            f"{screen} {ms}" for screen, ms in result["watching_tui_cpu_ms_per_s"].items()))
     if result.get("timeouts"):
         lines.append(f"no screen change within 10 s: {result['timeouts']}")
     return "\n".join(lines)

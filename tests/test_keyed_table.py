@@ -10,6 +10,7 @@ import pytest
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.geometry import Region
+from textual.widgets import DataTable
 
 from llmobs_tui.widgets.keyed_table import KeyedTable
 
@@ -31,6 +32,8 @@ class PublicApiTable(KeyedTable):
 
 
 class Tables(App):
+    CSS = "Tables.alarm KeyedTable > .datatable--cursor { background: red; }"
+
     def compose(self) -> ComposeResult:
         yield KeyedTable(id="bulk")
         yield PublicApiTable(id="reference")
@@ -132,3 +135,57 @@ async def test_a_paused_list_whose_rows_all_left_shows_the_new_ones_instead_of_n
         assert table.sync([_row(rng, i) for i in range(100, 120)], reorder=False) == 0
         await pilot.pause()
         assert table.keys() == [f"k{i}" for i in range(100, 120)]
+
+
+
+def _segments(table: KeyedTable) -> list[list]:
+    """Every drawn line's segments: text, colours and the meta a mouse click reads (row, column)."""
+    table._styles_cache.clear()
+    table._line_cache.clear()
+    return [list(strip) for strip in table.render_lines(Region(0, 0, table.size.width, table.size.height))]
+
+
+@pytest.mark.anyio
+async def test_kept_cells_draw_what_datatable_draws_and_only_changed_cells_render_again(monkeypatch) -> None:
+    rendered = [0]
+    original = DataTable._render_cell
+
+    def counting(self, row_index, *args, **kwargs):
+        rendered[0] += row_index >= 0 and self.id == "bulk"
+        return original(self, row_index, *args, **kwargs)
+
+    monkeypatch.setattr(DataTable, "_render_cell", counting)
+    rng = random.Random(11)
+    app = Tables()
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one("#bulk", KeyedTable)
+        # The same cell objects from step to step for unchanged rows, as RowCells hands them back.
+        shown = [_row(rng, i) for i in range(30)][::-1]
+        newest = 30
+        for step in range(16):
+            kind = ("first", "new on top", "one cell", "cursor", "theme", "cursor colour")[min(step, 1 + (step - 1) % 5)]
+            if kind == "new on top":  # every row below moves down one: its cells are restamped, not rendered
+                shown = [_row(rng, newest)] + shown
+                newest += 1
+            elif kind == "one cell":
+                key, cells = shown[5]
+                shown[5] = (key, (*cells[:3], Text(str(rng.randint(100_000, 999_999))), cells[4]))
+            elif kind == "cursor":
+                table.move_cursor(row=rng.randrange(10), animate=False)
+            elif kind == "theme":
+                app.theme = "textual-light" if app.theme != "textual-light" else "textual-dark"
+            elif kind == "cursor colour":  # a component style alone: the table's own style is the same
+                app.toggle_class("alarm")
+            rendered[0] = 0
+            table.sync(shown)
+            await pilot.pause()  # the screen drawn
+            drawn = _segments(table)
+            cells_drawn = rendered[0]
+            table._clear_caches()  # DataTable's own caches and the kept cells: everything rendered anew
+            assert drawn == _segments(table), (step, kind)
+            every_cell = rendered[0] - cells_drawn
+            assert every_cell == min(len(shown), table.size.height - 1) * len(COLUMNS)
+            if kind in ("first", "theme", "cursor colour"):
+                assert cells_drawn == every_cell, (step, kind)
+            else:  # the new row, the changed cell, the rows the cursor left and reached
+                assert cells_drawn <= 2 * len(COLUMNS), (step, kind, cells_drawn)

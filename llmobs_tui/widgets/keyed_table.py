@@ -7,8 +7,11 @@ from typing import Any
 
 from rich.cells import cell_len
 from rich.console import RenderableType
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text, TextType
 from textual._two_way_dict import TwoWayDict
+from textual.cache import LRUCache
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellKey, DuplicateKey, Row, RowKey
 
@@ -32,12 +35,62 @@ class KeyedTable(DataTable):
         self._cells: dict[str, tuple] = {}
         self._measured: set[RowKey] = set()  # new rows whose widths add_row took (see add_row)
         self._source: tuple | None = None  # what the rows on show were built from (sync's source)
+        # Rendered cells kept across updates (see _render_cell): {cell's place and look: (value, row index, lines)}.
+        self._kept_cells: LRUCache[tuple, tuple[Any, int, list[list[Segment]]]] = LRUCache(4096)
 
     def reset(self, *, columns: bool = False) -> None:
-        """Remove every row (and with columns=True every column) and forget the shown cells."""
+        """Remove every row (and with columns=True every column) and forget the shown cells. The
+        rendered cells are kept when the columns are: a rebuild shows most of the same values again."""
+        kept = self._kept_cells
         self.clear(columns=columns)
+        if not columns:
+            self._kept_cells = kept
         self._cells.clear()
         self._source = None
+
+    def _clear_caches(self) -> None:
+        # DataTable calls this when what a cell looks like may change (the cursor shown or not, padding,
+        # fixed rows, a clear): the kept cells go too.
+        super()._clear_caches()
+        self._kept_cells = LRUCache(4096)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()  # a new theme or class: every cell's colours
+        self._kept_cells = LRUCache(4096)
+
+    def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
+                     cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
+        """DataTable's _render_cell, with the result kept for as long as the cell holds the same value.
+
+        DataTable keys its rendered cells on a count of the table's updates, and clears them all at
+        each update: with ingest running, one changed or new row in a list made every visible cell
+        render again through Rich (the largest part of drawing a 48-row list). Kept here, keyed on the
+        cell's row and column keys and everything DataTable's own key holds but that count, and valid
+        while the cell's value is the same object (an update replaces it; RowCells hands back the same
+        cells for an unchanged row). A row that moved (new rows above it) only has the row index in
+        its segments' meta (what a mouse click reads) restamped. Header and label cells, and tables
+        with fixed rows or columns (whose look depends on the index), go to DataTable as before."""
+        if row_index < 0 or column_index < 0 or self.fixed_rows or self.fixed_columns:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        row = self._data.get(row_key) if row_key is not None else None
+        if row is None or column_key is None:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        value = row.get(column_key)
+        key = (row_key, column_key, column_index, base_style, width, cursor, hover, self._show_hover_cursor,
+               self._pseudo_class_state, self.show_cursor, self.rows[row_key].height)
+        kept = self._kept_cells.get(key)
+        if kept is not None and kept[0] is value:
+            if kept[1] == row_index:
+                return kept[2]
+            meta = Style.from_meta({"row": row_index, "column": column_index})
+            lines = [[Segment(text, style + meta if style is not None else meta, control)
+                      for text, style, control in line] for line in kept[2]]
+        else:
+            lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        self._kept_cells.set(key, (value, row_index, lines))
+        return lines
 
     def set_column_width(self, label: str, width: int) -> None:
         """Give the column labelled `label` a fixed width (it no longer sizes to its content)."""
