@@ -76,7 +76,7 @@ async def measure(table_class: type[KeyedTable], kind: str, refreshes: int) -> f
                 key, cells = rows[7]
                 rows[7] = (key, (*cells[:6], Text(f"{rng.randint(1, 99_999):,}"), *cells[7:]))
             elif kind == "one new row":
-                rows = [_row(rng, newest)] + rows[:499]
+                rows = [_row(rng, newest), *rows[:499]]
                 newest += 1
             else:
                 rows = [_row(rng, newest + i) for i in range(60)][::-1] + rows[:440]

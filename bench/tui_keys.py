@@ -18,8 +18,9 @@ screen ("painted": a `call_after_refresh` from the hook; the figure the targets 
 the TUI process's own (time.process_time, all its threads) over the press-to-painted span, so that
 a busy machine shows as wall time, not as CPU. The idle CPU (per second of the live loop with no
 key) is reported separately, and after the tour the CPU per second of watching the Overview, the
-trace list and Sessions for 5 s each (the live refresh alone: a key pressed meanwhile waits for it). The window is 24 h (`--window`): with ingest off, the last hour of a
-store built earlier is empty, and Enter on an empty trace list opens nothing.
+trace list and Sessions for 5 s each (the live refresh alone: a key pressed meanwhile waits for it).
+The window is 24 h (`--window`): with ingest off, the last hour of a store built earlier is empty,
+and Enter on an empty trace list opens nothing.
 
 The keys, as a user presses them: 1–7 (the screens), Enter on the trace list (opens the newest
 trace), Esc (back), `t` (next window, same screen reloads) and `:open ID` Enter on the store's

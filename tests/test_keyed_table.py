@@ -165,7 +165,7 @@ async def test_kept_cells_draw_what_datatable_draws_and_only_changed_cells_rende
         for step in range(16):
             kind = ("first", "new on top", "one cell", "cursor", "theme", "cursor colour")[min(step, 1 + (step - 1) % 5)]
             if kind == "new on top":  # every row below moves down one: its cells are restamped, not rendered
-                shown = [_row(rng, newest)] + shown
+                shown = [_row(rng, newest), *shown]
                 newest += 1
             elif kind == "one cell":
                 key, cells = shown[5]
