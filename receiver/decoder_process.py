@@ -29,7 +29,7 @@ log = logging.getLogger("llmobs.decoder")
 
 
 def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
-    """Entry point of a decoder process (multiprocessing spawn target)."""
+    """Entry point of a decoder process (started by receiver/child_process.py)."""
     # The main process coordinates shutdown: Ctrl-C in the terminal or SIGTERM to the process group
     # must not kill a decoder with a request half done. EOF on the inbox is our signal to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

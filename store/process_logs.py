@@ -1,6 +1,6 @@
 """Where serve's child processes (decoders, the writer) log.
 
-They are spawned, so they inherit none of the parent's logging set-up: by default a warning of
+They are separate interpreters, so they inherit none of the parent's logging set-up: by default a warning of
 theirs ("disk full", "commit failed") goes to stderr. Under `serve` that is right. Under the TUI,
 whose screen a stray line paints over, the parent names its log file in LOG_FILE_ENV (an
 environment variable: what a spawned child does inherit; see llmobs_tui/logfile.py) and each child

@@ -42,7 +42,7 @@ TAG_STOP = b"S"
 
 
 def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
-    """Entry point of the writer process (multiprocessing spawn target)."""
+    """Entry point of the writer process (started by receiver/child_process.py)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     follow_parent_log()  # under the TUI: its log file, never the terminal

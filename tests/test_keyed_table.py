@@ -4,6 +4,7 @@ column widths and drawn lines after every step of random refreshes."""
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pytest
@@ -147,14 +148,20 @@ def _segments(table: KeyedTable) -> list[list]:
 
 @pytest.mark.anyio
 async def test_kept_cells_draw_what_datatable_draws_and_only_changed_cells_render_again(monkeypatch) -> None:
-    rendered = [0]
-    original = DataTable._render_cell
+    rendered = [0]  # cells rendered anew: by KeyedTable (a miss of its kept cells), or by DataTable
+    original, direct = DataTable._render_cell, KeyedTable._render_text_cell
 
     def counting(self, row_index, *args, **kwargs):
         rendered[0] += row_index >= 0 and self.id == "bulk"
         return original(self, row_index, *args, **kwargs)
 
+    def counting_direct(self, row_index, *args, **kwargs):
+        lines = direct(self, row_index, *args, **kwargs)
+        rendered[0] += lines is not None and self.id == "bulk"
+        return lines
+
     monkeypatch.setattr(DataTable, "_render_cell", counting)
+    monkeypatch.setattr(KeyedTable, "_render_text_cell", counting_direct)
     rng = random.Random(11)
     app = Tables()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -181,11 +188,59 @@ async def test_kept_cells_draw_what_datatable_draws_and_only_changed_cells_rende
             await pilot.pause()  # the screen drawn
             drawn = _segments(table)
             cells_drawn = rendered[0]
-            table._clear_caches()  # DataTable's own caches and the kept cells: everything rendered anew
+            kept = table._kept_cells
+            table._clear_caches()  # DataTable's own caches and the kept cells: everything rendered anew,
+            table._render_cell = functools.partial(counting, table)  # by DataTable itself
             assert drawn == _segments(table), (step, kind)
+            del table._render_cell
+            table._kept_cells = kept  # as the next refresh finds them
             every_cell = rendered[0] - cells_drawn
             assert every_cell == min(len(shown), table.size.height - 1) * len(COLUMNS)
             if kind in ("first", "theme", "cursor colour"):
                 assert cells_drawn == every_cell, (step, kind)
-            else:  # the new row, the changed cell, the rows the cursor left and reached
-                assert cells_drawn <= 2 * len(COLUMNS), (step, kind, cells_drawn)
+            else:  # the new row, the changed cell, the rows the cursor (or the mouse) left and reached
+                assert cells_drawn <= 3 * len(COLUMNS), (step, kind, cells_drawn)
+
+
+def _random_text(rng: random.Random) -> Text:
+    words = ["ok", "api 2", "checkout-api", "POST /v1/agent", "模型", "🙂 emoji", "", " lead", "trail ", "a" * 40,
+             "tab\tbed", "two\nlines"]
+    text = Text(rng.choice(words) + rng.choice(["", " ", "x", "全角"]),
+                style=rng.choice(["", "dim", "bold red", "italic", "on blue", "link https://x.test"]),
+                justify=rng.choice([None, None, None, "default", "left", "right", "center"]),
+                end=rng.choice(["\n", "\n", ""]))
+    if text.plain and rng.random() < 0.5:
+        start = rng.randrange(len(text.plain))
+        text.stylize(rng.choice(["green", "bold", "underline yellow"]), start, rng.randint(start, len(text.plain)))
+    return text
+
+
+@pytest.mark.anyio
+async def test_text_cells_built_directly_equal_datatables_on_random_cells() -> None:
+    """_render_text_cell against DataTable's _render_cell: random texts (styles, spans, links, wide
+    characters, justified, too wide), widths, cursor and hover, the cursor shown or not."""
+    rng = random.Random(5)
+    app = Tables()
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one("#bulk", KeyedTable)
+        compared = built = 0
+        for round_ in range(8):
+            rows = [(f"r{round_}-{i}", tuple(_random_text(rng) for _ in COLUMNS)) for i in range(12)]
+            table.reset()
+            table.sync(rows)
+            table.show_cursor = round_ % 3 != 0
+            table._show_hover_cursor = round_ % 2 == 0
+            await pilot.pause()
+            base = table.rich_style
+            for row_index in range(len(rows)):
+                for column_index in range(len(COLUMNS)):
+                    width = rng.randint(1, 30)
+                    cursor, hover = rng.random() < 0.3, rng.random() < 0.3
+                    direct = table._render_text_cell(row_index, column_index, base, width, cursor, hover)
+                    table._clear_caches()
+                    reference = DataTable._render_cell(table, row_index, column_index, base, width, cursor, hover)
+                    compared += 1
+                    if direct is not None:
+                        built += 1
+                        assert direct == reference, (rows[row_index][1][column_index], width, cursor, hover)
+        assert built > compared // 4  # the direct path is taken, not skipped

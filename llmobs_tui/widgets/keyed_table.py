@@ -17,6 +17,9 @@ from textual.widgets.data_table import CellKey, DuplicateKey, Row, RowKey
 
 from llmobs_tui import format as fmt
 
+_NULL_STYLE = Style.null()  # what Rich's Padding styles its spaces with ("none")
+_JOIN = Text("\n")
+
 
 class KeyedTable(DataTable):
     """`sync(rows)` diffs by row key: changed cells are updated in place, stale rows removed, and
@@ -88,9 +91,56 @@ class KeyedTable(DataTable):
             lines = [[Segment(text, style + meta if style is not None else meta, control)
                       for text, style, control in line] for line in kept[2]]
         else:
-            lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+            lines = (self._render_text_cell(row_index, column_index, base_style, width, cursor, hover)
+                     or super()._render_cell(row_index, column_index, base_style, width, cursor, hover))
         self._kept_cells.set(key, (value, row_index, lines))
         return lines
+
+    def _render_text_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
+                          cursor: bool, hover: bool) -> list[list[Segment]] | None:
+        """What DataTable's _render_cell draws for a one-line Text that fits its column (most cells of
+        every list), built directly: DataTable renders it through Rich's Styled, Padding and two passes
+        of line splitting and cropping, several times the work for the same segments
+        (tests/test_keyed_table.py compares them on random cells). None: anything else (several lines,
+        tabs, a justified or overflowing text, a taller row), left to DataTable."""
+        cell = self._get_row_renderables(row_index).cells[column_index]
+        if type(cell) is not Text:
+            return None
+        plain = cell.plain
+        padding = self.cell_padding
+        inner = width - 2 * padding
+        if (inner < 1 or "\n" in plain or "\t" in plain or cell.end not in ("\n", "")
+                or (cell.justify or self.app.console_options.justify or "default") != "default"):
+            return None
+        text_width = cell_len(plain)
+        if text_width > inner:
+            return None
+        row_key = self._row_locations.get_key(row_index)
+        if row_key is None or self.rows[row_key].height != 1:
+            return None
+        component_style, post_style = self._get_styles_to_render_cell(
+            False, False, False, hover, cursor, self.show_cursor, self._show_hover_cursor,
+            self.cursor_foreground_priority == "css", self.cursor_background_priority == "css")
+        pre = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
+        # Padding's spaces and the fill after the text carry Padding's own (null) style.
+        segments: list[Segment] = []
+        if padding:
+            segments.append(Segment(" " * padding, _NULL_STYLE))
+        # Text.__rich_console__ renders the line joined into a new Text (its base style as a span).
+        segments.extend(_JOIN.join([cell]).render(self.app.console))
+        if inner > text_width:
+            segments.append(Segment(" " * (inner - text_width), _NULL_STYLE))
+        if padding:
+            segments.append(Segment(" " * padding, _NULL_STYLE))
+        # Segment.apply_style(segments, pre, post), as Styled does.
+        styled = []
+        for text, style, control in segments:
+            if pre:
+                style = pre + style
+            if post_style:
+                style = style + post_style if style else post_style
+            styled.append(Segment(text, style, control))
+        return [styled]
 
     def set_column_width(self, label: str, width: int) -> None:
         """Give the column labelled `label` a fixed width (it no longer sizes to its content)."""
