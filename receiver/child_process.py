@@ -6,8 +6,7 @@ never needs (it shares no semaphores or shared memory with its children; batches
 frames) and which costs a whole interpreter, 12 MB of RSS, for as long as serve runs. A subprocess
 gets what spawn gave the children that matters to them: the environment (malloc settings, the TUI's
 log file), stdin from /dev/null, no file descriptors but its two pipe ends, and the parent's package
-root first on sys.path (never the working directory, where a user's own `store/` package would shadow
-ours).
+root on sys.path (never the working directory, where a user's own `store/` package would shadow ours).
 
 The parent's side is `ChildProcess`; the child's entry is `main()`. The first frame on the child's
 inbox is pickled (target "module:function", options); then the target runs as
@@ -28,7 +27,11 @@ from typing import Any
 
 # The directory holding the receiver/ and store/ packages, as this (the parent's) interpreter found them.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
-_BOOTSTRAP = "import sys; sys.path[0] = sys.argv[1]; from receiver.child_process import main; main()"
+# -P: no working directory on sys.path (Python 3.11+). The package root goes first only when the
+# interpreter would not find it anyway (a source checkout run in place): put first always, an installed
+# root (site-packages) would come before the standard library.
+_BOOTSTRAP = ("import sys; sys.argv[1] in sys.path or sys.path.insert(0, sys.argv[1]); "
+              "from receiver.child_process import main; main()")
 
 
 class ChildProcess:
@@ -41,7 +44,7 @@ class ChildProcess:
         try:
             # argv: the package root, then the name (so that `ps` tells the children apart), then the fds.
             self._popen = subprocess.Popen(
-                [sys.executable, "-c", _BOOTSTRAP, _PACKAGE_ROOT, name, str(to_child_r), str(from_child_w)],
+                [sys.executable, "-P", "-c", _BOOTSTRAP, _PACKAGE_ROOT, name, str(to_child_r), str(from_child_w)],
                 stdin=subprocess.DEVNULL, pass_fds=(to_child_r, from_child_w), close_fds=True,
             )
         except BaseException:
