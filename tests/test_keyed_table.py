@@ -244,3 +244,28 @@ async def test_text_cells_built_directly_equal_datatables_on_random_cells() -> N
                         built += 1
                         assert direct == reference, (rows[row_index][1][column_index], width, cursor, hover)
         assert built > compared // 4  # the direct path is taken, not skipped
+
+
+@pytest.mark.anyio
+async def test_new_columns_on_a_paused_list_bring_back_the_rows_it_showed() -> None:
+    """A resize that changes the layout replaces the columns (reset(columns=True)): a paused list
+    (reorder=False) showed nothing after it, every row held back as new."""
+    rng = random.Random(4)
+    app = Tables()
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.query_one("#bulk", KeyedTable)
+        table.sync([_row(rng, i) for i in range(20)])
+        table.move_cursor(row=8, animate=False)
+        await pilot.pause()
+        reading = table.cursor_key
+        assert reading == "k8"
+        table.reset(columns=True)
+        for label in COLUMNS[:3]:  # the narrow layout
+            table.add_column(label, key=label)
+        newer = [(key, cells[:3]) for key, cells in [_row(rng, i) for i in range(5, 30)]]
+        assert table.sync(newer, reorder=False) == 10  # k20..k29 held back, as before the resize
+        assert table.keys() == [f"k{i}" for i in range(5, 20)]
+        assert table.cursor_key == reading
+        # An empty paused list (its rows filtered away) shows what comes rather than nothing.
+        table.reset()
+        assert table.sync(newer, reorder=False) == 0 and table.row_count == len(newer)

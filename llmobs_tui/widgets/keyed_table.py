@@ -38,6 +38,7 @@ class KeyedTable(DataTable):
         self._cells: dict[str, tuple] = {}
         self._measured: set[RowKey] = set()  # new rows whose widths add_row took (see add_row)
         self._source: tuple | None = None  # what the rows on show were built from (sync's source)
+        self._shown_before_columns: tuple[list[str], str | None] | None = None  # see reset
         # Rendered cells kept across updates (see _render_cell): {cell's place and look: (value, row index, lines)}.
         self._kept_cells: LRUCache[tuple, tuple[Any, int, list[list[Segment]]]] = LRUCache(4096)
 
@@ -45,6 +46,8 @@ class KeyedTable(DataTable):
         """Remove every row (and with columns=True every column) and forget the shown cells. The
         rendered cells are kept when the columns are: a rebuild shows most of the same values again."""
         kept = self._kept_cells
+        # New columns (a resize changed the layout) show the same rows: a paused list keeps them (_sync).
+        self._shown_before_columns = (self.keys(), self.cursor_key) if columns and self.row_count else None
         self.clear(columns=columns)
         if not columns:
             self._kept_cells = kept
@@ -230,9 +233,21 @@ class KeyedTable(DataTable):
         desired_set = set(desired)
         current = self.keys()
         current_set = set(current)
-        if not reorder and current and current_set.isdisjoint(desired_set):
-            # Every row the user was reading has left (a newest-500 list moves on while paused): holding
-            # the new ones back would leave the table empty, so show them; the caller stays paused.
+        before_columns, self._shown_before_columns = self._shown_before_columns, None
+        if not reorder and not current and before_columns is not None:
+            # Paused, and the columns were just replaced (a resize): the rows shown before come back,
+            # with the cursor on the same row; the others stay held back.
+            shown_before = set(before_columns[0])
+            kept = [(key, cells) for key, cells in rows if key in shown_before]
+            if kept:
+                self._append_rows(kept)
+                if before_columns[1] in self._cells:
+                    self.move_cursor(row=self.get_row_index(before_columns[1]), animate=False)
+                return len(rows) - len(kept)
+        if not reorder and (not current or current_set.isdisjoint(desired_set)):
+            # Nothing shown, or every row the user was reading has left (a newest-500 list moves on while
+            # paused): holding the new ones back would leave the table empty, so show them; the caller
+            # stays paused.
             reorder = True
         if reorder:
             surviving = [k for k in current if k in desired_set]
