@@ -65,10 +65,6 @@ class ChildProcess:
             pass
 
     @property
-    def pid(self) -> int:
-        return self._popen.pid
-
-    @property
     def exitcode(self) -> int | None:
         """Its exit code once it has exited and been reaped (negative: the signal that ended it)."""
         return self._popen.poll()

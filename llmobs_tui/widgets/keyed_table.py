@@ -19,6 +19,7 @@ from llmobs_tui import format as fmt
 
 _NULL_STYLE = Style.null()  # what Rich's Padding styles its spaces with ("none")
 _JOIN = Text("\n")
+KEPT_CELLS = 4096  # rendered cells kept (a 48-row screen of 12 columns shows ~580)
 
 
 class KeyedTable(DataTable):
@@ -40,7 +41,7 @@ class KeyedTable(DataTable):
         self._source: tuple | None = None  # what the rows on show were built from (sync's source)
         self._shown_before_columns: tuple[list[str], str | None] | None = None  # see reset
         # Rendered cells kept across updates (see _render_cell): {cell's place and look: (value, row index, lines)}.
-        self._kept_cells: LRUCache[tuple, tuple[Any, int, list[list[Segment]]]] = LRUCache(4096)
+        self._kept_cells: LRUCache[tuple, tuple[Any, int, list[list[Segment]]]] = LRUCache(KEPT_CELLS)
 
     def reset(self, *, columns: bool = False) -> None:
         """Remove every row (and with columns=True every column) and forget the shown cells. The
@@ -58,11 +59,11 @@ class KeyedTable(DataTable):
         # DataTable calls this when what a cell looks like may change (the cursor shown or not, padding,
         # fixed rows, a clear): the kept cells go too.
         super()._clear_caches()
-        self._kept_cells = LRUCache(4096)
+        self._kept_cells = LRUCache(KEPT_CELLS)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()  # a new theme or class: every cell's colours
-        self._kept_cells = LRUCache(4096)
+        self._kept_cells = LRUCache(KEPT_CELLS)
 
     def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
                      cursor: bool = False, hover: bool = False) -> list[list[Segment]]:
@@ -94,13 +95,13 @@ class KeyedTable(DataTable):
             lines = [[Segment(text, style + meta if style is not None else meta, control)
                       for text, style, control in line] for line in kept[2]]
         else:
-            lines = (self._render_text_cell(row_index, column_index, base_style, width, cursor, hover)
+            lines = (self._render_text_cell(row_key, row_index, column_index, base_style, width, cursor, hover)
                      or super()._render_cell(row_index, column_index, base_style, width, cursor, hover))
         self._kept_cells.set(key, (value, row_index, lines))
         return lines
 
-    def _render_text_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
-                          cursor: bool, hover: bool) -> list[list[Segment]] | None:
+    def _render_text_cell(self, row_key: RowKey, row_index: int, column_index: int, base_style: Style,
+                          width: int, cursor: bool, hover: bool) -> list[list[Segment]] | None:
         """What DataTable's _render_cell draws for a one-line Text that fits its column (most cells of
         every list), built directly: DataTable renders it through Rich's Styled, Padding and two passes
         of line splitting and cropping, several times the work for the same segments
@@ -112,14 +113,12 @@ class KeyedTable(DataTable):
         plain = cell.plain
         padding = self.cell_padding
         inner = width - 2 * padding
+        # (DataTable's console options set no justify: Textual is pinned exactly.)
         if (inner < 1 or "\n" in plain or "\t" in plain or cell.end not in ("\n", "")
-                or (cell.justify or self.app.console_options.justify or "default") != "default"):
+                or cell.justify not in (None, "default") or self.rows[row_key].height != 1):
             return None
         text_width = cell_len(plain)
         if text_width > inner:
-            return None
-        row_key = self._row_locations.get_key(row_index)
-        if row_key is None or self.rows[row_key].height != 1:
             return None
         component_style, post_style = self._get_styles_to_render_cell(
             False, False, False, hover, cursor, self.show_cursor, self._show_hover_cursor,
