@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.host_speed import reference_ms
 from bench.ingest import Template, trace_prefix
 
 T_NOW = 1_800_000_000 * 10**9
@@ -105,10 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     requests = rendered_requests(args.spans, args.workload == "heavy")
     walks = {"compiled": [True], "python": [False], "both": [True, False]}[args.walk]
     runs: dict[bool, list[dict[str, float]]] = {walk: [] for walk in walks}
+    host_before = reference_ms()  # bench/host_speed.py: the shared host's speed around the runs
     with tempfile.TemporaryDirectory(prefix="llmobs-components-") as tmp:
         for _ in range(args.repeat):
             for walk in walks:
                 runs[walk].append(measure_once(requests, Path(tmp), args.per_commit, walk))
+    host = {"before": host_before, "after": reference_ms()}
     results = []
     for walk, walk_runs in runs.items():
         from store.span_walk import COMPILED
@@ -119,11 +122,13 @@ def main(argv: list[str] | None = None) -> int:
             "decode_us_per_span_median": statistics.median(r["decode_us_per_span"] for r in walk_runs),
             "write_us_per_span_median": statistics.median(r["write_us_per_span"] for r in walk_runs),
             "at": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "host_reference_ms": host,
         }
         results.append(result)
         print(f"{args.workload} ({name} walk): {result['spans']:,} spans; decode "
               + " · ".join(f"{r['decode_us_per_span']:.1f}" for r in walk_runs) + " µs/span; write "
-              + " · ".join(f"{r['write_us_per_span']:.1f}" for r in walk_runs) + " µs/span (CPU)")
+              + " · ".join(f"{r['write_us_per_span']:.1f}" for r in walk_runs) + " µs/span (CPU); host reference "
+              f"{host['before']} → {host['after']} ms")
     if args.json:
         args.json.write_text(json.dumps(results if len(results) > 1 else results[0], indent=2))
     return 0

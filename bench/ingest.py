@@ -45,6 +45,7 @@ from pathlib import Path
 import psutil
 
 from bench import TRACE_METHOD, Serve, attribute, tree, tree_cpu
+from bench.host_speed import one_sample_ms, reference_ms
 
 SPANS_PER_TRACE = 8
 T0 = 1_700_000_000 * 10**9  # the templates' placeholder time base, replaced before each send
@@ -404,6 +405,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     address = server.address
     server_proc = psutil.Process(server.pid)
     time.sleep(1.0)  # let the children finish importing
+    host_before = reference_ms()  # serve idle: bench/host_speed.py
 
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
@@ -423,11 +425,13 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     # PSS next to RSS: each process's RSS counts the shared pages of Python, its libraries and the
     # store's mapped file again; PSS splits them between the processes, so the tree's sum is its footprint.
     peak_pss = 0
+    host_during: list[float] = []  # bench/host_speed.py's reference, sampled while the load runs
     sampling = True
 
     def sample() -> None:
         nonlocal peak_rss, peak_pss
         next_mark = 0.0
+        next_host_sample = 0.0
         while sampling:
             rss = pss = 0
             by_role: dict[str, int] = {}
@@ -448,6 +452,9 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
                 next_mark += args.seconds / 10
             for role, size in by_role.items():
                 peak_rss_by_role[role] = max(peak_rss_by_role.get(role, 0), size)
+            if go.is_set() and time.monotonic() >= next_host_sample:
+                host_during.append(one_sample_ms())
+                next_host_sample = time.monotonic() + 3.0
             time.sleep(0.25)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -467,6 +474,7 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
 
     time.sleep(1.2)  # the writer reports its counters every second: let one report follow the last commit
     counters = server.stop()
+    host_after = reference_ms()
     db_bytes = sum(os.path.getsize(f"{db}{s}") for s in ("", "-wal") if os.path.exists(f"{db}{s}"))
     check = check_store(db, run_key, run_tag, outcome["acked"], outcome["failed"])
 
@@ -481,6 +489,10 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     deleted_after_commit = None if counters.committed is None else counters.committed - check["run_stored"]
     report = {
         "machine": f"{platform.machine()}, {psutil.cpu_count()} cores, Python {platform.python_version()}",
+        # The shared host's speed around the run (lower is faster): CPU figures compare at similar values.
+        "host_reference_ms": {"before": host_before,
+                              "during": round(statistics.median(host_during), 1) if host_during else None,
+                              "after": host_after},
         "run": (run_key.to_bytes(8, "big") + run_tag).hex(),
         "workload": args.workload,
         "seconds": round(outcome["elapsed"], 1),
@@ -522,7 +534,9 @@ def run(args: argparse.Namespace) -> tuple[int, dict]:
     print(f"{spans_per_s:,.0f} spans/s at {server_cpu / max(1, acknowledged) * 1e6:,.1f} µs of server CPU per span "
           f"({server_cpu / wall:.2f} cores); {report['server_cpu_us_per_span_with_index']} µs with the search "
           f"index's catch-up after the load; peak RSS {report['server_peak_rss_mb']} MB "
-          f"(PSS {report['server_peak_pss_mb']} MB)")
+          f"(PSS {report['server_peak_pss_mb']} MB); host reference {host_before} ms before, "
+          f"{report['host_reference_ms']['during']} during, {host_after} after "
+          f"(bench.host_speed)")
     if check["failed_requests"]:
         print(f"{check['failed_requests']} requests ({check['failed_spans']:,} spans) were answered with an error "
               f"({', '.join(check['failed_codes'])}) and not counted; {check['failed_but_stored']:,} of their "
