@@ -55,9 +55,10 @@ def _bind_common_values_without_protocol_lookups() -> None:
     are the same (None is NULL, bytes a BLOB, a bool its int). Registered once per process, for every
     connection (sqlite3's registry is process-wide); no base type (int, float, str, bytearray) is
     given one, which would send every value through the protocol."""
-    passthrough = {type(None): {}.get, bytes: bytes, bool: int}  # {}.get(None) is None; bytes(b) is b
-    for value_type, adapter in passthrough.items():
-        sqlite3.register_adapter(value_type, adapter)
+    nothing: dict[None, None] = {}
+    sqlite3.register_adapter(type(None), nothing.get)  # {}.get(None) is None
+    sqlite3.register_adapter(bytes, bytes)  # bytes(b) is b itself
+    sqlite3.register_adapter(bool, int)
 
 
 _bind_common_values_without_protocol_lookups()
