@@ -13,6 +13,9 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from itertools import accumulate
+from pathlib import Path
+
+from store import compiled
 
 GAMMA = 1.04
 _LOG_GAMMA = math.log(GAMMA)
@@ -35,6 +38,10 @@ def bucket_value(index: int) -> float:
     return 2.0 * GAMMA**index / (GAMMA + 1.0)
 
 
+_compiled = compiled.load("_histogram", Path(__file__).with_name("_histogram.c"))
+COMPILED = _compiled is not None
+
+
 def encode(counts: Mapping[int, int]) -> bytes | None:
     """(bucket, count) pairs in bucket order, empty buckets left out; None when all are empty.
     The writer encodes every histogram of every rollup row a commit touched (about 1,400 a commit
@@ -42,6 +49,12 @@ def encode(counts: Mapping[int, int]) -> bytes | None:
     are interleaved by two strided slice assignments in C rather than appended one by one (half the
     time for 40 buckets and more). An empty one (a row's TTFT of calls that did not stream) is None
     at once: 0.07 against 0.7 µs, and a minute's rollup row is stored with several at every flush."""
+    if type(counts) is dict and _compiled is not None:
+        return _compiled.encode(counts)  # the same bytes, ≈0.3-1.5 µs against 2-20 (store/_histogram.c)
+    return _encode(counts)
+
+
+def _encode(counts: Mapping[int, int]) -> bytes | None:
     if not counts:
         return None
     buckets = sorted(counts)
@@ -60,6 +73,13 @@ def encode(counts: Mapping[int, int]) -> bytes | None:
 def decode_into(blob: bytes | None, counts: dict[int, int], sign: int = 1) -> None:
     if not blob:
         return
+    if (sign == 1 or sign == -1) and type(counts) is dict and _compiled is not None:
+        _compiled.decode_into(blob, counts, sign)  # the same updates (store/_histogram.c)
+        return
+    _decode_into(blob, counts, sign)
+
+
+def _decode_into(blob: bytes, counts: dict[int, int], sign: int) -> None:
     flat = array("i")
     flat.frombytes(blob)
     get = counts.get

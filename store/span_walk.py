@@ -13,12 +13,11 @@ which field is set. `LLMOBS_PURE_PYTHON=1` turns the compiled walk off (tests ru
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from store import compiled
 from store.otlp_values import any_value
 
 KNOWN = 1  # read the value
@@ -28,25 +27,9 @@ DROP = 4  # `[redaction] drop_keys`: never read, never stored (exclusive of the 
 _SOURCE = Path(__file__).with_name("_span_walk.c")
 
 
-def source_hash(source: Path | None = None) -> str:
-    """What hatch_build.py compiles into the module as SOURCE_HASH."""
-    return hashlib.sha256((source or _SOURCE).read_bytes()).hexdigest()[:16]
-
-
 def _load_compiled() -> Any:
-    if os.environ.get("LLMOBS_PURE_PYTHON"):
-        return None
-    try:
-        from store import _span_walk  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    built_from = getattr(_span_walk, "SOURCE_HASH", "")
-    try:
-        current = source_hash()
-    except OSError:  # an install without the C source beside the module: it was built from that install's
-        current = built_from
     # A module built from another source (an editable install whose C changed since) is not used.
-    return _span_walk if built_from and built_from == current else None
+    return compiled.load("_span_walk", _SOURCE)
 
 
 _compiled = _load_compiled()

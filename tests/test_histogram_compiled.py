@@ -1,0 +1,125 @@
+"""store/_histogram.c against the Python it replaces (store/histogram.py's _encode and _decode_into):
+the same bytes, the same dict updates, the same exception types, on random and awkward input; and
+the module is used only when it was built from the source beside it (store/compiled.py)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import shutil
+import struct
+import sysconfig
+from pathlib import Path
+from types import MappingProxyType
+
+import pytest
+
+from store import compiled, histogram
+
+needs_compiled = pytest.mark.skipif(not histogram.COMPILED, reason="store._histogram is not built here")
+SOURCE = Path(histogram.__file__).with_name("_histogram.c")
+
+
+def _random_counts(rng: random.Random) -> dict[int, int]:
+    return {rng.randint(0, histogram.MAX_BUCKET): rng.choice([0, 0, 1, 2, 7, -1, -5, 2**31 - 1, -2**31])
+            for _ in range(rng.randint(0, 90))}
+
+
+@needs_compiled
+def test_compiled_encode_gives_the_python_bytes():
+    rng = random.Random(21)
+    assert histogram._compiled is not None
+    for _ in range(2000):
+        counts = _random_counts(rng)
+        assert histogram._compiled.encode(counts) == histogram._encode(counts), counts
+    # 64 buckets and more take the heap instead of the stack
+    many = {b: rng.randint(-3, 3) for b in range(histogram.MAX_BUCKET + 1)}
+    assert histogram._compiled.encode(many) == histogram._encode(many)
+    assert histogram._compiled.encode({True: 1, 0: 0}) == histogram._encode({True: 1, 0: 0})
+
+
+@needs_compiled
+@pytest.mark.parametrize("counts", [
+    {1: 2**31},          # a count past int32
+    {1: -2**31 - 1},
+    {2**31: 1},          # a kept bucket past int32
+    {1: 1.5},            # not an int
+    {"1": 1},
+])
+def test_compiled_encode_refuses_what_the_python_refuses(counts):
+    assert histogram._compiled is not None
+    with pytest.raises(Exception) as python_error:
+        histogram._encode(counts)
+    with pytest.raises(type(python_error.value)):
+        histogram._compiled.encode(counts)
+
+
+@needs_compiled
+def test_an_emptied_bucket_past_int32_is_left_out_by_both():
+    """The Python path converts a bucket only when its count is kept; the C does the same."""
+    assert histogram._compiled is not None
+    assert histogram._compiled.encode({2**40: 0, 3: 1}) == histogram._encode({2**40: 0, 3: 1})
+
+
+def test_encode_takes_any_mapping_and_decode_any_sign():
+    """What the C does not take (a mapping that is not a dict, a sign other than ±1) runs in Python."""
+    counts = {5: 2, 1: 1}
+    assert histogram.encode(MappingProxyType(counts)) == struct.pack("<4i", 1, 1, 5, 2)
+    into: dict[int, int] = {5: 1}
+    histogram.decode_into(histogram.encode(counts), into, sign=3)
+    assert into == {5: 7, 1: 3}
+
+
+@needs_compiled
+def test_compiled_decode_makes_the_python_updates():
+    rng = random.Random(22)
+    assert histogram._compiled is not None
+    for _ in range(1000):
+        parts = [histogram._encode(_random_counts(rng)) or b"" for _ in range(rng.randint(1, 4))]
+        blob = b"".join(parts)  # the readers' SQL concatenates rows' blobs: buckets repeat
+        start = _random_counts(rng)
+        sign = rng.choice([1, -1])
+        python, compiled_ = dict(start), dict(start)
+        histogram._decode_into(blob, python, sign)
+        histogram._compiled.decode_into(blob, compiled_, sign)
+        assert compiled_ == python
+        assert list(compiled_) == list(python)  # new buckets in the same order too
+    for blob in (None, b""):
+        untouched = {1: 1}
+        histogram._compiled.decode_into(blob, untouched, 1)
+        assert untouched == {1: 1}
+    with pytest.raises(ValueError):
+        histogram._decode_into(b"\x01\x00\x00", {}, 1)
+    with pytest.raises(ValueError):
+        histogram._compiled.decode_into(b"\x01\x00\x00", {}, 1)
+    with pytest.raises(TypeError):
+        histogram._compiled.decode_into("text", {}, 1)
+    with pytest.raises(TypeError):
+        histogram._decode_into("text", {}, 1)  # type: ignore[arg-type]
+
+
+def _can_compile() -> bool:
+    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    return bool(compiler) and shutil.which(compiler[0]) is not None and (
+        Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
+
+
+@pytest.mark.skipif(not _can_compile(), reason="no C compiler or no Python headers on this machine")
+def test_the_compiled_histogram_is_built_where_a_c_compiler_is(monkeypatch: pytest.MonkeyPatch):
+    """An install on a machine with a compiler must not fall back to Python unnoticed (hatch_build.py)."""
+    if os.environ.get("LLMOBS_PURE_PYTHON"):
+        pytest.skip("LLMOBS_PURE_PYTHON is set")
+    assert histogram.COMPILED
+    monkeypatch.setenv("LLMOBS_PURE_PYTHON", "1")
+    assert compiled.load("_histogram", SOURCE) is None
+
+
+@needs_compiled
+def test_a_histogram_module_built_from_another_source_is_not_used(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("LLMOBS_PURE_PYTHON", raising=False)
+    assert compiled.load("_histogram", SOURCE) is not None
+    changed = tmp_path / "_histogram.c"
+    changed.write_bytes(SOURCE.read_bytes() + b"\n/* changed */\n")
+    assert compiled.load("_histogram", changed) is None
+    assert compiled.load("_histogram", tmp_path / "absent.c") is not None  # a wheel without its source
