@@ -492,7 +492,26 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'"})
 # message `"refusal": "…"` (a string; it is `null` on every ordinary answer).
 _REFUSAL_PART = re.compile(r'"type"\s*:\s*"refusal"|"refusal"\s*:\s*"[^"]')
 # Where the answer's text starts in structured output: the first "content"/"text" string value.
-_FIRST_TEXT = re.compile(r'"(?:content|text)"\s*:\s*"((?:[^"\\]|\\.){0,80})')
+_TEXT_KEY = re.compile(r'"(?:content|text)"\s*:\s*"')
+_TEXT_VALUE = re.compile(r'(?:[^"\\]|\\.){0,80}')
+
+
+def _first_text_start(head: str) -> int:
+    """Where the first `"content"` or `"text"` string value starts (just after its opening quote), or
+    -1: the leftmost match of _TEXT_KEY, found by str.find, since a match can only start where one of
+    the two keys does (a chat message's `"content"` comes early); a key not followed by a string value
+    (`"content": [`) is passed over, as a regex search passes over it."""
+    start = 0
+    while True:
+        content = head.find('"content"', start)
+        text = head.find('"text"', start, content if content >= 0 else len(head))
+        at = text if text >= 0 else content
+        if at < 0:
+            return -1
+        match = _TEXT_KEY.match(head, at)
+        if match is not None:
+            return match.end()
+        start = at + 1
 
 
 def _refusal_text(text: str) -> bool:
@@ -501,12 +520,14 @@ def _refusal_text(text: str) -> bool:
         return True
     stripped = head.lstrip()
     if stripped[:1] in ("{", "["):
-        if '"I' not in head and '"i' not in head:
-            return False  # every phrase starts with "I": no string value does (the regex costs ~2 µs)
-        match = _FIRST_TEXT.search(head)
-        if match is None:
+        at = _first_text_start(head)
+        # Every phrase starts with "I": the value is read only when it does. Capturing its first 80
+        # characters costs Python's regex ~4 µs, so on a 2 KB completion (bench.ingest's heavy
+        # workload) the check went from 6.2 µs to 2.5 (it tested first that no `"I` or `"i`
+        # occurs anywhere, which alone took 4.5 µs: two-character searches are slow in English text).
+        if at < 0 or head[at:at + 1] not in ("I", "i"):
             return False
-        stripped = match.group(1)
+        stripped = _TEXT_VALUE.match(head, at).group(0)  # type: ignore[union-attr]  # it matches ""
     # Curly apostrophes, raw or as JSON escapes (json.dumps writes \u2019).
     lowered = stripped[:96].lower().replace("\\u2019", "'").replace("\\u2018", "'").translate(_APOSTROPHES)
     return lowered.startswith(sc.REFUSAL_PHRASES)

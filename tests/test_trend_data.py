@@ -214,6 +214,25 @@ def test_each_form_of_refusal_is_counted(writer, writer_db, normalizer, form, at
     assert billed_truth(writer_db, "count(*)", REFUSED) == int(refused)
 
 
+def test_a_json_answers_first_text_value_is_found_where_a_regex_search_finds_it():
+    """The refusal check finds the first "content"/"text" string value of a structured answer with
+    str.find (receiver.normalize._first_text_start); a regex search is the definition: keys not followed
+    by a string value are passed over, a "text" key before a "content" one comes first."""
+    import random
+    import re
+
+    from receiver.normalize import _first_text_start
+
+    definition = re.compile(r'"(?:content|text)"\s*:\s*"')
+    pieces = ['"content"', '"text"', '"content": "', '"text":"', ': "', '"', "I", " ", "[", "{", '"content": [',
+              '"conte', 'xt"', '"tex', "content", "text", '"content"  :  "', '"text" :[', "abc", "\n"]
+    rng = random.Random(8)
+    for _ in range(20_000):
+        head = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 14)))
+        found = definition.search(head)
+        assert _first_text_start(head) == (found.end() if found else -1), repr(head)
+
+
 def test_refusal_is_read_before_content_is_dropped(writer, writer_db):
     normalizer = Normalizer(PriceTable.load(), IngestOptions(keep_content=False))
     ingest(writer, normalizer, [root(1), chat(1, 2, 1, **{"gen_ai.output.messages": _parts(
