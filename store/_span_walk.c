@@ -92,9 +92,12 @@ static int skip_field(Reader *r, uint32_t wire) {
     }
 }
 
-/* An AnyValue's scalar as a new reference; *complex set (and NULL returned, no error) for an
- * array, a kvlist or bytes, which the caller converts through upb. Py_None for no value. */
-static PyObject *scalar(const uint8_t *data, Py_ssize_t size, int *complex) {
+static PyObject *array_of_scalars(const uint8_t *data, Py_ssize_t size, int *complex);
+
+/* An AnyValue's scalar as a new reference, or an array of scalars as a list (when `arrays`); *complex
+ * set (and NULL returned, no error) for a kvlist, bytes, or an array holding anything but scalars,
+ * which the caller converts through upb. Py_None for no value. */
+static PyObject *any_scalar(const uint8_t *data, Py_ssize_t size, int *complex, int arrays) {
     Reader r = {data, data + size};
     uint32_t field, wire;
     int status;
@@ -137,7 +140,17 @@ static PyObject *scalar(const uint8_t *data, Py_ssize_t size, int *complex) {
             if (value == NULL) return NULL;
             break;
         }
-        case 5: case 6: case 7: /* array, kvlist, bytes */
+        case 5: /* array_value: a list here when every value in it is a scalar (finish reasons, tags) */
+            if (arrays) {
+                const uint8_t *start;
+                Py_ssize_t length;
+                if (wire != 2 || read_length(&r, &start, &length) < 0) goto unsupported;
+                value = array_of_scalars(start, length, complex);
+                if (value == NULL && !*complex) goto unsupported;
+                break;
+            }
+            /* fall through: an array in an array goes through upb (no recursion here) */
+        case 6: case 7: /* kvlist, bytes */
             *complex = 1;
             if (skip_field(&r, wire) < 0) goto unsupported;
             break;
@@ -157,6 +170,46 @@ unsupported:
         PyErr_SetString(Unsupported, "attribute string is not UTF-8");
     }
     *complex = 0;
+    return NULL;
+}
+
+static PyObject *scalar(const uint8_t *data, Py_ssize_t size, int *complex) {
+    return any_scalar(data, size, complex, 1);
+}
+
+/* An ArrayValue's values as a list of scalars, as any_value gives them; *complex set (NULL, no error)
+ * as soon as one is not a scalar. */
+static PyObject *array_of_scalars(const uint8_t *data, Py_ssize_t size, int *complex) {
+    Reader r = {data, data + size};
+    uint32_t field, wire;
+    int status;
+    PyObject *list = PyList_New(0);
+    if (list == NULL) return NULL;
+    while ((status = read_tag(&r, &field, &wire)) == 1) {
+        if (field != 1) {
+            if (skip_field(&r, wire) < 0) goto unsupported;
+            continue;
+        }
+        const uint8_t *start;
+        Py_ssize_t length;
+        if (wire != 2 || read_length(&r, &start, &length) < 0) goto unsupported;
+        PyObject *element = any_scalar(start, length, complex, 0);
+        if (element == NULL) {
+            Py_DECREF(list);
+            return NULL; /* not a scalar (*complex set), or an error */
+        }
+        int failed = PyList_Append(list, element);
+        Py_DECREF(element);
+        if (failed) {
+            Py_DECREF(list);
+            return NULL;
+        }
+    }
+    if (status < 0) goto unsupported;
+    return list;
+unsupported:
+    Py_DECREF(list);
+    PyErr_SetString(Unsupported, "attribute value not in upb's canonical form");
     return NULL;
 }
 

@@ -110,8 +110,8 @@ def walk_attributes(span_bytes: bytes | None, attributes: Sequence[Any], key_cla
 def walk_values(span_bytes: bytes, key_class: Mapping[str, int], classify: Callable[[str], int],
                 found: dict[str, Any], complex_value: Callable[[int], Any]) -> None:
     """The compiled walk without slots: `found` gets the value of every key whose class has KNOWN
-    (`complex_value(index)` gives an array, kvlist or bytes value). Raises Unsupported, with `found`
-    partly filled, for bytes it does not read or when the walk is not compiled."""
+    (`complex_value(index)` gives a kvlist, bytes, or an array holding more than scalars). Raises
+    Unsupported, with `found` partly filled, for bytes it does not read or when the walk is not compiled."""
     if _compiled is None:
         raise Unsupported("the compiled walk is not built")
     try:
@@ -124,8 +124,9 @@ def walk_values(span_bytes: bytes, key_class: Mapping[str, int], classify: Calla
 def content_events(span_bytes: bytes, names: frozenset[str] | set[str],
                    complex_value: Callable[[int, int], Any]) -> list[tuple[str, int, dict[str, Any]]]:
     """(name, time_unix_nano, attributes) of the span's events named in `names`, in order: every
-    attribute, as any_value gives it (`complex_value(event_index, attribute_index)` gives an array,
-    kvlist or bytes value; the index counts every event). Raises Unsupported like walk_values."""
+    attribute, as any_value gives it (`complex_value(event_index, attribute_index)` gives a kvlist,
+    bytes, or an array holding more than scalars; the index counts every event). Raises Unsupported
+    like walk_values."""
     if _compiled is None:
         raise Unsupported("the compiled walk is not built")
     try:
