@@ -44,17 +44,18 @@ COMPILED = _compiled is not None
 
 def encode(counts: Mapping[int, int]) -> bytes | None:
     """(bucket, count) pairs in bucket order, empty buckets left out; None when all are empty.
-    The writer encodes every histogram of every rollup row a commit touched (about 1,400 a commit
-    of one 512-span request under bench.ingest, an hour's row holding 100-200 buckets), so the pairs
-    are interleaved by two strided slice assignments in C rather than appended one by one (half the
-    time for 40 buckets and more). An empty one (a row's TTFT of calls that did not stream) is None
-    at once: 0.07 against 0.7 µs, and a minute's rollup row is stored with several at every flush."""
+    The writer encodes every histogram of every rollup row a commit touched (about 1.4 per span it
+    writes), so a dict goes to store/_histogram.c where it is built: the same bytes, 0.25-5.8 µs
+    against 3.3-22 for 1-150 buckets."""
     if type(counts) is dict and _compiled is not None:
-        return _compiled.encode(counts)  # the same bytes, ≈0.3-1.5 µs against 2-20 (store/_histogram.c)
+        return _compiled.encode(counts)
     return _encode(counts)
 
 
 def _encode(counts: Mapping[int, int]) -> bytes | None:
+    """encode in Python: the pairs are interleaved by two strided slice assignments in C rather than
+    appended one by one (half the time for 40 buckets and more); an empty histogram (a row's TTFT of
+    calls that did not stream) is None at once, 0.07 against 0.7 µs."""
     if not counts:
         return None
     buckets = sorted(counts)

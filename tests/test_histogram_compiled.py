@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import os
 import random
-import shlex
-import shutil
 import struct
-import sysconfig
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
 from store import compiled, histogram
+from tests.test_span_walk import _can_compile  # what hatch_build.py needs: a C compiler, Python.h
 
 needs_compiled = pytest.mark.skipif(not histogram.COMPILED, reason="store._histogram is not built here")
 SOURCE = Path(histogram.__file__).with_name("_histogram.c")
@@ -97,12 +95,6 @@ def test_compiled_decode_makes_the_python_updates():
         histogram._compiled.decode_into("text", {}, 1)
     with pytest.raises(TypeError):
         histogram._decode_into("text", {}, 1)  # type: ignore[arg-type]
-
-
-def _can_compile() -> bool:
-    compiler = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    return bool(compiler) and shutil.which(compiler[0]) is not None and (
-        Path(sysconfig.get_paths()["include"]) / "Python.h").exists()
 
 
 @pytest.mark.skipif(not _can_compile(), reason="no C compiler or no Python headers on this machine")
