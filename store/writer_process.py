@@ -12,6 +12,7 @@ stored: nothing doubles).
 from __future__ import annotations
 
 import logging
+import marshal
 import os
 import pickle
 import signal
@@ -39,6 +40,15 @@ log = logging.getLogger("llmobs.writer")
 
 TAG_BATCH = b"B"
 TAG_STOP = b"S"
+# receiver/protocol.py's batch frame: TAG_BATCH, the 8-byte request id, the format byte, the payload.
+_PAYLOAD_AT = 10
+_FORMAT_MARSHAL = ord("m")
+
+
+def decode_batch(frame: bytes) -> tuple:
+    """A decoder's batch (receiver/protocol.encode_batch): marshal's, or pickle's when marshal refused it."""
+    payload = memoryview(frame)[_PAYLOAD_AT:]
+    return marshal.loads(payload) if frame[_PAYLOAD_AT - 1] == _FORMAT_MARSHAL else pickle.loads(payload)
 
 
 def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
@@ -232,8 +242,7 @@ class WriterLoop:
                 if tag == TAG_STOP:
                     return True, False
                 if tag == TAG_BATCH:
-                    # Tag, 8-byte request id (for the main process's routing), pickled batch.
-                    batch = pickle.loads(memoryview(frame)[9:])
+                    batch = decode_batch(frame)
                     pending.append(batch)
                     rows += len(batch[1]) + len(batch[2]) + (len(batch[8]) if len(batch) > 8 else 0)
                     size += len(frame)
