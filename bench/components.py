@@ -39,10 +39,11 @@ def rendered_requests(spans: int, heavy: bool) -> list[bytes]:
 
 
 def measure_once(requests: list[bytes], work: Path, per_commit: int = REQUESTS_PER_COMMIT,
-                 compiled_walk: bool = True) -> dict[str, float]:
+                 compiled_walk: bool = True, own_bytes: bool = True) -> dict[str, float]:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     from receiver import normalize
+    from receiver.decoder_process import span_bytes_of
     from receiver.normalize import IngestOptions, Normalizer
     from receiver.prices import PriceTable
     from store.connection import WriterLock, open_writer
@@ -56,7 +57,9 @@ def measure_once(requests: list[bytes], work: Path, per_commit: int = REQUESTS_P
     started = time.process_time()
     for body in requests:
         request = ExportTraceServiceRequest.FromString(body)
-        decoded.append(normalizer.decode_traces(request, T_NOW))
+        # As the decoder does: each unchanged span stored (and walked) as its own bytes in the body.
+        span_bytes = span_bytes_of(body, request) if own_bytes else None
+        decoded.append(normalizer.decode_traces(request, T_NOW, span_bytes=span_bytes))
     decode_s = time.process_time() - started
     spans = sum(len(rows) for rows, *_ in decoded)
 
@@ -102,30 +105,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-commit", type=int, default=REQUESTS_PER_COMMIT,
                         help=f"requests written per transaction (default {REQUESTS_PER_COMMIT}; under load serve's "
                              "group commit takes what is waiting, often 1–4)")
+    parser.add_argument("--span-bytes", choices=("own", "serialized", "both"), default="own",
+                        help="what the decoder stores and walks for an unchanged span: its own bytes in the "
+                             "request (default, as serve does), upb's serialization of it, or both alternated")
     args = parser.parse_args(argv)
     requests = rendered_requests(args.spans, args.workload == "heavy")
-    walks = {"compiled": [True], "python": [False], "both": [True, False]}[args.walk]
-    runs: dict[bool, list[dict[str, float]]] = {walk: [] for walk in walks}
+    walks = [(walk, own) for walk in {"compiled": [True], "python": [False], "both": [True, False]}[args.walk]
+             for own in {"own": [True], "serialized": [False], "both": [True, False]}[args.span_bytes]]
+    runs: dict[tuple[bool, bool], list[dict[str, float]]] = {walk: [] for walk in walks}
     host_before = reference_ms()  # bench/host_speed.py: the shared host's speed around the runs
     with tempfile.TemporaryDirectory(prefix="llmobs-components-") as tmp:
         for _ in range(args.repeat):
             for walk in walks:
-                runs[walk].append(measure_once(requests, Path(tmp), args.per_commit, walk))
+                runs[walk].append(measure_once(requests, Path(tmp), args.per_commit, *walk))
     host = {"before": host_before, "after": reference_ms()}
     results = []
-    for walk, walk_runs in runs.items():
+    for (walk, own), walk_runs in runs.items():
         from store.span_walk import COMPILED
 
         name = "compiled" if walk and COMPILED else "python"
+        span_bytes = "own" if own else "serialized"
         result = {
-            "workload": args.workload, "walk": name, "spans": walk_runs[0]["spans"], "runs": walk_runs,
+            "workload": args.workload, "walk": name, "span_bytes": span_bytes, "spans": walk_runs[0]["spans"],
+            "runs": walk_runs,
             "decode_us_per_span_median": statistics.median(r["decode_us_per_span"] for r in walk_runs),
             "write_us_per_span_median": statistics.median(r["write_us_per_span"] for r in walk_runs),
             "at": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
             "host_reference_ms": host,
         }
         results.append(result)
-        print(f"{args.workload} ({name} walk): {result['spans']:,} spans; decode "
+        print(f"{args.workload} ({name} walk, {span_bytes} span bytes): {result['spans']:,} spans; decode "
               + " · ".join(f"{r['decode_us_per_span']:.1f}" for r in walk_runs) + " µs/span; write "
               + " · ".join(f"{r['write_us_per_span']:.1f}" for r in walk_runs) + " µs/span (CPU); host reference "
               f"{host['before']} → {host['after']} ms")

@@ -20,10 +20,11 @@ from typing import Any
 from receiver import content_tiers, protocol
 from receiver.metrics_normalize import decode_metrics
 from receiver.normalize import IngestOptions, Normalizer, Rejections
-from receiver.otlp import OtlpDecodeError, decode_body
+from receiver.otlp import OtlpDecodeError, decode_body_and_bytes
 from receiver.prices import PriceTable
 from store.gctuning import tune_for_throughput
 from store.process_logs import follow_parent_log
+from store.span_walk import span_ranges
 
 log = logging.getLogger("llmobs.decoder")
 
@@ -130,8 +131,8 @@ def handle(normalizer: Normalizer, header: bytes, body: bytes, max_body: int) ->
     committed that one)."""
     req_id, signal_name, json_body, gzipped, received_ns = protocol.decode_request_header(header)
     try:
-        message, repaired = decode_body(signal_name, body, json_body=json_body, gzipped=gzipped,
-                                        max_bytes=max_body)
+        message, repaired, parsed_from = decode_body_and_bytes(signal_name, body, json_body=json_body,
+                                                               gzipped=gzipped, max_bytes=max_body)
     except OtlpDecodeError as exc:
         yield protocol.TAG_INVALID + pickle.dumps((req_id, str(exc)))
         return
@@ -145,11 +146,19 @@ def handle(normalizer: Normalizer, header: bytes, body: bytes, max_body: int) ->
     rejections = Rejections()
     held = None  # one slice is held back, so that the last one sent can carry the final mark
     sent = False
+    # Where each span's bytes are in the body (sliced a part at a time: a huge request is not copied whole).
+    ranges = span_ranges_of(parsed_from, message) if signal_name == "traces" else None
+    done = 0  # spans of the slices before this one
     try:
         for part in slices(signal_name, message, CHUNK_ITEMS):
             if signal_name == "traces":
+                span_bytes = None
+                if ranges is not None and parsed_from is not None:
+                    count = sum(len(scope.spans) for resource in part.resource_spans for scope in resource.scope_spans)
+                    span_bytes = [parsed_from[start:end] for start, end in ranges[done:done + count]]
+                    done += count
                 spans, resources, scopes, rejected = normalizer.decode_traces(
-                    part, received_ns, utf8_repaired=repaired)
+                    part, received_ns, utf8_repaired=repaired, span_bytes=span_bytes)
                 logs: list = []
             else:
                 logs, resources, scopes, rejected = normalizer.decode_logs(part, received_ns, utf8_repaired=repaired)
@@ -192,6 +201,25 @@ def handle_metrics(req_id: int, message: Any, received_ns: int) -> Iterator[byte
     # main process takes a request's rejections from its final slice alone. Metric requests are
     # small (an SDK sends one point per series and interval); 100k points commit in about a second.
     yield protocol.encode_batch((req_id, [], [], {}, {}, rejected.count, rejected.message(), True, rows))
+
+
+def span_ranges_of(data: bytes | None, request: Any) -> list[tuple[int, int]] | None:
+    """(start, end) of each span's own bytes in the serialized request it was parsed from, in the order
+    the request lists its spans (slices keeps it); None without them (a JSON or repaired body, no
+    compiled walk) or when they do not match the parsed request span for span."""
+    ranges = span_ranges(data) if data is not None else None
+    if not ranges or len(ranges) != sum(len(scope.spans) for resource in request.resource_spans
+                                        for scope in resource.scope_spans):
+        return None
+    return ranges
+
+
+def span_bytes_of(data: bytes | None, request: Any) -> list[bytes] | None:
+    """Each span's own bytes (span_ranges_of), for a whole request at once."""
+    ranges = span_ranges_of(data, request)
+    if ranges is None or data is None:
+        return None
+    return [data[start:end] for start, end in ranges]
 
 
 def slices(signal_name: str, request: Any, size: int) -> Iterator[Any]:

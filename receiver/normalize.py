@@ -18,7 +18,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -710,9 +710,13 @@ class Normalizer:
 
     # -- traces --
 
-    def decode_traces(self, request: Any, received_ns: int | None = None, *, utf8_repaired: int = 0
-                      ) -> tuple[list[list[Any]], dict, dict, Rejections]:
+    def decode_traces(self, request: Any, received_ns: int | None = None, *, utf8_repaired: int = 0,
+                      span_bytes: Sequence[bytes] | None = None) -> tuple[list[list[Any]], dict, dict, Rejections]:
+        """`span_bytes`: each span's own bytes in the body the request was parsed from, in the request's
+        order (receiver.decoder_process.span_bytes_of), stored and walked instead of serializing the span
+        again when nothing in it changes."""
         received_ns = received_ns or time.time_ns()
+        position = -1
         rows: list[list[Any]] = []
         resources: dict = {}
         scopes: dict = {}
@@ -724,6 +728,7 @@ class Normalizer:
                 scope_digest = self._scope(scope_spans.scope, scopes)
                 layer = sc.call_layer(scope_spans.scope.name)
                 for span in scope_spans.spans:
+                    position += 1
                     trace_id = span.trace_id
                     span_id = span.span_id
                     if len(trace_id) != 16 or trace_id == _ZERO_TRACE:
@@ -743,7 +748,8 @@ class Normalizer:
                     seen.add(key)
                     try:
                         rows.append(self._span_row(span, service, resource_digest, resource_dims,
-                                                   scope_digest, received_ns, utf8_repaired, layer))
+                                                   scope_digest, received_ns, utf8_repaired, layer,
+                                                   None if span_bytes is None else span_bytes[position]))
                     except Exception:  # one unreadable span must not lose the rest of the batch
                         log.exception("could not normalize span %s", span_id.hex())
                         rejections.add("unreadable span")
@@ -751,7 +757,8 @@ class Normalizer:
 
     def _span_row(self, span: Any, service: str | None, resource_digest: bytes,
                   resource_dims: tuple[str | None, str | None, str | None], scope_digest: bytes, received_ns: int,
-                  utf8_repaired: int, layer: int = m.LAYER_INSTRUMENTATION) -> list[Any]:
+                  utf8_repaired: int, layer: int = m.LAYER_INSTRUMENTATION, own_bytes: bytes | None = None
+                  ) -> list[Any]:
         flags = 0
         values: list[Any] = [None] * _N_FIELDS
         priorities = [_NO_PRIORITY] * _N_FIELDS
@@ -771,8 +778,12 @@ class Normalizer:
             span.dropped_events_count += dropped
             flags |= m.FLAG_ATTRS_DROPPED
         # The span as it will be stored unless something below changes it (then it is serialized
-        # again): the compiled attribute walk reads these bytes.
-        blob: bytes | None = span.SerializeToString() if COMPILED_WALK else None
+        # again): the compiled attribute walk reads these bytes. They are its bytes in the request when
+        # nothing was cut above: the same message (the walk reads fields met twice, or out of the
+        # canonical order, no differently from upb: it declines them, and upb's objects are read).
+        blob: bytes | None = None
+        if COMPILED_WALK:
+            blob = own_bytes if own_bytes is not None and not flags else span.SerializeToString()
         walk_attributes(blob, attributes, self._key_class, self._classify_key, self._slots, values, priorities,
                         found, content_indexes, drop_indexes)
         if self._dropping:

@@ -308,6 +308,15 @@ def decode_body(signal: str, data: bytes, *, json_body: bool, gzipped: bool,
     the body parsed as it was, True when invalid UTF-8 was replaced, else a bitmask of REPAIRED_*
     (REPAIRED_NESTING: values nested deeper than nesting.MAX_VALUE_NESTING were cut). The normalizer
     takes it as `utf8_repaired` and flags the spans it touched."""
+    message, repairs, _ = decode_body_and_bytes(signal, data, json_body=json_body, gzipped=gzipped,
+                                                max_bytes=max_bytes)
+    return message, repairs
+
+
+def decode_body_and_bytes(signal: str, data: bytes, *, json_body: bool, gzipped: bool,
+                          max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> tuple[Message, int, bytes | None]:
+    """decode_body, and the protobuf bytes the message was parsed from when it was parsed from them as
+    they are (None for JSON, or after a repair): the decoder stores each unchanged span's own bytes."""
     if signal not in SIGNAL_REQUESTS:
         raise OtlpDecodeError(f"unknown signal {signal!r}")
     if gzipped:
@@ -315,5 +324,6 @@ def decode_body(signal: str, data: bytes, *, json_body: bool, gzipped: bool,
     elif len(data) > max_bytes:
         raise OtlpDecodeError(f"body exceeds the {max_bytes >> 20} MiB limit")
     if json_body:
-        return parse_json(signal, data)
-    return parse_protobuf(signal, data)
+        return (*parse_json(signal, data), None)
+    message, repairs = parse_protobuf(signal, data)
+    return message, repairs, None if repairs else data

@@ -538,7 +538,61 @@ fail:
     return NULL;
 }
 
+/* Appends (start, end) of every Span in `data[start:end]` read as a ScopeSpans (its field 2), or in every
+ * ScopeSpans of a ResourceSpans (depth 1), or of every ResourceSpans of an ExportTraceServiceRequest
+ * (depth 2): the order upb's repeated fields list them in. -1 on anything else than length-delimited
+ * messages there. */
+static int span_ranges_in(PyObject *out, const uint8_t *base, const uint8_t *start, const uint8_t *end, int depth) {
+    Reader r = {start, end};
+    uint32_t field, wire;
+    int status;
+    /* ExportTraceServiceRequest.resource_spans = 1; ResourceSpans.scope_spans = 2; ScopeSpans.spans = 2 */
+    uint32_t wanted = depth == 2 ? 1 : 2;
+    while ((status = read_tag(&r, &field, &wire)) == 1) {
+        if (field != wanted) {
+            if (skip_field(&r, wire) < 0) return -1;
+            continue;
+        }
+        const uint8_t *inner;
+        Py_ssize_t length;
+        if (wire != 2 || read_length(&r, &inner, &length) < 0) return -1;
+        if (depth > 0) {
+            if (span_ranges_in(out, base, inner, inner + length, depth - 1) < 0) return -1;
+            continue;
+        }
+        PyObject *range = Py_BuildValue("(nn)", (Py_ssize_t)(inner - base), (Py_ssize_t)(inner - base) + length);
+        if (range == NULL) return -2;
+        int appended = PyList_Append(out, range);
+        Py_DECREF(range);
+        if (appended < 0) return -2;
+    }
+    return status < 0 ? -1 : 0;
+}
+
+static PyObject *span_ranges(PyObject *module, PyObject *arg) {
+    (void)module;
+    Py_buffer body;
+    if (PyObject_GetBuffer(arg, &body, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&body);
+        return NULL;
+    }
+    const uint8_t *start = (const uint8_t *)body.buf;
+    int status = span_ranges_in(out, start, start, start + body.len, 2);
+    PyBuffer_Release(&body);
+    if (status < 0) {
+        Py_DECREF(out);
+        if (status == -1) PyErr_SetString(Unsupported, "not an ExportTraceServiceRequest this walk reads");
+        return NULL;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"span_ranges", (PyCFunction)span_ranges, METH_O,
+     "span_ranges(request_bytes) -> [(start, end)] of each Span's bytes in a serialized\n"
+     "ExportTraceServiceRequest, in the order upb lists the spans"},
     {"content_events", (PyCFunction)(void (*)(void))content_events, METH_FASTCALL,
      "content_events(span_bytes, names, complex_value) -> [(name, time_unix_nano, attributes)] of the\n"
      "span's events named in `names`; complex_value(event_index, attribute_index) for arrays, maps, bytes"},

@@ -121,6 +121,19 @@ def walk_values(span_bytes: bytes, key_class: Mapping[str, int], classify: Calla
         raise Unsupported(str(error)) from None
 
 
+def span_ranges(request_bytes: bytes) -> list[tuple[int, int]] | None:
+    """(start, end) of each span's bytes in a serialized ExportTraceServiceRequest, in the order upb
+    lists the spans it parsed from them; None without the compiled walk, or for bytes it does not read.
+    A span's own bytes are what the decoder stores and walks when it changes nothing in the span:
+    serializing it again cost upb ~5 µs a span (issue 15)."""
+    if _compiled is None:
+        return None
+    try:
+        return _compiled.span_ranges(request_bytes)
+    except _compiled.Unsupported:
+        return None
+
+
 def content_events(span_bytes: bytes, names: frozenset[str] | set[str],
                    complex_value: Callable[[int, int], Any]) -> list[tuple[str, int, dict[str, Any]]]:
     """(name, time_unix_nano, attributes) of the span's events named in `names`, in order: every
