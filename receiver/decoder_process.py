@@ -146,17 +146,15 @@ def handle(normalizer: Normalizer, header: bytes, body: bytes, max_body: int) ->
     rejections = Rejections()
     held = None  # one slice is held back, so that the last one sent can carry the final mark
     sent = False
-    # Where each span's bytes are in the body (sliced a part at a time: a huge request is not copied whole).
-    ranges = span_ranges_of(parsed_from, message) if signal_name == "traces" else None
+    own_bytes = span_bytes_of(parsed_from, message) if signal_name == "traces" else None
     done = 0  # spans of the slices before this one
     try:
         for part in slices(signal_name, message, CHUNK_ITEMS):
             if signal_name == "traces":
                 span_bytes = None
-                if ranges is not None and parsed_from is not None:
-                    count = sum(len(scope.spans) for resource in part.resource_spans for scope in resource.scope_spans)
-                    span_bytes = SpanBytes(parsed_from, ranges[done:done + count])
-                    done += count
+                if own_bytes is not None:
+                    count = span_count(part)
+                    span_bytes, done = own_bytes[done:done + count], done + count
                 spans, resources, scopes, rejected = normalizer.decode_traces(
                     part, received_ns, utf8_repaired=repaired, span_bytes=span_bytes)
                 logs: list = []
@@ -203,17 +201,6 @@ def handle_metrics(req_id: int, message: Any, received_ns: int) -> Iterator[byte
     yield protocol.encode_batch((req_id, [], [], {}, {}, rejected.count, rejected.message(), True, rows))
 
 
-def span_ranges_of(data: bytes | None, request: Any) -> list[tuple[int, int]] | None:
-    """(start, end) of each span's own bytes in the serialized request it was parsed from, in the order
-    the request lists its spans (slices keeps it); None without them (a JSON or repaired body, no
-    compiled walk) or when they do not match the parsed request span for span."""
-    ranges = span_ranges(data) if data is not None else None
-    if not ranges or len(ranges) != sum(len(scope.spans) for resource in request.resource_spans
-                                        for scope in resource.scope_spans):
-        return None
-    return ranges
-
-
 class SpanBytes(Sequence[bytes]):
     """The spans' own bytes in a request body, each cut out when the normalizer asks for it: a list of
     them all would hold a second copy of the request while it is normalized (+7 MB of peak RSS in
@@ -242,11 +229,17 @@ class SpanBytes(Sequence[bytes]):
 
 
 def span_bytes_of(data: bytes | None, request: Any) -> SpanBytes | None:
-    """Each span's own bytes (span_ranges_of) in `data`, cut out one at a time as they are read."""
-    ranges = span_ranges_of(data, request)
-    if ranges is None or data is None:
+    """Each span's own bytes in the serialized request it was parsed from, in the order the request
+    lists its spans (slices keeps it), cut out one at a time as they are read; None without them (a
+    JSON or repaired body, no compiled walk) or when they do not match the parsed request span for span."""
+    ranges = span_ranges(data) if data is not None else None
+    if data is None or not ranges or len(ranges) != span_count(request):
         return None
     return SpanBytes(data, ranges)
+
+
+def span_count(request: Any) -> int:
+    return sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
 
 
 def slices(signal_name: str, request: Any, size: int) -> Iterator[Any]:

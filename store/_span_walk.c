@@ -3,11 +3,12 @@
  * Why: the walk is the hottest Python loop of serve (issue 15): for each of a span's ~25
  * attributes, upb's Python wrappers build a KeyValue and an AnyValue object, the oneof is asked
  * which field is set, and the value is copied out; then the key's class and slots are looked up.
- * Here the span's serialized bytes (which the decoder makes anyway, to store them) are read in
+ * Here the span's bytes (which the decoder stores) are read in
  * one pass, and the same dict and list updates are made as the Python loop makes.
  *
- * The bytes are upb's own serialization of a span it parsed and validated (strings are UTF-8,
- * fields appear once, in field-number order). Every read is bounds-checked all the same, and
+ * The bytes are upb's own serialization of a span it parsed and validated, or that span's bytes in
+ * the request upb parsed it from (span_ranges, below): strings are UTF-8, and a serialization has each
+ * field once, in field-number order. Every read is bounds-checked all the same, and
  * anything else (a group, a field with an unexpected wire type, a field met twice, two members of
  * a oneof, an integer past 64 bits, text that is not UTF-8) raises `Unsupported`, possibly after
  * some of the containers were updated: the caller then starts again from fresh containers on the
