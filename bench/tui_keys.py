@@ -72,7 +72,8 @@ def percentile(values: list[float], q: float) -> float:
 # -- the TUI child process ----------------------------------------------------------------------
 
 
-async def tour(db: Path, rounds: int, big_trace: str | None, seed: int, window_s: float = 86400) -> dict:
+async def tour(db: Path, rounds: int, big_trace: str | None, seed: int, window_s: float = 86400,
+               alerts_on: bool = True) -> dict:
     """The real app, read-only as `llmobs-tui --read-only` runs it, pressed through `STEPS` `rounds` times."""
     from llmobs_tui.alerting.live import EngineAlerts
     from llmobs_tui.app import LlmobsApp
@@ -81,7 +82,19 @@ async def tour(db: Path, rounds: int, big_trace: str | None, seed: int, window_s
 
     rng = random.Random(seed)
     alerts = EngineAlerts(db, Config())
-    app = LlmobsApp(db, alerts=alerts, window_s=window_s)
+    # When each rule evaluation ran (perf_counter): a press that overlaps one shares the GIL with it.
+    evaluations: list[tuple[float, float]] = []
+    evaluate_now = alerts.evaluate_now
+
+    def timed_evaluation(now_s: float) -> None:
+        started = time.perf_counter()
+        try:
+            evaluate_now(now_s)
+        finally:
+            evaluations.append((started, time.perf_counter()))
+
+    alerts.evaluate_now = timed_evaluation  # type: ignore[method-assign]
+    app = LlmobsApp(db, alerts=alerts if alerts_on else None, window_s=window_s)
     app.status = IngestStatus(mode=f"read-only {db}")
     shown = asyncio.Event()
     expect: dict = {}
@@ -98,6 +111,7 @@ async def tour(db: Path, rounds: int, big_trace: str | None, seed: int, window_s
 
     app.shown_hook = hook
     samples: dict[str, list[tuple[float, float, float]]] = {}
+    presses: list[tuple[float, str, float, float]] = []  # (t0, label, painted ms, CPU ms)
     timeouts: dict[str, int] = {}
     idle_cpu: list[float] = []
     watching: dict[str, float] = {}
@@ -132,6 +146,7 @@ async def tour(db: Path, rounds: int, big_trace: str | None, seed: int, window_s
                     cpu = time.process_time() - cpu0
                     expect.clear()
                     samples.setdefault(label, []).append((shown_s, painted_s, cpu))
+                    presses.append((t0, label, round(painted_s * 1000, 1), round(cpu * 1000, 1)))
                     await asyncio.sleep(rng.uniform(0.6, 1.2))
             cpu0, wall0 = time.process_time(), time.perf_counter()
             await asyncio.sleep(3)
@@ -146,7 +161,13 @@ async def tour(db: Path, rounds: int, big_trace: str | None, seed: int, window_s
             app.exit()
     finally:
         alerts.close()
-    return {"samples": samples, "timeouts": timeouts, "idle_cpu_per_s": idle_cpu, "watching_cpu_per_s": watching}
+    press_rows = [{"key": label, "painted_ms": painted_ms, "tui_cpu_ms": cpu_ms,
+                   "beside_rule_evaluation": any(start < t0 + painted_ms / 1000 and end > t0
+                                                 for start, end in evaluations)}
+                  for t0, label, painted_ms, cpu_ms in presses]
+    return {"samples": samples, "timeouts": timeouts, "idle_cpu_per_s": idle_cpu, "watching_cpu_per_s": watching,
+            "presses": press_rows,
+            "rule_evaluation_ms": [round((end - start) * 1000, 1) for start, end in evaluations]}
 
 
 def summarize(result: dict) -> dict:
@@ -159,6 +180,16 @@ def summarize(result: dict) -> dict:
     if everything:
         out["ALL KEYS"] = _stats(everything)
     out["timeouts"] = result["timeouts"]
+    presses = result.get("presses", [])
+    beside = [p["painted_ms"] for p in presses if p["beside_rule_evaluation"]]
+    apart = [p["painted_ms"] for p in presses if not p["beside_rule_evaluation"]]
+    out["painted_ms_beside_rule_evaluation"] = {
+        "n": len(beside), "p50": round(statistics.median(beside)) if beside else None,
+        "max": round(max(beside)) if beside else None}
+    out["painted_ms_apart"] = {"n": len(apart), "p50": round(statistics.median(apart)) if apart else None,
+                               "p95": round(percentile(apart, 0.95)) if apart else None}
+    out["rule_evaluation_ms"] = result.get("rule_evaluation_ms", [])
+    out["presses"] = presses
     out["idle_tui_cpu_ms_per_s"] = [round(c * 1000) for c in result["idle_cpu_per_s"]]
     out["watching_tui_cpu_ms_per_s"] = {screen: round(c * 1000) for screen, c in result["watching_cpu_per_s"].items()}
     return out
@@ -178,7 +209,7 @@ def _stats(rows: list[tuple[float, float, float]]) -> dict:
 
 def table(result: dict) -> str:
     """One line per key kind: shown and painted p50/p95/max in ms, the TUI's CPU ms per press."""
-    head = {k: v for k, v in result.items() if not isinstance(v, dict)}
+    head = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
     lines = [" ".join(f"{k}={v}" for k, v in head.items()),
              f"{'key':<16}{'n':>4}  {'shown p50/p95/max ms':>22}  {'painted p50/p95/max ms':>24}  "
              f"{'TUI CPU ms/key p50/mean':>24}"]
@@ -191,12 +222,18 @@ def table(result: dict) -> str:
     if result.get("watching_tui_cpu_ms_per_s"):
         lines.append("watching, TUI CPU ms per s: " + ", ".join(
             f"{screen} {ms}" for screen, ms in result["watching_tui_cpu_ms_per_s"].items()))
+    beside, apart = result.get("painted_ms_beside_rule_evaluation"), result.get("painted_ms_apart")
+    if beside and apart:
+        lines.append(f"painted, presses beside a rule evaluation: n={beside['n']} p50 {beside['p50']} max "
+                     f"{beside['max']} ms; the others: n={apart['n']} p50 {apart['p50']} p95 {apart['p95']} ms; "
+                     f"evaluations (ms): {result.get('rule_evaluation_ms')}")
     if result.get("timeouts"):
         lines.append(f"no screen change within 10 s: {result['timeouts']}")
     return "\n".join(lines)
 
 
-def run_tui(db: Path, rounds: int, big_trace: str | None, seed: int, profile: str | None, window_s: float) -> dict:
+def run_tui(db: Path, rounds: int, big_trace: str | None, seed: int, profile: str | None, window_s: float,
+            alerts_on: bool = True) -> dict:
     """The tour in a child process (its own GIL, like a user's TUI); returns its summary."""
     # faulthandler: a crash of the TUI child (SIGSEGV) says where, instead of an empty stderr.
     cmd = [sys.executable, "-X", "faulthandler", "-m", "bench.tui_keys", "--tui-child", "--db", str(db),
@@ -205,6 +242,8 @@ def run_tui(db: Path, rounds: int, big_trace: str | None, seed: int, profile: st
         cmd += ["--big-trace", big_trace]
     if profile:
         cmd += ["--profile", profile]
+    if not alerts_on:
+        cmd += ["--no-alerts"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60 + rounds * len(STEPS) * 15)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -218,7 +257,8 @@ def child_main(args: argparse.Namespace) -> int:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    result = asyncio.run(tour(args.db, args.rounds, args.big_trace, args.seed, args.window))
+    result = asyncio.run(tour(args.db, args.rounds, args.big_trace, args.seed, args.window,
+                               alerts_on=not args.no_alerts))
     if args.profile:
         profiler.disable()
         profiler.dump_stats(args.profile)
@@ -230,7 +270,7 @@ def child_main(args: argparse.Namespace) -> int:
 
 
 def measure(db: Path, rounds: int, rate: float | None, big_trace: str | None, seed: int,
-            profile: str | None, window_s: float) -> dict:
+            profile: str | None, window_s: float, alerts_on: bool = True) -> dict:
     """One tour; with `rate` (spans/s, inf: full speed) a real serve ingests the load meanwhile."""
     import psutil
 
@@ -239,7 +279,7 @@ def measure(db: Path, rounds: int, rate: float | None, big_trace: str | None, se
 
     if rate is None:
         started = time.monotonic()
-        summary = summarize(run_tui(db, rounds, big_trace, seed, profile, window_s))
+        summary = summarize(run_tui(db, rounds, big_trace, seed, profile, window_s, alerts_on))
         return {"ingest": "off", "wall_s": round(time.monotonic() - started), **summary}
     server = Serve(db, "--retention", "30d")
     if server.address is None:
@@ -254,7 +294,7 @@ def measure(db: Path, rounds: int, rate: float | None, big_trace: str | None, se
         time.sleep(3)
         server_tree = tree(psutil.Process(server.pid))
         count0, cpu0, started = counter.value, tree_cpu(server_tree), time.monotonic()
-        summary = summarize(run_tui(db, rounds, big_trace, seed, profile, window_s))
+        summary = summarize(run_tui(db, rounds, big_trace, seed, profile, window_s, alerts_on))
         seconds = time.monotonic() - started
         ingested = counter.value - count0
         server_cpu = tree_cpu(server_tree) - cpu0
@@ -283,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=86400, help="the TUI's window in seconds (default 24 h)")
     parser.add_argument("--big-trace", help="hex id of a 500-span trace to `:open` (default: from the store's .json)")
     parser.add_argument("--profile", help="write a cProfile of the TUI process here")
+    parser.add_argument("--no-alerts", action="store_true",
+                        help="without the rule engine (to see what its evaluations cost the keys)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--tui-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -299,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     for mode in (("off", "on") if args.ingest == "both" else (args.ingest,)):
         rate = None if mode == "off" else args.rate
         report[f"ingest_{mode}"] = measure(args.db, args.rounds, rate, big_trace, args.seed, args.profile,
-                                           args.window)
+                                           args.window, alerts_on=not args.no_alerts)
         print(table(report[f"ingest_{mode}"]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

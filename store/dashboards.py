@@ -154,20 +154,29 @@ def overview_queries(window_s: float, now_s: float) -> dict[str, Query]:
     today_sql = " OR ".join("(res = ? AND bucket >= ? AND bucket < ?)" for _ in today_ranges)
     today_params = tuple(x for r in today_ranges for x in r)
     ranges = rollup_ranges(start, int(now_s))
-    window_sql = " OR ".join("(r.res = ? AND r.bucket >= ? AND r.bucket < ?)" for _ in ranges)
-    window_params = tuple(x for r in ranges for x in r)
+    # The total rows (dims_id 0) by their bucket starts, each a seek on the primary key (res, bucket,
+    # dims_id): a bucket range read every dimension set's row of every bucket to keep one per bucket,
+    # 11.4 → 1.7 ms over 7 days of week.db. The writer starts buckets at multiples of res.
+    starts = tuple(range(first_bucket, int(now_s) + 1, res))
+    # Per dimension set first, from the index rollups_sums (m014) and not the rows with their
+    # histograms, a range at a time (an OR of ranges made SQLite read the rows again); then per
+    # feature and model.
+    sums = " UNION ALL ".join(
+        "SELECT dims_id, cost_nusd, calls FROM rollups WHERE res = ? AND bucket >= ? AND bucket < ?" for _ in ranges)
     return {
         "buckets": Query(
             f"SELECT bucket, {_COUNTERS_SQL}, hist_latency, hist_ttft, hist_tpot FROM rollups "
-            f"WHERE res = ? AND dims_id = 0 AND bucket >= ? AND bucket <= ? ORDER BY bucket",
-            (res, first_bucket, int(now_s))),
+            f"WHERE res = ? AND dims_id = 0 AND bucket IN ({', '.join('?' * len(starts))}) ORDER BY bucket",
+            (res, *starts)),
         "today": Query(f"SELECT coalesce(sum(cost_nusd), 0) FROM rollups WHERE dims_id = 0 AND ({today_sql})",
                        today_params),
         # The top features and models from one pass over the window's rows of every dimension set, folded
         # by parse_overview (fold_top): a query per list read them twice, 26 ms each over a week of week.db.
         "top": Query(
-            f"SELECT d.feature, d.model, sum(r.cost_nusd), sum(r.calls) FROM rollups r JOIN dims d "
-            f"ON d.id = r.dims_id WHERE ({window_sql}) GROUP BY d.feature, d.model", window_params),
+            f"SELECT d.feature, d.model, sum(s.cost), sum(s.calls) FROM (SELECT dims_id, sum(cost_nusd) AS cost, "
+            f"sum(calls) AS calls FROM ({sums}) GROUP BY dims_id) s JOIN dims d ON d.id = s.dims_id "
+            f"GROUP BY d.feature, d.model",
+            tuple(x for r in ranges for x in r)),
     }
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from store import histogram, retention
-from store.alerts import _PIECE_WHERE
+from store.alerts import _PIECE_WHERE, _SUMS
 from store.connection import StoreError, StoreLocked, WriterLock, open_reader, open_writer
-from store.dashboards import fold_top
+from store.dashboards import fold_top, overview_queries
 from store.migrations import MIGRATIONS, migrate
 from store.queries import rollup_ranges
 from store.writer import SpanWriter
@@ -253,8 +253,14 @@ def test_hot_queries_use_their_indexes_even_on_a_young_store(writer, writer_db, 
     # The alert rules' per-dimension sums of a time range (store.alerts.SharedRollups): by the time range. An
     # index led by (res, dims_id) without its pinned statistics tempted SQLite to skip the GROUP BY's sort by
     # walking every row of the resolution instead: 70 s an evaluation on a 3M-span store (fails then).
-    piece = plan(f"SELECT r.dims_id, sum(r.calls) {_PIECE_WHERE}", (60, 0, 1))
+    piece = plan(f"SELECT r.dims_id, {_SUMS} {_PIECE_WHERE}", (60, 0, 1))
     assert "PRIMARY KEY (res=? AND bucket>? AND bucket<?)" in piece, piece
+    # The Overview's top features and models (m014): cost and calls from their index, a time range at a time.
+    top = overview_queries(86400 * 7, T0 / 1e9)["top"]
+    assert plan(top.sql, top.params).count("COVERING INDEX rollups_sums (res=? AND bucket>? AND bucket<?)") == 3
+    # The total rows by their bucket starts, not every dimension set's rows of the range.
+    buckets = overview_queries(86400 * 7, T0 / 1e9)["buckets"]
+    assert "PRIMARY KEY (res=? AND bucket=? AND dims_id=?)" in plan(buckets.sql, buckets.params)
     assert "logs_by_span" in plan("SELECT * FROM logs WHERE trace_id = ? AND span_id = ?", (b"x" * 16, b"y" * 8))
 
 
