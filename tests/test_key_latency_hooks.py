@@ -280,11 +280,14 @@ async def test_a_key_that_wakes_the_loop_as_the_clock_times_out_is_not_taken_for
     assert await app._wait_for_next_tick() is True, "nothing woke it: the clock's"
 
 
-async def test_the_screens_not_shown_yet_are_composed_after_the_first_paint_without_reading(
+async def test_the_screens_not_shown_yet_are_composed_and_the_lists_read_once_after_the_first_paint(
         store: Path, monkeypatch) -> None:
     """With the live loop, the screens the first keys will show are composed in the background once the
-    Overview is painted, so that a first press does not also compose and style its screen; the
-    Overview stays current and focused, and none of them reads the store until a key shows it."""
+    Overview is painted, so that a first press does not also compose and style its screen. The lists
+    (WARM_WITH_DATA) also read and show their rows once, and every screen is laid out until no widget
+    asks for another layout and rendered once, drawn nowhere; a screen that needs a choice first (a
+    trace, a conversation) reads nothing. The Overview stays current and focused throughout, and a key
+    still reads its screen afresh."""
     monkeypatch.setattr(app_module, "WARM_GAP_S", 0.01)
     loads: list[str] = []
     timed_load = base.LiveScreen.timed_load
@@ -299,13 +302,21 @@ async def test_the_screens_not_shown_yet_are_composed_after_the_first_paint_with
         assert await warmed(pilot, app), _composed(app)
         assert isinstance(app.screen, OverviewScreen)
         assert app.focused is not None and app.focused.screen is app.screen
-        assert set(loads) == {"overview"}
+        warm_reads = {name for name in WARM_ORDER if app.get_screen(name).WARM_WITH_DATA}
+        assert warm_reads == {"traces", "breakdown", "alerts", "sessions", "trends"}
+        # One read each, and none for the rest (the Overview's own are the live loop's).
+        assert sorted(name for name in loads if name != "overview") == sorted(warm_reads)
+        assert {name for name, _ in shown} == {"overview"}  # a warm read is not a screen shown
+        for name in WARM_ORDER:
+            assert not app.get_screen(name)._layout_required, name  # nothing left for the first key to lay out
         traces_table = app.get_screen("traces").query_one(KeyedTable)
-        assert traces_table.row_count == 0  # composed, never shown
+        assert traces_table.row_count > 0  # shown once, not displayed
         assert traces_table.size.width > 100  # and laid out at the app's size (160 columns)
+        assert traces_table._styles_cache._cache  # and rendered: its lines wait for the first key's paint
         pressed = time.perf_counter()
         await pilot.press("3")
         assert await wait_for(pilot, lambda: any(n == "traces" and t >= pressed for n, t in shown))
+        assert loads.count("traces") == 2  # the key's own read
         assert app.screen.query_one(KeyedTable).row_count > 0
         assert app.focused is app.screen.query_one(KeyedTable)
 

@@ -75,6 +75,7 @@ def rules_guide(source) -> Text | None:
 
 
 class AlertsScreen(LiveScreen):
+    WARM_WITH_DATA = True
     NAME = "alerts"
     DEFAULT_CSS = """
     AlertsScreen #slos { height: auto; max-height: 40%; }

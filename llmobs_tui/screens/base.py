@@ -26,6 +26,9 @@ class LiveScreen(Screen):
     """A screen the live loop refreshes: `load` reads (async, off the UI), `show` draws (in a batch)."""
 
     NAME = ""
+    # Read and shown once in the background before its first key (LlmobsApp.warm_screens): only a
+    # screen whose load depends on nothing but the window and its own settings (not a chosen trace).
+    WARM_WITH_DATA = False
 
     @property
     def llmobs(self) -> LlmobsApp:

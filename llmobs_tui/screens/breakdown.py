@@ -32,6 +32,7 @@ FILTER_FIELD = {"model": "model", "feature": "feature", "tenant": "tenant", "pro
 
 
 class BreakdownScreen(LiveScreen):
+    WARM_WITH_DATA = True
     NAME = "breakdown"
     BINDINGS = [Binding("g", "next_grouping", "Group by"), Binding("enter", "drill", "Traces", show=False)]
     DEFAULT_CSS = """

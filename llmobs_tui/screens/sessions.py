@@ -31,6 +31,7 @@ USER_KEY = "user:"  # row keys of the user grouping (a conversation id could loo
 
 
 class SessionsScreen(LiveScreen):
+    WARM_WITH_DATA = True
     NAME = "sessions"
     BINDINGS = [
         *[Binding(key, f"sort('{key}')", f"Sort by {words}", show=key in "LCT") for key, words in _SORT_WORDS.items()],

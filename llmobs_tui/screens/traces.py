@@ -23,6 +23,7 @@ SORT_KEYS = {"S": "start", "D": "duration", "C": "cost", "T": "tokens", "L": "ca
 
 
 class TracesScreen(LiveScreen):
+    WARM_WITH_DATA = True
     NAME = "traces"
     BINDINGS = [
         *[Binding(key, f"sort('{name}')", f"Sort {name}", show=key in "SDC") for key, name in SORT_KEYS.items()],

@@ -35,6 +35,7 @@ def swatch_style(color: str) -> str:
 
 
 class TrendsScreen(LiveScreen):
+    WARM_WITH_DATA = True
     NAME = "trends"
     BINDINGS = [
         Binding("m", "metric(1)", "Metric"),
