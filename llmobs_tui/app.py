@@ -54,6 +54,9 @@ PAINT_HOLD_S = 0.25  # after a screen switch, how long the old data may keep the
 # composing one holds the UI thread for 20-100 ms, and a key pressed meanwhile waits for at most one.
 WARM_ORDER = ("traces", "breakdown", "alerts", "sessions", "trends", "trace", "metrics", "conversation")
 WARM_GAP_S = 0.15
+# Between the steps that finish one screen (its read, a layout, a render: 10-60 ms each), long enough
+# for its widgets to handle what the last step sent them and for a key to come in between.
+SETTLE_GAP_S = 0.03
 
 
 def default_export_dir() -> Path:
@@ -262,7 +265,7 @@ class LlmobsApp(App):
             await self._get_screen(screen)[1]
             screen._refresh_layout(self.size)  # laid out as it will be shown (displayed only if current)
             if isinstance(screen, LiveScreen) and screen.WARM_WITH_DATA:
-                await asyncio.sleep(WARM_GAP_S)
+                await asyncio.sleep(SETTLE_GAP_S)
                 await self._warm_data(screen)
             await self._settle_layout(screen)
             await self._render_unseen(screen)
@@ -276,7 +279,7 @@ class LlmobsApp(App):
         by a size); a screen that is not current keeps that request (Screen._layout_required) until it
         is shown, and its first key paid for two whole layouts and paints (2 × 60 ms) instead of none."""
         for _ in range(rounds):
-            await asyncio.sleep(WARM_GAP_S)  # the widgets handle what the last layout sent them
+            await asyncio.sleep(SETTLE_GAP_S)  # the widgets handle what the last layout sent them
             if not screen._layout_required or screen is self.screen:
                 return
             screen._layout_required = False
@@ -285,7 +288,7 @@ class LlmobsApp(App):
     async def _render_unseen(self, screen: Screen[Any]) -> None:
         """Render a screen that is not shown, drawing it nowhere: each widget keeps its rendered lines
         until its content changes, and the first key's paint rendered every line of the screen."""
-        await asyncio.sleep(WARM_GAP_S)
+        await asyncio.sleep(SETTLE_GAP_S)
         if screen is not self.screen:
             screen._compositor.render_update(full=True, screen_stack=[])
 

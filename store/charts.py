@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from store import histogram
 from store.dashboards import Overview, Query, local_midnight, overview_queries, parse_overview
-from store.queries import rollup_ranges
+from store.queries import rollup_ranges, total_rows
 
 WEEK_S = 7 * 86400
 DAY_S = 86400
@@ -132,11 +132,8 @@ class CostBurn:
 
 def cost_burn_query(now_s: float) -> Query:
     """The day's cost per rollup row (total rows), minute rows at the edges, hour rows between."""
-    midnight = local_midnight(now_s)
-    ranges = rollup_ranges(midnight, int(now_s))
-    where = " OR ".join("(res = ? AND bucket >= ? AND bucket < ?)" for _ in ranges)
-    return Query(f"SELECT res, bucket, cost_nusd FROM rollups WHERE dims_id = 0 AND ({where}) ORDER BY bucket",
-                 tuple(x for r in ranges for x in r))
+    where, params = total_rows(rollup_ranges(local_midnight(now_s), int(now_s)), alias="")
+    return Query(f"SELECT res, bucket, cost_nusd FROM rollups WHERE {where} ORDER BY bucket", params)
 
 
 def parse_cost_burn(now_s: float, rows: Sequence[tuple]) -> CostBurn:

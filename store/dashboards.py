@@ -16,7 +16,7 @@ from typing import Any
 from store import histogram
 from store.models import TraceErrorCounts
 from store.pricing import PRICE_ROW_COLUMNS
-from store.queries import GROUP_COLUMNS, GroupStats, rollup_ranges
+from store.queries import GROUP_COLUMNS, GroupStats, rollup_ranges, total_rows
 from store.writer import ROLLUP_COUNTERS
 
 NS = 1_000_000_000
@@ -149,15 +149,9 @@ def overview_queries(window_s: float, now_s: float) -> dict[str, Query]:
     res = resolution_for(window_s)
     start = int(now_s - window_s)
     first_bucket = start - start % res
-    midnight = local_midnight(now_s)
-    today_ranges = rollup_ranges(midnight, int(now_s))
-    today_sql = " OR ".join("(res = ? AND bucket >= ? AND bucket < ?)" for _ in today_ranges)
-    today_params = tuple(x for r in today_ranges for x in r)
+    today, today_params = total_rows(rollup_ranges(local_midnight(now_s), int(now_s)), alias="")
+    buckets, bucket_params = total_rows([(res, first_bucket, int(now_s) + 1)], alias="")
     ranges = rollup_ranges(start, int(now_s))
-    # The total rows (dims_id 0) by their bucket starts, each a seek on the primary key (res, bucket,
-    # dims_id): a bucket range read every dimension set's row of every bucket to keep one per bucket,
-    # 11.4 → 1.7 ms over 7 days of week.db. The writer starts buckets at multiples of res.
-    starts = tuple(range(first_bucket, int(now_s) + 1, res))
     # Per dimension set first, from the index rollups_sums (m014) and not the rows with their
     # histograms, a range at a time (an OR of ranges made SQLite read the rows again); then per
     # feature and model.
@@ -166,10 +160,8 @@ def overview_queries(window_s: float, now_s: float) -> dict[str, Query]:
     return {
         "buckets": Query(
             f"SELECT bucket, {_COUNTERS_SQL}, hist_latency, hist_ttft, hist_tpot FROM rollups "
-            f"WHERE res = ? AND dims_id = 0 AND bucket IN ({', '.join('?' * len(starts))}) ORDER BY bucket",
-            (res, *starts)),
-        "today": Query(f"SELECT coalesce(sum(cost_nusd), 0) FROM rollups WHERE dims_id = 0 AND ({today_sql})",
-                       today_params),
+            f"WHERE {buckets} ORDER BY bucket", bucket_params),
+        "today": Query(f"SELECT coalesce(sum(cost_nusd), 0) FROM rollups WHERE {today}", today_params),
         # The top features and models from one pass over the window's rows of every dimension set, folded
         # by parse_overview (fold_top): a query per list read them twice, 26 ms each over a week of week.db.
         "top": Query(

@@ -35,7 +35,7 @@ from typing import Any
 
 from store import histogram
 from store.dashboards import Query, resolution_for
-from store.queries import rollup_ranges
+from store.queries import rollup_ranges, total_rows
 
 NS = 1_000_000_000
 WEEK_S = 7 * 86400
@@ -212,10 +212,12 @@ def period_queries(window_s: float, now_s: float, scope: Scope = ALL,
     hists = ", ".join(_concat(f"r.hist_{s}") for s in signals) or "NULL"
     queries = {}
     for name, (lo, hi, exclusive) in {"current": (start, end, False), "baseline": (base_start, start, True)}.items():
-        ranges, params = _ranges_sql(lo, hi, exclusive)
-        queries[name] = Query(
-            f"SELECT {_SUMMED_PERIOD_COLUMNS}, {hists} FROM rollups r{join} "
-            f"WHERE {ranges} AND {condition}", params + scope_params)
+        if scope.total:  # the total rows, a seek each (total_rows)
+            where, params = total_rows(rollup_ranges(lo, hi - 1 if exclusive else hi))
+        else:
+            ranges, params = _ranges_sql(lo, hi, exclusive)
+            where, params = f"{ranges} AND {condition}", params + scope_params
+        queries[name] = Query(f"SELECT {_SUMMED_PERIOD_COLUMNS}, {hists} FROM rollups r{join} WHERE {where}", params)
     return queries
 
 
@@ -260,6 +262,10 @@ def series_query(window_s: float, now_s: float, scope: Scope = ALL) -> Query:
     if res == 10 and not scope.total:
         res = 60  # 10 s rows are kept for the total only
         first = start - start % res
+    if scope.total:
+        where, params = total_rows([(res, first, int(now_s) + 1)])
+        return Query(f"SELECT r.bucket, {_PERIOD_COLUMNS} FROM rollups r WHERE {where} GROUP BY r.bucket "
+                     f"ORDER BY r.bucket", params)
     return Query(
         f"SELECT r.bucket, {_PERIOD_COLUMNS} FROM rollups r{join} "
         f"WHERE r.res = ? AND r.bucket >= ? AND r.bucket <= ? AND {condition} GROUP BY r.bucket ORDER BY r.bucket",

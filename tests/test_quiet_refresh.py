@@ -167,6 +167,44 @@ async def test_update_static_skips_only_what_is_equal(monkeypatch) -> None:
         assert len(refreshed) == 5
 
 
+class Sized(App):
+    CSS = "#narrow { width: auto; } #tall { height: 3; }"
+
+    def compose(self) -> ComposeResult:
+        yield Static("12 calls", id="line")
+        yield Static("12", id="narrow")
+        yield Static("a", id="tall")
+        yield Static("below", id="below")
+
+
+async def test_new_content_lays_the_screen_out_only_when_it_changes_the_widgets_size() -> None:
+    """update_static: a new text on as many lines repaints its widget and lays nothing out; a new text on
+    more or fewer lines, or in a widget as wide as its content (width: auto), lays the screen out and
+    moves what is below; a widget of a fixed height never does."""
+    app = Sized()
+    async with app.run_test(size=(40, 12)) as pilot:
+        line, narrow, tall, below = (app.query_one(f"#{name}", Static) for name in ("line", "narrow", "tall", "below"))
+        await pilot.pause()
+        assert below.region.y == 5
+        update_static(line, "13 calls")
+        assert not line._layout_required and line._repaint_required
+        update_static(tall, "b\nc\nd")
+        assert not tall._layout_required
+        update_static(narrow, "1300")  # as wide as its text: a layout
+        assert narrow._layout_required
+        await pilot.pause()
+        update_static(line, "13 calls\nof which 2 failed")
+        assert line._layout_required
+        await pilot.pause()
+        assert line.size.height == 2 and narrow.size.width == 4 and below.region.y == 6
+        update_static(line, "a line of more than forty characters, so it wraps")  # still two lines
+        assert not line._layout_required
+        update_static(line, "one line")
+        await pilot.pause()
+        assert line.size.height == 1 and below.region.y == 5
+        assert str(line.render()) == "one line"
+
+
 async def test_a_screen_shown_again_is_restyled_only_when_the_apps_styles_changed(store: Path,
                                                                                    monkeypatch) -> None:
     """LiveScreen.on_screen_resume: Textual restyles a whole screen each time it is shown again; ours

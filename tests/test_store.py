@@ -13,10 +13,12 @@ import pytest
 
 from store import histogram, retention
 from store.alerts import _PIECE_WHERE, _SUMS
+from store.charts import cost_burn_query
 from store.connection import StoreError, StoreLocked, WriterLock, open_reader, open_writer
 from store.dashboards import fold_top, overview_queries
+from store.drift import drift_queries
 from store.migrations import MIGRATIONS, migrate
-from store.queries import rollup_ranges
+from store.queries import rollup_ranges, total_rows
 from store.writer import SpanWriter
 from tests.otlp_factory import T0, make_span, trace_request
 
@@ -258,10 +260,37 @@ def test_hot_queries_use_their_indexes_even_on_a_young_store(writer, writer_db, 
     # The Overview's top features and models (m014): cost and calls from their index, a time range at a time.
     top = overview_queries(86400 * 7, T0 / 1e9)["top"]
     assert plan(top.sql, top.params).count("COVERING INDEX rollups_sums (res=? AND bucket>? AND bucket<?)") == 3
-    # The total rows by their bucket starts, not every dimension set's rows of the range.
-    buckets = overview_queries(86400 * 7, T0 / 1e9)["buckets"]
-    assert "PRIMARY KEY (res=? AND bucket=? AND dims_id=?)" in plan(buckets.sql, buckets.params)
+    # The total rows by their bucket starts (store.queries.total_rows), not every dimension set's rows of
+    # the range: the Overview's buckets and today's cost, the cost burn, the drift panel's periods and rates.
     assert "logs_by_span" in plan("SELECT * FROM logs WHERE trace_id = ? AND span_id = ?", (b"x" * 16, b"y" * 8))
+    now_s = T0 / 1e9
+    for query in (*(overview_queries(w, now_s)[name] for w in (300, 86400 * 7) for name in ("buckets", "today")),
+                  cost_burn_query(now_s), *drift_queries(86400, now_s).values()):
+        if "FROM rollups" in query.sql:
+            shown = plan(query.sql, query.params)
+            assert "(res=? AND bucket=? AND dims_id=?)" in shown and "SCAN" not in shown, query.sql
+
+
+def test_total_rows_are_the_total_rows_of_the_ranges():
+    """total_rows lists every bucket start of each range: the same rows as the range with dims_id = 0,
+    whatever the window, both resolutions, and nothing of the other dimension sets or past the ends."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE rollups (res INTEGER, bucket INTEGER, dims_id INTEGER, calls INTEGER, "
+               "PRIMARY KEY (res, bucket, dims_id)) WITHOUT ROWID")
+    base = 1_767_000_000 - 1_767_000_000 % 3600
+    rng = random.Random(7)
+    db.executemany("INSERT OR IGNORE INTO rollups VALUES (?, ?, ?, 1)",
+                   [(res, base + rng.randrange(-3 * 86400, 3 * 86400) // res * res, rng.randrange(4))
+                    for res in (60, 3600) for _ in range(3000)])
+    for _ in range(200):
+        start = base + rng.randrange(-3 * 86400, 3 * 86400)
+        ranges = rollup_ranges(start, start + rng.choice((59, 600, 3600, 7300, 86400, 200_000)))
+        by_range = " OR ".join("(res = ? AND bucket >= ? AND bucket < ?)" for _ in ranges)
+        expected = db.execute(f"SELECT res, bucket FROM rollups WHERE ({by_range}) AND dims_id = 0 ORDER BY 1, 2",
+                              [x for r in ranges for x in r]).fetchall()
+        condition, params = total_rows(ranges, alias="")
+        assert db.execute(f"SELECT res, bucket FROM rollups WHERE {condition} ORDER BY 1, 2", params).fetchall() == expected
+    assert total_rows([], alias="") == ("(0)", ())
 
 
 def test_none_bytes_and_bool_are_bound_without_sqlite3s_protocol_lookup_and_store_the_same():
