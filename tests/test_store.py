@@ -34,6 +34,27 @@ def test_a_new_store_is_wal_migrated_and_incrementally_vacuumed(db_path):
     db.close()
 
 
+def test_a_store_upgraded_to_the_rollup_sums_index_pins_its_planner_statistics(db_path, monkeypatch):
+    """m014 on a store an earlier release made: the index comes with its row of pinned statistics, and
+    the alert rules' per-dimension sums stay on the primary key (an index without statistics once drew
+    them onto itself: 70 s an evaluation on a 3M-span store)."""
+    monkeypatch.setattr("store.migrations.MIGRATIONS", MIGRATIONS[:13])
+    db = open_writer(db_path)
+    # An earlier release's pinned statistics had no row for an index it did not have.
+    db.execute("DELETE FROM sqlite_stat1 WHERE idx = 'rollups_sums'")
+    db.close()
+    monkeypatch.setattr("store.migrations.MIGRATIONS", MIGRATIONS)
+    db = open_writer(db_path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 14
+    assert db.execute("SELECT stat FROM sqlite_stat1 WHERE idx = 'rollups_sums'").fetchone() is not None
+    db.close()
+    reader = open_reader(db_path)
+    piece = " ".join(row[3] for row in reader.execute(f"EXPLAIN QUERY PLAN SELECT r.dims_id, {_SUMS} {_PIECE_WHERE}",
+                                                     (3600, 0, 86400 * 7)))
+    assert "PRIMARY KEY (res=? AND bucket>? AND bucket<?)" in piece, piece
+    reader.close()
+
+
 def test_a_failing_migration_leaves_the_previous_schema(db_path, monkeypatch):
     db = open_writer(db_path)
 
