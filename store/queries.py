@@ -177,8 +177,8 @@ def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequen
     )
     if not columns and not where:
         # Ungrouped: the per-bucket total rows (dims_id 0) already sum every dimension set.
-        condition, params = total_rows(rollup_ranges(start_s, end_s))
-        sql = f"SELECT '', {sums}{blobs} FROM rollups r WHERE {condition}"
+        condition, totals_params = total_rows(rollup_ranges(start_s, end_s))
+        sql, params = f"SELECT '', {sums}{blobs} FROM rollups r WHERE {condition}", list(totals_params)
     n_dims = len(columns) if columns else 1
     groups: dict[tuple, GroupStats] = {}
     for row in db.execute(sql, params):
