@@ -56,6 +56,9 @@ def rollup_ranges(start_s: int, end_s: int) -> list[tuple[int, int, int]]:
     return ranges
 
 
+MAX_LISTED_BUCKETS = 4_000  # about 5.5 months of hour rows
+
+
 def total_rows(ranges: Sequence[tuple[int, int, int]], alias: str = "r") -> tuple[str, tuple]:
     """A condition for the per-bucket total rows (dims_id 0) of these rollup ranges (rollup_ranges'
     (res, first bucket, end bucket exclusive)), and its parameters. Every bucket start is listed, so
@@ -66,7 +69,10 @@ def total_rows(ranges: Sequence[tuple[int, int, int]], alias: str = "r") -> tupl
     terms, params = [], []
     for res, first, end in ranges:
         starts = range(first - first % res, end, res)
-        if starts:
+        if len(starts) > MAX_LISTED_BUCKETS:  # years of hours: a range read, within SQLite's 32,766 parameters
+            terms.append(f"({column}res = ? AND {column}bucket >= ? AND {column}bucket < ? AND {column}dims_id = 0)")
+            params += [res, first, end]
+        elif starts:
             terms.append(f"({column}res = ? AND {column}bucket IN ({', '.join('?' * len(starts))}) "
                          f"AND {column}dims_id = 0)")
             params += [res, *starts]
