@@ -85,20 +85,21 @@ async def tour(db: Path, rounds: int, big_trace: str | None, seed: int, window_s
     from llmobs_tui.widgets.chrome import IngestStatus
 
     rng = random.Random(seed)
-    alerts = EngineAlerts(db, Config())
+    alerts = EngineAlerts(db, Config()) if alerts_on else None
     # When each rule evaluation ran (perf_counter): a press that overlaps one shares the GIL with it.
     evaluations: list[tuple[float, float]] = []
-    evaluate_now = alerts.evaluate_now
+    if alerts is not None:
+        evaluate_now = alerts.evaluate_now
 
-    def timed_evaluation(now_s: float) -> None:
-        started = time.perf_counter()
-        try:
-            evaluate_now(now_s)
-        finally:
-            evaluations.append((started, time.perf_counter()))
+        def timed_evaluation(now_s: float) -> None:
+            started = time.perf_counter()
+            try:
+                evaluate_now(now_s)
+            finally:
+                evaluations.append((started, time.perf_counter()))
 
-    alerts.evaluate_now = timed_evaluation  # type: ignore[method-assign]
-    app = LlmobsApp(db, alerts=alerts if alerts_on else None, window_s=window_s)
+        alerts.evaluate_now = timed_evaluation  # type: ignore[method-assign]
+    app = LlmobsApp(db, alerts=alerts, window_s=window_s)
     app.status = IngestStatus(mode=f"read-only {db}")
     shown = asyncio.Event()
     expect: dict = {}
@@ -169,7 +170,8 @@ async def tour(db: Path, rounds: int, big_trace: str | None, seed: int, window_s
                 watching[screen] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
             app.exit()
     finally:
-        alerts.close()
+        if alerts is not None:
+            alerts.close()
     press_rows = [{"key": label, "painted_ms": painted_ms, "tui_cpu_ms": cpu_ms,
                    "beside_rule_evaluation": any(start < t0 + painted_ms / 1000 and end > t0
                                                  for start, end in evaluations)}

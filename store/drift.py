@@ -29,7 +29,7 @@ from __future__ import annotations
 import bisect
 import math
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,11 +185,15 @@ def _ranges_sql(start_s: int, end_s: int, exclusive_end: bool) -> tuple[str, tup
     return f"({sql})", tuple(x for r in ranges for x in r)
 
 
-def _scope_sql(scope: Scope) -> tuple[str, str, tuple]:
-    """(join, condition, params) restricting rollup rows `r` to a scope."""
+def _scoped_rows(scope: Scope, ranges: Sequence[tuple[int, int, int]]) -> tuple[str, str, tuple]:
+    """(join, condition, params): the rollup rows `r` of these ranges (rollup_ranges') in a scope. All
+    traffic is the total rows (dims_id 0), a seek each (total_rows); a feature or a model, the rows of
+    its dimension sets."""
     if scope.total:
-        return "", "r.dims_id = 0", ()
-    conditions, params = [], []
+        return ("", *total_rows(ranges))
+    by_range = " OR ".join("(r.res = ? AND r.bucket >= ? AND r.bucket < ?)" for _ in ranges) or "0"
+    conditions = [f"({by_range})"]
+    params: list[Any] = [x for r in ranges for x in r]
     if scope.feature is not None:
         conditions.append("d.feature = ?")
         params.append(scope.feature)
@@ -208,15 +212,11 @@ def period_queries(window_s: float, now_s: float, scope: Scope = ALL,
     parse_period): SQLite sums the counters and concatenates each histogram's blobs, which is one
     valid encoding (decoding adds repeated buckets)."""
     base_start, start, end = windows(window_s, now_s)
-    join, condition, scope_params = _scope_sql(scope)
     hists = ", ".join(_concat(f"r.hist_{s}") for s in signals) or "NULL"
     queries = {}
     for name, (lo, hi, exclusive) in {"current": (start, end, False), "baseline": (base_start, start, True)}.items():
-        if scope.total:  # the total rows, a seek each (total_rows)
-            where, params = total_rows(rollup_ranges(lo, hi - 1 if exclusive else hi))
-        else:
-            ranges, params = _ranges_sql(lo, hi, exclusive)
-            where, params = f"{ranges} AND {condition}", params + scope_params
+        # rollup_ranges covers [lo, hi] by whole minutes; a baseline ends where the window starts.
+        join, where, params = _scoped_rows(scope, rollup_ranges(lo, hi - 1 if exclusive else hi))
         queries[name] = Query(f"SELECT {_SUMMED_PERIOD_COLUMNS}, {hists} FROM rollups r{join} WHERE {where}", params)
     return queries
 
@@ -258,18 +258,12 @@ def series_query(window_s: float, now_s: float, scope: Scope = ALL) -> Query:
     res = resolution_for(window_s)
     start = int(now_s - window_s)
     first = start - start % res
-    join, condition, params = _scope_sql(scope)
     if res == 10 and not scope.total:
         res = 60  # 10 s rows are kept for the total only
         first = start - start % res
-    if scope.total:
-        where, params = total_rows([(res, first, int(now_s) + 1)])
-        return Query(f"SELECT r.bucket, {_PERIOD_COLUMNS} FROM rollups r WHERE {where} GROUP BY r.bucket "
-                     f"ORDER BY r.bucket", params)
-    return Query(
-        f"SELECT r.bucket, {_PERIOD_COLUMNS} FROM rollups r{join} "
-        f"WHERE r.res = ? AND r.bucket >= ? AND r.bucket <= ? AND {condition} GROUP BY r.bucket ORDER BY r.bucket",
-        (res, first, int(now_s), *params))
+    join, where, params = _scoped_rows(scope, [(res, first, int(now_s) + 1)])
+    return Query(f"SELECT r.bucket, {_PERIOD_COLUMNS} FROM rollups r{join} WHERE {where} GROUP BY r.bucket "
+                 f"ORDER BY r.bucket", params)
 
 
 def evaluations_query(start_ns: int, end_ns: int, res_s: int) -> Query:

@@ -161,30 +161,28 @@ def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequen
         if name not in GROUP_COLUMNS:
             raise ValueError(f"cannot group by {name!r}: choose from {', '.join(GROUP_COLUMNS)}")
     columns = [c for name in by for c in GROUP_COLUMNS[name]]
-    select_dims = ", ".join(f"d.{c}" for c in columns) or "''"
-    conditions = []
-    params: list[Any] = []
-    for res, lo, hi in rollup_ranges(start_s, end_s):
-        conditions.append("(r.res = ? AND r.bucket >= ? AND r.bucket < ?)")
-        params += [res, lo, hi]
-    filters = ""
-    for column, value in (where or {}).items():
-        filters += f" AND d.{column} = ?"
-        params.append(value or "")
+    ranges = rollup_ranges(start_s, end_s)
     # One row per group: SQLite sums the counters and concatenates each histogram's blobs (pairs of
     # bucket and count: a concatenation is a valid encoding, decoding adds repeated buckets). A week of
     # hour rollups is ~20k rows, and adding them up row by row in Python cost ~10 µs a row.
     sums = ", ".join(f"sum(r.{c})" for c in ROLLUP_COUNTERS)
     blobs = "".join(f", CAST(group_concat(r.{h}, x'') AS BLOB)" for h in hists)
-    group_by = f" GROUP BY {', '.join(f'd.{c}' for c in columns)}" if columns else ""
-    sql = (
-        f"SELECT {select_dims}, {sums}{blobs} "
-        f"FROM rollups r JOIN dims d ON d.id = r.dims_id WHERE ({' OR '.join(conditions)}){filters}{group_by}"
-    )
+    params: list[Any]
     if not columns and not where:
         # Ungrouped: the per-bucket total rows (dims_id 0) already sum every dimension set.
-        condition, totals_params = total_rows(rollup_ranges(start_s, end_s))
+        condition, totals_params = total_rows(ranges)
         sql, params = f"SELECT '', {sums}{blobs} FROM rollups r WHERE {condition}", list(totals_params)
+    else:
+        by_range = " OR ".join("(r.res = ? AND r.bucket >= ? AND r.bucket < ?)" for _ in ranges)
+        params = [x for r in ranges for x in r]
+        filters = ""
+        for column, value in (where or {}).items():
+            filters += f" AND d.{column} = ?"
+            params.append(value or "")
+        select_dims = ", ".join(f"d.{c}" for c in columns) or "''"
+        group_by = f" GROUP BY {', '.join(f'd.{c}' for c in columns)}" if columns else ""
+        sql = (f"SELECT {select_dims}, {sums}{blobs} "
+               f"FROM rollups r JOIN dims d ON d.id = r.dims_id WHERE ({by_range}){filters}{group_by}")
     n_dims = len(columns) if columns else 1
     groups: dict[tuple, GroupStats] = {}
     for row in db.execute(sql, params):
