@@ -29,7 +29,7 @@ from llmobs_tui.filtering import FilterError, parse
 from llmobs_tui.gc_policy import restore_collection, tune_for_interaction
 from llmobs_tui.reader import StoreReader
 from llmobs_tui.screens.alerts import AlertsScreen
-from llmobs_tui.screens.base import LiveScreen
+from llmobs_tui.screens.base import LiveScreen, css_state
 from llmobs_tui.screens.breakdown import GROUPINGS, BreakdownScreen
 from llmobs_tui.screens.conversation import ConversationScreen
 from llmobs_tui.screens.help import HelpScreen, describe_bindings
@@ -269,6 +269,10 @@ class LlmobsApp(App):
                 await self._warm_data(screen)
             await self._settle_layout(screen)
             await self._render_unseen(screen)
+            if isinstance(screen, LiveScreen):
+                # Styled as it mounted, for the app as it is: its first resume restyles it (25-35 ms for
+                # the trace screen) only if the app's styles change before then (LiveScreen.on_screen_resume).
+                screen.styled_for(css_state(self))
         # What the screens hold lives as long as the app: out of the collector's full passes (gc_policy).
         tune_for_interaction()
         self.screens_warmed.set()

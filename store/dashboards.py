@@ -47,8 +47,7 @@ class Bucket:
     start_s: int
     counters: list[int]
     latency: dict[int, int]
-    ttft: dict[int, int]
-    tpot: dict[int, int]
+    ttft: dict[int, int]  # (no TPOT: a bucket's is never drawn, the window's is in Overview.totals)
 
     def __getitem__(self, name: str) -> int:
         return self.counters[_RC[name]]
@@ -199,16 +198,23 @@ def parse_overview(window_s: float, now_s: float, rows: dict[str, list[tuple]]) 
     features, models = fold_top(rows.get("top", ()))
     start = now_s - window_s
     totals = GroupStats(key={})
+    # The window's histograms: every bucket's blob of one kind concatenated and decoded once (decoding
+    # sums a repeated bucket), not a dict update per pair per bucket: 168 blobs at 7 days.
+    total_blobs: tuple[list[bytes], list[bytes], list[bytes]] = ([], [], [])
     buckets = []
     for row in rows["buckets"]:
-        bucket = Bucket(row[0], list(row[1:1 + len(ROLLUP_COUNTERS)]), {}, {}, {})
+        bucket = Bucket(row[0], list(row[1:1 + len(ROLLUP_COUNTERS)]), {}, {})
         hists = row[1 + len(ROLLUP_COUNTERS):]
         histogram.decode_into(hists[0], bucket.latency)
         histogram.decode_into(hists[1], bucket.ttft)
-        histogram.decode_into(hists[2], bucket.tpot)
         buckets.append(bucket)
         if bucket.start_s + res > start:  # the first bucket may straddle the window start: count it
-            totals.add_row(bucket.counters, hists)
+            totals.add_row(bucket.counters, ())
+            for blobs, blob in zip(total_blobs, hists):
+                if blob:
+                    blobs.append(blob)
+    for into, blobs in zip((totals.latency, totals.ttft, totals.tpot), total_blobs):
+        histogram.decode_into(b"".join(blobs), into)
     return Overview(
         window_s=window_s, now_s=now_s, resolution_s=res, buckets=buckets, totals=totals,
         today_cost_nusd=rows["today"][0][0] if rows["today"] else 0, today_start_s=local_midnight(now_s),

@@ -97,6 +97,59 @@ def test_compiled_decode_makes_the_python_updates():
         histogram._decode_into("text", {}, 1)  # type: ignore[arg-type]
 
 
+@needs_compiled
+def test_compiled_quantiles_find_the_python_buckets():
+    """Random histograms (empty, emptied and negative buckets, one bucket, every bucket) and quantiles at
+    and around the ranks' edges: the same buckets as the Python, in the dense path and the sorted one."""
+    rng = random.Random(23)
+    assert histogram._compiled is not None
+    qs = [0.0, 1e-9, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0, 1.5, -0.5]
+    for _ in range(3000):
+        counts = _random_counts(rng)
+        if rng.random() < 0.2:  # a bucket past the dense array, or below it
+            counts[rng.choice([1024, 5000, -3, -2**31])] = rng.randint(1, 9)
+        qs_here = rng.sample(qs, rng.randint(1, len(qs)))
+        expected = histogram._quantiles(counts, qs_here)
+        found = histogram._compiled.quantile_buckets(counts, qs_here)
+        assert found is not NotImplemented
+        assert [None if b is None else histogram.bucket_value(b) for b in found] == expected, (counts, qs_here)
+        assert histogram.quantiles(counts, qs_here) == expected
+    # every rank of a small histogram: the boundary between two buckets
+    counts = {3: 2, 7: 3, 700: 5}
+    for step in range(0, 101):
+        q = step / 100
+        assert histogram.quantiles(counts, [q]) == histogram._quantiles(counts, [q]), q
+    assert histogram.quantiles({}, [0.5]) == [None]
+    assert histogram.quantiles({4: 0, 5: -2}, [0.5, 0.99]) == [None, None]
+
+
+@needs_compiled
+@pytest.mark.parametrize("counts", [
+    {1: 2**63},                 # a count past long long
+    {2**40: 1},                 # a bucket past int32
+    {1: 2**62, 2: 2**62},       # a total past what a double holds exactly
+    {1.5: 1},                   # not an int
+    {1: 2.0},
+])
+def test_what_the_compiled_quantiles_cannot_hold_is_found_in_python(counts):
+    assert histogram._compiled is not None
+    assert histogram._compiled.quantile_buckets(counts, [0.5]) is NotImplemented
+    try:
+        expected = histogram._quantiles(counts, [0.5, 0.99])
+    except OverflowError:  # a bucket past 2^31 has no value a float holds
+        with pytest.raises(OverflowError):
+            histogram.quantiles(counts, [0.5, 0.99])
+    else:
+        assert histogram.quantiles(counts, [0.5, 0.99]) == expected
+
+
+def test_quantiles_of_a_mapping_that_is_not_a_dict_and_nan():
+    counts = {9: 1, 2: 3}
+    assert histogram.quantiles(MappingProxyType(counts), [0.5, 1.0]) == histogram.quantiles(counts, [0.5, 1.0])
+    with pytest.raises(ValueError):  # math.ceil(nan): the C leaves it to the Python, which raises
+        histogram.quantiles(counts, [float("nan")])
+
+
 @pytest.mark.skipif(not _can_compile(), reason="no C compiler or no Python headers on this machine")
 def test_the_compiled_histogram_is_built_where_a_c_compiler_is(monkeypatch: pytest.MonkeyPatch):
     """An install on a machine with a compiler must not fall back to Python unnoticed (hatch_build.py)."""

@@ -179,3 +179,27 @@ def test_the_distribution_counts_every_member_once_and_marks_the_value():
     lines = capture.get().splitlines()
     assert len(lines) == 3 + 2 + 1 and "this call" in lines[-1]
     assert lines[-1].index("▲") > 20, "800 sits right of the middle of 100…1600 (on a log axis)"
+
+
+async def test_switching_the_arrangement_restyles_what_a_full_restyle_would(store):
+    """TraceScreen._arrange restyles only the widgets whose rules name -wide or -fit. A rule added to
+    DEFAULT_CSS for a widget under them (`#trace-body.-fit TabPane { ... }`) would go stale: every
+    widget's styles after each switch must be what restyling the whole screen gives."""
+    def styles_of(screen) -> list[tuple[str, dict]]:
+        nodes = [screen, *screen.walk_children(with_self=False)]
+        return [(f"{type(n).__name__}#{n.id}", dict(n._css_styles.get_rules())) for n in nodes]
+
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        for number, fit in ((SHORT, True), (LONG, False), (SHORT, True)):
+            screen = await open_trace(pilot, number)
+            assert screen.query_one("#trace-body").has_class("-fit") == fit
+            scoped = styles_of(screen)
+            app.stylesheet.update(screen)
+            assert styles_of(screen) == scoped
+        await pilot.resize_terminal(100, 40)  # narrow: -wide off
+        await settle(pilot)
+        assert not screen.query_one("#trace-body").has_class("-wide")
+        scoped = styles_of(screen)
+        app.stylesheet.update(screen)
+        assert styles_of(screen) == scoped

@@ -15,6 +15,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from llmobs_tui import format as fmt
+from llmobs_tui.widgets.quiet import update_static
 from store.dashboards import SpanRow
 from store.latency import decode_figures
 from store.pricing import token_split
@@ -248,10 +249,12 @@ class SpanCard(VerticalScroll):
             return
         body = self.query_one("#span-card-body", Static)
         if self.span is None:
-            body.update(Text("Select a span.", style="dim"))
+            update_static(body, Text("Select a span.", style="dim"))
             return
         self._drawn_width = self._width()
-        body.update(card(self.span, self.detail, self._drawn_width, *self._trace_figures))
+        # A layout of the screen only if the card's lines change in number (another span's card, or the
+        # same one wider, mostly keeps them).
+        update_static(body, card(self.span, self.detail, self._drawn_width, *self._trace_figures))
 
     def text(self) -> str:
         """The card as plain text (tests)."""
