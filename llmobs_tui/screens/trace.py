@@ -19,9 +19,9 @@ from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.screens.prompt import PromptScreen
 from llmobs_tui.screens.trace_diff import mark_trace, open_diff
 from llmobs_tui.trace_search import MAX_CONTENT_SPANS, SpanText, find_matches, span_texts
+from llmobs_tui.widgets.quiet import update_static
 from llmobs_tui.widgets.span_card import SpanCard
 from llmobs_tui.widgets.span_detail import SpanDetailView
-from llmobs_tui.widgets.quiet import update_static
 from llmobs_tui.widgets.waterfall import Waterfall
 from store.dashboards import SpanRow
 from store.span_detail import SpanDetail
