@@ -14,6 +14,7 @@ from typing import Any
 
 import zstandard
 
+from store import histogram
 from store.queries import GROUP_COLUMNS, GroupStats, rollup_ranges
 from store.writer import HISTOGRAMS, ROLLUP_COUNTERS
 
@@ -172,10 +173,15 @@ def window_pieces(start_s: int, end_s: int) -> list[tuple[int, int, int]]:
 
 
 def _decode(blob: bytes | None) -> dict[int, int]:
-    """histogram.decode_into(blob, {}) in half the time: the keys made in one C call, then one add
-    per pair without a .get (a week of concatenated rows is ~10^5 pairs per histogram)."""
+    """histogram.decode_into(blob, {}). Compiled, it sums a bucket's repeats in C before the dict (a
+    week of concatenated rows is ~10^5 pairs per histogram: 0.2 ms against 6). In Python, in half the
+    time of decode_into: the keys made in one C call, then one add per pair without a .get."""
     if not blob:
         return {}
+    if histogram.COMPILED:
+        counts: dict[int, int] = {}
+        histogram.decode_into(blob, counts)
+        return counts
     flat = array("i")
     flat.frombytes(blob)
     buckets = flat[0::2]
