@@ -168,3 +168,21 @@ def test_a_histogram_module_built_from_another_source_is_not_used(tmp_path, monk
     changed.write_bytes(SOURCE.read_bytes() + b"\n/* changed */\n")
     assert compiled.load("_histogram", changed) is None
     assert compiled.load("_histogram", tmp_path / "absent.c") is not None  # a wheel without its source
+
+
+@needs_compiled
+def test_the_alert_rules_decode_of_joined_blobs_is_the_same_either_way(monkeypatch: pytest.MonkeyPatch):
+    """store.alerts._decode: a week of rows' blobs joined (every bucket repeated, some summing to 0 or
+    below) gives the same dict, in the same key order, compiled and in Python."""
+    from store import alerts
+
+    rng = random.Random(24)
+    for _ in range(200):
+        joined = b"".join(histogram._encode(_random_counts(rng)) or b"" for _ in range(rng.randint(1, 40)))
+        compiled_ = alerts._decode(joined)
+        with monkeypatch.context() as patch:
+            patch.setattr(histogram, "COMPILED", False)
+            python = alerts._decode(joined)
+        assert compiled_ == python
+        assert list(compiled_) == list(python)
+    assert alerts._decode(None) == {} and alerts._decode(b"") == {}
