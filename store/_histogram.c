@@ -102,7 +102,7 @@ static int add_dense(const char *data, Py_ssize_t pairs, PyObject *counts, long 
             sums[pair.bucket] = 0;
             order[distinct++] = pair.bucket;
         }
-        sums[pair.bucket] += sign * (long long)pair.count;  /* ≤ 2^31 a pair: no overflow below 2^32 pairs */
+        sums[pair.bucket] += sign * (long long)pair.count;  /* |count| ≤ 2^31, fewer than 2^31 pairs */
     }
     for (Py_ssize_t i = 0; i < distinct; i++) {
         PyObject *key = PyLong_FromLong(order[i]);
@@ -150,9 +150,10 @@ static PyObject *decode_into(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     const char *data = view.buf;
     Py_ssize_t pairs = view.len / (Py_ssize_t)sizeof(Pair);
-    /* Buckets are 0..MAX_BUCKET (700) as the writer makes them; more pairs than there can be buckets
-     * means the blob repeats buckets, which the dense sums take once each. */
-    int dense = pairs > 64 && pairs < ((Py_ssize_t)1 << 32) && (sign == 1 || sign == -1);
+    /* Buckets are 0..MAX_BUCKET (700) as the writer makes them. A long blob is summed per bucket in C
+     * first (a joined one repeats each bucket once a row); a short one goes pair by pair, where the
+     * dense arrays would cost more than they save. Below 2^31 pairs no bucket's sum can overflow. */
+    int dense = pairs > 64 && pairs < ((Py_ssize_t)1 << 31) && (sign == 1 || sign == -1);
     for (Py_ssize_t i = 0; i < pairs && dense; i++) {
         Pair pair;
         memcpy(&pair, data + i * (Py_ssize_t)sizeof(Pair), sizeof(Pair));

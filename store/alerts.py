@@ -174,7 +174,7 @@ def window_pieces(start_s: int, end_s: int) -> list[tuple[int, int, int]]:
 
 def _decode(blob: bytes | None) -> dict[int, int]:
     """histogram.decode_into(blob, {}). Compiled, it sums a bucket's repeats in C before the dict (a
-    week of concatenated rows is ~10^5 pairs per histogram: 0.2 ms against 6). In Python, in half the
+    week of concatenated rows is ~10^5 pairs per histogram: 0.12 ms against 10). In Python, in half the
     time of decode_into: the keys made in one C call, then one add per pair without a .get."""
     if not blob:
         return {}

@@ -116,7 +116,8 @@ class TraceScreen(LiveScreen):
     def _arrange(self, wide: bool, fit: bool) -> None:
         """Set #trace-body's -wide and -fit, restyling only the widgets their rules style. A class set
         the usual way restyles every widget under the body, the span's tabs and their panes included
-        (~130): 20-25 ms of the UI thread each time a trace opens that fits where the last did not."""
+        (~130): about 25 ms of the UI thread (profiled) each time a trace opens that fits where the last
+        did not."""
         body = self.query_one("#trace-body")
         if body.has_class("-wide") == wide and body.has_class("-fit") == fit:
             return
@@ -136,8 +137,9 @@ class TraceScreen(LiveScreen):
         spans = len(self.detail.spans) if self.detail is not None else 0
         height = body.size.height
         # No trace yet (the screen warmed ahead of its key, or a trace loading) is laid out as a short
-        # one, the most common kind: the first trace opened then needs no new arrangement, which is a
-        # restyle and two layouts of the whole screen (~100 ms of the UI thread at 160x48).
+        # one, the most common kind: the first trace opened then needs no new arrangement, a restyle and
+        # two layouts of the whole screen (the first Enter on a trace painted at 87-104 ms under ingest,
+        # 57-65 with this and _arrange; bench.tui_keys).
         fit = spans <= height // 2 and spans + self.MIN_DETAIL_ROWS <= height
         self._arrange(body.has_class("-wide"), fit)
         rows = max(spans, 5) if fit else None
