@@ -5,11 +5,14 @@ the real Normalizer and SpanWriter."""
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+from textual.widgets import Static
 
 from llmobs_tui import format as fmt
 from llmobs_tui.app import LlmobsApp
@@ -203,3 +206,40 @@ async def test_switching_the_arrangement_restyles_what_a_full_restyle_would(stor
         scoped = styles_of(screen)
         app.stylesheet.update(screen)
         assert styles_of(screen) == scoped
+
+
+async def test_a_trace_opens_with_its_span_details_read_with_it(store, monkeypatch: pytest.MonkeyPatch):
+    """The span a trace opens on (its first LLM call) has its details read in the same load as the
+    trace: the card and the tabs show them with the waterfall, no read of their own follows. Moving to
+    another span reads that span's."""
+    reads: list[bytes] = []
+    load_span = TraceScreen.load_span
+
+    def counted(self, trace_id, span):
+        reads.append(span.span_id)
+        return load_span(self, trace_id, span)
+
+    monkeypatch.setattr(TraceScreen, "load_span", counted)
+    app = LlmobsApp(store, clock=lambda: FROZEN_NOW, refresh_s=None)
+    async with app.run_test(size=(160, 48)) as pilot:
+        screen = await open_trace(pilot, SHORT)
+        waterfall, card = screen.query_one(Waterfall), screen.query_one(SpanCard)
+        first = waterfall.selected
+        assert first is not None and first.is_llm
+        assert reads == [], "the first span's details came with the trace"
+        assert card.detail is not None and card.detail.span.span_id == first.span_id
+        assert "gen_ai.usage.input_tokens" in " ".join(card.text().split())
+        assert "gen_ai.request.model" in _plain(screen.query_one("#detail-attributes", Static).content)
+        await pilot.app.tick()  # a live refresh of the same trace reads no span again
+        await settle(pilot)
+        assert reads == []
+        await pilot.press("down")
+        await settle(pilot)
+        assert reads == [waterfall.selected.span_id] and waterfall.selected.span_id != first.span_id
+        assert card.detail is not None and card.detail.span.span_id == waterfall.selected.span_id
+
+
+def _plain(renderable) -> str:
+    console = Console(width=120, file=io.StringIO(), record=True)
+    console.print(renderable)
+    return console.export_text()

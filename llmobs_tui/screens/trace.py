@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from rich.text import Text
 from textual import work
@@ -25,6 +26,8 @@ from llmobs_tui.widgets.span_detail import SpanDetailView
 from llmobs_tui.widgets.waterfall import Waterfall
 from store.dashboards import SpanRow
 from store.span_detail import SpanDetail
+
+log = logging.getLogger(__name__)
 
 
 class TraceScreen(LiveScreen):
@@ -82,6 +85,8 @@ class TraceScreen(LiveScreen):
         self._select_slowest = False
         self._select_span: bytes | None = None  # a span to open on (an alert's failed or slowest call)
         self._shown_span: bytes | None = None
+        # (trace id, span id, its details) read with the trace for the span it opens on (load)
+        self._prefetched: tuple[bytes, bytes, SpanDetail] | None = None
         self._summary_head = Text("")  # the header without the search line
         self._search_text = ""  # the search inside this trace ("" when none is on)
         self._search_texts: dict[bytes, SpanText] = {}
@@ -170,7 +175,19 @@ class TraceScreen(LiveScreen):
     async def load(self, reader, now_s: float) -> TraceDetail | None:
         if self.trace_id is None:
             return None
-        return await reader.trace(self.trace_id)
+        trace_id = self.trace_id
+        detail = await reader.trace(trace_id)
+        # The span a new trace opens on is read with it: the waterfall, the card and the tabs then appear
+        # in one paint, not the tabs a paint later (a layout and a render of the screen again).
+        self._prefetched = None
+        select = self._span_to_select(detail.spans) if detail.spans else None
+        if select is not None and select != self._shown_span:
+            span = next(s for s in detail.spans if s.span_id == select)
+            try:
+                self._prefetched = (trace_id, select, await reader.span_detail(trace_id, span))
+            except Exception:  # the trace still shows; its span's details are read (and fail) as on a move
+                log.debug("reading the details of the span a trace opens on failed", exc_info=True)
+        return detail
 
     def show(self, detail: TraceDetail | None) -> None:
         summary = self.query_one("#trace-summary", Static)
@@ -202,24 +219,33 @@ class TraceScreen(LiveScreen):
         if errors:
             text.append(f"  {errors} failed ({'Esc, then n/N' if self._search_text else 'n/N'})", style="bold red")
         waterfall = self.query_one(Waterfall)
-        select = None
-        if self._select_span is not None and any(s.span_id == self._select_span for s in spans):
-            select = self._select_span
+        select = self._span_to_select(spans)
+        if self._select_span is not None and select == self._select_span:
             self._select_span = None
             self._select_slowest = False
         elif self._select_slowest:
-            llm = [s for s in spans if s.is_llm] or spans
-            select = max(llm, key=lambda s: s.duration_ns or 0).span_id
             self._select_slowest = False
-        elif waterfall.selected is None:
-            first_llm = next((s for s in sorted(spans, key=lambda s: s.start_ns) if s.is_llm), None)
-            select = first_llm.span_id if first_llm else root.span_id
         waterfall.set_spans(spans, select=select)
         self._fit_waterfall()
         text.append_text(contributors_line(waterfall.critical_path, spans))
         self._summary_head = text
         self._mark_search_matches()
         self._render_summary()
+
+    def _span_to_select(self, spans: list[SpanRow]) -> bytes | None:
+        """The span to select as `spans` are shown, None to keep the selection: the one asked for (an
+        alert's call), else the slowest LLM call when asked, else on a trace with nothing selected
+        yet the first LLM call (or the root)."""
+        if self._select_span is not None and any(s.span_id == self._select_span for s in spans):
+            return self._select_span
+        if self._select_slowest:
+            llm = [s for s in spans if s.is_llm] or spans
+            return max(llm, key=lambda s: s.duration_ns or 0).span_id
+        if self.query_one(Waterfall).selected is None:
+            first_llm = next((s for s in sorted(spans, key=lambda s: s.start_ns) if s.is_llm), None)
+            root = next((s for s in spans if s.parent_span_id is None), spans[0])
+            return first_llm.span_id if first_llm else root.span_id
+        return None
 
     def on_waterfall_selected(self, message: Waterfall.Selected) -> None:
         if self._search_text:
@@ -229,6 +255,11 @@ class TraceScreen(LiveScreen):
             return
         if span.span_id != self._shown_span:
             self._shown_span = span.span_id
+            prefetched, self._prefetched = self._prefetched, None
+            if prefetched is not None and prefetched[:2] == (self.trace_id, span.span_id):
+                self.query_one(SpanDetailView).show(prefetched[2])  # read with the trace (load)
+                self._show_card(span, prefetched[2])
+                return
             self._show_card(span, None)  # what the span row says, at once; its details when read
             self.load_span(self.trace_id, span)
 
