@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from store import histogram
 from store.dashboards import Query
-from store.queries import rollup_ranges
+from store.queries import range_rows, rollup_ranges
 
 NS = 1_000_000_000
 # Spans read for a call cohort's token figures, newest first: ~8 h of a busy store (1M spans a week),
@@ -75,13 +75,12 @@ def call_cohort_queries(model: str, feature: str | None, start_s: float, end_s: 
                         scan_limit: int = SPAN_SCAN_LIMIT) -> dict[str, Query]:
     first_s, last_s = window_bounds(start_s, end_s)
     ranges = rollup_ranges(int(start_s), int(end_s))
-    window_sql = " OR ".join("(r.res = ? AND r.bucket >= ? AND r.bucket < ?)" for _ in ranges)
-    window_params = tuple(x for r in ranges for x in r)
+    window_sql, window_params = range_rows(ranges)
     return {
         # dims stores '' for "no feature" (store/writer.py), spans store NULL.
         "rollups": Query(
             "SELECT r.calls, r.hist_latency, r.hist_ttft, r.hist_tpot FROM rollups r "
-            f"JOIN dims d ON d.id = r.dims_id WHERE ({window_sql}) AND d.model = ? AND d.feature = ?",
+            f"JOIN dims d ON d.id = r.dims_id WHERE {window_sql} AND d.model = ? AND d.feature = ?",
             (*window_params, model, feature or "")),
         # The inner query bounds the scan (newest spans first on spans_by_start), the outer one keeps
         # the cohort's calls; failed API calls are left out, as the latency histograms leave them out.

@@ -16,7 +16,7 @@ from typing import Any
 from store import histogram
 from store.models import TraceErrorCounts
 from store.pricing import PRICE_ROW_COLUMNS
-from store.queries import GROUP_COLUMNS, GroupStats, rollup_ranges, total_rows
+from store.queries import GROUP_COLUMNS, GroupStats, range_rows, rollup_ranges, total_rows
 from store.writer import ROLLUP_COUNTERS
 
 NS = 1_000_000_000
@@ -230,8 +230,7 @@ def breakdown_query(window_s: float, now_s: float, by: str) -> Query:
     columns = GROUP_COLUMNS[by]
     start = int(now_s - window_s)
     ranges = rollup_ranges(start, int(now_s))
-    window_sql = " OR ".join("(r.res = ? AND r.bucket >= ? AND r.bucket < ?)" for _ in ranges)
-    params = tuple(x for r in ranges for x in r)
+    window_sql, params = range_rows(ranges)
     dims = ", ".join(f"d.{c}" for c in columns)
     # One row per group (parse_breakdown sums rows all the same): SQLite sums the counters and
     # concatenates each histogram's blobs, a valid encoding (decoding adds repeated buckets). 24 h is
@@ -239,7 +238,7 @@ def breakdown_query(window_s: float, now_s: float, by: str) -> Query:
     hists = ", ".join(f"CAST(group_concat(r.{h}, x'') AS BLOB)" for h in ("hist_latency", "hist_ttft", "hist_tpot"))
     return Query(
         f"SELECT {dims}, {', '.join(f'sum(r.{c})' for c in ROLLUP_COUNTERS)}, {hists} "
-        f"FROM rollups r JOIN dims d ON d.id = r.dims_id WHERE ({window_sql}) GROUP BY {dims}", params)
+        f"FROM rollups r JOIN dims d ON d.id = r.dims_id WHERE {window_sql} GROUP BY {dims}", params)
 
 
 def parse_breakdown(by: str, rows: list[tuple]) -> list[GroupStats]:

@@ -35,7 +35,7 @@ from typing import Any
 
 from store import histogram
 from store.dashboards import Query, resolution_for
-from store.queries import rollup_ranges, total_rows
+from store.queries import range_rows, rollup_ranges, total_rows
 
 NS = 1_000_000_000
 WEEK_S = 7 * 86400
@@ -178,11 +178,9 @@ def windows(window_s: float, now_s: float) -> tuple[int, int, int]:
     return start - BASELINE_S, start, int(now_s)
 
 
-def _ranges_sql(start_s: int, end_s: int, exclusive_end: bool) -> tuple[str, tuple]:
+def _period_ranges(start_s: int, end_s: int, exclusive_end: bool) -> list[tuple[int, int, int]]:
     # rollup_ranges covers [start, end] by whole minutes; a baseline ends where the window starts.
-    ranges = rollup_ranges(start_s, end_s - 1 if exclusive_end else end_s)
-    sql = " OR ".join("(r.res = ? AND r.bucket >= ? AND r.bucket < ?)" for _ in ranges)
-    return f"({sql})", tuple(x for r in ranges for x in r)
+    return rollup_ranges(start_s, end_s - 1 if exclusive_end else end_s)
 
 
 def _scoped_rows(scope: Scope, ranges: Sequence[tuple[int, int, int]]) -> tuple[str, str, tuple]:
@@ -191,9 +189,9 @@ def _scoped_rows(scope: Scope, ranges: Sequence[tuple[int, int, int]]) -> tuple[
     its dimension sets."""
     if scope.total:
         return ("", *total_rows(ranges))
-    by_range = " OR ".join("(r.res = ? AND r.bucket >= ? AND r.bucket < ?)" for _ in ranges) or "0"
-    conditions = [f"({by_range})"]
-    params: list[Any] = [x for r in ranges for x in r]
+    by_range, range_params = range_rows(ranges)
+    conditions = [by_range]
+    params: list[Any] = list(range_params)
     if scope.feature is not None:
         conditions.append("d.feature = ?")
         params.append(scope.feature)
@@ -215,8 +213,7 @@ def period_queries(window_s: float, now_s: float, scope: Scope = ALL,
     hists = ", ".join(_concat(f"r.hist_{s}") for s in signals) or "NULL"
     queries = {}
     for name, (lo, hi, exclusive) in {"current": (start, end, False), "baseline": (base_start, start, True)}.items():
-        # rollup_ranges covers [lo, hi] by whole minutes; a baseline ends where the window starts.
-        join, where, params = _scoped_rows(scope, rollup_ranges(lo, hi - 1 if exclusive else hi))
+        join, where, params = _scoped_rows(scope, _period_ranges(lo, hi, exclusive))
         queries[name] = Query(f"SELECT {_SUMMED_PERIOD_COLUMNS}, {hists} FROM rollups r{join} WHERE {where}", params)
     return queries
 
@@ -401,7 +398,7 @@ def feature_periods(db: sqlite3.Connection, window_s: float, now_s: float,
     hists = "".join(", " + _concat(f"r.hist_{s}") for s in signals)
     out: dict[str, tuple[Period, Period]] = {}
     for index, (lo, hi, exclusive) in enumerate(((start, end, False), (base_start, start, True))):
-        ranges, params = _ranges_sql(lo, hi, exclusive)
+        ranges, params = range_rows(_period_ranges(lo, hi, exclusive))
         rows: dict[str, list[tuple]] = {}
         for row in db.execute(f"SELECT d.feature, {_SUMMED_PERIOD_COLUMNS}{hists} FROM rollups r "
                               f"JOIN dims d ON d.id = r.dims_id WHERE {ranges} AND r.dims_id != 0 GROUP BY d.feature",

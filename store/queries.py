@@ -59,6 +59,14 @@ def rollup_ranges(start_s: int, end_s: int) -> list[tuple[int, int, int]]:
 MAX_LISTED_BUCKETS = 4_000  # about 5.5 months of hour rows
 
 
+def range_rows(ranges: Sequence[tuple[int, int, int]], alias: str = "r") -> tuple[str, tuple]:
+    """A condition for the rollup rows of every dimension set in these ranges (rollup_ranges' (res, first
+    bucket, end bucket exclusive)), and its parameters. No range: no row."""
+    column = f"{alias}." if alias else ""
+    terms = " OR ".join(f"({column}res = ? AND {column}bucket >= ? AND {column}bucket < ?)" for _ in ranges)
+    return f"({terms or '0'})", tuple(x for r in ranges for x in r)
+
+
 def total_rows(ranges: Sequence[tuple[int, int, int]], alias: str = "r") -> tuple[str, tuple]:
     """A condition for the per-bucket total rows (dims_id 0) of these rollup ranges (rollup_ranges'
     (res, first bucket, end bucket exclusive)), and its parameters. Every bucket start is listed, so
@@ -173,8 +181,8 @@ def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequen
         condition, totals_params = total_rows(ranges)
         sql, params = f"SELECT '', {sums}{blobs} FROM rollups r WHERE {condition}", list(totals_params)
     else:
-        by_range = " OR ".join("(r.res = ? AND r.bucket >= ? AND r.bucket < ?)" for _ in ranges)
-        params = [x for r in ranges for x in r]
+        by_range, range_params = range_rows(ranges)
+        params = list(range_params)
         filters = ""
         for column, value in (where or {}).items():
             filters += f" AND d.{column} = ?"
@@ -182,7 +190,7 @@ def grouped_rollups(db: sqlite3.Connection, start_s: int, end_s: int, by: Sequen
         select_dims = ", ".join(f"d.{c}" for c in columns) or "''"
         group_by = f" GROUP BY {', '.join(f'd.{c}' for c in columns)}" if columns else ""
         sql = (f"SELECT {select_dims}, {sums}{blobs} "
-               f"FROM rollups r JOIN dims d ON d.id = r.dims_id WHERE ({by_range}){filters}{group_by}")
+               f"FROM rollups r JOIN dims d ON d.id = r.dims_id WHERE {by_range}{filters}{group_by}")
     n_dims = len(columns) if columns else 1
     groups: dict[tuple, GroupStats] = {}
     for row in db.execute(sql, params):

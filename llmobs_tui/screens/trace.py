@@ -257,8 +257,7 @@ class TraceScreen(LiveScreen):
             self._shown_span = span.span_id
             prefetched, self._prefetched = self._prefetched, None
             if prefetched is not None and prefetched[:2] == (self.trace_id, span.span_id):
-                self.query_one(SpanDetailView).show(prefetched[2])  # read with the trace (load)
-                self._show_card(span, prefetched[2])
+                self._show_details(span, prefetched[2])  # read with the trace (load)
                 return
             self._show_card(span, None)  # what the span row says, at once; its details when read
             self.load_span(self.trace_id, span)
@@ -267,8 +266,11 @@ class TraceScreen(LiveScreen):
     async def load_span(self, trace_id: bytes, span: SpanRow) -> None:
         detail = await self.llmobs.reader.span_detail(trace_id, span)
         if self._shown_span == span.span_id:
-            self.query_one(SpanDetailView).show(detail)
-            self._show_card(span, detail)
+            self._show_details(span, detail)
+
+    def _show_details(self, span: SpanRow, detail: SpanDetail) -> None:
+        self.query_one(SpanDetailView).show(detail)
+        self._show_card(span, detail)
 
     def _show_card(self, span: SpanRow, detail: SpanDetail | None) -> None:
         path = self.query_one(Waterfall).critical_path
