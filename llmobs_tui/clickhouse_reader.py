@@ -8,7 +8,7 @@ by the worker thread itself: a refresh cancelled mid-read leaves its read runnin
 overlap it on the client).
 
 ClickHouse has no read snapshot: a refresh's reads each see what was inserted when they ran. What the
-store does not hold (OTLP metrics, tool rollups, the change log, the content index) is a NotOnClickHouse
+store does not hold (OTLP metrics, tool rollups, the content index) is a NotOnClickHouse
 error naming the view, which the app shows on its status line; the read-only live loop never stops.
 """
 
@@ -24,7 +24,7 @@ from llmobs_tui.filtering import Filter
 from llmobs_tui.reader import TraceDetail
 from store import dashboards as q
 from store import sessions as conv
-from store.changes import Change
+from store.changes import Change, parse_changes
 from store.charts import Charts, parse_charts
 from store.clickhouse import dashboards as ch
 from store.clickhouse.dashboards import NotOnClickHouse
@@ -47,10 +47,6 @@ BYTES_EVERY_S = 10.0  # how often the footer's store size is read again (a query
 
 
 class ClickHouseStoreReader:
-    # What the change line and `[` `]` say instead of "no changes in this window" (llmobs_tui/widgets/change_line.py).
-    changes_unavailable = ("change markers: not available on a ClickHouse store yet "
-                           "(the writers' change log is not shipped)")
-
     def __init__(self, url: ClickHouseUrl, client: ClickHouseClient | None = None) -> None:
         """`client`: an open client to use (tests: chdb); default: an HTTP client to `url`, made by connect()."""
         self.url = url
@@ -125,9 +121,7 @@ class ClickHouseStoreReader:
         return parse_charts(window_s, now_s, rows, shift_s)
 
     async def changes(self, start_s: float, end_s: float) -> list[Change]:
-        """No change markers (changes_unavailable says why on screen). Not an error: the live loop reads this
-        every tick, for every screen."""
-        return []
+        return parse_changes(await self._run(ch.change_rows, start_s, end_s))
 
     async def drift(self, window_s: float, now_s: float, min_calls: int = 1,
                     eval_baseline: dict[str, tuple[float, int]] | None = None) -> Drift:

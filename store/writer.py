@@ -719,6 +719,8 @@ class SpanWriter:
             result.conversations = len(conversations)
             sessions.refresh(db, conversations, now)
             # A change marker keeps its fact (a model, a prompt version), not the forgotten example.
+            if self.outbox is not None:
+                self.outbox.changes_forgetting(db, trace_ids)
             _deleted(db, "UPDATE changes SET trace_id = NULL WHERE trace_id IN ({marks})", trace_ids)
             self._fold_pending_rollups()
             emptied = [key for key, acc in self._rollups.items()

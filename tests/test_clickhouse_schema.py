@@ -69,6 +69,7 @@ def test_migrate_creates_the_tables_and_a_second_run_changes_nothing(migrated: C
         "resources": "ReplacingMergeTree",
         "scopes": "ReplacingMergeTree",
         "meta": "ReplacingMergeTree",
+        "changes": "ReplacingMergeTree",
     }
     before = _schema_text(migrated)
     assert "CODEC(ZSTD(3))" in before["spans"] and "TTL" in before["spans"]

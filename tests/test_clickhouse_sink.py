@@ -22,6 +22,8 @@ import grpc
 import pytest
 
 from store import histogram
+from store.changes import changes_query, parse_changes
+from store.clickhouse import dashboards as clickhouse_dashboards
 from store.clickhouse import rows as ch_rows
 from store.clickhouse import schema
 from store.clickhouse import sessions as clickhouse_sessions
@@ -136,9 +138,11 @@ def clickhouse_rollups(client: Any) -> tuple[dict[tuple, tuple], dict[tuple, tup
     return per_key, totals
 
 
-def assert_clickhouse_equals_sqlite(db: sqlite3.Connection, client: Any, *, same_clock: bool = True) -> None:
+def assert_clickhouse_equals_sqlite(db: sqlite3.Connection, client: Any, *, same_clock: bool = True,
+                                    markers: bool = True) -> None:
     """ClickHouse holds what the SQLite store `db` holds. `same_clock`: the summaries' updated_ns too (False
-    when `db` is another run's store given the same traffic)."""
+    when `db` is another run's store given the same traffic). `markers`: the change markers drawn, every one
+    (False when `db` was written differently: a store that never saw forgotten traces, or was repriced)."""
     span_cols = [*ch_rows.SPAN_VALUE_COLUMNS, "resource_digest", "scope_digest"]
     expected_spans = [list(r) for r in db.execute(
         f"SELECT {', '.join('s.' + c for c in ch_rows.SPAN_VALUE_COLUMNS)}, r.digest, sc.digest FROM spans s "
@@ -162,6 +166,10 @@ def assert_clickhouse_equals_sqlite(db: sqlite3.Connection, client: Any, *, same
         db.execute(f"SELECT {', '.join(conversation_columns)} FROM conversations ORDER BY conversation_id").fetchall()
     assert clickhouse_sessions.user_rows(client) == db.execute("SELECT * FROM users ORDER BY user_id").fetchall()
     assert client.query("SELECT count() FROM logs FINAL")[0][0] == db.execute("SELECT count(*) FROM logs").fetchone()[0]
+    if markers:
+        every = changes_query(0, 2**62 / 10**9)
+        assert parse_changes(clickhouse_dashboards.change_rows(client, 0, 2**62 / 10**9)) == \
+            parse_changes(db.execute(every.sql, every.params).fetchall())
     want_rollups, want_totals = sqlite_rollups(db)
     got_rollups, got_totals = clickhouse_rollups(client)
     assert got_rollups == want_rollups

@@ -165,7 +165,7 @@ def test_m004_copies_the_summaries_into_the_hour_sorted_table(url: Any, database
         before = [list(row) for row in engine.query(read)]
         assert [row[2] for row in before] == [3, 4]
         monkeypatch.undo()
-        assert schema.migrate(client) == [4]
+        assert schema.migrate(client)[0] == 4
         assert [list(row) for row in engine.query(read)] == before
         sorting, ttl = engine.query("SELECT sorting_key, engine_full FROM system.tables WHERE database = "
                                     "currentDatabase() AND name = 'trace_summaries'")[0]

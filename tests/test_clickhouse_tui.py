@@ -241,6 +241,15 @@ async def test_opening_by_prefix_and_completion_are_equal(readers, stores) -> No
     assert await clickhouse_reader.known_values(NOW) == truth
 
 
+@pytest.mark.parametrize("window_s", (*WINDOWS, 30 * 86400))
+async def test_change_markers_are_equal(readers, window_s: int) -> None:
+    sqlite_reader, clickhouse_reader = readers
+    want = await sqlite_reader.changes(NOW - window_s, NOW)
+    assert await clickhouse_reader.changes(NOW - window_s, NOW) == want
+    if window_s > 86400:
+        assert {c.kind for c in want} >= {"served_model", "error_class"}, want  # not two empty lists agreeing
+
+
 @pytest.mark.parametrize("window_s", [3600, 86400])
 async def test_drift_and_trends_are_equal(readers, window_s: int) -> None:
     sqlite_reader, clickhouse_reader = readers
@@ -323,12 +332,11 @@ def _texts(screen: Any) -> list[str]:
     from rich.console import Console
     from textual.widgets import DataTable, Static
 
-    from llmobs_tui.widgets.change_line import ChangeLine
     from llmobs_tui.widgets.chrome import StatusLine
 
     out = []
     for widget in screen.query("*"):
-        if isinstance(widget, StatusLine | ChangeLine):  # the store's name; change markers (not on ClickHouse)
+        if isinstance(widget, StatusLine):  # the store's name
             continue
         if isinstance(widget, DataTable):
             out.extend(" | ".join(str(cell) for cell in widget.get_row_at(i)) for i in range(widget.row_count))

@@ -244,6 +244,35 @@ def matching_conversations(client: ClickHouseClient, terms: Sequence[tuple[str, 
     return {row[0] for row in rows}
 
 
+# --- change markers --------------------------------------------------------------------------------------
+
+
+def change_rows(client: ClickHouseClient, start_s: float, end_s: float, limit: int = 500) -> list[tuple]:
+    """store.changes.changes_query on ClickHouse: the changes to draw in [start_s, end_s], oldest first.
+
+    Each replica ships the values it saw first; a value's time is the earliest any replica saw it, and what
+    it changed from is the value of its (kind, scope) first seen just before it, whichever replica saw that
+    (a replica's own `before` knows only its own values: the change v1 → v2 would be lost, as a baseline,
+    on a replica that never saw v1). The first value of a (kind, scope) is its baseline and is not drawn,
+    except for the kinds whose first row is a change in itself (an error class; a price table, whose row
+    carries the digest it replaced). One store's rows give SQLite's list when its values were first seen
+    in time order; a value first seen late (an export delayed past a newer value) is placed by its time."""
+    from store.changes import CHANGES_WITHOUT_BEFORE
+
+    return client.query(
+        "SELECT t, kind, scope, multiIf(kind = 'prices', shipped_before, kind IN {no_before:Array(String)} OR n = 1, "
+        "NULL, previous) AS before, after, trace FROM ("
+        " SELECT kind, scope, after, t, seq, trace, shipped_before,"
+        "  lagInFrame(after) OVER w AS previous, row_number() OVER w AS n FROM ("
+        "  SELECT kind, scope, after, min(time_ns) AS t, argMin(seq, time_ns) AS seq,"
+        "   argMin(tuple(trace_id), time_ns).1 AS trace, argMin(tuple(before), time_ns).1 AS shipped_before"
+        "  FROM changes FINAL GROUP BY kind, scope, after)"
+        " WINDOW w AS (PARTITION BY kind, scope ORDER BY t, seq ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW))"
+        " WHERE t >= {a:Int64} AND t <= {b:Int64} AND (n > 1 OR kind IN {no_before:Array(String)})"
+        " ORDER BY t, seq LIMIT {limit:UInt32}",
+        {"a": int(start_s * NS), "b": int(end_s * NS), "no_before": list(CHANGES_WITHOUT_BEFORE), "limit": limit})
+
+
 # --- drift -----------------------------------------------------------------------------------------------
 
 

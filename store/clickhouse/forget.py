@@ -2,7 +2,8 @@
 a user, a conversation or a tenant goes (its spans, log records and summary, as deletion rows that
 ReplacingMergeTree's FINAL drops), and the rollups move by the exact contribution each of its spans made,
 as signed delta rows: the same arithmetic as SpanWriter.forget on SQLite (SpanWriter._contribution of each
-stored span, whose effective fields the writer decided when it stored it).
+stored span, whose effective fields the writer decided when it stored it). A change marker whose example
+was one of the traces keeps its fact without it, as on SQLite.
 
 It works from ClickHouse's own rows, not from a replica's working store: with N replicas none holds all of
 a user's traces, and a working store keeps a day at most. Conversations and users are computed from the
@@ -101,6 +102,12 @@ def forget(client: ClickHouseClient, kind: str, value: str,
             {"ids": chunk})]
         summaries.append(ch_rows.trace_tombstones(chunk, version))
         client.insert("trace_summaries", [row for rows in summaries for row in rows], ch_rows.TRACE_INSERT_COLUMNS)
+        # A change marker keeps its fact (a model, a prompt version), not the forgotten example (store/forget.py).
+        markers = client.query("SELECT kind, scope, after, time_ns, before, seq FROM changes FINAL "
+                               "WHERE trace_id IN {ids:Array(FixedString(16))}", {"ids": chunk})
+        if markers:
+            client.insert("changes", [[*row[:5], None, row[5], version] for row in markers],
+                          ch_rows.CHANGE_INSERT_COLUMNS)
         done.traces += len(chunk)
         done.spans += len(span_keys)
         done.logs += len(logs)

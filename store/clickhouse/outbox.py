@@ -5,6 +5,10 @@ SpanWriter holds one `OutboxRecorder` only when a ClickHouse store is configured
 one every hook is a single `is None` test. A batch records keys, not rows (the shipper reads the rows when
 it ships), except the rollup deltas, which exist nowhere else: they are summed per ClickHouse rollup key
 over the transaction (a −old/+new pair inside one batch nets out), and shipped as signed rows.
+
+Change markers are found rather than hooked: a marker is written by the writer's ChangeTracker and, when a
+price table changes, by whoever records it (at the writer's start, outside any batch), so each batch takes
+the `changes` rows past the last id it recorded (kept in the working store's meta, in the same transaction).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 _RESOLUTIONS = (60, 3600)
 _FINE = 10
 _NO_DIMS = ("",) * 9
+CHANGES_RECORDED = "clickhouse_changes_recorded"  # meta: the last `changes` id an outbox batch holds
 
 
 class OutboxRecorder:
@@ -41,6 +46,7 @@ class OutboxRecorder:
         self.remote_starts: dict[bytes, int] = {}
         self.resources: set[bytes] = set()
         self.scopes: set[bytes] = set()
+        self.changes: set[int] = set()  # `changes` ids to ship again (forget dropped their example trace)
         # (res, bucket, dims) → [{counter index: value}, [{hist bucket: count}, …]]
         self.rollups: dict[tuple[int, int, tuple[str, ...]], list[Any]] = {}
 
@@ -98,11 +104,18 @@ class OutboxRecorder:
 
         self.gone_logs.extend(log_keys(db, trace_ids))
 
+    def changes_forgetting(self, db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> None:
+        """These traces are about to leave the change markers that name them as their example: ship those again."""
+        from store.sessions import rows_in
+
+        self.changes.update(row[0] for row in rows_in(db, "SELECT id FROM changes WHERE trace_id IN ({marks})",
+                                                      list(trace_ids)))
+
     # -- the transaction's end -----------------------------------------------------------------------------
 
     def empty(self) -> bool:
         return not (self.spans or self.gone_spans or self.gone_logs or self.logs or self.traces
-                    or self.resources or self.scopes or self.rollups)
+                    or self.resources or self.scopes or self.rollups or self.changes)
 
     def seen_version(self, version: int) -> None:
         """Rows another replica wrote at `version` were read into this transaction: what it ships must
@@ -111,6 +124,7 @@ class OutboxRecorder:
 
     def flush(self, db: sqlite3.Connection) -> None:
         """Write what this transaction changed as one outbox batch (inside the transaction), then reset."""
+        self._new_changes(db)
         if self.empty():
             return
         # The span rows' version: wall-clock ns, because a span corrected by one replica may have been
@@ -127,6 +141,7 @@ class OutboxRecorder:
             "old_starts": {t.hex(): sorted(starts) for t, starts in self.old_starts.items() if t in self.traces},
             "resources": sorted(d.hex() for d in self.resources),
             "scopes": sorted(d.hex() for d in self.scopes),
+            "changes": sorted(self.changes),
             "rollups": [(res, bucket, list(dims), counters, hists)
                         for res, bucket, dims, counters, hists in self.changed_rollups()],
         }
@@ -137,3 +152,14 @@ class OutboxRecorder:
                                                    separators=(",", ":")).encode()),
         )
         self.reset()
+
+    def _new_changes(self, db: sqlite3.Connection) -> None:
+        """Add the change markers written since the last batch that recorded any (two primary-key reads)."""
+        last = db.execute("SELECT max(id) FROM changes").fetchone()[0]
+        if last is None:
+            return
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (CHANGES_RECORDED,)).fetchone()
+        recorded = int(row[0]) if row else 0
+        if last > recorded:
+            self.changes.update(r[0] for r in db.execute("SELECT id FROM changes WHERE id > ?", (recorded,)))
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (CHANGES_RECORDED, str(last)))

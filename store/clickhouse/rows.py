@@ -232,6 +232,17 @@ def scope_rows(db: sqlite3.Connection, digests: Sequence[bytes] | None) -> list[
     return [list(row) for row in rows]
 
 
+# --- change markers -------------------------------------------------------------------------------------------------
+CHANGE_INSERT_COLUMNS = ("kind", "scope", "after", "time_ns", "before", "trace_id", "seq", "version")
+_CHANGE_SELECT = "SELECT kind, scope, after, time_ns, before, trace_id, id FROM changes"
+
+
+def change_rows(db: sqlite3.Connection, ids: Sequence[int] | None, version: int) -> list[list[Any]]:
+    """The working store's change markers (all of them when `ids` is None) at `version`; its row id is `seq`."""
+    rows = db.execute(_CHANGE_SELECT) if ids is None else _in_chunks(db, _CHANGE_SELECT + " WHERE id IN ({marks})", ids)
+    return [[*row, version] for row in rows]
+
+
 # --- rollups --------------------------------------------------------------------------------------------------------
 ROLLUP_INSERT_COLUMNS = (
     "res", "bucket", *ROLLUP_DIMENSIONS, *ROLLUP_COUNTERS,

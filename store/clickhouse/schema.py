@@ -424,6 +424,31 @@ def m004_trace_summaries_by_start_hour(client: ClickHouseClient) -> None:
     client.command("DROP TABLE IF EXISTS trace_summaries_by_trace")
 
 
+# Change markers (SQLite's `changes`, m007): each replica ships the first time it saw each value of a changing
+# thing; a value's first time is the earliest any replica saw it (min over the rows of its key), and what it
+# changed from is computed when read (store/clickhouse/dashboards.py, change_rows), since no replica saw the
+# others' values. `seq` is the working store's row id: ties in time keep the order one writer saw them in.
+# A row is re-shipped with a higher version when forget drops its example trace.
+_CHANGES = """
+CREATE TABLE IF NOT EXISTS changes (
+    kind LowCardinality(String),
+    scope String,
+    after String,
+    time_ns Int64,
+    before Nullable(String),
+    trace_id Nullable(FixedString(16)),
+    seq Int64,
+    version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY (kind, scope, after, time_ns)
+"""
+
+
+@migration
+def m005_change_markers(client: ClickHouseClient) -> None:
+    client.command(_CHANGES)
+
+
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
