@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         conversation = client.query("SELECT conversation_id FROM trace_summaries WHERE start_ns >= {a:Int64} "
                                     "AND conversation_id IS NOT NULL ORDER BY start_ns LIMIT 1",
                                     {"a": end_ns - DAY_NS // 2})[0][0]
+        model, feature = client.query("SELECT model, feature FROM rollups WHERE res = 3600 AND bucket >= {a:Int64} "
+                                      "GROUP BY model, feature ORDER BY sum(calls) DESC LIMIT 1",
+                                      {"a": int(now_s) - 86400})[0]
         empty = parse("")
         reads: dict[str, Callable[[], Awaitable[Any]]] = {
             "overview + charts, 1h (key 1)": lambda: reader.charts(3600, now_s),
@@ -70,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             "sessions by last turn, 24h (key 6)": lambda: reader.sessions(86400, now_s, empty, "conversation",
                                                                           "last", True),
             "one conversation: its turns and calls (Enter on a session)": lambda: reader.conversation(conversation),
+            "why slow? a call's cohort, 24h (w on a call)": lambda: reader.call_cohort(model, feature or None, 86400,
+                                                                                       now_s),
+            "why slow? a trace's cohort and 5 typical traces, 24h (w on a root)": lambda: reader.trace_cohort(
+                trace_id, 86400, now_s),
             "every alert rule once, demo config (a new engine: nothing cached)": lambda: _rules(client, now_s),
         }
         out: dict[str, Any] = {"spans": args.spans, "fill_s": round(fill_s, 1), "repeat": args.repeat,

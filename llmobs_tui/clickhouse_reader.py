@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmobs_tui.filtering import Filter
 from llmobs_tui.reader import TraceDetail
+from store import cohort
 from store import dashboards as q
 from store import sessions as conv
 from store.changes import Change, parse_changes
 from store.charts import Charts, parse_charts
+from store.clickhouse import cohort as ch_cohort
 from store.clickhouse import dashboards as ch
 from store.clickhouse.dashboards import NotOnClickHouse
 from store.cohort import CallCohort, TraceCohort
@@ -199,11 +201,22 @@ class ClickHouseStoreReader:
         return await self._run(read)
 
     async def call_cohort(self, model: str, feature: str | None, window_s: float, now_s: float) -> CallCohort:
-        raise NotOnClickHouse("why slow? (its cohort reads raw spans)")
+        start_s = now_s - window_s
+        rows = await self._run(ch_cohort.call_cohort_rows, model, feature, start_s, now_s)
+        return cohort.parse_call_cohort(model, feature, start_s, now_s, rows)
 
     async def trace_cohort(self, trace_id: bytes, window_s: float, now_s: float,
                            typical: int = 5) -> tuple[TraceCohort, list[list[q.SpanRow]]]:
-        raise NotOnClickHouse("why slow? (its cohort reads raw spans)")
+        from store.clickhouse import reports
+
+        start_s = now_s - window_s
+
+        def read(client: ClickHouseClient) -> tuple[TraceCohort, list[list[q.SpanRow]]]:
+            found = cohort.parse_trace_cohort(start_s, now_s, ch_cohort.trace_cohort_rows(client, trace_id, start_s,
+                                                                                          now_s))
+            return found, [reports.trace_spans(client, i) for i in cohort.typical_trace_ids(found, typical)]
+
+        return await self._run(read)
 
     async def traces_with_prefix(self, prefix: str, limit: int = 1000) -> list[bytes]:
         from store.clickhouse import reports

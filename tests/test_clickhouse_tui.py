@@ -241,6 +241,77 @@ async def test_opening_by_prefix_and_completion_are_equal(readers, stores) -> No
     assert await clickhouse_reader.known_values(NOW) == truth
 
 
+def _cohort_subjects(db_path: Path, n: int = 3) -> list[tuple[str, str | None]]:
+    """The (model, feature) pairs with the most calls (a call cohort's subject)."""
+    db = sqlite3.connect(db_path)
+    try:
+        return [(model, feature or None) for model, feature, _ in db.execute(
+            "SELECT d.model, d.feature, sum(r.calls) FROM rollups r JOIN dims d ON d.id = r.dims_id "
+            "WHERE d.model != '' GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ?", (n,))]
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("window_s", (3600, 86400))
+async def test_why_slow_reads_the_same_cohorts(readers, stores, window_s: int) -> None:
+    """`w`: a call's cohort (rollup histograms and sampled calls) and a trace's (its root name and feature's
+    traces, and the spans of the typical ones), then what the dialog explains from them."""
+    from llmobs_tui import why_slow
+
+    sqlite_reader, clickhouse_reader = readers
+    for model, feature in _cohort_subjects(stores[0]):
+        want = await sqlite_reader.call_cohort(model, feature, window_s, NOW)
+        assert await clickhouse_reader.call_cohort(model, feature, window_s, NOW) == want
+        assert want.calls > 20 and len(want.samples) > 20 and want.latency
+    for trace_id in _trace_ids(stores[0]):
+        want_cohort, want_typical = await sqlite_reader.trace_cohort(trace_id, window_s, NOW)
+        got_cohort, got_typical = await clickhouse_reader.trace_cohort(trace_id, window_s, NOW)
+        assert got_cohort == want_cohort
+        spans = (await sqlite_reader.trace(trace_id)).spans
+        window = f"{window_s}s"
+        assert why_slow.explain_trace(spans, got_cohort, got_typical, window) == \
+            why_slow.explain_trace(spans, want_cohort, want_typical, window)
+        # No span row ids on ClickHouse (a span's place in its trace): the spans themselves are the same.
+        assert [[(s.span_id, s.name, s.start_ns, s.duration_ns) for s in trace] for trace in got_typical] == \
+            [[(s.span_id, s.name, s.start_ns, s.duration_ns) for s in trace] for trace in want_typical]
+
+
+@pytest.mark.parametrize("scan_limit", (1, 7, 40, 10**6))
+async def test_the_cohorts_newest_rows_stop_at_their_limit_as_on_sqlite(stores, readers, scan_limit: int) -> None:
+    """The call cohort's sampled spans and the trace cohort's summaries are the window's newest `scan_limit`
+    (SQLite walks them back from the window's end; ClickHouse looks back an hour, then four times as long)."""
+    from store import cohort
+    from store.clickhouse import cohort as ch_cohort
+
+    _, clickhouse_reader = readers
+    client = clickhouse_reader.client
+    db = sqlite3.connect(stores[0])
+    try:
+        def on_sqlite(queries: dict[str, Any]) -> dict[str, list[tuple]]:
+            return {key: db.execute(query.sql, query.params).fetchall() for key, query in queries.items()}
+
+        capped = []
+        for window_s in (600, 7200, 86400):
+            start = NOW - window_s
+            for model, feature in _cohort_subjects(stores[0], 2):
+                want = cohort.parse_call_cohort(model, feature, start, NOW, on_sqlite(
+                    cohort.call_cohort_queries(model, feature, start, NOW, scan_limit)), scan_limit)
+                got = cohort.parse_call_cohort(model, feature, start, NOW, ch_cohort.call_cohort_rows(
+                    client, model, feature, start, NOW, scan_limit), scan_limit)
+                assert got == want, (window_s, model, feature)
+                capped.append(want.samples_capped)
+            for trace_id in _trace_ids(stores[0], 2):
+                want_trace = cohort.parse_trace_cohort(start, NOW, on_sqlite(
+                    cohort.trace_cohort_queries(trace_id, start, NOW, scan_limit)), scan_limit)
+                got_trace = cohort.parse_trace_cohort(start, NOW, ch_cohort.trace_cohort_rows(
+                    client, trace_id, start, NOW, scan_limit), scan_limit)
+                assert got_trace == want_trace, (window_s, trace_id.hex())
+                capped.append(want_trace.capped)
+    finally:
+        db.close()
+    assert (True in capped) == (scan_limit < 10**6)  # cut short below the limit, whole windows above it
+
+
 @pytest.mark.parametrize("window_s", (*WINDOWS, 30 * 86400))
 async def test_change_markers_are_equal(readers, window_s: int) -> None:
     sqlite_reader, clickhouse_reader = readers
@@ -390,6 +461,29 @@ async def test_the_app_shows_the_same_figures_on_both_stores(stores) -> None:
     assert any("gpt-4o" in text for text in truth["breakdown"])
     assert len(truth["traces"]) > 50
     assert f"read-only clickhouse://{USER}@127.0.0.1" in got["status"][0] and PASSWORD not in got["status"][0]
+
+
+async def _why_slow_texts(app: LlmobsApp) -> list[str]:
+    """`w` on the call a trace opens on (the trace list's first), then on its root (the trace): what the
+    dialog says each time."""
+    said = []
+    async with app.run_test(size=(160, 50)) as pilot:
+        for keys in (("3", "enter", "w"), ("escape", "home", "w")):
+            for key in keys:
+                await pilot.press(key)
+                await pilot.pause()
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+            assert app.load_error is None, app.load_error
+            said.append(_texts_of(app.screen.query_one("#why-slow-body")))
+    return said
+
+
+async def test_why_slow_in_the_app_says_the_same_on_both_stores(stores) -> None:
+    truth = await _why_slow_texts(_app(stores[0]))
+    assert truth[0].startswith("Why slow? this call") and truth[1].startswith("Why slow? this trace"), truth
+    assert all("cohort:" in text for text in truth)
+    assert await _why_slow_texts(_app(stores[0], ClickHouseStoreReader(stores[1]))) == truth
 
 
 async def test_a_screen_whose_data_is_not_on_clickhouse_says_so(stores) -> None:

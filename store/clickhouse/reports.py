@@ -72,7 +72,8 @@ def _ranges_condition(ranges: Sequence[tuple[int, int, int]], params: dict[str, 
         params[res_name], params[lo_name], params[hi_name] = res, lo, hi
         parts.append(f"(res = {{{res_name}:UInt32}} AND bucket >= {{{lo_name}:Int64}} "
                      f"AND bucket < {{{hi_name}:Int64}})")
-    return " OR ".join(parts) or "0"
+    # Parenthesized: a caller that adds `AND …` after it filters every range, not the last one.
+    return f"({' OR '.join(parts)})" if parts else "0"
 
 
 def _dimension_filters(where: Mapping[str, str | None] | None, params: dict[str, Any], prefix: str = "") -> str:
