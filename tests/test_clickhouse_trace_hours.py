@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from store.clickhouse import dashboards, schema
+from store.clickhouse import dashboards, reports, schema
 from store.clickhouse.client import ChdbClient, HttpClient
 from store.clickhouse.forget import forget as forget_in_clickhouse
 from tests.otlp_factory import make_span, trace_id_bytes
@@ -74,6 +74,7 @@ def test_a_late_root_in_an_earlier_hour_leaves_one_summary_row(tmp_path: Path, h
     assert sorted(rows) == sorted(trace_id_bytes(n) for n in range(1, TRACES + 1))
     assert all(len(starts) == 1 and starts[0] % HOUR > HOUR - 60 * S for starts in rows.values())
     assert sorted(listed(engine, now)) == sorted(rows)  # the trace list shows each trace once
+    assert reports.trace_ids_with_prefix(engine, "00", 1000) == sorted(rows)  # and `:open 00…` too
     db = single_store(tmp_path / "one.db", now, [(children, []), (roots, [])])
     try:
         assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
@@ -119,6 +120,7 @@ def test_forget_deletes_a_moved_trace_where_its_row_is(tmp_path: Path, http: Htt
     kept = {trace_id_bytes(2), trace_id_bytes(4)}
     assert set(summary_rows(engine)) == kept
     assert set(listed(engine, now)) == kept
+    assert reports.trace_ids_with_prefix(engine, "00", 1000) == sorted(kept)  # forgotten: not found by prefix
     conversations = {row[0] for row in engine.query("SELECT DISTINCT conversation_id FROM trace_summaries FINAL")}
     assert conversations == {"conv-2", "conv-4"}
 
@@ -333,3 +335,21 @@ def test_a_batch_of_two_thousand_traces_is_looked_up_over_http(http: HttpClient)
     http.insert("trace_summaries", [[ids[-1], 1, now - HOUR, now, 1, now]],
                 ("trace_id", "root_known", "start_ns", "end_ns", "spans", "updated_ns"))
     assert _newest_summaries(http, ids) == {ids[-1]: (0, now, now - HOUR, now)}
+
+
+def test_a_prefix_finds_each_live_trace_once_without_final(http: HttpClient) -> None:
+    """`:open PREFIX` reads each (hour, trace) key's newest row, not FINAL over the whole table: a deleted
+    trace is not found, a moved one once, and one left live at two hours (two replicas' race, README) once."""
+    now = time.time_ns()
+    columns = ("trace_id", "start_ns", "end_ns", "updated_ns", "is_deleted")
+    rows = [
+        [trace_id_bytes(1), now - 2 * HOUR, now, 1, 0], [trace_id_bytes(1), now - 2 * HOUR, now, 2, 1],  # forgotten
+        [trace_id_bytes(2), now, now, 1, 0], [trace_id_bytes(2), now, now, 2, 1],              # moved an hour back
+        [trace_id_bytes(2), now - HOUR, now, 2, 0],
+        [trace_id_bytes(3), now, now, 1, 0], [trace_id_bytes(3), now - HOUR, now, 1, 0],      # live at two hours
+        [trace_id_bytes(4), now, now, 1, 1], [trace_id_bytes(4), now, now, 2, 0],              # deleted, then back
+    ]
+    for version in (1, 2):  # apart: an insert folds its own block's rows of one key (optimize_on_insert)
+        http.insert("trace_summaries", [row for row in rows if row[3] == version], columns)
+    assert reports.trace_ids_with_prefix(http, "00", 1000) == [trace_id_bytes(n) for n in (2, 3, 4)]
+    assert reports.trace_ids_with_prefix(http, "00", 1) == [trace_id_bytes(n) for n in (2, 3)]  # limit + 1
