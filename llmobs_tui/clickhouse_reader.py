@@ -214,7 +214,7 @@ class ClickHouseStoreReader:
         def read(client: ClickHouseClient) -> tuple[TraceCohort, list[list[q.SpanRow]]]:
             found = cohort.parse_trace_cohort(start_s, now_s, ch_cohort.trace_cohort_rows(client, trace_id, start_s,
                                                                                           now_s))
-            return found, [reports.trace_spans(client, i) for i in cohort.typical_trace_ids(found, typical)]
+            return found, reports.traces_spans(client, cohort.typical_trace_ids(found, typical))
 
         return await self._run(read)
 

@@ -306,11 +306,23 @@ def trace_ids_with_prefix(client: ClickHouseClient, prefix: str, limit: int) -> 
 def trace_spans(client: ClickHouseClient, trace_id: bytes) -> list[SpanRow]:
     """store.dashboards.trace_spans_query on ClickHouse. There is no row id: `id` is the span's place in
     (start, span id) order, which is what the tree sorts ties by."""
+    return traces_spans(client, [trace_id])[0]
+
+
+def traces_spans(client: ClickHouseClient, trace_ids: Sequence[bytes]) -> list[list[SpanRow]]:
+    """trace_spans of each of these traces, in one read per 500: a lookup by trace id goes through the
+    spans' bloom filter over every granule of the retention, once however many ids it holds (5 traces at
+    100M spans, chdb: 116 ms one by one, 46 together)."""
     columns = [c for c in SPAN_COLUMNS_FOR_TRACE if c != "id"]
-    rows = client.query(
-        f"SELECT {', '.join(columns)} FROM spans FINAL WHERE trace_id = {{t:FixedString(16)}} "
-        "ORDER BY start_ns, span_id", {"t": trace_id}, bytes_columns=("duplicate_of",))
-    return [SpanRow(i, *row) for i, row in enumerate(rows, start=1)]
+    found: dict[bytes, list[SpanRow]] = {bytes(t): [] for t in trace_ids}
+    for chunk in batches(list(found)):
+        for row in client.query(
+                f"SELECT trace_id, {', '.join(columns)} FROM spans FINAL WHERE trace_id IN "
+                "{t:Array(FixedString(16))} ORDER BY trace_id, start_ns, span_id", {"t": chunk},
+                bytes_columns=("duplicate_of",)):
+            spans = found[bytes(row[0])]
+            spans.append(SpanRow(len(spans) + 1, *row[1:]))
+    return [found[bytes(t)] for t in trace_ids]
 
 
 def export_trace(client: ClickHouseClient, trace_id: bytes) -> Any:
