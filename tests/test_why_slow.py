@@ -518,6 +518,24 @@ async def test_w_on_the_slowest_span_explains_it(store, size):
         assert isinstance(app.screen, TraceScreen)
 
 
+async def test_the_explanation_is_drawn_again_for_a_new_size(store):
+    """Opened at 160×48, then the terminal shrinks to 80×24: the histogram is drawn for the new width (its
+    axis on one line with both corners), not wrapped."""
+    app = make_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        app.open_trace(trace_id_of(SLOW_PREFILL), slowest=True)
+        await settle(pilot)
+        await pilot.press("w")
+        await settle(pilot)
+        assert isinstance(app.screen, WhySlowScreen) and app.screen.explanation is not None
+        await pilot.resize_terminal(80, 24)
+        await settle(pilot)
+        await pilot.press("end")  # the histogram is at the bottom of the scrolled dialog
+        await settle(pilot)
+        axis = [line for line in Frame(app).text.splitlines() if "│ └──" in line]
+        assert axis and all("┘" in line for line in axis), Frame(app).text
+
+
 async def test_w_on_the_traces_screen_explains_the_selected_trace(store):
     app = make_app(store)
     async with app.run_test(size=(120, 36)) as pilot:

@@ -91,6 +91,12 @@ class WhySlowScreen(ModalScreen[None]):
         self.cohort_points = points
         body.update(render_explanation(explanation, points, self._chart_width()))
 
+    def on_resize(self) -> None:
+        # The histogram is drawn for a width: drawn again for the new one, it does not wrap into noise.
+        if self.explanation is not None:
+            self.query_one("#why-slow-body", Static).update(
+                render_explanation(self.explanation, self.cohort_points, self._chart_width()))
+
     def _chart_width(self) -> int:
         # The dialog is 92% of the screen, less its border and padding.
         return max(20, min(100, self.size.width * 92 // 100 - 6))
