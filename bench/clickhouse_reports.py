@@ -53,6 +53,14 @@ def _fill_summaries(client: ChdbClient, conversation_minutes: int = 0) -> None:
     """)
 
 
+def _fill_tool_calls(client: ChdbClient) -> None:
+    """The tool calls the replicas would keep (m006): each tool span of the fill is a call of its own (no
+    chains), failed when its status is."""
+    client.command("INSERT INTO tool_calls (trace_id, span_id, start_ns, tool, duration_ns, failed, version) "
+                   "SELECT trace_id, span_id, start_ns, tool_name, duration_ns, status = 2, 1 FROM spans "
+                   "WHERE kind = 'tool'")
+
+
 def _fill_rollups(client: ChdbClient) -> None:
     """Minute and hour rollups of the billed spans, per (service, provider, model, feature), with latency and
     time-to-first-token histograms; then a −/+ pair for 1 % of the minute rows, in parts of their own."""
@@ -135,6 +143,8 @@ def opened_store(args: argparse.Namespace, prefix: str) -> tuple[ChdbClient, int
     if args.keep is not None and kept.exists():
         client = ChdbClient(path, "bench")
         schema.migrate(client)
+        if not client.query("SELECT count() FROM tool_calls")[0][0]:  # kept before m006 made the table
+            _fill_tool_calls(client)
         meta = json.loads(kept.read_text())
         end_ns, fill_s = meta["end_ns"], meta["fill_s"]
         args.spans = meta["spans"]  # what the store holds, printed with the figures
@@ -158,6 +168,7 @@ def filled_store(path: str, spans: int, content_bytes: int, conversation_minutes
     _fill(client, "spans", spans, end_ns, content_bytes)
     _fill_summaries(client, conversation_minutes)
     _fill_rollups(client)
+    _fill_tool_calls(client)
     return client, end_ns, time.perf_counter() - fill0
 
 

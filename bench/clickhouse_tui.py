@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             "newest_span_id + store size (every tick)": reader.newest_span_id,
             "breakdown by model, 24h (key 2)": lambda: reader.breakdown(86400, now_s, "model"),
             "breakdown's two trend charts by model, 24h": lambda: _both_trends(reader, now_s),
+            "tool calls by tool, 24h (Breakdown by tool)": lambda: reader.tool_calls(86400, now_s),
             "trace list by cost, 24h, 500 rows (key 3)": lambda: reader.traces(86400, now_s, empty, "cost", True),
             "one trace: spans + log counts (Enter)": lambda: reader.trace(trace_id),
             "drift panel, 1h (key 5)": lambda: reader.drift(3600, now_s),

@@ -8,7 +8,7 @@ by the worker thread itself: a refresh cancelled mid-read leaves its read runnin
 overlap it on the client).
 
 ClickHouse has no read snapshot: a refresh's reads each see what was inserted when they ran. What the
-store does not hold (OTLP metrics, tool rollups, the content index) is a NotOnClickHouse
+store does not hold (OTLP metrics, tool call trends, the content index) is a NotOnClickHouse
 error naming the view, which the app shows on its status line; the read-only live loop never stops.
 """
 
@@ -176,7 +176,9 @@ class ClickHouseStoreReader:
         return parse_trends(metric, by, window_s, now_s, rows, top_n, others)
 
     async def tool_calls(self, window_s: float, now_s: float) -> list[ToolStats]:
-        raise NotOnClickHouse("tool calls (no tool rollups are shipped)")
+        from store import tool_rollups
+
+        return tool_rollups.parse_tool_calls(await self._run(ch.tool_stats_rows, window_s, now_s))
 
     async def metrics(self, window_s: float, now_s: float) -> metric_store.MetricsOverview:
         raise NotOnClickHouse("OTLP metrics")

@@ -690,6 +690,7 @@ class SpanWriter:
                 for trace_id in trace_ids:
                     self.outbox.trace_deleted(trace_id, stored_starts.get(trace_id))
                 self.outbox.logs_deleting(db, trace_ids)
+                self.outbox.tool_calls_deleting(db, trace_ids)
             result.spans = _deleted(db, "DELETE FROM spans WHERE trace_id IN ({marks})", trace_ids)
             result.logs = _deleted(db, "DELETE FROM logs WHERE trace_id IN ({marks})", trace_ids)
             result.traces = _deleted(db, "DELETE FROM traces WHERE trace_id IN ({marks})", trace_ids)
@@ -847,6 +848,9 @@ class SpanWriter:
         if inserts:
             db.executemany(_INSERT_SPANS, inserts)
             tool_rollups.note_new_spans(db, inserts)  # the calls of traces given a tool span (m010)
+            if self.outbox is not None:
+                kind, trace_at = COL["kind"], COL["trace_id"]
+                self.outbox.tool_traces.update(r[trace_at] for r in inserts if r[kind] == "tool")
         if updates:
             db.executemany(_UPDATE_SPAN, updates)
         if log_inserts:

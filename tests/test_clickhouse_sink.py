@@ -138,6 +138,18 @@ def clickhouse_rollups(client: Any) -> tuple[dict[tuple, tuple], dict[tuple, tup
     return per_key, totals
 
 
+def sqlite_tool_calls(db: sqlite3.Connection) -> list[tuple]:
+    """(trace id, span id, start, tool, duration, failed) of every call the store keeps (store/tool_rollups.py)."""
+    return db.execute("SELECT s.trace_id, s.span_id, t.start_ns, t.tool, t.duration_ns, t.failed FROM tool_calls t "
+                      "JOIN spans s ON s.id = t.call_id ORDER BY s.trace_id, s.span_id").fetchall()
+
+
+def clickhouse_tool_calls(client: Any) -> list[tuple]:
+    return [(bytes(t), bytes(s), *rest) for t, s, *rest in client.query(
+        "SELECT trace_id, span_id, start_ns, tool, duration_ns, failed FROM tool_calls FINAL "
+        "ORDER BY trace_id, span_id")]
+
+
 def assert_clickhouse_equals_sqlite(db: sqlite3.Connection, client: Any, *, same_clock: bool = True,
                                     markers: bool = True) -> None:
     """ClickHouse holds what the SQLite store `db` holds. `same_clock`: the summaries' updated_ns too (False
@@ -166,6 +178,7 @@ def assert_clickhouse_equals_sqlite(db: sqlite3.Connection, client: Any, *, same
         db.execute(f"SELECT {', '.join(conversation_columns)} FROM conversations ORDER BY conversation_id").fetchall()
     assert clickhouse_sessions.user_rows(client) == db.execute("SELECT * FROM users ORDER BY user_id").fetchall()
     assert client.query("SELECT count() FROM logs FINAL")[0][0] == db.execute("SELECT count(*) FROM logs").fetchone()[0]
+    assert clickhouse_tool_calls(client) == sqlite_tool_calls(db)
     if markers:
         every = changes_query(0, 2**62 / 10**9)
         assert parse_changes(clickhouse_dashboards.change_rows(client, 0, 2**62 / 10**9)) == \

@@ -176,3 +176,41 @@ def test_an_unreachable_clickhouse_leaves_the_batch_to_the_working_store(tmp_pat
         assert db.execute("SELECT count(*) FROM spans").fetchone()[0] == 6
         up["value"] = True
         assert shipper.ship(force=True) and shipper.pending() == 0
+
+
+def _tool_chain(now: int) -> tuple[list[Any], list[Any]]:
+    """(the MCP client's and server's `tools/call` spans, then the framework's execute_tool span above them and
+    the root): one call of `search`, failed because the server's span failed; its outermost span comes last."""
+    from tests.otlp_factory import make_span
+
+    start = now - 120 * S
+    tool = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"}
+    root = make_span(9, 1, None, "agent", {"app.llm.feature": "research"}, start_ns=start, end_ns=start + 5 * S)
+    framework = make_span(9, 2, 1, "execute_tool search", tool, start_ns=start + S, end_ns=start + 3 * S)
+    client = make_span(9, 3, 2, "tools/call search", tool, start_ns=start + S + 10**6, end_ns=start + 3 * S - 10**6)
+    server = make_span(9, 4, 3, "tools/call search", tool, start_ns=start + S + 2 * 10**6,
+                       end_ns=start + 3 * S - 2 * 10**6, status_code=2, status_message="boom")
+    return [client, server], [framework, root]
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_a_tool_calls_outer_span_reaching_another_replica_folds_the_call_there(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient, sync: bool) -> None:
+    """The MCP spans reach replica A, which counts a call at the client's span; the framework's span above
+    them reaches B: the call is the framework span's, the inner ones ship as deletion rows. Without the
+    lookup, B never sees the inner spans, and ClickHouse keeps two calls where one store has one."""
+    from tests.test_clickhouse_sink import clickhouse_tool_calls, sqlite_tool_calls
+
+    now = time.time_ns()
+    inner, outer = _tool_chain(now)
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http, sync=sync) as b:
+        a(inner)
+        assert [row[1] for row in clickhouse_tool_calls(engine)] == [(3).to_bytes(8, "big")]
+        b(outer)
+    one = single_store(tmp_path / "one.db", now, [(inner, []), (outer, [])])
+    try:
+        want = sqlite_tool_calls(one)
+        assert [(row[1], row[-1]) for row in want] == [((2).to_bytes(8, "big"), 1)]  # one call, failed
+        assert (clickhouse_tool_calls(engine) == want) is sync
+    finally:
+        one.close()

@@ -313,6 +313,20 @@ async def test_the_cohorts_newest_rows_stop_at_their_limit_as_on_sqlite(stores, 
 
 
 @pytest.mark.parametrize("window_s", (*WINDOWS, 30 * 86400))
+async def test_tool_calls_are_equal(readers, window_s: int) -> None:
+    """The Breakdown by tool: calls, failures and every call's duration (percentiles exact) per tool."""
+    sqlite_reader, clickhouse_reader = readers
+
+    def comparable(stats: list[Any]) -> list[Any]:  # durations in no particular order on either side
+        return [(s.key, s.calls, s.errors, sorted(s.durations_ns)) for s in stats]
+
+    want = await sqlite_reader.tool_calls(window_s, NOW)
+    assert comparable(await clickhouse_reader.tool_calls(window_s, NOW)) == comparable(want)
+    if window_s >= 86400:
+        assert sum(s.calls for s in want) > 20 and any(s.errors for s in want), want
+
+
+@pytest.mark.parametrize("window_s", (*WINDOWS, 30 * 86400))
 async def test_change_markers_are_equal(readers, window_s: int) -> None:
     sqlite_reader, clickhouse_reader = readers
     want = await sqlite_reader.changes(NOW - window_s, NOW)
@@ -371,8 +385,7 @@ async def test_the_live_figures_and_what_is_not_on_clickhouse(readers, stores, s
     assert newest > 0 and await clickhouse_reader.newest_span_id() == newest  # nothing written in between
     size = clickhouse_reader.file_bytes()
     assert size is not None and size > 0
-    for read in (clickhouse_reader.metrics(3600, NOW), clickhouse_reader.tool_calls(3600, NOW),
-                 clickhouse_reader.text_matches([], "refund")):
+    for read in (clickhouse_reader.metrics(3600, NOW), clickhouse_reader.text_matches([], "refund")):
         with pytest.raises(StoreError, match="not available on a ClickHouse store yet"):
             await read
     assert await clickhouse_reader.serving_saturation(NOW) is None

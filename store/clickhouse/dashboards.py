@@ -244,6 +244,18 @@ def matching_conversations(client: ClickHouseClient, terms: Sequence[tuple[str, 
     return {row[0] for row in rows}
 
 
+# --- tool calls --------------------------------------------------------------------------------------------
+
+
+def tool_stats_rows(client: ClickHouseClient, window_s: float, now_s: float) -> list[tuple]:
+    """store.tool_rollups.tool_calls_query's rows for the calls that started in the window, its bounds as the
+    SQLite reader takes them."""
+    from store.clickhouse.reports import tool_call_groups
+
+    now_ns = int(now_s * 1e9)
+    return tool_call_groups(client, now_ns - int(window_s * 1e9), now_ns)
+
+
 # --- change markers --------------------------------------------------------------------------------------
 
 

@@ -74,7 +74,7 @@ def forget(client: ClickHouseClient, kind: str, value: str,
         logs = client.query("SELECT trace_id, span_id, time_ns, record_digest FROM logs FINAL "
                             "WHERE trace_id IN {ids:Array(FixedString(16))}", {"ids": chunk})
         recorder = OutboxRecorder()
-        span_keys = []
+        span_keys, tool_keys = [], []
         for row in spans:
             values = dict(zip(columns, row))
             contribution = SpanWriter._contribution(ch_rows.span_state(values))
@@ -84,6 +84,8 @@ def forget(client: ClickHouseClient, kind: str, value: str,
                 done.calls += counters.get(calls_at, 0)
                 done.cost_nusd += counters.get(cost_at, 0)
             span_keys.append((bytes(values["trace_id"]), bytes(values["span_id"]), values["start_ns"]))
+            if values["kind"] == "tool":  # a call's key, or not one: a deletion row for each
+                tool_keys.append(span_keys[-1])
         version = time.time_ns()
         token = hashlib.sha256(f"forget:{kind}:{value}:".encode() + b"".join(chunk)).hexdigest()
         deltas = [ch_rows.rollup_row(*rollup) for rollup in recorder.changed_rollups()]
@@ -92,6 +94,9 @@ def forget(client: ClickHouseClient, kind: str, value: str,
                           settings={"insert_deduplication_token": token})
         if span_keys:
             client.insert("spans", ch_rows.span_tombstones(span_keys, version), ch_rows.SPAN_INSERT_COLUMNS)
+        if tool_keys:
+            client.insert("tool_calls", ch_rows.tool_call_tombstones(tool_keys, version),
+                          ch_rows.TOOL_CALL_INSERT_COLUMNS)
         if logs:
             client.insert("logs", ch_rows.log_tombstones([(bytes(t), bytes(s), n, bytes(d)) for t, s, n, d in logs],
                                                          version), ch_rows.LOG_INSERT_COLUMNS)

@@ -47,6 +47,10 @@ class OutboxRecorder:
         self.resources: set[bytes] = set()
         self.scopes: set[bytes] = set()
         self.changes: set[int] = set()  # `changes` ids to ship again (forget dropped their example trace)
+        # Traces whose tool calls were recomputed: each of their tool spans is shipped as its call or, part of
+        # another's call, as a deletion row. And the tool spans of forgotten traces, as deletion rows.
+        self.tool_traces: set[bytes] = set()
+        self.gone_tool_calls: list[tuple[bytes, bytes, int]] = []
         # (res, bucket, dims) → [{counter index: value}, [{hist bucket: count}, …]]
         self.rollups: dict[tuple[int, int, tuple[str, ...]], list[Any]] = {}
 
@@ -104,6 +108,13 @@ class OutboxRecorder:
 
         self.gone_logs.extend(log_keys(db, trace_ids))
 
+    def tool_calls_deleting(self, db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> None:
+        """These traces are about to be deleted (forget): the keys of their tool spans, for deletion rows."""
+        from store.sessions import rows_in
+
+        self.gone_tool_calls.extend(rows_in(db, "SELECT trace_id, span_id, start_ns FROM spans "
+                                                "WHERE trace_id IN ({marks}) AND kind = 'tool'", list(trace_ids)))
+
     def changes_forgetting(self, db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> None:
         """These traces are about to leave the change markers that name them as their example: ship those again."""
         from store.sessions import rows_in
@@ -115,7 +126,8 @@ class OutboxRecorder:
 
     def empty(self) -> bool:
         return not (self.spans or self.gone_spans or self.gone_logs or self.logs or self.traces
-                    or self.resources or self.scopes or self.rollups or self.changes)
+                    or self.resources or self.scopes or self.rollups or self.changes or self.tool_traces
+                    or self.gone_tool_calls)
 
     def seen_version(self, version: int) -> None:
         """Rows another replica wrote at `version` were read into this transaction: what it ships must
@@ -142,6 +154,8 @@ class OutboxRecorder:
             "resources": sorted(d.hex() for d in self.resources),
             "scopes": sorted(d.hex() for d in self.scopes),
             "changes": sorted(self.changes),
+            "tool_traces": sorted(t.hex() for t in self.tool_traces),
+            "gone_tool_calls": [(t.hex(), s.hex(), start) for t, s, start in self.gone_tool_calls],
             "rollups": [(res, bucket, list(dims), counters, hists)
                         for res, bucket, dims, counters, hists in self.changed_rollups()],
         }

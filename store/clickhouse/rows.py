@@ -243,6 +243,31 @@ def change_rows(db: sqlite3.Connection, ids: Sequence[int] | None, version: int)
     return [[*row, version] for row in rows]
 
 
+# --- tool calls ---------------------------------------------------------------------------------------------------
+TOOL_CALL_INSERT_COLUMNS = ("trace_id", "span_id", "start_ns", "tool", "duration_ns", "failed", "version", "is_deleted")
+
+
+def tool_call_rows(db: sqlite3.Connection, trace_ids: Sequence[bytes] | None, version: int) -> list[list[Any]]:
+    """Every tool span of these traces (all traces when None) as ClickHouse's tool_calls row: the call it is
+    the outermost span of, or a deletion row (it is part of its parent's call, or no longer stored)."""
+    select = ("SELECT s.trace_id, s.span_id, s.start_ns, t.call_id IS NOT NULL, t.tool, t.duration_ns, t.failed "
+              "FROM spans s LEFT JOIN tool_calls t ON t.call_id = s.id WHERE s.kind = 'tool'")
+    rows = db.execute(select) if trace_ids is None else _in_chunks(db, select + " AND s.trace_id IN ({marks})",
+                                                                   trace_ids)
+    out = []
+    for trace_id, span_id, start, is_call, tool, duration, failed in rows:
+        if is_call:
+            out.append([trace_id, span_id, start, tool, duration, failed, version, 0])
+        elif trace_ids is not None:  # a whole store's copy needs no deletions
+            out.append([trace_id, span_id, start, None, None, 0, version, 1])
+    return out
+
+
+def tool_call_tombstones(keys: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:
+    """Deletion rows for these (trace id, span id, start) tool spans."""
+    return [[trace_id, span_id, start, None, None, 0, version, 1] for trace_id, span_id, start in keys]
+
+
 # --- rollups --------------------------------------------------------------------------------------------------------
 ROLLUP_INSERT_COLUMNS = (
     "res", "bucket", *ROLLUP_DIMENSIONS, *ROLLUP_COUNTERS,

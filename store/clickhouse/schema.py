@@ -403,8 +403,7 @@ def m004_trace_summaries_by_start_hour(client: ClickHouseClient) -> None:
     if layout and layout[0].startswith("intDiv("):
         client.command("DROP TABLE IF EXISTS trace_summaries_by_trace")
         return
-    rows = client.query("SELECT argMax(value, updated_ns) FROM meta WHERE key = {k:String}", {"k": RETENTION_KEY})
-    days = int(rows[0][0]) if rows and rows[0][0] else DEFAULT_RETENTION_DAYS
+    days = retention_days(client)
     # The end's minmax index: the runaway rule reads the traces that ended since its window's start (with
     # the rows sorted by start, a granule's ends lie close together). Bloom filters on the conversation and
     # the user: a conversation's turns, the Sessions screen's conversations and `forget` read by them.
@@ -447,6 +446,33 @@ ORDER BY (kind, scope, after, time_ns)
 @migration
 def m005_change_markers(client: ClickHouseClient) -> None:
     client.command(_CHANGES)
+
+
+# Tool calls (SQLite's `tool_calls`, m010): one row per call, keyed by its outermost tool span, so that
+# the Breakdown by tool and `report --by tool` read calls instead of walking every tool span of the window.
+# A replica recomputes a trace's calls from all its stored tool spans whenever a batch brings it one, and
+# ships a row for each of them: the call it is, or a deletion row when it is part of its parent's call
+# (store/clickhouse/sink.py). A call's key never moves: a span's start does not change.
+_TOOL_CALLS = f"""
+CREATE TABLE IF NOT EXISTS tool_calls (
+    trace_id FixedString(16),
+    span_id FixedString(8),
+    start_ns Int64,
+    tool Nullable(String),
+    duration_ns Nullable(Int64),
+    failed UInt8,
+    version UInt64,
+    is_deleted UInt8 DEFAULT 0
+) ENGINE = ReplacingMergeTree(version, is_deleted)
+PARTITION BY {_DAY}
+ORDER BY (intDiv(start_ns, 3600000000000), trace_id, span_id)
+TTL {_seconds('start_ns')} + INTERVAL {{days}} DAY
+"""
+
+
+@migration
+def m006_tool_calls(client: ClickHouseClient) -> None:
+    client.command(_TOOL_CALLS.format(days=retention_days(client)))
 
 
 _MIGRATIONS_TABLE = """
@@ -549,6 +575,10 @@ def set_retention(client: ClickHouseClient, days: int) -> None:
     client.command(f"ALTER TABLE spans MODIFY TTL {_seconds('start_ns')} + INTERVAL {days} DAY")
     client.command(f"ALTER TABLE logs MODIFY TTL {_seconds('time_ns')} + INTERVAL {days} DAY")
     client.command(f"ALTER TABLE trace_summaries MODIFY TTL {_seconds('end_ns')} + INTERVAL {days} DAY")
+    # A database not migrated this far yet gets its tool_calls with this retention (m006 reads it).
+    if client.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'tool_calls'",
+                    {"db": client.database})[0][0]:
+        client.command(f"ALTER TABLE tool_calls MODIFY TTL {_seconds('start_ns')} + INTERVAL {days} DAY")
     client.command(
         f"ALTER TABLE rollups MODIFY TTL toDateTime(bucket) + INTERVAL {FINE_ROLLUP_KEEP_HOURS} HOUR WHERE res = 10,"
         f" toDateTime(bucket) + INTERVAL {days} DAY"
@@ -556,6 +586,12 @@ def set_retention(client: ClickHouseClient, days: int) -> None:
 
 
 RETENTION_KEY = "retention_days"
+
+
+def retention_days(client: ClickHouseClient) -> int:
+    """The days this database keeps (what `serve --retention` last set; the default before any)."""
+    rows = client.query("SELECT argMax(value, updated_ns) FROM meta WHERE key = {k:String}", {"k": RETENTION_KEY})
+    return int(rows[0][0]) if rows and rows[0][0] else DEFAULT_RETENTION_DAYS
 
 
 def ensure_retention(client: ClickHouseClient, days: int) -> bool:

@@ -45,10 +45,10 @@ COPY_CHUNK_ROWS = 20_000
 def copy_store(sqlite_db: sqlite3.Connection, client: ClickHouseClient, *, version: int | None = None
                ) -> dict[str, int]:
     """Copy a whole SQLite store into a migrated ClickHouse database through the sink's converters: spans,
-    logs, trace summaries, rollups, change markers, resources and scopes (conversations and users are computed from the
-    summaries when read). Returns the rows inserted per ClickHouse table. Spans take `version` (default:
-    now, in ns); summaries keep their updated_ns. Copying the same store twice doubles nothing but the
-    rollups (they are deltas): copy into an empty database."""
+    logs, trace summaries, rollups, tool calls, change markers, resources and scopes (conversations and
+    users are computed from the summaries when read). Returns the rows inserted per ClickHouse table.
+    Spans take `version` (default: now, in ns); summaries keep their updated_ns. Copying the same store
+    twice doubles nothing but the rollups (they are deltas): copy into an empty database."""
     version = version if version is not None else time.time_ns()
     db = sqlite_db
     token = uuid.uuid4().hex
@@ -84,6 +84,7 @@ def copy_store(sqlite_db: sqlite3.Connection, client: ClickHouseClient, *, versi
     for after in range(0, max_log, COPY_CHUNK_ROWS):
         put("logs", ch_rows.logs_in_range(db, after, after + COPY_CHUNK_ROWS, 1), ch_rows.LOG_INSERT_COLUMNS)
     put("trace_summaries", ch_rows.trace_rows(db, None), ch_rows.TRACE_INSERT_COLUMNS)
+    put("tool_calls", ch_rows.tool_call_rows(db, None, version), ch_rows.TOOL_CALL_INSERT_COLUMNS)
     put("changes", ch_rows.change_rows(db, None, version), ch_rows.CHANGE_INSERT_COLUMNS)
     put("rollups", ch_rows.stored_rollup_rows(db), ch_rows.ROLLUP_INSERT_COLUMNS)
     return counts
@@ -141,6 +142,14 @@ def batch_rows(db: sqlite3.Connection, payload: dict[str, Any], version: int) ->
                          for start in old_starts.get(row[0].hex(), ()))
         traces.extend(tombstone for found in moved for tombstone in found)
         out["trace_summaries"] = (traces, ch_rows.TRACE_INSERT_COLUMNS)
+    tool_calls: list[list[Any]] = []
+    if payload.get("tool_traces"):
+        tool_calls.extend(ch_rows.tool_call_rows(db, [unhex(t) for t in payload["tool_traces"]], version))
+    if payload.get("gone_tool_calls"):
+        tool_calls.extend(ch_rows.tool_call_tombstones(
+            [(unhex(t), unhex(s), start) for t, s, start in payload["gone_tool_calls"]], version))
+    if tool_calls:
+        out["tool_calls"] = (tool_calls, ch_rows.TOOL_CALL_INSERT_COLUMNS)
     if payload.get("changes"):
         out["changes"] = (ch_rows.change_rows(db, payload["changes"], version), ch_rows.CHANGE_INSERT_COLUMNS)
     if payload.get("rollups"):
@@ -154,7 +163,7 @@ def batch_rows(db: sqlite3.Connection, payload: dict[str, Any], version: int) ->
 
 
 # The order a batch's tables are inserted in: what a row refers to goes first, rollups last.
-TABLE_ORDER = ("resources", "scopes", "spans", "logs", "trace_summaries", "changes", "rollups")
+TABLE_ORDER = ("resources", "scopes", "spans", "logs", "trace_summaries", "tool_calls", "changes", "rollups")
 
 
 @dataclass
