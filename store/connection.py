@@ -76,6 +76,11 @@ class StoreLocked(StoreError):
     pass
 
 
+class NotInThisStore(StoreError):
+    """A view whose data this kind of store does not hold (yet): the message names the view, in one line.
+    A screen showing several views may show the others without it."""
+
+
 def _describe_sqlite_error(path: Path, exc: sqlite3.Error) -> str:
     text = str(exc)
     if "file is not a database" in text or "malformed" in text:

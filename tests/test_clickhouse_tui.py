@@ -499,6 +499,42 @@ async def test_why_slow_in_the_app_says_the_same_on_both_stores(stores) -> None:
     assert await _why_slow_texts(_app(stores[0], ClickHouseStoreReader(stores[1]))) == truth
 
 
+async def test_the_breakdown_by_tool_shows_its_calls_and_says_its_charts_are_not_on_clickhouse(stores) -> None:
+    """The table reads the tool calls ClickHouse keeps; its two charts read tool trends, which it does not:
+    they say so, and the table and the status line are not taken down with them."""
+    from llmobs_tui.screens.breakdown import GROUPINGS
+    from llmobs_tui.widgets.chart import TimeChart
+
+    shown = []
+    for reader in (None, ClickHouseStoreReader(stores[1])):
+        app = _app(stores[0], reader)
+        async with app.run_test(size=(160, 50)) as pilot:
+            await pilot.press("2")
+            for _ in range(len(GROUPINGS)):
+                if app.screen.by == "tool":
+                    break
+                await pilot.press("g")
+            await pilot.pause()
+            await app.workers.wait_for_complete()
+            await app.tick()
+            await pilot.pause()
+            assert app.screen.by == "tool" and app.load_error is None, app.load_error
+            shown.append(_texts(app.screen))
+            charts = [_texts_of_chart(chart) for chart in app.screen.query(TimeChart)]
+            if reader is not None:
+                assert all("tool call trends: not available on a ClickHouse store yet" in c for c in charts), charts
+    table = [line for line in shown[0] if " | " in line]
+    assert len(table) >= 3 and [line for line in shown[1] if " | " in line] == table
+
+
+def _texts_of_chart(chart: Any) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True, file=io.StringIO(), color_system=None)
+    console.print(chart.render())
+    return console.export_text()
+
+
 async def test_a_screen_whose_data_is_not_on_clickhouse_says_so(stores) -> None:
     app = _app(stores[0], ClickHouseStoreReader(stores[1]))
     async with app.run_test(size=(160, 50)) as pilot:

@@ -18,11 +18,12 @@ from llmobs_tui import format as fmt
 from llmobs_tui.compare import delta_text
 from llmobs_tui.screens.base import LiveScreen
 from llmobs_tui.trends import series_label
-from llmobs_tui.widgets.chart import TimeChart
+from llmobs_tui.widgets.chart import ChartData, TimeChart
 from llmobs_tui.widgets.chrome import empty_window_text
 from llmobs_tui.widgets.keyed_table import KeyedTable
 from llmobs_tui.widgets.quiet import set_border_title
 from llmobs_tui.widgets.trends_chart import trends_chart_data
+from store.connection import NotInThisStore
 from store.queries import GroupStats, ToolStats
 from store.trends import Trends
 
@@ -63,6 +64,7 @@ class BreakdownScreen(LiveScreen):
 
     def on_mount(self) -> None:
         self._trends: list[Trends] = []
+        self._charts_missing: str | None = None  # why the charts' data could not be read (NotInThisStore)
         self.reset_columns()
 
     @property
@@ -106,8 +108,12 @@ class BreakdownScreen(LiveScreen):
 
     async def load(self, reader, now_s: float) -> list[GroupStats] | list[ToolStats]:
         window = self.llmobs.window_s
-        self._trends = [await reader.trends(metric, self.by, window, now_s, top_n=self.CHART_SERIES)
-                        for metric in self.chart_metrics()] if self.charts_shown else []
+        self._charts_missing = None
+        try:
+            self._trends = [await reader.trends(metric, self.by, window, now_s, top_n=self.CHART_SERIES)
+                            for metric in self.chart_metrics()] if self.charts_shown else []
+        except NotInThisStore as exc:  # the table does not depend on its charts (tool trends on ClickHouse)
+            self._trends, self._charts_missing = [], str(exc)
         if self.by == "tool":
             return await reader.tool_calls(self.llmobs.window_s, now_s)
         groups = await reader.breakdown(self.llmobs.window_s, now_s, self.by)
@@ -168,6 +174,10 @@ class BreakdownScreen(LiveScreen):
         self._show_empty(not rows)
 
     def _show_charts(self) -> None:
+        if self._charts_missing is not None:
+            for chart_id in ("#breakdown-chart-a", "#breakdown-chart-b"):
+                self.query_one(chart_id, TimeChart).show(ChartData(times=(), empty_text=self._charts_missing))
+            return
         trends = [t for t in self._trends if t.by == self.by]  # not a read from before a `g`
         if len(trends) != 2:
             return

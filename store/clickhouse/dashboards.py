@@ -25,7 +25,7 @@ from store.clickhouse.client import ClickHouseClient, ClickHouseError, batches, 
 from store.clickhouse.reports import _window_condition
 from store.clickhouse.rows import sqlite_raw
 from store.clickhouse.schema import ROLLUP_COUNTERS, histogram_column
-from store.connection import StoreError
+from store.connection import NotInThisStore
 from store.dashboards import (
     KNOWN_VALUE_COLUMNS,
     SPAN_COLUMNS_FOR_TRACE,
@@ -473,7 +473,7 @@ def known_values_rows(client: ClickHouseClient, now_s: float, tool_window_s: flo
     return rows
 
 
-class NotOnClickHouse(StoreError):
+class NotOnClickHouse(NotInThisStore):
     """A view whose data the ClickHouse store does not hold (yet): the message says which, in one line."""
 
     def __init__(self, what: str) -> None:
