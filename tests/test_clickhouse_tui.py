@@ -523,6 +523,7 @@ async def test_the_breakdown_by_tool_shows_its_calls_and_says_its_charts_are_not
             charts = [_texts_of_chart(chart) for chart in app.screen.query(TimeChart)]
             if reader is not None:
                 assert all("tool call trends: not available on a ClickHouse store yet" in c for c in charts), charts
+                assert all(str(c.border_title).endswith("by tool") for c in app.screen.query(TimeChart))
     table = [line for line in shown[0] if " | " in line]
     assert len(table) >= 3 and [line for line in shown[1] if " | " in line] == table
 

@@ -25,7 +25,7 @@ from llmobs_tui.widgets.quiet import set_border_title
 from llmobs_tui.widgets.trends_chart import trends_chart_data
 from store.connection import NotInThisStore
 from store.queries import GroupStats, ToolStats
-from store.trends import Trends
+from store.trends import METRIC, Trends
 
 GROUPINGS = ("model", "feature", "tenant", "prompt", "variant", "provider", "tool")
 FILTER_FIELD = {"model": "model", "feature": "feature", "tenant": "tenant", "prompt": "prompt", "provider": "provider",
@@ -175,8 +175,10 @@ class BreakdownScreen(LiveScreen):
 
     def _show_charts(self) -> None:
         if self._charts_missing is not None:
-            for chart_id in ("#breakdown-chart-a", "#breakdown-chart-b"):
-                self.query_one(chart_id, TimeChart).show(ChartData(times=(), empty_text=self._charts_missing))
+            for chart_id, metric in zip(("#breakdown-chart-a", "#breakdown-chart-b"), self.chart_metrics()):
+                chart = self.query_one(chart_id, TimeChart)
+                set_border_title(chart, f"{METRIC[metric].label} by {self.by}")
+                chart.show(ChartData(times=(), empty_text=self._charts_missing))
             return
         trends = [t for t in self._trends if t.by == self.by]  # not a read from before a `g`
         if len(trends) != 2:
