@@ -79,7 +79,8 @@ def hour_of(start_ns: int) -> int:
     return start_ns // HOUR_NS * HOUR_S
 
 
-def _pack(durations: Iterable[int]) -> bytes:
+def pack_durations(durations: Iterable[int]) -> bytes:
+    """Durations (int64 ns) as the hour rows store them: little-endian, in no order."""
     packed = array("q", durations)
     if not _LITTLE:
         packed.byteswap()
@@ -197,9 +198,9 @@ def _apply_hours(db: sqlite3.Connection, deltas: dict[tuple[int, int, str], list
             for duration in removed:
                 if duration in durations:
                     durations.remove(duration)
-            blob = _pack(durations)
+            blob = pack_durations(durations)
         if added:
-            blob = (blob or b"") + _pack(added)
+            blob = (blob or b"") + pack_durations(added)
         if total_calls <= 0:
             db.execute("DELETE FROM tool_call_hours WHERE hour = ? AND unnamed = ? AND tool = ?", key)
         else:
@@ -228,7 +229,7 @@ def backfill(db: sqlite3.Connection) -> None:
             row[2].append(duration)
     db.executemany("INSERT INTO tool_call_hours (hour, unnamed, tool, calls, errors, durations) "
                    "VALUES (?, ?, ?, ?, ?, ?)",
-                   [(*key, n, errors, _pack(durations) if durations else None)
+                   [(*key, n, errors, pack_durations(durations) if durations else None)
                     for key, (n, errors, durations) in hours.items()])
 
 

@@ -249,13 +249,13 @@ def tool_call_groups(client: ClickHouseClient, lo: int, hi: int) -> list[tuple[A
     tool: 1.8M calls a day come back in 14 MB, not 1.8M rows), sorted by ClickHouse, so that the percentiles'
     sort (ToolStats.percentile_ms, every time it is asked) finds them in order: 1.8M durations took ~0.4 s to
     sort in Python, once sorted ~15 ms."""
-    from store.tool_rollups import _pack
+    from store.tool_rollups import pack_durations
 
     rows = client.query(
         "SELECT tool IS NULL, coalesce(tool, ''), count(), sum(failed), arraySort(groupArray(duration_ns)) "
         "FROM tool_calls FINAL WHERE start_ns >= {lo:Int64} AND start_ns <= {hi:Int64} GROUP BY 1, 2",
         {"lo": lo, "hi": hi})
-    return [(1, int(unnamed), tool, int(calls), int(errors), _pack(durations) if durations else None)
+    return [(1, int(unnamed), tool, int(calls), int(errors), pack_durations(durations) if durations else None)
             for unnamed, tool, calls, errors, durations in rows]
 
 
