@@ -684,13 +684,15 @@ class SpanWriter:
             if self.outbox is not None:
                 self.outbox.gone_spans.extend((t, s.span_id, s.start) for t, trace in gone.items()
                                               for s in trace.spans.values())
+                # Their tool spans' keys: each is a tool call's key, or not one; a deletion row for each.
+                self.outbox.gone_tool_calls.extend((t, s.span_id, s.start) for t, trace in gone.items()
+                                                   for s in trace.spans.values() if s.kind == "tool")
                 self.outbox.traces.update(trace_ids)
                 stored_starts = dict(sessions.rows_in(db, "SELECT trace_id, start_ns FROM traces WHERE trace_id IN "
                                                           "({marks})", trace_ids))
                 for trace_id in trace_ids:
                     self.outbox.trace_deleted(trace_id, stored_starts.get(trace_id))
                 self.outbox.logs_deleting(db, trace_ids)
-                self.outbox.tool_calls_deleting(db, trace_ids)
             result.spans = _deleted(db, "DELETE FROM spans WHERE trace_id IN ({marks})", trace_ids)
             result.logs = _deleted(db, "DELETE FROM logs WHERE trace_id IN ({marks})", trace_ids)
             result.traces = _deleted(db, "DELETE FROM traces WHERE trace_id IN ({marks})", trace_ids)

@@ -520,20 +520,12 @@ async def test_the_breakdown_by_tool_shows_its_calls_and_says_its_charts_are_not
             await pilot.pause()
             assert app.screen.by == "tool" and app.load_error is None, app.load_error
             shown.append(_texts(app.screen))
-            charts = [_texts_of_chart(chart) for chart in app.screen.query(TimeChart)]
+            charts = [_plain(chart.render()) for chart in app.screen.query(TimeChart)]
             if reader is not None:
                 assert all("tool call trends: not available on a ClickHouse store yet" in c for c in charts), charts
                 assert all(str(c.border_title).endswith("by tool") for c in app.screen.query(TimeChart))
     table = [line for line in shown[0] if " | " in line]
     assert len(table) >= 3 and [line for line in shown[1] if " | " in line] == table
-
-
-def _texts_of_chart(chart: Any) -> str:
-    from rich.console import Console
-
-    console = Console(width=200, record=True, file=io.StringIO(), color_system=None)
-    console.print(chart.render())
-    return console.export_text()
 
 
 async def test_a_screen_whose_data_is_not_on_clickhouse_says_so(stores) -> None:
@@ -559,10 +551,14 @@ async def test_a_screen_whose_data_is_not_on_clickhouse_says_so(stores) -> None:
 
 
 def _texts_of(widget: Any) -> str:
+    return _plain(widget.content)
+
+
+def _plain(renderable: Any) -> str:
     from rich.console import Console
 
     console = Console(width=300, record=True, file=io.StringIO(), color_system=None)
-    console.print(widget.content)
+    console.print(renderable)
     return console.export_text()
 
 

@@ -17,10 +17,9 @@ from typing import Any
 from store.clickhouse.client import ClickHouseClient
 from store.clickhouse.dashboards import Rows, _blob, _sum_map
 from store.clickhouse.reports import _window_condition
-from store.cohort import SPAN_SCAN_LIMIT, TRACE_SCAN_LIMIT, window_bounds
+from store.clickhouse.schema import HOUR_NS
+from store.cohort import NS, SPAN_SCAN_LIMIT, TRACE_SCAN_LIMIT, window_bounds
 
-NS = 1_000_000_000
-HOUR_NS = 3600 * NS
 _TRACE_COLUMNS = "trace_id, duration_ns, input_tokens, output_tokens, llm_calls"
 # store.cohort._SPAN_MODEL: the model a call is filed under in the rollups.
 _SPAN_MODEL = "coalesce(nullIf(request_model, ''), response_model, '')"

@@ -108,13 +108,6 @@ class OutboxRecorder:
 
         self.gone_logs.extend(log_keys(db, trace_ids))
 
-    def tool_calls_deleting(self, db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> None:
-        """These traces are about to be deleted (forget): the keys of their tool spans, for deletion rows."""
-        from store.sessions import rows_in
-
-        self.gone_tool_calls.extend(rows_in(db, "SELECT trace_id, span_id, start_ns FROM spans "
-                                                "WHERE trace_id IN ({marks}) AND kind = 'tool'", list(trace_ids)))
-
     def changes_forgetting(self, db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> None:
         """These traces are about to leave the change markers that name them as their example: ship those again."""
         from store.sessions import rows_in
