@@ -61,6 +61,19 @@ def _fill_tool_calls(client: ChdbClient) -> None:
                    "WHERE kind = 'tool'")
 
 
+def _fill_by_cost(client: ChdbClient, live: bool = True) -> None:
+    """The by-cost copy of the summaries (m007) as replicas leave it before a merge: each trace's live row
+    (`live`: a kept store's came with the migration), an earlier row at half its cost (the trace's first
+    batch) and that row's deletion at the live row's version, each in parts of their own."""
+    table = schema.BY_COST_TABLE
+    if live:
+        client.command(f"INSERT INTO {table} SELECT * FROM trace_summaries")
+    for deleted, version in ((0, "updated_ns - 1"), (1, "updated_ns")):
+        client.command(f"INSERT INTO {table} (trace_id, root_known, start_ns, end_ns, cost_nusd, updated_ns, "
+                       f"is_deleted) SELECT trace_id, {1 - deleted}, start_ns, end_ns, intDiv(cost_nusd, 2), "
+                       f"{version}, {deleted} FROM trace_summaries WHERE cost_nusd > 1")
+
+
 def _fill_rollups(client: ChdbClient) -> None:
     """Minute and hour rollups of the billed spans, per (service, provider, model, feature), with latency and
     time-to-first-token histograms; then a −/+ pair for 1 % of the minute rows, in parts of their own."""
@@ -145,6 +158,8 @@ def opened_store(args: argparse.Namespace, prefix: str) -> tuple[ChdbClient, int
         schema.migrate(client)
         if not client.query("SELECT count() FROM tool_calls")[0][0]:  # kept before m006 made the table
             _fill_tool_calls(client)
+        if not client.query(f"SELECT count() FROM {schema.BY_COST_TABLE} WHERE is_deleted = 1")[0][0]:  # before m007
+            _fill_by_cost(client, live=False)
         meta = json.loads(kept.read_text())
         end_ns, fill_s = meta["end_ns"], meta["fill_s"]
         args.spans = meta["spans"]  # what the store holds, printed with the figures
@@ -167,6 +182,7 @@ def filled_store(path: str, spans: int, content_bytes: int, conversation_minutes
     fill0 = time.perf_counter()
     _fill(client, "spans", spans, end_ns, content_bytes)
     _fill_summaries(client, conversation_minutes)
+    _fill_by_cost(client)
     _fill_rollups(client)
     _fill_tool_calls(client)
     return client, end_ns, time.perf_counter() - fill0

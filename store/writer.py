@@ -103,6 +103,7 @@ TRACE_SUMMARY_COLUMNS = (  # the traces table's, in SpanWriter._summary's order
 )
 _CONVERSATION_AT = TRACE_SUMMARY_COLUMNS.index("conversation_id")
 _START_AT = TRACE_SUMMARY_COLUMNS.index("start_ns")
+_COST_AT = TRACE_SUMMARY_COLUMNS.index("cost_nusd")
 _UPSERT_TRACE = (f"INSERT OR REPLACE INTO traces ({', '.join(TRACE_SUMMARY_COLUMNS)}) "
                  f"VALUES ({', '.join('?' * len(TRACE_SUMMARY_COLUMNS))})")
 HISTOGRAMS = ("hist_latency", "hist_ttft", "hist_tpot", "hist_cost", "hist_tokens", "hist_input_tokens",
@@ -688,10 +689,10 @@ class SpanWriter:
                 self.outbox.gone_tool_calls.extend((t, s.span_id, s.start) for t, trace in gone.items()
                                                    for s in trace.spans.values() if s.kind == "tool")
                 self.outbox.traces.update(trace_ids)
-                stored_starts = dict(sessions.rows_in(db, "SELECT trace_id, start_ns FROM traces WHERE trace_id IN "
-                                                          "({marks})", trace_ids))
+                stored = {row[0]: (row[1], row[2]) for row in sessions.rows_in(
+                    db, "SELECT trace_id, start_ns, cost_nusd FROM traces WHERE trace_id IN ({marks})", trace_ids)}
                 for trace_id in trace_ids:
-                    self.outbox.trace_deleted(trace_id, stored_starts.get(trace_id))
+                    self.outbox.trace_deleted(trace_id, stored.get(trace_id))
                 self.outbox.logs_deleting(db, trace_ids)
             result.spans = _deleted(db, "DELETE FROM spans WHERE trace_id IN ({marks})", trace_ids)
             result.logs = _deleted(db, "DELETE FROM logs WHERE trace_id IN ({marks})", trace_ids)
@@ -880,7 +881,7 @@ class SpanWriter:
         (store/clickhouse/sessions.py)."""
         if self.outbox is not None:
             self.outbox.traces.update(row[0] for row in trace_rows)
-            self.outbox.starts_moved(self.db, {row[0]: row[_START_AT] for row in trace_rows})
+            self.outbox.summaries_replacing(self.db, {row[0]: (row[_START_AT], row[_COST_AT]) for row in trace_rows})
         sessions.write_traces(self.db, _UPSERT_TRACE, trace_rows, _CONVERSATION_AT, now)
 
     def _recompute_touched(self, touched: dict[bytes, TraceState], new_ids: set[int], now: int

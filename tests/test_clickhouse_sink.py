@@ -29,6 +29,7 @@ from store.clickhouse import schema
 from store.clickhouse import sessions as clickhouse_sessions
 from store.clickhouse.client import ChdbClient, ClickHouseError, HttpClient
 from store.clickhouse.outbox import OutboxRecorder
+from store.clickhouse.schema import BY_COST_TABLE
 from store.clickhouse.sink import Shipper, copy_store
 from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl, parse_store_url
 from store.queries import decompress
@@ -171,6 +172,9 @@ def assert_clickhouse_equals_sqlite(db: sqlite3.Connection, client: Any, *, same
     trace_cols = [*ch_rows.TRACE_COLUMNS, "updated_ns"] if same_clock else list(ch_rows.TRACE_COLUMNS)
     select = ", ".join(trace_cols)
     assert [list(r) for r in client.query(f"SELECT {select} FROM trace_summaries FINAL ORDER BY trace_id")] == \
+        [list(r) for r in db.execute(f"SELECT {select} FROM traces ORDER BY trace_id")]
+    # The by-cost copy holds the same live summaries, and no row a later one left behind (m007).
+    assert [list(r) for r in client.query(f"SELECT {select} FROM {BY_COST_TABLE} FINAL ORDER BY trace_id")] == \
         [list(r) for r in db.execute(f"SELECT {select} FROM traces ORDER BY trace_id")]
     # Conversations and users are not shipped: ClickHouse computes them from the summaries when read.
     conversation_columns = [c for c in CONVERSATION_COLUMNS if c != "updated_ns"]

@@ -182,24 +182,23 @@ def test_the_lookup_takes_a_moved_trace_for_live_whichever_row_it_meets_first(ht
     """A move writes the live row and its old key's deletion row at one version (a deletion's end is its
     version, in ns: the table's TTL keeps it as long as the row it deletes); trace_sync's lookup must
     report the live one (a forgotten trace would be dropped from the working store), in either order."""
-    from store.clickhouse.rows import TRACE_INSERT_COLUMNS, trace_tombstones
-    from store.clickhouse.trace_sync import _newest_summaries
+    from store.clickhouse.rows import TRACE_INSERT_COLUMNS, newest_summaries, trace_tombstones
 
     now = time.time_ns()
-    columns = ("trace_id", "start_ns", "end_ns", "spans", "updated_ns", "is_deleted")
+    columns = ("trace_id", "start_ns", "end_ns", "spans", "cost_nusd", "updated_ns", "is_deleted")
     for n, deletion_first in ((1, True), (2, False)):
         trace_id = trace_id_bytes(n)
-        http.insert("trace_summaries", [[trace_id, now - HOUR, now, 2, now, 0]], columns)  # the row that moves
-        live = [[trace_id, now - 2 * HOUR, now, 3, now + 9, 0]]
+        http.insert("trace_summaries", [[trace_id, now - HOUR, now, 2, 5, now, 0]], columns)  # the row that moves
+        live = [[trace_id, now - 2 * HOUR, now, 3, 7, now + 9, 0]]
         deletion = trace_tombstones([trace_id], now + 9, now - HOUR)
         for rows, names in ([(deletion, TRACE_INSERT_COLUMNS), (live, columns)] if deletion_first
                             else [(live, columns), (deletion, TRACE_INSERT_COLUMNS)]):
             http.insert("trace_summaries", rows, names)
-        assert _newest_summaries(http, [trace_id]) == {trace_id: (0, now + 9, now - 2 * HOUR, now)}
+        assert newest_summaries(http, [trace_id]) == {trace_id: (0, now + 9, now - 2 * HOUR, now, 7)}
     forgotten = trace_id_bytes(3)
-    http.insert("trace_summaries", [[forgotten, now - HOUR, now, 2, now, 0]], columns)
+    http.insert("trace_summaries", [[forgotten, now - HOUR, now, 2, 5, now, 0]], columns)
     http.insert("trace_summaries", trace_tombstones([forgotten], now + 9, now - HOUR), TRACE_INSERT_COLUMNS)
-    assert _newest_summaries(http, [forgotten])[forgotten][:2] == (1, now + 9)
+    assert newest_summaries(http, [forgotten])[forgotten][:2] == (1, now + 9)
 
 
 def test_the_runaway_reads_find_traces_by_their_end_and_a_malformed_span_by_id(http: HttpClient) -> None:
@@ -328,13 +327,13 @@ def test_a_conversation_of_two_thousand_turns_opens_over_http(http: HttpClient) 
 def test_a_batch_of_two_thousand_traces_is_looked_up_over_http(http: HttpClient) -> None:
     """The writer's lookup before a batch (trace_sync) sent up to 2,000 ids in one parameter: ~136 KB,
     over the 128 KiB ClickHouse reads in a form field. It takes IDS_PER_QUERY at a time."""
-    from store.clickhouse.trace_sync import _newest_summaries
+    from store.clickhouse.rows import newest_summaries
 
     now = time.time_ns()
     ids = [trace_id_bytes(300_000 + n) for n in range(2_100)]
     http.insert("trace_summaries", [[ids[-1], 1, now - HOUR, now, 1, now]],
                 ("trace_id", "root_known", "start_ns", "end_ns", "spans", "updated_ns"))
-    assert _newest_summaries(http, ids) == {ids[-1]: (0, now, now - HOUR, now)}
+    assert newest_summaries(http, ids) == {ids[-1]: (0, now, now - HOUR, now, 0)}
 
 
 def test_a_prefix_finds_each_live_trace_once_without_final(http: HttpClient) -> None:

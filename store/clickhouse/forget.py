@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient
 from store.clickhouse.outbox import OutboxRecorder
+from store.clickhouse.schema import BY_COST_TABLE
 from store.writer import ROLLUP_COUNTERS, SpanWriter
 
 CHUNK_TRACES = 500
@@ -102,11 +103,15 @@ def forget(client: ClickHouseClient, kind: str, value: str,
                                                          version), ch_rows.LOG_INSERT_COLUMNS)
         # At the start each stored summary has (its hour is in the sort key), and at the deletion's time for a
         # trace that has spans but no summary yet, so that its straggler finds it deleted (trace_sync).
-        summaries = [ch_rows.trace_tombstones([bytes(t)], version, start) for t, start in client.query(
-            "SELECT trace_id, start_ns FROM trace_summaries FINAL WHERE trace_id IN {ids:Array(FixedString(16))}",
-            {"ids": chunk})]
+        stored = {bytes(t): [(start, cost)] for t, start, cost in client.query(
+            "SELECT trace_id, start_ns, cost_nusd FROM trace_summaries FINAL "
+            "WHERE trace_id IN {ids:Array(FixedString(16))}", {"ids": chunk})}
+        summaries = [ch_rows.trace_tombstones([t], version, keys[0][0]) for t, keys in stored.items()]
         summaries.append(ch_rows.trace_tombstones(chunk, version))
         client.insert("trace_summaries", [row for rows in summaries for row in rows], ch_rows.TRACE_INSERT_COLUMNS)
+        if stored:  # and in the by-cost copy, at the (start, cost) each has there
+            client.insert(BY_COST_TABLE, ch_rows.by_cost_rows(ch_rows.trace_tombstones(list(stored), version), stored),
+                          ch_rows.TRACE_INSERT_COLUMNS)
         # A change marker keeps its fact (a model, a prompt version), not the forgotten example (store/forget.py).
         markers = client.query("SELECT kind, scope, after, time_ns, before, seq FROM changes FINAL "
                                "WHERE trace_id IN {ids:Array(FixedString(16))}", {"ids": chunk})

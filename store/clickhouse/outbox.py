@@ -42,8 +42,11 @@ class OutboxRecorder:
         # Earlier starts of the traces this transaction moved to another hour, whose summary rows ClickHouse
         # may hold at those starts (the sort key holds the start's hour): each gets a deletion row.
         self.old_starts: dict[bytes, set[int]] = {}
-        # The start ClickHouse held for each trace trace_sync looked up in this transaction.
-        self.remote_starts: dict[bytes, int] = {}
+        # The (start, cost) keys of these traces' rows in trace_summaries_by_cost that their new rows do not
+        # replace (the sort key holds the start's day and the cost): each gets a deletion row there.
+        self.old_cost_keys: dict[bytes, set[tuple[int, int]]] = {}
+        # The (start, cost) ClickHouse held for each trace trace_sync looked up in this transaction.
+        self.remote_keys: dict[bytes, tuple[int, int]] = {}
         self.resources: set[bytes] = set()
         self.scopes: set[bytes] = set()
         self.changes: set[int] = set()  # `changes` ids to ship again (forget dropped their example trace)
@@ -79,24 +82,31 @@ class OutboxRecorder:
         return [(res, bucket, dims, counters, hists) for (res, bucket, dims), (counters, hists) in self.rollups.items()
                 if any(counters.values()) or any(any(h.values()) for h in hists)]
 
-    def starts_moved(self, db: sqlite3.Connection, new: dict[bytes, int]) -> None:
-        """Before these traces' summaries ({trace id: new start_ns}) replace the working store's: record each
-        earlier start, here or in ClickHouse, that lies in another hour than the new one."""
-        from store.clickhouse.schema import start_hour
+    def summaries_replacing(self, db: sqlite3.Connection, new: dict[bytes, tuple[int, int]]) -> None:
+        """Before these traces' summaries ({trace id: (new start_ns, new cost_nusd)}) replace the working
+        store's: record each earlier (start, cost), here or in ClickHouse, whose row the new one does not
+        replace: a start in another hour (trace_summaries), another day or cost (trace_summaries_by_cost)."""
+        from store.clickhouse.schema import by_cost_key, start_hour
         from store.sessions import rows_in
 
-        before = dict(rows_in(db, "SELECT trace_id, start_ns FROM traces WHERE trace_id IN ({marks})", list(new)))
-        for trace_id, start in new.items():
-            hour = start_hour(start)
-            for old in (before.get(trace_id), self.remote_starts.get(trace_id)):
-                if old is not None and start_hour(old) != hour:
-                    self.old_starts.setdefault(trace_id, set()).add(old)
+        before = {row[0]: (row[1], row[2]) for row in rows_in(
+            db, "SELECT trace_id, start_ns, cost_nusd FROM traces WHERE trace_id IN ({marks})", list(new))}
+        for trace_id, (start, cost) in new.items():
+            for old in (before.get(trace_id), self.remote_keys.get(trace_id)):
+                if old is None:
+                    continue
+                if start_hour(old[0]) != start_hour(start):
+                    self.old_starts.setdefault(trace_id, set()).add(old[0])
+                if by_cost_key(*old) != by_cost_key(start, cost):
+                    self.old_cost_keys.setdefault(trace_id, set()).add(old)
 
-    def trace_deleted(self, trace_id: bytes, start_ns: int | None) -> None:
-        """This trace is deleted; its summary row is stored at `start_ns` (and maybe where ClickHouse said)."""
-        for old in (start_ns, self.remote_starts.get(trace_id)):
+    def trace_deleted(self, trace_id: bytes, stored: tuple[int, int] | None) -> None:
+        """This trace is deleted; its summary rows are stored at `stored` (start, cost), and maybe where
+        ClickHouse said."""
+        for old in (stored, self.remote_keys.get(trace_id)):
             if old is not None:
-                self.old_starts.setdefault(trace_id, set()).add(old)
+                self.old_starts.setdefault(trace_id, set()).add(old[0])
+                self.old_cost_keys.setdefault(trace_id, set()).add(old)
 
     def logs_added(self, after_id: int, last_id: int) -> None:
         if last_id > after_id:
@@ -144,6 +154,7 @@ class OutboxRecorder:
             "gone_logs": [(t.hex(), s.hex(), time_ns, d.hex()) for t, s, time_ns, d in self.gone_logs],
             "traces": sorted(t.hex() for t in self.traces),
             "old_starts": {t.hex(): sorted(starts) for t, starts in self.old_starts.items() if t in self.traces},
+            "old_cost_keys": {t.hex(): sorted(keys) for t, keys in self.old_cost_keys.items() if t in self.traces},
             "resources": sorted(d.hex() for d in self.resources),
             "scopes": sorted(d.hex() for d in self.scopes),
             "changes": sorted(self.changes),

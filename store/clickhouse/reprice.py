@@ -28,6 +28,7 @@ from typing import Any
 from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient
 from store.clickhouse.outbox import OutboxRecorder
+from store.clickhouse.schema import BY_COST_TABLE
 from store.writer import TRACE_SUMMARY_COLUMNS, SpanWriter, TraceState
 
 CHUNK_TRACES = 500
@@ -99,4 +100,7 @@ def _reprice_chunk(client: ClickHouseClient, chunk: list[bytes], changes: dict[b
     for trace_id, trace in traces.items():
         summary = SpanWriter._summary(trace_id, trace, version)
         summaries.append([*(summary[i] for i in _SUMMARY_AT), version, 0])
+    # Where the by-cost copy holds each summary now: a new cost is a new key there, the old one is deleted.
+    stored = {t: [(r[2], r[4])] for t, r in ch_rows.newest_summaries(client, list(traces)).items() if not r[0]}
     client.insert("trace_summaries", summaries, ch_rows.TRACE_INSERT_COLUMNS)
+    client.insert(BY_COST_TABLE, ch_rows.by_cost_rows(summaries, stored), ch_rows.TRACE_INSERT_COLUMNS)

@@ -20,7 +20,13 @@ import zstandard
 
 from store import histogram
 from store.clickhouse.client import batches
-from store.clickhouse.schema import ROLLUP_COUNTERS, ROLLUP_DIMENSIONS, ROLLUP_HISTOGRAMS, histogram_column
+from store.clickhouse.schema import (
+    ROLLUP_COUNTERS,
+    ROLLUP_DIMENSIONS,
+    ROLLUP_HISTOGRAMS,
+    by_cost_key,
+    histogram_column,
+)
 from store.models import COL, SPAN_COLUMNS
 from store.queries import decompress
 from store.writer import SpanState
@@ -159,6 +165,7 @@ TRACE_COLUMNS = (
     "error_spans", "feature", "tenant", "models", "conversation_id", "user_id", "variant",
 )
 TRACE_INSERT_COLUMNS = (*TRACE_COLUMNS, "updated_ns", "is_deleted")
+_TRACE_START_AT, _TRACE_COST_AT = TRACE_COLUMNS.index("start_ns"), TRACE_COLUMNS.index("cost_nusd")
 
 
 def _keyed_rows(db: sqlite3.Connection, table: str, key: str, columns: Sequence[str], keys: Sequence[Any] | None,
@@ -212,6 +219,42 @@ def trace_tombstones(trace_ids: Sequence[bytes], version: int, start_ns: int | N
         row[TRACE_COLUMNS.index("start_ns")] = version if start_ns is None else start_ns
         row[TRACE_COLUMNS.index("end_ns")] = version
         out.append(row)
+    return out
+
+
+def newest_summaries(client: Any, ids: Sequence[bytes]) -> dict[bytes, tuple[int, int, int, int, int]]:
+    """trace id → (deleted, version, start_ns, end_ns, cost_nusd) of its newest summary, for those ClickHouse
+    holds. A trace whose start moved to another hour has, at its newest version, a live row and the deletion
+    row of its old hour's key (store/clickhouse/schema.py, m004): the live row wins the tie. A forgotten trace
+    has deletion rows only."""
+    out: dict[bytes, tuple[int, int, int, int, int]] = {}
+    newest = "(updated_ns, 1 - is_deleted)"
+    for chunk in batches(ids):
+        for trace_id, deleted, version, first, last, cost in client.query(
+                f"SELECT trace_id, argMax(is_deleted, {newest}), max(updated_ns), argMax(start_ns, {newest}), "
+                f"argMax(end_ns, {newest}), argMax(cost_nusd, {newest}) FROM trace_summaries "
+                "WHERE trace_id IN {ids:Array(FixedString(16))} GROUP BY trace_id", {"ids": chunk}):
+            out[bytes(trace_id)] = (int(deleted), int(version), int(first), int(last), int(cost))
+    return out
+
+
+def by_cost_rows(summaries: Iterable[list[Any]], old_keys: Mapping[bytes, Iterable[tuple[int, int]]]
+                 ) -> list[list[Any]]:
+    """trace_summaries_by_cost's rows for these summary rows (TRACE_INSERT_COLUMNS, none of them an old
+    hour's deletion row): each live one as it is, and a deletion row at the summary's version for every
+    (start, cost) in `old_keys` of its trace whose key the new row does not replace (every one, deleted)."""
+    out: list[list[Any]] = []
+    for row in summaries:
+        trace_id, version, deleted = row[0], row[-2], row[-1]
+        new_key = None if deleted else by_cost_key(row[_TRACE_START_AT], row[_TRACE_COST_AT])
+        if not deleted:
+            out.append(row)
+        gone = {by_cost_key(*old): old for old in old_keys.get(trace_id, ())}
+        for key, (start, cost) in sorted(gone.items()):
+            if key != new_key:
+                tombstone = trace_tombstones([trace_id], version, start)[0]
+                tombstone[_TRACE_COST_AT] = cost
+                out.append(tombstone)
     return out
 
 

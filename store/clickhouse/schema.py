@@ -475,6 +475,36 @@ def m006_tool_calls(client: ClickHouseClient) -> None:
     client.command(_TOOL_CALLS.format(days=retention_days(client)))
 
 
+# The trace list by cost (the `$` sort, `traces --sort cost`) reads a second copy of the live summaries sorted
+# by (UTC day of the start, cost): the most expensive traces of a day are the tail of its range in every
+# part, so a cost threshold on the sort key leaves a few granules to FINAL instead of the window's every
+# summary (store/clickhouse/dashboards.py, trace_list). Measured on chdb 26.9 with 100M spans (1.8M traces a
+# day, merges stopped), the 24 h list's 500 most expensive, median of 7: 102.6 ms from trace_summaries,
+# 5.8 (the threshold) + 11.8 ms from this table. The price is a second insert of every summary.
+# A cost is in the sort key, so a summary whose cost or start day changes leaves its old row behind: every
+# writer of summaries (the sink, forget, reprice) writes a deletion row at each key the trace's rows had
+# that its new row does not replace, as m004's hour moves do (store/clickhouse/rows.py, by_cost_rows).
+# A column added to trace_summaries must be added here too: the two tables' columns are the same.
+DAY_NS = 86_400_000_000_000
+BY_COST_TABLE = "trace_summaries_by_cost"
+_BY_COST_LAYOUT = (f"ENGINE = ReplacingMergeTree(updated_ns, is_deleted) PARTITION BY intDiv(start_ns, {DAY_NS}) "
+                   f"ORDER BY (intDiv(start_ns, {DAY_NS}), cost_nusd, trace_id)")
+
+
+def by_cost_key(start_ns: int, cost_nusd: int) -> tuple[int, int]:
+    """The part of a summary's key in trace_summaries_by_cost that a trace's rows can differ in."""
+    return start_ns // DAY_NS, cost_nusd
+
+
+@migration
+def m007_trace_summaries_by_cost(client: ClickHouseClient) -> None:
+    """Create the by-cost copy and fill it with the live summaries. Interrupted and run again, the copy's
+    rows collapse with the ones already there (same key, same version)."""
+    client.command(f"CREATE TABLE IF NOT EXISTS {BY_COST_TABLE} AS trace_summaries {_BY_COST_LAYOUT} "
+                   f"TTL {_seconds('end_ns')} + INTERVAL {retention_days(client)} DAY")
+    client.command(f"INSERT INTO {BY_COST_TABLE} SELECT * FROM trace_summaries FINAL")
+
+
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -575,10 +605,11 @@ def set_retention(client: ClickHouseClient, days: int) -> None:
     client.command(f"ALTER TABLE spans MODIFY TTL {_seconds('start_ns')} + INTERVAL {days} DAY")
     client.command(f"ALTER TABLE logs MODIFY TTL {_seconds('time_ns')} + INTERVAL {days} DAY")
     client.command(f"ALTER TABLE trace_summaries MODIFY TTL {_seconds('end_ns')} + INTERVAL {days} DAY")
-    # A database not migrated this far yet gets its tool_calls with this retention (m006 reads it).
-    if client.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = 'tool_calls'",
-                    {"db": client.database})[0][0]:
-        client.command(f"ALTER TABLE tool_calls MODIFY TTL {_seconds('start_ns')} + INTERVAL {days} DAY")
+    # A database not migrated this far yet gets these tables with this retention (m006, m007 read it).
+    for table, column in (("tool_calls", "start_ns"), (BY_COST_TABLE, "end_ns")):
+        if client.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                        {"db": client.database, "t": table})[0][0]:
+            client.command(f"ALTER TABLE {table} MODIFY TTL {_seconds(column)} + INTERVAL {days} DAY")
     client.command(
         f"ALTER TABLE rollups MODIFY TTL toDateTime(bucket) + INTERVAL {FINE_ROLLUP_KEEP_HOURS} HOUR WHERE res = 10,"
         f" toDateTime(bucket) + INTERVAL {days} DAY"

@@ -33,6 +33,7 @@ from typing import Any
 
 from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient, ClickHouseError
+from store.clickhouse.schema import BY_COST_TABLE
 
 log = logging.getLogger("llmobs.clickhouse")
 
@@ -83,7 +84,9 @@ def copy_store(sqlite_db: sqlite3.Connection, client: ClickHouseClient, *, versi
     max_log = db.execute("SELECT coalesce(max(id), 0) FROM logs").fetchone()[0]
     for after in range(0, max_log, COPY_CHUNK_ROWS):
         put("logs", ch_rows.logs_in_range(db, after, after + COPY_CHUNK_ROWS, 1), ch_rows.LOG_INSERT_COLUMNS)
-    put("trace_summaries", ch_rows.trace_rows(db, None), ch_rows.TRACE_INSERT_COLUMNS)
+    summaries = ch_rows.trace_rows(db, None)
+    put("trace_summaries", summaries, ch_rows.TRACE_INSERT_COLUMNS)
+    put(BY_COST_TABLE, ch_rows.by_cost_rows(summaries, {}), ch_rows.TRACE_INSERT_COLUMNS)
     put("tool_calls", ch_rows.tool_call_rows(db, None, version), ch_rows.TOOL_CALL_INSERT_COLUMNS)
     put("changes", ch_rows.change_rows(db, None, version), ch_rows.CHANGE_INSERT_COLUMNS)
     put("rollups", ch_rows.stored_rollup_rows(db), ch_rows.ROLLUP_INSERT_COLUMNS)
@@ -140,6 +143,10 @@ def batch_rows(db: sqlite3.Connection, payload: dict[str, Any], version: int) ->
             # had): the sort key holds the start's hour, so the new row does not replace them.
             moved.extend(ch_rows.trace_tombstones([row[0]], row[-2], start)
                          for start in old_starts.get(row[0].hex(), ()))
+        old_cost_keys = {unhex(t): [tuple(key) for key in keys] for t, keys in payload.get("old_cost_keys", {}).items()}
+        by_cost = ch_rows.by_cost_rows(traces, old_cost_keys)
+        if by_cost:
+            out[BY_COST_TABLE] = (by_cost, ch_rows.TRACE_INSERT_COLUMNS)
         traces.extend(tombstone for found in moved for tombstone in found)
         out["trace_summaries"] = (traces, ch_rows.TRACE_INSERT_COLUMNS)
     tool_calls: list[list[Any]] = []
@@ -163,7 +170,8 @@ def batch_rows(db: sqlite3.Connection, payload: dict[str, Any], version: int) ->
 
 
 # The order a batch's tables are inserted in: what a row refers to goes first, rollups last.
-TABLE_ORDER = ("resources", "scopes", "spans", "logs", "trace_summaries", "tool_calls", "changes", "rollups")
+TABLE_ORDER = ("resources", "scopes", "spans", "logs", "trace_summaries", BY_COST_TABLE, "tool_calls", "changes",
+               "rollups")
 
 
 @dataclass

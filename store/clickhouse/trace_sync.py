@@ -74,7 +74,7 @@ class TraceSync:
             return 0
         try:
             client = self.client()
-            remote = _newest_summaries(client, ids)
+            remote = ch_rows.newest_summaries(client, ids)
         except (ClickHouseError, OSError) as exc:
             self.stats.skipped += 1
             log.debug("trace lookup in ClickHouse skipped: %s", exc)
@@ -87,9 +87,9 @@ class TraceSync:
         floor = max(r[1] for r in remote.values())
         if writer.outbox is not None:
             writer.outbox.seen_version(floor)
-            # Where ClickHouse holds each summary: if this batch moves its start to another hour, that row
-            # gets a deletion row (the sort key holds the hour).
-            writer.outbox.remote_starts.update((t, r[2]) for t, r in remote.items() if not r[0])
+            # Where ClickHouse holds each summary: if this batch moves its start to another hour, or its cost
+            # or start day, that row gets a deletion row (the sort keys hold them).
+            writer.outbox.remote_keys.update((t, (r[2], r[4])) for t, r in remote.items() if not r[0])
         db = writer.db
         local = dict(rows_in(db, "SELECT trace_id, updated_ns FROM traces WHERE trace_id IN ({marks})", list(remote)))
         newer = {t: r for t, r in remote.items() if r[1] > (local.get(t) or 0)}
@@ -159,23 +159,7 @@ class TraceSync:
         self.stats.traces_dropped += len(trace_ids)
 
 
-def _newest_summaries(client: ClickHouseClient, ids: Sequence[bytes]) -> dict[bytes, tuple[int, int, int, int]]:
-    """trace id → (deleted, version, start_ns, end_ns) of its newest summary, for those ClickHouse holds.
-    A trace whose start moved to another hour has, at its newest version, a live row and the deletion row of
-    its old hour's key (store/clickhouse/schema.py, m004): the live row wins the tie. A forgotten trace has
-    deletion rows only."""
-    out: dict[bytes, tuple[int, int, int, int]] = {}
-    newest = "(updated_ns, 1 - is_deleted)"
-    for chunk in batches(ids):
-        for trace_id, deleted, version, first, last in client.query(
-                f"SELECT trace_id, argMax(is_deleted, {newest}), max(updated_ns), argMax(start_ns, {newest}), "
-                f"argMax(end_ns, {newest}) FROM trace_summaries WHERE trace_id IN {{ids:Array(FixedString(16))}} "
-                "GROUP BY trace_id", {"ids": chunk}):
-            out[bytes(trace_id)] = (int(deleted), int(version), int(first), int(last))
-    return out
-
-
-def _spans_of(client: ClickHouseClient, traces: dict[bytes, tuple[int, int, int, int]]) -> list[dict[str, Any]]:
+def _spans_of(client: ClickHouseClient, traces: dict[bytes, tuple[int, int, int, int, int]]) -> list[dict[str, Any]]:
     """The spans of these traces as ClickHouse holds them, read within the traces' time range (the partition
     key) so that the lookup does not visit every part."""
     return ch_rows.stored_spans(client, sorted(traces), min(r[2] for r in traces.values()),
