@@ -185,6 +185,7 @@ def filled_store(path: str, spans: int, content_bytes: int, conversation_minutes
     _fill_by_cost(client)
     _fill_rollups(client)
     _fill_tool_calls(client)
+    schema.fill_tool_rollups(client)
     return client, end_ns, time.perf_counter() - fill0
 
 

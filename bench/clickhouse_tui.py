@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             "breakdown by model, 24h (key 2)": lambda: reader.breakdown(86400, now_s, "model"),
             "breakdown's two trend charts by model, 24h": lambda: _both_trends(reader, now_s),
             "tool calls by tool, 24h (Breakdown by tool)": lambda: reader.tool_calls(86400, now_s),
+            "Trends by tool, latency p95, 24h (key 7, g to tool)": lambda: reader.trends("latency_p95", "tool", 86400,
+                                                                                          now_s),
             "trace list by cost, 24h, 500 rows (key 3)": lambda: reader.traces(86400, now_s, empty, "cost", True),
             "one trace: spans + log counts (Enter)": lambda: reader.trace(trace_id),
             "drift panel, 1h (key 5)": lambda: reader.drift(3600, now_s),

@@ -8,7 +8,7 @@ by the worker thread itself: a refresh cancelled mid-read leaves its read runnin
 overlap it on the client).
 
 ClickHouse has no read snapshot: a refresh's reads each see what was inserted when they ran. What the
-store does not hold (OTLP metrics, tool call trends, the content index) is a NotOnClickHouse
+store does not hold (OTLP metrics, the content index) is a NotOnClickHouse
 error naming the view, which the app shows on its status line; the read-only live loop never stops.
 """
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from store import compiled
 
 GAMMA = 1.04
-_LOG_GAMMA = math.log(GAMMA)
+LOG_GAMMA = math.log(GAMMA)
 RELATIVE_ERROR = (GAMMA - 1) / (GAMMA + 1)
 # Values are microseconds; 0 and sub-µs values land in bucket 0.
 MAX_BUCKET = 700  # γ^700 µs ≈ 10^12 µs ≈ 11 days: anything longer is clamped
@@ -27,7 +27,7 @@ MAX_BUCKET = 700  # γ^700 µs ≈ 10^12 µs ≈ 11 days: anything longer is cla
 def bucket_of(value_us: float) -> int:
     if value_us <= 1.0:
         return 0
-    index = math.ceil(math.log(value_us) / _LOG_GAMMA)
+    index = math.ceil(math.log(value_us) / LOG_GAMMA)
     return index if index < MAX_BUCKET else MAX_BUCKET
 
 

@@ -334,6 +334,10 @@ class _Rollup:
         self.dirty = False
 
 
+# (second, tool, error, duration_ns or None, latency histogram bucket or None): SpanWriter.tool_contribution
+ToolContribution = tuple[int, str, bool, int | None, int | None]
+
+
 class _ToolRollup:
     __slots__ = ("calls", "errors", "duration", "latency", "dirty")
 
@@ -1308,13 +1312,21 @@ class SpanWriter:
             self._rollups = _recent_entries(self._rollups, ROLLUP_CACHE_MAX, ROLLUP_CACHE_KEEP, self.clock() // NS)
             self._rollups_trim_at = max(ROLLUP_TRIM_AT, 2 * len(self._rollups))
 
+    @staticmethod
+    def tool_contribution(s: SpanState, tool: str) -> ToolContribution:
+        """What a tool span adds to tool_rollups: (second, tool, error, duration_ns or None, latency
+        histogram bucket or None)."""
+        latency = histogram.bucket_of(s.duration / 1000) if s.duration is not None else None
+        return s.start // NS, tool, s.status == 2 or s.own_error is not None, s.duration, latency
+
     def _add_tool_call(self, s: SpanState, tool: str, sign: int = 1) -> None:
         """A stored tool span into tool_rollups (tool spans are not billed calls, so not in rollups).
         Its contribution never changes later, so it is added once, when the span is stored (and taken
         out, sign -1, when it is forgotten)."""
-        second = s.start // NS
-        error = s.status == 2 or s.own_error is not None
-        latency = histogram.bucket_of(s.duration / 1000) if s.duration is not None else None
+        contribution = self.tool_contribution(s, tool)
+        if self.outbox is not None:
+            self.outbox.tool_rollup(contribution, sign)
+        second, _, error, _, latency = contribution
         for res in RESOLUTIONS:
             key = (res, second - second % res, tool)
             acc = self._tool_rollups.get(key)

@@ -244,7 +244,7 @@ def test_m007_copies_the_live_summaries_sorted_by_day_and_cost(url: Any, databas
             _summary(ids[2], now - 30 * HOUR, 7, "ask", 1),
         ], ch_rows.TRACE_INSERT_COLUMNS)
         monkeypatch.undo()
-        assert schema.migrate(client) == [7]
+        assert schema.migrate(client)[0] == 7
         read = "SELECT trace_id, start_ns, cost_nusd, updated_ns, is_deleted FROM {} ORDER BY trace_id"
         assert engine.query(read.format(BY_COST_TABLE)) == engine.query(read.format("trace_summaries FINAL"))
         assert [(bytes(r[0]), r[2]) for r in engine.query(read.format(BY_COST_TABLE))] == [(ids[0], 30), (ids[2], 7)]

@@ -72,6 +72,7 @@ def test_migrate_creates_the_tables_and_a_second_run_changes_nothing(migrated: C
         "changes": "ReplacingMergeTree",
         "tool_calls": "ReplacingMergeTree",
         schema.BY_COST_TABLE: "ReplacingMergeTree",
+        "tool_rollups": "SummingMergeTree",
     }
     before = _schema_text(migrated)
     assert "CODEC(ZSTD(3))" in before["spans"] and "TTL" in before["spans"]
@@ -141,7 +142,7 @@ def test_a_database_from_a_newer_version_is_refused(migrated: ChdbClient) -> Non
 def test_retention_is_a_ttl_that_set_retention_changes(migrated: ChdbClient) -> None:
     schema.set_retention(migrated, 30)
     text = _schema_text(migrated)
-    for table in ("spans", "logs", "trace_summaries", "rollups", "tool_calls", schema.BY_COST_TABLE):
+    for table in ("spans", "logs", "trace_summaries", "rollups", "tool_calls", schema.BY_COST_TABLE, "tool_rollups"):
         assert "toIntervalDay(30)" in text[table], table
     assert "toIntervalHour(2) WHERE res = 10" in text["rollups"]
     with pytest.raises(ValueError):

@@ -139,6 +139,29 @@ def clickhouse_rollups(client: Any) -> tuple[dict[tuple, tuple], dict[tuple, tup
     return per_key, totals
 
 
+def sqlite_tool_rollups(db: sqlite3.Connection) -> dict[tuple, tuple]:
+    """(res, bucket, tool) → (calls, errors, duration, latency histogram) of tool spans, zero rows left out."""
+    out = {}
+    for res, bucket, tool, calls, errors, duration, blob in db.execute(
+            "SELECT res, bucket, tool, calls, errors, duration_ns, hist_latency FROM tool_rollups"):
+        counts: dict[int, int] = {}
+        histogram.decode_into(blob, counts)
+        if calls or errors or duration or _nonzero(counts):
+            out[(res, bucket, tool)] = (calls, errors, duration, _nonzero(counts))
+    return out
+
+
+def clickhouse_tool_rollups(client: Any) -> dict[tuple, tuple]:
+    out = {}
+    for res, bucket, tool, calls, errors, duration, latency in client.query(
+            "SELECT res, bucket, tool, sum(calls), sum(errors), sum(duration_ns), "
+            "sumMap(latencyMap.bucket, latencyMap.count) FROM tool_rollups GROUP BY res, bucket, tool"):
+        counts = _nonzero(dict(zip(*latency)))
+        if calls or errors or duration or counts:
+            out[(res, bucket, tool)] = (calls, errors, duration, counts)
+    return out
+
+
 def sqlite_tool_calls(db: sqlite3.Connection) -> list[tuple]:
     """(trace id, span id, start, tool, duration, failed) of every call the store keeps (store/tool_rollups.py)."""
     return db.execute("SELECT s.trace_id, s.span_id, t.start_ns, t.tool, t.duration_ns, t.failed FROM tool_calls t "
@@ -183,6 +206,7 @@ def assert_clickhouse_equals_sqlite(db: sqlite3.Connection, client: Any, *, same
     assert clickhouse_sessions.user_rows(client) == db.execute("SELECT * FROM users ORDER BY user_id").fetchall()
     assert client.query("SELECT count() FROM logs FINAL")[0][0] == db.execute("SELECT count(*) FROM logs").fetchone()[0]
     assert clickhouse_tool_calls(client) == sqlite_tool_calls(db)
+    assert clickhouse_tool_rollups(client) == sqlite_tool_rollups(db)
     if markers:
         every = changes_query(0, 2**62 / 10**9)
         assert parse_changes(clickhouse_dashboards.change_rows(client, 0, 2**62 / 10**9)) == \
@@ -225,6 +249,14 @@ def test_copy_store_fills_clickhouse_with_what_sqlite_holds(tmp_path: Path, http
         assert db.execute("SELECT count(*) FROM spans WHERE billed AND request_model = 'gpt-4o-mini'").fetchone()[0] == 6
         assert_clickhouse_equals_sqlite(db, engine)
         assert_clickhouse_equals_sqlite(db, http)
+        # A database migrated to m008 with tool spans in it: tool_rollups is filled from them, once.
+        tools = sqlite_tool_rollups(db)
+        assert sum(calls for (res, _, _), (calls, *_) in tools.items() if res == 3600) == 6, tools
+        http.command("TRUNCATE TABLE tool_rollups")
+        schema.MIGRATIONS[7](http)
+        assert clickhouse_tool_rollups(http) == tools
+        schema.MIGRATIONS[7](http)
+        assert clickhouse_tool_rollups(http) == tools
     finally:
         db.close()
 

@@ -346,10 +346,12 @@ async def test_drift_and_trends_are_equal(readers, window_s: int) -> None:
     for ours, theirs in zip(got.evals, truth.evals):
         assert ours.mean == pytest.approx(theirs.mean)
     assert dataclasses.replace(got, evals=truth.evals, eval_baseline=truth.eval_baseline) == truth
-    for metric in ("cost", "latency_p95", "calls", "error_rate"):
-        for by in ("model", "feature", "variant"):
+    for metric in ("cost", "latency_p95", "calls", "error_rate", "errors_api"):
+        for by in ("model", "feature", "variant", "tool"):
             expected = await sqlite_reader.trends(metric, by, window_s, NOW)
             assert await clickhouse_reader.trends(metric, by, window_s, NOW) == expected, (metric, by)
+            if by == "tool" and metric != "cost":  # tool spans' figures (cost: a metric tools do not have)
+                assert expected.supported and any(v for s in expected.series for v in s.values), (metric, expected)
 
 
 @pytest.mark.parametrize("sort", ["last", "first", "turns", "tokens", "cost", "errors", "p95", "user"])
@@ -499,33 +501,39 @@ async def test_why_slow_in_the_app_says_the_same_on_both_stores(stores) -> None:
     assert await _why_slow_texts(_app(stores[0], ClickHouseStoreReader(stores[1]))) == truth
 
 
-async def test_the_breakdown_by_tool_shows_its_calls_and_says_its_charts_are_not_on_clickhouse(stores) -> None:
-    """The table reads the tool calls ClickHouse keeps; its two charts read tool trends, which it does not:
-    they say so, and the table and the status line are not taken down with them."""
+async def _breakdown_by_tool(app: LlmobsApp, pilot: Any) -> None:
+    """Key 2, then `g` until the Breakdown groups by tool, its reads done."""
     from llmobs_tui.screens.breakdown import GROUPINGS
+
+    await pilot.press("2")
+    for _ in range(len(GROUPINGS)):
+        if app.screen.by == "tool":
+            break
+        await pilot.press("g")
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await app.tick()
+    await pilot.pause()
+    assert app.screen.by == "tool" and app.load_error is None, app.load_error
+
+
+async def test_the_breakdown_by_tool_shows_its_calls_and_its_charts_as_on_sqlite(stores) -> None:
+    """The table reads the tool calls ClickHouse keeps, its two charts the tool rollups (m008): the same
+    rows and the same charts as on SQLite."""
     from llmobs_tui.widgets.chart import TimeChart
 
-    shown = []
+    shown, drawn = [], []
     for reader in (None, ClickHouseStoreReader(stores[1])):
         app = _app(stores[0], reader)
         async with app.run_test(size=(160, 50)) as pilot:
-            await pilot.press("2")
-            for _ in range(len(GROUPINGS)):
-                if app.screen.by == "tool":
-                    break
-                await pilot.press("g")
-            await pilot.pause()
-            await app.workers.wait_for_complete()
-            await app.tick()
-            await pilot.pause()
-            assert app.screen.by == "tool" and app.load_error is None, app.load_error
+            await _breakdown_by_tool(app, pilot)
             shown.append(_texts(app.screen))
-            charts = [_plain(chart.render()) for chart in app.screen.query(TimeChart)]
-            if reader is not None:
-                assert all("tool call trends: not available on a ClickHouse store yet" in c for c in charts), charts
-                assert all(str(c.border_title).endswith("by tool") for c in app.screen.query(TimeChart))
+            drawn.append([(str(c.border_title), _plain(c.render())) for c in app.screen.query(TimeChart)])
+            assert all(" by tool" in title for title, _ in drawn[-1]), [t for t, _ in drawn[-1]]
     table = [line for line in shown[0] if " | " in line]
     assert len(table) >= 3 and [line for line in shown[1] if " | " in line] == table
+    assert len(drawn[0]) == 2 and drawn[1] == drawn[0]
+    assert all("check_inventory" in chart and "not available" not in chart for _, chart in drawn[0]), drawn[0]
 
 
 async def test_a_screen_whose_data_is_not_on_clickhouse_says_so(stores) -> None:
@@ -632,3 +640,23 @@ def test_a_wrong_password_is_one_line_and_exit_1(stores, capsys, monkeypatch) ->
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
     assert f"refused user {USER}: wrong user or password" in err and err.count("\n") == 1, err
+
+
+async def test_the_breakdown_keeps_its_table_when_a_store_lacks_its_charts_data(stores, monkeypatch) -> None:
+    """A store without the trends a Breakdown's charts read (NotInThisStore): the charts say so under titles
+    for the grouping shown, and the table and the status line are not taken down with them."""
+    from llmobs_tui.widgets.chart import TimeChart
+    from store.clickhouse import dashboards as clickhouse_dashboards
+
+    def lacking(*args: Any, **kwargs: Any) -> Any:
+        raise clickhouse_dashboards.NotOnClickHouse("tool call trends")
+
+    monkeypatch.setattr(clickhouse_dashboards, "trends_rows", lacking)
+    app = _app(stores[0], ClickHouseStoreReader(stores[1]))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await _breakdown_by_tool(app, pilot)
+        charts = [_plain(chart.render()) for chart in app.screen.query(TimeChart)]
+        assert len(charts) == 2 and all("tool call trends: not available on a ClickHouse store yet" in c
+                                        for c in charts), charts
+        assert all(" by tool" in str(c.border_title) for c in app.screen.query(TimeChart))
+        assert len([line for line in _texts(app.screen) if " | " in line]) >= 3

@@ -112,7 +112,7 @@ class BreakdownScreen(LiveScreen):
         try:
             self._trends = [await reader.trends(metric, self.by, window, now_s, top_n=self.CHART_SERIES)
                             for metric in self.chart_metrics()] if self.charts_shown else []
-        except NotInThisStore as exc:  # the table does not depend on its charts (tool trends on ClickHouse)
+        except NotInThisStore as exc:  # the table does not depend on its charts (a store without their data)
             self._trends, self._charts_missing = [], str(exc)
         if self.by == "tool":
             return await reader.tool_calls(self.llmobs.window_s, now_s)

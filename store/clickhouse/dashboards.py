@@ -144,13 +144,13 @@ def breakdown_rows(client: ClickHouseClient, window_s: float, now_s: float, by: 
 
 
 def trends_rows(client: ClickHouseClient, metric_name: str, by: str, window_s: float, now_s: float) -> Rows:
-    """store.trends.trends_queries' rows, for parse_trends. Tool calls have no rollups on ClickHouse."""
+    """store.trends.trends_queries' rows, for parse_trends."""
     metric = METRIC[metric_name]
     if by not in DIMENSIONS:
         raise ValueError(f"cannot split trends by {by!r}: choose from {', '.join(DIMENSIONS)}")
-    if by == "tool":
-        raise NotOnClickHouse("tool call trends")
     res = resolution(window_s)
+    if by == "tool":
+        return _tool_trends_rows(client, metric, res, window_s, now_s)
     columns, hist = _columns(metric, tools=False)
     dims = ", ".join(_dims(GROUP_COLUMNS[by]))
     select = ", ".join([*(f"sum({identifier(c)})" for c in columns), *([_sum_map(hist[5:])] if hist else [])])
@@ -170,6 +170,21 @@ def trends_rows(client: ClickHouseClient, metric_name: str, by: str, window_s: f
         c = len(ROLLUP_COUNTERS)
         rows["variants"] = [(row[0], *_ints(row[1:1 + c]), *(_blob(h) for h in row[1 + c:])) for row in variants]
     return rows
+
+
+def _tool_trends_rows(client: ClickHouseClient, metric: Any, res: int, window_s: float, now_s: float) -> Rows:
+    """Tool spans per bucket and tool (tool_rollups, m008), as store.trends reads SQLite's tool_rollups."""
+    if metric.tool is None:
+        return {}
+    columns, hist = _columns(metric, tools=True)
+    select = ", ".join([*(f"sum({identifier(c)})" for c in columns), *([_sum_map("latency")] if hist else [])])
+    found = client.query(
+        f"SELECT bucket, tool, {select} FROM tool_rollups WHERE res = {{res:UInt32}} AND bucket >= {{lo:Int64}} "
+        "AND bucket <= {hi:Int64} GROUP BY bucket, tool ORDER BY bucket, tool",
+        {"res": res, "lo": _first_bucket(window_s, now_s, res), "hi": int(now_s)})
+    n = len(columns)
+    return {"rows": [(int(row[0]), row[1], *_ints(row[2:2 + n]), *([_blob(row[2 + n])] if hist else []))
+                     for row in found]}
 
 
 # --- the trace list and its `/` filter -------------------------------------------------------------------

@@ -87,11 +87,17 @@ def forget(client: ClickHouseClient, kind: str, value: str,
             span_keys.append((bytes(values["trace_id"]), bytes(values["span_id"]), values["start_ns"]))
             if values["kind"] == "tool":  # a call's key, or not one: a deletion row for each
                 tool_keys.append(span_keys[-1])
+                recorder.tool_rollup(SpanWriter.tool_contribution(ch_rows.span_state(values),
+                                                                  values["tool_name"] or ""), -1)
         version = time.time_ns()
         token = hashlib.sha256(f"forget:{kind}:{value}:".encode() + b"".join(chunk)).hexdigest()
         deltas = [ch_rows.rollup_row(*rollup) for rollup in recorder.changed_rollups()]
         if deltas:
             client.insert("rollups", deltas, ch_rows.ROLLUP_INSERT_COLUMNS,
+                          settings={"insert_deduplication_token": token})
+        tool_deltas = [ch_rows.tool_rollup_row(*rollup) for rollup in recorder.changed_tool_rollups()]
+        if tool_deltas:
+            client.insert("tool_rollups", tool_deltas, ch_rows.TOOL_ROLLUP_INSERT_COLUMNS,
                           settings={"insert_deduplication_token": token})
         if span_keys:
             client.insert("spans", ch_rows.span_tombstones(span_keys, version), ch_rows.SPAN_INSERT_COLUMNS)

@@ -56,6 +56,8 @@ class OutboxRecorder:
         self.gone_tool_calls: list[tuple[bytes, bytes, int]] = []
         # (res, bucket, dims) → [{counter index: value}, [{hist bucket: count}, …]]
         self.rollups: dict[tuple[int, int, tuple[str, ...]], list[Any]] = {}
+        # (res, bucket, tool) → [calls, errors, duration_ns, {latency hist bucket: count}]
+        self.tool_rollups: dict[tuple[int, int, str], list[Any]] = {}
 
     # -- hooks ---------------------------------------------------------------------------------------------
 
@@ -76,6 +78,26 @@ class OutboxRecorder:
         for h, bucket in zip(acc[1], hists):
             if bucket is not None:
                 h[bucket] = h.get(bucket, 0) + sign
+
+    def tool_rollup(self, contribution: tuple, sign: int) -> None:
+        """SpanWriter.tool_contribution's (second, tool, error, duration, latency bucket), signed."""
+        second, tool, error, duration, latency = contribution
+        for res in _RESOLUTIONS:
+            acc = self.tool_rollups.get((res, second - second % res, tool))
+            if acc is None:
+                acc = self.tool_rollups[(res, second - second % res, tool)] = [0, 0, 0, {}]
+            acc[0] += sign
+            acc[1] += sign if error else 0
+            if latency is not None:
+                acc[2] += sign * (duration or 0)
+                acc[3][latency] = acc[3].get(latency, 0) + sign
+
+    def changed_tool_rollups(self) -> list[tuple[int, int, str, int, int, int, dict[int, int]]]:
+        """(res, bucket, tool, calls, errors, duration_ns, latency histogram) of the keys that did not net
+        to nothing."""
+        return [(res, bucket, tool, calls, errors, duration, hist)
+                for (res, bucket, tool), (calls, errors, duration, hist) in self.tool_rollups.items()
+                if calls or errors or duration or any(hist.values())]
 
     def changed_rollups(self) -> list[tuple[int, int, tuple[str, ...], dict[int, int], list[dict[int, int]]]]:
         """(res, bucket, dims, counters, histograms) of the keys whose deltas did not net to nothing."""
@@ -130,7 +152,7 @@ class OutboxRecorder:
     def empty(self) -> bool:
         return not (self.spans or self.gone_spans or self.gone_logs or self.logs or self.traces
                     or self.resources or self.scopes or self.rollups or self.changes or self.tool_traces
-                    or self.gone_tool_calls)
+                    or self.gone_tool_calls or self.tool_rollups)
 
     def seen_version(self, version: int) -> None:
         """Rows another replica wrote at `version` were read into this transaction: what it ships must
@@ -162,6 +184,7 @@ class OutboxRecorder:
             "gone_tool_calls": [(t.hex(), s.hex(), start) for t, s, start in self.gone_tool_calls],
             "rollups": [(res, bucket, list(dims), counters, hists)
                         for res, bucket, dims, counters, hists in self.changed_rollups()],
+            "tool_rollups": self.changed_tool_rollups(),
         }
         db.execute(
             "INSERT INTO clickhouse_outbox (token, version, payload) VALUES (?, ?, ?)",

@@ -337,6 +337,26 @@ def rollup_row(res: int, bucket: int, dims: Sequence[str], counters: Sequence[in
     return row
 
 
+TOOL_ROLLUP_INSERT_COLUMNS = ("res", "bucket", "tool", "calls", "errors", "duration_ns",
+                              f"{histogram_column('latency')}.bucket", f"{histogram_column('latency')}.count")
+
+
+def tool_rollup_row(res: int, bucket: int, tool: str, calls: int, errors: int, duration_ns: int,
+                    latency: Mapping[int, int]) -> list[Any]:
+    """One ClickHouse tool_rollups row (zero counts left out of the histogram, as sumMap leaves them)."""
+    items = sorted((b, c) for b, c in latency.items() if c)
+    return [res, bucket, tool, calls, errors, duration_ns, [b for b, _ in items], [c for _, c in items]]
+
+
+def stored_tool_rollup_rows(db: sqlite3.Connection) -> Iterator[list[Any]]:
+    """Every SQLite tool_rollups row as a ClickHouse row."""
+    for res, bucket, tool, calls, errors, duration_ns, blob in db.execute(
+            "SELECT res, bucket, tool, calls, errors, duration_ns, hist_latency FROM tool_rollups"):
+        counts: dict[int, int] = {}
+        histogram.decode_into(blob, counts)
+        yield tool_rollup_row(res, bucket, tool, calls, errors, duration_ns, counts)
+
+
 def stored_rollup_rows(db: sqlite3.Connection) -> Iterator[list[Any]]:
     """Every SQLite rollup row as a ClickHouse row: per dimension set at 60 s and 1 h, totals at 10 s."""
     from store.writer import HISTOGRAMS

@@ -505,6 +505,57 @@ def m007_trace_summaries_by_cost(client: ClickHouseClient) -> None:
     client.command(f"INSERT INTO {BY_COST_TABLE} SELECT * FROM trace_summaries FINAL")
 
 
+# Tool spans per tool name and bucket (SQLite's tool_rollups, m007 there): what Trends by tool and the
+# Breakdown by tool's charts read. A tool span's contribution is added once, when a replica stores it, and
+# taken out when it is forgotten, so the rows are signed deltas summed like `rollups` (SummingMergeTree;
+# reads fold with sum()/sumMap() … GROUP BY all the same), and a batch shipped twice must be dropped the second
+# time by its insert token (m002's window).
+_TOOL_ROLLUPS = f"""
+CREATE TABLE IF NOT EXISTS tool_rollups (
+    res UInt32,                          -- bucket width in seconds: 60 or 3600
+    bucket Int64,                        -- bucket start, seconds since the epoch
+    tool String,                         -- the span's tool name ('' when it names none)
+    calls Int64,
+    errors Int64,
+    duration_ns Int64,
+    {histogram_column("latency")} Nested(bucket UInt16, count Int64)
+) ENGINE = SummingMergeTree
+PARTITION BY (res, toYYYYMM(toDateTime(bucket)))
+ORDER BY (res, bucket, tool)
+TTL toDateTime(bucket) + INTERVAL {{days}} DAY
+SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}
+"""
+
+
+@migration
+def m008_tool_rollups(client: ClickHouseClient) -> None:
+    """Create tool_rollups and fill it from the tool spans the database holds, so that a tool span
+    forgotten later is taken out of rows that counted it. Filled once: an empty table only (the rows come
+    in one insert, so an interrupted run left none)."""
+    client.command(_TOOL_ROLLUPS.format(days=retention_days(client)))
+    if not client.query("SELECT count() FROM tool_rollups")[0][0]:
+        fill_tool_rollups(client)
+
+
+def fill_tool_rollups(client: ClickHouseClient) -> None:
+    """Add every stored tool span's contribution to tool_rollups, in one insert (m008; the bench's fill)."""
+    from store import histogram
+
+    # store.writer's SpanWriter.tool_contribution in SQL, the latency's bucket as store.histogram.bucket_of
+    # computes it (the same float operations; a duration on a bucket's edge to the last bit could differ).
+    rows = client.query(
+        "SELECT res, intDiv(intDiv(start_ns, 1000000000), res) * res AS bucket, coalesce(tool_name, '') AS tool, "
+        "count(), countIf(status = 2 OR own_error_class IS NOT NULL), sum(coalesce(duration_ns, 0)), "
+        "sumMapIf([toUInt16(if(duration_ns / 1000 <= 1, 0, least(ceil(log(duration_ns / 1000) / {g:Float64}), "
+        "{top:UInt16})))], [toInt64(1)], duration_ns IS NOT NULL) "
+        "FROM spans FINAL ARRAY JOIN [60, 3600] AS res WHERE kind = 'tool' GROUP BY res, bucket, tool",
+        {"g": histogram.LOG_GAMMA, "top": histogram.MAX_BUCKET})
+    if rows:
+        client.insert("tool_rollups", [[*row[:6], list(row[6][0]), list(row[6][1])] for row in rows],
+                      ["res", "bucket", "tool", "calls", "errors", "duration_ns",
+                       f"{histogram_column('latency')}.bucket", f"{histogram_column('latency')}.count"])
+
+
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -605,11 +656,12 @@ def set_retention(client: ClickHouseClient, days: int) -> None:
     client.command(f"ALTER TABLE spans MODIFY TTL {_seconds('start_ns')} + INTERVAL {days} DAY")
     client.command(f"ALTER TABLE logs MODIFY TTL {_seconds('time_ns')} + INTERVAL {days} DAY")
     client.command(f"ALTER TABLE trace_summaries MODIFY TTL {_seconds('end_ns')} + INTERVAL {days} DAY")
-    # A database not migrated this far yet gets these tables with this retention (m006, m007 read it).
-    for table, column in (("tool_calls", "start_ns"), (BY_COST_TABLE, "end_ns")):
+    # A database not migrated this far yet gets these tables with this retention (m006–m008 read it).
+    for table, ttl in (("tool_calls", _seconds("start_ns")), (BY_COST_TABLE, _seconds("end_ns")),
+                       ("tool_rollups", "toDateTime(bucket)")):
         if client.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
                         {"db": client.database, "t": table})[0][0]:
-            client.command(f"ALTER TABLE {table} MODIFY TTL {_seconds(column)} + INTERVAL {days} DAY")
+            client.command(f"ALTER TABLE {table} MODIFY TTL {ttl} + INTERVAL {days} DAY")
     client.command(
         f"ALTER TABLE rollups MODIFY TTL toDateTime(bucket) + INTERVAL {FINE_ROLLUP_KEEP_HOURS} HOUR WHERE res = 10,"
         f" toDateTime(bucket) + INTERVAL {days} DAY"

@@ -90,6 +90,7 @@ def copy_store(sqlite_db: sqlite3.Connection, client: ClickHouseClient, *, versi
     put("tool_calls", ch_rows.tool_call_rows(db, None, version), ch_rows.TOOL_CALL_INSERT_COLUMNS)
     put("changes", ch_rows.change_rows(db, None, version), ch_rows.CHANGE_INSERT_COLUMNS)
     put("rollups", ch_rows.stored_rollup_rows(db), ch_rows.ROLLUP_INSERT_COLUMNS)
+    put("tool_rollups", ch_rows.stored_tool_rollup_rows(db), ch_rows.TOOL_ROLLUP_INSERT_COLUMNS)
     return counts
 
 
@@ -159,6 +160,11 @@ def batch_rows(db: sqlite3.Connection, payload: dict[str, Any], version: int) ->
         out["tool_calls"] = (tool_calls, ch_rows.TOOL_CALL_INSERT_COLUMNS)
     if payload.get("changes"):
         out["changes"] = (ch_rows.change_rows(db, payload["changes"], version), ch_rows.CHANGE_INSERT_COLUMNS)
+    if payload.get("tool_rollups"):
+        out["tool_rollups"] = ([ch_rows.tool_rollup_row(res, bucket, tool, calls, errors, duration,
+                                                        {int(b): c for b, c in hist.items()})
+                                for res, bucket, tool, calls, errors, duration, hist in payload["tool_rollups"]],
+                               ch_rows.TOOL_ROLLUP_INSERT_COLUMNS)
     if payload.get("rollups"):
         out["rollups"] = (
             [ch_rows.rollup_row(res, bucket, dims, {int(i): v for i, v in counters.items()},
@@ -171,7 +177,7 @@ def batch_rows(db: sqlite3.Connection, payload: dict[str, Any], version: int) ->
 
 # The order a batch's tables are inserted in: what a row refers to goes first, rollups last.
 TABLE_ORDER = ("resources", "scopes", "spans", "logs", "trace_summaries", BY_COST_TABLE, "tool_calls", "changes",
-               "rollups")
+               "tool_rollups", "rollups")
 
 
 @dataclass
