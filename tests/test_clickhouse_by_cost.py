@@ -271,3 +271,28 @@ def test_a_budget_alerts_example_is_the_costliest_live_trace(written: tuple) -> 
     for feature in ("ask", "search"):
         assert costliest_trace_example(http, since, feature) == (_expected(live, True, 1, feature)[0][0], None)
     assert costliest_trace_example(http, NOW_NS + DAY_NS) is None
+
+
+def test_forget_deletes_every_row_the_copy_holds_of_a_trace_even_one_left_behind(http: HttpClient) -> None:
+    """A straggler written while its replica could not look the trace up leaves the older row's cost behind
+    (the list shows the trace twice); `forget --store` deletes it with the live one: nothing of the user's
+    trace is listed after."""
+    from store.clickhouse.forget import forget
+
+    now = time.time_ns()
+    trace_id, other = (0xD0 << 120 | 1).to_bytes(16, "big"), (0xD0 << 120 | 2).to_bytes(16, "big")
+    user_at = ch_rows.TRACE_COLUMNS.index("user_id")
+    first, second, kept = (_summary(trace_id, now - HOUR, 10, "ask", 1), _summary(trace_id, now - HOUR, 30, "ask", 2),
+                           _summary(other, now - HOUR, 20, "ask", 1))
+    for row in (first, second, kept):
+        row[user_at] = "u-gone" if row[0] == trace_id else "u-kept"
+        http.insert("trace_summaries", [row], ch_rows.TRACE_INSERT_COLUMNS)
+        http.insert(BY_COST_TABLE, ch_rows.by_cost_rows([row], {}), ch_rows.TRACE_INSERT_COLUMNS)  # no old key
+
+    def listed() -> list[tuple]:
+        rows = dashboards.traces_since(http, now - 2 * HOUR, [], False, "cost", True, 10)
+        return [(bytes(r[0]), r[10]) for r in rows]
+
+    assert listed() == [(trace_id, 30), (other, 20), (trace_id, 10)]
+    assert forget(http, "user", "u-gone").traces == 1
+    assert listed() == [(other, 20)]

@@ -109,15 +109,22 @@ def forget(client: ClickHouseClient, kind: str, value: str,
                                                          version), ch_rows.LOG_INSERT_COLUMNS)
         # At the start each stored summary has (its hour is in the sort key), and at the deletion's time for a
         # trace that has spans but no summary yet, so that its straggler finds it deleted (trace_sync).
-        stored = {bytes(t): [(start, cost)] for t, start, cost in client.query(
-            "SELECT trace_id, start_ns, cost_nusd FROM trace_summaries FINAL "
-            "WHERE trace_id IN {ids:Array(FixedString(16))}", {"ids": chunk})}
-        summaries = [ch_rows.trace_tombstones([t], version, keys[0][0]) for t, keys in stored.items()]
+        summaries = [ch_rows.trace_tombstones([bytes(t)], version, start) for t, start in client.query(
+            "SELECT trace_id, start_ns FROM trace_summaries FINAL WHERE trace_id IN {ids:Array(FixedString(16))}",
+            {"ids": chunk})]
         summaries.append(ch_rows.trace_tombstones(chunk, version))
         client.insert("trace_summaries", [row for rows in summaries for row in rows], ch_rows.TRACE_INSERT_COLUMNS)
-        if stored:  # and in the by-cost copy, at the (start, cost) each has there
-            client.insert(BY_COST_TABLE, ch_rows.by_cost_rows(ch_rows.trace_tombstones(list(stored), version), stored),
-                          ch_rows.TRACE_INSERT_COLUMNS)
+        # And in the by-cost copy, at every (start, cost) it holds a row of them at: the live one, and any an
+        # older version left there unknown to its writer (a straggler written while ClickHouse was down).
+        # Without FINAL: a deletion row at a key already deleted changes nothing.
+        by_cost: dict[bytes, list[tuple[int, int]]] = {}
+        for t, start, cost in client.query(
+                f"SELECT DISTINCT trace_id, start_ns, cost_nusd FROM {BY_COST_TABLE} "
+                "PREWHERE trace_id IN {ids:Array(FixedString(16))} WHERE is_deleted = 0", {"ids": chunk}):
+            by_cost.setdefault(bytes(t), []).append((start, cost))
+        if by_cost:
+            client.insert(BY_COST_TABLE, ch_rows.by_cost_rows(ch_rows.trace_tombstones(list(by_cost), version),
+                                                              by_cost), ch_rows.TRACE_INSERT_COLUMNS)
         # A change marker keeps its fact (a model, a prompt version), not the forgotten example (store/forget.py).
         markers = client.query("SELECT kind, scope, after, time_ns, before, seq FROM changes FINAL "
                                "WHERE trace_id IN {ids:Array(FixedString(16))}", {"ids": chunk})
