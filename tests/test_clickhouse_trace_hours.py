@@ -125,6 +125,30 @@ def test_forget_deletes_a_moved_trace_where_its_row_is(tmp_path: Path, http: Htt
     assert conversations == {"conv-2", "conv-4"}
 
 
+def test_forget_deletes_a_trace_left_live_at_two_hours_and_not_a_deleted_key_again(http: HttpClient,
+                                                                                   engine: ChdbClient) -> None:
+    """Two replicas racing can leave a trace live at two hours (each key's newest row live): `forget --store`
+    deletes both. A key whose newest row is already a deletion gets none: it is read without FINAL, each
+    key's newest row as FINAL keeps it."""
+    from store.clickhouse.rows import TRACE_INSERT_COLUMNS, trace_tombstones
+
+    now = time.time_ns()
+    twice, moved = trace_id_bytes(7), trace_id_bytes(8)
+    columns = ("trace_id", "start_ns", "end_ns", "spans", "user_id", "updated_ns", "is_deleted")
+    http.insert("trace_summaries", [[twice, now - 3 * HOUR, now, 2, "user-x", now, 0],
+                                    [twice, now - HOUR, now, 3, "user-x", now + 1, 0],
+                                    [moved, now - 5 * HOUR, now, 2, "user-x", now, 0],
+                                    [moved, now - 2 * HOUR, now, 3, "user-x", now + 2, 0]], columns)
+    http.insert("trace_summaries", trace_tombstones([moved], now + 2, now - 5 * HOUR), TRACE_INSERT_COLUMNS)
+    assert sorted(bytes(r[0]) for r in engine.query("SELECT trace_id FROM trace_summaries FINAL")) == \
+        [twice, twice, moved]
+    before = engine.query("SELECT count() FROM trace_summaries WHERE is_deleted = 1")[0][0]
+    assert forget_in_clickhouse(http, "user", "user-x").traces == 2
+    assert engine.query("SELECT count() FROM trace_summaries FINAL") == [(0,)]
+    # a deletion at each live key (two hours of one, one of the other) and at the deletion's time for each
+    assert engine.query("SELECT count() FROM trace_summaries WHERE is_deleted = 1")[0][0] == before + 3 + 2
+
+
 def test_the_writers_forget_deletes_a_trace_at_the_hour_it_started(tmp_path: Path, http: HttpClient,
                                                                    engine: ChdbClient) -> None:
     """`forget` through the serving writer (its outbox): the deletion row goes where the summary is, the

@@ -108,10 +108,15 @@ def forget(client: ClickHouseClient, kind: str, value: str,
             client.insert("logs", ch_rows.log_tombstones([(bytes(t), bytes(s), n, bytes(d)) for t, s, n, d in logs],
                                                          version), ch_rows.LOG_INSERT_COLUMNS)
         # At the start each stored summary has (its hour is in the sort key), and at the deletion's time for a
-        # trace that has spans but no summary yet, so that its straggler finds it deleted (trace_sync).
+        # trace that has spans but no summary yet, so that its straggler finds it deleted (trace_sync). Each
+        # (hour, trace) key's newest row, as FINAL keeps it (a live row wins a tie: one deletion row too many
+        # changes nothing), without FINAL: sorted by hour first, FINAL merged every summary of the retention
+        # for any 500 ids. At 100M spans (chdb, 500 ids, the same rows): 142–162 ms, 275–297 ms of CPU; by
+        # FINAL 552–624 ms, 1,062–1,140 ms of CPU.
         summaries = [ch_rows.trace_tombstones([bytes(t)], version, start) for t, start in client.query(
-            "SELECT trace_id, start_ns FROM trace_summaries FINAL WHERE trace_id IN {ids:Array(FixedString(16))}",
-            {"ids": chunk})]
+            "SELECT trace_id, argMax(start_ns, (updated_ns, 1 - is_deleted)) FROM trace_summaries "
+            "PREWHERE trace_id IN {ids:Array(FixedString(16))} GROUP BY intDiv(start_ns, 3600000000000), trace_id "
+            "HAVING argMax(is_deleted, (updated_ns, 1 - is_deleted)) = 0", {"ids": chunk})]
         summaries.append(ch_rows.trace_tombstones(chunk, version))
         client.insert("trace_summaries", [row for rows in summaries for row in rows], ch_rows.TRACE_INSERT_COLUMNS)
         # And in the by-cost copy, at every (start, cost) it holds a row of them at: the live one, and any an
