@@ -61,6 +61,35 @@ def _fill_tool_calls(client: ChdbClient) -> None:
                    "WHERE kind = 'tool'")
 
 
+METRIC_SERIES = 200  # 40 metric names, 5 services each: the caps allow 5,000
+
+
+def _fill_metric_points(client: ChdbClient, end_ns: int) -> None:
+    """OTLP metric points as the replicas ship them (m009): METRIC_SERIES series over the week, a row per
+    series and bucket at 1 min and 1 h, at 10 s for the last 2 h, in one part per resolution. A third of
+    the names are gauges (two of them a model server's queue and KV cache), a third counters, a third
+    histograms of a few buckets."""
+    end_s = end_ns // NS
+    for res, buckets in ((60, 7 * 1440), (3600, 7 * 24), (10, 720)):
+        first = end_s - end_s % res - (buckets - 1) * res
+        client.command(f"""
+            INSERT INTO metric_points (res, bucket, name, series, unit, kind, service, attrs_json, n, total, min, max,
+                                       last, hist)
+            SELECT {res}, {first} + b.number * {res} AS bucket, name, MD5(concat(name, '|', service)),
+                   if(kind = 'histogram', 's', ''), kind, service, '{{}}', 6, 6 * value, value - 1, value + 1,
+                   (bucket * {NS} + 5 * {NS}, if(kind = 'histogram', NULL, value)),
+                   if(kind = 'histogram', ([toUInt16(40 + b.number % 5), toUInt16(52)], [toInt64(4), toInt64(2)]),
+                      ([], []))
+            FROM (SELECT number % 40 AS k,
+                         multiIf(k = 0, 'vllm:num_requests_waiting', k = 3, 'vllm:kv_cache_usage_perc',
+                                 concat('bench.metric.', toString(k))) AS name,
+                         ['gauge', 'counter', 'histogram'][k % 3 + 1] AS kind,
+                         concat('svc-', toString(intDiv(number, 40))) AS service, number AS sid
+                  FROM numbers({METRIC_SERIES})) AS s
+            CROSS JOIN numbers({buckets}) AS b
+            ARRAY JOIN [toFloat64((s.sid * 7 + b.number) % 100)] AS value""")
+
+
 def _fill_by_cost(client: ChdbClient, live: bool = True) -> None:
     """The by-cost copy of the summaries (m007) as replicas leave it before a merge: each trace's live row
     (`live`: a kept store's came with the migration), an earlier row at half its cost (the trace's first
@@ -162,6 +191,8 @@ def opened_store(args: argparse.Namespace, prefix: str) -> tuple[ChdbClient, int
             _fill_by_cost(client, live=False)
         meta = json.loads(kept.read_text())
         end_ns, fill_s = meta["end_ns"], meta["fill_s"]
+        if not client.query("SELECT count() FROM metric_points")[0][0]:  # kept before m009 made the table
+            _fill_metric_points(client, end_ns)
         args.spans = meta["spans"]  # what the store holds, printed with the figures
     else:
         client, end_ns, fill_s = filled_store(path, args.spans, args.content_bytes, args.conversation_minutes)
@@ -186,6 +217,7 @@ def filled_store(path: str, spans: int, content_bytes: int, conversation_minutes
     _fill_rollups(client)
     _fill_tool_calls(client)
     schema.fill_tool_rollups(client)
+    _fill_metric_points(client, end_ns)
     return client, end_ns, time.perf_counter() - fill0
 
 

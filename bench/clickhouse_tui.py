@@ -5,10 +5,11 @@
 
 The store is filled as bench/clickhouse_reports.py fills it (spans 8 per trace over the 7 days before now,
 trace summaries, minute and hour rollups per dimension set with an unmerged −/+ correction pair for 1 % of
-the minute rows). Each read is llmobs_tui.clickhouse_reader.ClickHouseStoreReader's method, as a screen
-calls it (asyncio, the client in a worker thread), parsed by the shared parse_* functions: the whole cost of
-a screen's data. The first call of each is not counted (marks and indexes loaded); the median and the
-range of `--repeat` runs are printed, wall and CPU ms. CPU is the process's, chdb's threads included.
+the minute rows, 200 OTLP metric series over the week). Each read is
+llmobs_tui.clickhouse_reader.ClickHouseStoreReader's method, as a screen calls it (asyncio, the client in
+a worker thread), parsed by the shared parse_* functions: the whole cost of a screen's data. The first
+call of each is not counted (marks and indexes loaded); the median and the range of `--repeat` runs are
+printed, wall and CPU ms. CPU is the process's, chdb's threads included.
 
 Everything lives in a temporary directory, deleted at the end, unless `--keep DIR` keeps it there for later runs.
 """
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             "why slow? a trace's cohort and 5 typical traces, 24h (w on a root)": lambda: reader.trace_cohort(
                 trace_id, 86400, now_s),
             "every alert rule once, demo config (a new engine: nothing cached)": lambda: _rules(client, now_s),
+            "Metrics screen, 1h (key 8)": lambda: reader.metrics(3600, now_s),
+            "Metrics screen, 24h": lambda: reader.metrics(86400, now_s),
+            "one metric's chart, a histogram, 24h (Enter on a metric)": lambda: reader.metric_chart(
+                "bench.metric.2", 86400, now_s),
+            "the Overview's Saturation card (every refresh)": lambda: reader.serving_saturation(now_s),
         }
         out: dict[str, Any] = {"spans": args.spans, "fill_s": round(fill_s, 1), "repeat": args.repeat,
                                "reads": {name: _timed(read, args.repeat) for name, read in reads.items()}}
@@ -89,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                         "billed_spans_24h": int(client.query(
                             "SELECT countIf(billed = 1) FROM spans FINAL WHERE start_ns >= {a:Int64}",
                             # The 24 h Overview reads hour buckets: its first one, straddling the window start, whole.
-                            {"a": int(now_s - 86400) // 3600 * 3600 * NS})[0][0])}
+                            {"a": int(now_s - 86400) // 3600 * 3600 * NS})[0][0]),
+                        "metric_series_24h": len(asyncio.run(reader.metrics(86400, now_s)).series)}
     finally:
         client.close()
         cleanup()

@@ -61,16 +61,33 @@ def build_request(series: int, at_ns: int, start_ns: int, step: int) -> ExportMe
     return request
 
 
-def bench_ingest(series: int, rounds: int) -> dict[str, float]:
+def bench_ingest(series: int, rounds: int, clickhouse: bool = False) -> dict[str, float]:
+    """`clickhouse`: as a replica of a ClickHouse store (`serve --store`) writes: the writer records each
+    transaction's buckets in its outbox, and the shipper sends them to ClickHouse (chdb in this process)
+    before the next request; `ship` is the shipper's CPU per point, the engine's insert included."""
     from receiver.metrics_normalize import decode_metrics
     from store.connection import open_writer
     from store.metrics import MetricWriter
 
     with tempfile.TemporaryDirectory() as tmp:
         db = open_writer(Path(tmp) / "ingest.db")
-        writer = MetricWriter(db)
+        shipper = None
+        if clickhouse:
+            from store.clickhouse import schema
+            from store.clickhouse.client import ChdbClient
+            from store.clickhouse.outbox import OutboxRecorder
+            from store.clickhouse.sink import Shipper
+
+            engine = ChdbClient(str(Path(tmp) / "chdb"), "bench")
+            engine.command("CREATE DATABASE IF NOT EXISTS bench")
+            engine.use_database()
+            schema.migrate(engine)
+            writer = MetricWriter(db, outbox=OutboxRecorder())
+            shipper = Shipper(db, lambda: engine)
+        else:
+            writer = MetricWriter(db)
         start = time.time_ns() - 3600 * NS
-        decode_cpu = write_cpu = 0.0
+        decode_cpu = write_cpu = ship_cpu = 0.0
         points = 0
         for step in range(1, rounds + 1):
             request = build_request(series, start + step * 10 * NS, start, step)
@@ -81,12 +98,18 @@ def bench_ingest(series: int, rounds: int) -> dict[str, float]:
             c1 = time.process_time()
             writer.write([rows])
             c2 = time.process_time()
+            if shipper is not None:
+                assert shipper.ship(), shipper.stats.last_error
             decode_cpu += c1 - c0
             write_cpu += c2 - c1
+            ship_cpu += time.process_time() - c2
             points += len(rows)
+        if shipper is not None:
+            folded = engine.query("SELECT count() FROM (SELECT 1 FROM metric_points GROUP BY res, bucket, series)")
+            assert folded[0][0] == db.execute("SELECT count(*) FROM metric_points").fetchone()[0], folded
         db.close()
     return {"points": points, "decode_cpu_us_per_point": decode_cpu / points * 1e6,
-            "write_cpu_us_per_point": write_cpu / points * 1e6}
+            "write_cpu_us_per_point": write_cpu / points * 1e6, "ship_cpu_us_per_point": ship_cpu / points * 1e6}
 
 
 def build_store(path: Path, series: int, days: float, interval_s: int) -> tuple[float, float]:
@@ -159,10 +182,18 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=60, help="seconds between exports; default 60")
     parser.add_argument("--reads", type=int, default=20, help="loads per figure; default 20")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--clickhouse", action="store_true",
+                        help="also ingest as a ClickHouse store's replica does (outbox and shipper, chdb in process)")
     args = parser.parse_args()
     ingest = bench_ingest(args.series * 25, 40)
     print(f"ingest: {ingest['points']:,} points; decode {ingest['decode_cpu_us_per_point']:.1f} µs CPU/point, "
           f"write {ingest['write_cpu_us_per_point']:.1f} µs CPU/point")
+    if args.clickhouse:
+        to_clickhouse = bench_ingest(args.series * 25, 40, clickhouse=True)
+        print(f"ingest, a ClickHouse store's replica: decode {to_clickhouse['decode_cpu_us_per_point']:.1f}, write "
+              f"(with the outbox) {to_clickhouse['write_cpu_us_per_point']:.1f}, ship "
+              f"{to_clickhouse['ship_cpu_us_per_point']:.1f} µs CPU/point")
+        ingest["clickhouse"] = to_clickhouse
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "metrics.db"
         now_s, build_cpu = build_store(path, args.series, args.days, args.interval)

@@ -8,7 +8,7 @@ by the worker thread itself: a refresh cancelled mid-read leaves its read runnin
 overlap it on the client).
 
 ClickHouse has no read snapshot: a refresh's reads each see what was inserted when they ran. What the
-store does not hold (OTLP metrics, the content index) is a NotOnClickHouse
+store does not hold (the content index) is a NotOnClickHouse
 error naming the view, which the app shows on its status line; the read-only live loop never stops.
 """
 
@@ -24,6 +24,7 @@ from llmobs_tui.filtering import Filter
 from llmobs_tui.reader import TraceDetail
 from store import cohort
 from store import dashboards as q
+from store import metrics as metric_store
 from store import sessions as conv
 from store.changes import Change, parse_changes
 from store.charts import Charts, parse_charts
@@ -39,7 +40,6 @@ from store.span_detail import SpanDetail, decode_span_detail
 from store.trends import Trends, parse_trends
 
 if TYPE_CHECKING:
-    from store import metrics as metric_store
     from store.backends import ClickHouseReader
     from store.clickhouse.client import ClickHouseClient
     from store.clickhouse.url import ClickHouseUrl
@@ -181,14 +181,23 @@ class ClickHouseStoreReader:
         return tool_rollups.parse_tool_calls(await self._run(ch.tool_stats_rows, window_s, now_s))
 
     async def metrics(self, window_s: float, now_s: float) -> metric_store.MetricsOverview:
-        raise NotOnClickHouse("OTLP metrics")
+        """The Metrics screen's list, from the points the replicas shipped (store/clickhouse/metrics.py)."""
+        from store.clickhouse import metrics as ch_metrics
+
+        rows = await self._run(ch_metrics.overview_rows, window_s, now_s)
+        return metric_store.parse_overview(rows, window_s)
 
     async def metric_chart(self, name: str, window_s: float, now_s: float) -> metric_store.MetricChart:
-        raise NotOnClickHouse("OTLP metrics")
+        from store.clickhouse import metrics as ch_metrics
+
+        return metric_store.parse_chart(name, window_s, now_s,
+                                        await self._run(ch_metrics.chart_rows, name, window_s, now_s))
 
     async def serving_saturation(self, now_s: float) -> metric_store.ServingSaturation | None:
-        """None: no model server's metrics reach a ClickHouse store (the Overview shows no Saturation card)."""
-        return None
+        """Model servers' queue and KV cache, for the Overview's Saturation card (None: none report)."""
+        from store.clickhouse import metrics as ch_metrics
+
+        return metric_store.parse_saturation(await self._run(ch_metrics.saturation_rows, now_s))
 
     async def runaway(self, detector: Any, settings: Any, now_s: float) -> Any:
         return await self._run(lambda client: detector.detect_clickhouse(client, settings, now_s))

@@ -13,7 +13,9 @@ Three tables:
   previous cumulative point, to turn cumulative sums and histograms into deltas. A start time other
   than the previous one, or a value below it, is a reset: the new value is then the delta. Persisted
   so that a writer restart neither double counts nor loses a delta. A point not newer than the stream's
-  previous one (an exporter's retry after a nack) changes nothing. Capped per series and overall too.
+  previous one (an exporter's retry after a nack) changes nothing. A delta counter's or histogram's stream
+  is kept too, for its newest point's time only: its retried points add nothing either. Capped per series
+  and overall too (a delta stream past the caps is counted as it comes, without that check).
 - `metric_points`: per series and 10 s / 1 min / 1 h bucket (as the span rollups; 10 s kept 2 h):
   `n` (samples, or observations of a histogram), `total` (sum of samples, of deltas, of observations),
   min, max, the last sample and its time, and for histograms their observations in the store's log
@@ -37,11 +39,14 @@ import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from store import histogram
 from store.dashboards import resolution_for  # the span charts' buckets, so the two screens' charts line up
 from store.meta import get_meta
+
+if TYPE_CHECKING:
+    from store.clickhouse.outbox import OutboxRecorder
 
 NS = 1_000_000_000
 RESOLUTIONS = (10, 60, 3600)
@@ -162,8 +167,11 @@ class MetricWriter:
 
     def __init__(self, db: sqlite3.Connection, *, max_series_per_metric: int = MAX_SERIES_PER_METRIC,
                  max_series: int = MAX_SERIES, max_streams_per_series: int = MAX_STREAMS_PER_SERIES,
-                 max_streams: int = MAX_STREAMS) -> None:
+                 max_streams: int = MAX_STREAMS, outbox: OutboxRecorder | None = None) -> None:
+        """`outbox`: a ClickHouse store's (store/clickhouse/outbox.py): each transaction's bucket
+        contributions are recorded in it, inside the transaction, to be shipped as delta rows."""
         self.db = db
+        self.outbox = outbox
         self.max_series_per_metric = max_series_per_metric
         self.max_series = max_series
         self.max_streams_per_series = max_streams_per_series
@@ -198,12 +206,16 @@ class MetricWriter:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             results = self._write(batches)
+            if self.outbox is not None:
+                self.outbox.flush(self.db)  # in this transaction: committed, or rolled back, with it
             self.db.execute("COMMIT")
         except BaseException:
             try:
                 self.db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            if self.outbox is not None:
+                self.outbox.reset()
             (self.stats.points, self.stats.dropped, self.stats.duplicates, self.stats.series,
              self.stats.streams) = before
             self._counts_loaded_at = float("-inf")  # reload what the rollback undid
@@ -213,6 +225,7 @@ class MetricWriter:
     def _write(self, batches: Sequence[Sequence[Sequence[Any]]]) -> list[_Batch]:
         buckets: dict[tuple[int, int, int], _Bucket] = {}
         touched: dict[int, tuple[int, Sequence[Any]]] = {}  # series id → newest point time, a row of it
+        identity: dict[int, Sequence[Any]] = {}  # series id → a row of it (its name, unit, kind, service, attrs)
         stream_updates: dict[bytes, _Stream] = {}
         results = []
         for rows in batches:
@@ -233,6 +246,7 @@ class MetricWriter:
                 time_ns = row[R_TIME]
                 if time_ns > touched.get(series_id, (0, row))[0]:
                     touched[series_id] = (time_ns, row)
+                identity.setdefault(series_id, row)
                 second = time_ns // NS
                 for res in RESOLUTIONS:
                     key = (series_id, res, second - second % res)
@@ -251,6 +265,12 @@ class MetricWriter:
                               (last_ns, series_id)).rowcount:
                 # Retention dropped it (idle past the retention) since this writer cached its id.
                 self._insert_series(row, series_id)
+        if self.outbox is not None:
+            # What this transaction adds to each bucket, before it is merged with the stored one: ClickHouse
+            # folds these contributions as the merge below does (store/clickhouse/schema.py, m009).
+            self.outbox.metric_points_added(
+                [(res, start, identity[series_id], _bucket_values(bucket))
+                 for (series_id, res, start), bucket in buckets.items()])
         for (series_id, res, start), bucket in buckets.items():
             stored = db.execute("SELECT n, total, min, max, last, last_ns, hist FROM metric_points "
                                 "WHERE series_id = ? AND res = ? AND bucket = ?", (series_id, res, start)).fetchone()
@@ -270,6 +290,8 @@ class MetricWriter:
                        (series_id, res, start, bucket.n, bucket.total, bucket.min, bucket.max, bucket.last,
                         bucket.last_ns, histogram.encode(bucket.hist) if bucket.hist else None))
         dropped = sum(r.dropped for r in results)
+        if dropped and self.outbox is not None:
+            self.outbox.metric_points_dropped += dropped
         if dropped:
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                        "value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)", (DROPPED_KEY, str(dropped)))
@@ -333,19 +355,28 @@ class MetricWriter:
         """What the point adds to its buckets: a float (a level or a counter's delta), a histogram
         delta (count, sum, min, max, log buckets), None (nothing: a retry), or _DROPPED."""
         kind, temporality = row[R_KIND], row[R_TEMPORALITY]
-        if temporality == LEVEL or (temporality == DELTA and kind != "gauge"):
-            if kind == "histogram":
-                return (row[R_COUNT], row[R_VALUE], row[R_MIN], row[R_MAX], row[R_HIST])
-            return float(row[R_VALUE])
+        if temporality == LEVEL:
+            return _level_sample(row)
         stream = row[R_STREAM]
         previous = self._stream(stream, series_id, pending)
+        delta_sum = temporality == DELTA and kind != "gauge"
         if previous is _DROPPED:
-            return _DROPPED
+            # A delta counter or histogram needs no state to be counted: past the stream caps it is only not
+            # guarded against retries (below). A cumulative stream needs its previous point: dropped.
+            return _level_sample(row) if delta_sum else _DROPPED
         assert previous is None or isinstance(previous, _Stream)
         start_ns, time_ns, value = row[R_START], row[R_TIME], float(row[R_VALUE])
-        if previous is not None and time_ns <= previous.time_ns and start_ns == previous.start_ns:
+        # A point not newer than the stream's newest is an exporter's retry (its ack lost, or refused after the
+        # commit because ClickHouse did not confirm the batch): it adds nothing. Of a cumulative stream, only with
+        # the same start (another start is a restart, whose times begin again); a delta point's start is the
+        # previous point's time, so any point up to the newest one is a retry.
+        if previous is not None and time_ns <= previous.time_ns and (temporality == DELTA
+                                                                    or start_ns == previous.start_ns):
             self.stats.duplicates += 1
             return None
+        if delta_sum:
+            pending[stream] = self._streams[stream] = _Stream(series_id, start_ns, time_ns, 0.0, 0, None)
+            return _level_sample(row)
         if kind == "gauge":  # a delta up-down counter: its level is the sum of its deltas
             level = value + (previous.value if previous is not None else 0.0)
             pending[stream] = self._streams[stream] = _Stream(series_id, start_ns, time_ns, level, 0, None)
@@ -373,6 +404,18 @@ class MetricWriter:
 
 
 _DROPPED = object()
+
+
+def _level_sample(row: Sequence[Any]) -> Any:
+    """A level's (or a delta point's) sample as it comes: a float, or a histogram's (count, sum, min, max, buckets)."""
+    if row[R_KIND] == "histogram":
+        return (row[R_COUNT], row[R_VALUE], row[R_MIN], row[R_MAX], row[R_HIST])
+    return float(row[R_VALUE])
+
+
+def _bucket_values(bucket: _Bucket) -> tuple[Any, ...]:
+    """(n, total, min, max, last, last_ns, hist) of a bucket, as the outbox ships it."""
+    return (bucket.n, bucket.total, bucket.min, bucket.max, bucket.last, bucket.last_ns, dict(bucket.hist or {}))
 
 
 def _add(bucket: _Bucket, kind: str, sample: Any, time_ns: int) -> None:
@@ -538,12 +581,16 @@ class MetricsOverview:
     window_s: float
 
 
-def overview_queries(window_s: float, now_s: float) -> dict[str, tuple[str, tuple]]:
-    """Every series seen in the window: its sums, its newest sample, and its histogram buckets."""
+def window_buckets(window_s: float, now_s: float) -> tuple[int, int, int]:
+    """(res, first bucket, end) of a window: buckets of `res` seconds from the one holding its start, up to now."""
     res = resolution_for(window_s)
     start = int(now_s - window_s)
-    start -= start % res
-    end = int(now_s) + 1
+    return res, start - start % res, int(now_s) + 1
+
+
+def overview_queries(window_s: float, now_s: float) -> dict[str, tuple[str, tuple]]:
+    """Every series seen in the window: its sums, its newest sample, and its histogram buckets."""
+    res, start, end = window_buckets(window_s, now_s)
     return {
         "series": ("SELECT s.id, s.name, s.unit, s.kind, s.service, s.attrs_json, sum(p.n), sum(p.total), "
                    "min(p.min), max(p.max) FROM metric_points p JOIN metric_series s ON s.id = p.series_id "
@@ -599,15 +646,13 @@ class MetricChart:
 
 
 def chart_query(name: str, window_s: float, now_s: float) -> tuple[str, tuple]:
-    res = resolution_for(window_s)
-    start = int(now_s - window_s)
-    start -= start % res
+    res, start, end = window_buckets(window_s, now_s)
     # CROSS JOIN: the metric's series first (by name), then each one's points by primary key; without
     # statistics for these tables the planner would walk every series' points in the window instead.
     return ("SELECT s.id, s.unit, s.kind, s.service, s.attrs_json, p.bucket, p.n, p.total, p.last, p.hist "
             "FROM metric_series s CROSS JOIN metric_points p ON p.series_id = s.id "
             "WHERE s.name = ? AND p.res = ? AND p.bucket >= ? AND p.bucket < ? ORDER BY p.bucket",
-            (name, res, start, int(now_s) + 1))
+            (name, res, start, end))
 
 
 def series_label(service: str, attrs: dict[str, str]) -> str:
@@ -619,10 +664,8 @@ def parse_chart(name: str, window_s: float, now_s: float, rows: Iterable[tuple],
     """Gauges: each series' mean per bucket; counters: each series' sum per bucket; histograms: p50
     and p95 of every series merged, per bucket. The `max_lines` busiest series are drawn, the rest
     summed (counters) or left out (levels, which do not add up)."""
-    res = resolution_for(window_s)
-    start = int(now_s - window_s)
-    start -= start % res
-    times = [float(t) for t in range(start, int(now_s) + 1, res)]
+    res, start, end = window_buckets(window_s, now_s)
+    times = [float(t) for t in range(start, end, res)]
     index = {int(t): i for i, t in enumerate(times)}
     unit = kind = ""
     per_series: dict[int, tuple[str, dict[int, float]]] = {}

@@ -296,11 +296,13 @@ class WriterLoop:
         self.commit_seconds += time.perf_counter() - started
         self.commits += 1
         self.keep_within_budget()
-        if self.shipper is not None and not self.shipped(pending):
-            return
         # Metric points (a ninth batch element, receiver/decoder_process.handle_metrics): their own
         # transaction after the spans', acked only once committed; if it fails, only their requests are nacked.
+        # On a ClickHouse store the outbox holds both transactions' batches, shipped below before any ack; a
+        # refused request's retry adds no point twice (store/metrics.py: a point not newer than its stream's).
         stored_points, failed = self.commit_metrics(pending)
+        if self.shipper is not None and not self.shipped(pending):
+            return
         acks = [(req_id, len(s) + len(lg) + stored, rejected + dropped,
                  "; ".join(m for m in (message, dropped_message(dropped)) if m), final)
                 for (req_id, s, lg, _r, _sc, rejected, message, final, *_m), (stored, dropped)
@@ -335,7 +337,7 @@ class WriterLoop:
         if not any(metric_batches):
             return [(0, 0)] * len(pending), set()
         if self.metric_writer is None:
-            self.metric_writer = MetricWriter(self.db)
+            self.metric_writer = MetricWriter(self.db, outbox=self.writer.outbox)
         try:
             return self.metric_writer.write(metric_batches), set()
         except sqlite3.Error as exc:

@@ -73,6 +73,8 @@ def test_migrate_creates_the_tables_and_a_second_run_changes_nothing(migrated: C
         "tool_calls": "ReplacingMergeTree",
         schema.BY_COST_TABLE: "ReplacingMergeTree",
         "tool_rollups": "SummingMergeTree",
+        "metric_points": "AggregatingMergeTree",
+        "metric_points_dropped": "MergeTree",
     }
     before = _schema_text(migrated)
     assert "CODEC(ZSTD(3))" in before["spans"] and "TTL" in before["spans"]

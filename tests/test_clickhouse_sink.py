@@ -32,6 +32,7 @@ from store.clickhouse.outbox import OutboxRecorder
 from store.clickhouse.schema import BY_COST_TABLE
 from store.clickhouse.sink import Shipper, copy_store
 from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl, parse_store_url
+from store.metrics import series_digest
 from store.queries import decompress
 from store.sessions import CONVERSATION_COLUMNS
 from store.writer import HISTOGRAMS
@@ -215,6 +216,33 @@ def assert_clickhouse_equals_sqlite(db: sqlite3.Connection, client: Any, *, same
     got_rollups, got_totals = clickhouse_rollups(client)
     assert got_rollups == want_rollups
     assert got_totals == {k: v for k, v in want_totals.items() if k[0] != 10}
+    assert clickhouse_metric_points(client) == sqlite_metric_points(db)
+
+
+def sqlite_metric_points(db: sqlite3.Connection) -> dict[tuple, tuple]:
+    """OTLP metric buckets, keyed as ClickHouse keys them (res, bucket, name, series digest); the sums
+    approximate (replicas add a bucket's points in another order)."""
+    out = {}
+    for res, bucket, name, unit, kind, service, attrs, n, total, low, high, last, last_ns, blob in db.execute(
+            "SELECT p.res, p.bucket, s.name, s.unit, s.kind, s.service, s.attrs_json, p.n, p.total, p.min, p.max, "
+            "p.last, p.last_ns, p.hist FROM metric_points p JOIN metric_series s ON s.id = p.series_id"):
+        out[(res, bucket, name, series_digest(name, unit, kind, service, attrs))] = (
+            n, pytest.approx(total), low, high, last_ns, last, _nonzero(_decoded(blob)))
+    return out
+
+
+def clickhouse_metric_points(client: Any) -> dict[tuple, tuple]:
+    return {(res, bucket, name, bytes(series)): (n, total, low, high, last[0], last[1], _nonzero(dict(zip(*hist))))
+            for res, bucket, name, series, n, total, low, high, last, hist in client.query(
+                "SELECT res, bucket, name, series, sum(n), sum(total), min(min), max(max), max(last), sumMap(hist) "
+                "FROM metric_points GROUP BY res, bucket, name, series", bytes_columns=("series",))}
+
+
+def _decoded(blob: bytes | None) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    if blob:
+        histogram.decode_into(blob, counts)
+    return counts
 
 
 def write_store(path: Path, now: int, recorder: OutboxRecorder | None = None,
@@ -430,6 +458,21 @@ def _export_until_acked(channel: grpc.Channel, method: str, body: bytes, timeout
         time.sleep(0.2)
 
 
+def reconnected(reader: HttpClient, url: ClickHouseUrl) -> HttpClient:
+    """A new client in place of `reader`, whose connection went with the ClickHouse that was restarted."""
+    reader.close()
+    client = HttpClient(url)
+    client.use_database()
+    return client
+
+
+def stopped(proc: subprocess.Popen, channel: grpc.Channel) -> str:
+    """Stop `serve` as systemd or Kubernetes would (SIGTERM); its output."""
+    channel.close()
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=60)[0]
+
+
 def _clickhouse_process(path: Path, port: int = 0) -> tuple[subprocess.Popen, int]:
     """A ClickHouse (the chdb HTTP front) in a process of its own, so that it can really go away: a stopped
     in-process front keeps serving the connections it has open."""
@@ -471,13 +514,9 @@ def test_serve_with_a_clickhouse_store_acks_what_clickhouse_holds(tmp_path: Path
         clickhouse, _ = _clickhouse_process(tmp_path / "chdb", port)
         _export_until_acked(channel, TRACE_METHOD, body)
         _export_until_acked(channel, LOGS_METHOD, logs_request(records).SerializeToString())
-        reader.close()
-        reader = HttpClient(url)
-        reader.use_database()
+        reader = reconnected(reader, url)
     finally:
-        channel.close()
-        proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=60)[0]
+        out = stopped(proc, channel)
     try:
         assert proc.returncode == 0, out
         assert "cannot write to ClickHouse at" in out and "is back after" in out, out

@@ -68,6 +68,14 @@ def test_the_collector_routes_by_trace_id_to_the_replicas_port_with_their_token(
     assert balancing["protocol"]["otlp"]["headers"]["authorization"] == "Bearer ${env:LLMOBS_TOKEN}"
     for signal in ("traces", "logs"):
         assert collector["service"]["pipelines"][signal]["exporters"] == ["loadbalancing"]
+    # Metrics to the same replicas with the same token, never by trace id, as deltas (a stream the ring
+    # moves would otherwise be counted again from its start on its new replica).
+    metrics = collector["service"]["pipelines"]["metrics"]
+    (exporter,) = metrics["exporters"]
+    by_stream = collector["exporters"][exporter]
+    assert by_stream["routing_key"] in ("service", "resource", "metric", "streamID")
+    assert by_stream["resolver"] == balancing["resolver"] and by_stream["protocol"] == balancing["protocol"]
+    assert metrics["processors"][0] == "cumulativetodelta" and "cumulativetodelta" in collector["processors"]
     # The Collector gets the same secret's token, and its config from the generated ConfigMap.
     (container,) = _one("Deployment", "llmobs-collector")["spec"]["template"]["spec"]["containers"]
     assert {e["name"] for e in container["env"]} >= {"LLMOBS_TOKEN"}

@@ -263,6 +263,48 @@ async def test_retention_drops_old_points_streams_and_idle_series(tmp_path):
         db.close()
 
 
+async def test_a_retried_request_of_delta_points_counts_once(tmp_path):
+    """An exporter sends a request again when its ack was lost, or when it was refused after its points were
+    committed (a ClickHouse store that did not confirm the batch): a delta counter's, histogram's and
+    up-down counter's points then add nothing, even several points of a stream; a newer point still adds."""
+    import time
+
+    from store.connection import open_writer
+    from store.metrics import MetricWriter
+
+    db = open_writer(tmp_path / "m.db")
+    try:
+        now = time.time_ns()
+
+        def point(name: str, kind: str, stream: bytes, at: int, value: float, hist: Any = None) -> tuple:
+            count = 2 if kind == "histogram" else 0
+            return (name, "", kind, "svc", "{}", stream, sm.DELTA, at - 10 * sm.NS, at, value, count, None, None, hist)
+
+        def request(at: int) -> list[tuple]:
+            return [point("jobs", "counter", b"a" * 16, at, 5.0),
+                    point("latency", "histogram", b"b" * 16, at, 3.0, {100: 2}),
+                    point("queue", "gauge", b"c" * 16, at, 2.0)]
+
+        writer = MetricWriter(db)
+        first = [*request(now - 20 * sm.NS), *request(now - 10 * sm.NS)]  # two points of each stream
+        assert writer.write([first]) == [(6, 0)]
+        assert writer.write([first]) == [(6, 0)]  # the retry: stored (acknowledged), counted once
+        assert writer.write([request(now - 10 * sm.NS)]) == [(3, 0)]
+        assert writer.stats.duplicates == 9
+
+        def figures() -> dict[str, tuple]:
+            return {name: (n, total) for name, n, total in db.execute(
+                "SELECT s.name, sum(p.n), sum(p.total) FROM metric_series s JOIN metric_points p "
+                "ON p.series_id = s.id WHERE p.res = 3600 GROUP BY s.name")}
+
+        # The up-down counter's level: 2 + 2 (each point's level is a sample of it: n 2, total 2 + 4).
+        assert figures() == {"jobs": (2, 10.0), "latency": (4, 6.0), "queue": (2, 6.0)}
+        assert writer.write([request(now)]) == [(3, 0)]  # a newer point adds
+        assert figures() == {"jobs": (3, 15.0), "latency": (6, 9.0), "queue": (3, 12.0)}
+    finally:
+        db.close()
+
+
 async def test_a_model_servers_and_an_apps_metrics_sent_to_serve_show_on_screen_8(backend):
     """Done when: a model server's metrics (vLLM's, as a collector forwards them) and an app's GenAI
     metrics (the OTel SDK) sent to the receiver show on screen 8 and on the Overview's saturation."""

@@ -15,10 +15,12 @@ read time (a user's distinct conversations, a conversation's p95).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import signal
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +30,16 @@ import pytest
 from store import histogram
 from store.connection import open_reader
 from store.writer import HISTOGRAMS, ROLLUP_COUNTERS
+from tests.metrics_factory import add_gauge, add_histogram, metrics_request, serving_requests
 from tests.otlp_factory import log_record, logs_request, make_span, trace_request
 from tests.test_durability import start_serve
-from tests.trace_router import TraceRouter, by_trace_id
+from tests.trace_router import TraceRouter, by_service, by_trace_id
 
 pytestmark = pytest.mark.slow
 
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 LOGS_METHOD = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+METRICS_METHOD = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 MS = 1_000_000
 S = 1000 * MS
 NATIVE = ("com.anthropic.sdk.python", "0.75.0")
@@ -103,10 +107,20 @@ def traffic(seed: int, traces: int, now_ns: int) -> tuple[list[bytes], list[byte
     return bodies, log_bodies
 
 
-def send(address: str, bodies: list[bytes], log_bodies: list[bytes]) -> None:
+def metric_traffic(now_s: float) -> list[bytes]:
+    """A model server's and an app's metrics (tests/metrics_factory.py), and a chat app's: three services, which
+    the router's by-service split sends to both replicas."""
+    chat = metrics_request("chat-app")
+    add_gauge(chat, "app.sessions.active", "", [(now_s - m * 60, {}, float(10 + m)) for m in range(30, -1, -1)])
+    add_histogram(chat, "gen_ai.client.operation.duration", "s", now_s - 30, {"gen_ai.request.model": "gpt-4o"},
+                  [0.5, 1, 2], [3, 5, 2, 1], 9.5)
+    return [request.SerializeToString() for request in (*serving_requests(now_s, minutes=30), chat)]
+
+
+def send(address: str, bodies: list[bytes], log_bodies: list[bytes], metric_bodies: Sequence[bytes] = ()) -> None:
     """Every body, each retried until acknowledged (an ack means committed)."""
     with grpc.insecure_channel(address) as channel:
-        for method, group in ((TRACE_METHOD, bodies), (LOGS_METHOD, log_bodies)):
+        for method, group in ((TRACE_METHOD, bodies), (LOGS_METHOD, log_bodies), (METRICS_METHOD, metric_bodies)):
             export = channel.unary_unary(method)
             for body in group:
                 for attempt in range(50):
@@ -194,23 +208,23 @@ def stop(proc: Any) -> None:
     proc.wait(timeout=60)
 
 
-def one_serve(path: Path, bodies: list[bytes], log_bodies: list[bytes]) -> Path:
+def one_serve(path: Path, bodies: list[bytes], log_bodies: list[bytes], metric_bodies: Sequence[bytes] = ()) -> Path:
     """The ground truth: one SQLite `serve` given the traffic, stopped. Returns its store."""
     proc, address = start_serve(path)
     try:
-        send(address, bodies, log_bodies)
+        send(address, bodies, log_bodies, metric_bodies)
     finally:
         stop(proc)
     return path
 
 
 def routed(replicas: list[tuple[Any, str]], bodies: list[bytes], log_bodies: list[bytes],
-           route: Any = by_trace_id) -> list[int]:
+           route: Any = by_trace_id, metric_bodies: Sequence[bytes] = ()) -> list[int]:
     """The traffic sent through a router to these started replicas, which are then stopped. Returns the
     parts each replica acknowledged."""
     router = TraceRouter([address for _proc, address in replicas], route=route)
     try:
-        send(f"127.0.0.1:{router.start()}", bodies, log_bodies)
+        send(f"127.0.0.1:{router.start()}", bodies, log_bodies, metric_bodies)
     finally:
         router.stop()
         for proc, _address in replicas:
@@ -295,6 +309,9 @@ async def _tui_figures(path: Path, url: Any) -> tuple[dict[str, Any], dict[str, 
                 "breakdown": [await reader.breakdown(3600, now_s, by) for by in ("model", "feature", "tenant")],
                 "sessions": await reader.sessions(3600, now_s, parse(""), "conversation", "last", True),
                 "traces": set(await reader.traces(3600, now_s, parse(""), "cost", True, 1000)),
+                # The series ids are each store's own (a replica's, or the series' digest on ClickHouse).
+                "metrics": [dataclasses.replace(s, series_id=0) for s in (await reader.metrics(3600, now_s)).series],
+                "saturation": await reader.serving_saturation(now_s),
             })
         finally:
             await reader.close()
@@ -317,11 +334,13 @@ def test_two_replicas_writing_one_clickhouse_store_hold_what_one_serve_stores(tm
     )
 
     bodies, log_bodies = traffic(seed=19, traces=80, now_ns=time.time_ns())
-    one_serve(tmp_path / "single.db", bodies, log_bodies)
+    metric_bodies = metric_traffic(time.time())
+    one_serve(tmp_path / "single.db", bodies, log_bodies, metric_bodies)
     clickhouse, port = _clickhouse_process(tmp_path / "chdb")
     url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{port}/shared", {PASSWORD_ENV: PASSWORD})
     try:
-        sent = routed([_start_serve(tmp_path / f"replica{i}", url.display()) for i in range(2)], bodies, log_bodies)
+        sent = routed([_start_serve(tmp_path / f"replica{i}", url.display()) for i in range(2)], bodies, log_bodies,
+                      metric_bodies=metric_bodies)
         assert all(sent), sent
         reader = HttpClient(url)
         reader.use_database()
@@ -343,6 +362,10 @@ def test_two_replicas_writing_one_clickhouse_store_hold_what_one_serve_stores(tm
         single, shared = asyncio.run(_tui_figures(tmp_path / "single.db", url))
         assert single == shared and single["overview"]["calls"] > 50 and len(single["traces"]) == 80
         assert all(single["breakdown"]) and single["sessions"]
+        # The metrics the router split by service, shipped by both replicas: each service's on one of them.
+        assert {s.service for s in single["metrics"]} == {"vllm", "support-bot", "chat-app"}
+        assert {by_service(s.service, 2) for s in single["metrics"]} == {0, 1}
+        assert single["saturation"] is not None and single["saturation"].waiting is not None
     finally:
         clickhouse.kill()
         clickhouse.wait()

@@ -7,7 +7,8 @@ As the Collector does, a request is answered only after every part was: the firs
 (UNAVAILABLE stays UNAVAILABLE, so the SDK retries the whole request; the replicas drop the spans they
 already stored as duplicates). `route` can be replaced to move a trace to another replica on purpose (a
 changed replica set: what the Collector's ring does to about 1/N of the traces).
-Log records without a trace id go to the first replica; metrics go to the first replica whole.
+Log records without a trace id go to the first replica; metrics are split by service (deploy/k8s's
+`loadbalancing/metrics`, `routing_key: service`): each service's streams always reach one replica.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from receiver.grpc_server import SERVICES
@@ -52,6 +54,20 @@ def split_traces(body: bytes, replicas: int, route: Callable[[bytes, int], int])
     """The request's spans regrouped per replica, by trace id."""
     return _split(ExportTraceServiceRequest.FromString(body), "resource_spans", "scope_spans", "spans",
                   lambda span: route(span.trace_id, replicas))
+
+
+def by_service(service: str, replicas: int) -> int:
+    return zlib.crc32(service.encode()) % replicas
+
+
+def split_metrics(body: bytes, replicas: int) -> dict[int, bytes]:
+    """The request's resources (each with all of its metrics) regrouped per replica, by service.name."""
+    request = ExportMetricsServiceRequest.FromString(body)
+    parts: dict[int, ExportMetricsServiceRequest] = {}
+    for group in request.resource_metrics:
+        service = next((kv.value.string_value for kv in group.resource.attributes if kv.key == "service.name"), "")
+        parts.setdefault(by_service(service, replicas), ExportMetricsServiceRequest()).resource_metrics.append(group)
+    return {replica: part.SerializeToString() for replica, part in parts.items()}
 
 
 def split_logs(body: bytes, replicas: int, route: Callable[[bytes, int], int]) -> dict[int, bytes]:
@@ -99,7 +115,7 @@ class TraceRouter:
             elif signal == "logs":
                 parts = split_logs(body, len(self.replicas), self.route)
             else:
-                parts = {0: body}
+                parts = split_metrics(body, len(self.replicas))
             answer = b""  # an empty Export*ServiceResponse: no partial success to report
             for replica, part in sorted(parts.items()):
                 call = self.channels[replica].unary_unary(method)

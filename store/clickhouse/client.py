@@ -262,6 +262,11 @@ def _arrow_type(ch_type: str) -> pyarrow.DataType:
     for wrapper in ("Nullable(", "LowCardinality("):
         if ch_type.startswith(wrapper):
             return _arrow_type(ch_type[len(wrapper):-1])
+    if ch_type.startswith("SimpleAggregateFunction("):  # stored, read and written as its value's type
+        return _arrow_type(_split_pair(ch_type[len("SimpleAggregateFunction("):-1])[1])
+    if ch_type.startswith("Tuple("):  # of two (the schema's): an Arrow struct, by position
+        first, second = _split_pair(ch_type[len("Tuple("):-1])
+        return pa.struct([pa.field("1", _arrow_type(first)), pa.field("2", _arrow_type(second))])
     simple = {
         "Int8": pa.int8(), "Int16": pa.int16(), "Int32": pa.int32(), "Int64": pa.int64(),
         "UInt8": pa.uint8(), "UInt16": pa.uint16(), "UInt32": pa.uint32(), "UInt64": pa.uint64(),
@@ -294,6 +299,9 @@ def _arrow_values(values: list[Any], arrow_type: pyarrow.DataType) -> list[Any]:
 
     if pa.types.is_map(arrow_type):
         return [None if v is None else list(v.items()) if isinstance(v, Mapping) else v for v in values]
+    if pa.types.is_struct(arrow_type):
+        names = [arrow_type.field(i).name for i in range(arrow_type.num_fields)]
+        return [None if v is None else dict(zip(names, v)) for v in values]
     return values
 
 

@@ -58,6 +58,11 @@ class OutboxRecorder:
         self.rollups: dict[tuple[int, int, tuple[str, ...]], list[Any]] = {}
         # (res, bucket, tool) → [calls, errors, duration_ns, {latency hist bucket: count}]
         self.tool_rollups: dict[tuple[int, int, str], list[Any]] = {}
+        # OTLP metric points (store/metrics.py's MetricWriter, its own transaction): per series and bucket what
+        # the transaction added, [res, bucket, name, unit, kind, service, attrs_json, n, total, min, max, last,
+        # last_ns, {hist bucket: count}]; and the points the series caps dropped.
+        self.metric_points: list[list[Any]] = []
+        self.metric_points_dropped = 0
 
     # -- hooks ---------------------------------------------------------------------------------------------
 
@@ -91,6 +96,13 @@ class OutboxRecorder:
             if latency is not None:
                 acc[2] += sign * (duration or 0)
                 acc[3][latency] = acc[3].get(latency, 0) + sign
+
+    def metric_points_added(self, contributions: Sequence[tuple[int, int, Sequence[Any], tuple[Any, ...]]]) -> None:
+        """MetricWriter's (res, bucket, a point of the series, (n, total, min, max, last, last_ns, hist))."""
+        from store.metrics import R_ATTRS, R_KIND, R_NAME, R_SERVICE, R_UNIT
+
+        self.metric_points.extend([res, bucket, row[R_NAME], row[R_UNIT], row[R_KIND], row[R_SERVICE], row[R_ATTRS],
+                                   *values] for res, bucket, row, values in contributions)
 
     def changed_tool_rollups(self) -> list[tuple[int, int, str, int, int, int, dict[int, int]]]:
         """(res, bucket, tool, calls, errors, duration_ns, latency histogram) of the keys that did not net
@@ -152,7 +164,7 @@ class OutboxRecorder:
     def empty(self) -> bool:
         return not (self.spans or self.gone_spans or self.gone_logs or self.logs or self.traces
                     or self.resources or self.scopes or self.rollups or self.changes or self.tool_traces
-                    or self.gone_tool_calls or self.tool_rollups)
+                    or self.gone_tool_calls or self.tool_rollups or self.metric_points or self.metric_points_dropped)
 
     def seen_version(self, version: int) -> None:
         """Rows another replica wrote at `version` were read into this transaction: what it ships must
@@ -185,6 +197,8 @@ class OutboxRecorder:
             "rollups": [(res, bucket, list(dims), counters, hists)
                         for res, bucket, dims, counters, hists in self.changed_rollups()],
             "tool_rollups": self.changed_tool_rollups(),
+            "metric_points": self.metric_points,
+            "metric_points_dropped": self.metric_points_dropped,
         }
         db.execute(
             "INSERT INTO clickhouse_outbox (token, version, payload) VALUES (?, ?, ?)",

@@ -383,6 +383,36 @@ def stored_rollup_rows(db: sqlite3.Connection) -> Iterator[list[Any]]:
         yield rollup_row(res, bucket, names, counters, hists)
 
 
+# --- OTLP metric points -----------------------------------------------------------------------------------
+METRIC_POINT_INSERT_COLUMNS = ("res", "bucket", "name", "series", "unit", "kind", "service", "attrs_json", "n", "total",
+                               "min", "max", "last", "hist")
+METRIC_DROPPED_INSERT_COLUMNS = ("time_ns", "points")
+
+
+def metric_point_row(res: int, bucket: int, name: str, unit: str, kind: str, service: str, attrs_json: str, n: int,
+                     total: float, low: float | None, high: float | None, last: float | None, last_ns: int,
+                     hist: Mapping[int, int]) -> list[Any]:
+    """One ClickHouse metric_points row: a series' bucket (or what a transaction added to it), keyed by the
+    series' digest; the newest sample as (its time, its value); the histogram as (buckets, counts)."""
+    from store.metrics import series_digest
+
+    items = sorted((int(b), c) for b, c in hist.items() if c)
+    return [res, bucket, name, series_digest(name, unit, kind, service, attrs_json), unit, kind, service, attrs_json,
+            n, total, low, high, (last_ns, last), ([b for b, _ in items], [c for _, c in items])]
+
+
+def stored_metric_point_rows(db: sqlite3.Connection) -> Iterator[list[Any]]:
+    """Every SQLite metric_points row as a ClickHouse row."""
+    for res, bucket, name, unit, kind, service, attrs_json, n, total, low, high, last, last_ns, blob in db.execute(
+            "SELECT p.res, p.bucket, s.name, s.unit, s.kind, s.service, s.attrs_json, p.n, p.total, p.min, p.max, "
+            "p.last, p.last_ns, p.hist FROM metric_points p JOIN metric_series s ON s.id = p.series_id"):
+        counts: dict[int, int] = {}
+        if blob:
+            histogram.decode_into(blob, counts)
+        yield metric_point_row(res, bucket, name, unit, kind, service, attrs_json, n, total, low, high, last, last_ns,
+                               counts)
+
+
 def _in_chunks(db: sqlite3.Connection, sql: str, keys: Sequence[Any]) -> Iterator[Sequence[Any]]:
     keys = list(keys)
     for start in range(0, len(keys), CHUNK):

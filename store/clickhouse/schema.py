@@ -556,6 +556,58 @@ def fill_tool_rollups(client: ClickHouseClient) -> None:
                        f"{histogram_column('latency')}.bucket", f"{histogram_column('latency')}.count"])
 
 
+# OTLP metric points (SQLite's metric_points and metric_series, m011 there): per series and bucket, what each
+# replica's MetricWriter added in a transaction (store/metrics.py turns cumulative points into deltas before).
+# A series is its digest (store.metrics.series_digest: name, unit, kind, service, attributes), not the
+# working store's id, and carries its identity on every row, so no table of series is needed. The rows
+# fold as MetricWriter merges a bucket: counts and sums added, min and max, the newest sample by its time (a
+# (last_ns, last) tuple's max), histograms bucket by bucket. An AggregatingMergeTree of
+# SimpleAggregateFunction columns does that on a merge (a SummingMergeTree cannot take a min); reads fold
+# the same way … GROUP BY, whatever has been merged. 10 s buckets keep 2 hours, as in SQLite.
+_METRIC_POINTS = f"""
+CREATE TABLE IF NOT EXISTS metric_points (
+    res UInt32,                          -- bucket width in seconds: 10, 60 or 3600
+    bucket Int64,                        -- bucket start, seconds since the epoch
+    name LowCardinality(String),
+    series FixedString(16),
+    unit SimpleAggregateFunction(any, LowCardinality(String)),
+    kind SimpleAggregateFunction(any, LowCardinality(String)),
+    service SimpleAggregateFunction(any, LowCardinality(String)),
+    attrs_json SimpleAggregateFunction(any, String),
+    n SimpleAggregateFunction(sum, Int64),
+    total SimpleAggregateFunction(sum, Float64),
+    min SimpleAggregateFunction(min, Nullable(Float64)),
+    max SimpleAggregateFunction(max, Nullable(Float64)),
+    last SimpleAggregateFunction(max, Tuple(Int64, Nullable(Float64))),
+    hist SimpleAggregateFunction(sumMap, Tuple(Array(UInt16), Array(Int64)))
+) ENGINE = AggregatingMergeTree
+PARTITION BY (res, toYYYYMM(toDateTime(bucket)))
+ORDER BY (res, bucket, name, series)
+TTL toDateTime(bucket) + INTERVAL {FINE_ROLLUP_KEEP_HOURS} HOUR WHERE res = 10,
+    toDateTime(bucket) + INTERVAL {{days}} DAY
+SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}
+"""
+
+# The points the series caps dropped (SQLite's meta `metric_points_dropped`), a row per shipped batch that
+# dropped any: the Metrics screen shows their sum.
+_METRIC_POINTS_DROPPED = f"""
+CREATE TABLE IF NOT EXISTS metric_points_dropped (
+    time_ns Int64,
+    points Int64
+) ENGINE = MergeTree
+ORDER BY time_ns
+SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}
+"""
+
+
+@migration
+def m009_metric_points(client: ClickHouseClient) -> None:
+    """OTLP metrics on ClickHouse: what the replicas' metric writers ship (nothing to fill: before this
+    migration no replica shipped any; `copy_store` copies a working store's)."""
+    client.command(_METRIC_POINTS.format(days=retention_days(client)))
+    client.command(_METRIC_POINTS_DROPPED)
+
+
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -656,16 +708,14 @@ def set_retention(client: ClickHouseClient, days: int) -> None:
     client.command(f"ALTER TABLE spans MODIFY TTL {_seconds('start_ns')} + INTERVAL {days} DAY")
     client.command(f"ALTER TABLE logs MODIFY TTL {_seconds('time_ns')} + INTERVAL {days} DAY")
     client.command(f"ALTER TABLE trace_summaries MODIFY TTL {_seconds('end_ns')} + INTERVAL {days} DAY")
-    # A database not migrated this far yet gets these tables with this retention (m006–m008 read it).
+    # A database not migrated this far yet gets these tables with this retention (m006–m009 read it).
+    fine = f"toDateTime(bucket) + INTERVAL {FINE_ROLLUP_KEEP_HOURS} HOUR WHERE res = 10, toDateTime(bucket)"
     for table, ttl in (("tool_calls", _seconds("start_ns")), (BY_COST_TABLE, _seconds("end_ns")),
-                       ("tool_rollups", "toDateTime(bucket)")):
+                       ("tool_rollups", "toDateTime(bucket)"), ("metric_points", fine)):
         if client.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
                         {"db": client.database, "t": table})[0][0]:
             client.command(f"ALTER TABLE {table} MODIFY TTL {ttl} + INTERVAL {days} DAY")
-    client.command(
-        f"ALTER TABLE rollups MODIFY TTL toDateTime(bucket) + INTERVAL {FINE_ROLLUP_KEEP_HOURS} HOUR WHERE res = 10,"
-        f" toDateTime(bucket) + INTERVAL {days} DAY"
-    )
+    client.command(f"ALTER TABLE rollups MODIFY TTL {fine} + INTERVAL {days} DAY")
 
 
 RETENTION_KEY = "retention_days"

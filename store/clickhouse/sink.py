@@ -34,6 +34,7 @@ from typing import Any
 from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient, ClickHouseError
 from store.clickhouse.schema import BY_COST_TABLE
+from store.metrics import dropped_points
 
 log = logging.getLogger("llmobs.clickhouse")
 
@@ -46,8 +47,8 @@ COPY_CHUNK_ROWS = 20_000
 def copy_store(sqlite_db: sqlite3.Connection, client: ClickHouseClient, *, version: int | None = None
                ) -> dict[str, int]:
     """Copy a whole SQLite store into a migrated ClickHouse database through the sink's converters: spans,
-    logs, trace summaries, rollups, tool calls, change markers, resources and scopes (conversations and
-    users are computed from the summaries when read). Returns the rows inserted per ClickHouse table.
+    logs, trace summaries, rollups, tool calls, change markers, resources, scopes and OTLP metric points
+    (conversations and users are computed from the summaries when read). Returns the rows inserted per table.
     Spans take `version` (default: now, in ns); summaries keep their updated_ns. Copying the same store
     twice doubles nothing but the rollups (they are deltas): copy into an empty database."""
     version = version if version is not None else time.time_ns()
@@ -91,6 +92,9 @@ def copy_store(sqlite_db: sqlite3.Connection, client: ClickHouseClient, *, versi
     put("changes", ch_rows.change_rows(db, None, version), ch_rows.CHANGE_INSERT_COLUMNS)
     put("rollups", ch_rows.stored_rollup_rows(db), ch_rows.ROLLUP_INSERT_COLUMNS)
     put("tool_rollups", ch_rows.stored_tool_rollup_rows(db), ch_rows.TOOL_ROLLUP_INSERT_COLUMNS)
+    put("metric_points", ch_rows.stored_metric_point_rows(db), ch_rows.METRIC_POINT_INSERT_COLUMNS)
+    dropped = dropped_points(db)
+    put("metric_points_dropped", [[version, dropped]] if dropped else [], ch_rows.METRIC_DROPPED_INSERT_COLUMNS)
     return counts
 
 
@@ -165,6 +169,12 @@ def batch_rows(db: sqlite3.Connection, payload: dict[str, Any], version: int) ->
                                                         {int(b): c for b, c in hist.items()})
                                 for res, bucket, tool, calls, errors, duration, hist in payload["tool_rollups"]],
                                ch_rows.TOOL_ROLLUP_INSERT_COLUMNS)
+    if payload.get("metric_points"):
+        out["metric_points"] = ([ch_rows.metric_point_row(*point) for point in payload["metric_points"]],
+                                ch_rows.METRIC_POINT_INSERT_COLUMNS)
+    if payload.get("metric_points_dropped"):
+        out["metric_points_dropped"] = ([[version, payload["metric_points_dropped"]]],
+                                        ch_rows.METRIC_DROPPED_INSERT_COLUMNS)
     if payload.get("rollups"):
         out["rollups"] = (
             [ch_rows.rollup_row(res, bucket, dims, {int(i): v for i, v in counters.items()},
@@ -177,7 +187,7 @@ def batch_rows(db: sqlite3.Connection, payload: dict[str, Any], version: int) ->
 
 # The order a batch's tables are inserted in: what a row refers to goes first, rollups last.
 TABLE_ORDER = ("resources", "scopes", "spans", "logs", "trace_summaries", BY_COST_TABLE, "tool_calls", "changes",
-               "tool_rollups", "rollups")
+               "tool_rollups", "metric_points", "metric_points_dropped", "rollups")
 
 
 @dataclass
