@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from store.clickhouse.client import ClickHouseClient
+from store.clickhouse.schema import HOUR_NS
 
 # store.sessions.CONVERSATION_COLUMNS without updated_ns, in that order. The p95 is the nearest rank
 # (store.sessions.nearest_rank: the ceil(0.95 n)-th smallest duration); the user is the first turn's in
@@ -28,28 +29,42 @@ SELECT conversation_id,
        arraySort(groupArray(duration_ns))[toUInt64(greatest(1, ceil(0.95 * count())))]
 FROM trace_summaries FINAL
 WHERE conversation_id IS NOT NULL{where}
-GROUP BY conversation_id
+GROUP BY conversation_id{having}
 ORDER BY conversation_id
 """
+
+# The conversations with a turn that ended since {since:Int64}: every stored row of their traces, not only the
+# newest (no FINAL: the end's minmax index skips what ended before; a row an older version left ends no later
+# than the newest, so only the HAVING below can tell a conversation it names wrongly, and it does).
+_SEEN = ("(SELECT conversation_id FROM trace_summaries WHERE end_ns >= {since:Int64} "
+         "AND conversation_id IS NOT NULL)")
+# The hour before which none of those conversations' traces starts: the earliest start of any row of theirs
+# (the bloom filter on the conversation skips the rest; no FINAL: a trace's start only moves earlier, so its
+# newest row starts at or after any older one's minimum). Whole hours are the sort key's first part, so
+# FINAL still folds every row of each (hour, trace) key it reads: a start bound would cut keys in two.
+_FIRST_HOUR = (f"(SELECT intDiv(min(start_ns), {HOUR_NS}) FROM trace_summaries "
+               f"WHERE conversation_id IN {_SEEN})")
 
 
 def conversation_rows(client: ClickHouseClient, conversation_ids: Sequence[str] | None = None, *,
                       seen_since_ns: int | None = None) -> list[tuple[Any, ...]]:
     """The rows store.sessions.refresh would write for these conversations (all when None), less updated_ns.
     `seen_since_ns`: only the conversations with a turn that ended since then (their last_ns is at or after
-    it), found by the summaries' end (end_minmax) and then read whole by their id (conversation_bloom)."""
-    where = ""
+    it), found by the summaries' end (end_minmax), then read whole from the hour of their first turn on."""
+    where = having = ""
     params: dict[str, Any] = {}
     if seen_since_ns is not None:
-        where += (" AND conversation_id IN (SELECT DISTINCT conversation_id FROM trace_summaries FINAL "
-                  "WHERE end_ns >= {since:Int64} AND conversation_id IS NOT NULL)")
+        # FINAL reads only the hours from the first of these conversations' turns: a day's conversations
+        # read a day of summaries, not the retention's.
+        where += f" AND conversation_id IN {_SEEN} AND intDiv(start_ns, {HOUR_NS}) >= {_FIRST_HOUR}"
+        having = " HAVING max(end_ns) >= {since:Int64}"
         params["since"] = seen_since_ns
     if conversation_ids is not None:
         if not conversation_ids:
             return []
         where += " AND conversation_id IN {ids:Array(String)}"
         params["ids"] = list(conversation_ids)
-    rows = client.query(_CONVERSATION_SELECT.format(where=where), params)
+    rows = client.query(_CONVERSATION_SELECT.format(where=where, having=having), params)
     return [(row[0], row[1], *(int(v) for v in row[2:])) for row in rows]
 
 
@@ -58,6 +73,6 @@ def user_rows(client: ClickHouseClient) -> list[tuple[Any, ...]]:
     (a conversation counts for the user it is attributed to, as above)."""
     rows = client.query(
         f"SELECT c.2, count(), sum(c.3), sum(c.6), sum(c.7), sum(c.8), sum(c.9), sum(c.10), sum(c.11), "
-        f"min(c.4), max(c.5) FROM (SELECT tuple(*) AS c FROM ({_CONVERSATION_SELECT.format(where='')})) "
+        f"min(c.4), max(c.5) FROM (SELECT tuple(*) AS c FROM ({_CONVERSATION_SELECT.format(where='', having='')})) "
         "WHERE c.2 IS NOT NULL GROUP BY c.2 ORDER BY c.2")
     return [(row[0], *(int(v) for v in row[1:])) for row in rows]
