@@ -14,8 +14,9 @@ Three tables:
   than the previous one, or a value below it, is a reset: the new value is then the delta. Persisted
   so that a writer restart neither double counts nor loses a delta. A point not newer than the stream's
   previous one (an exporter's retry after a nack) changes nothing. A delta counter's or histogram's stream
-  is kept too, for its newest point's time only: its retried points add nothing either. Capped per series
-  and overall too (a delta stream past the caps is counted as it comes, without that check).
+  is kept too, for its newest point's time only (count RETRY_GUARD): its retried points add nothing either.
+  Capped per series and overall, each sort under caps of its own (a delta stream past them is counted as it
+  comes, without that check; a cumulative one past them is dropped).
 - `metric_points`: per series and 10 s / 1 min / 1 h bucket (as the span rollups; 10 s kept 2 h):
   `n` (samples, or observations of a histogram), `total` (sum of samples, of deltas, of observations),
   min, max, the last sample and its time, and for histograms their observations in the store's log
@@ -59,6 +60,7 @@ MAX_STREAMS = 20_000
 DROPPED_KEY = "metric_points_dropped"
 
 KINDS = ("gauge", "counter", "histogram")
+RETRY_GUARD = -1  # metric_streams.count of a delta counter's or histogram's stream: its newest time only
 # Temporality of a row from the decoder.
 LEVEL, DELTA, CUMULATIVE = 0, 1, 2
 
@@ -182,16 +184,24 @@ class MetricWriter:
         self._counts_loaded_at = float("-inf")
         self._per_name: dict[str, int] = {}
         self._total_series = 0
+        # Streams with state (cumulative, or a delta up-down counter's level), and the delta counters' and
+        # histograms' streams kept only to recognise a retry (count RETRY_GUARD): each under caps of its own,
+        # so that a high-cardinality delta exporter never takes a cumulative stream's room.
         self._streams_per_series: dict[int, int] = {}
         self._total_streams = 0
+        self._guards_per_series: dict[int, int] = {}
+        self._total_guards = 0
 
     def _load_counts(self) -> None:
         """The cap's counts, from the store: retention may have dropped idle series and streams since."""
         self._per_name = dict(self.db.execute("SELECT name, count(*) FROM metric_series GROUP BY name").fetchall())
         self._total_series = sum(self._per_name.values())
         self._streams_per_series = dict(self.db.execute(
-            "SELECT series_id, count(*) FROM metric_streams GROUP BY series_id").fetchall())
+            "SELECT series_id, count(*) FROM metric_streams WHERE count != ? GROUP BY series_id", (RETRY_GUARD,)))
         self._total_streams = sum(self._streams_per_series.values())
+        self._guards_per_series = dict(self.db.execute(
+            "SELECT series_id, count(*) FROM metric_streams WHERE count = ? GROUP BY series_id", (RETRY_GUARD,)))
+        self._total_guards = sum(self._guards_per_series.values())
         self._series.clear()
         self._streams.clear()
         self._counts_loaded_at = time.monotonic()
@@ -327,8 +337,10 @@ class MetricWriter:
              row[R_TIME], row[R_TIME]))
         return int(cursor.lastrowid or 0)
 
-    def _stream(self, stream: bytes, series_id: int, pending: dict[bytes, _Stream]) -> _Stream | object | None:
-        """The stream's previous point; None when there is none; _DROPPED when a new stream is past a cap."""
+    def _stream(self, stream: bytes, series_id: int, pending: dict[bytes, _Stream],
+                guard: bool = False) -> _Stream | object | None:
+        """The stream's previous point; None when there is none; _DROPPED when a new stream is past a cap
+        (`guard`: a delta counter's or histogram's, kept to recognise retries, under the guards' caps)."""
         if stream in pending:
             return pending[stream]
         if stream in self._streams:
@@ -343,11 +355,15 @@ class MetricWriter:
             state = _Stream(found[0], found[1], found[2], found[3], found[4], hist)
             self._streams[stream] = state
             return state
-        if (self._streams_per_series.get(series_id, 0) >= self.max_streams_per_series
-                or self._total_streams >= self.max_streams):
+        per_series = self._guards_per_series if guard else self._streams_per_series
+        total = self._total_guards if guard else self._total_streams
+        if per_series.get(series_id, 0) >= self.max_streams_per_series or total >= self.max_streams:
             return _DROPPED
-        self._streams_per_series[series_id] = self._streams_per_series.get(series_id, 0) + 1
-        self._total_streams += 1
+        per_series[series_id] = per_series.get(series_id, 0) + 1
+        if guard:
+            self._total_guards += 1
+        else:
+            self._total_streams += 1
         self.stats.streams += 1
         return None
 
@@ -358,8 +374,8 @@ class MetricWriter:
         if temporality == LEVEL:
             return _level_sample(row)
         stream = row[R_STREAM]
-        previous = self._stream(stream, series_id, pending)
         delta_sum = temporality == DELTA and kind != "gauge"
+        previous = self._stream(stream, series_id, pending, guard=delta_sum)
         if previous is _DROPPED:
             # A delta counter or histogram needs no state to be counted: past the stream caps it is only not
             # guarded against retries (below). A cumulative stream needs its previous point: dropped.
@@ -375,7 +391,7 @@ class MetricWriter:
             self.stats.duplicates += 1
             return None
         if delta_sum:
-            pending[stream] = self._streams[stream] = _Stream(series_id, start_ns, time_ns, 0.0, 0, None)
+            pending[stream] = self._streams[stream] = _Stream(series_id, start_ns, time_ns, 0.0, RETRY_GUARD, None)
             return _level_sample(row)
         if kind == "gauge":  # a delta up-down counter: its level is the sum of its deltas
             level = value + (previous.value if previous is not None else 0.0)
@@ -669,6 +685,7 @@ def parse_chart(name: str, window_s: float, now_s: float, rows: Iterable[tuple],
     index = {int(t): i for i, t in enumerate(times)}
     unit = kind = ""
     per_series: dict[int, tuple[str, dict[int, float]]] = {}
+    services: dict[int, tuple[str, bool]] = {}  # series id → (its service, whether it has attributes)
     weight: dict[int, float] = {}
     merged: dict[int, dict[int, int]] = {}
     for series_id, row_unit, row_kind, service, attrs, bucket, n, total, _last, blob in rows:
@@ -684,8 +701,13 @@ def parse_chart(name: str, window_s: float, now_s: float, rows: Iterable[tuple],
         if value is None:
             continue
         by_bucket = per_series.setdefault(series_id, (series_label(service, _attrs(attrs)), {}))[1]
+        services[series_id] = (service, bool(attrs and attrs != "{}"))
         by_bucket[i] = value
         weight[series_id] = weight.get(series_id, 0.0) + abs(value) + 1e-9
+    if len({service for service, _ in services.values()}) > 1:
+        # Two services' series with the same attributes (each app's gpu0) would be two lines of one name.
+        per_series = {series_id: (f"{services[series_id][0]} {label}" if services[series_id][1] else label, values)
+                      for series_id, (label, values) in per_series.items()}
     lines: list[MetricChartSeries] = []
     if kind == "histogram":
         scale = hist_scale(unit)

@@ -305,6 +305,36 @@ async def test_a_retried_request_of_delta_points_counts_once(tmp_path):
         db.close()
 
 
+async def test_delta_streams_kept_for_retries_take_no_cumulative_streams_room(tmp_path):
+    """A delta counter with a stream per user (its series drops user.id, its streams do not) fills the retry
+    guards' caps; past them its points still count (only unguarded), and a cumulative stream still finds
+    room; the caps' counts survive the writer's reload of them from the store."""
+    import time
+
+    from store.connection import open_writer
+    from store.metrics import MetricWriter
+
+    db = open_writer(tmp_path / "m.db")
+    try:
+        now = time.time_ns()
+        writer = MetricWriter(db, max_streams=3, max_streams_per_series=3)
+        users = [("jobs", "", "counter", "svc", "{}", bytes([n]) * 16, sm.DELTA, now - sm.NS, now, 1.0, 0, None, None,
+                  None) for n in range(5)]
+        assert writer.write([users]) == [(5, 0)]
+        assert writer.write([users]) == [(5, 0)]  # the retry: the three guarded streams add nothing
+        for stream in (b"c" * 16, b"d" * 16):
+            cumulative = ("tokens", "", "counter", "svc", "{}", stream, sm.CUMULATIVE, now - 60 * sm.NS, now, 9.0, 0,
+                          None, None, None)
+            assert writer.write([[cumulative]]) == [(1, 0)]
+            writer._counts_loaded_at = float("-inf")  # as a minute later: the caps' counts read from the store
+        totals = dict(db.execute("SELECT s.name, sum(p.total) FROM metric_series s JOIN metric_points p "
+                                 "ON p.series_id = s.id WHERE p.res = 3600 GROUP BY s.name"))
+        assert totals == {"jobs": 7.0, "tokens": 18.0}  # 5 + the 2 unguarded streams again
+        assert db.execute("SELECT count(*) FROM metric_streams WHERE count = ?", (sm.RETRY_GUARD,)).fetchone() == (3,)
+    finally:
+        db.close()
+
+
 async def test_a_model_servers_and_an_apps_metrics_sent_to_serve_show_on_screen_8(backend):
     """Done when: a model server's metrics (vLLM's, as a collector forwards them) and an app's GenAI
     metrics (the OTel SDK) sent to the receiver show on screen 8 and on the Overview's saturation."""

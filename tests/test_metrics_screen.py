@@ -219,3 +219,28 @@ async def test_a_server_silent_for_minutes_is_not_saturating(metrics_store):
     async with app.run_test(size=(160, 48)) as pilot:
         await settle(pilot)
         assert "queue" not in _card_text(app.screen, "#card-saturation")
+
+
+def test_two_services_series_with_the_same_attributes_are_named_by_their_service():
+    from llmobs_tui.screens.metrics import list_rows
+    from store.metrics import MetricsOverview, SeriesSummary
+
+    def gpu(series_id: int, service: str, gpu_id: str, value: float) -> SeriesSummary:
+        return SeriesSummary(series_id, "hw.gpu.utilization", "1", "gauge", service, {"hw.id": gpu_id}, 1, value,
+                             value, value, value, 1)
+
+    shared = list_rows(MetricsOverview([gpu(1, "vllm", "gpu0", 0.9), gpu(2, "trainer", "gpu0", 0.4),
+                                        gpu(3, "vllm", "gpu1", 0.7)], 0, 3600))
+    assert [label for _key, _section, s, label in shared if s is not None] == [
+        "trainer id=gpu0", "vllm id=gpu0", "vllm id=gpu1"]
+    alone = list_rows(MetricsOverview([gpu(1, "vllm", "gpu0", 0.9), gpu(3, "vllm", "gpu1", 0.7)], 0, 3600))
+    assert [label for _key, _section, s, label in alone if s is not None] == ["id=gpu0", "id=gpu1"]
+    # And their chart's lines.
+    from store.metrics import parse_chart
+
+    now = 7200.0
+    rows = [(1, "1", "gauge", "vllm", '{"hw.id": "gpu0"}', 3600, 1, 0.9, 0.9, None),
+            (2, "1", "gauge", "trainer", '{"hw.id": "gpu0"}', 3600, 1, 0.4, 0.4, None)]
+    assert sorted(line.label for line in parse_chart("hw.gpu.utilization", 3600, now, rows).lines) == [
+        "trainer id=gpu0", "vllm id=gpu0"]
+    assert [line.label for line in parse_chart("hw.gpu.utilization", 3600, now, rows[:1]).lines] == ["id=gpu0"]

@@ -102,8 +102,12 @@ def list_rows(overview: MetricsOverview) -> list[tuple[str, str, SeriesSummary |
                 rows.append((f"name:{name}", "", merged, label))
                 continue
             busiest = sorted(group, key=lambda s: -(s.n + abs(s.total)))
-            for s in sorted(busiest[:SERIES_PER_METRIC], key=lambda s: sorted(s.attrs.items())):
-                rows.append((f"series:{s.series_id}", "", s, series_label(s.service, s.attrs)))
+            # Two services' series of one metric may carry the same attributes (each app's gpu0): named by
+            # their service then, or they would read as one series listed twice.
+            several = len({s.service for s in group}) > 1
+            for s in sorted(busiest[:SERIES_PER_METRIC], key=lambda s: (sorted(s.attrs.items()), s.service)):
+                label = series_label(s.service, s.attrs)
+                rows.append((f"series:{s.series_id}", "", s, f"{s.service} {label}" if several and s.attrs else label))
             rest = busiest[SERIES_PER_METRIC:]
             if rest:
                 rows.append((f"name:{name}", "", merge_series(rest), f"{len(rest)} more series"))
