@@ -388,3 +388,30 @@ def test_a_server_error_quoting_data_reaches_the_terminal_without_its_escapes() 
     line = describe_clickhouse_error(url, ClickHouseError("Code: 53. Cannot parse '\x1b[2J\x1b]0;pwned\x07'\nnext", 53))
     assert "\x1b" not in line and "\x07" not in line and "\n" not in line
     assert line.startswith("ClickHouse at clickhouse://u@ch:8123/db: Code: 53. Cannot parse")
+
+
+def test_the_runaway_rule_reads_thousands_of_tool_arguments_in_one_query(http: HttpClient,
+                                                                         engine: ChdbClient) -> None:
+    """The runaway rule's tool arguments, 1,200 of them (three parameters of IDS_PER_QUERY pairs, past the
+    URL: form fields), in one read within the calls' start: every call gets its own arguments, not an older
+    version's."""
+    import time
+
+    from store.clickhouse.alerts import runaway_rows
+    from store.queries import decompress
+
+    now = time.time_ns()
+    since = now - 3600 * 10**9
+    calls = [(n.to_bytes(16, "big"), (n + 1).to_bytes(8, "big"), since + n * 10**6) for n in range(1, 1201)]
+    columns = ["trace_id", "span_id", "start_ns", "end_ns", "kind", "tool_name", "raw", "version"]
+    old = [[t, s, start, start + 1, "tool", "lookup", b"old " + s, 1] for t, s, start in calls[:5]]
+    http.insert("spans", old, columns)
+    http.insert("spans", [[t, s, start, start + 1, "tool", "lookup", b"args " + s, 2] for t, s, start in calls],
+                columns)
+    http.insert("trace_summaries", [[t, start, now, 1, 0] for t, _s, start in calls],
+                ["trace_id", "start_ns", "end_ns", "spans", "root_known"])
+    for client in (http, engine):
+        rows, raws = runaway_rows(client, {"tools": None}, since, 5000, 100, lambda tools: tools)
+        assert len(rows["tools"]) == len(calls) == len(raws)
+        by_span = {row[2]: decompress(raws[row[0]]) for row in rows["tools"]}
+        assert by_span == {s: b"args " + s for _t, s, _start in calls}
