@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
-_STOPPED = re.compile(r"stopped; (\d+) spans and log records accepted this run, (\d+) spans committed")
+_STOPPED = re.compile(r"stopped; (\d+) spans, log records and metric points accepted this run, (\d+) spans committed")
 _RETENTION = re.compile(r"retention (\S+?)[,.;]")
 
 

@@ -143,7 +143,7 @@ def serve_summary(accepted: int, writer: dict[str, Any]) -> str:
     bench/__init__.py parses "N … accepted this run, M spans committed"."""
     duplicates = writer.get("duplicates", 0)
     logs = writer.get("logs", 0)
-    return (f"llmobs-tui serve: stopped; {accepted} spans and log records accepted this run, "
+    return (f"llmobs-tui serve: stopped; {accepted} spans, log records and metric points accepted this run, "
             f"{writer.get('spans', 0)} spans committed"
             + (f", {logs} log records committed" if logs else "")
             + (f", {duplicates} duplicate span{'s' if duplicates != 1 else ''} already stored (a retry sends "
