@@ -196,11 +196,11 @@ class MetricWriter:
         """The cap's counts, from the store: retention may have dropped idle series and streams since."""
         self._per_name = dict(self.db.execute("SELECT name, count(*) FROM metric_series GROUP BY name").fetchall())
         self._total_series = sum(self._per_name.values())
-        self._streams_per_series = dict(self.db.execute(
-            "SELECT series_id, count(*) FROM metric_streams WHERE count != ? GROUP BY series_id", (RETRY_GUARD,)))
+        self._streams_per_series, self._guards_per_series = {}, {}
+        for series_id, guard, streams in self.db.execute(
+                "SELECT series_id, count = ?, count(*) FROM metric_streams GROUP BY 1, 2", (RETRY_GUARD,)):
+            (self._guards_per_series if guard else self._streams_per_series)[series_id] = streams
         self._total_streams = sum(self._streams_per_series.values())
-        self._guards_per_series = dict(self.db.execute(
-            "SELECT series_id, count(*) FROM metric_streams WHERE count = ? GROUP BY series_id", (RETRY_GUARD,)))
         self._total_guards = sum(self._guards_per_series.values())
         self._series.clear()
         self._streams.clear()
@@ -235,7 +235,6 @@ class MetricWriter:
     def _write(self, batches: Sequence[Sequence[Sequence[Any]]]) -> list[_Batch]:
         buckets: dict[tuple[int, int, int], _Bucket] = {}
         touched: dict[int, tuple[int, Sequence[Any]]] = {}  # series id → newest point time, a row of it
-        identity: dict[int, Sequence[Any]] = {}  # series id → a row of it (its name, unit, kind, service, attrs)
         stream_updates: dict[bytes, _Stream] = {}
         results = []
         for rows in batches:
@@ -256,7 +255,6 @@ class MetricWriter:
                 time_ns = row[R_TIME]
                 if time_ns > touched.get(series_id, (0, row))[0]:
                     touched[series_id] = (time_ns, row)
-                identity.setdefault(series_id, row)
                 second = time_ns // NS
                 for res in RESOLUTIONS:
                     key = (series_id, res, second - second % res)
@@ -278,8 +276,9 @@ class MetricWriter:
         if self.outbox is not None:
             # What this transaction adds to each bucket, before it is merged with the stored one: ClickHouse
             # folds these contributions as the merge below does (store/clickhouse/schema.py, m009).
+            # Each carries its series' identity (name, unit, kind, service, attrs: a point's first fields).
             self.outbox.metric_points_added(
-                [(res, start, identity[series_id], _bucket_values(bucket))
+                [(res, start, *touched[series_id][1][R_NAME:R_ATTRS + 1], *_bucket_values(bucket))
                  for (series_id, res, start), bucket in buckets.items()])
         for (series_id, res, start), bucket in buckets.items():
             stored = db.execute("SELECT n, total, min, max, last, last_ns, hist FROM metric_points "
@@ -300,9 +299,9 @@ class MetricWriter:
                        (series_id, res, start, bucket.n, bucket.total, bucket.min, bucket.max, bucket.last,
                         bucket.last_ns, histogram.encode(bucket.hist) if bucket.hist else None))
         dropped = sum(r.dropped for r in results)
-        if dropped and self.outbox is not None:
-            self.outbox.metric_points_dropped += dropped
         if dropped:
+            if self.outbox is not None:
+                self.outbox.metric_points_dropped += dropped
             db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                        "value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)", (DROPPED_KEY, str(dropped)))
         self.stats.points += sum(r.stored for r in results)

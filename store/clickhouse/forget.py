@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient
 from store.clickhouse.outbox import OutboxRecorder
-from store.clickhouse.schema import BY_COST_TABLE
+from store.clickhouse.schema import BY_COST_TABLE, HOUR_NS
 from store.writer import ROLLUP_COUNTERS, SpanWriter
 
 CHUNK_TRACES = 500
@@ -115,7 +115,7 @@ def forget(client: ClickHouseClient, kind: str, value: str,
         # FINAL 552–624 ms, 1,062–1,140 ms of CPU.
         summaries = [ch_rows.trace_tombstones([bytes(t)], version, start) for t, start in client.query(
             "SELECT trace_id, argMax(start_ns, (updated_ns, 1 - is_deleted)) FROM trace_summaries "
-            "PREWHERE trace_id IN {ids:Array(FixedString(16))} GROUP BY intDiv(start_ns, 3600000000000), trace_id "
+            f"PREWHERE trace_id IN {{ids:Array(FixedString(16))}} GROUP BY intDiv(start_ns, {HOUR_NS}), trace_id "
             "HAVING argMax(is_deleted, (updated_ns, 1 - is_deleted)) = 0", {"ids": chunk})]
         summaries.append(ch_rows.trace_tombstones(chunk, version))
         client.insert("trace_summaries", [row for rows in summaries for row in rows], ch_rows.TRACE_INSERT_COLUMNS)

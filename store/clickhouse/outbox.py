@@ -97,12 +97,9 @@ class OutboxRecorder:
                 acc[2] += sign * (duration or 0)
                 acc[3][latency] = acc[3].get(latency, 0) + sign
 
-    def metric_points_added(self, contributions: Sequence[tuple[int, int, Sequence[Any], tuple[Any, ...]]]) -> None:
-        """MetricWriter's (res, bucket, a point of the series, (n, total, min, max, last, last_ns, hist))."""
-        from store.metrics import R_ATTRS, R_KIND, R_NAME, R_SERVICE, R_UNIT
-
-        self.metric_points.extend([res, bucket, row[R_NAME], row[R_UNIT], row[R_KIND], row[R_SERVICE], row[R_ATTRS],
-                                   *values] for res, bucket, row, values in contributions)
+    def metric_points_added(self, contributions: Sequence[Sequence[Any]]) -> None:
+        """MetricWriter's buckets, in the layout above."""
+        self.metric_points.extend(list(point) for point in contributions)
 
     def changed_tool_rollups(self) -> list[tuple[int, int, str, int, int, int, dict[int, int]]]:
         """(res, bucket, tool, calls, errors, duration_ns, latency histogram) of the keys that did not net

@@ -27,6 +27,7 @@ from store.clickhouse.schema import (
     by_cost_key,
     histogram_column,
 )
+from store.metrics import series_digest
 from store.models import COL, SPAN_COLUMNS
 from store.queries import decompress
 from store.writer import SpanState
@@ -394,8 +395,6 @@ def metric_point_row(res: int, bucket: int, name: str, unit: str, kind: str, ser
                      hist: Mapping[int, int]) -> list[Any]:
     """One ClickHouse metric_points row: a series' bucket (or what a transaction added to it), keyed by the
     series' digest; the newest sample as (its time, its value); the histogram as (buckets, counts)."""
-    from store.metrics import series_digest
-
     items = sorted((int(b), c) for b, c in hist.items() if c)
     return [res, bucket, name, series_digest(name, unit, kind, service, attrs_json), unit, kind, service, attrs_json,
             n, total, low, high, (last_ns, last), ([b for b, _ in items], [c for _, c in items])]
