@@ -211,7 +211,7 @@ def filled_store(path: str, spans: int, content_bytes: int, conversation_minutes
     schema.migrate(client)
     end_ns = time.time_ns()
     fill0 = time.perf_counter()
-    _fill(client, "spans", spans, end_ns, content_bytes)
+    _fill(client, "spans", spans, end_ns, content_bytes, words=True)
     _fill_summaries(client, conversation_minutes)
     _fill_by_cost(client)
     _fill_rollups(client)

@@ -88,8 +88,21 @@ def main(argv: list[str] | None = None) -> int:
                 "bench.metric.2", 86400, now_s),
             "the Overview's Saturation card (every refresh)": lambda: reader.serving_saturation(now_s),
         }
+        # `text:` searches (store/clickhouse/search.py): the list, then its snippets, as the Traces screen reads.
+        searches: dict[str, Callable[[], Awaitable[Any]]] = {
+            f"trace list, text:{search}, {window // 3600}h, with snippets":
+                lambda window=window, search=search: _search(reader, now_s, window, search)
+            for window, search in ((3600, "w1"), (86400, "w1"), (3600, "w19998"), (86400, "w19998"),
+                                   (86400, "w5 w1"), (86400, "zzz"))}
+        reads.update(searches)
         out: dict[str, Any] = {"spans": args.spans, "fill_s": round(fill_s, 1), "repeat": args.repeat,
                                "reads": {name: _timed(read, args.repeat) for name, read in reads.items()}}
+        # A search repeated (the live loop runs it again every refresh) skips the granules where its condition
+        # matched nothing the last time (ClickHouse ≥ 25.3's query condition cache): a new search reads them all
+        # once (its later queries in the same refresh skip them).
+        out["reads"].update({f"{name}, a new search (condition cache emptied)": _timed(_first_time(client, read),
+                                                                                      args.repeat)
+                             for name, read in searches.items()})
         overview = asyncio.run(reader.overview(86400, now_s))
         out["check"] = {"overview_24h_calls": overview["calls"],
                         "billed_spans_24h": int(client.query(
@@ -108,6 +121,20 @@ def main(argv: list[str] | None = None) -> int:
 async def _rules(client: Any, now_s: float) -> int:
     """What the TUI's alert engine evaluates every 10 s off the UI thread (bench.clickhouse_reports's check)."""
     return _check(client, int(now_s))
+
+
+def _first_time(client: Any, read: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+    async def emptied_first() -> Any:
+        client.command("SYSTEM DROP QUERY CONDITION CACHE")
+        return await read()
+    return emptied_first
+
+
+async def _search(reader: ClickHouseStoreReader, now_s: float, window_s: int, text: str) -> int:
+    flt = parse(f"text:{text}")
+    traces = await reader.traces(window_s, now_s, flt, "start", True)
+    await reader.text_matches([t.trace_id for t in traces], flt, now_s - window_s)
+    return len(traces)
 
 
 async def _both_trends(reader: ClickHouseStoreReader, now_s: float) -> None:

@@ -7,9 +7,9 @@ shows is computed by one code on both backends. One client, its calls one at a t
 by the worker thread itself: a refresh cancelled mid-read leaves its read running, and the next must not
 overlap it on the client).
 
-ClickHouse has no read snapshot: a refresh's reads each see what was inserted when they ran. What the
-store does not hold (the content index) is a NotOnClickHouse
-error naming the view, which the app shows on its status line; the read-only live loop never stops.
+ClickHouse has no read snapshot: a refresh's reads each see what was inserted when they ran. A view this
+store could not serve would raise store.clickhouse.dashboards.NotOnClickHouse naming it, which the app shows
+on its status line; the read-only live loop never stops (since `text:` search came, every view is served).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from store.changes import Change, parse_changes
 from store.charts import Charts, parse_charts
 from store.clickhouse import cohort as ch_cohort
 from store.clickhouse import dashboards as ch
-from store.clickhouse.dashboards import NotOnClickHouse
+from store.clickhouse import search
 from store.cohort import CallCohort, TraceCohort
 from store.connection import StoreError
 from store.content_index import SearchResult
@@ -61,6 +61,8 @@ class ClickHouseStoreReader:
         # corrected span's rows), and the database's size for the footer.
         self._counted: tuple[int, int] | None = None  # (rows seen last, the running figure)
         self._bytes: int | None = None
+        # The last trace list's positive searches: (filter text, window start in ns, whether one was cut).
+        self._searched: tuple[str, int, bool] | None = None
         self._bytes_at: float | None = None
 
     @property
@@ -135,11 +137,21 @@ class ClickHouseStoreReader:
 
     async def traces(self, window_s: float, now_s: float, flt: Filter, sort: str, descending: bool,
                      limit: int = 500) -> list[q.TraceRow]:
-        terms, invert = filter_terms(flt)
-        return await self._run(ch.trace_list, window_s, now_s, terms, invert, sort, descending, limit)
+        # Positive searches read once, here: the list tests their traces' ids, and the Traces screen's
+        # text_matches that follows knows whether they were cut without reading them again.
+        since_ns = int((now_s - window_s) * q.NS)
+        terms = await self._run(search.resolved, flt.terms, flt.inverted, since_ns)
+        cuts = [value.cut for _, _, value in terms if isinstance(value, search.Matched)]
+        self._searched = (flt.text, since_ns, any(cuts)) if cuts else None
+        return await self._run(ch.trace_list, window_s, now_s, terms, flt.inverted, sort, descending, limit)
 
-    async def text_matches(self, trace_ids: list[bytes], text_search: str) -> SearchResult:
-        raise NotOnClickHouse("text: search")
+    async def text_matches(self, trace_ids: list[bytes], flt: Filter, since_s: float) -> SearchResult:
+        """As StoreReader.text_matches, from the words ClickHouse keeps (store/clickhouse/search.py)."""
+        searches = flt.positive_searches
+        since_ns = int(since_s * q.NS)
+        known = self._searched
+        cut = known[2] if known is not None and known[:2] == (flt.text, since_ns) else None
+        return await self._run(search.text_matches, trace_ids, since_ns, searches, flt.text_search or "", cut)
 
     async def sessions(self, window_s: float, now_s: float, flt: Filter, by: str, sort: str, descending: bool,
                        limit: int = 500, user: str | None = None) -> list[conv.ConversationRow] | list[conv.UserRow]:
@@ -147,8 +159,7 @@ class ClickHouseStoreReader:
         (store/clickhouse/sessions.py), then windowed, sorted and cut as the SQLite queries do."""
         from store.clickhouse import sessions as ch_sessions
 
-        terms, invert = filter_terms(flt)
-        matching = await self._run(ch.matching_conversations, terms, invert) if terms else None
+        matching = await self._run(ch.matching_conversations, flt.terms, flt.inverted) if flt.terms else None
         since = int((now_s - window_s) * q.NS)
         if by == "user" and matching is None:
             if sort not in conv.USER_SORTS:
@@ -285,15 +296,6 @@ class ClickHouseStoreReader:
         """The ClickHouse database's size on its disks (active parts, compressed), as of the last
         newest_span_id(); None when unknown (the footer then leaves it out)."""
         return self._bytes
-
-
-def filter_terms(flt: Filter) -> tuple[list[tuple[str, str, Any]], bool]:
-    """The filter as store.clickhouse.dashboards.filter_condition takes it: its (field, op, value) terms and
-    whether a leading `!` inverts them (llmobs_tui.filtering.parse has checked and converted them). A `text:`
-    search reads SQLite's content index, which ClickHouse does not have: refused."""
-    if flt.searches_text:
-        raise NotOnClickHouse("text: search (the content index is SQLite's)")
-    return flt.terms, flt.inverted
 
 
 def _users_of(conversations: list[conv.ConversationRow]) -> list[conv.UserRow]:

@@ -70,15 +70,20 @@ class Filter:
     # The FTS5 query of the positive `text:` terms (None without one, or when the filter is inverted):
     # what the trace list asks snippets for (store.content_index.text_matches_query).
     text_search: str | None = None
-    # The field terms as (field, op, value), value as compared (status: "error"/"ok"), and whether a
-    # leading `!` inverts them: what a store without this SQL (ClickHouse) builds its own condition from.
+    # The field terms as (field, op, value), value as compared (status: "error"/"ok"; a `text:` search: the
+    # text searched, op = or !=), and whether a leading `!` inverts them: what a store without this SQL
+    # (ClickHouse) builds its own condition from.
     terms: list[tuple[str, str, Any]] = field(default_factory=list)
     inverted: bool = False
-    searches_text: bool = False  # a `text:` term, positive or negated (SQLite's content index)
 
     @property
     def empty(self) -> bool:
         return not self.text.strip()
+
+    @property
+    def positive_searches(self) -> list[str]:
+        """The texts of the positive `text:` terms (those a match is shown for)."""
+        return [value for name, op, value in self.terms if name == SEARCH_FIELD and op == "="]
 
 
 def _value(spec: FieldSpec, raw: str, name: str) -> object:
@@ -123,9 +128,10 @@ def parse(text: str) -> Filter:
     positive_searches: list[str] = []
     for term in terms:
         if term in searches:
-            phrase, negate = searches[term]
+            phrase, negate, value = searches[term]
             clauses.append(content_match_clause(negate, newest_only=not invert))
             params.append(phrase)
+            field_terms.append((SEARCH_FIELD, "!=" if negate else "=", value))
             if not negate:
                 positive_searches.append(phrase)
             continue
@@ -181,14 +187,14 @@ def parse(text: str) -> Filter:
     # Snippets come from the rows that match any of the searched texts (each may match another span).
     text_search = " OR ".join(positive_searches) if positive_searches and not invert else None
     return Filter(text=text, where=where, params=params, uses_regexp=uses_regexp, text_search=text_search,
-                  terms=field_terms, inverted=invert, searches_text=bool(searches))
+                  terms=field_terms, inverted=invert)
 
 
-def _search_terms(terms: list[str]) -> dict[str, tuple[str, bool]]:
+def _search_terms(terms: list[str]) -> dict[str, tuple[str, bool, str]]:
     """Fold the words after a `text:` term that are not terms of their own into it (`text:refund
     policy` searches "refund policy"), in place in `terms`; returns each search term's FTS5 query
-    (always one literal phrase) and whether it is negated."""
-    found: dict[str, tuple[str, bool]] = {}
+    (always one literal phrase), whether it is negated, and the text searched."""
+    found: dict[str, tuple[str, bool, str]] = {}
     folded: list[str] = []
     search: list[str] | None = None  # the op, then the words of the search term being read
     for term in [*terms, None]:
@@ -202,7 +208,7 @@ def _search_terms(terms: list[str]) -> dict[str, tuple[str, bool]]:
                 raise FilterError(f"text: search for a word (got {value!r}): the index looks up words, "
                                   "and punctuation alone is not one")
             key = f"text{op}{value}"
-            found[key] = (phrase_query(value), op == "!=")
+            found[key] = (phrase_query(value), op == "!=", value)
             folded.append(key)
             search = None
         if term is None:

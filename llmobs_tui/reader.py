@@ -136,10 +136,11 @@ class StoreReader:
         rows = await self._snapshot({"rows": query})
         return q.parse_traces(rows["rows"])
 
-    async def text_matches(self, trace_ids: list[bytes], text_search: str) -> SearchResult:
-        """Where each of these traces (those the list shows) matched a `text:` search, with a snippet;
-        the spans not yet indexed (the search cannot find them yet); whether the search was cut to
-        the newest matches. One snapshot."""
+    async def text_matches(self, trace_ids: list[bytes], flt: Filter, since_s: float) -> SearchResult:
+        """Where each of these traces (those the list shows, started since `since_s`) matched the filter's
+        positive `text:` searches (flt.text_search), with a snippet; the spans not yet indexed (the search
+        cannot find them yet); whether the search was cut to the newest matches. One snapshot."""
+        text_search = flt.text_search or ""
         queries = {"lag": q.Query(*lag_query()), "count": q.Query(*match_count_query(text_search)),
                    "off": q.Query(*indexing_off_query())}
         if trace_ids:

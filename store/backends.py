@@ -22,6 +22,7 @@ from store.connection import StoreError
 if TYPE_CHECKING:
     from store.clickhouse.client import ClickHouseClient, ClickHouseError
     from store.clickhouse.url import ClickHouseUrl
+    from store.content_index import SearchResult
     from store.dashboards import SpanRow, TraceRow
 
 T = TypeVar("T")
@@ -135,6 +136,13 @@ class ClickHouseReader:
         from store.clickhouse import dashboards
 
         return self._run(dashboards.trace_list, window_s, now_s, terms, invert, sort, descending, limit)
+
+    def text_matches(self, trace_ids: list[bytes], since_s: float, searches: Sequence[str], fts5_query: str
+                     ) -> SearchResult:
+        """Where each of these traces matched these positive `text:` searches (store/clickhouse/search.py)."""
+        from store.clickhouse import search
+
+        return self._run(search.text_matches, trace_ids, int(since_s * 1e9), searches, fts5_query)
 
     def trace_ids_with_prefix(self, prefix: str, limit: int) -> list[bytes]:
         from store.clickhouse import reports

@@ -108,7 +108,7 @@ _UNSPACED_SCRIPT = re.compile(
     "\uf900-\ufaff\uff66-\uff9f])")
 _WORD = re.compile(r"\w")
 
-_TOKENIZER = f"unicode61 remove_diacritics 0 separators '{CHAR_SEPARATOR}'"
+TOKENIZER = f"unicode61 remove_diacritics 0 separators '{CHAR_SEPARATOR}'"
 # m008's table (a normal FTS5 table keeping its own copy of the text), replaced by m012's: kept
 # because m008 creates it on its way up.
 CREATE_INDEX = f"""
@@ -116,7 +116,7 @@ CREATE_INDEX = f"""
         trace_id UNINDEXED,
         span_id UNINDEXED,
         body,
-        tokenize = "{_TOKENIZER}"
+        tokenize = "{TOKENIZER}"
     )"""
 # The index since m012: FTS5 keeps postings alone (contentless), and the text it indexed is kept
 # once, zstd-compressed, in content_text under the same rowid, with the row's trace and span. A
@@ -130,7 +130,7 @@ CREATE_TABLES = (
     f"""CREATE VIRTUAL TABLE content_index USING fts5(
         body,
         content = '',
-        tokenize = "{_TOKENIZER}"
+        tokenize = "{TOKENIZER}"
     )""",
     """CREATE TABLE content_text (
         id INTEGER PRIMARY KEY,           -- the index row's rowid: spans.id, or -logs.id
@@ -145,7 +145,12 @@ TEXT_LEVEL = 1
 _TEXT_COMPRESSOR = zstandard.ZstdCompressor(level=TEXT_LEVEL)
 
 
-def _split_unspaced(text: str) -> str:
+def strip_marks(text: str) -> str:
+    """The text without the characters the index reserves (snippet marks, the character separator)."""
+    return text.translate(_MARKS)
+
+
+def split_unspaced(text: str) -> str:
     """A separator between adjacent characters of the scripts written without spaces."""
     if text.isascii():  # most content: one C pass instead of the regex's per-character Python-level match
         return text
@@ -216,7 +221,7 @@ def _join(pieces: Iterable[Any]) -> str:
             break
     text = "\n".join(out)[:SPAN_CHARS]
     if not text.isascii():  # the marks are not ASCII; translate() costs ~3 µs per KB even when none is there
-        text = _split_unspaced(text.translate(_MARKS))
+        text = split_unspaced(text.translate(_MARKS))
     return text
 
 
@@ -321,6 +326,11 @@ def searchable_span_text(raw: bytes | None, kind: str) -> str:
         data = decompress(raw)
     except Exception:  # a damaged blob must not stop the indexer: index nothing for it
         return ""
+    return span_bytes_text(data, kind)
+
+
+def span_bytes_text(data: bytes, kind: str) -> str:
+    """The searchable text of a span's protobuf bytes (ClickHouse's spans.raw, not compressed)."""
     content = None
     if span_walk.COMPILED:
         try:
@@ -396,12 +406,21 @@ def _walked_content(data: bytes) -> tuple[dict[str, Any], list[SpanEvent]]:
 
 def searchable_log_text(raw: bytes | None, event_name: str | None) -> str:
     """The searchable text of a stored log record (logs.raw: zstd protobuf)."""
-    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
-
     if not raw:
         return ""
     try:
-        record = LogRecord.FromString(decompress(raw))
+        data = decompress(raw)
+    except Exception:
+        return ""
+    return log_bytes_text(data, event_name)
+
+
+def log_bytes_text(data: bytes, event_name: str | None) -> str:
+    """The searchable text of a log record's protobuf bytes (ClickHouse's logs.raw, not compressed)."""
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    try:
+        record = LogRecord.FromString(data)
     except Exception:
         return ""
     attributes = {kv.key: any_value(kv.value) for kv in record.attributes}
@@ -613,7 +632,7 @@ def phrase_query(user_text: str) -> str:
     """The FTS5 query for a user's search text: one phrase, quotes doubled, so the text is always
     literal (an `OR`, `NEAR(`, `*`, `^` or quote in it is a separator, never obeyed). Its words
     match in order, case-insensitively; the last may be the start of a word (the trailing `*`)."""
-    text = _split_unspaced(user_text.translate(_MARKS))
+    text = split_unspaced(strip_marks(user_text))
     return '"' + text.replace('"', '""') + '" *'
 
 
@@ -701,7 +720,7 @@ def make_snippets(match: str, texts: Mapping[int, str]) -> dict[int, str]:
     normal table gave (30–70 µs a row)."""
     scratch = sqlite3.connect(":memory:")
     try:
-        scratch.execute(f"CREATE VIRTUAL TABLE scratch USING fts5(body, tokenize = \"{_TOKENIZER}\")")
+        scratch.execute(f"CREATE VIRTUAL TABLE scratch USING fts5(body, tokenize = \"{TOKENIZER}\")")
         scratch.executemany("INSERT INTO scratch (rowid, body) VALUES (?, ?)", texts.items())
         return dict(scratch.execute("SELECT rowid, snippet(scratch, 0, ?, ?, '…', ?) FROM scratch "
                                     "WHERE scratch MATCH ?", (MARK_START, MARK_END, SNIPPET_TOKENS, match)))

@@ -179,8 +179,11 @@ class WriterLoop:
         # Full-text search is indexed after the ack, never inside the commit (store/content_index.py).
         # Not under --max-db-size: an FTS5 delete leaves the evicted postings until a merge meets
         # them, so a store evicting at its limit would overshoot it (tests/test_hold_under_attack.py).
+        # With a ClickHouse store the TUI searches ClickHouse, where the shipper puts each span's words
+        # (store/clickhouse/rows.py): this working store's index would be read by nobody.
         off_reason = ("--no-search-index" if not options.get("content_index", True)
-                      else "--max-db-size" if self.max_db_bytes else "")
+                      else "--max-db-size" if self.max_db_bytes
+                      else "a ClickHouse store: searched there" if options.get("clickhouse") else "")
         self.indexer = None if off_reason else ContentIndexer(db)
         try:
             record_indexing(db, off_reason)

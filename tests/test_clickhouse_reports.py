@@ -23,6 +23,7 @@ import pytest
 
 from llmobs_tui.cli import investigate, main
 from llmobs_tui.cli import reports as report_commands
+from llmobs_tui.filtering import parse
 from llmobs_tui.scenarios import Traffic, TrafficState, to_otlp_logs_request, to_otlp_request
 from store.clickhouse import rows as ch_rows
 from store.clickhouse import schema
@@ -32,6 +33,7 @@ from store.clickhouse.url import PASSWORD_ENV, parse_store_url
 from tests.chdb_http_server import ChdbHttpServer, engine_path
 from tests.otlp_factory import make_span, trace_request
 from tests.store_writing import writing
+from tests.test_content_search import index_all
 
 USER, PASSWORD = "reader", "s3cret-pass"
 S = 10**9
@@ -407,9 +409,27 @@ def test_traces_filtered_are_identical_on_both_backends(stores, frozen, capsys, 
     assert 0 < len(truth["traces"]) < len(everything["traces"])  # a filter that selects, not all or nothing
 
 
-def test_traces_refuses_a_text_search_on_clickhouse_clearly(stores, frozen, capsys) -> None:
-    code, out, err = run(capsys, "traces", "--filter", "model=gpt-4o text:refund", "--store", stores[1])
-    assert code == 2 and out == "" and "a text: search does not run on a ClickHouse store yet" in err
+@pytest.mark.parametrize("search", ["text:polic", "model=gpt-4o text:'are a'", "text!=policy", "!text:polic"])
+def test_traces_with_a_text_search_list_the_same_on_both_backends(stores, frozen, capsys, search: str) -> None:
+    """`traces --filter text:…` on ClickHouse: the same traces, each with a match and its snippet where the
+    search is positive (the span it names may be another matching span of the trace: ClickHouse takes the
+    first by start, SQLite the first stored), and nothing left to index."""
+    db = sqlite3.connect(stores[0], isolation_level=None)
+    try:
+        index_all(db)
+    finally:
+        db.close()
+    sqlite_out, clickhouse_out = both(capsys, stores, "traces", "--window", "24h", "--filter", search, "--limit",
+                                      "1000", "--format", "json")
+    truth, got = json.loads(sqlite_out), json.loads(clickhouse_out)
+    assert 0 < len(truth["traces"]) < 1000 and got["text_index_lag"] == truth["text_index_lag"]
+    positive = parse(search).text_search is not None
+    for t in (*truth["traces"], *got["traces"]):
+        match = t.pop("match")
+        assert (match is not None and match["matched"]) if positive else match is None, (search, t, match)
+    assert sorted(got["traces"], key=lambda t: t["trace_id"]) == sorted(truth["traces"], key=lambda t: t["trace_id"])
+    sqlite_out, clickhouse_out = both(capsys, stores, "traces", "--window", "24h", "--filter", search, "--limit", "5")
+    assert clickhouse_out.count("\n") == sqlite_out.count("\n") > 2
 
 
 # Rules tight enough that this traffic fires several (budgets, SLO burn, error spikes, tokens per call,

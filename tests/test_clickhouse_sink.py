@@ -32,6 +32,8 @@ from store.clickhouse.outbox import OutboxRecorder
 from store.clickhouse.schema import BY_COST_TABLE
 from store.clickhouse.sink import Shipper, copy_store
 from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl, parse_store_url
+from store.content_index import searchable_log_text, searchable_span_text
+from store.fts5_words import words
 from store.metrics import series_digest
 from store.queries import decompress
 from store.sessions import CONVERSATION_COLUMNS
@@ -65,7 +67,9 @@ def agent_traffic(t0: int, traces: int = 6) -> tuple[list[list[Any]], list[Any]]
         root = make_span(n, 1, None, f"agent 'run' {n}\" ; DROP TABLE spans", {
             "app.llm.feature": "research", "app.llm.tenant": f"tenant-{n % 2}", **conversation},
             start_ns=start, end_ns=start + 5_000_000_000)
-        framework = make_span(n, 2, 1, "chat gpt-4o", _llm("gpt-4o", 1000 + n, **conversation),
+        question = json.dumps([{"role": "user", "parts": [{"type": "text", "content": f"Refund policy, order #{n}?"}]}])
+        framework = make_span(n, 2, 1, "chat gpt-4o", _llm("gpt-4o", 1000 + n, **conversation,
+                                                           **{"gen_ai.input.messages": question}),
                               start_ns=start + 10_000_000, end_ns=start + 2_000_000_000)
         sdk = make_span(n, 3, 2, "chat gpt-4o-mini", _llm("gpt-4o-mini", 1000 + n,
                                                           **{"gen_ai.response.id": f"resp-{n}"}),
@@ -185,14 +189,20 @@ def assert_clickhouse_equals_sqlite(db: sqlite3.Connection, client: Any, *, same
         f"SELECT {', '.join('s.' + c for c in ch_rows.SPAN_VALUE_COLUMNS)}, r.digest, sc.digest FROM spans s "
         "LEFT JOIN resources r ON r.id = s.resource_id LEFT JOIN scopes sc ON sc.id = s.scope_id "
         "ORDER BY s.trace_id, s.span_id")]
-    raw_at = span_cols.index("raw")
+    raw_at, kind_at = span_cols.index("raw"), span_cols.index("kind")
     for row in expected_spans:
+        # A `text:` search's words (m010): those of the text the SQLite content index indexes of the span.
+        row.append(words(searchable_span_text(row[raw_at], row[kind_at])))
         row[raw_at] = decompress(row[raw_at])
+    span_cols.append("search_words")
     got_spans = [list(r) for r in client.query(f"SELECT {', '.join(span_cols)} FROM spans FINAL ORDER BY trace_id, "
                                                "span_id", bytes_columns=("raw", "duplicate_of"))]
     assert len(got_spans) == len(expected_spans) > 0
     for got, want in zip(got_spans, expected_spans):
         assert dict(zip(span_cols, got)) == dict(zip(span_cols, want))
+    log_words = sorted(words(searchable_log_text(raw, event)) for raw, event in
+                       db.execute("SELECT raw, event_name FROM logs"))
+    assert sorted(row[0] for row in client.query("SELECT search_words FROM logs FINAL")) == log_words
     trace_cols = [*ch_rows.TRACE_COLUMNS, "updated_ns"] if same_clock else list(ch_rows.TRACE_COLUMNS)
     select = ", ".join(trace_cols)
     assert [list(r) for r in client.query(f"SELECT {select} FROM trace_summaries FINAL ORDER BY trace_id")] == \
@@ -501,6 +511,16 @@ def test_serve_with_a_clickhouse_store_acks_what_clickhouse_holds(tmp_path: Path
         reader.use_database()
         # Acknowledged = in ClickHouse: no waiting, the spans are there the moment the ack came back.
         assert reader.query("SELECT count() FROM spans FINAL") == [(12,)]
+        # ... and searchable: a `text:` search finds a span by its content at its ack (the working store
+        # indexes nothing: it says so to a search of its own).
+        assert reader.query("SELECT DISTINCT search_words FROM spans WHERE search_words != '' ORDER BY 1 LIMIT 1") \
+            == [(" refund policy order 1",)]
+        found = clickhouse_dashboards.trace_list(reader, 3600, time.time(), [("text", "=", "REFUND pol")], False)
+        assert {t.trace_id for t in found} == {n.to_bytes(16, "big") for n in range(1, 7)}
+        db = sqlite3.connect(replica)
+        assert db.execute("SELECT value FROM meta WHERE key = 'content_index.off'").fetchone()[0] == \
+            "a ClickHouse store: searched there"
+        db.close()
 
         # ClickHouse goes away: the next request is refused retryably, not acknowledged, and kept.
         clickhouse.kill()

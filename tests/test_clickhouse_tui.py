@@ -26,15 +26,17 @@ from llmobs_tui.clickhouse_reader import ClickHouseStoreReader
 from llmobs_tui.filtering import parse
 from llmobs_tui.reader import StoreReader
 from store.charts import WEEK_S
-from store.clickhouse import schema
+from store.clickhouse import schema, search
 from store.clickhouse.client import ChdbClient, HttpClient
 from store.clickhouse.sink import copy_store
 from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl, parse_store_url
-from store.connection import StoreError
+from store.content_index import CHAR_SEPARATOR, make_snippets
+from store.queries import decompress
 from tests.chdb_http_server import ChdbHttpServer, engine_path
 from tests.clickhouse_fixtures import PASSWORD, USER
 from tests.metrics_factory import serving_requests, write_metrics
 from tests.test_clickhouse_reports import LOOP_TRACE, NOW_S, TOOL_TRACE, TWIN_TRACE, _write_store
+from tests.test_content_search import index_all
 
 pytestmark = pytest.mark.anyio
 NOW = float(NOW_S)
@@ -47,6 +49,11 @@ def stores(server: ChdbHttpServer, tmp_path_factory: pytest.TempPathFactory) -> 
     db_path = tmp_path_factory.mktemp("ch_tui") / "truth.db"
     _write_store(db_path)
     write_metrics(db_path, serving_requests(NOW), NOW)  # a model server's queue and GPUs, an app's histograms
+    db = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        index_all(db)  # the content index, as the writer process keeps it
+    finally:
+        db.close()
     database = f"tui_{uuid.uuid4().hex[:12]}"
     url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
     client = HttpClient(url)
@@ -155,7 +162,8 @@ FILTERS = ["model=gpt-4o", "model!=gpt-4o", "model=~GPT-4", "model!~claude", "sv
            "cost>$0.01", "tokens>=1000", "calls>2", "spans<5", "error=~rate", "err!=rate_limit", "ttft>500ms",
            "latency>1s", "tool=lookup", "tool!=search", "kind=tool", "user=~u-", "conversation=conv-loop",
            "root=~^POST", "provider=anthropic", "name=~'chat claude'", "!model=gpt-4o feature=~a",
-           "model=~gpt service!=agent-svc cost<$0.05", "tenant=nobody", "variant!=b", "prompt=~.", "version!=v2"]
+           "model=~gpt service!=agent-svc cost<$0.05", "tenant=nobody", "variant!=b", "prompt=~.", "version!=v2", "text:polic", "text!=policy model=gpt-4o",
+           "!text:policy cost>$0.001"]
 
 
 @pytest.mark.parametrize("text", FILTERS)
@@ -176,14 +184,101 @@ async def test_the_filters_select_something_and_not_everything(readers) -> None:
     assert sum(0 < n < everything for n in sizes) >= len(FILTERS) - 6, dict(zip(FILTERS, sizes))
 
 
-async def test_a_text_search_is_refused_clearly(readers) -> None:
-    _, clickhouse_reader = readers
-    for text in ("text:refund policy", "model=gpt-4o text!=refund"):
-        with pytest.raises(StoreError, match=r"text: search .*not available on a ClickHouse store yet"):
-            await clickhouse_reader.traces(86400, NOW, parse(text), "start", True)
+def _searches(db_path: Path) -> list[str]:
+    """`text:` filters over what this traffic says: its commonest word (in most traces), a rare one, a word cut short, two words in a row, negations, one inverted, one with a field, and words in
+    no text (one of them in a script written without spaces)."""
+    db = sqlite3.connect(db_path)
+    try:
+        db.execute("CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, content_index, 'row')")
+        terms = db.execute("SELECT term, doc FROM temp.vocab WHERE length(term) > 3 ORDER BY doc DESC, term").fetchall()
+        body = db.execute("SELECT body FROM content_text WHERE id > 0 ORDER BY id LIMIT 1").fetchone()[0]
+    finally:
+        db.close()
+    common, rare = terms[0][0], next(t for t, n in terms if n <= 3 and t.isalpha())
+    middle = terms[len(terms) // 3][0]
+    two_words = " ".join(decompress(body).decode().split()[1:3])
+    return [f"text:{common}", f"text:{rare}", f"text:{middle[:-2]}", f"text:'{two_words}'", f"text!={rare}",
+            f"text!={middle}", f"!text:{middle}", f"model=gpt-4o text:{middle}", f"text:{rare} text:{common}",
+            "text:zzyzx", "text:退款政策", f"text:{common.upper()}"]
 
 
-@pytest.mark.parametrize("text", ["model=gpt-4o", "!status=error", "user=~u-", "tool=search"])
+@pytest.fixture(scope="module")
+def searches(stores) -> list[str]:
+    return _searches(stores[0])
+
+
+@pytest.mark.parametrize("window_s", (3600, 86400))
+async def test_a_text_search_finds_the_same_traces_and_snippets(readers, stores, searches, window_s: int) -> None:
+    """Every search lists the same traces on both stores; each trace's match on ClickHouse is a row that
+    matches on SQLite, with the snippet SQLite makes of it."""
+    sqlite_reader, clickhouse_reader = readers
+    sizes = []
+    for text in searches:
+        flt = parse(text)
+        truth = await sqlite_reader.traces(window_s, NOW, flt, "start", True, 10_000)
+        got = await clickhouse_reader.traces(window_s, NOW, flt, "start", True, 10_000)
+        assert set(got) == set(truth), text
+        sizes.append(len(truth))
+        if flt.text_search is None:
+            continue
+        ids = [t.trace_id for t in truth]
+        expected = await sqlite_reader.text_matches(ids, flt, NOW - window_s)
+        found = await clickhouse_reader.text_matches(ids, flt, NOW - window_s)
+        assert set(found.matches) == set(expected.matches) == set(ids), text
+        assert found.lag_spans == 0 and found.off_reason == ""
+        db = sqlite3.connect(stores[0])
+        try:
+            rows = {(bytes(t), bytes(s) if s else None): decompress(body).decode() for t, s, body in db.execute(
+                "SELECT trace_id, span_id, body FROM content_text WHERE id IN "
+                "(SELECT rowid FROM content_index WHERE content_index MATCH ?)", (flt.text_search,))}
+        finally:
+            db.close()
+        for trace_id, match in found.matches.items():
+            assert (trace_id, match.span_id) in rows, text
+            snippet = make_snippets(flt.text_search, {1: rows[trace_id, match.span_id]})[1]
+            assert match.snippet == snippet.replace(CHAR_SEPARATOR, ""), text
+        assert found.cut == expected.cut, text
+    assert sum(n > 0 for n in sizes) >= len(searches) - (3 if window_s > 3600 else 4), dict(zip(searches, sizes))
+
+
+async def test_a_search_reads_the_newest_matches_only_and_says_it_was_cut(readers, stores, searches,
+                                                                        monkeypatch) -> None:
+    """With room for 20 matching rows: the traces of the 20 newest matching spans (by hour, the spans' sort
+    order) and log records, all of those in a newer hour than the 20th, and the search said cut; a rarer
+    search is not cut, and a negation still reads every match."""
+    sqlite_reader, clickhouse_reader = readers
+    monkeypatch.setattr(search, "MATCH_SCAN_LIMIT", 20)
+    common = searches[0]
+    flt = parse(common)
+    every = {t.trace_id for t in await sqlite_reader.traces(86400, NOW, flt, "start", True, 10_000)}
+    got = {t.trace_id for t in await clickhouse_reader.traces(86400, NOW, flt, "start", True, 10_000)}
+    db = sqlite3.connect(stores[0])
+    try:
+        matched = db.execute(
+            "SELECT c.trace_id, c.id > 0, coalesce(s.start_ns, l.time_ns) FROM content_text c "
+            "LEFT JOIN spans s ON s.id = c.id LEFT JOIN logs l ON l.id = -c.id WHERE c.id IN "
+            "(SELECT rowid FROM content_index WHERE content_index MATCH ?)", (flt.text_search,)).fetchall()
+    finally:
+        db.close()
+    hours = sorted((ns // (3600 * 10**9) for _, is_span, ns in matched if is_span and ns >= (NOW - 86400) * 1e9),
+                   reverse=True)
+    log_times = sorted((ns for _, is_span, ns in matched if not is_span and ns >= (NOW - 86400) * 1e9), reverse=True)
+    assert len(hours) > 20
+    oldest_log_read = log_times[19] if len(log_times) >= 20 else 0
+    newest = {t for t, is_span, ns in matched if is_span and ns // (3600 * 10**9) > hours[19]}
+    possible = {t for t, is_span, ns in matched
+                if (ns // (3600 * 10**9) >= hours[19] if is_span else ns >= oldest_log_read)}
+    assert newest <= got <= possible & every and len(got) < len(every)
+    ids = sorted(got)
+    assert (await clickhouse_reader.text_matches(ids, flt, NOW - 86400)).cut
+    assert not (await clickhouse_reader.text_matches(ids, parse(searches[1]), NOW - 86400)).cut
+    negated = parse(common.replace("text:", "text!="))
+    assert set(await clickhouse_reader.traces(86400, NOW, negated, "start", True, 10_000)) == \
+        set(await sqlite_reader.traces(86400, NOW, negated, "start", True, 10_000))
+
+
+@pytest.mark.parametrize("text", ["model=gpt-4o", "!status=error", "user=~u-", "tool=search", "text:polic",
+                                  "text!=policy"])
 async def test_sessions_filtered_are_equal(readers, text: str) -> None:
     sqlite_reader, clickhouse_reader = readers
     flt = parse(text)
@@ -409,8 +504,6 @@ async def test_the_live_figures_and_what_is_not_on_clickhouse(readers, stores, s
     assert newest > 0 and await clickhouse_reader.newest_span_id() == newest  # nothing written in between
     size = clickhouse_reader.file_bytes()
     assert size is not None and size > 0
-    with pytest.raises(StoreError, match="not available on a ClickHouse store yet"):
-        await clickhouse_reader.text_matches([], "refund")
     # An empty store is empty.
     database = f"tui_empty_{uuid.uuid4().hex[:8]}"
     url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})

@@ -523,7 +523,7 @@ def test_the_writer_records_whether_it_indexes_and_the_search_says_so(db_path: P
         reader = StoreReader(db_path)
         await reader.open()
         try:
-            return (await reader.text_matches([], "refund")).off_reason
+            return (await reader.text_matches([], parse("text:refund"), 0)).off_reason
         finally:
             await reader.close()
 

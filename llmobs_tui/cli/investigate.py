@@ -76,14 +76,15 @@ def cmd_traces(settings: Settings) -> int:
     lag: tuple[int, int] | None = None
     off_reason = ""
     if settings.store_url is not None:
-        if flt.searches_text:
-            return fail("--filter: a text: search does not run on a ClickHouse store yet (the content index is "
-                        "SQLite's): filter by fields, or use --db", EXIT_USAGE)
         try:
             reader = _clickhouse(settings)
             try:
                 rows = reader.trace_list(settings.window_s, now_s, settings.sort, not settings.ascending,
                                          settings.limit, flt.terms, flt.inverted)
+                if flt.text_search is not None:
+                    result = reader.text_matches([row.trace_id for row in rows], now_s - settings.window_s,
+                                                 flt.positive_searches, flt.text_search)
+                    matches, lag = result.matches, (0, 0)
             finally:
                 reader.close()
         except StoreError as exc:

@@ -158,7 +158,8 @@ class TracesScreen(LiveScreen):
         if not flt.text_search:
             return traces, now_s
         # Snippets for the rows shown only (≤ 500), among the newest matches the list itself read.
-        return traces, now_s, flt, await reader.text_matches([t.trace_id for t in traces], flt.text_search)
+        return traces, now_s, flt, await reader.text_matches([t.trace_id for t in traces], flt,
+                                                             now_s - self.llmobs.window_s)
 
     def show(self, data: tuple) -> None:
         traces, now_s, *search = data

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from store import histogram
+from store.clickhouse import search
 from store.clickhouse.client import ClickHouseClient, ClickHouseError, batches, identifier
 from store.clickhouse.reports import _window_condition
 from store.clickhouse.rows import sqlite_raw
@@ -197,8 +198,9 @@ def filter_condition(terms: Sequence[tuple[str, str, Any]], invert: bool, params
     whole filter inverted by a leading `!`) as a condition over `trace_summaries AS t`, its values added to
     `params`; clause for clause what filtering.parse compiles for SQLite, from the same column expressions
     (store/filters.py). A span field matches a trace when one of its spans does (!= and !~: when none does);
-    the spans it reads start at or after {fsince:Int64}, which the caller binds (a trace's spans start with
-    it, so the window's start is a safe bound). Regular expressions are RE2 (ClickHouse's match()),
+    a `text` term when one of its spans or log records holds the search (store/clickhouse/search.py). The
+    spans and records it reads start at or after {fsince:Int64}, which the caller binds (a trace's spans start
+    with it, so the window's start is a safe bound). Regular expressions are RE2 (ClickHouse's match()),
     case-insensitive as on SQLite."""
     from store.filters import SPAN_FIELDS, TRACE_FAILING, TRACE_FIELDS
 
@@ -209,6 +211,9 @@ def filter_condition(terms: Sequence[tuple[str, str, Any]], invert: bool, params
         if name == "status":
             failing = (value == "error") == (op == "=")
             clauses.append(TRACE_FAILING if failing else f"NOT {TRACE_FAILING}")
+            continue
+        if name == search.SEARCH_FIELD:
+            clauses.append(search.trace_condition(value, op == "!=", not invert, f"f{i}", params))
             continue
         regex = op in ("=~", "!~")
         params[f"f{i}"] = f"(?i){value}" if regex else value
@@ -249,6 +254,7 @@ def traces_since(client: ClickHouseClient, start_ns: int, terms: Sequence[tuple[
     # SQLite puts NULLs first in ascending order and last in descending; ClickHouse last in both unless told.
     direction = "DESC NULLS LAST" if descending else "ASC NULLS FIRST"
     params: dict[str, Any] = {"start": start_ns, "fsince": start_ns, "limit": limit}
+    terms = search.resolved(client, terms, invert, start_ns)
     where = filter_condition(terms, invert, params)
 
     def select(table: str, bound: str = "") -> str:
@@ -259,8 +265,10 @@ def traces_since(client: ClickHouseClient, start_ns: int, terms: Sequence[tuple[
     if sort == "cost":
         from store.filters import SPAN_FIELDS
 
-        # A span field's filter is a subquery over spans: read once, over the whole window, not twice.
-        bounded = not any(name in SPAN_FIELDS for name, _, _ in terms)
+        # A span field's filter is a subquery over spans (a search's too, but for one read already): read
+        # once, over the whole window, not twice.
+        bounded = not any(name in SPAN_FIELDS or (name == search.SEARCH_FIELD and not isinstance(value, search.Matched))
+                          for name, _, value in terms)
         return _by_cost(client, select, where, params, descending, limit, bounded)
     return client.query(select("trace_summaries"), params)
 

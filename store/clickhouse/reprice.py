@@ -74,7 +74,7 @@ def _reprice_chunk(client: ClickHouseClient, chunk: list[bytes], changes: dict[b
     traces: dict[bytes, TraceState] = {}
     changed_rows: list[list[Any]] = []
     recorder = OutboxRecorder()
-    for span in ch_rows.stored_spans(client, chunk):
+    for span in ch_rows.stored_spans(client, chunk, with_words=True):
         trace_id = span["trace_id"]
         s = ch_rows.span_state(span)
         new = changes[trace_id].get(span["span_id"])

@@ -6,7 +6,9 @@ content leaves zstd (ClickHouse's column codec compresses it, across spans); a m
 of a log record becomes zero bytes (FixedString is not nullable in the sort key); rollups carry their
 dimension strings and histograms as (bucket, count) arrays. Rollup rows in ClickHouse are per dimension
 set only at 60 s and 1 h (SQLite's dims_id 0 "total" rows are a sum ClickHouse's GROUP BY does), and
-totals only at 10 s, keyed by empty dimension strings, as SQLite keeps them.
+totals only at 10 s, keyed by empty dimension strings, as SQLite keeps them. Spans and log records gain
+their words (store/fts5_words.py: what a `text:` search looks for on ClickHouse), computed from their
+content here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from store.clickhouse.schema import (
     by_cost_key,
     histogram_column,
 )
+from store.content_index import log_bytes_text, span_bytes_text
+from store.fts5_words import words
 from store.metrics import series_digest
 from store.models import COL, SPAN_COLUMNS
 from store.queries import decompress
@@ -39,8 +43,9 @@ FINE_RESOLUTION = 10  # store/writer.py's: its rollups are totals only
 
 # --- spans ------------------------------------------------------------------------------------------------
 SPAN_VALUE_COLUMNS = tuple(name for name in SPAN_COLUMNS if name not in ("id", "resource_id", "scope_id"))
-SPAN_INSERT_COLUMNS = (*SPAN_VALUE_COLUMNS, "resource_digest", "scope_digest", "version", "is_deleted")
-_RAW_AT = SPAN_VALUE_COLUMNS.index("raw")
+SPAN_INSERT_COLUMNS = (*SPAN_VALUE_COLUMNS, "resource_digest", "scope_digest", "search_words", "version",
+                       "is_deleted")
+_RAW_AT, _KIND_AT = SPAN_VALUE_COLUMNS.index("raw"), SPAN_VALUE_COLUMNS.index("kind")
 _SPAN_SELECT = (
     f"SELECT {', '.join('s.' + name for name in SPAN_VALUE_COLUMNS)}, r.digest, sc.digest FROM spans s "
     "LEFT JOIN resources r ON r.id = s.resource_id LEFT JOIN scopes sc ON sc.id = s.scope_id"
@@ -59,11 +64,12 @@ def sqlite_raw(raw: bytes | None) -> bytes | None:
 
 
 def stored_spans(client: Any, trace_ids: Sequence[bytes], first_ns: int | None = None,
-                 last_ns: int | None = None) -> list[dict[str, Any]]:
+                 last_ns: int | None = None, with_words: bool = False) -> list[dict[str, Any]]:
     """The spans of these traces as ClickHouse holds them (FINAL), by column name with `resource_digest` and
-    `scope_digest`, ids as bytes; `first_ns`/`last_ns`: their start times lie within (the partition key's
-    column: the read skips other days)."""
-    columns = (*SPAN_VALUE_COLUMNS, "resource_digest", "scope_digest")
+    `scope_digest` (and `search_words`: the columns a row re-inserted as it is needs), ids as bytes;
+    `first_ns`/`last_ns`: their start times lie within (the partition key's column: the read skips other
+    days)."""
+    columns = (*SPAN_VALUE_COLUMNS, "resource_digest", "scope_digest", *(("search_words",) if with_words else ()))
     bounds, params = "", {}
     if first_ns is not None:
         bounds, params = " AND start_ns BETWEEN {first:Int64} AND {last:Int64}", {"first": first_ns, "last": last_ns}
@@ -85,7 +91,8 @@ def span_rows(rows: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:
     out = []
     for row in rows:
         values = list(row)
-        values[_RAW_AT] = decompress(values[_RAW_AT])
+        values[_RAW_AT] = content = decompress(values[_RAW_AT])
+        values.append(words(span_bytes_text(content, values[_KIND_AT])) if content else "")
         values.append(version)
         values.append(0)
         out.append(values)
@@ -115,13 +122,14 @@ def span_tombstones(keys: Iterable[Sequence[Any]], version: int) -> list[list[An
                  raw=b"", call_layer=1)
     for trace_id, span_id, start_ns in keys:
         row = dict(blank, trace_id=trace_id, span_id=span_id, start_ns=start_ns, end_ns=start_ns)
-        out.append([*(row[name] for name in SPAN_VALUE_COLUMNS), None, None, version, 1])
+        out.append([*(row[name] for name in SPAN_VALUE_COLUMNS), None, None, "", version, 1])
     return out
 
 
 # --- logs ---------------------------------------------------------------------------------------------------
 LOG_INSERT_COLUMNS = ("trace_id", "span_id", "time_ns", "record_digest", "event_name", "severity", "resource_digest",
-                      "scope_digest", "finish_reason", "eval_name", "eval_score", "raw", "version", "is_deleted")
+                      "scope_digest", "finish_reason", "eval_name", "eval_score", "raw", "search_words", "version",
+                      "is_deleted")
 _LOG_SELECT = (
     "SELECT l.trace_id, l.span_id, l.time_ns, l.event_name, l.severity, r.digest, sc.digest, l.finish_reason, "
     "l.eval_name, l.eval_score, l.raw FROM logs l "
@@ -129,26 +137,28 @@ _LOG_SELECT = (
 )
 
 
-def log_rows(rows: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:
+def log_rows(rows: Iterable[Sequence[Any]], version: int, with_words: bool = True) -> list[list[Any]]:
+    """`with_words`: compute the records' words (else ''; for a caller that only needs their keys)."""
     out = []
     for trace_id, span_id, time_ns, event, severity, resource, scope, finish, eval_name, score, raw in rows:
         trace_id, span_id, content = trace_id or NO_TRACE, span_id or NO_SPAN, decompress(raw)
         # The record as stored names it: a retried export (the same record again) collapses into one row.
         digest = hashlib.blake2b(trace_id + span_id + time_ns.to_bytes(8, "big", signed=True) + content,
                                  digest_size=16).digest()
+        found = words(log_bytes_text(content, event)) if with_words and content else ""
         out.append([trace_id, span_id, time_ns, digest, event, severity, resource, scope, finish, eval_name, score,
-                    content, version, 0])
+                    content, found, version, 0])
     return out
 
 
 def log_keys(db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> list[tuple[bytes, bytes, int, bytes]]:
     """(trace_id, span_id, time_ns, record_digest) of these traces' stored log records: their ClickHouse key."""
-    rows = log_rows(_in_chunks(db, f"{_LOG_SELECT} WHERE l.trace_id IN ({{marks}})", trace_ids), 0)
+    rows = log_rows(_in_chunks(db, f"{_LOG_SELECT} WHERE l.trace_id IN ({{marks}})", trace_ids), 0, with_words=False)
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 def log_tombstones(keys: Iterable[Sequence[Any]], version: int) -> list[list[Any]]:
-    return [[trace_id, span_id, time_ns, digest, None, None, None, None, None, None, None, b"", version, 1]
+    return [[trace_id, span_id, time_ns, digest, None, None, None, None, None, None, None, b"", "", version, 1]
             for trace_id, span_id, time_ns, digest in keys]
 
 
