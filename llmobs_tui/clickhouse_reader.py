@@ -111,7 +111,9 @@ class ClickHouseStoreReader:
             try:
                 return await asyncio.to_thread(run)
             except ClickHouseError as exc:
-                raise StoreError(describe_clickhouse_error(self.url, exc)) from None
+                store = self._store
+                raise StoreError(describe_clickhouse_error(self.url, exc, store.schema_version if store else None)
+                                 ) from None
             finally:
                 self.last_query_ms = (time.perf_counter() - started) * 1000
 

@@ -97,6 +97,9 @@ class ClickHouseReader:
             raise StoreError(describe_clickhouse_error(url, exc)) from None
         if not versions or not versions[0][0]:
             raise StoreError(_not_migrated(url))
+        # The store's schema: one older than this version's reads (its replicas run an older serve) lacks
+        # what later migrations added, and a read of it says so (describe_clickhouse_error).
+        self.schema_version = int(versions[0][0])
 
     @property
     def name(self) -> str:
@@ -108,7 +111,7 @@ class ClickHouseReader:
         try:
             return read(self.client, *args, **kwargs)
         except ClickHouseError as exc:
-            raise StoreError(describe_clickhouse_error(self.url, exc)) from None
+            raise StoreError(describe_clickhouse_error(self.url, exc, self.schema_version)) from None
 
     def report(self, window_s: float, by: Sequence[str], now_s: float | None = None) -> dict[str, Any]:
         from store.clickhouse import reports
@@ -167,6 +170,8 @@ def open_store_reader(db_path: str | os.PathLike[str], store_url: ClickHouseUrl 
 
 # ClickHouse's error codes for the faults a user can fix (src/Common/ErrorCodes.cpp).
 _UNKNOWN_TABLE, _UNKNOWN_DATABASE, _AUTHENTICATION_FAILED, _REQUIRED_PASSWORD = 60, 81, 516, 194
+# A table or column a newer schema added: THERE_IS_NO_COLUMN, NO_SUCH_COLUMN_IN_TABLE, UNKNOWN_IDENTIFIER.
+_MISSING_IN_SCHEMA = (_UNKNOWN_TABLE, 8, 16, 47)
 _UNREACHABLE = ("connection refused", "max retries", "timed out", "name or service not known",
                 "failed to establish", "nodename nor servname", "connection reset", "no route to host",
                 "temporary failure in name resolution", "remote end closed", "ssl")
@@ -177,8 +182,10 @@ def _not_migrated(url: ClickHouseUrl) -> str:
             f"`llmobs-tui serve --store {url.display()}` once to create it, or check the database name")
 
 
-def describe_clickhouse_error(url: ClickHouseUrl, exc: ClickHouseError) -> str:
-    """One line for a refused or failed ClickHouse call: what went wrong and what to do."""
+def describe_clickhouse_error(url: ClickHouseUrl, exc: ClickHouseError, schema_version: int | None = None) -> str:
+    """One line for a refused or failed ClickHouse call: what went wrong and what to do. `schema_version`: the
+    store's, when known (a read that needs a newer one is told to migrate it)."""
+    from store.clickhouse.schema import MIGRATIONS
     from store.clickhouse.url import PASSWORD_ENV
 
     text = str(exc)
@@ -186,6 +193,10 @@ def describe_clickhouse_error(url: ClickHouseUrl, exc: ClickHouseError) -> str:
     if exc.code in (_AUTHENTICATION_FAILED, _REQUIRED_PASSWORD) or "authentication failed" in lower:
         return (f"ClickHouse at {url.display()} refused user {url.user}: wrong user or password "
                 f"(the password is read from {PASSWORD_ENV})")
+    if schema_version is not None and schema_version < len(MIGRATIONS) and exc.code in _MISSING_IN_SCHEMA:
+        return (f"the ClickHouse store {url.display()} has schema version {schema_version}, older than this "
+                f"llmobs-tui's {len(MIGRATIONS)} (its `serve` replicas run an older version): this view needs the "
+                f"newer one; run this version's `llmobs-tui serve --store {url.display()}`, which migrates it")
     if exc.code in (_UNKNOWN_DATABASE, _UNKNOWN_TABLE):
         return _not_migrated(url)
     if exc.code == 0 and any(word in lower for word in _UNREACHABLE):

@@ -1,10 +1,12 @@
 """Fixtures shared by the ClickHouse tests (registered for every test in tests/conftest.py): the chdb HTTP
 front (tests/chdb_http_server.py) for a module, a fresh database name per test (dropped afterwards), its
 store URL, the real network client on it (the schema migrated) and the engine read directly. The engine is
-imported only when a test asks for one of them."""
+imported only when a test asks for one of them. A ClickHouse a test ran in a process of its own
+(PROCESSES) is stopped after the test, whether or not the test got to stop it."""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -18,6 +20,18 @@ if TYPE_CHECKING:
 
 # A quote in the password: it must travel as data through every layer (HTTP auth, the server's check).
 USER, PASSWORD = "llmobs", "s3cret'pw"
+PROCESSES: list[subprocess.Popen] = []  # the chdb HTTP fronts started as processes (test_clickhouse_sink)
+
+
+@pytest.fixture(autouse=True)
+def _no_clickhouse_process_left() -> Iterator[None]:
+    """A test that fails between starting a ClickHouse process and stopping it leaves none running."""
+    yield
+    while PROCESSES:
+        proc = PROCESSES.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from store.metrics import series_digest
 from store.queries import decompress
 from store.sessions import CONVERSATION_COLUMNS
 from store.writer import HISTOGRAMS
-from tests.clickhouse_fixtures import PASSWORD, USER
+from tests.clickhouse_fixtures import PASSWORD, PROCESSES, USER
 from tests.otlp_factory import log_record, logs_request, make_span, trace_request
 from tests.store_writing import write_through, writing
 
@@ -488,6 +488,7 @@ def _clickhouse_process(path: Path, port: int = 0) -> tuple[subprocess.Popen, in
     in-process front keeps serving the connections it has open."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.chdb_http_server", "--path", str(path), "--port", str(port),
                              "--user", USER, "--password", PASSWORD], stdout=subprocess.PIPE, text=True)
+    PROCESSES.append(proc)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)

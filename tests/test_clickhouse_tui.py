@@ -30,6 +30,7 @@ from store.clickhouse import schema, search
 from store.clickhouse.client import ChdbClient, HttpClient
 from store.clickhouse.sink import copy_store
 from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl, parse_store_url
+from store.connection import StoreError
 from store.content_index import CHAR_SEPARATOR, make_snippets
 from store.queries import decompress
 from tests.chdb_http_server import ChdbHttpServer, engine_path
@@ -496,6 +497,33 @@ async def test_otlp_metrics_are_equal(readers, window_s: int) -> None:
     saturation = await sqlite_reader.serving_saturation(NOW)
     assert saturation is not None and saturation.waiting is not None and saturation.kv_cache is not None
     assert await clickhouse_reader.serving_saturation(NOW) == saturation
+
+
+async def test_a_store_of_an_older_schema_says_to_migrate_it(server) -> None:
+    """A store whose replicas run an older serve (schema 9: no words) reads what it has; a search, which needs
+    schema 10, says which version the store has and how to migrate it, on the screen and on the command line."""
+    database = f"tui_old_{uuid.uuid4().hex[:8]}"
+    url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{server.port}/{database}", {PASSWORD_ENV: PASSWORD})
+    client = HttpClient(url)
+    schema.migrate(client)
+    for table in ("spans", "logs"):
+        client.command(f"ALTER TABLE {table} DROP COLUMN search_words")
+    client.command("TRUNCATE TABLE schema_migrations")
+    client.insert("schema_migrations", [(v, f"m{v:03}", 0, "older") for v in range(1, len(schema.MIGRATIONS))],
+                  ["version", "name", "applied_ns", "applied_by"])
+    client.close()
+    older = ClickHouseStoreReader(url)
+    try:
+        await older.open()
+        assert (await older.overview(3600, NOW))["calls"] == 0
+        said = rf"schema version {len(schema.MIGRATIONS) - 1}, older than this llmobs-tui's {len(schema.MIGRATIONS)}"
+        with pytest.raises(StoreError, match=f"{said}.*llmobs-tui serve --store"):
+            await older.traces(86400, NOW, parse("text:refund"), "start", True)
+    finally:
+        await older.close()
+        admin = ChdbClient(engine_path(), "default")
+        admin.command("DROP DATABASE IF EXISTS {db:Identifier} SYNC", {"db": database})
+        admin.close()
 
 
 async def test_the_live_figures_and_what_is_not_on_clickhouse(readers, stores, server) -> None:
