@@ -32,8 +32,9 @@ _READ = (range(0x80, 0xD800), range(0xE000, 0x20000), range(0xE0000, 0xE1000))
 
 
 @functools.cache
-def _tables() -> tuple[re.Pattern[str], dict[int, str]]:
-    """(a token's pattern, the folding of the code points that fold), read from SQLite's tokenizer."""
+def _tables() -> tuple[re.Pattern[str], dict[int, str], re.Pattern[str]]:
+    """(a token's pattern, the folding of the code points that fold, a pattern of the token characters that
+    lower() folds otherwise), read from SQLite's tokenizer."""
     db = sqlite3.connect(":memory:")
     try:
         db.execute(f"CREATE VIRTUAL TABLE words USING fts5(body, tokenize = \"{TOKENIZER}\")")
@@ -52,7 +53,10 @@ def _tables() -> tuple[re.Pattern[str], dict[int, str]]:
     folds = {c: term for c, term in folded.items() if term != chr(c)}
     for c in range(ord("A"), ord("Z") + 1):
         folds[c] = chr(c).lower()
-    return re.compile(f"[0-9A-Za-z{first}][0-9A-Za-z{rest}]*"), folds
+    # lower() is C and a dozen times faster than translate(): right for all but these ('İ', 'ϴ', …).
+    unlike_lower = [c for c, term in folded.items() if chr(c).lower() != term]
+    return (re.compile(f"[0-9A-Za-z{first}][0-9A-Za-z{rest}]*"), folds,
+            re.compile(f"[{_character_class(unlike_lower)}]" if unlike_lower else "(?!)"))
 
 
 def _one_token_each(db: sqlite3.Connection, code_points: list[int], shape: str) -> dict[int, str]:
@@ -93,9 +97,12 @@ def words(text: str) -> str:
     if text.isascii():  # most content, in a third of the time a regular expression takes (9 µs a KB)
         found = text.lower().translate(_ASCII_SEPARATORS).split()
         return " " + " ".join(found) if found else ""
-    pattern, folds = _tables()
+    pattern, folds, unlike_lower = _tables()
     found = pattern.findall(text)
-    return " " + " ".join(found).translate(folds) if found else ""
+    if not found:
+        return ""
+    joined = " ".join(found)
+    return " " + (joined.translate(folds) if unlike_lower.search(joined) else joined.lower())
 
 
 def needle(user_text: str) -> str:
