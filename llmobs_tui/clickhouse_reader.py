@@ -189,9 +189,7 @@ class ClickHouseStoreReader:
         return parse_trends(metric, by, window_s, now_s, rows, top_n, others)
 
     async def tool_calls(self, window_s: float, now_s: float) -> list[ToolStats]:
-        from store import tool_rollups
-
-        return tool_rollups.parse_tool_calls(await self._run(ch.tool_stats_rows, window_s, now_s))
+        return await self._run(ch.tool_stats, window_s, now_s)
 
     async def metrics(self, window_s: float, now_s: float) -> metric_store.MetricsOverview:
         """The Metrics screen's list, from the points the replicas shipped (store/clickhouse/metrics.py)."""

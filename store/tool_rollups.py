@@ -292,6 +292,10 @@ def parse_tool_calls(rows: Iterable[Sequence[Any]]) -> list[ToolStats]:
         group.errors += errors or 0
         if durations:
             group.durations_ns.extend(_unpack(durations) if from_hours else map(int, durations.split(",")))
-    result = list(groups.values())
-    result.sort(key=lambda g: (-g.calls, -g.errors, tuple(str(v or "") for v in g.key.values())))
-    return result
+    return most_called_first(list(groups.values()))
+
+
+def most_called_first(stats: list[ToolStats]) -> list[ToolStats]:
+    """parse_tool_calls' order: most calls, then most errors, then by key."""
+    stats.sort(key=lambda g: (-g.calls, -g.errors, tuple(str(v or "") for v in g.key.values())))
+    return stats

@@ -32,7 +32,7 @@ from store.clickhouse.sink import copy_store
 from store.clickhouse.url import PASSWORD_ENV, ClickHouseUrl, parse_store_url
 from store.connection import StoreError
 from store.content_index import CHAR_SEPARATOR, make_snippets
-from store.queries import decompress
+from store.queries import TOOL_PERCENTILES, decompress
 from tests.chdb_http_server import ChdbHttpServer, engine_path
 from tests.clickhouse_fixtures import PASSWORD, USER
 from tests.metrics_factory import serving_requests, write_metrics
@@ -412,16 +412,43 @@ async def test_the_cohorts_newest_rows_stop_at_their_limit_as_on_sqlite(stores, 
 
 @pytest.mark.parametrize("window_s", (*WINDOWS, 30 * 86400))
 async def test_tool_calls_are_equal(readers, window_s: int) -> None:
-    """The Breakdown by tool: calls, failures and every call's duration (percentiles exact) per tool."""
+    """The Breakdown by tool: calls, failures and the percentiles shown, exact, per tool (SQLite computes them
+    from every duration here, ClickHouse there)."""
     sqlite_reader, clickhouse_reader = readers
 
-    def comparable(stats: list[Any]) -> list[Any]:  # durations in no particular order on either side
-        return [(s.key, s.calls, s.errors, sorted(s.durations_ns)) for s in stats]
+    def comparable(stats: list[Any]) -> list[Any]:
+        return [(s.key, s.calls, s.errors, *(s.percentile_ms(q) for q in TOOL_PERCENTILES)) for s in stats]
 
     want = await sqlite_reader.tool_calls(window_s, NOW)
     assert comparable(await clickhouse_reader.tool_calls(window_s, NOW)) == comparable(want)
     if window_s >= 86400:
         assert sum(s.calls for s in want) > 20 and any(s.errors for s in want), want
+
+
+def test_the_tool_percentiles_clickhouse_picks_are_the_nearest_rank_ones(http) -> None:
+    """Tools of 1 to 41 calls (the ranks' edges: 0.95 × 20 is 19 exactly), some durations unknown: ClickHouse
+    picks the very durations ToolStats.percentile_ms picks from all of them."""
+    import random
+
+    from store.clickhouse.reports import tool_call_groups
+    from store.queries import ToolStats
+
+    rng = random.Random(3)
+    start = int((NOW - 3600) * 10**9)  # within the table's TTL
+    rows, want = [], {}
+    for n in range(1, 42):
+        durations = [rng.randrange(1, 10**10) for _ in range(n)]
+        unknown = n % 7 == 0
+        want[f"tool-{n}"] = ToolStats(key={"tool": f"tool-{n}"}, calls=n + unknown, durations_ns=durations)
+        rows += [[(n * 1000 + i).to_bytes(16, "big"), i.to_bytes(8, "big"), start + i, f"tool-{n}", d, 0, 1]
+                 for i, d in enumerate([*durations, *([None] if unknown else [])])]
+    http.insert("tool_calls", rows, ["trace_id", "span_id", "start_ns", "tool", "duration_ns", "failed", "version"])
+    got = {s.key["tool"]: s for s in tool_call_groups(http, start, start + 10**9)}
+    assert sorted(got) == sorted(want)
+    for tool, stats in want.items():
+        assert got[tool].calls == stats.calls
+        assert [got[tool].percentile_ms(q) for q in TOOL_PERCENTILES] == \
+            [stats.percentile_ms(q) for q in TOOL_PERCENTILES], tool
 
 
 @pytest.mark.parametrize("window_s", (*WINDOWS, 30 * 86400))

@@ -38,7 +38,7 @@ from store.dashboards import (
 )
 from store.drift import DISTRIBUTIONS, windows
 from store.pricing import PRICE_ROW_COLUMNS
-from store.queries import GROUP_COLUMNS
+from store.queries import GROUP_COLUMNS, ToolStats
 from store.sessions import MAX_TURNS, TURN_COLUMNS
 from store.trends import DIMENSIONS, METRIC, _columns, _first_bucket, resolution
 
@@ -323,9 +323,9 @@ def matching_conversations(client: ClickHouseClient, terms: Sequence[tuple[str, 
 # --- tool calls --------------------------------------------------------------------------------------------
 
 
-def tool_stats_rows(client: ClickHouseClient, window_s: float, now_s: float) -> list[tuple]:
-    """store.tool_rollups.tool_calls_query's rows for the calls that started in the window, its bounds as the
-    SQLite reader takes them."""
+def tool_stats(client: ClickHouseClient, window_s: float, now_s: float) -> list[ToolStats]:
+    """store.tool_rollups.parse_tool_calls's result for the calls that started in the window, its bounds as
+    the SQLite reader takes them."""
     from store.clickhouse.reports import tool_call_groups
 
     now_ns = int(now_s * 1e9)
