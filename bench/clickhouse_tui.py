@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             "drift panel, 1h (key 5)": lambda: reader.drift(3600, now_s),
             "sessions by last turn, 24h (key 6)": lambda: reader.sessions(86400, now_s, empty, "conversation",
                                                                           "last", True),
+            "sessions by user, by cost, 24h (u on key 6)": lambda: reader.sessions(86400, now_s, empty, "user", "cost",
+                                                                                True),
             "one conversation: its turns and calls (Enter on a session)": lambda: reader.conversation(conversation),
             "why slow? a call's cohort, 24h (w on a call)": lambda: reader.call_cohort(model, feature or None, 86400,
                                                                                        now_s),
