@@ -28,6 +28,7 @@ from typing import Any
 
 from store.clickhouse.client import ClickHouseClient
 from store.clickhouse.rows import NO_SPAN
+from store.clickhouse.schema import HOUR_NS
 from store.content_index import (
     CHAR_SEPARATOR,
     MATCH_SCAN_LIMIT,
@@ -42,7 +43,7 @@ from store.fts5_words import needle
 SEARCH_FIELD = "text"  # a filter term (field, op, value) with this field is a search; op "=" or "!="
 # The spans' sort key starts with this expression (store/clickhouse/schema.py, by_hour): sorted on it, newest
 # first, a read goes through the parts in that order and stops at its limit.
-_HOUR = "intDiv(start_ns, 3600000000000)"
+_HOUR = f"intDiv(start_ns, {HOUR_NS})"
 
 
 def _matching(table: str, param: str, newest_only: bool, beyond: int = 0) -> str:
