@@ -13,6 +13,10 @@ it is, and what shipping it to ClickHouse costs the writer process.
    commit: CPU µs per span of this process only (the converters, the HTTP client), not ClickHouse's.
 3. As serve runs it: the same, with each batch's traces first looked up in ClickHouse (trace_sync: one
    query per batch; its CPU is in the write figure), into an empty database so that nothing is found.
+4. Then the rechecks of the calls written (store/clickhouse/twin_calls.py: each call looked up for a twin in
+   another trace 2, 60 and 120 s after it was written; the writer's clock is moved on), as the writer process
+   runs them between batches: CPU µs per call looked up, of this process and of the ClickHouse server's
+   process (tests/chdb_http_server.py: Python's HTTP handling and the engine).
 
 Everything lives in a temporary directory, deleted at the end.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -35,6 +40,7 @@ from store.clickhouse.outbox import OutboxRecorder
 from store.clickhouse.schema import migrate
 from store.clickhouse.sink import Shipper
 from store.clickhouse.trace_sync import TraceSync
+from store.clickhouse.twin_calls import RECHECK_AFTER_S
 from store.clickhouse.url import PASSWORD_ENV, parse_store_url
 from tests.otlp_factory import make_span, trace_request
 from tests.store_writing import writing
@@ -54,7 +60,8 @@ def traffic(spans: int, t0: int) -> list:
                                                "gen_ai.usage.input_tokens": 900 + n % 100},
                       start_ns=start + 1000, end_ns=start + 900_000_000),
             make_span(n, 3, 2, "chat gpt-4o-mini", {**llm, "gen_ai.request.model": "gpt-4o-mini",
-                                                    "gen_ai.usage.input_tokens": 900 + n % 100},
+                                                    "gen_ai.usage.input_tokens": 900 + n % 100,
+                                                    "gen_ai.response.id": f"chatcmpl-{n:x}"},
                       start_ns=start + 2000, end_ns=start + 800_000_000),
             make_span(n, 4, 1, "tool search", {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"},
                       start_ns=start + 900_000_000, end_ns=start + 950_000_000),
@@ -65,10 +72,13 @@ def traffic(spans: int, t0: int) -> list:
 
 
 def write(path: Path, spans: list, per_request: int, now: int, outbox: bool,
-          ship_to: HttpClient | None = None, sync: bool = False) -> dict[str, float]:
+          ship_to: HttpClient | None = None, sync: bool = False, server_pid: int = 0) -> dict[str, float]:
     requests = [trace_request(spans[i:i + per_request]) for i in range(0, len(spans), per_request)]
     write_cpu = ship_cpu = ship_wall = 0.0
+    rechecks: dict[str, float] = {}
     with writing(path, now) as (normalizer, writer, db):
+        clock = [now]
+        writer.clock = lambda: clock[0]
         writer.outbox = OutboxRecorder() if outbox else None
         shipper = Shipper(db, lambda: ship_to) if ship_to is not None else None
         if sync and shipper is not None:
@@ -87,11 +97,29 @@ def write(path: Path, spans: list, per_request: int, now: int, outbox: bool,
                 assert shipper.ship(), shipper.stats.last_error
                 ship_cpu += time.process_time() - cpu
                 ship_wall += time.perf_counter() - wall
+        if writer.sync is not None and shipper is not None and server_pid:
+            calls = len(writer.sync.rechecks)
+            cpu, server_cpu, wall, looked = time.process_time(), _cpu_of(server_pid), time.perf_counter(), 0
+            for after_s in RECHECK_AFTER_S:
+                clock[0] = now + after_s * NS
+                while (n := writer.recheck_twins()):
+                    looked += n
+                assert shipper.ship()
+            rechecks = {"calls": calls, "looked_up": looked,
+                        "cpu_us_per_call_looked_up": (time.process_time() - cpu) / max(1, looked) * 1e6,
+                        "server_cpu_us_per_call_looked_up": (_cpu_of(server_pid) - server_cpu) / max(1, looked) * 1e6,
+                        "wall_us_per_call_looked_up": (time.perf_counter() - wall) / max(1, looked) * 1e6}
         rows_shipped = shipper.stats.tables if shipper else {}
     n = len(spans)
     return {"spans": n, "write_cpu_us_per_span": write_cpu / n * 1e6, "outbox_bytes_per_span": outbox_bytes / n,
             "ship_cpu_us_per_span": ship_cpu / n * 1e6, "ship_wall_us_per_span": ship_wall / n * 1e6,
-            "rows_shipped": rows_shipped}  # type: ignore[dict-item]
+            "rows_shipped": rows_shipped, **({"rechecks": rechecks} if rechecks else {})}  # type: ignore[dict-item]
+
+
+def _cpu_of(pid: int) -> float:
+    """A process's CPU seconds (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -119,7 +147,8 @@ def main() -> None:
         sync_client = HttpClient(parse_store_url(f"clickhouse://default@127.0.0.1:{port}/bench_sync",
                                                  {PASSWORD_ENV: ""}))
         migrate(sync_client)
-        synced = write(tmp / "synced.db", spans, args.per_request, now, outbox=True, ship_to=sync_client, sync=True)
+        synced = write(tmp / "synced.db", spans, args.per_request, now, outbox=True, ship_to=sync_client, sync=True,
+                       server_pid=server.pid)
         sync_client.close()
         client.close()
         db = sqlite3.connect(tmp / "shipped.db")

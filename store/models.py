@@ -7,7 +7,7 @@ column name; `SPAN_COLUMNS.index(...)` constants let both sides address fields w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 # Column order of a span row as produced by the decoder. The writer fills the effective fields
 # (billed, feature, tenant, error_class, duplicate_of) before inserting.
@@ -197,3 +197,14 @@ class TraceErrorCounts:
     @property
     def failed(self) -> bool:
         return bool(self.errors or self.error_spans)
+
+
+class Call(NamedTuple):
+    """A billable span with a provider response id: what billing-once looks a twin up by."""
+
+    trace_id: bytes
+    span_id: bytes
+    response_id: str
+    layer: int
+    start_ns: int
+    end_ns: int

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from store import histogram, sessions, tool_rollups
 from store.latency import decode_figures
-from store.models import COL, FLAG_REFUSAL, LAYER_FRAMEWORK, LAYER_INSTRUMENTATION, LAYER_NATIVE_SDK, SPAN_COLUMNS
+from store.models import COL, FLAG_REFUSAL, LAYER_FRAMEWORK, LAYER_INSTRUMENTATION, LAYER_NATIVE_SDK, SPAN_COLUMNS, Call
 
 if TYPE_CHECKING:
     from store.changes import ChangeTracker
@@ -464,14 +464,23 @@ def _may_be_one_call(a: SpanState, b: SpanState) -> bool:
         return False
     if not _same_model(a, b):
         return False
-    return _windows_nest(a.start, a.end, b.start, b.end)
+    return windows_nest(a.start, a.end, b.start, b.end)
 
 
-def _windows_nest(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:
+def windows_nest(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:
     """One time window contains the other (within TWIN_SLACK_NS)."""
     if (a_end - a_start) < (b_end - b_start):
         a_start, a_end, b_start, b_end = b_start, b_end, a_start, a_end
     return a_start - TWIN_SLACK_NS <= b_start and b_end <= a_end + TWIN_SLACK_NS
+
+
+class _Unreachable(Exception):
+    """A recheck could not read ClickHouse: its transaction is rolled back, and the calls wait."""
+
+
+def _call_of(trace_id: bytes, s: SpanState) -> Call:
+    assert s.response_id is not None
+    return Call(trace_id, s.span_id, s.response_id, s.layer, s.start, s.end)
 
 
 def _same_model(a: SpanState, b: SpanState) -> bool:
@@ -527,6 +536,8 @@ class SpanWriter:
         # With replicas (`serve --store`): what other replicas stored of a batch's traces is read in before
         # the batch is decided (store/clickhouse/trace_sync.py). None otherwise.
         self.sync: TraceSync | None = None
+        # This transaction's traces and the calls to look up again, with its version: noted once committed.
+        self._written_calls: tuple[list[bytes], list[Call], int] = ([], [], 0)
 
     # -- public --------------------------------------------------------------------------------
 
@@ -545,8 +556,48 @@ class SpanWriter:
              self.stats.updated, self.stats.traces) = before
             raise
         self.stats.transactions += 1
+        self._schedule_rechecks()
         self._evict_traces()
         return self.stats
+
+    def recheck_twins(self, limit: int = 2000) -> int:
+        """With replicas: look the calls this writer stored up to two minutes ago up again in ClickHouse, for a
+        twin in another trace that another replica stored meanwhile, and move the billing where the rule in
+        store/clickhouse/twin_calls.py says this replica does. Returns how many calls were looked up (0 while
+        ClickHouse is unreachable: they are due again later)."""
+        if self.sync is None:
+            return 0
+        if not self.sync.rechecks.due_by(self.clock()) or not self.sync.reachable():
+            return 0
+        due = self.sync.rechecks.due(self.clock(), limit)
+        found = self.sync.with_stored_twins(due)
+        if found is None:
+            self.sync.rechecks.again(due, self.clock())
+            return 0
+        self.sync.stats.rechecks += len(due)
+        if not found:
+            return len(due)
+        try:
+            with self._transaction():
+                self._written_calls = ([], [], 0)
+                self._write([], [], {}, {}, recheck=found)
+                if self.sync.unreachable:
+                    raise _Unreachable
+        except _Unreachable:
+            self.sync.rechecks.again(found, self.clock())
+            return len(due)
+        except BaseException:
+            self.sync.rechecks.again(found, self.clock())
+            raise
+        self._schedule_rechecks()
+        self._evict_traces()
+        return len(due)
+
+    def _schedule_rechecks(self) -> None:
+        traces, calls, version = self._written_calls
+        if self.sync is not None and traces:
+            self.sync.written(traces, calls, version)
+        self._written_calls = ([], [], 0)
 
     def reprice(self, price: Any, chunk: int = 5000) -> tuple[int, int]:
         """Apply a changed price table to stored history. `price(provider, response_model,
@@ -717,7 +768,7 @@ class SpanWriter:
                         if s.external_keeper in forgotten_spans:
                             s.external_keeper = None
                             touched[trace_id] = trace
-            self._join_twins_across_traces(rejoin, touched)
+            self._join_twins_across_traces(rejoin, touched, touched, self.clock())
             updates, trace_rows = self._recompute_touched(touched, set(), now)
             if updates:
                 db.executemany(_UPDATE_SPAN, updates)
@@ -758,7 +809,9 @@ class SpanWriter:
     # -- the batch -----------------------------------------------------------------------------
 
     def _write(self, span_rows: list[Sequence[Any]], log_rows: list[Sequence[Any]],
-               resources: dict, scopes: dict) -> None:
+               resources: dict, scopes: dict, recheck: Sequence[tuple[Call, int]] = ()) -> None:
+        """`recheck`: calls this writer stored before (with the version it gave their trace), looked up again
+        for a twin another replica stored since (store/clickhouse/twin_calls.py)."""
         db = self.db
         now = self.clock()
         fresh_resources = [(digest, value) for digest, value in resources.items() if digest not in self._resources]
@@ -773,11 +826,12 @@ class SpanWriter:
         for row in span_rows:
             by_trace.setdefault(row[COL["trace_id"]], []).append(row)
         log_trace_ids = {row[0] for row in log_rows if row[0] is not None and row[7] is not None}
+        rechecked_traces = {call.trace_id for call, _ in recheck}
         if self.sync is not None:
             # Everything this batch writes must replace what it read from other replicas, whose clocks
             # may be ahead of this one's.
-            now = max(now, self.sync.pull(self, set(by_trace) | log_trace_ids) + 1)
-        self._load_traces(set(by_trace) | log_trace_ids)
+            now = max(now, self.sync.pull(self, set(by_trace) | log_trace_ids, recheck) + 1)
+        self._load_traces(set(by_trace) | log_trace_ids | rechecked_traces)
 
         inserts: list[list[Any]] = []
         new_states: list[SpanState] = []
@@ -837,9 +891,22 @@ class SpanWriter:
             elif self._join_finish_reason(joined, finish):
                 touched[trace_id] = log_trace
 
-        self._join_twins_across_traces(new_states, touched)
+        candidates, holders = list(new_states), dict(touched)
+        for call, _version in recheck:
+            rechecked = self._traces[call.trace_id].spans.get(call.span_id)
+            if rechecked is not None:  # None: forgotten since
+                candidates.append(rechecked)
+                holders[call.trace_id] = self._traces[call.trace_id]
+        self._join_twins_across_traces(candidates, holders, touched, now)
 
         updates, trace_rows = self._recompute_touched(touched, {id(s) for s in new_states}, now)
+        if self.sync is not None:
+            # Rechecked: each new call, and the root call of every trace written again (who may move its
+            # billing depends on when its trace was last written; store/clickhouse/twin_calls.py).
+            new_ids = {id(s) for s in new_states}
+            calls = [_call_of(trace_id, s) for trace_id, trace in touched.items() for s in trace.spans.values()
+                     if s.response_id and s.kind in BILLABLE and (id(s) in new_ids or s.parent is None)]
+            self._written_calls = (list(touched), calls, now)
 
         for record, state in zip(inserts, new_states):
             record[COL["billed"]] = state.billed
@@ -995,15 +1062,18 @@ class SpanWriter:
             self._traces[trace_id] = trace
             self._cached_spans += len(trace.spans)
 
-    def _join_twins_across_traces(self, new_states: list[SpanState], touched: dict[bytes, TraceState]) -> None:
+    def _join_twins_across_traces(self, new_states: list[SpanState], holders: dict[bytes, TraceState],
+                                  touched: dict[bytes, TraceState], now: int) -> None:
         """Spans of one call in different traces: an instrumentation that never makes its span current,
         and no app span around the call, puts the SDK's span in a trace of its own. They share the
         provider's response id, were emitted at different layers (an SDK's and an instrumentation's),
         and their time windows nest: a mocked or replayed id that other calls reuse does not join
         them. One is billed, chosen as within a trace (_keeper_order); the others point at it through
-        `external_keeper`, and their traces are recomputed, so rollups move by deltas."""
+        `external_keeper`, and their traces are recomputed (added to `touched`), so rollups move by deltas.
+        `holders`: the traces of `new_states`. With replicas, a span of another replica's trace is moved
+        only when the rule in store/clickhouse/twin_calls.py gives it to this one."""
         new_ids = {id(s) for s in new_states}
-        new = [(trace_id, s, s.response_id) for trace_id, trace in touched.items() for s in trace.spans.values()
+        new = [(trace_id, s, s.response_id) for trace_id, trace in holders.items() for s in trace.spans.values()
                if id(s) in new_ids and s.response_id and s.kind in BILLABLE]
         if not new:
             return
@@ -1032,7 +1102,7 @@ class SpanWriter:
         for trace_id, s, response_id in new:
             others: set[tuple[bytes, bytes]] = set()
             for other_trace, span_id, layer, start, end in stored.get(response_id, ()):
-                if other_trace != trace_id and layer != s.layer and _windows_nest(s.start, s.end, start, end):
+                if other_trace != trace_id and layer != s.layer and windows_nest(s.start, s.end, start, end):
                     others.add((other_trace, span_id))
             for other_trace, other in by_response[response_id]:
                 if other_trace != trace_id and other.layer != s.layer:
@@ -1051,9 +1121,21 @@ class SpanWriter:
             keeper_trace, keeper = min(group, key=lambda ts: _keeper_order(ts[1]))
             for member_trace, member in group:
                 external = keeper.span_id if member_trace != keeper_trace else None
-                if member.external_keeper != external:
+                if member.external_keeper != external and self._may_move(
+                        (trace_id, s), (member_trace, member), (keeper_trace, keeper), now):
                     member.external_keeper = external
                     touched[member_trace] = self._traces[member_trace]
+
+    def _may_move(self, finder: tuple[bytes, SpanState], member: tuple[bytes, SpanState],
+                  keeper: tuple[bytes, SpanState], now: int) -> bool:
+        """May this writer change `member`'s billing in a group of one call's spans that `finder` (a new or
+        rechecked span) was joined with? Always on one store; with replicas, store/clickhouse/twin_calls.py."""
+        if self.sync is None:
+            return True
+        other = keeper if member[1] is finder[1] else member
+        non_root = finder[0] if finder[1].parent is not None else other[0]
+        return self.sync.policy.may_move(member[0], keeper[0], now,
+                                         (finder[1].parent is None, other[1].parent is None), non_root)
 
     def _evict_traces(self) -> None:
         while self._cached_spans > self.trace_cache_spans and len(self._traces) > 1:

@@ -194,6 +194,9 @@ class WriterLoop:
         self._next_retention = time.monotonic() + 1.0
         self._next_size_check = time.monotonic() + 1.0
         self._next_stats = time.monotonic()
+        # With replicas: the calls written in the last two minutes are looked up again for a twin another
+        # replica stored meanwhile (store/clickhouse/twin_calls.py), every second.
+        self._next_recheck = time.monotonic() + 1.0 if shipper is not None else None
 
     def run(self) -> None:
         stopping = False
@@ -201,6 +204,8 @@ class WriterLoop:
         while not (stopping or eof):
             pending: list[tuple] = []
             deadlines = [self._next_stats, self._next_retention]
+            if self._next_recheck is not None:
+                deadlines.append(self._next_recheck)
             if self.max_db_bytes:
                 deadlines.append(self._next_size_check)
             timeout = max(0.0, min(deadlines) - time.monotonic())
@@ -422,6 +427,9 @@ class WriterLoop:
                 log.error("reading the ClickHouse outbox failed: %s", self.last_error)
             self._ship_due = False
         now = time.monotonic()
+        if self._next_recheck is not None and now >= self._next_recheck:
+            self._next_recheck = now + 1.0
+            self.recheck_twins()
         if now >= self._next_retention or (self.max_db_bytes and now >= self._next_size_check):
             age = self.retention_s if now >= self._next_retention else None
             try:
@@ -440,6 +448,17 @@ class WriterLoop:
         if now >= self._next_stats:
             self._next_stats = now + self.stats_every_s
             self.send(("stats", self.stats()))
+
+    def recheck_twins(self) -> None:
+        """Calls written in the last two minutes looked up again (SpanWriter.recheck_twins); what moved is
+        shipped now (acks do not wait on it: it is in the outbox, shipped by the next commit otherwise)."""
+        assert self.shipper is not None
+        try:
+            if self.writer.recheck_twins():
+                self.shipper.ship()
+        except sqlite3.Error as exc:
+            self.last_error = describe_error(self.db_path, exc)
+            log.error("looking calls up again for twins failed: %s", self.last_error)
 
     def stats(self) -> dict[str, Any]:
         s = self.writer.stats
@@ -472,7 +491,10 @@ class WriterLoop:
                     "clickhouse_traces_pulled": self.writer.sync.stats.traces_pulled,
                     "clickhouse_spans_pulled": self.writer.sync.stats.spans_pulled,
                     "clickhouse_traces_dropped": self.writer.sync.stats.traces_dropped,
-                    "clickhouse_sync_skipped": self.writer.sync.stats.skipped})}
+                    "clickhouse_sync_skipped": self.writer.sync.stats.skipped,
+                    "clickhouse_twin_traces": self.writer.sync.stats.twin_traces,
+                    "clickhouse_calls_rechecked": self.writer.sync.stats.rechecks,
+                    "clickhouse_rechecks_waiting": len(self.writer.sync.rechecks)})}
 
     def index_stats(self) -> dict[str, Any]:
         if self.indexer is None:

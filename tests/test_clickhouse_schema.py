@@ -75,6 +75,8 @@ def test_migrate_creates_the_tables_and_a_second_run_changes_nothing(migrated: C
         "tool_rollups": "SummingMergeTree",
         "metric_points": "AggregatingMergeTree",
         "metric_points_dropped": "MergeTree",
+        schema.ROOT_CALLS_TABLE: "ReplacingMergeTree",
+        f"{schema.ROOT_CALLS_TABLE}_from_spans": "MaterializedView",
     }
     before = _schema_text(migrated)
     assert "CODEC(ZSTD(3))" in before["spans"] and "TTL" in before["spans"]
@@ -337,3 +339,37 @@ def test_errors_carry_clickhouse_codes_and_bad_identifiers_are_refused(migrated:
     with pytest.raises(ClickHouseError):
         migrated.insert("spans", [[*_span(1, 1, 5)[:-2], "not a number", 0]], SPAN_MIN)
     assert migrated.query("SELECT count() FROM spans FINAL") == [(1,)]
+
+
+def test_root_calls_hold_the_root_calls_of_spans_before_and_after_m011(client: ChdbClient,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """m011: `root_calls` (store/clickhouse/twin_calls.py) is filled from the spans already stored (the last two
+    days) and then, by its view, from every insert into `spans`: the calls that are a root, deletion rows too,
+    and nothing else. Its retention follows `set_retention`."""
+    columns = [*SPAN_MIN, "parent_span_id", "response_id", "call_layer"]
+    now = time.time_ns()
+
+    def span(trace: int, parent: bytes | None, response_id: str | None, kind: str = "llm", start: int = now,
+             deleted: int = 0) -> list[Any]:
+        return [trace.to_bytes(16, "big"), b"S" * 8, "chat", kind, start, start + 10**9, 1, 1, b"", 1 + deleted,
+                deleted, parent, response_id, 0]
+
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:10])
+    schema.migrate(client)
+    client.insert("spans", [
+        span(1, None, "msg_root"),  # a root call: copied
+        span(2, b"P" * 8, "msg_child"),  # under another span
+        span(3, None, None),  # no response id
+        span(4, None, "msg_tool", kind="tool"),  # not a call
+        span(5, None, "msg_old", start=now - 3 * 86_400 * 10**9),  # older than the lookups look
+    ], columns)
+    monkeypatch.undo()
+    assert schema.migrate(client) == [11]
+    read = f"SELECT response_id, is_deleted FROM {schema.ROOT_CALLS_TABLE} ORDER BY response_id, is_deleted"
+    assert client.query(read) == [("msg_root", 0)]
+    client.insert("spans", [span(6, None, "msg_new"), span(7, b"P" * 8, "msg_new_child"),
+                            span(1, None, "msg_root", deleted=1)], columns)  # forgotten
+    assert client.query(read) == [("msg_new", 0), ("msg_root", 0), ("msg_root", 1)]
+    assert client.query(f"SELECT response_id FROM {schema.ROOT_CALLS_TABLE} FINAL") == [("msg_new",)]
+    schema.set_retention(client, 30)
+    assert "toIntervalDay(30)" in _schema_text(client)[schema.ROOT_CALLS_TABLE]

@@ -48,12 +48,14 @@ APP = ("app", "1.0")
 USERS = ("alice", "bob", "carol", "dave")
 
 
-def traffic(seed: int, traces: int, now_ns: int) -> tuple[list[bytes], list[bytes]]:
+def traffic(seed: int, traces: int, now_ns: int, lone_sdk_every: int = 0) -> tuple[list[bytes], list[bytes]]:
     """(trace export bodies, log export bodies). A trace: an HTTP root naming user and tenant, an agent,
     1-3 chat calls in a conversation (some failing), every other call also seen by a second
     instrumentation as a sibling span with the same response id (billed once), a tool call now and
     then, and a log record per call with its finish reason. A trace's spans are spread over several
-    requests in shuffled order, so children often arrive before their root."""
+    requests in shuffled order, so children often arrive before their root. `lone_sdk_every`: in every
+    such trace, the SDK's span of each call OpenLLMetry sees too is the root of a trace of its own (OpenLLMetry
+    never makes its span current), so the router sends the two spans of one call to either replica."""
     rng = random.Random(seed)
     pieces: list[tuple[tuple[str, str], Any]] = []
     records = []
@@ -81,13 +83,15 @@ def traffic(seed: int, traces: int, now_ns: int) -> tuple[list[bytes], list[byte
                 attrs["error.type"] = "anthropic.RateLimitError"
                 attrs["http.response.status_code"] = 429
             span_id = 10 + 2 * call
-            pieces.append((NATIVE, make_span(trace, span_id, 2, "chat claude-sonnet-4-5", attrs, start + 2 * MS,
-                                             end - 2 * MS, status_code=2 if failed else 0)))
+            lone = lone_sdk_every and number % lone_sdk_every == 0 and call % 2 == 0
+            sdk_trace, sdk_parent = (trace + 0x100000 * (call + 1), None) if lone else (trace, 2)
+            pieces.append((NATIVE, make_span(sdk_trace, span_id, sdk_parent, "chat claude-sonnet-4-5", attrs,
+                                             start + 2 * MS, end - 2 * MS, status_code=2 if failed else 0)))
             if call % 2 == 0:  # the same call seen by OpenLLMetry too: a sibling, billed once
                 twin = {k: v for k, v in attrs.items() if k != "gen_ai.provider.name"} | {"gen_ai.system": "anthropic"}
                 pieces.append((OPENLLMETRY, make_span(trace, span_id + 1, 2, "anthropic.chat", twin, start, end,
                                                       status_code=2 if failed else 0)))
-            records.append(log_record(trace, span_id, "gen_ai.choice", time_ns=start + 5 * MS,
+            records.append(log_record(sdk_trace, span_id, "gen_ai.choice", time_ns=start + 5 * MS,
                                       body={"finish_reason": "stop" if not failed else "error",
                                             "message": {"content": f"answer {number} {call}"}}))
         if number % 3 == 0:
@@ -219,12 +223,15 @@ def one_serve(path: Path, bodies: list[bytes], log_bodies: list[bytes], metric_b
 
 
 def routed(replicas: list[tuple[Any, str]], bodies: list[bytes], log_bodies: list[bytes],
-           route: Any = by_trace_id, metric_bodies: Sequence[bytes] = ()) -> list[int]:
-    """The traffic sent through a router to these started replicas, which are then stopped. Returns the
-    parts each replica acknowledged."""
+           route: Any = by_trace_id, metric_bodies: Sequence[bytes] = (), settled: Any = None) -> list[int]:
+    """The traffic sent through a router to these started replicas, which are then stopped (once `settled()`
+    says so, if given). Returns the parts each replica acknowledged."""
     router = TraceRouter([address for _proc, address in replicas], route=route)
     try:
         send(f"127.0.0.1:{router.start()}", bodies, log_bodies, metric_bodies)
+        deadline = time.monotonic() + 60
+        while settled is not None and not settled() and time.monotonic() < deadline:
+            time.sleep(0.5)
     finally:
         router.stop()
         for proc, _address in replicas:
@@ -323,7 +330,7 @@ def test_two_replicas_writing_one_clickhouse_store_hold_what_one_serve_stores(tm
     ClickHouse store they share, read as the readers read it (FINAL, rollups folded, conversations and
     users computed from the summaries), holds what a single SQLite `serve` stores for the same traffic."""
     from store.clickhouse import sessions as clickhouse_sessions
-    from store.clickhouse.client import HttpClient
+    from store.clickhouse.client import ClickHouseError, HttpClient
     from store.clickhouse.url import PASSWORD_ENV, parse_store_url
     from tests.test_clickhouse_sink import (
         PASSWORD,
@@ -333,17 +340,36 @@ def test_two_replicas_writing_one_clickhouse_store_hold_what_one_serve_stores(tm
         assert_clickhouse_equals_sqlite,
     )
 
-    bodies, log_bodies = traffic(seed=19, traces=80, now_ns=time.time_ns())
+    # Every 4th trace's SDK spans in traces of their own: twins of one call that the router sends to either
+    # replica, in the same request, billed once only after the replicas look their calls up again.
+    bodies, log_bodies = traffic(seed=19, traces=80, now_ns=time.time_ns(), lone_sdk_every=4)
     metric_bodies = metric_traffic(time.time())
     one_serve(tmp_path / "single.db", bodies, log_bodies, metric_bodies)
+    db = open_reader(tmp_path / "single.db")
+    try:
+        billed_once = db.execute("SELECT sum(billed) FROM spans").fetchone()[0]
+        across = db.execute("SELECT count(*) FROM spans s WHERE duplicate_of IS NOT NULL AND NOT EXISTS "
+                            "(SELECT 1 FROM spans k WHERE k.trace_id = s.trace_id AND k.span_id = s.duplicate_of)"
+                            ).fetchone()[0]
+        traces = db.execute("SELECT count(*) FROM traces").fetchone()[0]
+        assert across >= 10 and traces == 80 + across  # twins in two traces, billed once by one serve
+    finally:
+        db.close()
     clickhouse, port = _clickhouse_process(tmp_path / "chdb")
     url = parse_store_url(f"clickhouse://{USER}@127.0.0.1:{port}/shared", {PASSWORD_ENV: PASSWORD})
     try:
-        sent = routed([_start_serve(tmp_path / f"replica{i}", url.display()) for i in range(2)], bodies, log_bodies,
-                      metric_bodies=metric_bodies)
-        assert all(sent), sent
         reader = HttpClient(url)
         reader.use_database()
+
+        def billed_as_one_serve() -> bool:
+            try:
+                return reader.query("SELECT sum(billed) FROM spans FINAL")[0][0] == billed_once
+            except ClickHouseError:  # the replicas have not created the schema yet
+                return False
+
+        sent = routed([_start_serve(tmp_path / f"replica{i}", url.display()) for i in range(2)], bodies, log_bodies,
+                      metric_bodies=metric_bodies, settled=billed_as_one_serve)
+        assert all(sent), sent
         db = open_reader(tmp_path / "single.db")
         try:
             assert db.execute("SELECT count(*) FROM spans").fetchone()[0] > 300
@@ -360,7 +386,7 @@ def test_two_replicas_writing_one_clickhouse_store_hold_what_one_serve_stores(tm
         # And the TUI on that URL shows what it shows on the single store (tests/test_clickhouse_tui.py checks
         # every read on a copy; this is the replicas' own writing).
         single, shared = asyncio.run(_tui_figures(tmp_path / "single.db", url))
-        assert single == shared and single["overview"]["calls"] > 50 and len(single["traces"]) == 80
+        assert single == shared and single["overview"]["calls"] > 50 and len(single["traces"]) == traces
         assert all(single["breakdown"]) and single["sessions"]
         # The metrics the router split by service, shipped by both replicas: each service's on one of them.
         assert {s.service for s in single["metrics"]} == {"vllm", "support-bot", "chat-app"}

@@ -627,6 +627,52 @@ def m010_search_words(client: ClickHouseClient) -> None:
         client.command(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {SEARCH_WORDS}")
 
 
+# Billing-once across replicas (store/clickhouse/twin_calls.py): the calls (billable spans with a provider
+# response id) that are the root of their trace, sorted by response id, which every replica looks each batch's
+# calls up in, and again in the two minutes after. Two spans of one call in two traces happen only when an
+# instrumentation lost the context, and the span that lost it is a root: so roots alone are kept, and in an
+# app whose calls run under its own spans the table holds next to nothing. The spans themselves are sorted
+# by hour and trace: a lookup there reads the response id of every span in its hours (measured at 5M spans an
+# hour, bench/clickhouse_twins.py: 300 calls 300-360 ms; a projection sorted by response id read 120 ms, and
+# the planner often preferred the hours). Filled by ClickHouse from every insert into `spans` (deletion rows
+# too), so neither the shipper nor `copy` writes it.
+ROOT_CALLS_TABLE = "root_calls"
+_ROOT_CALLS = f"""
+CREATE TABLE IF NOT EXISTS {ROOT_CALLS_TABLE} (
+    response_id String,
+    call_layer UInt8,
+    trace_id FixedString(16),
+    span_id FixedString(8),
+    start_ns Int64,
+    end_ns Int64,
+    version UInt64,
+    is_deleted UInt8
+) ENGINE = ReplacingMergeTree(version, is_deleted)
+PARTITION BY {_DAY}
+ORDER BY (response_id, trace_id, span_id)
+TTL {_seconds('start_ns')} + INTERVAL {{days}} DAY
+SETTINGS index_granularity = 1024
+"""
+# `spans.response_id`: the bare name in WHERE would be the alias, assumeNotNull(…), never NULL.
+_ROOT_CALLS_SELECT = (
+    "SELECT assumeNotNull(response_id) AS response_id, call_layer, trace_id, span_id, start_ns, end_ns, version, "
+    "is_deleted FROM spans WHERE spans.parent_span_id IS NULL AND spans.response_id IS NOT NULL "
+    "AND kind IN ('llm', 'embedding')")
+
+
+@migration
+def m011_root_calls(client: ClickHouseClient) -> None:
+    """The spans stored before this migration are read into it for the last two days (a twin arrives minutes
+    after its call, not days). Run twice (interrupted before it was recorded), or given a span the view
+    copied too, a row is there twice: the same key and version, which the table collapses and the lookup
+    reads as one."""
+    client.command(_ROOT_CALLS.format(days=retention_days(client)))
+    client.command(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {ROOT_CALLS_TABLE}_from_spans TO {ROOT_CALLS_TABLE} "
+                   f"AS {_ROOT_CALLS_SELECT}")
+    since = time.time_ns() - 2 * 86_400 * 1_000_000_000
+    client.command(f"INSERT INTO {ROOT_CALLS_TABLE} {_ROOT_CALLS_SELECT} AND start_ns >= {int(since)}")
+
+
 _MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -730,6 +776,7 @@ def set_retention(client: ClickHouseClient, days: int) -> None:
     # A database not migrated this far yet gets these tables with this retention (m006–m009 read it).
     fine = f"toDateTime(bucket) + INTERVAL {FINE_ROLLUP_KEEP_HOURS} HOUR WHERE res = 10, toDateTime(bucket)"
     for table, ttl in (("tool_calls", _seconds("start_ns")), (BY_COST_TABLE, _seconds("end_ns")),
+                       (ROOT_CALLS_TABLE, _seconds("start_ns")),
                        ("tool_rollups", "toDateTime(bucket)"), ("metric_points", fine)):
         if client.query("SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}",
                         {"db": client.database, "t": table})[0][0]:

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient, ClickHouseError, batches
-from store.models import COL, SPAN_COLUMNS
+from store.clickhouse.twin_calls import ANY_MOVE, MAX_QUEUED, AnyMove, MovePolicy, Rechecks, stored_twins
+from store.models import COL, SPAN_COLUMNS, Call
 from store.sessions import rows_in
 
 if TYPE_CHECKING:
@@ -56,6 +58,8 @@ class SyncStats:
     spans_pulled: int = 0
     traces_dropped: int = 0  # traces forgotten in ClickHouse, dropped from the working store
     skipped: int = 0  # batches decided without the lookup (ClickHouse unreachable)
+    twin_traces: int = 0  # traces looked up because they hold a twin of a call the batch writes or rechecks
+    rechecks: int = 0  # calls looked up again after they were written
 
 
 class TraceSync:
@@ -65,21 +69,68 @@ class TraceSync:
     def __init__(self, client: Callable[[], ClickHouseClient]) -> None:
         self.client = client
         self.stats = SyncStats()
+        self.rechecks = Rechecks()
+        # The version this replica last wrote each recent trace at: it is that trace's last writer while
+        # ClickHouse holds no newer one (a copy read from ClickHouse is not this replica's).
+        self._written: OrderedDict[bytes, int] = OrderedDict()
+        self.policy: MovePolicy | AnyMove = ANY_MOVE
+        self.unreachable = False  # the last pull could not reach ClickHouse
 
-    def pull(self, writer: SpanWriter, trace_ids: Iterable[bytes]) -> int:
-        """Bring these traces up to date from ClickHouse; returns the newest version read (0: none), which
-        everything this batch writes must exceed."""
-        ids = sorted(set(trace_ids))
+    def written(self, trace_ids: Iterable[bytes], calls: Iterable[Call], version: int) -> None:
+        """A committed write of these traces at `version`; `calls` of them to look up again."""
+        for trace_id in trace_ids:
+            self._written[trace_id] = version
+            self._written.move_to_end(trace_id)
+        while len(self._written) > MAX_QUEUED:
+            self._written.popitem(last=False)
+        self.rechecks.written(calls, version)
+
+    def reachable(self) -> bool:
+        try:
+            self.client()
+        except (ClickHouseError, OSError):
+            return False
+        return True
+
+    def with_stored_twins(self, calls: Sequence[tuple[Call, int]]) -> list[tuple[Call, int]] | None:
+        """Those of these rechecked calls that ClickHouse holds a twin of in another trace: the only ones a
+        recheck can change (a twin in this working store was joined when the later of the two was written).
+        None: ClickHouse could not be read."""
+        try:
+            found = {call for call, _trace in stored_twins(self.client(), [call for call, _ in calls])}
+        except (ClickHouseError, OSError) as exc:
+            log.debug("looking calls up again in ClickHouse failed: %s", exc)
+            return None
+        return [(call, version) for call, version in calls if call in found]
+
+    def pull(self, writer: SpanWriter, trace_ids: Iterable[bytes], rechecked: Sequence[tuple[Call, int]] = ()) -> int:
+        """Bring these traces up to date from ClickHouse, and those of `rechecked` (calls this replica wrote
+        before, with that write's version) and of their twins in other traces; returns the newest version read
+        (0: none), which everything this batch writes must exceed. Sets `policy`: who may move a call's billing
+        in this batch (store/clickhouse/twin_calls.py). A batch's new calls are not looked up for twins here:
+        their first recheck, two seconds later, sees all this lookup would, and what came since."""
+        batch = set(trace_ids)
+        ids = sorted(batch | {call.trace_id for call, _ in rechecked})
+        self.policy = ANY_MOVE
+        self.unreachable = False
         if not ids:
             return 0
         try:
             client = self.client()
+            looked_up = [call for call, _ in rechecked]
+            twins = {trace_id for _call, trace_id in stored_twins(client, looked_up)} if looked_up else set()
+            self.stats.twin_traces += len(twins - set(ids))
+            ids = sorted(set(ids) | twins)
             remote = ch_rows.newest_summaries(client, ids)
         except (ClickHouseError, OSError) as exc:
             self.stats.skipped += 1
+            self.unreachable = True
             log.debug("trace lookup in ClickHouse skipped: %s", exc)
             return 0
         self.stats.batches += 1
+        mine: dict[bytes, int | None] = {t: v for t, r in remote.items() if (v := self._written.get(t)) == r[1]}
+        mine.update((t, None) for t in batch)
+        self.policy = MovePolicy({t: r[1] for t, r in remote.items()}, mine)
         if not remote:
             return 0
         # Every version this batch writes must be above the newest one ClickHouse holds of its traces, this
@@ -106,6 +157,7 @@ class TraceSync:
                 resources, scopes = _blobs_for(client, db, spans)
             except (ClickHouseError, OSError) as exc:
                 self.stats.skipped += 1
+                self.unreachable = True
                 log.debug("reading traces from ClickHouse failed: %s", exc)
                 return floor
             self._adopt(writer, spans, resources, scopes)

@@ -1,0 +1,169 @@
+"""Billing-once across traces and replicas (issue 17): the twin of a call that another replica stored.
+
+Two spans of one call land in two traces when an instrumentation lost the trace context: one that never
+makes its span current, with no app span around the call (OpenLLMetry), leaves the SDK's span in a trace of
+its own; a call run in a thread the context did not follow does the same. Either way the span that lost it
+is the root of its trace. The writer joins such twins by response id (store/writer.py,
+`_join_twins_across_traces`); with replicas routed by trace id the two traces usually reach two replicas,
+and in the same moment: both spans end within milliseconds, the app exports them in one request, and the
+Collector splits it. Neither replica can see the other's span when it writes its own. So:
+
+- ClickHouse keeps the root calls apart, sorted by response id (`root_calls`, schema m011: in an app whose
+  calls run under its own spans it holds next to nothing). Each call a replica writes is looked up there
+  `RECHECK_AFTER_S` after it was written, for a twin in another trace, off the path of any request's ack (a
+  twin this replica's own working store holds is joined when the later of the two is written, as on SQLite).
+- One rule says which replica moves the billing, so that it moves exactly once:
+  - a root and a span under another root: only the replica that wrote the second's trace finds the pair
+    (roots look up roots only), so it moves whichever span is not the keeper, whenever it finds them;
+  - two roots: both replicas find the pair. The one that last wrote the trace of the span to unbill moves
+    it, within `OWNER_S` of that write (its rechecks run that long); after that, and `MARGIN_S` more for
+    clocks that disagree, the one that wrote the keeper's trace does (its rechecks run long enough to get
+    there); nobody in between. Both judge by the trace's version in ClickHouse (when its last writer wrote it).
+
+Not covered: a root twin stored more than two minutes after the span under another root (that span's last
+recheck) reaches another replica; twins neither of which is a root (a context leaked from another request);
+a replica restarted between writing a call and its last recheck forgets its rechecks (for two roots the
+other replica's still converge unless both were written in the same moment); a trace written by two
+replicas at once (trace_sync.py).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from store.clickhouse.client import batches
+from store.clickhouse.schema import HOUR_NS, ROOT_CALLS_TABLE
+from store.models import Call
+from store.writer import TWIN_SLACK_NS, windows_nest
+
+S = 1_000_000_000
+# When a call is looked up again after it was written. 2 s: the other span of the same export request is
+# committed by then. 60 s: for a twin exported later (of two roots, the last recheck within OWNER_S). 120 s:
+# past OWNER_S + MARGIN_S of a twin written at the same moment, so that for two roots the keeper's replica
+# moves it if the other replica restarted before its rechecks. Each round is a lookup per call
+# (bench/clickhouse_ingest.py).
+RECHECK_AFTER_S = (2, 60, 120)
+OWNER_S = 65
+MARGIN_S = 30  # replicas' clocks may disagree by this much
+# A twin that wraps the call (a framework's span around the SDK's) starts before it: by how much, at most.
+LEAD_NS = HOUR_NS
+# More stored spans than this sharing the batch's response ids is a fixed id that every call reuses (a mock
+# server's, a replay's): the first ones are enough to decide, the rest would only cost the lookup.
+MAX_FOUND = 10_000
+MAX_QUEUED = 200_000
+
+
+def stored_twins(client: Any, calls: Sequence[Call]) -> list[tuple[Call, bytes]]:
+    """(call, trace) for each trace other than the call's own whose root is a twin of the call: a root call
+    with its response id, at another layer, whose time window nests with its."""
+    by_response: dict[str, list[Call]] = {}
+    for call in calls:
+        by_response.setdefault(call.response_id, []).append(call)
+    if not by_response:
+        return []
+    window = {"first": min(c.start_ns for c in calls) - LEAD_NS, "last": max(c.end_ns for c in calls) + TWIN_SLACK_NS}
+    # In an app whose calls run under its own spans there are no root calls: one row asked for, no ids sent.
+    within = "start_ns BETWEEN {first:Int64} AND {last:Int64} AND is_deleted = 0"
+    if not client.query(f"SELECT 1 FROM {ROOT_CALLS_TABLE} WHERE {within} LIMIT 1", window):
+        return []
+    found: set[tuple[Call, bytes]] = set()
+    for ids in batches(sorted(by_response)):
+        for response_id, trace_id, layer, start, end in client.query(
+                f"SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM {ROOT_CALLS_TABLE} "
+                f"WHERE response_id IN {{ids:Array(String)}} AND {within} LIMIT {MAX_FOUND}", {"ids": ids, **window}):
+            trace_id = bytes(trace_id)
+            for call in by_response.get(response_id, ()):
+                if (trace_id != call.trace_id and layer != call.layer
+                        and windows_nest(call.start_ns, call.end_ns, int(start), int(end))):
+                    found.add((call, trace_id))
+    return sorted(found)
+
+
+class Rechecks:
+    """The calls this replica wrote, each due to be looked up again at every RECHECK_AFTER_S after the write
+    (by the writer's clock), with the version that write gave its trace."""
+
+    def __init__(self) -> None:
+        self._queues: list[deque[tuple[int, Call, int]]] = [deque() for _ in RECHECK_AFTER_S]
+        self._latest: dict[tuple[bytes, bytes], int] = {}  # a call's newest write: older entries are stale
+        self.dropped = 0  # entries given up because the queue was full
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+    def written(self, calls: Iterable[Call], version: int) -> None:
+        first = self._queues[0]
+        for call in calls:
+            if len(self._latest) >= MAX_QUEUED:
+                self.dropped += 1
+                continue
+            self._latest[(call.trace_id, call.span_id)] = version
+            first.append((version + RECHECK_AFTER_S[0] * S, call, version))
+
+    def due_by(self, now: int) -> bool:
+        return any(queue and queue[0][0] <= now for queue in self._queues)
+
+    def due(self, now: int, limit: int) -> list[tuple[Call, int]]:
+        """Up to `limit` calls due by `now`, each with its write's version; each moves on to its next
+        recheck (or is done after the last)."""
+        out: list[tuple[Call, int]] = []
+        for step, queue in enumerate(self._queues):
+            while queue and queue[0][0] <= now and len(out) < limit:
+                _due, call, version = queue.popleft()
+                key = (call.trace_id, call.span_id)
+                if self._latest.get(key) != version:
+                    continue  # written again since: that write's entry rechecks it
+                out.append((call, version))
+                if step + 1 < len(self._queues):
+                    self._queues[step + 1].append((version + RECHECK_AFTER_S[step + 1] * S, call, version))
+                else:
+                    del self._latest[key]
+        return out
+
+    def again(self, entries: Sequence[tuple[Call, int]], now: int) -> None:
+        """Entries whose recheck could not run (ClickHouse unreachable): due again in a second."""
+        retry = now + S
+        for call, version in entries:
+            if self._latest.get((call.trace_id, call.span_id)) == version:
+                self._queues[0].appendleft((retry, call, version))
+
+
+class MovePolicy:
+    """Which replica may move a call's billing from one span to its twin (the module docstring), for one
+    batch: `versions` the looked-up traces' versions in ClickHouse; `mine` the traces this replica wrote last,
+    with that write's version (None: this batch writes them now)."""
+
+    def __init__(self, versions: dict[bytes, int], mine: dict[bytes, int | None]) -> None:
+        self.versions = versions
+        self.mine = mine
+
+    def may_move(self, member_trace: bytes, keeper_trace: bytes, now: int, roots: tuple[bool, bool],
+                 non_root_trace: bytes) -> bool:
+        """May this replica change the billing of a span of `member_trace` (to point at, or stop pointing at,
+        the keeper in `keeper_trace`)? `roots`: whether the span this batch wrote or rechecked, and the twin it
+        was joined with, are roots; `non_root_trace`: the trace of the one that is not (if one is not)."""
+        if self.mine.get(member_trace, 0) is None or member_trace not in self.versions:
+            return True  # this batch writes the trace, or only this working store has it (not shipped yet)
+        if roots == (True, True):
+            written = self.mine.get(member_trace)
+            if written is not None and now <= written + OWNER_S * S:
+                return True
+            return keeper_trace in self.mine and now >= self.versions[member_trace] + (OWNER_S + MARGIN_S) * S
+        if roots == (False, False):
+            return True  # found in this working store alone: nothing else looks for such a pair
+        return self._wrote(non_root_trace)
+
+    def _wrote(self, trace_id: bytes) -> bool:
+        return trace_id in self.mine or trace_id not in self.versions
+
+
+# No lookup (SQLite store, or ClickHouse unreachable): the working store decides, as on one machine.
+class AnyMove:
+    def may_move(self, member_trace: bytes, keeper_trace: bytes, now: int, roots: tuple[bool, bool],
+                 non_root_trace: bytes) -> bool:
+        return True
+
+
+ANY_MOVE = AnyMove()

@@ -1,0 +1,299 @@
+"""Billing-once across traces and replicas (store/clickhouse/twin_calls.py): OpenLLMetry's span of a call reaches
+replica A, the anthropic SDK's own span of the same call (a trace of its own: OpenLLMetry never makes its span
+current) reaches B. Two shapes: OpenLLMetry's span under the app's root span (one root and a span under another
+root: only A finds the pair), or, with no app span around the call, a root too (both find it). Whatever the
+order and the delay between the two spans, once the replicas have looked their calls up again ClickHouse holds
+what one store given both holds: the SDK's span billed, OpenLLMetry's pointing at it, the call counted once in
+the rollups; never unbilled twice.
+
+The replicas are two real SpanWriters, each with its own working store, outbox and Shipper, writing one
+ClickHouse through the HTTP client, with clocks the test moves; the ground truth is one SQLite store written by
+the real Normalizer and SpanWriter with the same spans.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from store.clickhouse.client import ChdbClient, HttpClient
+from store.clickhouse.outbox import OutboxRecorder
+from store.clickhouse.sink import Shipper
+from store.clickhouse.trace_sync import TraceSync
+from store.clickhouse.twin_calls import Rechecks
+from store.models import Call
+from store.writer import ROLLUP_COUNTERS
+from tests.otlp_factory import make_span, trace_request
+from tests.store_writing import writing
+from tests.test_billing_once import APP, NATIVE, OPENLLMETRY, SONNET_CALL_NUSD
+from tests.test_clickhouse_sink import assert_clickhouse_equals_sqlite, clickhouse_rollups
+
+S = 10**9
+MS = 10**6
+T0 = time.time_ns() // S * S - 600 * S  # recent: ClickHouse's retention drops older spans at merges
+CALLS = 3
+Scoped = tuple[Span, tuple[str, str]]
+
+
+def _chat(trace: int, span: int, parent: int | None, scope: tuple[str, str], n: int, start: int, end: int) -> Scoped:
+    attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "claude-sonnet-4-5",
+                             "gen_ai.response.model": "claude-sonnet-4-5", "gen_ai.response.id": f"msg_{n}",
+                             "gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 100}
+    attrs["gen_ai.provider.name" if scope == NATIVE else "gen_ai.system"] = "anthropic"
+    name = "chat claude-sonnet-4-5" if scope == NATIVE else "anthropic.chat"
+    return make_span(trace, span, parent, name, attrs, start_ns=start, end_ns=end), scope
+
+
+def traffic(t0: int, app_span: bool = True) -> tuple[list[Scoped], list[Scoped]]:
+    """(for replica A: OpenLLMetry's span of each call, under the app's root span if `app_span`, else the root
+    itself; for replica B: the SDK's span of each call, the root of a trace of its own)."""
+    apps, sdks = [], []
+    for n in range(1, CALLS + 1):
+        start = t0 + n * 3 * S
+        if app_span:
+            apps.append((make_span(0xA00 + n, 1, None, "POST /ask", {"app.llm.feature": "ask"}, start_ns=start,
+                                   end_ns=start + 2 * S, kind=2), APP))
+        apps.append(_chat(0xA00 + n, 2, 1 if app_span else None, OPENLLMETRY, n, start + 10 * MS, start + 900 * MS))
+        sdks.append(_chat(0xB00 + n, 7, None, NATIVE, n, start + 12 * MS, start + 880 * MS))
+    return apps, sdks
+
+
+class Replica:
+    """A writer as `serve --store` runs it (outbox, shipper, trace lookup), its clock set by the test."""
+
+    def __init__(self, normalizer: Any, writer: Any, db: sqlite3.Connection, shipper: Shipper, now: int) -> None:
+        self.normalizer, self.writer, self.db, self.shipper, self.now = normalizer, writer, db, shipper, now
+        writer.clock = lambda: self.now
+
+    def write(self, spans: Sequence[Scoped], ship: bool = True) -> None:
+        rows: list[Any] = []
+        resources: dict = {}
+        scopes: dict = {}
+        for scope in sorted({scope for _, scope in spans}):
+            request = trace_request([span for span, s in spans if s == scope], scope=scope)
+            decoded, found_resources, found_scopes, rejected = self.normalizer.decode_traces(request, self.now)
+            assert rejected.count == 0
+            rows += decoded
+            resources.update(found_resources)
+            scopes.update(found_scopes)
+        self.writer.write(rows, [], resources, scopes)
+        if ship:
+            assert self.shipper.ship()
+
+    def at(self, now: int) -> int:
+        """Move the clock to `now` and run the rechecks due, as the writer process does every second."""
+        return at_once(now, self)[0]
+
+
+def at_once(now: int, *replicas: Replica) -> list[int]:
+    """The replicas' rechecks due by `now`, all decided before any ships what it changed (their timers fired
+    together); how many calls each looked up."""
+    looked = []
+    for replica in replicas:
+        replica.now = now
+        looked.append(replica.writer.recheck_twins())
+    for replica in replicas:
+        assert replica.shipper.ship()
+    return looked
+
+
+@contextmanager
+def replica(path: Path, now: int, client: Any) -> Iterator[Replica]:
+    with writing(path, now) as (normalizer, writer, db):
+        writer.outbox = OutboxRecorder()
+        shipper = Shipper(db, lambda: client)
+        writer.sync = TraceSync(shipper.reader)
+        yield Replica(normalizer, writer, db, shipper, now)
+
+
+def single_store(path: Path, now: int, spans: list[Scoped]) -> sqlite3.Connection:
+    with writing(path, now) as (normalizer, writer, db):
+        one = Replica(normalizer, writer, db, None, now)  # type: ignore[arg-type]
+        one.write(spans, ship=False)
+    return sqlite3.connect(path)
+
+
+def calls_counted(engine: ChdbClient) -> tuple[int, int]:
+    """(calls, cost) in ClickHouse's rollup totals at the 1-minute resolution."""
+    _rollups, totals = clickhouse_rollups(engine)
+    calls, cost = ROLLUP_COUNTERS.index("calls"), ROLLUP_COUNTERS.index("cost_nusd")
+    rows = [v[0] for k, v in totals.items() if k[0] == 60]
+    return sum(r[calls] for r in rows), sum(r[cost] for r in rows)
+
+
+def assert_billed_once(tmp_path: Path, engine: ChdbClient, now: int, app_span: bool) -> None:
+    apps, sdks = traffic(T0, app_span)
+    db = single_store(tmp_path / "one.db", now, apps + sdks)
+    try:
+        billed = db.execute("SELECT name, count(*) FROM spans WHERE billed GROUP BY name").fetchall()
+        assert billed == [("chat claude-sonnet-4-5", CALLS)]  # the SDK's spans
+        assert calls_counted(engine) == (CALLS, CALLS * SONNET_CALL_NUSD)
+        assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+    finally:
+        db.close()
+
+
+SHAPES = pytest.mark.parametrize("app_span", [True, False], ids=["under-an-app-span", "two-roots"])
+
+
+@SHAPES
+def test_twins_written_in_the_same_moment_are_billed_once_after_the_first_recheck(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient, app_span: bool) -> None:
+    """The common case: one export request, split between the replicas by the router. Neither can see the
+    other's span when it writes; at the first recheck A (whose span is to be unbilled) moves the billing, B
+    (whose span keeps it) leaves A's trace alone, so the call is not unbilled twice."""
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0, app_span)
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http) as b:
+        a.write(apps, ship=False)
+        b.write(sdks, ship=False)
+        assert a.shipper.ship() and b.shipper.ship()
+        assert calls_counted(engine) == (2 * CALLS, 2 * CALLS * SONNET_CALL_NUSD)  # what a lookup alone leaves
+        assert at_once(now + S, a, b) == [0, 0]  # not due yet
+        assert at_once(now + 2 * S, a, b) == [CALLS, CALLS]
+        assert calls_counted(engine)[0] == CALLS
+        for later in (60, 120, 130):  # A wrote its trace again at 2 s: its rechecks start over
+            at_once(now + later * S, a, b)
+        assert len(a.writer.sync.rechecks) == len(b.writer.sync.rechecks) == 0  # done after the last
+        assert a.writer.sync.stats.twin_traces >= CALLS
+        # B finds A's spans only when they are roots too: roots look up roots.
+        assert (b.writer.sync.stats.twin_traces >= CALLS) is not app_span
+    assert_billed_once(tmp_path, engine, now, app_span)
+
+
+def a_then_b(a: Replica, b: Replica, now: int, delay_s: int, app_span: bool) -> None:
+    """A writes OpenLLMetry's spans at `now` and rechecks them at 2 and 60 s; B writes the SDK's `delay_s`
+    later, and rechecks them 2 s after that."""
+    apps, sdks = traffic(T0, app_span)
+    a.write(apps)
+    a.at(now + 2 * S)
+    a.at(now + 60 * S)
+    b.write(sdks)
+    b.at(now + (delay_s + 2) * S)
+
+
+@SHAPES
+def test_a_twin_arriving_100_s_later_is_moved_once(tmp_path: Path, http: HttpClient, engine: ChdbClient,
+                                                   app_span: bool) -> None:
+    """B's SDK span 100 s after A's span: under an app span A alone finds the pair, at its recheck 120 s after
+    its write; two roots, B moves it at its first recheck (A's window for its own span has passed)."""
+    now = T0 + 60 * S
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now + 100 * S, http) as b:
+        a_then_b(a, b, now, 100, app_span)
+        assert calls_counted(engine)[0] == (2 * CALLS if app_span else CALLS)
+        assert b.writer.sync.stats.traces_pulled == (0 if app_span else CALLS)
+        a.at(now + 120 * S)
+        assert calls_counted(engine)[0] == CALLS
+        for later in (60, 120):
+            b.at(now + (100 + later) * S)
+    assert_billed_once(tmp_path, engine, now, app_span)
+
+
+def test_two_root_twins_arriving_between_the_two_rules_wait_for_the_keepers_recheck(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient) -> None:
+    """Two roots, B's twin 70 s after A's span: past A's window, within the clocks' margin, so neither moves it
+    then (both could otherwise do it at once, and unbill the call twice); B's recheck a minute later does."""
+    now = T0 + 60 * S
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now + 70 * S, http) as b:
+        a_then_b(a, b, now, 70, app_span=False)
+        a.at(now + 120 * S)
+        assert calls_counted(engine)[0] == 2 * CALLS  # nobody moved it yet
+        b.at(now + 130 * S)
+        assert calls_counted(engine)[0] == CALLS
+        b.at(now + 190 * S)
+    assert_billed_once(tmp_path, engine, now, app_span=False)
+
+
+@SHAPES
+def test_the_span_to_unbill_arriving_late_is_moved_at_its_first_recheck(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient, app_span: bool) -> None:
+    """B's SDK spans first; A's OpenLLMetry spans 100 s later: A finds the keeper in ClickHouse at its first
+    recheck and unbills its own span."""
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0, app_span)
+    with replica(tmp_path / "a.db", now + 100 * S, http) as a, replica(tmp_path / "b.db", now, http) as b:
+        b.write(sdks)
+        for later in (2, 60):
+            b.at(now + later * S)
+        a.write(apps)
+        a.at(now + 102 * S)
+        assert calls_counted(engine)[0] == CALLS
+        b.at(now + 120 * S)
+        for later in (60, 120):
+            a.at(now + (100 + later) * S)
+    assert_billed_once(tmp_path, engine, now, app_span)
+
+
+def test_one_replica_joins_twins_however_late_the_second_arrives(tmp_path: Path, http: HttpClient,
+                                                                 engine: ChdbClient) -> None:
+    """One `serve --store`: the SDK's root span an hour after OpenLLMetry's span under the app's root, long
+    after every recheck. Its working store holds the first, so it is joined when the second is written, as
+    on a SQLite store."""
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0)
+    with replica(tmp_path / "a.db", now, http) as a:
+        a.write(apps)
+        for later in (2, 60, 120):
+            a.at(now + later * S)
+        a.now = now + 3600 * S
+        a.write(sdks)
+    assert_billed_once(tmp_path, engine, now, app_span=True)
+
+
+def test_a_recheck_while_clickhouse_is_unreachable_waits(tmp_path: Path, http: HttpClient,
+                                                        engine: ChdbClient) -> None:
+    """ClickHouse down at the recheck: nothing is decided from the working store alone (another replica's
+    copy there may be stale), and the calls are looked up when it answers again."""
+    from store.clickhouse.client import ClickHouseError
+
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0)
+    up = {"value": True}
+
+    def client() -> Any:
+        if not up["value"]:
+            raise ClickHouseError("Connection refused")
+        return http
+
+    with replica(tmp_path / "b.db", now, http) as b, writing(tmp_path / "a.db", now) as (normalizer, writer, db):
+        writer.outbox = OutboxRecorder()
+        shipper = Shipper(db, client, retry_every_s=0)
+        writer.sync = TraceSync(shipper.reader)
+        a = Replica(normalizer, writer, db, shipper, now)
+        a.write(apps, ship=False)
+        b.write(sdks, ship=False)
+        assert a.shipper.ship() and b.shipper.ship()
+        up["value"] = False
+        shipper.close()  # the next use connects anew, and is refused
+        a.now = now + 2 * S
+        assert a.writer.recheck_twins() == 0
+        up["value"] = True
+        assert a.at(now + 3 * S) == CALLS  # due again
+        assert calls_counted(engine)[0] == CALLS
+        for later in (60, 120):
+            a.at(now + later * S)
+            b.at(now + later * S)
+    assert_billed_once(tmp_path, engine, now, app_span=True)
+
+
+def test_rechecks_follow_the_newest_write_of_a_call() -> None:
+    call = Call(b"t" * 16, b"s" * 8, "msg_1", 1, 0, 1)
+    other = Call(b"u" * 16, b"s" * 8, "msg_2", 1, 0, 1)
+    rechecks = Rechecks()
+    rechecks.written([call, other], 0)
+    assert rechecks.due(S, 10) == []
+    rechecks.written([call], 5 * S)  # written again: the first write's entries are stale
+    assert rechecks.due(2 * S, 10) == [(other, 0)]
+    assert rechecks.due(7 * S, 10) == [(call, 5 * S)]
+    assert rechecks.due(10**6 * S, 1) == [(other, 0)]  # a limit, oldest first
+    assert len(rechecks) == 2
+    for _ in range(3):
+        rechecks.due(10**6 * S, 10)
+    assert len(rechecks) == 0
