@@ -478,11 +478,6 @@ class _Unreachable(Exception):
     """A recheck could not read ClickHouse: its transaction is rolled back, and the calls wait."""
 
 
-def _call_of(trace_id: bytes, s: SpanState) -> Call:
-    assert s.response_id is not None
-    return Call(trace_id, s.span_id, s.response_id, s.layer, s.start, s.end)
-
-
 def _same_model(a: SpanState, b: SpanState) -> bool:
     """Models match when any name of one equals or prefixes one of the other ("gpt-4o" asked for,
     "gpt-4o-2024-08-06" answered); a span that names no model matches on provider alone."""
@@ -536,8 +531,9 @@ class SpanWriter:
         # With replicas (`serve --store`): what other replicas stored of a batch's traces is read in before
         # the batch is decided (store/clickhouse/trace_sync.py). None otherwise.
         self.sync: TraceSync | None = None
-        # This transaction's traces and the calls to look up again, with its version: noted once committed.
-        self._written_calls: tuple[list[bytes], list[Call], int] = ([], [], 0)
+        # This transaction's traces and the row ids of the calls to look up again, with its version: noted
+        # once committed.
+        self._written_calls: tuple[list[bytes], list[int], int] = ([], [], 0)
 
     # -- public --------------------------------------------------------------------------------
 
@@ -570,7 +566,8 @@ class SpanWriter:
         if not self.sync.rechecks.due_by(self.clock()) or not self.sync.reachable():
             return 0
         due = self.sync.rechecks.due(self.clock(), limit)
-        found = self.sync.with_stored_twins(due)
+        row_of, calls = self._calls_of(due)
+        found = self.sync.with_stored_twins(calls)
         if found is None:
             self.sync.rechecks.again(due, self.clock())
             return 0
@@ -584,14 +581,29 @@ class SpanWriter:
                 if self.sync.unreachable:
                     raise _Unreachable
         except _Unreachable:
-            self.sync.rechecks.again(found, self.clock())
+            self.sync.rechecks.again([(row_of[call], version) for call, version in found], self.clock())
             return len(due)
         except BaseException:
-            self.sync.rechecks.again(found, self.clock())
+            self.sync.rechecks.again([(row_of[call], version) for call, version in found], self.clock())
             raise
         self._schedule_rechecks()
         self._evict_traces()
         return len(due)
+
+    def _calls_of(self, due: Sequence[tuple[int, int]]) -> tuple[dict[Call, int], list[tuple[Call, int]]]:
+        """The calls these span rows hold, with their write's version (a row gone since, forgotten or
+        evicted, is left out), and each call's row id."""
+        version_of = dict(due)
+        row_of: dict[Call, int] = {}
+        calls: list[tuple[Call, int]] = []
+        for row_id, *fields in sessions.rows_in(
+                self.db, "SELECT id, trace_id, span_id, response_id, call_layer, start_ns, end_ns FROM spans "
+                "WHERE id IN ({marks})", sorted(version_of)):
+            trace_id, span_id, response_id, layer, start, end = fields
+            call = Call(bytes(trace_id), bytes(span_id), response_id, 1 if layer is None else layer, start, end)
+            row_of[call] = row_id
+            calls.append((call, version_of[row_id]))
+        return row_of, calls
 
     def _schedule_rechecks(self) -> None:
         traces, calls, version = self._written_calls
@@ -904,7 +916,7 @@ class SpanWriter:
             # Rechecked: each new call, and the root call of every trace written again (who may move its
             # billing depends on when its trace was last written; store/clickhouse/twin_calls.py).
             new_ids = {id(s) for s in new_states}
-            calls = [_call_of(trace_id, s) for trace_id, trace in touched.items() for s in trace.spans.values()
+            calls = [s.id for trace in touched.values() for s in trace.spans.values()
                      if s.response_id and s.kind in BILLABLE and (id(s) in new_ids or s.parent is None)]
             self._written_calls = (list(touched), calls, now)
 

@@ -494,7 +494,8 @@ class WriterLoop:
                     "clickhouse_sync_skipped": self.writer.sync.stats.skipped,
                     "clickhouse_twin_traces": self.writer.sync.stats.twin_traces,
                     "clickhouse_calls_rechecked": self.writer.sync.stats.rechecks,
-                    "clickhouse_rechecks_waiting": len(self.writer.sync.rechecks)})}
+                    "clickhouse_rechecks_waiting": len(self.writer.sync.rechecks),
+                    "clickhouse_rechecks_dropped": self.writer.sync.rechecks.dropped})}
 
     def index_stats(self) -> dict[str, Any]:
         if self.indexer is None:

@@ -284,16 +284,37 @@ def test_a_recheck_while_clickhouse_is_unreachable_waits(tmp_path: Path, http: H
 
 
 def test_rechecks_follow_the_newest_write_of_a_call() -> None:
-    call = Call(b"t" * 16, b"s" * 8, "msg_1", 1, 0, 1)
-    other = Call(b"u" * 16, b"s" * 8, "msg_2", 1, 0, 1)
     rechecks = Rechecks()
-    rechecks.written([call, other], 0)
+    rechecks.written([1, 2], 0)
     assert rechecks.due(S, 10) == []
-    rechecks.written([call], 5 * S)  # written again: the first write's entries are stale
-    assert rechecks.due(2 * S, 10) == [(other, 0)]
-    assert rechecks.due(7 * S, 10) == [(call, 5 * S)]
-    assert rechecks.due(10**6 * S, 1) == [(other, 0)]  # a limit, oldest first
+    rechecks.written([1], 5 * S)  # written again: the first write's entries are stale
+    assert rechecks.due(2 * S, 10) == [(2, 0)]
+    assert rechecks.due(7 * S, 10) == [(1, 5 * S)]
+    assert rechecks.due(10**6 * S, 1) == [(2, 0)]  # a limit, oldest first
     assert len(rechecks) == 2
-    for _ in range(3):
-        rechecks.due(10**6 * S, 10)
-    assert len(rechecks) == 0
+    last = rechecks.due(10**6 * S, 10) + rechecks.due(10**6 * S + 1, 10)  # a step at a time
+    assert len(rechecks) == 0 and (2, 0) in last
+    rechecks.again([(2, 0)], 10**6 * S)  # its last recheck could not run: due again, and after that done
+    assert rechecks.due(10**6 * S + S, 10) == [(2, 0)] and len(rechecks) == 1
+
+
+def test_a_response_id_many_calls_share_is_not_looked_up(engine: ChdbClient) -> None:
+    """A mock server's fixed id, on every call: its rows would be matched against every call that carries it.
+    Left out, while a real id among them is still found (nesting windows, another layer, another trace)."""
+    from store.clickhouse.schema import ROOT_CALLS_TABLE
+    from store.clickhouse.twin_calls import ROWS_PER_ID, SHARED_ID_CALLS, stored_twins
+
+    start = time.time_ns() - 60 * S
+    columns = ["response_id", "call_layer", "trace_id", "span_id", "start_ns", "end_ns", "version", "is_deleted"]
+    stored = [("msg_fixed", 0, n.to_bytes(16, "big"), b"s" * 8, start, start + S, 1, 0) for n in range(3 * ROWS_PER_ID)]
+    stored += [("msg_real", 0, b"R" * 16, b"s" * 8, start, start + S, 1, 0),
+               ("msg_other_layer", 1, b"L" * 16, b"s" * 8, start, start + S, 1, 0),
+               ("msg_apart", 0, b"A" * 16, b"s" * 8, start + 10 * S, start + 11 * S, 1, 0)]
+    engine.insert(ROOT_CALLS_TABLE, stored, columns)
+    fixed = [Call(n.to_bytes(16, "big") + b"x", b"c" * 8, "msg_fixed", 1, start, start + S)
+             for n in range(SHARED_ID_CALLS + 1)]
+    real = Call(b"C" * 16, b"c" * 8, "msg_real", 1, start + MS, start + S - MS)
+    others = [Call(b"C" * 16, b"d" * 8, "msg_other_layer", 1, start, start + S),
+              Call(b"C" * 16, b"e" * 8, "msg_apart", 1, start, start + S)]
+    assert stored_twins(engine, [*fixed, real, *others]) == [(real, b"R" * 16)]
+    assert len(stored_twins(engine, fixed[:SHARED_ID_CALLS])) == SHARED_ID_CALLS * ROWS_PER_ID  # a capped read

@@ -76,14 +76,14 @@ class TraceSync:
         self.policy: MovePolicy | AnyMove = ANY_MOVE
         self.unreachable = False  # the last pull could not reach ClickHouse
 
-    def written(self, trace_ids: Iterable[bytes], calls: Iterable[Call], version: int) -> None:
-        """A committed write of these traces at `version`; `calls` of them to look up again."""
+    def written(self, trace_ids: Iterable[bytes], call_rows: Iterable[int], version: int) -> None:
+        """A committed write of these traces at `version`; the calls of them to look up again, by row id."""
         for trace_id in trace_ids:
             self._written[trace_id] = version
             self._written.move_to_end(trace_id)
         while len(self._written) > MAX_QUEUED:
             self._written.popitem(last=False)
-        self.rechecks.written(calls, version)
+        self.rechecks.written(call_rows, version)
 
     def reachable(self) -> bool:
         try:

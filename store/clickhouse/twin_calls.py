@@ -49,9 +49,11 @@ OWNER_S = 65
 MARGIN_S = 30  # replicas' clocks may disagree by this much
 # A twin that wraps the call (a framework's span around the SDK's) starts before it: by how much, at most.
 LEAD_NS = HOUR_NS
-# More stored spans than this sharing the batch's response ids is a fixed id that every call reuses (a mock
-# server's, a replay's): the first ones are enough to decide, the rest would only cost the lookup.
-MAX_FOUND = 10_000
+# A response id that many calls share is a fixed one (a mock server's, a replay's): twins cannot be told
+# apart by it, and matching every stored row against every call would cost their product. An id more than
+# SHARED_ID_CALLS of the looked-up calls carry is left out; at most ROWS_PER_ID stored rows are read per id.
+SHARED_ID_CALLS = 20
+ROWS_PER_ID = 50
 MAX_QUEUED = 200_000
 
 
@@ -61,8 +63,10 @@ def stored_twins(client: Any, calls: Sequence[Call]) -> list[tuple[Call, bytes]]
     by_response: dict[str, list[Call]] = {}
     for call in calls:
         by_response.setdefault(call.response_id, []).append(call)
+    by_response = {rid: same for rid, same in by_response.items() if len(same) <= SHARED_ID_CALLS}
     if not by_response:
         return []
+    calls = [call for same in by_response.values() for call in same]
     window = {"first": min(c.start_ns for c in calls) - LEAD_NS, "last": max(c.end_ns for c in calls) + TWIN_SLACK_NS}
     # In an app whose calls run under its own spans there are no root calls: one row asked for, no ids sent.
     within = "start_ns BETWEEN {first:Int64} AND {last:Int64} AND is_deleted = 0"
@@ -72,7 +76,8 @@ def stored_twins(client: Any, calls: Sequence[Call]) -> list[tuple[Call, bytes]]
     for ids in batches(sorted(by_response)):
         for response_id, trace_id, layer, start, end in client.query(
                 f"SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM {ROOT_CALLS_TABLE} "
-                f"WHERE response_id IN {{ids:Array(String)}} AND {within} LIMIT {MAX_FOUND}", {"ids": ids, **window}):
+                f"WHERE response_id IN {{ids:Array(String)}} AND {within} LIMIT {ROWS_PER_ID} BY response_id",
+                {"ids": ids, **window}):
             trace_id = bytes(trace_id)
             for call in by_response.get(response_id, ()):
                 if (trace_id != call.trace_id and layer != call.layer
@@ -82,52 +87,55 @@ def stored_twins(client: Any, calls: Sequence[Call]) -> list[tuple[Call, bytes]]
 
 
 class Rechecks:
-    """The calls this replica wrote, each due to be looked up again at every RECHECK_AFTER_S after the write
-    (by the writer's clock), with the version that write gave its trace."""
+    """The calls this replica wrote, by their row id in its working store (about 200 bytes each: the call
+    itself is read back from there when due), each due to be looked up again at every RECHECK_AFTER_S after
+    the write (by the writer's clock), with the version that write gave its trace."""
 
     def __init__(self) -> None:
-        self._queues: list[deque[tuple[int, Call, int]]] = [deque() for _ in RECHECK_AFTER_S]
-        self._latest: dict[tuple[bytes, bytes], int] = {}  # a call's newest write: older entries are stale
-        self.dropped = 0  # entries given up because the queue was full
+        self._queues: list[deque[tuple[int, int, int]]] = [deque() for _ in RECHECK_AFTER_S]
+        self._latest: dict[int, int] = {}  # a call's newest write: older entries are stale
+        self.dropped = 0  # calls never rechecked because the queue was full
 
     def __len__(self) -> int:
         return len(self._latest)
 
-    def written(self, calls: Iterable[Call], version: int) -> None:
+    def written(self, row_ids: Iterable[int], version: int) -> None:
         first = self._queues[0]
-        for call in calls:
-            if len(self._latest) >= MAX_QUEUED:
+        for row_id in row_ids:
+            if len(self._latest) >= MAX_QUEUED and row_id not in self._latest:
                 self.dropped += 1
                 continue
-            self._latest[(call.trace_id, call.span_id)] = version
-            first.append((version + RECHECK_AFTER_S[0] * S, call, version))
+            self._latest[row_id] = version
+            first.append((version + RECHECK_AFTER_S[0] * S, row_id, version))
 
     def due_by(self, now: int) -> bool:
         return any(queue and queue[0][0] <= now for queue in self._queues)
 
-    def due(self, now: int, limit: int) -> list[tuple[Call, int]]:
-        """Up to `limit` calls due by `now`, each with its write's version; each moves on to its next
-        recheck (or is done after the last)."""
-        out: list[tuple[Call, int]] = []
+    def due(self, now: int, limit: int) -> list[tuple[int, int]]:
+        """Up to `limit` (row id, version) due by `now`; each moves on to its next recheck (or is done after
+        the last)."""
+        out: list[tuple[int, int]] = []
         for step, queue in enumerate(self._queues):
             while queue and queue[0][0] <= now and len(out) < limit:
-                _due, call, version = queue.popleft()
-                key = (call.trace_id, call.span_id)
-                if self._latest.get(key) != version:
+                _due, row_id, version = queue.popleft()
+                if self._latest.get(row_id) != version:
                     continue  # written again since: that write's entry rechecks it
-                out.append((call, version))
+                out.append((row_id, version))
                 if step + 1 < len(self._queues):
-                    self._queues[step + 1].append((version + RECHECK_AFTER_S[step + 1] * S, call, version))
+                    # After `now` even when late (ClickHouse was down): not taken again by this call.
+                    due_at = max(version + RECHECK_AFTER_S[step + 1] * S, now + 1)
+                    self._queues[step + 1].append((due_at, row_id, version))
                 else:
-                    del self._latest[key]
+                    del self._latest[row_id]
         return out
 
-    def again(self, entries: Sequence[tuple[Call, int]], now: int) -> None:
-        """Entries whose recheck could not run (ClickHouse unreachable): due again in a second."""
+    def again(self, entries: Sequence[tuple[int, int]], now: int) -> None:
+        """Entries whose recheck could not run (ClickHouse unreachable): due again in a second, then on as
+        before (a last one included)."""
         retry = now + S
-        for call, version in entries:
-            if self._latest.get((call.trace_id, call.span_id)) == version:
-                self._queues[0].appendleft((retry, call, version))
+        for row_id, version in entries:
+            if self._latest.setdefault(row_id, version) == version:
+                self._queues[0].appendleft((retry, row_id, version))
 
 
 class MovePolicy:
