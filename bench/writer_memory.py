@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -48,7 +47,7 @@ def minute_of_traffic(minute: int, dims: int, calls: int) -> list:
 def main(argv: list[str] | None = None) -> int:
     from receiver.normalize import IngestOptions, Normalizer
     from receiver.prices import PriceTable
-    from store.connection import WriterLock, open_writer
+    from store.connection import scratch_writer
     from store.writer import SpanWriter
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -59,11 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     normalizer = Normalizer(PriceTable.load(), IngestOptions())
     samples = []
-    with tempfile.TemporaryDirectory(prefix="llmobs-writer-memory-") as tmp:
-        path = Path(tmp) / "w.db"
-        lock = WriterLock(path)
-        lock.acquire()
-        db = open_writer(path)
+    with scratch_writer("llmobs-writer-memory-") as db:
         try:
             writer = SpanWriter(db)
             tracemalloc.start()
@@ -83,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
             cpu = time.process_time() - started
         finally:
             tracemalloc.stop()
-            db.close()
-            lock.release()
     result = {"minutes": args.minutes, "dims": args.dims, "calls_per_minute": args.calls, "samples": samples,
               "cpu_s": round(cpu, 1), "at": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     if args.json:

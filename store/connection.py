@@ -235,6 +235,23 @@ def _read_pid(fd: int) -> str:
 QUICK_CHECK_MAX_BYTES = 128 * 2**20
 
 
+@contextmanager
+def scratch_writer(prefix: str) -> Iterator[sqlite3.Connection]:
+    """A writable store in a temporary directory, its writer lock held, for the block; deleted after it."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        path = Path(tmp) / "scratch.db"
+        lock = WriterLock(path)
+        lock.acquire()
+        db = open_writer(path)
+        try:
+            yield db
+        finally:
+            db.close()
+            lock.release()
+
+
 def open_writer(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """Open (creating if needed) the store for writing and migrate it. Caller holds the WriterLock."""
     db_path = Path(path)

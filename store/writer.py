@@ -670,6 +670,43 @@ class SpanWriter:
             self._flush_rollups()
         self._evict_traces()
 
+    def rebill_kept_twins(self, linked: set[bytes], response_ids: set[str], forgotten_spans: set[bytes]) -> int:
+        """`forget --store` (store/clickhouse/forget.py), in a working store of its own: these kept traces, read
+        from ClickHouse, hold a twin of a call whose billed span is being forgotten; the call is billed in
+        them instead, as SpanWriter.forget does on one store. Returns how many traces changed."""
+        now = self.clock()
+        with self._transaction():
+            if self.sync is not None:
+                now = max(now, self.sync.pull(self, linked) + 1)
+            touched = self._rebill_kept_twins(linked, response_ids, forgotten_spans, now)
+            self._flush_rollups()
+            self._flush_tool_rollups()
+        return touched
+
+    def _rebill_kept_twins(self, linked: set[bytes], response_ids: set[str], forgotten_spans: set[bytes],
+                           now: int) -> int:
+        """The kept twins of forgotten calls: no longer pointing at a forgotten keeper; their groups are
+        formed again from what is stored, and their traces recomputed (rollups move by deltas)."""
+        self._load_traces(linked)
+        touched: dict[bytes, TraceState] = {}
+        rejoin: list[SpanState] = []
+        for trace_id in linked:
+            trace = self._traces[trace_id]
+            for s in trace.spans.values():
+                if s.response_id in response_ids and s.kind in BILLABLE:
+                    rejoin.append(s)
+                    if s.external_keeper in forgotten_spans:
+                        s.external_keeper = None
+                        touched[trace_id] = trace
+        self._join_twins_across_traces(rejoin, touched, touched, now)
+        updates, trace_rows = self._recompute_touched(touched, set(), now)
+        if updates:
+            self.db.executemany(_UPDATE_SPAN, updates)
+        if updates and self.outbox is not None:
+            self.outbox.spans.update(u[-1] for u in updates)
+        self._write_traces(trace_rows, now)
+        return len(touched)
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         """One IMMEDIATE transaction around the block: committed when it ends, rolled back when it
@@ -767,26 +804,7 @@ class SpanWriter:
             content_index.clamp_watermarks(db)
             forgotten_spans = {s.span_id for trace in gone.values() for s in trace.spans.values()}
             self.forget_traces(trace_ids)
-            # The kept twins: no longer pointing at a forgotten keeper; their groups are formed again
-            # from what is stored, and their traces recomputed (rollups move by deltas).
-            self._load_traces(linked)
-            touched: dict[bytes, TraceState] = {}
-            rejoin: list[SpanState] = []
-            for trace_id in linked:
-                trace = self._traces[trace_id]
-                for s in trace.spans.values():
-                    if s.response_id in response_ids and s.kind in BILLABLE:
-                        rejoin.append(s)
-                        if s.external_keeper in forgotten_spans:
-                            s.external_keeper = None
-                            touched[trace_id] = trace
-            self._join_twins_across_traces(rejoin, touched, touched, self.clock())
-            updates, trace_rows = self._recompute_touched(touched, set(), now)
-            if updates:
-                db.executemany(_UPDATE_SPAN, updates)
-            if updates and self.outbox is not None:
-                self.outbox.spans.update(u[-1] for u in updates)
-            self._write_traces(trace_rows, now)
+            self._rebill_kept_twins(linked, set(response_ids), forgotten_spans, now)
             result.conversations = len(conversations)
             sessions.refresh(db, conversations, now)
             # A change marker keeps its fact (a model, a prompt version), not the forgotten example.

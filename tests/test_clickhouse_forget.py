@@ -51,11 +51,12 @@ def _store(path: Path, bodies: list[bytes], log_bodies: list[bytes], now_ns: int
             writer.write([], rows, resources, scopes)
 
 
-def _copied(tmp_path: Path, client: HttpClient, seed: int, traces: int, gone: set[int]) -> sqlite3.Connection:
+def _copied(tmp_path: Path, client: HttpClient, seed: int, traces: int, gone: set[int],
+            lone_twin_every: int = 0) -> sqlite3.Connection:
     """The traffic written to a SQLite store and copied into ClickHouse, and (returned, open) the ground
     truth: the same traffic less the traces numbered in `gone`, written to a store of its own."""
     now = time.time_ns()
-    bodies, log_bodies = traffic(seed=seed, traces=traces, now_ns=now)
+    bodies, log_bodies = traffic(seed=seed, traces=traces, now_ns=now, lone_twin_every=lone_twin_every)
     _store(tmp_path / "all.db", bodies, log_bodies, now)
     _store(tmp_path / "kept.db", *_without(bodies, log_bodies, gone), now)
     with sqlite3.connect(tmp_path / "all.db") as db:
@@ -121,6 +122,28 @@ def test_forget_stopped_between_its_deltas_and_its_deletions_finishes_exactly_wh
         with pytest.raises(ClickHouseError):
             forget(CrashAfterDeltas(), "user", USERS[3])  # type: ignore[arg-type]
         assert forget(http, "user", USERS[3]).traces == len(gone)
+        assert_clickhouse_equals_sqlite(kept, http, same_clock=False, markers=False)
+    finally:
+        kept.close()
+
+
+def test_a_call_billed_in_a_forgotten_trace_is_billed_in_the_kept_trace_that_also_saw_it(
+        tmp_path: Path, url: ClickHouseUrl, http: HttpClient, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every other trace's calls are also seen by OpenLLMetry in a trace of its own (no user in it), whose span
+    is not billed while the SDK's span, in the user's trace, is. Forgetting the user leaves those traces
+    billed for their calls, as a store that never received the user's traces bills them (the lone twins of
+    the kept users' calls stay unbilled)."""
+    gone = {n for n in range(1, 41) if n % 4 == 2}  # USERS[2]'s, each with lone twins (even numbers)
+    kept = _copied(tmp_path, http, seed=31, traces=40, gone=gone, lone_twin_every=2)
+    try:
+        lone = "FROM spans WHERE name = 'anthropic.chat' AND parent_span_id IS NULL"
+        rebilled = kept.execute(f"SELECT count(DISTINCT trace_id) {lone} AND billed").fetchone()[0]
+        assert rebilled >= 5 and kept.execute(f"SELECT count(*) {lone} AND NOT billed").fetchone()[0] >= 5
+        monkeypatch.setenv(PASSWORD_ENV, PASSWORD)
+        assert main(["forget", "--user", USERS[2], "--store", url.display()]) == 0
+        out = capsys.readouterr().out
+        assert f"({rebilled} kept traces that also saw some of those calls are billed for them now)" in out, out
         assert_clickhouse_equals_sqlite(kept, http, same_clock=False, markers=False)
     finally:
         kept.close()

@@ -48,14 +48,16 @@ APP = ("app", "1.0")
 USERS = ("alice", "bob", "carol", "dave")
 
 
-def traffic(seed: int, traces: int, now_ns: int, lone_sdk_every: int = 0) -> tuple[list[bytes], list[bytes]]:
+def traffic(seed: int, traces: int, now_ns: int, lone_sdk_every: int = 0,
+            lone_twin_every: int = 0) -> tuple[list[bytes], list[bytes]]:
     """(trace export bodies, log export bodies). A trace: an HTTP root naming user and tenant, an agent,
     1-3 chat calls in a conversation (some failing), every other call also seen by a second
     instrumentation as a sibling span with the same response id (billed once), a tool call now and
     then, and a log record per call with its finish reason. A trace's spans are spread over several
     requests in shuffled order, so children often arrive before their root. `lone_sdk_every`: in every
     such trace, the SDK's span of each call OpenLLMetry sees too is the root of a trace of its own (OpenLLMetry
-    never makes its span current), so the router sends the two spans of one call to either replica."""
+    never makes its span current), so the router sends the two spans of one call to either replica.
+    `lone_twin_every`: the same with OpenLLMetry's span alone instead (the SDK's, under the agent, is billed)."""
     rng = random.Random(seed)
     pieces: list[tuple[tuple[str, str], Any]] = []
     records = []
@@ -89,8 +91,10 @@ def traffic(seed: int, traces: int, now_ns: int, lone_sdk_every: int = 0) -> tup
                                              start + 2 * MS, end - 2 * MS, status_code=2 if failed else 0)))
             if call % 2 == 0:  # the same call seen by OpenLLMetry too: a sibling, billed once
                 twin = {k: v for k, v in attrs.items() if k != "gen_ai.provider.name"} | {"gen_ai.system": "anthropic"}
-                pieces.append((OPENLLMETRY, make_span(trace, span_id + 1, 2, "anthropic.chat", twin, start, end,
-                                                      status_code=2 if failed else 0)))
+                lone_twin = lone_twin_every and number % lone_twin_every == 0
+                twin_trace, twin_parent = (trace + 0x200000 * (call + 1), None) if lone_twin else (trace, 2)
+                pieces.append((OPENLLMETRY, make_span(twin_trace, span_id + 1, twin_parent, "anthropic.chat", twin,
+                                                      start, end, status_code=2 if failed else 0)))
             records.append(log_record(sdk_trace, span_id, "gen_ai.choice", time_ns=start + 5 * MS,
                                       body={"finish_reason": "stop" if not failed else "error",
                                             "message": {"content": f"answer {number} {call}"}}))

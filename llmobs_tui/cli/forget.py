@@ -77,7 +77,9 @@ def _forget_on_clickhouse(settings: Settings, kind: str, value: str, progress: C
     if not done.traces:
         print(f"nothing stored for {who}")
         return EXIT_OK
+    rebilled = (f" ({done.rebilled_traces:,} kept traces that also saw some of those calls are billed for them "
+                f"now)" if done.rebilled_traces else "")
     print(f"forgot {who}: {done.traces:,} traces, {done.spans:,} spans, {done.logs:,} log records; "
-          f"{done.calls:,} billed calls (${done.cost_nusd / 1e9:,.4f}) taken out of the rollups. Replicas' "
-          f"working stores drop their copies with their own retention (a day at most).")
+          f"{done.calls:,} billed calls (${done.cost_nusd / 1e9:,.4f}) taken out of the rollups{rebilled}. "
+          f"Replicas' working stores drop their copies with their own retention (a day at most).")
     return EXIT_OK

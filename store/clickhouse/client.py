@@ -96,7 +96,8 @@ class ClickHouseClient(Protocol):
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str],
                settings: Params | None = None) -> int:
-        """Insert `rows` (values in `column_names` order) into `table` in one INSERT; returns the row count.
+        """Insert `rows` (values in `column_names` order) into `table` in one INSERT; returns the row count
+        (not the server's written_rows, which counts what a materialized view writes from them too: m011).
         Returns only after the server has confirmed the insert. `settings`: query settings of this INSERT
         (e.g. insert_deduplication_token), names and values plain words (checked_settings)."""
 
@@ -242,11 +243,10 @@ class HttpClient:
         if not rows:
             return 0
         try:
-            summary = self._client.insert(table, list(rows), column_names=list(column_names),
-                                          settings=checked or None)
+            self._client.insert(table, list(rows), column_names=list(column_names), settings=checked or None)
         except Exception as exc:
             raise _as_error(exc) from None
-        return int(summary.written_rows)
+        return len(rows)
 
     def close(self) -> None:
         self._client.close()
@@ -417,7 +417,7 @@ class ChdbClient:
                 inserter = self._conn.send_insert(statement, "ArrowStream")
                 try:
                     inserter.append(sink.getvalue().to_pybytes())
-                    written = inserter.finish().rows_written
+                    inserter.finish()
                 except BaseException:
                     inserter.cancel()
                     raise
@@ -425,7 +425,7 @@ class ChdbClient:
                 raise
             except Exception as exc:
                 raise _as_error(exc) from None
-        return int(written)
+        return len(rows)
 
     def _types_of(self, table: str) -> dict[str, str]:
         known = self._column_types.get(table)

@@ -13,23 +13,32 @@ Exactly once, as far as ClickHouse allows: a chunk's rollup deltas are inserted 
 deduplication token made from the chunk's trace ids, and its deletion rows after them. Run again after a
 crash in between, the same chunk finds the same traces and its deltas are dropped as a duplicate.
 
-Not done here (said in the README): a call billed in a forgotten trace whose twin (the same call seen by
-another instrumentation) sits in a kept trace is not re-billed in the kept one, as SQLite's forget does;
-and a replica's working store keeps the traces until its own retention (a day) removes them.
+A call billed in a forgotten trace whose twin (the same call seen by another instrumentation, in another
+trace: store/clickhouse/twin_calls.py) sits in a kept trace is billed in the kept one instead, as SQLite's
+forget does: the kept traces are read into a working store of forget's own and decided by the writer's
+rules, whose changes are shipped as a replica ships them (`rebill_kept_twins`). That happens before the
+chunk's deletion rows, so that a run stopped in between finds the chunk again, and the kept twin already
+billed. Not done here (said in the README): a replica's working store keeps the traces until its own
+retention (a day) removes them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from store.clickhouse import rows as ch_rows
-from store.clickhouse.client import ClickHouseClient
+from store.clickhouse.client import ClickHouseClient, ClickHouseError
 from store.clickhouse.outbox import OutboxRecorder
 from store.clickhouse.schema import BY_COST_TABLE, HOUR_NS
-from store.writer import ROLLUP_COUNTERS, SpanWriter
+from store.clickhouse.sink import Shipper
+from store.clickhouse.trace_sync import TraceSync
+from store.clickhouse.twin_calls import LEAD_NS
+from store.connection import scratch_writer
+from store.writer import BILLABLE, ROLLUP_COUNTERS, SpanWriter
 
 CHUNK_TRACES = 500
 
@@ -52,6 +61,7 @@ class ClickHouseForgotten:
     logs: int = 0
     calls: int = 0
     cost_nusd: int = 0
+    rebilled_traces: int = 0  # kept traces now billed for a call whose billed span was forgotten
 
 
 def traces_of(client: ClickHouseClient, kind: str, value: str) -> list[bytes]:
@@ -60,11 +70,37 @@ def traces_of(client: ClickHouseClient, kind: str, value: str) -> list[bytes]:
     return [bytes(row[0]) for row in rows]
 
 
+def rebill_kept_twins(client: ClickHouseClient, forgotten: Sequence[dict[str, Any]], forgetting: set[bytes]) -> int:
+    """The calls billed in `forgotten` (span rows) that a kept trace (one not in `forgetting`) holds a twin of:
+    billed there instead. Returns how many kept traces changed."""
+    keepers = [span for span in forgotten if span["billed"] and span["response_id"] and span["kind"] in BILLABLE]
+    if not keepers:
+        return 0
+    response_ids = sorted({span["response_id"] for span in keepers})
+    linked = {bytes(row[0]) for row in client.query(
+        "SELECT DISTINCT trace_id FROM spans WHERE response_id IN {ids:Array(String)} AND is_deleted = 0 "
+        f"AND intDiv(start_ns, {HOUR_NS}) BETWEEN {{first:Int64}} AND {{last:Int64}}",
+        {"ids": response_ids, "first": (min(s["start_ns"] for s in keepers) - LEAD_NS) // HOUR_NS,
+         "last": (max(s["end_ns"] for s in keepers) + LEAD_NS) // HOUR_NS})} - forgetting
+    if not linked:
+        return 0
+    with scratch_writer("llmobs-forget-") as db:
+        writer = SpanWriter(db)
+        writer.outbox = OutboxRecorder()
+        shipper = Shipper(db, lambda: client)
+        writer.sync = TraceSync(shipper.reader)
+        changed = writer.rebill_kept_twins(linked, set(response_ids), {bytes(span["span_id"]) for span in forgotten})
+        if not shipper.ship(force=True):
+            raise ClickHouseError(shipper.stats.last_error or "ClickHouse did not take the re-billed twins")
+    return changed
+
+
 def forget(client: ClickHouseClient, kind: str, value: str,
            progress: Callable[[int, int], None] | None = None) -> ClickHouseForgotten:
     """Forget every trace of `kind` = `value` in this (migrated) ClickHouse database."""
     done = ClickHouseForgotten()
     trace_ids = traces_of(client, kind, value)
+    forgetting = set(trace_ids)
     columns = [c for c in ch_rows.SPAN_VALUE_COLUMNS if c != "raw"]  # the content counts for nothing
     calls_at, cost_at = ROLLUP_COUNTERS.index("calls"), ROLLUP_COUNTERS.index("cost_nusd")
     for start in range(0, len(trace_ids), CHUNK_TRACES):
@@ -74,6 +110,7 @@ def forget(client: ClickHouseClient, kind: str, value: str,
             {"ids": chunk}, bytes_columns=("duplicate_of",))
         logs = client.query("SELECT trace_id, span_id, time_ns, record_digest FROM logs FINAL "
                             "WHERE trace_id IN {ids:Array(FixedString(16))}", {"ids": chunk})
+        done.rebilled_traces += rebill_kept_twins(client, [dict(zip(columns, row)) for row in spans], forgetting)
         recorder = OutboxRecorder()
         span_keys, tool_keys = [], []
         for row in spans:
