@@ -931,11 +931,14 @@ class SpanWriter:
 
         updates, trace_rows = self._recompute_touched(touched, {id(s) for s in new_states}, now)
         if self.sync is not None:
-            # Rechecked: each new call, and the root call of every trace written again (who may move its
-            # billing depends on when its trace was last written; store/clickhouse/twin_calls.py).
+            # Rechecked: each new call, the root call of every trace written again (who may move its billing
+            # depends on when its trace was last written), and every call of a trace another replica wrote
+            # (its rechecks are now this replica's: store/clickhouse/twin_calls.py).
             new_ids = {id(s) for s in new_states}
-            calls = [s.id for trace in touched.values() for s in trace.spans.values()
-                     if s.response_id and s.kind in BILLABLE and (id(s) in new_ids or s.parent is None)]
+            pulled = self.sync.pulled
+            calls = [s.id for trace_id, trace in touched.items() for s in trace.spans.values()
+                     if s.response_id and s.kind in BILLABLE
+                     and (id(s) in new_ids or s.parent is None or trace_id in pulled)]
             self._written_calls = (list(touched), calls, now)
 
         for record, state in zip(inserts, new_states):

@@ -231,6 +231,35 @@ def test_the_span_to_unbill_arriving_late_is_moved_at_its_first_recheck(
     assert_billed_once(tmp_path, engine, now, app_span)
 
 
+def test_a_trace_another_replica_writes_meanwhile_is_rechecked_there(tmp_path: Path, http: HttpClient,
+                                                                      engine: ChdbClient) -> None:
+    """Under an app span, only the replica that last wrote OpenLLMetry's trace may move the billing. A late
+    span of that trace reaches B a second after A wrote it (the Collector's ring moved): B now writes the
+    trace, so B rechecks its calls and moves the billing; A, no longer its writer, leaves it."""
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0)
+    late = [(make_span(0xA00 + n, 9, 1, "tool search", {"gen_ai.operation.name": "execute_tool",
+                                                        "gen_ai.tool.name": "search"},
+                       start_ns=T0 + n * 3 * S + S, end_ns=T0 + n * 3 * S + S + 50 * MS), APP)
+            for n in range(1, CALLS + 1)]
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http) as b:
+        a.write(apps)
+        b.write(sdks)
+        b.now = now + S
+        b.write(late)
+        assert b.writer.sync.stats.traces_pulled == CALLS
+        assert at_once(now + 3 * S, a, b) == [CALLS, 2 * CALLS]  # B: its SDK calls and A's, read from ClickHouse
+        assert calls_counted(engine)[0] == CALLS
+        for later in (60, 120, 130):
+            at_once(now + later * S, a, b)
+    db = single_store(tmp_path / "one.db", now, apps + sdks + late)
+    try:
+        assert calls_counted(engine) == (CALLS, CALLS * SONNET_CALL_NUSD)
+        assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+    finally:
+        db.close()
+
+
 def test_one_replica_joins_twins_however_late_the_second_arrives(tmp_path: Path, http: HttpClient,
                                                                  engine: ChdbClient) -> None:
     """One `serve --store`: the SDK's root span an hour after OpenLLMetry's span under the app's root, long

@@ -75,6 +75,7 @@ class TraceSync:
         self._written: OrderedDict[bytes, int] = OrderedDict()
         self.policy: MovePolicy | AnyMove = ANY_MOVE
         self.unreachable = False  # the last pull could not reach ClickHouse
+        self.pulled: set[bytes] = set()  # the traces the last pull read from ClickHouse (written elsewhere)
 
     def written(self, trace_ids: Iterable[bytes], call_rows: Iterable[int], version: int) -> None:
         """A committed write of these traces at `version`; the calls of them to look up again, by row id."""
@@ -113,6 +114,7 @@ class TraceSync:
         ids = sorted(batch | {call.trace_id for call, _ in rechecked})
         self.policy = ANY_MOVE
         self.unreachable = False
+        self.pulled = set()
         if not ids:
             return 0
         try:
@@ -161,6 +163,7 @@ class TraceSync:
                 log.debug("reading traces from ClickHouse failed: %s", exc)
                 return floor
             self._adopt(writer, spans, resources, scopes)
+            self.pulled = set(written)
             self.stats.traces_pulled += len(written)
             self.stats.spans_pulled += len(spans)
             # This copy is now the one in ClickHouse: it is not read again until another replica writes.
