@@ -567,17 +567,18 @@ class SpanWriter:
             return 0
         due = self.sync.rechecks.due(self.clock(), limit)
         row_of, calls = self._calls_of(due)
-        found = self.sync.with_stored_twins(calls)
-        if found is None:
+        looked_up = self.sync.with_stored_twins(calls)
+        if looked_up is None:
             self.sync.rechecks.again(due, self.clock())
             return 0
+        found, twin_traces = looked_up
         self.sync.stats.rechecks += len(due)
         if not found:
             return len(due)
         try:
             with self._transaction():
                 self._written_calls = ([], [], 0)
-                self._write([], [], {}, {}, recheck=found)
+                self._write([], [], {}, {}, recheck=found, twin_traces=twin_traces)
                 if self.sync.unreachable:
                     raise _Unreachable
         except _Unreachable:
@@ -839,9 +840,10 @@ class SpanWriter:
     # -- the batch -----------------------------------------------------------------------------
 
     def _write(self, span_rows: list[Sequence[Any]], log_rows: list[Sequence[Any]],
-               resources: dict, scopes: dict, recheck: Sequence[tuple[Call, int]] = ()) -> None:
-        """`recheck`: calls this writer stored before (with the version it gave their trace), looked up again
-        for a twin another replica stored since (store/clickhouse/twin_calls.py)."""
+               resources: dict, scopes: dict, recheck: Sequence[tuple[Call, int]] = (),
+               twin_traces: Iterable[bytes] = ()) -> None:
+        """`recheck`: calls this writer stored before (with the version it gave their trace), found again with
+        a twin another replica stored since, in `twin_traces` (store/clickhouse/twin_calls.py)."""
         db = self.db
         now = self.clock()
         fresh_resources = [(digest, value) for digest, value in resources.items() if digest not in self._resources]
@@ -860,7 +862,7 @@ class SpanWriter:
         if self.sync is not None:
             # Everything this batch writes must replace what it read from other replicas, whose clocks
             # may be ahead of this one's.
-            now = max(now, self.sync.pull(self, set(by_trace) | log_trace_ids, recheck) + 1)
+            now = max(now, self.sync.pull(self, set(by_trace) | log_trace_ids, recheck, twin_traces) + 1)
         self._load_traces(set(by_trace) | log_trace_ids | rechecked_traces)
 
         inserts: list[list[Any]] = []

@@ -93,20 +93,24 @@ class TraceSync:
             return False
         return True
 
-    def with_stored_twins(self, calls: Sequence[tuple[Call, int]]) -> list[tuple[Call, int]] | None:
-        """Those of these rechecked calls that ClickHouse holds a twin of in another trace: the only ones a
-        recheck can change (a twin in this working store was joined when the later of the two was written).
-        None: ClickHouse could not be read."""
+    def with_stored_twins(self, calls: Sequence[tuple[Call, int]]
+                          ) -> tuple[list[tuple[Call, int]], set[bytes]] | None:
+        """Those of these rechecked calls that ClickHouse holds a twin of in another trace (the only ones a
+        recheck can change: a twin in this working store was joined when the later of the two was written),
+        and the traces holding those twins. None: ClickHouse could not be read."""
         try:
-            found = {call for call, _trace in stored_twins(self.client(), [call for call, _ in calls])}
+            pairs = stored_twins(self.client(), [call for call, _ in calls])
         except (ClickHouseError, OSError) as exc:
             log.debug("looking calls up again in ClickHouse failed: %s", exc)
             return None
-        return [(call, version) for call, version in calls if call in found]
+        found = {call for call, _trace in pairs}
+        return [(call, version) for call, version in calls if call in found], {trace for _call, trace in pairs}
 
-    def pull(self, writer: SpanWriter, trace_ids: Iterable[bytes], rechecked: Sequence[tuple[Call, int]] = ()) -> int:
+    def pull(self, writer: SpanWriter, trace_ids: Iterable[bytes], rechecked: Sequence[tuple[Call, int]] = (),
+             twin_traces: Iterable[bytes] = ()) -> int:
         """Bring these traces up to date from ClickHouse, and those of `rechecked` (calls this replica wrote
-        before, with that write's version) and of their twins in other traces; returns the newest version read
+        before, with that write's version) and `twin_traces` (their twins', from with_stored_twins); returns the
+        newest version read
         (0: none), which everything this batch writes must exceed. Sets `policy`: who may move a call's billing
         in this batch (store/clickhouse/twin_calls.py). A batch's new calls are not looked up for twins here:
         their first recheck, two seconds later, sees all this lookup would, and what came since."""
@@ -119,9 +123,8 @@ class TraceSync:
             return 0
         try:
             client = self.client()
-            looked_up = [call for call, _ in rechecked]
-            twins = {trace_id for _call, trace_id in stored_twins(client, looked_up)} if looked_up else set()
-            self.stats.twin_traces += len(twins - set(ids))
+            twins = set(twin_traces) - set(ids)
+            self.stats.twin_traces += len(twins)
             ids = sorted(set(ids) | twins)
             remote = ch_rows.newest_summaries(client, ids)
         except (ClickHouseError, OSError) as exc:
