@@ -329,6 +329,22 @@ def describe_error(path: str | os.PathLike[str], exc: sqlite3.Error) -> str:
 
 
 @contextmanager
+def immediate_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction around the block (the stores' connections commit each statement by themselves
+    otherwise): committed when it ends, rolled back when it raises."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        raise
+    db.execute("COMMIT")
+
+
+@contextmanager
 def read_snapshot(db: sqlite3.Connection) -> Iterator[None]:
     """Every query inside reads one consistent state of the store (a deferred read transaction)."""
     db.execute("BEGIN")

@@ -524,6 +524,33 @@ def m014_rollup_sums_index(db: sqlite3.Connection) -> None:
     pin_planner_statistics(db)
 
 
+@migration
+def m015_clickhouse_rechecks(db: sqlite3.Connection) -> None:
+    """`serve --store clickhouse://…` with replicas: what a replica stopping cleanly still had to do about calls
+    billed twice across traces (store/clickhouse/trace_sync.py, save and restore): the calls to look up again in
+    ClickHouse, by their row in spans, and the version it last wrote each recent trace at (whether it is that
+    trace's last writer). Written at the stop, read back and cleared at the next start; empty otherwise."""
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS clickhouse_rechecks (
+            span_row INTEGER PRIMARY KEY,     -- spans.id of the call
+            version INTEGER NOT NULL,         -- the version its write gave its trace
+            step INTEGER NOT NULL,            -- which of twin_calls.RECHECK_AFTER_S is next
+            due_ns INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS clickhouse_written (
+            trace_id BLOB PRIMARY KEY,
+            version INTEGER NOT NULL,
+            ord INTEGER NOT NULL              -- least recently written first
+        )
+        """
+    )
+
+
 # Query-planner statistics for a store of about a million spans, pinned instead of measured.
 # ANALYZE on a young store records "spans: 2 rows", after which the planner full-scans `spans` for
 # a trace lookup for as long as those stats live, millions of rows later (seen in a test here);

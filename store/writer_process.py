@@ -87,12 +87,14 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
             lock.release()
             return
     shipper = clickhouse_shipper(db, writer, options["clickhouse"]) if options.get("clickhouse") else None
+    restore_rechecks(db, writer, db_path)
     loop = WriterLoop(db, writer, inbox, outbox, options, inlet, shipper)
     try:
         outbox.send(("ready", {"db_path": str(db_path), "pid": os.getpid()}))
         loop.run()
     finally:
         if shipper is not None:
+            keep_rechecks(db, writer, db_path)
             shipper.close()
         if inlet is not None:
             inlet.close()
@@ -141,6 +143,33 @@ def clickhouse_shipper(db: sqlite3.Connection, writer: SpanWriter, options: dict
                       retry_every_s=options.get("retry_every_s", 1.0))
     writer.sync = TraceSync(shipper.reader)
     return shipper
+
+
+def restore_rechecks(db: sqlite3.Connection, writer: SpanWriter, db_path: str) -> None:
+    """The twin rechecks the last clean stop kept (TraceSync.restore)."""
+    if writer.sync is None:
+        return
+    try:
+        restored = writer.sync.restore(db)
+    except sqlite3.Error as exc:
+        log.warning("the calls the last run had to look up again could not be read: %s", describe_error(db_path, exc))
+    else:
+        if restored:
+            log.info("%d calls of the last run to look up again in ClickHouse", restored)
+
+
+def keep_rechecks(db: sqlite3.Connection, writer: SpanWriter, db_path: str) -> None:
+    """A clean stop keeps its twin rechecks for the next start (TraceSync.save). Nothing accepted depends on
+    them: a disk that refuses them costs those calls' rechecks, not the stop."""
+    if writer.sync is None:
+        return
+    try:
+        kept = writer.sync.save(db)
+    except sqlite3.Error as exc:
+        log.warning("the calls to look up again were not kept for the next start: %s", describe_error(db_path, exc))
+    else:
+        if kept:
+            log.info("%d calls to look up again kept for the next start", kept)
 
 
 def _path(db_path: str) -> Any:

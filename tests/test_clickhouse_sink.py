@@ -549,6 +549,20 @@ def test_serve_with_a_clickhouse_store_acks_what_clickhouse_holds(tmp_path: Path
             assert db.execute("SELECT count(*) FROM clickhouse_outbox").fetchone()[0] == 0
             assert db.execute("SELECT count(*) FROM spans").fetchone()[0] == 24
             assert_clickhouse_equals_sqlite(db, reader)
+            # The SDK's six calls, still within their two minutes of twin rechecks, were kept at the stop
+            # (store/clickhouse/twin_calls.py) ...
+            kept = db.execute("SELECT span_row FROM clickhouse_rechecks ORDER BY 1").fetchall()
+            assert kept == db.execute("SELECT id FROM spans WHERE response_id IS NOT NULL ORDER BY 1").fetchall()
+            assert len(kept) == 6
+        finally:
+            db.close()
+        # ... and the next serve on this working store takes them back, to keep them again at its own stop.
+        proc, address = _start_serve(tmp_path, url.display())
+        out = stopped(proc, grpc.insecure_channel(address))
+        assert proc.returncode == 0, out
+        db = sqlite3.connect(replica)
+        try:
+            assert db.execute("SELECT span_row FROM clickhouse_rechecks ORDER BY 1").fetchall() == kept
         finally:
             db.close()
     finally:

@@ -168,6 +168,51 @@ def test_twins_written_in_the_same_moment_are_billed_once_after_the_first_rechec
     assert_billed_once(tmp_path, engine, now, app_span)
 
 
+@SHAPES
+def test_a_replica_restarted_before_its_rechecks_does_them_after(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient, app_span: bool) -> None:
+    """A rolling restart: the call's two spans are written in one moment, and A is stopped and started again on
+    its working store before its first recheck. What its clean stop kept (TraceSync.save) comes back at the
+    start: its rechecks, and that it wrote its traces last. Under an app span A alone can find the pair
+    (without its rechecks the call stays billed twice); of two roots A, the last writer of the span to unbill,
+    moves it at 2 s (without its versions only B would, at 120 s)."""
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0, app_span)
+    with replica(tmp_path / "b.db", now, http) as b:
+        with replica(tmp_path / "a.db", now, http) as a:
+            a.write(apps, ship=False)
+            b.write(sdks, ship=False)
+            assert a.shipper.ship() and b.shipper.ship()
+            assert a.writer.sync.save(a.db) == CALLS
+        with replica(tmp_path / "a.db", now + S, http) as a:
+            assert a.writer.sync.restore(a.db) == CALLS
+            assert at_once(now + 2 * S, a, b) == [CALLS, CALLS]
+            assert calls_counted(engine)[0] == CALLS
+            for later in (60, 120, 130):
+                at_once(now + later * S, a, b)
+            assert len(a.writer.sync.rechecks) == 0
+            # Taken back once: the next start finds nothing left of this one unless it stops cleanly again.
+            assert a.db.execute("SELECT count(*) FROM clickhouse_rechecks").fetchone() == (0,)
+    assert_billed_once(tmp_path, engine, now, app_span)
+
+
+def test_rechecks_kept_at_a_stop_come_back_in_their_order() -> None:
+    """Rechecks.waiting and restore: each call once, at the step and time it was due, in the queues' order."""
+    before = Rechecks()
+    before.written([1, 2], 100 * S)
+    before.written([3], 101 * S)
+    before.due(102 * S, 10)  # 1 and 2 move on to their 60 s recheck
+    before.written([2], 103 * S)  # written again: its older entry is stale
+    before.again([(1, 100 * S)], 102 * S)  # a recheck that failed: back at the first step, at 103 s
+    kept = before.waiting()
+    assert sorted(kept) == [(1, 100 * S, 0, 103 * S), (2, 103 * S, 0, 105 * S), (3, 101 * S, 0, 103 * S)]
+    after = Rechecks()
+    after.restore(reversed(kept))
+    assert len(after) == 3
+    assert sorted(after.due(104 * S, 10)) == [(1, 100 * S), (3, 101 * S)]
+    assert after.due(105 * S, 10) == [(2, 103 * S)]
+
+
 def a_then_b(a: Replica, b: Replica, now: int, delay_s: int, app_span: bool) -> None:
     """A writes OpenLLMetry's spans at `now` and rechecks them at 2 and 60 s; B writes the SDK's `delay_s`
     later, and rechecks them 2 s after that."""

@@ -45,7 +45,7 @@ def test_a_store_upgraded_to_the_rollup_sums_index_pins_its_planner_statistics(d
     db.close()
     monkeypatch.setattr("store.migrations.MIGRATIONS", MIGRATIONS)
     db = open_writer(db_path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 14
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     assert db.execute("SELECT stat FROM sqlite_stat1 WHERE idx = 'rollups_sums'").fetchone() is not None
     db.close()
     reader = open_reader(db_path)

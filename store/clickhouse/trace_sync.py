@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient, ClickHouseError, batches
 from store.clickhouse.twin_calls import ANY_MOVE, MAX_QUEUED, AnyMove, MovePolicy, Rechecks, stored_twins
+from store.connection import immediate_transaction
 from store.models import COL, SPAN_COLUMNS, Call
 from store.sessions import rows_in
 
@@ -85,6 +86,34 @@ class TraceSync:
         while len(self._written) > MAX_QUEUED:
             self._written.popitem(last=False)
         self.rechecks.written(call_rows, version)
+
+    def save(self, db: sqlite3.Connection) -> int:
+        """At a clean stop: the calls still to be rechecked, and the versions this replica last wrote its recent
+        traces at, kept in the working store (m015) so that the replica that restarts on it finishes the
+        rechecks as its last writer. Without them a call written in its last two minutes stays billed twice
+        when only this replica could find its twin (store/clickhouse/twin_calls.py). Returns the calls kept."""
+        waiting = self.rechecks.waiting()
+        with immediate_transaction(db):
+            db.execute("DELETE FROM clickhouse_rechecks")
+            db.execute("DELETE FROM clickhouse_written")
+            db.executemany("INSERT INTO clickhouse_rechecks (span_row, version, step, due_ns) VALUES (?, ?, ?, ?)",
+                           waiting)
+            db.executemany("INSERT INTO clickhouse_written (trace_id, version, ord) VALUES (?, ?, ?)",
+                           ((trace_id, version, n) for n, (trace_id, version) in enumerate(self._written.items())))
+        return len(waiting)
+
+    def restore(self, db: sqlite3.Connection) -> int:
+        """At start: take back what the last clean stop saved, and clear it (a later stop saves afresh).
+        Returns the calls taken back."""
+        with immediate_transaction(db):
+            waiting = db.execute("SELECT span_row, version, step, due_ns FROM clickhouse_rechecks").fetchall()
+            written = db.execute("SELECT trace_id, version FROM clickhouse_written ORDER BY ord").fetchall()
+            db.execute("DELETE FROM clickhouse_rechecks")
+            db.execute("DELETE FROM clickhouse_written")
+        self.rechecks.restore(waiting)
+        for trace_id, version in written[-MAX_QUEUED:]:
+            self._written[bytes(trace_id)] = version
+        return len(waiting)
 
     def reachable(self) -> bool:
         try:

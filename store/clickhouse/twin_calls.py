@@ -22,9 +22,10 @@ Collector splits it. Neither replica can see the other's span when it writes its
 
 Not covered: a root twin stored more than two minutes after the span under another root (that span's last
 recheck) reaches another replica; twins neither of which is a root (a context leaked from another request);
-a replica restarted between writing a call and its last recheck forgets its rechecks (for two roots the
-other replica's still converge unless both were written in the same moment); a trace written by two
-replicas at once (trace_sync.py).
+a replica that stopped without closing (killed, out of memory) between writing a call and its last recheck
+forgets its rechecks (for two roots the other replica's still converge unless both were written in the same
+moment; one that stops as `serve` does on SIGTERM or Ctrl-C keeps them in its working store: trace_sync.py's
+`save`); a trace written by two replicas at once (trace_sync.py).
 """
 
 from __future__ import annotations
@@ -128,6 +129,24 @@ class Rechecks:
                 else:
                     del self._latest[row_id]
         return out
+
+    def waiting(self) -> list[tuple[int, int, int, int]]:
+        """(row id, version, step, due) of each call still to be looked up again, once (a call a failed recheck
+        put back in the first queue is kept at that step: it is rechecked at least as often as before)."""
+        out: dict[int, tuple[int, int, int, int]] = {}
+        for step, queue in enumerate(self._queues):
+            for due_at, row_id, version in queue:
+                if self._latest.get(row_id) == version and row_id not in out:
+                    out[row_id] = (row_id, version, step, due_at)
+        return list(out.values())
+
+    def restore(self, entries: Iterable[tuple[int, int, int, int]]) -> None:
+        """Take back what `waiting` gave (a restarted replica's rechecks), in the queues' order."""
+        for row_id, version, step, due_at in sorted(entries, key=lambda e: (e[2], e[3])):
+            if step >= len(self._queues) or (len(self._latest) >= MAX_QUEUED and row_id not in self._latest):
+                continue
+            self._latest[row_id] = version
+            self._queues[step].append((due_at, row_id, version))
 
     def again(self, entries: Sequence[tuple[int, int]], now: int) -> None:
         """Entries whose recheck could not run (ClickHouse unreachable): due again in a second, then on as
