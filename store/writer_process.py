@@ -87,14 +87,14 @@ def run(inbox: Connection, outbox: Connection, options: dict[str, Any]) -> None:
             lock.release()
             return
     shipper = clickhouse_shipper(db, writer, options["clickhouse"]) if options.get("clickhouse") else None
-    restore_rechecks(db, writer, db_path)
+    carry_rechecks(db, writer, db_path, stopping=False)
     loop = WriterLoop(db, writer, inbox, outbox, options, inlet, shipper)
     try:
         outbox.send(("ready", {"db_path": str(db_path), "pid": os.getpid()}))
         loop.run()
     finally:
         if shipper is not None:
-            keep_rechecks(db, writer, db_path)
+            carry_rechecks(db, writer, db_path, stopping=True)
             shipper.close()
         if inlet is not None:
             inlet.close()
@@ -145,31 +145,21 @@ def clickhouse_shipper(db: sqlite3.Connection, writer: SpanWriter, options: dict
     return shipper
 
 
-def restore_rechecks(db: sqlite3.Connection, writer: SpanWriter, db_path: str) -> None:
-    """The twin rechecks the last clean stop kept (TraceSync.restore)."""
+def carry_rechecks(db: sqlite3.Connection, writer: SpanWriter, db_path: str, stopping: bool) -> None:
+    """The twin rechecks across a restart: kept in the working store at a clean stop (TraceSync.save), taken
+    back at the next start (TraceSync.restore). Nothing accepted depends on them: a store that refuses them
+    costs those calls' rechecks, not the start or the stop."""
     if writer.sync is None:
         return
+    move, what = (writer.sync.save, "kept for the next start") if stopping else (writer.sync.restore,
+                                                                                  "taken back from the last run")
     try:
-        restored = writer.sync.restore(db)
+        calls = move(db)
     except sqlite3.Error as exc:
-        log.warning("the calls the last run had to look up again could not be read: %s", describe_error(db_path, exc))
+        log.warning("the calls to look up again in ClickHouse were not %s: %s", what, describe_error(db_path, exc))
     else:
-        if restored:
-            log.info("%d calls of the last run to look up again in ClickHouse", restored)
-
-
-def keep_rechecks(db: sqlite3.Connection, writer: SpanWriter, db_path: str) -> None:
-    """A clean stop keeps its twin rechecks for the next start (TraceSync.save). Nothing accepted depends on
-    them: a disk that refuses them costs those calls' rechecks, not the stop."""
-    if writer.sync is None:
-        return
-    try:
-        kept = writer.sync.save(db)
-    except sqlite3.Error as exc:
-        log.warning("the calls to look up again were not kept for the next start: %s", describe_error(db_path, exc))
-    else:
-        if kept:
-            log.info("%d calls to look up again kept for the next start", kept)
+        if calls:
+            log.info("%d calls to look up again in ClickHouse %s", calls, what)
 
 
 def _path(db_path: str) -> Any:

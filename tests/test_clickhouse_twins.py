@@ -30,6 +30,7 @@ from store.clickhouse.trace_sync import TraceSync
 from store.clickhouse.twin_calls import Rechecks
 from store.models import Call
 from store.writer import ROLLUP_COUNTERS
+from store.writer_process import carry_rechecks
 from tests.otlp_factory import make_span, trace_request
 from tests.store_writing import writing
 from tests.test_billing_once import APP, NATIVE, OPENLLMETRY, SONNET_CALL_NUSD
@@ -194,6 +195,24 @@ def test_a_replica_restarted_before_its_rechecks_does_them_after(
             # Taken back once: the next start finds nothing left of this one unless it stops cleanly again.
             assert a.db.execute("SELECT count(*) FROM clickhouse_rechecks").fetchone() == (0,)
     assert_billed_once(tmp_path, engine, now, app_span)
+
+
+def test_a_store_that_refuses_the_kept_rechecks_costs_them_not_the_stop(
+        tmp_path: Path, http: HttpClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the stop (or a locked store at the start): the writer says so in its log and goes on."""
+    with replica(tmp_path / "a.db", T0, http) as a:
+        a.write(traffic(T0)[0])
+
+        def full(db: sqlite3.Connection) -> int:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(a.writer.sync, "save", full)
+        monkeypatch.setattr(a.writer.sync, "restore", full)
+        carry_rechecks(a.db, a.writer, str(tmp_path / "a.db"), stopping=True)
+        carry_rechecks(a.db, a.writer, str(tmp_path / "a.db"), stopping=False)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 2 and all("disk is full" in line for line in said), said
+    assert "not kept for the next start" in said[0] and "not taken back from the last run" in said[1]
 
 
 def test_rechecks_kept_at_a_stop_come_back_in_their_order() -> None:
