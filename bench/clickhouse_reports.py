@@ -145,14 +145,20 @@ def _timed(call: Callable[[], Any], repeat: int) -> dict[str, float]:
 def _check(client: ChdbClient, now_s: int) -> int:
     """One `check` evaluation (the demo's rules) on this engine: AlertEngine's ClickHouse reads, given the
     in-process client instead of one it would open over HTTP."""
+    return len(alert_engine(client).evaluate(float(now_s)))
+
+
+def alert_engine(client: ChdbClient) -> Any:
+    """An AlertEngine with the demo's rules reading this engine (the in-process client instead of one it would
+    open over HTTP; closing the engine would close it: not done)."""
     from llmobs_tui.alerting.engine import AlertEngine
     from llmobs_tui.config import load_config
     from store.clickhouse.url import ClickHouseUrl
 
     config = load_config(Path(__file__).parent.parent / "llmobs_tui" / "data" / "demo.toml")
     engine = AlertEngine("unused.db", config, ClickHouseUrl("http", "in-process", 0, "bench", client.database))
-    engine._db = client  # the engine's connection, already open (closing the engine would close it: not done)
-    return len(engine.evaluate(float(now_s)))
+    engine._db = client
+    return engine
 
 
 def arguments(description: str | None, repeat: int) -> argparse.ArgumentParser:

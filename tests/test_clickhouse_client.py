@@ -410,8 +410,15 @@ def test_the_runaway_rule_reads_thousands_of_tool_arguments_in_one_query(http: H
                 columns)
     http.insert("trace_summaries", [[t, start, now, 1, 0] for t, _s, start in calls],
                 ["trace_id", "start_ns", "end_ns", "spans", "root_known"])
+    # Their traces' other spans (read by trace id, then left out): a chat span before each of the first hundred.
+    http.insert("spans", [[t, b"chat" + s[4:], start - 1, start, "llm", None, b"chat", 2] for t, s, start in calls[:100]],
+                columns)
     for client in (http, engine):
         rows, raws = runaway_rows(client, {"tools": None}, since, 5000, 100, lambda tools: tools)
         assert len(rows["tools"]) == len(calls) == len(raws)
         by_span = {row[2]: decompress(raws[row[0]]) for row in rows["tools"]}
         assert by_span == {s: b"args " + s for _t, s, _start in calls}
+        # Only the spans asked for, though their traces hold others.
+        rows, raws = runaway_rows(client, {"tools": None}, since, 5000, 100, lambda tools: tools[::2])
+        assert {row[2]: decompress(raws[row[0]]) for row in rows["tools"] if row[0] in raws} == \
+            {row[2]: b"args " + row[2] for row in rows["tools"][::2]}

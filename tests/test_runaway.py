@@ -230,6 +230,58 @@ def test_a_loop_that_grows_between_evaluations_is_found(tmp_path):
     assert (loop.trace_id, loop.span_id, loop.repeats) == (trace_id_bytes(1), latest_tool_span(path, 1), 6)
 
 
+def test_a_warm_detector_on_clickhouse_reads_only_new_blobs(tmp_path, http):
+    """On ClickHouse a read's rows have no ids (a row's id is its place in the read): the digests are carried
+    over by span. Four calls are no candidate; two more arrive and all six are read and digested; the next
+    evaluation reads no blob and finds the same loop."""
+    import sqlite3
+    import time
+
+    from store.clickhouse.sink import copy_store
+
+    now = float(int(time.time()))  # recent: ClickHouse's retention drops older spans at merges
+    calls = agent(1, now - 60, LOOP, root=False)
+    tools = [s for s in calls if s.name.startswith("execute_tool")]
+    healthy = agent(2, now - 120, [("lookup_customer", '{"id": 7}'), ("refund", '{"order": 42}')], root=True)
+    path = tmp_path / "growing.db"
+
+    def written(spans: list) -> None:  # by a writer whose clock says `now` (NOW's spans would be past retention)
+        with writing(path, int(now * NS)) as (normalizer, writer, _db):
+            write_through(normalizer, writer, spans, [], int(now * NS))
+
+    def copied() -> None:
+        db = sqlite3.connect(path)
+        try:
+            copy_store(db, http)  # again: the newer version of each span replaces the older (rollups unread here)
+        finally:
+            db.close()
+
+    read_blobs = []
+    query = http.query
+
+    def watched(sql, *args, **kwargs):
+        read_blobs.append(" raw FROM spans" in sql)
+        return query(sql, *args, **kwargs)
+
+    http.query = watched
+    written([s for s in calls if s not in tools[4:]] + healthy)
+    copied()
+    detector, settings = RunawayDetector(), AlertSettings()
+    first = detector.detect_clickhouse(http, settings, now)
+    assert (first.tool_spans, first.candidates, first.digested, first.looping) == (6, 0, 0, [])
+    assert not any(read_blobs)
+    written(tools[4:])
+    copied()
+    grown = detector.detect_clickhouse(http, settings, now)
+    assert (grown.tool_spans, grown.candidates, grown.digested) == (8, 6, 6)
+    [loop] = grown.looping
+    assert (loop.trace_id, loop.span_id, loop.repeats) == (trace_id_bytes(1), latest_tool_span(path, 1), 6)
+    read_blobs.clear()
+    again = detector.detect_clickhouse(http, settings, now)
+    assert (again.tool_spans, again.candidates, again.digested) == (8, 6, 0)
+    assert [r.key for r in again.looping] == [loop.key] and not any(read_blobs)
+
+
 def test_the_runaway_table(tmp_path):
     path = tmp_path / "llmobs.toml"
     path.write_text('[alerts.runaway]\nrepeats = 3\nconversation_repeats = 6\nmax_steps = 80\nmax_tokens = 500000\n'

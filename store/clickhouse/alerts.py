@@ -264,19 +264,20 @@ def runaway_rows(client: ClickHouseClient, queries: Mapping[str, Any], since_ns:
         rows["tools"] = tools
         wanted = {row[0]: row for row in wants_raw(tools)}
         if wanted:
-            # Within the spans' own start (the sort key starts with its hour; every version of a span has its
-            # start and its ids, so FINAL folds the same versions from the rows the PREWHERE keeps): by the
-            # ids alone, FINAL merged every span of the store for each 500 (2.6 s each at 100M spans).
-            # One query, its ids in parameters of IDS_PER_QUERY each (a form field holds 128 KiB): the range is
-            # read once, not once per 500 ids (10 × 19 ms at 100M spans for TOOL_LIMIT of them).
-            parts = list(batches([(row[1], row[2]) for row in wanted.values()]))
-            among = " OR ".join(f"(trace_id, span_id) IN {{k{i}:Array(Tuple(FixedString(16), FixedString(8)))}}"
-                                for i in range(len(parts)))
-            params: dict[str, Any] = {f"k{i}": part for i, part in enumerate(parts)}
+            # By their traces' ids as a PREWHERE, within the spans' own start (the sort key starts with its hour;
+            # every version of a span has its start, trace id and kind, so FINAL folds the same versions from
+            # the rows the PREWHERE keeps), the tool spans kept by the WHERE after FINAL and the wanted ones
+            # picked here. By the ids alone, FINAL merged every span of the store for each 500 (2.6 s each at
+            # 100M spans); by (trace id, span id) pairs, matching ten sets of 500 pairs against the key's ranges
+            # cost 160 ms at 100M spans, single trace ids 100 (bench.clickhouse_tui). One query, its ids in
+            # parameters of IDS_PER_QUERY each (a form field holds 128 KiB).
+            parts = list(batches(sorted({row[1] for row in wanted.values()})))
+            among = " OR ".join(f"trace_id IN {{t{i}:Array(FixedString(16))}}" for i in range(len(parts)))
+            params: dict[str, Any] = {f"t{i}": part for i, part in enumerate(parts)}
             params["first"] = min(row[4] for row in wanted.values())
             blobs = {(bytes(t), bytes(s)): raw for t, s, raw in client.query(
-                f"SELECT trace_id, span_id, raw FROM spans FINAL PREWHERE {among} WHERE start_ns >= {{first:Int64}}",
-                params, bytes_columns=("raw",))}
+                f"SELECT trace_id, span_id, raw FROM spans FINAL PREWHERE {among} "
+                "WHERE start_ns >= {first:Int64} AND kind = 'tool'", params, bytes_columns=("raw",))}
             # store.alerts.tool_arguments_text reads zstd (SQLite's form); ClickHouse keeps it plain.
             raws = {row_id: ch_rows.sqlite_raw(blobs.get((row[1], row[2]))) or None
                     for row_id, row in wanted.items()}
