@@ -148,6 +148,7 @@ class ForgetResult:
     conversations: int = 0  # conversations the traces were in (recomputed; deleted when none is left)
     calls: int = 0  # billed LLM calls taken out of the rollups
     cost_nusd: int = 0
+    rebilled_traces: int = 0  # kept traces now billed for a call whose billed span was forgotten
 
 
 def _recent_entries(cache: dict[tuple, Any], cap: int, keep: int, now_s: int) -> dict[tuple, Any]:
@@ -805,7 +806,7 @@ class SpanWriter:
             content_index.clamp_watermarks(db)
             forgotten_spans = {s.span_id for trace in gone.values() for s in trace.spans.values()}
             self.forget_traces(trace_ids)
-            self._rebill_kept_twins(linked, set(response_ids), forgotten_spans, now)
+            result.rebilled_traces = self._rebill_kept_twins(linked, set(response_ids), forgotten_spans, now)
             result.conversations = len(conversations)
             sessions.refresh(db, conversations, now)
             # A change marker keeps its fact (a model, a prompt version), not the forgotten example.

@@ -186,7 +186,8 @@ def test_a_call_billed_in_a_forgotten_trace_is_billed_in_its_kept_twin(tmp_path:
     keeper = next(user for user, b in billed.items() if b)
     write(truth, [inner] if keeper == "alice" else [outer])  # the store that only ever had the other span
     with writing(full, NOW) as (_normalizer, writer, db):
-        forget(db, writer, "user", keeper)
+        done = forget(db, writer, "user", keeper)
+    assert done.removed.rebilled_traces == 1  # what the command says: "(1 kept traces that also saw ...)"
     after, expected = _tables(full), _tables(truth)
     for table in ("spans", "traces", "rollups", "dims"):
         assert after[table] == expected[table], table

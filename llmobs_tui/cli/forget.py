@@ -47,7 +47,7 @@ def cmd_forget(settings: Settings) -> int:
         return EXIT_OK
     print(f"forgot {who}: {r.traces:,} traces, {r.spans:,} spans, {r.logs:,} log records, "
           f"{r.index_rows:,} search-index rows; {r.calls:,} billed calls (${r.cost_nusd / 1e9:,.4f}) taken out of "
-          f"the rollups; {r.conversations:,} conversations recomputed")
+          f"the rollups{rebilled_note(r.rebilled_traces)}; {r.conversations:,} conversations recomputed")
     return EXIT_OK
 
 
@@ -77,9 +77,13 @@ def _forget_on_clickhouse(settings: Settings, kind: str, value: str, progress: C
     if not done.traces:
         print(f"nothing stored for {who}")
         return EXIT_OK
-    rebilled = (f" ({done.rebilled_traces:,} kept traces that also saw some of those calls are billed for them "
-                f"now)" if done.rebilled_traces else "")
     print(f"forgot {who}: {done.traces:,} traces, {done.spans:,} spans, {done.logs:,} log records; "
-          f"{done.calls:,} billed calls (${done.cost_nusd / 1e9:,.4f}) taken out of the rollups{rebilled}. "
+          f"{done.calls:,} billed calls (${done.cost_nusd / 1e9:,.4f}) taken out of the rollups"
+          f"{rebilled_note(done.rebilled_traces)}. "
           f"Replicas' working stores drop their copies with their own retention (a day at most).")
     return EXIT_OK
+
+
+def rebilled_note(traces: int) -> str:
+    """A call seen by two instrumentations in two traces is billed in the kept one when its billed span goes."""
+    return f" ({traces:,} kept traces that also saw some of those calls are billed for them now)" if traces else ""
