@@ -579,6 +579,30 @@ def test_reads_batched_in_one_query_equal_sqlite_window_by_window(stores) -> Non
         RollupRead(ragged, (), (("model", None),), ()),
         RollupRead((), ("model",), (), ("latency",)),  # no window: nothing asked, nothing read
     ]
+    # Reads that share a branch (the same windows and groups, filters on the same columns): several features'
+    # burn windows, one of them naming no feature, and the whole service's, beside the support read above;
+    # by model, filters on two different columns (a branch each, and one for the read without a filter);
+    # two columns at once, with a value nothing has.
+    features = [row[0] for row in db.execute("SELECT DISTINCT feature FROM dims WHERE feature IS NOT NULL")]
+    tenants = [row[0] for row in db.execute("SELECT DISTINCT tenant FROM dims WHERE tenant IS NOT NULL")]
+    assert len(features) >= 2 and tenants
+    reads += [
+        RollupRead(burn, (), (("feature", features[1]),), ("ttft",)),
+        RollupRead(burn, (), (("feature", None),), ()),
+        RollupRead(burn, (), (), ("cost",)),
+        RollupRead(burn + ragged, ("model",), (("feature", features[0]),), ()),
+        RollupRead(burn + ragged, ("model",), (("tenant", tenants[0]),), ("latency",)),
+        RollupRead(ragged, (), (("feature", features[0]), ("model", None)), ()),
+        RollupRead(ragged, (), (("model", "no-such-model"), ("feature", features[0])), ("latency",)),
+    ]
+    queries: list[str] = []
+    query = client.query
+
+    def watched(sql: str, *args: Any, **kwargs: Any) -> Any:
+        queries.append(sql)
+        return query(sql, *args, **kwargs)
+
+    client.query = watched  # type: ignore[method-assign]
 
     def as_data(groups: list[Any], hists: tuple[str, ...]) -> list[Any]:
         return [(g.key, g.counters, [getattr(g, h) for h in hists]) for g in groups]
@@ -596,6 +620,12 @@ def test_reads_batched_in_one_query_equal_sqlite_window_by_window(stores) -> Non
         assert len(batched[1][2]) >= 2 and any(g.ttft for g in batched[1][2]) and any(g.cost for g in batched[1][2])
         assert batched[0][5] and batched[0][5][0].latency
         assert not batched[4][0] and not batched[1][8]  # no such feature; the window in the future
+        assert batched[9][0] and batched[9][0][0].cost and batched[10][5] and batched[11][2]
+        # 14 reads (one without windows) in 9 branches: the four of the burn windows in one, the two by model
+        # filtered on other columns and the one without a filter in three, the ragged windows' two with two
+        # columns in one and the one with a column in another, the four others alone.
+        [sql] = queries
+        assert sql.count(" UNION ALL ") == 8, sql
     finally:
         db.close()
         client.close()
