@@ -166,7 +166,8 @@ class ClickHouseStoreReader:
         if by == "user" and matching is None:
             if sort not in conv.USER_SORTS:
                 raise ValueError(f"cannot sort users by {sort!r}")
-            users = [conv.UserRow(*row) for row in await self._run(ch_sessions.user_rows) if row[10] >= since]
+            users = [conv.UserRow(*row) for row in await self._run(
+                lambda client: ch_sessions.user_rows(client, seen_since_ns=since))]
             return _sorted(users, sort, "user_id", descending, limit)
         if sort not in (conv.USER_SORTS if by == "user" else conv.SESSION_SORTS):
             raise ValueError(f"cannot sort {'users' if by == 'user' else 'conversations'} by {sort!r}")

@@ -214,7 +214,11 @@ def assert_clickhouse_equals_sqlite(db: sqlite3.Connection, client: Any, *, same
     conversation_columns = [c for c in CONVERSATION_COLUMNS if c != "updated_ns"]
     assert clickhouse_sessions.conversation_rows(client) == \
         db.execute(f"SELECT {', '.join(conversation_columns)} FROM conversations ORDER BY conversation_id").fetchall()
-    assert clickhouse_sessions.user_rows(client) == db.execute("SELECT * FROM users ORDER BY user_id").fetchall()
+    users = db.execute("SELECT * FROM users ORDER BY user_id").fetchall()
+    assert clickhouse_sessions.user_rows(client) == users
+    if users:  # the users seen since a moment: those whose last turn ended at or after it
+        since = sorted(row[-1] for row in users)[len(users) // 2]
+        assert clickhouse_sessions.user_rows(client, seen_since_ns=since) == [row for row in users if row[-1] >= since]
     assert client.query("SELECT count() FROM logs FINAL")[0][0] == db.execute("SELECT count(*) FROM logs").fetchone()[0]
     assert clickhouse_tool_calls(client) == sqlite_tool_calls(db)
     assert clickhouse_tool_rollups(client) == sqlite_tool_rollups(db)

@@ -305,6 +305,30 @@ def test_sessions_read_the_conversations_seen_since_whole(http: HttpClient) -> N
     assert recent[2] == 2  # both of its turns, the one before the window too
 
 
+def test_a_conversations_user_is_its_first_named_turns_in_start_then_trace_id_order(http: HttpClient) -> None:
+    """As SQLite sorts turns (start, then trace id bytewise): of turns that start together, the one with the
+    smaller trace id names the user, though its bytes read little-endian would be the larger number; a turn
+    that names nobody does not count, however early; a start before 1970 (an Int64 below zero) is earliest."""
+    from store.clickhouse.sessions import conversation_rows, user_rows
+
+    now = time.time_ns()
+    columns = ("trace_id", "root_known", "start_ns", "end_ns", "duration_ns", "spans", "llm_calls", "cost_nusd",
+               "updated_ns", "conversation_id", "user_id")
+    small, large = bytes([0] * 15 + [2]), bytes([1] + [0] * 15)  # small < large bytewise, not little-endian
+    at = now - HOUR
+    turns = [  # (trace id, start, conversation, user)
+        (bytes([9] * 16), at - HOUR, "tie", None),
+        (large, at, "tie", "user-large"),
+        (small, at, "tie", "user-small"),
+        (bytes([7] * 16), -5 * 10**9, "early", "user-early"),
+        (bytes([3] * 16), at, "early", "user-later"),
+    ]
+    http.insert("trace_summaries", [[trace, 1, start, now, now - start, 1, 1, 10, now, conversation, user]
+                                    for trace, start, conversation, user in turns], columns)
+    assert {row[0]: row[1] for row in conversation_rows(http)} == {"early": "user-early", "tie": "user-small"}
+    assert [(row[0], row[1], row[2]) for row in user_rows(http)] == [("user-early", 1, 2), ("user-small", 1, 3)]
+
+
 def test_a_conversation_reads_the_calls_of_its_shown_turns_from_the_first_one_on(http: HttpClient) -> None:
     """An opened conversation reads its shown turns' billed calls by their trace ids among the spans that
     started since the first shown turn (the spans' sort key starts with the hour): a call that starts with
