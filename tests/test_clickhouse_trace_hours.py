@@ -329,6 +329,25 @@ def test_a_conversations_user_is_its_first_named_turns_in_start_then_trace_id_or
     assert [(row[0], row[1], row[2]) for row in user_rows(http)] == [("user-early", 1, 2), ("user-small", 1, 3)]
 
 
+def test_a_conversations_p95_turn_is_the_nearest_rank_whatever_its_turns(http: HttpClient) -> None:
+    """store.sessions.nearest_rank's p95 (the ceil(0.95 n)-th smallest duration) for conversations of 1 to 41
+    turns, 20 and 40 among them (0.95 n whole: quantileExact(0.95) takes one past it)."""
+    from store.clickhouse.sessions import conversation_rows
+    from store.sessions import nearest_rank
+
+    now = time.time_ns()
+    columns = ("trace_id", "root_known", "start_ns", "end_ns", "duration_ns", "spans", "llm_calls", "updated_ns",
+               "conversation_id")
+    rows, want = [], {}
+    for n in range(1, 42):
+        durations = [(7 * k) % 101 * 10**6 + k for k in range(n)]  # distinct, not in start order
+        want[f"c{n:02}"] = nearest_rank(sorted(durations), 0.95)
+        rows += [[(n * 100 + k).to_bytes(16, "big"), 1, now - HOUR + k, now - HOUR + k + d, d, 1, 1, now, f"c{n:02}"]
+                 for k, d in enumerate(durations)]
+    http.insert("trace_summaries", rows, columns)
+    assert {row[0]: row[-1] for row in conversation_rows(http)} == want
+
+
 def test_a_conversation_reads_the_calls_of_its_shown_turns_from_the_first_one_on(http: HttpClient) -> None:
     """An opened conversation reads its shown turns' billed calls by their trace ids among the spans that
     started since the first shown turn (the spans' sort key starts with the hour): a call that starts with

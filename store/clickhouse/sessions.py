@@ -27,13 +27,17 @@ _FIRST_USER = ("argMinIf(user_id, bitShiftLeft(toUInt256(bitXor(reinterpretAsUIn
 # store.sessions.CONVERSATION_COLUMNS without updated_ns, in that order. The p95 is the nearest rank
 # (store.sessions.nearest_rank: the ceil(0.95 n)-th smallest duration); the user is the first turn's in
 # (start, trace id) order that names one; a failed turn has an error or an error span.
+# quantileExact(level) takes the element at floor(level · n) (0-based), one past the nearest rank where 0.95 n is
+# a whole number: a level 1e-9 below 0.95 takes ceil(0.95 n) - 1 for every n below 5·10^7 turns (checked in
+# double arithmetic for n up to 3M). Sorting each conversation's durations instead cost 1.84 s against 1.49 for
+# all 50,400 conversations of 12.5M summaries, the same p95s.
 _CONVERSATION_SELECT = f"""
 SELECT conversation_id,
        {_FIRST_USER},
        count(), min(start_ns), max(end_ns), sum(llm_calls), sum(input_tokens), sum(output_tokens),
        sum(cost_nusd), sum(unpriced_calls), sum(errors_api + errors_validation + errors_guardrail),
        countIf(errors_api + errors_validation + errors_guardrail + error_spans > 0),
-       arraySort(groupArray(duration_ns))[toUInt64(greatest(1, ceil(0.95 * count())))]
+       quantileExact(0.949999999)(duration_ns)
 FROM trace_summaries FINAL
 WHERE conversation_id IS NOT NULL{{where}}
 GROUP BY conversation_id{{having}}
