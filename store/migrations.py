@@ -526,10 +526,12 @@ def m014_rollup_sums_index(db: sqlite3.Connection) -> None:
 
 @migration
 def m015_clickhouse_rechecks(db: sqlite3.Connection) -> None:
-    """`serve --store clickhouse://…` with replicas: what a replica stopping cleanly still had to do about calls
-    billed twice across traces (store/clickhouse/trace_sync.py, save and restore): the calls to look up again in
-    ClickHouse, by their row in spans, and the version it last wrote each recent trace at (whether it is that
-    trace's last writer). Written at the stop, read back and cleared at the next start; empty otherwise."""
+    """`serve --store clickhouse://…` with replicas: what a replica still had to do about calls billed twice
+    across traces when it stopped (store/clickhouse/trace_sync.py, save and restore): the calls to look up again
+    in ClickHouse, by their row in spans, and the version it last wrote each recent trace at (whether it is that
+    trace's last writer). Written at a clean stop, read back and cleared at the next start. And the last two
+    minutes of its writes, one row per writer transaction in that transaction, from which a replica that was
+    killed rebuilds the same (pruned as they age)."""
     db.execute(
         """
         CREATE TABLE IF NOT EXISTS clickhouse_rechecks (
@@ -549,6 +551,16 @@ def m015_clickhouse_rechecks(db: sqlite3.Connection) -> None:
         )
         """
     )
+    db.execute(
+        """
+        CREATE TABLE IF NOT EXISTS clickhouse_recent_writes (
+            version INTEGER NOT NULL,         -- the version the write gave its traces
+            traces BLOB NOT NULL,             -- their ids, 16 bytes each
+            calls BLOB NOT NULL               -- the spans.id of its calls to look up again, 8 bytes each
+        )
+        """
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS clickhouse_recent_writes_by_version ON clickhouse_recent_writes (version)")
 
 
 # Query-planner statistics for a store of about a million spans, pinned instead of measured.

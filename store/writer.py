@@ -564,6 +564,7 @@ class SpanWriter:
         ClickHouse is unreachable: they are due again later)."""
         if self.sync is None:
             return 0
+        self.sync.prune_log(self.db, self.clock())
         if not self.sync.rechecks.due_by(self.clock()) or not self.sync.reachable():
             return 0
         due = self.sync.rechecks.due(self.clock(), limit)
@@ -943,6 +944,8 @@ class SpanWriter:
                      if s.response_id and s.kind in BILLABLE
                      and (id(s) in new_ids or s.parent is None or trace_id in pulled)]
             self._written_calls = (list(touched), calls, now)
+            if touched:
+                self.sync.log_write(self.db, list(touched), calls, now)
 
         for record, state in zip(inserts, new_states):
             record[COL["billed"]] = state.billed

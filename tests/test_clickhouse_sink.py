@@ -560,15 +560,21 @@ def test_serve_with_a_clickhouse_store_acks_what_clickhouse_holds(tmp_path: Path
             assert len(kept) == 6
         finally:
             db.close()
-        # ... and the next serve on this working store takes them back, to keep them again at its own stop.
-        proc, address = _start_serve(tmp_path, url.display())
-        out = stopped(proc, grpc.insecure_channel(address))
-        assert proc.returncode == 0, out
-        db = sqlite3.connect(replica)
-        try:
-            assert db.execute("SELECT span_row FROM clickhouse_rechecks ORDER BY 1").fetchall() == kept
-        finally:
-            db.close()
+        # ... and the next serve on this working store takes them back, to keep them again at its own stop; one
+        # killed (SIGKILL: nothing kept) leaves the next one its logged writes to take them back from.
+        for stop in ("clean", "killed", "clean"):
+            proc, address = _start_serve(tmp_path, url.display())
+            if stop == "killed":
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate(timeout=60)
+                continue
+            out = stopped(proc, grpc.insecure_channel(address))
+            assert proc.returncode == 0, out
+            db = sqlite3.connect(replica)
+            try:
+                assert db.execute("SELECT span_row FROM clickhouse_rechecks ORDER BY 1").fetchall() == kept, stop
+            finally:
+                db.close()
     finally:
         reader.close()
         clickhouse.kill()

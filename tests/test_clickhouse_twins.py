@@ -170,13 +170,15 @@ def test_twins_written_in_the_same_moment_are_billed_once_after_the_first_rechec
 
 
 @SHAPES
+@pytest.mark.parametrize("stop", ["clean", "killed"])
 def test_a_replica_restarted_before_its_rechecks_does_them_after(
-        tmp_path: Path, http: HttpClient, engine: ChdbClient, app_span: bool) -> None:
-    """A rolling restart: the call's two spans are written in one moment, and A is stopped and started again on
-    its working store before its first recheck. What its clean stop kept (TraceSync.save) comes back at the
-    start: its rechecks, and that it wrote its traces last. Under an app span A alone can find the pair
-    (without its rechecks the call stays billed twice); of two roots A, the last writer of the span to unbill,
-    moves it at 2 s (without its versions only B would, at 120 s)."""
+        tmp_path: Path, http: HttpClient, engine: ChdbClient, app_span: bool, stop: str) -> None:
+    """A rolling restart, or a replica killed: the call's two spans are written in one moment, and A stops and
+    starts again on its working store before its first recheck. What its clean stop kept (TraceSync.save), or
+    else the writes it logged (TraceSync.log_write), comes back at the start: its rechecks, and that it wrote
+    its traces last. Under an app span A alone can find the pair (without its rechecks the call stays billed
+    twice); of two roots A, the last writer of the span to unbill, moves it at 2 s (without its versions only
+    B would, at 120 s)."""
     now = T0 + 60 * S
     apps, sdks = traffic(T0, app_span)
     with replica(tmp_path / "b.db", now, http) as b:
@@ -184,7 +186,8 @@ def test_a_replica_restarted_before_its_rechecks_does_them_after(
             a.write(apps, ship=False)
             b.write(sdks, ship=False)
             assert a.shipper.ship() and b.shipper.ship()
-            assert a.writer.sync.save(a.db) == CALLS
+            if stop == "clean":
+                assert a.writer.sync.save(a.db) == CALLS
         with replica(tmp_path / "a.db", now + S, http) as a:
             assert a.writer.sync.restore(a.db) == CALLS
             assert at_once(now + 2 * S, a, b) == [CALLS, CALLS]
@@ -192,8 +195,12 @@ def test_a_replica_restarted_before_its_rechecks_does_them_after(
             for later in (60, 120, 130):
                 at_once(now + later * S, a, b)
             assert len(a.writer.sync.rechecks) == 0
-            # Taken back once: the next start finds nothing left of this one unless it stops cleanly again.
+            # Taken back once: the next start finds nothing left of this one unless it stops cleanly again;
+            # the log keeps the last RECENT_WRITES_S of writes only.
             assert a.db.execute("SELECT count(*) FROM clickhouse_rechecks").fetchone() == (0,)
+            assert a.db.execute("SELECT count(*) FROM clickhouse_recent_writes").fetchone()[0] > 0
+            at_once(now + 300 * S, a, b)
+            assert a.db.execute("SELECT count(*) FROM clickhouse_recent_writes").fetchone() == (0,)
     assert_billed_once(tmp_path, engine, now, app_span)
 
 

@@ -22,10 +22,10 @@ Collector splits it. Neither replica can see the other's span when it writes its
 
 Not covered: a root twin stored more than two minutes after the span under another root (that span's last
 recheck) reaches another replica; twins neither of which is a root (a context leaked from another request);
-a replica that stopped without closing (killed, out of memory) between writing a call and its last recheck
-forgets its rechecks (for two roots the other replica's still converge unless both were written in the same
-moment; one that stops as `serve` does on SIGTERM or Ctrl-C keeps them in its working store: trace_sync.py's
-`save`); a trace written by two replicas at once (trace_sync.py).
+a replica restarted on another working store between writing a call and its last recheck (on its own, it
+takes them back: trace_sync.py's `save` at a clean stop, `log_write` otherwise; for two roots the other
+replica's still converge unless both were written in the same moment); a trace written by two replicas at
+once (trace_sync.py).
 """
 
 from __future__ import annotations
