@@ -208,3 +208,4 @@ class Call(NamedTuple):
     layer: int
     start_ns: int
     end_ns: int
+    root: bool = False  # the span is its trace's root

@@ -569,7 +569,7 @@ class SpanWriter:
             return 0
         due = self.sync.rechecks.due(self.clock(), limit)
         row_of, calls = self._calls_of(due)
-        looked_up = self.sync.with_stored_twins(calls)
+        looked_up = self.sync.with_stored_twins(calls, self.clock())
         if looked_up is None:
             self.sync.rechecks.again(due, self.clock())
             return 0
@@ -600,10 +600,11 @@ class SpanWriter:
         row_of: dict[Call, int] = {}
         calls: list[tuple[Call, int]] = []
         for row_id, *fields in sessions.rows_in(
-                self.db, "SELECT id, trace_id, span_id, response_id, call_layer, start_ns, end_ns FROM spans "
-                "WHERE id IN ({marks})", sorted(version_of)):
-            trace_id, span_id, response_id, layer, start, end = fields
-            call = Call(bytes(trace_id), bytes(span_id), response_id, 1 if layer is None else layer, start, end)
+                self.db, "SELECT id, trace_id, span_id, response_id, call_layer, start_ns, end_ns, "
+                "parent_span_id IS NULL FROM spans WHERE id IN ({marks})", sorted(version_of)):
+            trace_id, span_id, response_id, layer, start, end, root = fields
+            call = Call(bytes(trace_id), bytes(span_id), response_id, 1 if layer is None else layer, start, end,
+                        bool(root))
             row_of[call] = row_id
             calls.append((call, version_of[row_id]))
         return row_of, calls

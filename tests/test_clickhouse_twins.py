@@ -253,8 +253,9 @@ def a_then_b(a: Replica, b: Replica, now: int, delay_s: int, app_span: bool) -> 
 @SHAPES
 def test_a_twin_arriving_100_s_later_is_moved_once(tmp_path: Path, http: HttpClient, engine: ChdbClient,
                                                    app_span: bool) -> None:
-    """B's SDK span 100 s after A's span: under an app span A alone finds the pair, at its recheck 120 s after
-    its write; two roots, B moves it at its first recheck (A's window for its own span has passed)."""
+    """B's SDK span 100 s after A's span: under an app span A moves it, at its recheck 120 s after its write
+    (B, its span stored late, finds the pair at its last recheck, moved already); two roots, B moves it at its
+    first recheck (A's window for its own span has passed)."""
     now = T0 + 60 * S
     with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now + 100 * S, http) as b:
         a_then_b(a, b, now, 100, app_span)
@@ -265,6 +266,55 @@ def test_a_twin_arriving_100_s_later_is_moved_once(tmp_path: Path, http: HttpCli
         for later in (60, 120):
             b.at(now + (100 + later) * S)
     assert_billed_once(tmp_path, engine, now, app_span)
+
+
+@SHAPES
+def test_a_root_twin_arriving_after_the_others_last_recheck_is_moved_by_its_replica(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient, app_span: bool) -> None:
+    """B's SDK span 200 s after A's span (a backlog): A's rechecks, the last 120 s after its write, are over.
+    B's span is a root stored long after it ended, so at its last recheck B looks it up among every call, and
+    moves the billing itself, as the last writer of the root's trace once A's rechecks are over (150 s after
+    A's trace's version). Two roots: the keeper's replica (B) moves it by the two-root rule, as before."""
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0, app_span)
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now + 200 * S, http) as b:
+        a.write(apps)
+        for later in (2, 60, 120):
+            assert a.at(now + later * S) == CALLS  # nothing to find yet
+        assert len(a.writer.sync.rechecks) == 0  # done
+        b.write(sdks)
+        assert calls_counted(engine)[0] == 2 * CALLS
+        for later in (2, 60):
+            b.at(now + (200 + later) * S)
+        # Two roots: moved at B's first recheck by the two-root rule; under an app span B looks its late roots up
+        # among every call at their last recheck, and moves them then.
+        assert calls_counted(engine)[0] == (2 * CALLS if app_span else CALLS)
+        b.at(now + 320 * S)
+        assert calls_counted(engine)[0] == CALLS
+        assert b.writer.sync.stats.traces_pulled == CALLS  # A's traces, to move their billing
+    assert_billed_once(tmp_path, engine, now, app_span)
+
+
+def test_a_late_root_twin_is_left_to_the_other_replica_while_its_rechecks_run(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient) -> None:
+    """Both spans written in one moment, long after the call ended; B's outbox reaches ClickHouse only just
+    before A's last recheck (it was down for B), and B's last recheck runs in that same moment: both find the
+    pair. A moves it (it wrote the trace under the app's root); B, for which A's rechecks could still be
+    running, leaves it: the call is not unbilled twice."""
+    now = T0 + 200 * S  # the calls ended more than LATE_S before they are stored
+    apps, sdks = traffic(T0, True)
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http) as b:
+        a.write(apps)
+        b.write(sdks, ship=False)
+        for later in (2, 60):
+            a.at(now + later * S)
+            b.now = now + later * S
+            b.writer.recheck_twins()  # nothing to find (roots among roots), nothing written
+        assert b.shipper.ship()
+        assert at_once(now + 120 * S, a, b) == [CALLS, CALLS]
+        assert a.writer.sync.stats.twin_traces == b.writer.sync.stats.twin_traces == CALLS  # both found it
+        assert calls_counted(engine)[0] == CALLS
+    assert_billed_once(tmp_path, engine, now, True)
 
 
 def test_two_root_twins_arriving_between_the_two_rules_wait_for_the_keepers_recheck(

@@ -39,12 +39,14 @@ from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient, ClickHouseError, batches
 from store.clickhouse.twin_calls import (
     ANY_MOVE,
+    LATE_S,
     MAX_QUEUED,
     RECHECK_AFTER_S,
     AnyMove,
     MovePolicy,
     Rechecks,
     stored_twins,
+    stored_twins_under_roots,
 )
 from store.connection import immediate_transaction
 from store.models import COL, SPAN_COLUMNS, Call
@@ -160,13 +162,21 @@ class TraceSync:
             return False
         return True
 
-    def with_stored_twins(self, calls: Sequence[tuple[Call, int]]
+    def with_stored_twins(self, calls: Sequence[tuple[Call, int]], now: int
                           ) -> tuple[list[tuple[Call, int]], set[bytes]] | None:
         """Those of these rechecked calls that ClickHouse holds a twin of in another trace (the only ones a
         recheck can change: a twin in this working store was joined when the later of the two was written),
         and the traces holding those twins. None: ClickHouse could not be read."""
+        # A root call stored more than LATE_S after it ended is looked up among every call too, at its last
+        # recheck: its twin under another root may have been stored long before, past that replica's rechecks
+        # (rare: a backlog; a backfill of history makes every root call late, so once, not at each recheck).
+        late = [call for call, version in calls if call.root and version - call.end_ns > LATE_S * 10**9
+                and now - version >= RECHECK_AFTER_S[-1] * 10**9]
         try:
-            pairs = stored_twins(self.client(), [call for call, _ in calls])
+            client = self.client()
+            pairs = stored_twins(client, [call for call, _ in calls])
+            if late:
+                pairs += stored_twins_under_roots(client, late)
         except (ClickHouseError, OSError) as exc:
             log.debug("looking calls up again in ClickHouse failed: %s", exc)
             return None

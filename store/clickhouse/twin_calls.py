@@ -13,15 +13,21 @@ Collector splits it. Neither replica can see the other's span when it writes its
   `RECHECK_AFTER_S` after it was written, for a twin in another trace, off the path of any request's ack (a
   twin this replica's own working store holds is joined when the later of the two is written, as on SQLite).
 - One rule says which replica moves the billing, so that it moves exactly once:
-  - a root and a span under another root: only the replica that wrote the second's trace finds the pair
-    (roots look up roots only), so it moves whichever span is not the keeper, whenever it finds them;
+  - a root and a span under another root: the replica that wrote the second's trace finds the pair (roots
+    look up roots only), so it moves whichever span is not the keeper, whenever it finds them. Unless the
+    root was stored more than two minutes after the other, past that replica's last recheck: a root call
+    stored more than `LATE_S` after it ended (a backlog) is looked up among every call at its own last recheck
+    (`stored_twins_under_roots`, on the spans: no index by response id there, so for late roots only), and its
+    replica, the last writer of the root's trace, moves it once the other's rechecks are over:
+    `RECHECK_AFTER_S[-1]` + `MARGIN_S` after the other trace's version;
   - two roots: both replicas find the pair. The one that last wrote the trace of the span to unbill moves
     it, within `OWNER_S` of that write (its rechecks run that long); after that, and `MARGIN_S` more for
     clocks that disagree, the one that wrote the keeper's trace does (its rechecks run long enough to get
     there); nobody in between. Both judge by the trace's version in ClickHouse (when its last writer wrote it).
 
-Not covered: a root twin stored more than two minutes after the span under another root (that span's last
-recheck) reaches another replica; twins neither of which is a root (a context leaked from another request);
+Not covered: twins neither of which is a root (a context leaked from another request); a late root stored
+within 30 s of a write of the other's trace that followed that span's own (its replica's last recheck then
+comes too early for the rule above);
 a replica restarted on another working store between writing a call and its last recheck (on its own, it
 takes them back: trace_sync.py's `save` at a clean stop, `log_write` otherwise; for two roots the other
 replica's still converge unless both were written in the same moment); a trace written by two replicas at
@@ -56,29 +62,62 @@ LEAD_NS = HOUR_NS
 SHARED_ID_CALLS = 20
 ROWS_PER_ID = 50
 MAX_QUEUED = 200_000
+# A root call stored this long after it ended may have a twin under another root whose replica's rechecks
+# (RECHECK_AFTER_S from its write) ended before this one was stored: it is looked up among every call.
+LATE_S = RECHECK_AFTER_S[-1] - MARGIN_S
 
 
 def stored_twins(client: Any, calls: Sequence[Call]) -> list[tuple[Call, bytes]]:
     """(call, trace) for each trace other than the call's own whose root is a twin of the call: a root call
     with its response id, at another layer, whose time window nests with its."""
+    grouped = _by_response(calls)
+    if grouped is None:
+        return []
+    # In an app whose calls run under its own spans there are no root calls: one row asked for, no ids sent.
+    within = "start_ns BETWEEN {first:Int64} AND {last:Int64} AND is_deleted = 0"
+    if not client.query(f"SELECT 1 FROM {ROOT_CALLS_TABLE} WHERE {within} LIMIT 1", grouped[1]):
+        return []
+    return _matched(client, *grouped,
+                    f"SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM {ROOT_CALLS_TABLE} "
+                    f"WHERE response_id IN {{ids:Array(String)}} AND {within} LIMIT {ROWS_PER_ID} BY response_id")
+
+
+def stored_twins_under_roots(client: Any, calls: Sequence[Call]) -> list[tuple[Call, bytes]]:
+    """As stored_twins, for late root calls: the calls under another root with their response id, looked up
+    in the spans themselves (root_calls holds roots only), within the calls' hours. A span's ids, layer and
+    times do not change between its versions, so no FINAL: a forgotten span's older row only brings its trace
+    to the pull, which drops it."""
+    grouped = _by_response(calls)
+    if grouped is None:
+        return []
+    return _matched(client, *grouped,
+                    "SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM spans "
+                    "WHERE start_ns BETWEEN {first:Int64} AND {last:Int64} AND response_id IN {ids:Array(String)} "
+                    "AND parent_span_id IS NOT NULL AND kind IN ('llm', 'embedding') AND is_deleted = 0 "
+                    f"LIMIT {ROWS_PER_ID} BY response_id")
+
+
+def _by_response(calls: Sequence[Call]) -> tuple[dict[str, list[Call]], dict[str, int]] | None:
+    """The calls by response id (an id more than SHARED_ID_CALLS of them share left out), and the window a twin
+    of one of them starts in; None when no call is left to look up."""
     by_response: dict[str, list[Call]] = {}
     for call in calls:
         by_response.setdefault(call.response_id, []).append(call)
     by_response = {rid: same for rid, same in by_response.items() if len(same) <= SHARED_ID_CALLS}
     if not by_response:
-        return []
-    calls = [call for same in by_response.values() for call in same]
-    window = {"first": min(c.start_ns for c in calls) - LEAD_NS, "last": max(c.end_ns for c in calls) + TWIN_SLACK_NS}
-    # In an app whose calls run under its own spans there are no root calls: one row asked for, no ids sent.
-    within = "start_ns BETWEEN {first:Int64} AND {last:Int64} AND is_deleted = 0"
-    if not client.query(f"SELECT 1 FROM {ROOT_CALLS_TABLE} WHERE {within} LIMIT 1", window):
-        return []
+        return None
+    kept = [call for same in by_response.values() for call in same]
+    return by_response, {"first": min(c.start_ns for c in kept) - LEAD_NS,
+                         "last": max(c.end_ns for c in kept) + TWIN_SLACK_NS}
+
+
+def _matched(client: Any, by_response: dict[str, list[Call]], window: dict[str, int], sql: str
+             ) -> list[tuple[Call, bytes]]:
+    """(call, trace) for each row `sql` finds (response id, trace, layer, start, end; `ids` a batch of the
+    response ids) in another trace, at another layer, whose time window nests with the call's."""
     found: set[tuple[Call, bytes]] = set()
     for ids in batches(sorted(by_response)):
-        for response_id, trace_id, layer, start, end in client.query(
-                f"SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM {ROOT_CALLS_TABLE} "
-                f"WHERE response_id IN {{ids:Array(String)}} AND {within} LIMIT {ROWS_PER_ID} BY response_id",
-                {"ids": ids, **window}):
+        for response_id, trace_id, layer, start, end in client.query(sql, {"ids": ids, **window}):
             trace_id = bytes(trace_id)
             for call in by_response.get(response_id, ()):
                 if (trace_id != call.trace_id and layer != call.layer
@@ -180,7 +219,13 @@ class MovePolicy:
             return keeper_trace in self.mine and now >= self.versions[member_trace] + (OWNER_S + MARGIN_S) * S
         if roots == (False, False):
             return True  # found in this working store alone: nothing else looks for such a pair
-        return self._wrote(non_root_trace)
+        if self._wrote(non_root_trace):
+            return True
+        # A late root's replica (stored_twins_under_roots), once the other's rechecks are over: it wrote the
+        # trace under the other root at that trace's version at the latest, and rechecked it for RECHECK_AFTER_S.
+        root_trace = keeper_trace if member_trace == non_root_trace else member_trace
+        return (root_trace in self.mine and non_root_trace in self.versions
+                and now >= self.versions[non_root_trace] + (RECHECK_AFTER_S[-1] + MARGIN_S) * S)
 
     def _wrote(self, trace_id: bytes) -> bool:
         return trace_id in self.mine or trace_id not in self.versions
