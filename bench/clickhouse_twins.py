@@ -12,8 +12,9 @@ own (an app with no spans of its own, instrumented by OpenLLMetry). For each: th
 with the view and without it (all at once, and the CPU per span in the shipper's inserts of 500, alternated
 between two databases), and the median wall / CPU ms of `stored_twins` over `--repeat` runs for calls
 of the last minutes, different ones each run (a repeated lookup is answered from the query condition cache),
-half of them with a stored root twin (the other layer, another trace) and half not. CPU is the process's,
-chdb's threads included. Everything lives in a temporary directory, deleted at the end.
+half of them with a stored root twin (the other layer, another trace) and half not; and, for the calls under
+app spans, of `stored_twins_under_roots` (a late root call's last recheck, which reads the spans themselves).
+CPU is the process's, chdb's threads included. Everything lives in a temporary directory, deleted at the end.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 from bench.clickhouse_insert import _span_rows
 from store.clickhouse.client import ChdbClient
 from store.clickhouse.schema import ROOT_CALLS_TABLE, migrate
-from store.clickhouse.twin_calls import stored_twins
+from store.clickhouse.twin_calls import stored_twins, stored_twins_under_roots
 from store.models import Call
 
 NS = 1_000_000_000
@@ -81,14 +82,14 @@ def _calls(client: ChdbClient, end_ns: int, count: int, rng: random.Random) -> l
     return out
 
 
-def _timed(client: ChdbClient, end_ns: int, count: int, repeat: int) -> dict[str, Any]:
+def _timed(client: ChdbClient, end_ns: int, count: int, repeat: int, lookup: Any = stored_twins) -> dict[str, Any]:
     rng = random.Random(5)
-    stored_twins(client, _calls(client, end_ns, count, rng))  # marks loaded
+    lookup(client, _calls(client, end_ns, count, rng))  # marks loaded
     walls, cpus, found = [], [], 0
     for _ in range(repeat):
         calls = _calls(client, end_ns, count, rng)
         wall, cpu = time.perf_counter(), time.process_time()
-        found = len(stored_twins(client, calls))
+        found = len(lookup(client, calls))
         walls.append((time.perf_counter() - wall) * 1e3)
         cpus.append((time.process_time() - cpu) * 1e3)
     return {"calls": count, "found": found, "wall_ms": round(statistics.median(walls), 1),
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                     figures["root_calls"] = client.query(f"SELECT count() FROM {ROOT_CALLS_TABLE}")[0][0]
                     figures["a batch's calls"] = _timed(client, end_ns, 300, args.repeat)
                     figures["a recheck's calls"] = _timed(client, end_ns, 2000, args.repeat)
+                    if not roots:  # late root calls' last recheck, among every call (in the spans)
+                        figures["a recheck's late roots, among every call"] = _timed(
+                            client, end_ns, 2000, args.repeat, stored_twins_under_roots)
             figures["inserts of 500"] = _insert_cost(tmp, args.insert_spans, roots)
             out[shape] = figures
         print(json.dumps(out, indent=1))

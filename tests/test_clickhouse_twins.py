@@ -468,3 +468,23 @@ def test_a_response_id_many_calls_share_is_not_looked_up(engine: ChdbClient) -> 
               Call(b"C" * 16, b"e" * 8, "msg_apart", 1, start, start + S)]
     assert stored_twins(engine, [*fixed, real, *others]) == [(real, b"R" * 16)]
     assert len(stored_twins(engine, fixed[:SHARED_ID_CALLS])) == SHARED_ID_CALLS * ROWS_PER_ID  # a capped read
+
+
+def test_long_response_ids_are_looked_up_in_parameters_the_server_takes(http: HttpClient) -> None:
+    """Response ids are kept up to 256 characters: 500 of them, non-ASCII, pass the server's 128 KiB cap on a
+    form field. Both lookups split their ids by size as well as by count, and find every twin."""
+    from store.clickhouse.schema import ROOT_CALLS_TABLE
+    from store.clickhouse.twin_calls import stored_twins, stored_twins_under_roots
+
+    start = time.time_ns() - 60 * S
+    ids = [f"{n:04}" + "é" * 252 for n in range(1200)]
+    http.insert(ROOT_CALLS_TABLE, [(rid, 0, b"R" * 16, b"s" * 8, start, start + S, 1, 0) for rid in ids],
+                ["response_id", "call_layer", "trace_id", "span_id", "start_ns", "end_ns", "version", "is_deleted"])
+    http.insert("spans", [(b"U" * 16, n.to_bytes(8, "big"), b"p" * 8, "chat", "llm", start, start + S, rid, 0, 1)
+                          for n, rid in enumerate(ids)],
+                ["trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "response_id",
+                 "call_layer", "version"])
+    calls = [Call(b"C" * 16, n.to_bytes(8, "big"), rid, 1, start, start + S, True) for n, rid in enumerate(ids)]
+    assert {trace for _call, trace in stored_twins(http, calls)} == {b"R" * 16}
+    assert len(stored_twins(http, calls)) == len(calls)
+    assert len(stored_twins_under_roots(http, calls)) == len(calls)

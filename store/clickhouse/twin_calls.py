@@ -37,10 +37,10 @@ once (trace_sync.py).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from store.clickhouse.client import batches
+from store.clickhouse.client import IDS_PER_QUERY
 from store.clickhouse.schema import HOUR_NS, ROOT_CALLS_TABLE
 from store.models import Call
 from store.writer import TWIN_SLACK_NS, windows_nest
@@ -62,6 +62,7 @@ LEAD_NS = HOUR_NS
 SHARED_ID_CALLS = 20
 ROWS_PER_ID = 50
 MAX_QUEUED = 200_000
+ID_BATCH_BYTES = 64 * 1024  # half the server's cap on a form field
 # A root call stored this long after it ended may have a twin under another root whose replica's rechecks
 # (RECHECK_AFTER_S from its write) ended before this one was stored: it is looked up among every call.
 LATE_S = RECHECK_AFTER_S[-1] - MARGIN_S
@@ -79,7 +80,7 @@ def stored_twins(client: Any, calls: Sequence[Call]) -> list[tuple[Call, bytes]]
         return []
     return _matched(client, *grouped,
                     f"SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM {ROOT_CALLS_TABLE} "
-                    f"WHERE response_id IN {{ids:Array(String)}} AND {within} LIMIT {ROWS_PER_ID} BY response_id")
+                    f"WHERE $IDS AND {within} LIMIT {ROWS_PER_ID} BY response_id")
 
 
 def stored_twins_under_roots(client: Any, calls: Sequence[Call]) -> list[tuple[Call, bytes]]:
@@ -90,11 +91,13 @@ def stored_twins_under_roots(client: Any, calls: Sequence[Call]) -> list[tuple[C
     grouped = _by_response(calls)
     if grouped is None:
         return []
+    # One query for all of them (their ids in several parameters): each reads the window's spans whole, so a
+    # query per 500 ids read it four times for a recheck's 2,000.
     return _matched(client, *grouped,
                     "SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM spans "
-                    "WHERE start_ns BETWEEN {first:Int64} AND {last:Int64} AND response_id IN {ids:Array(String)} "
+                    "WHERE start_ns BETWEEN {first:Int64} AND {last:Int64} AND $IDS "
                     "AND parent_span_id IS NOT NULL AND kind IN ('llm', 'embedding') AND is_deleted = 0 "
-                    f"LIMIT {ROWS_PER_ID} BY response_id")
+                    f"LIMIT {ROWS_PER_ID} BY response_id", one_query=True)
 
 
 def _by_response(calls: Sequence[Call]) -> tuple[dict[str, list[Call]], dict[str, int]] | None:
@@ -111,19 +114,40 @@ def _by_response(calls: Sequence[Call]) -> tuple[dict[str, list[Call]], dict[str
                          "last": max(c.end_ns for c in kept) + TWIN_SLACK_NS}
 
 
-def _matched(client: Any, by_response: dict[str, list[Call]], window: dict[str, int], sql: str
-             ) -> list[tuple[Call, bytes]]:
-    """(call, trace) for each row `sql` finds (response id, trace, layer, start, end; `ids` a batch of the
-    response ids) in another trace, at another layer, whose time window nests with the call's."""
+def _matched(client: Any, by_response: dict[str, list[Call]], window: dict[str, int], sql: str,
+             one_query: bool = False) -> list[tuple[Call, bytes]]:
+    """(call, trace) for each row `sql` finds (response id, trace, layer, start, end; `$IDS` in it the condition
+    on the response ids: a batch of them a query, or all of them in one) in another trace, at another layer,
+    whose time window nests with the call's."""
     found: set[tuple[Call, bytes]] = set()
-    for ids in batches(sorted(by_response)):
-        for response_id, trace_id, layer, start, end in client.query(sql, {"ids": ids, **window}):
+    parts = list(_id_batches(sorted(by_response)))
+    for group in ([parts] if one_query else [[part] for part in parts]):
+        among = " OR ".join(f"response_id IN {{ids{i}:Array(String)}}" for i in range(len(group)))
+        params = {**{f"ids{i}": part for i, part in enumerate(group)}, **window}
+        for response_id, trace_id, layer, start, end in client.query(sql.replace("$IDS", f"({among})"), params):
             trace_id = bytes(trace_id)
             for call in by_response.get(response_id, ()):
                 if (trace_id != call.trace_id and layer != call.layer
                         and windows_nest(call.start_ns, call.end_ns, int(start), int(end))):
                     found.add((call, trace_id))
     return sorted(found)
+
+
+def _id_batches(ids: Sequence[str]) -> Iterator[list[str]]:
+    """Response ids in lists of at most IDS_PER_QUERY that each fit a form field (128 KiB on the server): an id
+    is kept up to 256 characters, so 500 of them can be 512 KB. Each id counted at twice its UTF-8 length (every
+    byte escaped, at worst) and its quotes and separator."""
+    batch: list[str] = []
+    size = 0
+    for rid in ids:
+        cost = 2 * len(rid.encode()) + 4
+        if batch and (len(batch) >= IDS_PER_QUERY or size + cost > ID_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(rid)
+        size += cost
+    if batch:
+        yield batch
 
 
 class Rechecks:
