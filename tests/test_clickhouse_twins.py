@@ -488,3 +488,17 @@ def test_long_response_ids_are_looked_up_in_parameters_the_server_takes(http: Ht
     assert {trace for _call, trace in stored_twins(http, calls)} == {b"R" * 16}
     assert len(stored_twins(http, calls)) == len(calls)
     assert len(stored_twins_under_roots(http, calls)) == len(calls)
+
+
+def test_response_id_batches_fit_a_form_field_and_keep_every_id() -> None:
+    """The splitter forget --store shares with the lookups: every id once, in order, each batch at most
+    IDS_PER_QUERY ids and 64 KiB escaped at worst."""
+    from store.clickhouse.client import IDS_PER_QUERY
+    from store.clickhouse.twin_calls import ID_BATCH_BYTES, response_id_batches
+
+    ids = [f"{n:04}" + "é" * 252 for n in range(1200)] + [f"chatcmpl-{n}" for n in range(1500)]
+    parts = list(response_id_batches(ids))
+    assert [rid for part in parts for rid in part] == ids
+    assert all(len(part) <= IDS_PER_QUERY and sum(2 * len(r.encode()) + 4 for r in part) <= ID_BATCH_BYTES
+               for part in parts)
+    assert len(parts) > 1200 * 1024 // ID_BATCH_BYTES  # the long ones split by size, the short ones by count

@@ -36,7 +36,7 @@ from store.clickhouse.outbox import OutboxRecorder
 from store.clickhouse.schema import BY_COST_TABLE, HOUR_NS
 from store.clickhouse.sink import Shipper
 from store.clickhouse.trace_sync import TraceSync
-from store.clickhouse.twin_calls import LEAD_NS
+from store.clickhouse.twin_calls import LEAD_NS, response_id_batches
 from store.connection import scratch_writer
 from store.writer import BILLABLE, ROLLUP_COUNTERS, SpanWriter
 
@@ -76,12 +76,15 @@ def rebill_kept_twins(client: ClickHouseClient, forgotten: Sequence[dict[str, An
     keepers = [span for span in forgotten if span["billed"] and span["response_id"] and span["kind"] in BILLABLE]
     if not keepers:
         return 0
+    hours = {"first": (min(s["start_ns"] for s in keepers) - LEAD_NS) // HOUR_NS,
+             "last": (max(s["end_ns"] for s in keepers) + LEAD_NS) // HOUR_NS}
     response_ids = sorted({span["response_id"] for span in keepers})
-    linked = {bytes(row[0]) for row in client.query(
-        "SELECT DISTINCT trace_id FROM spans WHERE response_id IN {ids:Array(String)} AND is_deleted = 0 "
-        f"AND intDiv(start_ns, {HOUR_NS}) BETWEEN {{first:Int64}} AND {{last:Int64}}",
-        {"ids": response_ids, "first": (min(s["start_ns"] for s in keepers) - LEAD_NS) // HOUR_NS,
-         "last": (max(s["end_ns"] for s in keepers) + LEAD_NS) // HOUR_NS})} - forgetting
+    # A chunk's calls' ids in batches that fit a form field (ids are kept up to 256 characters).
+    linked = {bytes(row[0]) for ids in response_id_batches(response_ids)
+              for row in client.query(
+                  "SELECT DISTINCT trace_id FROM spans WHERE response_id IN {ids:Array(String)} AND is_deleted = 0 "
+                  f"AND intDiv(start_ns, {HOUR_NS}) BETWEEN {{first:Int64}} AND {{last:Int64}}",
+                  {"ids": ids, **hours})} - forgetting
     if not linked:
         return 0
     with scratch_writer("llmobs-forget-") as db:

@@ -120,7 +120,7 @@ def _matched(client: Any, by_response: dict[str, list[Call]], window: dict[str, 
     on the response ids: a batch of them a query, or all of them in one) in another trace, at another layer,
     whose time window nests with the call's."""
     found: set[tuple[Call, bytes]] = set()
-    parts = list(_id_batches(sorted(by_response)))
+    parts = list(response_id_batches(sorted(by_response)))
     for group in ([parts] if one_query else [[part] for part in parts]):
         among = " OR ".join(f"response_id IN {{ids{i}:Array(String)}}" for i in range(len(group)))
         params = {**{f"ids{i}": part for i, part in enumerate(group)}, **window}
@@ -133,7 +133,7 @@ def _matched(client: Any, by_response: dict[str, list[Call]], window: dict[str, 
     return sorted(found)
 
 
-def _id_batches(ids: Sequence[str]) -> Iterator[list[str]]:
+def response_id_batches(ids: Sequence[str]) -> Iterator[list[str]]:
     """Response ids in lists of at most IDS_PER_QUERY that each fit a form field (128 KiB on the server): an id
     is kept up to 256 characters, so 500 of them can be 512 KB. Each id counted at twice its UTF-8 length (every
     byte escaped, at worst) and its quotes and separator."""
