@@ -946,7 +946,7 @@ class SpanWriter:
                      and (id(s) in new_ids or s.parent is None or trace_id in pulled)]
             self._written_calls = (list(touched), calls, now)
             if touched:
-                self.sync.log_write(self.db, list(touched), calls, now)
+                self.sync.log_write(self.db, self._written_calls[0], calls, now)
 
         for record, state in zip(inserts, new_states):
             record[COL["billed"]] = state.billed

@@ -491,14 +491,13 @@ def test_long_response_ids_are_looked_up_in_parameters_the_server_takes(http: Ht
 
 
 def test_response_id_batches_fit_a_form_field_and_keep_every_id() -> None:
-    """The splitter forget --store shares with the lookups: every id once, in order, each batch at most
-    IDS_PER_QUERY ids and 64 KiB escaped at worst."""
-    from store.clickhouse.client import IDS_PER_QUERY
-    from store.clickhouse.twin_calls import ID_BATCH_BYTES, response_id_batches
+    """The splitter forget --store shares with the lookups (store.clickhouse.client.text_batches): every id once,
+    in order, each batch at most IDS_PER_QUERY ids and 64 KiB escaped at worst."""
+    from store.clickhouse.client import IDS_PER_QUERY, TEXT_BATCH_BYTES, text_batches
 
     ids = [f"{n:04}" + "é" * 252 for n in range(1200)] + [f"chatcmpl-{n}" for n in range(1500)]
-    parts = list(response_id_batches(ids))
+    parts = list(text_batches(ids))
     assert [rid for part in parts for rid in part] == ids
-    assert all(len(part) <= IDS_PER_QUERY and sum(2 * len(r.encode()) + 4 for r in part) <= ID_BATCH_BYTES
+    assert all(len(part) <= IDS_PER_QUERY and sum(2 * len(r.encode()) + 4 for r in part) <= TEXT_BATCH_BYTES
                for part in parts)
-    assert len(parts) > 1200 * 1024 // ID_BATCH_BYTES  # the long ones split by size, the short ones by count
+    assert len(parts) > 1200 * 1024 // TEXT_BATCH_BYTES  # the long ones split by size, the short ones by count

@@ -169,6 +169,26 @@ def batches(values: Sequence[T], size: int = IDS_PER_QUERY) -> Iterator[list[T]]
         yield list(values[start:start + size])
 
 
+TEXT_BATCH_BYTES = 64 * 1024  # half the server's cap on a form field
+
+
+def text_batches(values: Sequence[str]) -> Iterator[list[str]]:
+    """Strings in lists of at most IDS_PER_QUERY that each fit a form field (128 KiB on the server): a text id
+    (a response id) is kept up to 256 characters, so 500 of them can be 512 KB. Each counted at twice its UTF-8
+    length (every byte escaped, at worst) and its quotes and separator."""
+    batch: list[str] = []
+    size = 0
+    for value in values:
+        cost = 2 * len(value.encode()) + 4
+        if batch and (len(batch) >= IDS_PER_QUERY or size + cost > TEXT_BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(value)
+        size += cost
+    if batch:
+        yield batch
+
+
 # --- over HTTP: clickhouse-connect ---------------------------------------------------------------------
 
 

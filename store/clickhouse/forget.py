@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.clickhouse import rows as ch_rows
-from store.clickhouse.client import ClickHouseClient, ClickHouseError
+from store.clickhouse.client import ClickHouseClient, ClickHouseError, text_batches
 from store.clickhouse.outbox import OutboxRecorder
 from store.clickhouse.schema import BY_COST_TABLE, HOUR_NS
 from store.clickhouse.sink import Shipper
 from store.clickhouse.trace_sync import TraceSync
-from store.clickhouse.twin_calls import LEAD_NS, response_id_batches
+from store.clickhouse.twin_calls import LEAD_NS
 from store.connection import scratch_writer
 from store.writer import BILLABLE, ROLLUP_COUNTERS, SpanWriter
 
@@ -80,7 +80,7 @@ def rebill_kept_twins(client: ClickHouseClient, forgotten: Sequence[dict[str, An
              "last": (max(s["end_ns"] for s in keepers) + LEAD_NS) // HOUR_NS}
     response_ids = sorted({span["response_id"] for span in keepers})
     # A chunk's calls' ids in batches that fit a form field (ids are kept up to 256 characters).
-    linked = {bytes(row[0]) for ids in response_id_batches(response_ids)
+    linked = {bytes(row[0]) for ids in text_batches(response_ids)
               for row in client.query(
                   "SELECT DISTINCT trace_id FROM spans WHERE response_id IN {ids:Array(String)} AND is_deleted = 0 "
                   f"AND intDiv(start_ns, {HOUR_NS}) BETWEEN {{first:Int64}} AND {{last:Int64}}",

@@ -37,10 +37,10 @@ once (trace_sync.py).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from store.clickhouse.client import IDS_PER_QUERY
+from store.clickhouse.client import text_batches
 from store.clickhouse.schema import HOUR_NS, ROOT_CALLS_TABLE
 from store.models import Call
 from store.writer import TWIN_SLACK_NS, windows_nest
@@ -62,7 +62,6 @@ LEAD_NS = HOUR_NS
 SHARED_ID_CALLS = 20
 ROWS_PER_ID = 50
 MAX_QUEUED = 200_000
-ID_BATCH_BYTES = 64 * 1024  # half the server's cap on a form field
 # A root call stored this long after it ended may have a twin under another root whose replica's rechecks
 # (RECHECK_AFTER_S from its write) ended before this one was stored: it is looked up among every call.
 LATE_S = RECHECK_AFTER_S[-1] - MARGIN_S
@@ -120,7 +119,7 @@ def _matched(client: Any, by_response: dict[str, list[Call]], window: dict[str, 
     on the response ids: a batch of them a query, or all of them in one) in another trace, at another layer,
     whose time window nests with the call's."""
     found: set[tuple[Call, bytes]] = set()
-    parts = list(response_id_batches(sorted(by_response)))
+    parts = list(text_batches(sorted(by_response)))
     for group in ([parts] if one_query else [[part] for part in parts]):
         among = " OR ".join(f"response_id IN {{ids{i}:Array(String)}}" for i in range(len(group)))
         params = {**{f"ids{i}": part for i, part in enumerate(group)}, **window}
@@ -131,23 +130,6 @@ def _matched(client: Any, by_response: dict[str, list[Call]], window: dict[str, 
                         and windows_nest(call.start_ns, call.end_ns, int(start), int(end))):
                     found.add((call, trace_id))
     return sorted(found)
-
-
-def response_id_batches(ids: Sequence[str]) -> Iterator[list[str]]:
-    """Response ids in lists of at most IDS_PER_QUERY that each fit a form field (128 KiB on the server): an id
-    is kept up to 256 characters, so 500 of them can be 512 KB. Each id counted at twice its UTF-8 length (every
-    byte escaped, at worst) and its quotes and separator."""
-    batch: list[str] = []
-    size = 0
-    for rid in ids:
-        cost = 2 * len(rid.encode()) + 4
-        if batch and (len(batch) >= IDS_PER_QUERY or size + cost > ID_BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(rid)
-        size += cost
-    if batch:
-        yield batch
 
 
 class Rechecks:
