@@ -501,3 +501,129 @@ def test_response_id_batches_fit_a_form_field_and_keep_every_id() -> None:
     assert all(len(part) <= IDS_PER_QUERY and sum(2 * len(r.encode()) + 4 for r in part) <= TEXT_BATCH_BYTES
                for part in parts)
     assert len(parts) > 1200 * 1024 // TEXT_BATCH_BYTES  # the long ones split by size, the short ones by count
+
+
+class Refusing:
+    """The HTTP client, except that ClickHouse refuses (as it does a lookup past its memory limit) every query
+    whose parameters hold one of `poison`, and the first `refuse_first` lookups whatever they hold."""
+
+    def __init__(self, client: HttpClient, poison: set[str], refuse_first: int = 0) -> None:
+        self.client, self.poison, self.refuse_first = client, poison, refuse_first
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def query(self, sql: str, parameters: Any = None, **kwargs: Any) -> Any:
+        from store.clickhouse.client import ClickHouseError
+
+        held = {v for value in (parameters or {}).values() if isinstance(value, list) for v in value}
+        if "`response_id` IN" in sql and (held & self.poison or self.refused < self.refuse_first):
+            self.refused += 1
+            raise ClickHouseError("Code: 241. DB::Exception: Memory limit (for query) exceeded", 241)
+        return self.client.query(sql, parameters, **kwargs)
+
+
+@pytest.mark.parametrize(("poison", "refuse_first", "given_up"), [({"msg_17"}, 0, 1), (set(), 1, 0)],
+                         ids=["one-call-refused-always", "an-overload-that-passes"])
+def test_a_lookup_clickhouse_refuses_holds_up_no_other_call(tmp_path: Path, http: HttpClient, engine: ChdbClient,
+                                                            poison: set[str], refuse_first: int,
+                                                            given_up: int) -> None:
+    """ClickHouse answers but refuses a recheck's lookup: retried in halves, a second apart, so that the calls
+    it can look up are moved; a call refused alone twice is given up (and billed as written), not retried every
+    second for ever ahead of every other call."""
+    calls, now = 40, T0 + 200 * S
+    apps, sdks = [], []
+    for n in range(1, calls + 1):
+        start = T0 + n * S
+        apps.append((make_span(0xA00 + n, 1, None, "POST /ask", {"app.llm.feature": "ask"}, start_ns=start,
+                               end_ns=start + 2 * S, kind=2), APP))
+        apps.append(_chat(0xA00 + n, 2, 1, OPENLLMETRY, n, start + 10 * MS, start + 900 * MS))
+        sdks.append(_chat(0xB00 + n, 7, None, NATIVE, n, start + 12 * MS, start + 880 * MS))
+    refusing = Refusing(http, poison, refuse_first)
+    with replica(tmp_path / "a.db", now, refusing) as a, replica(tmp_path / "b.db", now, http) as b:
+        b.write(sdks)
+        a.write(apps)
+        tick = 2
+        while a.writer.sync.rechecks.due_by(now + tick * S) and tick < 40:
+            a.at(now + tick * S)
+            tick += 1
+        sync = a.writer.sync
+        assert sync.stats.lookups_refused == refusing.refused > 0
+        assert sync.rechecks.given_up == given_up
+        assert tick < 30  # halving: a few passes a refused call, not a retry every second for ever
+        assert calls_counted(engine)[0] == calls + given_up  # every call but the refused one counted once
+        billed = a.db.execute("SELECT count(*) FROM spans WHERE billed AND name = 'anthropic.chat'").fetchone()[0]
+        assert billed == given_up
+
+
+def test_the_writer_loop_runs_passes_back_to_back_until_a_batch_waits(tmp_path: Path, http: HttpClient,
+                                                                     engine: ChdbClient, monkeypatch) -> None:
+    """More calls due than a pass takes (a replica writing more calls a second than a pass holds): the writer
+    loop runs passes one after another, not one a second, and yields to a batch that is waiting."""
+    from multiprocessing import Pipe
+
+    from store import writer_process
+    from store.writer_process import WriterLoop
+
+    monkeypatch.setattr(writer_process, "RECHECK_SLICE_S", 60.0)  # this machine's speed out of it
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0)
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http) as b:
+        b.write(sdks)
+        a.write(apps)
+        inbox, sender = Pipe(duplex=False)
+        _receiver, outbox = Pipe(duplex=False)
+        loop = WriterLoop(a.db, a.writer, inbox, outbox, {"db_path": str(tmp_path / "a.db"), "clickhouse": True},
+                          None, a.shipper)
+        try:
+            sync = a.writer.sync
+            a.now = now + 2 * S
+            sync.pass_size = 1  # a pass a call: CALLS passes due
+            sync.rechecks.due = _one_at_a_time(sync.rechecks.due)
+            sender.send_bytes(b"S")  # a frame waits: one pass, then the loop looks at it
+            assert loop.recheck_twins() is True
+            assert sync.stats.rechecks == 1
+            inbox.recv_bytes()
+            assert loop.recheck_twins() is False  # nothing waits: every call due looked up in this slice
+            assert sync.stats.rechecks == CALLS
+        finally:
+            loop.reserve.give_up()
+    assert_billed_once(tmp_path, engine, now, app_span=True)
+
+
+def _one_at_a_time(due: Any) -> Any:
+    """Rechecks.due held to one call a pass (a successful pass doubles the pass size back)."""
+    return lambda now, limit: due(now, 1)
+
+
+def test_rechecks_put_back_keep_their_order_and_given_up_ones_are_done() -> None:
+    rechecks = Rechecks()
+    rechecks.written([1, 2, 3, 4], 0)
+    rechecks.written([5], S)
+    taken = rechecks.due(2 * S, 3)
+    assert taken == [(1, 0), (2, 0), (3, 0)]
+    rechecks.again(taken, 2 * S)  # first again, in their order, ahead of those not taken
+    assert rechecks.due(3 * S, 10) == [(1, 0), (2, 0), (3, 0), (4, 0), (5, S)]
+    rechecks.give_up([(2, 0), (5, 0)])  # 5's entry is stale (written again at 1 s): not given up
+    assert rechecks.given_up == 1 and len(rechecks) == 4
+    # (a call put back is due twice at its next step, once from each time it was taken; read once a pass)
+    assert list(dict.fromkeys(row for row, _ in rechecks.due(10**6 * S, 10))) == [1, 3, 4, 5]
+
+
+def test_serve_says_when_calls_are_not_rechecked() -> None:
+    """The once-a-minute line names the calls whose twin may stay billed twice (queue full, lookup refused)."""
+    from types import SimpleNamespace
+
+    from llmobs_tui.cli.serve import StatsPrinter
+
+    writer: dict[str, Any] = {"spans": 10, "clickhouse_rechecks_waiting": 1200, "clickhouse_rechecks_dropped": 0,
+                              "clickhouse_rechecks_given_up": 0}
+    stats = SimpleNamespace(writer=writer, invalid_requests=0, inflight_requests=0, inflight_bytes=0, rejected=0,
+                            overloaded=0)
+    backend = SimpleNamespace(pipeline=SimpleNamespace(stats=stats), auth=SimpleNamespace(enabled=False), tls=None,
+                              http=None, forward=None)
+    assert "twin rechecks" not in StatsPrinter(backend).line()  # type: ignore[arg-type]
+    writer.update(clickhouse_rechecks_dropped=2500, clickhouse_rechecks_given_up=1)
+    assert ("twin rechecks: 1,200 waiting, 2,500 skipped (queue full), 1 given up (lookup refused)"
+            in StatsPrinter(backend).line())  # type: ignore[arg-type]

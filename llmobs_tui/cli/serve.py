@@ -188,6 +188,11 @@ class StatsPrinter:
         if writer.get("clickhouse_down"):
             parts.append(f"ClickHouse unreachable: {writer.get('clickhouse_backlog', 0)} batches kept in the "
                          f"outbox, requests refused (retryable)")
+        dropped, given_up = writer.get("clickhouse_rechecks_dropped", 0), writer.get("clickhouse_rechecks_given_up", 0)
+        if dropped or given_up:
+            # Calls whose twin in another replica's trace may stay billed twice (store/clickhouse/twin_calls.py).
+            parts.append(f"twin rechecks: {writer.get('clickhouse_rechecks_waiting', 0):,} waiting, {dropped:,} "
+                         f"skipped (queue full), {given_up:,} given up (lookup refused)")
         if writer.get("last_error"):
             parts.append(f"last error: {writer['last_error']}")
         return " | ".join(parts)

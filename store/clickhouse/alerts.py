@@ -13,7 +13,7 @@ from typing import Any
 
 from store.alerts import PlannedRead
 from store.clickhouse import rows as ch_rows
-from store.clickhouse.client import ClickHouseClient, batches, identifier
+from store.clickhouse.client import ClickHouseClient, among, batches, identifier
 from store.clickhouse.dashboards import traces_since
 from store.clickhouse.reports import RollupRead, grouped_rollups, rollup_reads
 from store.queries import GroupStats
@@ -271,12 +271,11 @@ def runaway_rows(client: ClickHouseClient, queries: Mapping[str, Any], since_ns:
             # 100M spans); by (trace id, span id) pairs, matching ten sets of 500 pairs against the key's ranges
             # cost 160 ms at 100M spans, single trace ids 100 (bench.clickhouse_tui). One query, its ids in
             # parameters of IDS_PER_QUERY each (a form field holds 128 KiB).
-            parts = list(batches(sorted({row[1] for row in wanted.values()})))
-            among = " OR ".join(f"trace_id IN {{t{i}:Array(FixedString(16))}}" for i in range(len(parts)))
-            params: dict[str, Any] = {f"t{i}": part for i, part in enumerate(parts)}
+            by_trace, params = among("trace_id", "FixedString(16)",
+                                     list(batches(sorted({row[1] for row in wanted.values()}))))
             params["first"] = min(row[4] for row in wanted.values())
             blobs = {(bytes(t), bytes(s)): raw for t, s, raw in client.query(
-                f"SELECT trace_id, span_id, raw FROM spans FINAL PREWHERE {among} "
+                f"SELECT trace_id, span_id, raw FROM spans FINAL PREWHERE {by_trace} "
                 "WHERE start_ns >= {first:Int64} AND kind = 'tool'", params, bytes_columns=("raw",))}
             # store.alerts.tool_arguments_text reads zstd (SQLite's form); ClickHouse keeps it plain.
             raws = {row_id: ch_rows.sqlite_raw(blobs.get((row[1], row[2]))) or None

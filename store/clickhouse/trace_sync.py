@@ -41,6 +41,7 @@ from store.clickhouse.twin_calls import (
     ANY_MOVE,
     LATE_S,
     MAX_QUEUED,
+    PASS_CALLS,
     RECHECK_AFTER_S,
     AnyMove,
     MovePolicy,
@@ -77,6 +78,7 @@ class SyncStats:
     skipped: int = 0  # batches decided without the lookup (ClickHouse unreachable)
     twin_traces: int = 0  # traces looked up because they hold a twin of a call the batch writes or rechecks
     rechecks: int = 0  # calls looked up again after they were written
+    lookups_refused: int = 0  # rechecks' lookups ClickHouse refused (retried in halves)
 
 
 class TraceSync:
@@ -94,6 +96,9 @@ class TraceSync:
         self.unreachable = False  # the last pull could not reach ClickHouse
         self.pulled: set[bytes] = set()  # the traces the last pull read from ClickHouse (written elsewhere)
         self._next_prune = 0
+        # Calls a recheck pass looks up: halved at each refused pass, doubled back at each one that runs.
+        self.pass_size = PASS_CALLS
+        self._next_refusal_log = 0
 
     def written(self, trace_ids: Iterable[bytes], call_rows: Iterable[int], version: int) -> None:
         """A committed write of these traces at `version`; the calls of them to look up again, by row id."""
@@ -162,11 +167,12 @@ class TraceSync:
             return False
         return True
 
-    def with_stored_twins(self, calls: Sequence[tuple[Call, int]], now: int
+    def with_stored_twins(self, due: Sequence[tuple[int, int]], calls: Sequence[tuple[Call, int]], now: int
                           ) -> tuple[list[tuple[Call, int]], set[bytes]] | None:
-        """Those of these rechecked calls that ClickHouse holds a twin of in another trace (the only ones a
-        recheck can change: a twin in this working store was joined when the later of the two was written),
-        and the traces holding those twins. None: ClickHouse could not be read."""
+        """Of a recheck pass's `due` (row id, version) entries, holding `calls`: those calls that ClickHouse holds
+        a twin of in another trace (the only ones a recheck can change: a twin in this working store was joined
+        when the later of the two was written), and the traces holding those twins. None: the lookup did not
+        run (ClickHouse unreachable, or it refused the lookup: `refused`), and the entries are due again."""
         # A root call stored more than LATE_S after it ended is looked up among every call too, at its last
         # recheck: its twin under another root may have been stored long before, past that replica's rechecks
         # (rare: a backlog; a backfill of history makes every root call late, so once, not at each recheck).
@@ -174,14 +180,40 @@ class TraceSync:
                 and now - version >= RECHECK_AFTER_S[-1] * 10**9]
         try:
             client = self.client()
+        except (ClickHouseError, OSError) as exc:
+            log.debug("ClickHouse unreachable for the rechecks: %s", exc)
+            self.rechecks.again(due, now)
+            return None
+        try:
             pairs = stored_twins(client, [call for call, _ in calls])
             if late:
                 pairs += stored_twins_under_roots(client, late)
         except (ClickHouseError, OSError) as exc:
-            log.debug("looking calls up again in ClickHouse failed: %s", exc)
+            if _answers(client):
+                self.refused(due, now, exc)
+            else:
+                log.debug("looking calls up again in ClickHouse failed: %s", exc)
+                self.rechecks.again(due, now)
             return None
+        self.pass_size = min(PASS_CALLS, self.pass_size * 2)
         found = {call for call, _trace in pairs}
         return [(call, version) for call, version in calls if call in found], {trace for _call, trace in pairs}
+
+    def refused(self, entries: Sequence[tuple[int, int]], now: int, error: BaseException) -> None:
+        """ClickHouse answers, but refused (or stopped) the lookup of a pass of these (row id, version) entries:
+        looked up again a second later in halves, the first half first, until a call refused alone twice is given
+        up, so that what ClickHouse cannot take of one call (or an overload that passes) does not hold up the
+        rechecks of every other call for ever."""
+        self.stats.lookups_refused += 1
+        if len(entries) > 1 or self.pass_size > 1:
+            self.pass_size = max(1, len(entries) // 2)
+            self.rechecks.again(entries, now)
+            return
+        self.rechecks.give_up(entries)
+        if now >= self._next_refusal_log:
+            self._next_refusal_log = now + 60 * 10**9
+            log.warning("ClickHouse refused looking a call up again for a twin (%d given up so far; its billing "
+                        "stays as written): %s", self.rechecks.given_up, str(error).splitlines()[0][:300])
 
     def pull(self, writer: SpanWriter, trace_ids: Iterable[bytes], rechecked: Sequence[tuple[Call, int]] = (),
              twin_traces: Iterable[bytes] = ()) -> int:
@@ -292,6 +324,15 @@ class TraceSync:
             list(rows_in(db, f"DELETE FROM {table} WHERE trace_id IN ({{marks}})", trace_ids))
         content_index.clamp_watermarks(db)
         self.stats.traces_dropped += len(trace_ids)
+
+
+def _answers(client: ClickHouseClient) -> bool:
+    """Whether ClickHouse answers at all (after a failed lookup: was it refused, or did it not get there)."""
+    try:
+        client.query("SELECT 1")
+    except (ClickHouseError, OSError):
+        return False
+    return True
 
 
 def _spans_of(client: ClickHouseClient, traces: dict[bytes, tuple[int, int, int, int, int]]) -> list[dict[str, Any]]:

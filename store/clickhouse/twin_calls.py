@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from store.clickhouse.client import text_batches
+from store.clickhouse.client import among, text_batches
 from store.clickhouse.schema import HOUR_NS, ROOT_CALLS_TABLE
 from store.models import Call
 from store.writer import TWIN_SLACK_NS, windows_nest
@@ -62,6 +62,13 @@ LEAD_NS = HOUR_NS
 SHARED_ID_CALLS = 20
 ROWS_PER_ID = 50
 MAX_QUEUED = 200_000
+# Calls looked up in one pass (one query each for the two lookups). A pass the server refuses is retried in
+# halves (TraceSync.refused), so that one call's lookup that fails cannot hold up the others.
+PASS_CALLS = 2000
+# A lookup that runs longer than this is stopped by the server (and retried in halves): the writer waits on it,
+# and acks on the writer.
+LOOKUP_TIMEOUT_S = 5
+_BOUNDED = f"SETTINGS max_execution_time = {LOOKUP_TIMEOUT_S}"
 # A root call stored this long after it ended may have a twin under another root whose replica's rechecks
 # (RECHECK_AFTER_S from its write) ended before this one was stored: it is looked up among every call.
 LATE_S = RECHECK_AFTER_S[-1] - MARGIN_S
@@ -79,7 +86,7 @@ def stored_twins(client: Any, calls: Sequence[Call]) -> list[tuple[Call, bytes]]
         return []
     return _matched(client, *grouped,
                     f"SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM {ROOT_CALLS_TABLE} "
-                    f"WHERE $IDS AND {within} LIMIT {ROWS_PER_ID} BY response_id")
+                    f"WHERE $IDS AND {within} LIMIT {ROWS_PER_ID} BY response_id {_BOUNDED}")
 
 
 def stored_twins_under_roots(client: Any, calls: Sequence[Call]) -> list[tuple[Call, bytes]]:
@@ -96,7 +103,7 @@ def stored_twins_under_roots(client: Any, calls: Sequence[Call]) -> list[tuple[C
                     "SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM spans "
                     "WHERE start_ns BETWEEN {first:Int64} AND {last:Int64} AND $IDS "
                     "AND parent_span_id IS NOT NULL AND kind IN ('llm', 'embedding') AND is_deleted = 0 "
-                    f"LIMIT {ROWS_PER_ID} BY response_id", one_query=True)
+                    f"LIMIT {ROWS_PER_ID} BY response_id {_BOUNDED}", one_query=True)
 
 
 def _by_response(calls: Sequence[Call]) -> tuple[dict[str, list[Call]], dict[str, int]] | None:
@@ -121,9 +128,9 @@ def _matched(client: Any, by_response: dict[str, list[Call]], window: dict[str, 
     found: set[tuple[Call, bytes]] = set()
     parts = list(text_batches(sorted(by_response)))
     for group in ([parts] if one_query else [[part] for part in parts]):
-        among = " OR ".join(f"response_id IN {{ids{i}:Array(String)}}" for i in range(len(group)))
-        params = {**{f"ids{i}": part for i, part in enumerate(group)}, **window}
-        for response_id, trace_id, layer, start, end in client.query(sql.replace("$IDS", f"({among})"), params):
+        condition, params = among("response_id", "String", group)
+        for response_id, trace_id, layer, start, end in client.query(sql.replace("$IDS", condition),
+                                                                     {**params, **window}):
             trace_id = bytes(trace_id)
             for call in by_response.get(response_id, ()):
                 if (trace_id != call.trace_id and layer != call.layer
@@ -141,6 +148,7 @@ class Rechecks:
         self._queues: list[deque[tuple[int, int, int]]] = [deque() for _ in RECHECK_AFTER_S]
         self._latest: dict[int, int] = {}  # a call's newest write: older entries are stale
         self.dropped = 0  # calls never rechecked because the queue was full
+        self.given_up = 0  # calls whose lookup ClickHouse refused on its own (TraceSync.refused)
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -194,12 +202,18 @@ class Rechecks:
             self._queues[step].append((due_at, row_id, version))
 
     def again(self, entries: Sequence[tuple[int, int]], now: int) -> None:
-        """Entries whose recheck could not run (ClickHouse unreachable): due again in a second, then on as
-        before (a last one included)."""
+        """Entries whose recheck could not run (ClickHouse unreachable, or the lookup refused): due again in a
+        second, first and in their order, then on as before (a last one included)."""
         retry = now + S
+        self._queues[0].extendleft(reversed([(retry, row_id, version) for row_id, version in entries
+                                             if self._latest.setdefault(row_id, version) == version]))
+
+    def give_up(self, entries: Sequence[tuple[int, int]]) -> None:
+        """Entries never to be looked up again (their lookup is refused): their queued steps go stale."""
         for row_id, version in entries:
-            if self._latest.setdefault(row_id, version) == version:
-                self._queues[0].appendleft((retry, row_id, version))
+            if self._latest.get(row_id) == version:
+                del self._latest[row_id]
+                self.given_up += 1
 
 
 class MovePolicy:
