@@ -627,3 +627,62 @@ def test_serve_says_when_calls_are_not_rechecked() -> None:
     writer.update(clickhouse_rechecks_dropped=2500, clickhouse_rechecks_given_up=1)
     assert ("twin rechecks: 1,200 waiting, 2,500 skipped (queue full), 1 given up (lookup refused)"
             in StatsPrinter(backend).line())  # type: ignore[arg-type]
+
+
+def test_a_lookup_cut_off_with_clickhouse_is_not_taken_for_a_refusal(tmp_path: Path, http: HttpClient,
+                                                                     engine: ChdbClient) -> None:
+    """The connection drops during a recheck's lookup, and ClickHouse does not answer a `SELECT 1` either: the
+    calls wait for it as they do while it is unreachable (nothing halved, nothing given up), and are moved once
+    it answers."""
+    from store.clickhouse.client import ClickHouseError
+
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0)
+    down = {"value": False}
+
+    class Dropping(Refusing):
+        def query(self, sql: str, parameters: Any = None, **kwargs: Any) -> Any:
+            if down["value"] and ("`response_id` IN" in sql or sql == "SELECT 1"):
+                raise ClickHouseError("HTTPConnectionPool: Connection reset by peer")
+            return self.client.query(sql, parameters, **kwargs)
+
+    with replica(tmp_path / "a.db", now, Dropping(http, set())) as a, replica(tmp_path / "b.db", now, http) as b:
+        b.write(sdks)
+        a.write(apps)
+        down["value"] = True
+        assert a.at(now + 2 * S) == 0
+        assert a.writer.sync.stats.lookups_refused == 0 and a.writer.sync.pass_size > 1
+        down["value"] = False
+        assert a.at(now + 3 * S) == CALLS
+        assert a.writer.sync.rechecks.given_up == 0
+        for later in (60, 120):
+            a.at(now + later * S)
+            b.at(now + later * S)
+    assert_billed_once(tmp_path, engine, now, app_span=True)
+
+
+def test_late_roots_hours_apart_are_looked_up_in_their_own_hours(http: HttpClient) -> None:
+    """A pass's late roots ten hours apart (a backfill replayed by two workers at once): each stretch of them is
+    one query over its own hours, not one reading the ten hours between (which the server would stop at
+    LOOKUP_TIMEOUT_S on a busy store); every twin is found."""
+    from store.clickhouse.twin_calls import LEAD_NS, STRETCH_NS, stored_twins_under_roots
+    from store.writer import TWIN_SLACK_NS
+
+    now = time.time_ns()
+    starts = [now - 10 * 3600 * S + n * S for n in range(3)] + [now - 60 * S + n * S for n in range(3)]
+    http.insert("spans", [(b"U" * 16, n.to_bytes(8, "big"), b"p" * 8, "chat", "llm", start, start + S, f"late-{n}",
+                           0, 1) for n, start in enumerate(starts)],
+                ["trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "response_id",
+                 "call_layer", "version"])
+    windows: list[tuple[int, int]] = []
+
+    class Recording(Refusing):
+        def query(self, sql: str, parameters: Any = None, **kwargs: Any) -> Any:
+            windows.append((parameters["first"], parameters["last"]))
+            return self.client.query(sql, parameters, **kwargs)
+
+    calls = [Call(b"C" * 16, n.to_bytes(8, "big"), f"late-{n}", 1, start, start + S, True)
+             for n, start in enumerate(starts)]
+    assert len(stored_twins_under_roots(Recording(http, set()), calls[::-1])) == len(calls)
+    assert len(windows) == 2
+    assert all(last - first <= LEAD_NS + STRETCH_NS + S + TWIN_SLACK_NS for first, last in windows)

@@ -56,6 +56,8 @@ OWNER_S = 65
 MARGIN_S = 30  # replicas' clocks may disagree by this much
 # A twin that wraps the call (a framework's span around the SDK's) starts before it: by how much, at most.
 LEAD_NS = HOUR_NS
+# Late roots looked up together start within this of each other (_by_time).
+STRETCH_NS = HOUR_NS
 # A response id that many calls share is a fixed one (a mock server's, a replay's): twins cannot be told
 # apart by it, and matching every stored row against every call would cost their product. An id more than
 # SHARED_ID_CALLS of the looked-up calls carry is left out; at most ROWS_PER_ID stored rows are read per id.
@@ -66,8 +68,8 @@ MAX_QUEUED = 200_000
 # halves (TraceSync.refused), so that one call's lookup that fails cannot hold up the others.
 PASS_CALLS = 2000
 # A lookup that runs longer than this is stopped by the server (and retried in halves): the writer waits on it,
-# and acks on the writer.
-LOOKUP_TIMEOUT_S = 5
+# and acks on the writer. Four times the slowest measured pass (2,000 late roots at 5M spans an hour: 440 ms).
+LOOKUP_TIMEOUT_S = 2
 _BOUNDED = f"SETTINGS max_execution_time = {LOOKUP_TIMEOUT_S}"
 # A root call stored this long after it ended may have a twin under another root whose replica's rechecks
 # (RECHECK_AFTER_S from its write) ended before this one was stored: it is looked up among every call.
@@ -94,16 +96,33 @@ def stored_twins_under_roots(client: Any, calls: Sequence[Call]) -> list[tuple[C
     in the spans themselves (root_calls holds roots only), within the calls' hours. A span's ids, layer and
     times do not change between its versions, so no FINAL: a forgotten span's older row only brings its trace
     to the pull, which drops it."""
-    grouped = _by_response(calls)
-    if grouped is None:
-        return []
-    # One query for all of them (their ids in several parameters): each reads the window's spans whole, so a
-    # query per 500 ids read it four times for a recheck's 2,000.
-    return _matched(client, *grouped,
-                    "SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM spans "
-                    "WHERE start_ns BETWEEN {first:Int64} AND {last:Int64} AND $IDS "
-                    "AND parent_span_id IS NOT NULL AND kind IN ('llm', 'embedding') AND is_deleted = 0 "
-                    f"LIMIT {ROWS_PER_ID} BY response_id {_BOUNDED}", one_query=True)
+    found: list[tuple[Call, bytes]] = []
+    for stretch in _by_time(calls):
+        grouped = _by_response(stretch)
+        if grouped is None:
+            continue
+        # One query for a stretch's calls (their ids in several parameters): each reads the window's spans
+        # whole, so a query per 500 ids read it four times for a recheck's 2,000.
+        found += _matched(client, *grouped,
+                          "SELECT response_id, trace_id, call_layer, start_ns, end_ns FROM spans "
+                          "WHERE start_ns BETWEEN {first:Int64} AND {last:Int64} AND $IDS "
+                          "AND parent_span_id IS NOT NULL AND kind IN ('llm', 'embedding') AND is_deleted = 0 "
+                          f"LIMIT {ROWS_PER_ID} BY response_id {_BOUNDED}", one_query=True)
+    return found
+
+
+def _by_time(calls: Sequence[Call]) -> list[list[Call]]:
+    """The calls in stretches of STRETCH_NS of their starts. A late root's recheck reads every span of its window
+    (LEAD_NS before it): a pass's late roots hours apart (a backfill replayed by several workers at once) read
+    their own hours, not every hour between them, and none reads more than about two hours, well within
+    LOOKUP_TIMEOUT_S. Calls written in order (a backlog) make one stretch, one query."""
+    stretches: list[list[Call]] = []
+    for call in sorted(calls, key=lambda c: c.start_ns):
+        if stretches and call.start_ns - stretches[-1][0].start_ns <= STRETCH_NS:
+            stretches[-1].append(call)
+        else:
+            stretches.append([call])
+    return stretches
 
 
 def _by_response(calls: Sequence[Call]) -> tuple[dict[str, list[Call]], dict[str, int]] | None:
