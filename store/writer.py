@@ -557,18 +557,18 @@ class SpanWriter:
         self._evict_traces()
         return self.stats
 
-    def recheck_twins(self, limit: int | None = None) -> int:
+    def recheck_twins(self) -> int:
         """With replicas: look the calls this writer stored up to two minutes ago up again in ClickHouse, for a
         twin in another trace that another replica stored meanwhile, and move the billing where the rule in
-        store/clickhouse/twin_calls.py says this replica does. One pass: up to `limit` calls (default: the
-        sync's pass size). Returns how many calls were looked up (0 while ClickHouse is unreachable or refuses
-        the lookup: they are due again later)."""
+        store/clickhouse/twin_calls.py says this replica does. One pass: up to the sync's pass size of calls.
+        Returns how many calls were looked up (0 while ClickHouse is unreachable or refuses the lookup: they are
+        due again later)."""
         if self.sync is None:
             return 0
         self.sync.prune_log(self.db, self.clock())
         if not self.sync.rechecks.due_by(self.clock()) or not self.sync.reachable():
             return 0
-        due = self.sync.rechecks.due(self.clock(), self.sync.pass_size if limit is None else limit)
+        due = self.sync.rechecks.due(self.clock(), self.sync.pass_size)
         row_of, calls = self._calls_of(due)
         looked_up = self.sync.with_stored_twins(due, calls, self.clock())
         if looked_up is None:
