@@ -589,6 +589,7 @@ class SpanWriter:
         except BaseException:
             self.sync.rechecks.again([(row_of[call], version) for call, version in found], self.clock())
             raise
+        self.sync.stats.recheck_writes += 1
         self._schedule_rechecks()
         self._evict_traces()
         return len(due)

@@ -476,16 +476,19 @@ class WriterLoop:
         """Calls written in the last two minutes looked up again (SpanWriter.recheck_twins), a pass at a time
         for up to RECHECK_SLICE_S, or until a batch is waiting: acks do not wait on more than a pass. What moved
         is shipped after each pass (acks do not wait on it: it is in the outbox, shipped by the next commit
-        otherwise). Returns whether calls are still due that a next pass could look up now."""
+        otherwise); a pass that moved nothing ships nothing (an empty outbox still costs a read). Returns whether
+        calls are still due that a next pass could look up now."""
         assert self.shipper is not None and self.writer.sync is not None
-        rechecks = self.writer.sync.rechecks
+        sync = self.writer.sync
         slice_ends = time.monotonic() + RECHECK_SLICE_S
         try:
             while True:
+                moves = sync.stats.recheck_writes
                 if not self.writer.recheck_twins():
                     return False  # none due, or ClickHouse did not take the lookup: again in a second
-                self.shipper.ship()
-                if not rechecks.due_by(self.writer.clock()):
+                if sync.stats.recheck_writes != moves:
+                    self.shipper.ship()
+                if not sync.rechecks.due_by(self.writer.clock()):
                     return False
                 if time.monotonic() >= slice_ends or self.work_waiting():
                     return True
@@ -531,7 +534,8 @@ class WriterLoop:
                     "clickhouse_rechecks_waiting": len(self.writer.sync.rechecks),
                     "clickhouse_rechecks_dropped": self.writer.sync.rechecks.dropped,
                     "clickhouse_recheck_lookups_refused": self.writer.sync.stats.lookups_refused,
-                    "clickhouse_rechecks_given_up": self.writer.sync.rechecks.given_up})}
+                    "clickhouse_rechecks_given_up": self.writer.sync.rechecks.given_up,
+                    "clickhouse_recheck_writes": self.writer.sync.stats.recheck_writes})}
 
     def index_stats(self) -> dict[str, Any]:
         if self.indexer is None:

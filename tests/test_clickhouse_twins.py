@@ -445,7 +445,8 @@ def test_rechecks_follow_the_newest_write_of_a_call() -> None:
     last = rechecks.due(10**6 * S, 10) + rechecks.due(10**6 * S + 1, 10)  # a step at a time
     assert len(rechecks) == 0 and (2, 0) in last
     rechecks.again([(2, 0)], 10**6 * S)  # its last recheck could not run: due again, and after that done
-    assert rechecks.due(10**6 * S + S, 10) == [(2, 0)] and len(rechecks) == 1
+    assert len(rechecks) == 1
+    assert rechecks.due(10**6 * S + S, 10) == [(2, 0)] and len(rechecks) == 0
 
 
 def test_a_response_id_many_calls_share_is_not_looked_up(engine: ChdbClient) -> None:
@@ -592,6 +593,41 @@ def test_the_writer_loop_runs_passes_back_to_back_until_a_batch_waits(tmp_path: 
     assert_billed_once(tmp_path, engine, now, app_span=True)
 
 
+def test_a_recheck_pass_that_finds_no_twin_ships_nothing(tmp_path: Path, http: HttpClient, monkeypatch) -> None:
+    """Calls with no twin anywhere: their passes write nothing, so the writer loop does not ship after them (on
+    an empty outbox a ship is still a read); a pass that moved a billing ships at once."""
+    from multiprocessing import Pipe
+
+    from store import writer_process
+    from store.writer_process import WriterLoop
+
+    monkeypatch.setattr(writer_process, "RECHECK_SLICE_S", 60.0)
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0)
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http) as b:
+        a.write(apps)
+        inbox, _sender = Pipe(duplex=False)
+        _receiver, outbox = Pipe(duplex=False)
+        loop = WriterLoop(a.db, a.writer, inbox, outbox, {"db_path": str(tmp_path / "a.db"), "clickhouse": True},
+                          None, a.shipper)
+        ships: list[int] = []
+        ship = a.shipper.ship
+        monkeypatch.setattr(a.shipper, "ship", lambda: ships.append(1) or ship())
+        try:
+            sync = a.writer.sync
+            sync.pass_size = 1
+            sync.rechecks.due = _one_at_a_time(sync.rechecks.due)
+            a.now = now + 2 * S
+            assert loop.recheck_twins() is False
+            assert sync.stats.rechecks == CALLS and sync.stats.recheck_writes == 0 and not ships
+            b.write(sdks)  # the twins arrive: the next round (60 s) finds and moves them, a pass each
+            a.now = now + 60 * S
+            assert loop.recheck_twins() is False
+            assert sync.stats.recheck_writes == CALLS and len(ships) == CALLS
+        finally:
+            loop.reserve.give_up()
+
+
 def _one_at_a_time(due: Any) -> Any:
     """Rechecks.due held to one call a pass (a successful pass doubles the pass size back)."""
     return lambda now, limit: due(now, 1)
@@ -607,8 +643,30 @@ def test_rechecks_put_back_keep_their_order_and_given_up_ones_are_done() -> None
     assert rechecks.due(3 * S, 10) == [(1, 0), (2, 0), (3, 0), (4, 0), (5, S)]
     rechecks.give_up([(2, 0), (5, 0)])  # 5's entry is stale (written again at 1 s): not given up
     assert rechecks.given_up == 1 and len(rechecks) == 4
-    # (a call put back is due twice at its next step, once from each time it was taken; read once a pass)
-    assert list(dict.fromkeys(row for row, _ in rechecks.due(10**6 * S, 10))) == [1, 3, 4, 5]
+    assert rechecks.due(10**6 * S, 10) == [(1, 0), (3, 0), (4, 0), (5, S)]  # once each at their next step
+
+
+def test_a_call_put_back_is_looked_up_once_at_each_step() -> None:
+    """A recheck that could not run is retried at the step it was taken at: the entry its first taking queued at
+    the next step goes stale, so no call is looked up twice at a step (twice in one pass, before), and a call
+    put back at its last step is still done after one recheck that ran."""
+    rechecks = Rechecks()
+    rechecks.written([1, 2], 0)
+    assert rechecks.due(2 * S, 10) == [(1, 0), (2, 0)]
+    taken = rechecks.due(60 * S, 10)
+    assert taken == [(1, 0), (2, 0)]
+    rechecks.again(taken[:1], 60 * S)  # 1's second recheck could not run
+    assert [(row, step) for row, _version, step, _due in rechecks.waiting()] == [(1, 1), (2, 2)]
+    assert rechecks.due(61 * S, 10) == [(1, 0)]
+    assert sorted(rechecks.due(10**6 * S, 10)) == [(1, 0), (2, 0)]  # their last step, once each
+    assert len(rechecks) == 0 and not rechecks.due_by(10**7 * S)
+    rechecks.written([3], 10 * S)
+    for at in (12, 70):
+        rechecks.due(at * S, 10)
+    last = rechecks.due(130 * S, 10)
+    rechecks.give_up(last)  # refused alone at its last step: given up, counted once
+    rechecks.give_up(last)
+    assert last == [(3, 10 * S)] and rechecks.given_up == 1 and len(rechecks) == 0
 
 
 def test_serve_says_when_calls_are_not_rechecked() -> None:

@@ -79,6 +79,7 @@ class SyncStats:
     twin_traces: int = 0  # traces looked up because they hold a twin of a call the batch writes or rechecks
     rechecks: int = 0  # calls looked up again after they were written
     lookups_refused: int = 0  # rechecks' lookups ClickHouse refused (retried in halves)
+    recheck_writes: int = 0  # recheck passes that found twins and committed what they moved
 
 
 class TraceSync:

@@ -165,7 +165,11 @@ class Rechecks:
 
     def __init__(self) -> None:
         self._queues: list[deque[tuple[int, int, int]]] = [deque() for _ in RECHECK_AFTER_S]
-        self._latest: dict[int, int] = {}  # a call's newest write: older entries are stale
+        # A call's one live entry: its newest write's version and the step its entry waits at. Every other
+        # entry of it is stale (an older write's, or a step a put-back entry was taken forward to).
+        self._latest: dict[int, tuple[int, int]] = {}
+        # The last `due`'s calls: the version and step each was taken at (`again` and `give_up` take those).
+        self._taken: dict[int, tuple[int, int]] = {}
         self.dropped = 0  # calls never rechecked because the queue was full
         self.given_up = 0  # calls whose lookup ClickHouse refused on its own (TraceSync.refused)
 
@@ -178,7 +182,7 @@ class Rechecks:
             if len(self._latest) >= MAX_QUEUED and row_id not in self._latest:
                 self.dropped += 1
                 continue
-            self._latest[row_id] = version
+            self._latest[row_id] = (version, 0)
             first.append((version + RECHECK_AFTER_S[0] * S, row_id, version))
 
     def due_by(self, now: int) -> bool:
@@ -186,52 +190,67 @@ class Rechecks:
 
     def due(self, now: int, limit: int) -> list[tuple[int, int]]:
         """Up to `limit` (row id, version) due by `now`; each moves on to its next recheck (or is done after
-        the last)."""
+        the last) unless `again` puts it back."""
         out: list[tuple[int, int]] = []
+        self._taken = {}
         for step, queue in enumerate(self._queues):
             while queue and queue[0][0] <= now and len(out) < limit:
                 _due, row_id, version = queue.popleft()
-                if self._latest.get(row_id) != version:
-                    continue  # written again since: that write's entry rechecks it
+                if self._latest.get(row_id) != (version, step):
+                    continue  # written again since, or put back after this entry was queued: stale
                 out.append((row_id, version))
+                self._taken[row_id] = (version, step)
                 if step + 1 < len(self._queues):
                     # After `now` even when late (ClickHouse was down): not taken again by this call.
                     due_at = max(version + RECHECK_AFTER_S[step + 1] * S, now + 1)
                     self._queues[step + 1].append((due_at, row_id, version))
+                    self._latest[row_id] = (version, step + 1)
                 else:
                     del self._latest[row_id]
         return out
 
     def waiting(self) -> list[tuple[int, int, int, int]]:
-        """(row id, version, step, due) of each call still to be looked up again, once (a call a failed recheck
-        put back in the first queue is kept at that step: it is rechecked at least as often as before)."""
-        out: dict[int, tuple[int, int, int, int]] = {}
-        for step, queue in enumerate(self._queues):
-            for due_at, row_id, version in queue:
-                if self._latest.get(row_id) == version and row_id not in out:
-                    out[row_id] = (row_id, version, step, due_at)
-        return list(out.values())
+        """(row id, version, step, due) of each call still to be looked up again: its live entry."""
+        return [(row_id, version, step, due_at) for step, queue in enumerate(self._queues)
+                for due_at, row_id, version in queue if self._latest.get(row_id) == (version, step)]
 
     def restore(self, entries: Iterable[tuple[int, int, int, int]]) -> None:
         """Take back what `waiting` gave (a restarted replica's rechecks), in the queues' order."""
         for row_id, version, step, due_at in sorted(entries, key=lambda e: (e[2], e[3])):
             if step >= len(self._queues) or (len(self._latest) >= MAX_QUEUED and row_id not in self._latest):
                 continue
-            self._latest[row_id] = version
+            self._latest[row_id] = (version, step)
             self._queues[step].append((due_at, row_id, version))
 
     def again(self, entries: Sequence[tuple[int, int]], now: int) -> None:
-        """Entries whose recheck could not run (ClickHouse unreachable, or the lookup refused): due again in a
-        second, first and in their order, then on as before (a last one included)."""
+        """Entries of the last `due` whose recheck could not run (ClickHouse unreachable, or the lookup
+        refused): due again in a second, at the step they were taken at, first and in their order; the entry
+        `due` queued at their next step goes stale, so that each is looked up once there (a last one included:
+        it is done only after a recheck that ran)."""
         retry = now + S
-        self._queues[0].extendleft(reversed([(retry, row_id, version) for row_id, version in entries
-                                             if self._latest.setdefault(row_id, version) == version]))
+        back: list[list[tuple[int, int, int]]] = [[] for _ in self._queues]
+        for row_id, version in entries:
+            current = self._latest.get(row_id)
+            if current is not None and current[0] != version:
+                continue  # written again since: that write's entry rechecks it
+            taken = self._taken.get(row_id)
+            step = taken[1] if taken is not None and taken[0] == version else 0
+            self._latest[row_id] = (version, step)
+            back[step].append((retry, row_id, version))
+        for queue, entries_back in zip(self._queues, back):
+            queue.extendleft(reversed(entries_back))
 
     def give_up(self, entries: Sequence[tuple[int, int]]) -> None:
         """Entries never to be looked up again (their lookup is refused): their queued steps go stale."""
         for row_id, version in entries:
-            if self._latest.get(row_id) == version:
-                del self._latest[row_id]
+            current = self._latest.get(row_id)
+            if current is None:  # done, unless this pass took its last recheck
+                live = self._taken.get(row_id, (None,))[0] == version
+            else:
+                live = current[0] == version
+            if live:
+                self._latest.pop(row_id, None)
+                self._taken.pop(row_id, None)
                 self.given_up += 1
 
 
