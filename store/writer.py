@@ -570,6 +570,7 @@ class SpanWriter:
             return 0
         due = self.sync.rechecks.due(self.clock(), self.sync.pass_size)
         row_of, calls = self._calls_of(due)
+        due, calls = self.sync.one_late_stretch(due, calls, row_of, self.clock())
         looked_up = self.sync.with_stored_twins(due, calls, self.clock())
         if looked_up is None:
             return 0

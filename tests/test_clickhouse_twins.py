@@ -295,6 +295,35 @@ def test_a_root_twin_arriving_after_the_others_last_recheck_is_moved_by_its_repl
     assert_billed_once(tmp_path, engine, now, app_span)
 
 
+def test_a_passs_late_roots_are_looked_up_a_stretch_of_hours_at_a_time(tmp_path: Path, http: HttpClient,
+                                                                        engine: ChdbClient) -> None:
+    """B's SDK spans reach it long after A's rechecks (a backlog), for calls three hours apart: at their last
+    recheck, one pass looks up the late roots of one stretch of hours (one query), and puts the others back due
+    at once, for the next pass: a backfill spread over a day does not hold the writer for a query per hour in
+    one pass. Every call ends billed once."""
+    now = T0 + 60 * S
+    apps, sdks = [], []
+    for n in (1, 2, 3, 11, 12, 13):  # three calls three hours before the other three
+        start = T0 - (3 * 3600 * S if n < 10 else 0) + n * 3 * S
+        apps.append((make_span(0xA00 + n, 1, None, "POST /ask", {"app.llm.feature": "ask"}, start_ns=start,
+                               end_ns=start + 2 * S, kind=2), APP))
+        apps.append(_chat(0xA00 + n, 2, 1, OPENLLMETRY, n, start + 10 * MS, start + 900 * MS))
+        sdks.append(_chat(0xB00 + n, 7, None, NATIVE, n, start + 12 * MS, start + 880 * MS))
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now + 200 * S, http) as b:
+        a.write(apps)
+        for later in (2, 60, 120):
+            assert a.at(now + later * S) == 2 * CALLS  # nothing to find yet
+        b.write(sdks)
+        for later in (2, 60):
+            b.at(now + (200 + later) * S)
+        assert calls_counted(engine)[0] == 4 * CALLS
+        assert b.at(now + 320 * S) == CALLS  # the early stretch's: the recent one's are due again at once
+        assert calls_counted(engine)[0] == 3 * CALLS
+        assert b.writer.sync.rechecks.due_by(now + 320 * S)
+        assert b.at(now + 320 * S) == CALLS
+        assert calls_counted(engine)[0] == 2 * CALLS
+
+
 def test_a_late_root_twin_is_left_to_the_other_replica_while_its_rechecks_run(
         tmp_path: Path, http: HttpClient, engine: ChdbClient) -> None:
     """Both spans written in one moment, long after the call ended; B's outbox reaches ClickHouse only just

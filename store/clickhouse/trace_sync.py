@@ -31,7 +31,7 @@ import logging
 import sqlite3
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,7 @@ from store.clickhouse.twin_calls import (
     AnyMove,
     MovePolicy,
     Rechecks,
+    by_time,
     stored_twins,
     stored_twins_under_roots,
 )
@@ -168,17 +169,38 @@ class TraceSync:
             return False
         return True
 
+    def one_late_stretch(self, due: Sequence[tuple[int, int]], calls: Sequence[tuple[Call, int]],
+                         row_of: Mapping[Call, int], now: int
+                         ) -> tuple[list[tuple[int, int]], list[tuple[Call, int]]]:
+        """A recheck pass's `due` entries and their `calls` (`row_of`: each call's row id) holding late roots of
+        one stretch of time at most (by_time): the late roots of the others, put back due at once, are the next
+        pass's. Each stretch is a query over about two hours of spans; a backfill's roots spread over a day made
+        24 in one pass, seconds that the writer and every ack waited on."""
+        stretches = by_time(self._late(calls, now))
+        if len(stretches) <= 1:
+            return list(due), list(calls)
+        later = {call for stretch in stretches[1:] for call in stretch}
+        self.rechecks.again([(row_of[call], version) for call, version in calls if call in later], now, wait=0)
+        kept = {row_of[call] for call, _ in calls if call not in later}
+        return ([entry for entry in due if entry[0] in kept],
+                [(call, version) for call, version in calls if call not in later])
+
+    @staticmethod
+    def _late(calls: Sequence[tuple[Call, int]], now: int) -> list[Call]:
+        """The root calls stored more than LATE_S after they ended, at their last recheck: they are looked up
+        among every call too, since a twin under another root may have been stored long before, past that
+        replica's rechecks (rare: a backlog; a backfill of history makes every root call late, so once, not at
+        each recheck)."""
+        return [call for call, version in calls if call.root and version - call.end_ns > LATE_S * 10**9
+                and now - version >= RECHECK_AFTER_S[-1] * 10**9]
+
     def with_stored_twins(self, due: Sequence[tuple[int, int]], calls: Sequence[tuple[Call, int]], now: int
                           ) -> tuple[list[tuple[Call, int]], set[bytes]] | None:
         """Of a recheck pass's `due` (row id, version) entries, holding `calls`: those calls that ClickHouse holds
         a twin of in another trace (the only ones a recheck can change: a twin in this working store was joined
         when the later of the two was written), and the traces holding those twins. None: the lookup did not
         run (ClickHouse unreachable, or it refused the lookup: `refused`), and the entries are due again."""
-        # A root call stored more than LATE_S after it ended is looked up among every call too, at its last
-        # recheck: its twin under another root may have been stored long before, past that replica's rechecks
-        # (rare: a backlog; a backfill of history makes every root call late, so once, not at each recheck).
-        late = [call for call, version in calls if call.root and version - call.end_ns > LATE_S * 10**9
-                and now - version >= RECHECK_AFTER_S[-1] * 10**9]
+        late = self._late(calls, now)
         try:
             client = self.client()
         except (ClickHouseError, OSError) as exc:

@@ -56,7 +56,7 @@ OWNER_S = 65
 MARGIN_S = 30  # replicas' clocks may disagree by this much
 # A twin that wraps the call (a framework's span around the SDK's) starts before it: by how much, at most.
 LEAD_NS = HOUR_NS
-# Late roots looked up together start within this of each other (_by_time).
+# Late roots looked up together start within this of each other (by_time).
 STRETCH_NS = HOUR_NS
 # A response id that many calls share is a fixed one (a mock server's, a replay's): twins cannot be told
 # apart by it, and matching every stored row against every call would cost their product. An id more than
@@ -97,7 +97,7 @@ def stored_twins_under_roots(client: Any, calls: Sequence[Call]) -> list[tuple[C
     times do not change between its versions, so no FINAL: a forgotten span's older row only brings its trace
     to the pull, which drops it."""
     found: list[tuple[Call, bytes]] = []
-    for stretch in _by_time(calls):
+    for stretch in by_time(calls):
         grouped = _by_response(stretch)
         if grouped is None:
             continue
@@ -111,7 +111,7 @@ def stored_twins_under_roots(client: Any, calls: Sequence[Call]) -> list[tuple[C
     return found
 
 
-def _by_time(calls: Sequence[Call]) -> list[list[Call]]:
+def by_time(calls: Sequence[Call]) -> list[list[Call]]:
     """The calls in stretches of STRETCH_NS of their starts. A late root's recheck reads every span of its window
     (LEAD_NS before it): a pass's late roots hours apart (a backfill replayed by several workers at once) read
     their own hours, not every hour between them, and none reads more than about two hours, well within
@@ -222,12 +222,12 @@ class Rechecks:
             self._latest[row_id] = (version, step)
             self._queues[step].append((due_at, row_id, version))
 
-    def again(self, entries: Sequence[tuple[int, int]], now: int) -> None:
-        """Entries of the last `due` whose recheck could not run (ClickHouse unreachable, or the lookup
-        refused): due again in a second, at the step they were taken at, first and in their order; the entry
-        `due` queued at their next step goes stale, so that each is looked up once there (a last one included:
-        it is done only after a recheck that ran)."""
-        retry = now + S
+    def again(self, entries: Sequence[tuple[int, int]], now: int, wait: int = S) -> None:
+        """Entries of the last `due` whose recheck could not run (ClickHouse unreachable, the lookup refused) or
+        is left to the next pass: due again `wait` ns later, at the step they were taken at, first and in their
+        order. The entry `due` queued at their next step goes stale, so that each is looked up once there (a
+        last one included: it is done only after a recheck that ran)."""
+        retry = now + wait
         back: list[list[tuple[int, int, int]]] = [[] for _ in self._queues]
         for row_id, version in entries:
             current = self._latest.get(row_id)
