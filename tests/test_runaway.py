@@ -282,6 +282,66 @@ def test_a_warm_detector_on_clickhouse_reads_only_new_blobs(tmp_path, http):
     assert [r.key for r in again.looping] == [loop.key] and not any(read_blobs)
 
 
+def test_clickhouse_reads_the_blobs_wanted_by_their_start_or_by_their_traces(tmp_path, http):
+    """The blobs of the tool rows a ClickHouse evaluation wants: most of the window's (a first evaluation) are
+    read by the earliest one's start alone, without FINAL; a few among many by their traces' ids. Either way
+    each wanted span gets its own blob, whatever versions of it ClickHouse holds unmerged, and nothing else."""
+    import sqlite3
+    import time
+
+    from store.alerts import tool_arguments_text
+    from store.clickhouse.alerts import runaway_rows
+    from store.clickhouse.sink import copy_store
+
+    now = float(int(time.time()))  # recent: ClickHouse's retention drops older spans at merges
+    loop = agent(1, now - 600, LOOP, root=False)
+    others = [agent(10 + n, now - 500 + 10 * n, [("lookup", f'{{"id": {n}}}'), ("refund", f'{{"order": {n}}}')],
+                    root=True) for n in range(12)]
+    path = tmp_path / "many.db"
+    with writing(path, int(now * NS)) as (normalizer, writer, _db):
+        write_through(normalizer, writer, [s for t in (loop, *others) for s in t], [], int(now * NS))
+    db = sqlite3.connect(path)
+    try:
+        for _ in range(2):  # two versions of every span, unmerged
+            copy_store(db, http)
+    finally:
+        db.close()
+    sqls: list[str] = []
+    query = http.query
+
+    def watched(sql, *args, **kwargs):
+        sqls.append(sql)
+        return query(sql, *args, **kwargs)
+
+    http.query = watched
+    detector, settings = RunawayDetector(), AlertSettings()
+    since = int((now - settings.runaway_window_s) * NS)
+
+    def read(pick):
+        sqls.clear()
+        rows, raws = runaway_rows(http, detector.queries(settings, now), since, 5000, 20000, pick)
+        [blob_read] = [q for q in sqls if " raw FROM spans" in q]
+        by_row = {row[0]: row for row in rows["tools"]}
+        return ({(by_row[i][1], by_row[i][2]): tool_arguments_text(raw) for i, raw in raws.items()},
+                "PREWHERE" in blob_read)
+
+    everything, by_ids = read(lambda tools: tools)
+    assert not by_ids and len(everything) == 6 + 2 * 12
+    assert sorted(everything.values()) == sorted(
+        tool_arguments_text_of(s) for t in (loop, *others) for s in t if s.name.startswith("execute_tool"))
+    loop_only, by_ids = read(lambda tools: [r for r in tools if r[3] == "search_orders"])
+    assert by_ids and loop_only == {key: text for key, text in everything.items() if key[0] == trace_id_bytes(1)}
+    assert len(loop_only) == 6
+
+
+def tool_arguments_text_of(span) -> str:
+    """A tool span's arguments as the rule normalizes them (JSON re-serialized with sorted keys)."""
+    import json
+
+    [arguments] = [kv.value.string_value for kv in span.attributes if kv.key == "gen_ai.tool.call.arguments"]
+    return json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
+
+
 def test_the_runaway_table(tmp_path):
     path = tmp_path / "llmobs.toml"
     path.write_text('[alerts.runaway]\nrepeats = 3\nconversation_repeats = 6\nmax_steps = 80\nmax_tokens = 500000\n'

@@ -242,6 +242,35 @@ def _any_span_ended_before_start(client: ClickHouseClient, since_ns: int) -> boo
                              "LIMIT 1", {"since": since_ns}))
 
 
+def _wanted_raws(client: ClickHouseClient, tools: Sequence[tuple], wanted: Mapping[int, tuple]
+                 ) -> dict[int, bytes | None]:
+    """The blobs of the `wanted` rows of `tools` (the runaway read's tool rows), by row id, in SQLite's form.
+
+    Every tool span since the earliest wanted one's start is among `tools` (the window's newest), so when a
+    third of those or more are wanted (a first evaluation: every candidate) they are read by that start alone,
+    without FINAL (a span's blob is the same in each of its versions; a forgotten span is no longer among
+    `tools`): 80 ms for 5,000 at 100M spans, against 195 by their traces' ids, which ClickHouse spends building
+    the set of ids. A few are read by their traces' ids as a PREWHERE, within their start (the sort key starts
+    with its hour; every version of a span has its start, trace id and kind, so FINAL folds the same versions
+    from the rows the PREWHERE keeps): 21 ms for 5 (bench.clickhouse_tui). By the ids alone, FINAL merged every
+    span of the store for each 500 (2.6 s each at 100M spans); by (trace id, span id) pairs, matching ten sets of
+    500 pairs against the key's ranges cost 160 ms, single trace ids 100. One query, its ids in parameters of
+    IDS_PER_QUERY each (a form field holds 128 KiB)."""
+    first = min(row[4] for row in wanted.values())
+    if len(wanted) * 3 >= sum(1 for row in tools if row[4] >= first):
+        sql, params = ("SELECT trace_id, span_id, raw FROM spans WHERE start_ns >= {first:Int64} AND kind = 'tool' "
+                       "AND is_deleted = 0"), {"first": first}
+    else:
+        by_trace, params = among("trace_id", "FixedString(16)",
+                                 list(batches(sorted({row[1] for row in wanted.values()}))))
+        params["first"] = first
+        sql = (f"SELECT trace_id, span_id, raw FROM spans FINAL PREWHERE {by_trace} "
+               "WHERE start_ns >= {first:Int64} AND kind = 'tool'")
+    blobs = {(bytes(t), bytes(s)): raw for t, s, raw in client.query(sql, params, bytes_columns=("raw",))}
+    # store.alerts.tool_arguments_text reads zstd (SQLite's form); ClickHouse keeps it plain.
+    return {row_id: ch_rows.sqlite_raw(blobs.get((row[1], row[2]))) or None for row_id, row in wanted.items()}
+
+
 def runaway_rows(client: ClickHouseClient, queries: Mapping[str, Any], since_ns: int, tool_limit: int,
                  span_limit: int, wants_raw: Any) -> tuple[dict[str, list[tuple]], dict[int, bytes | None]]:
     """The runaway rule's rows (store.alerts' runaway_tool_calls_query and running_traces_query shapes) for
@@ -264,22 +293,7 @@ def runaway_rows(client: ClickHouseClient, queries: Mapping[str, Any], since_ns:
         rows["tools"] = tools
         wanted = {row[0]: row for row in wants_raw(tools)}
         if wanted:
-            # By their traces' ids as a PREWHERE, within the spans' own start (the sort key starts with its hour;
-            # every version of a span has its start, trace id and kind, so FINAL folds the same versions from
-            # the rows the PREWHERE keeps), the tool spans kept by the WHERE after FINAL and the wanted ones
-            # picked here. By the ids alone, FINAL merged every span of the store for each 500 (2.6 s each at
-            # 100M spans); by (trace id, span id) pairs, matching ten sets of 500 pairs against the key's ranges
-            # cost 160 ms at 100M spans, single trace ids 100 (bench.clickhouse_tui). One query, its ids in
-            # parameters of IDS_PER_QUERY each (a form field holds 128 KiB).
-            by_trace, params = among("trace_id", "FixedString(16)",
-                                     list(batches(sorted({row[1] for row in wanted.values()}))))
-            params["first"] = min(row[4] for row in wanted.values())
-            blobs = {(bytes(t), bytes(s)): raw for t, s, raw in client.query(
-                f"SELECT trace_id, span_id, raw FROM spans FINAL PREWHERE {by_trace} "
-                "WHERE start_ns >= {first:Int64} AND kind = 'tool'", params, bytes_columns=("raw",))}
-            # store.alerts.tool_arguments_text reads zstd (SQLite's form); ClickHouse keeps it plain.
-            raws = {row_id: ch_rows.sqlite_raw(blobs.get((row[1], row[2]))) or None
-                    for row_id, row in wanted.items()}
+            raws = _wanted_raws(client, tools, wanted)
     if "running" in queries:
         traces = client.query(
             "SELECT * FROM (" + _summaries_ending_since(
