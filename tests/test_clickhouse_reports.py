@@ -595,6 +595,16 @@ def test_reads_batched_in_one_query_equal_sqlite_window_by_window(stores) -> Non
         RollupRead(ragged, (), (("feature", features[0]), ("model", None)), ()),
         RollupRead(ragged, (), (("model", "no-such-model"), ("feature", features[0])), ("latency",)),
     ]
+    # Reads folded from a finer read's rows, no branch of their own (reports._sources): the groups by feature
+    # and a feature's totals from the groups by feature and prompt, with a histogram that read does not ask
+    # for; from the groups by service and feature, a feature's by service and a NULL service's by feature.
+    hour_and_week = reads[2].windows
+    reads += [
+        RollupRead(hour_and_week, ("feature",), (), ("latency",)),
+        RollupRead(hour_and_week, (), (("feature", features[0]),), ()),
+        RollupRead(((end - 86400, end),), ("service",), (("feature", features[1]),), ("ttft",)),
+        RollupRead(((end - 86400, end),), ("feature",), (("service", None),), ()),
+    ]
     queries: list[str] = []
     query = client.query
 
@@ -621,9 +631,12 @@ def test_reads_batched_in_one_query_equal_sqlite_window_by_window(stores) -> Non
         assert batched[0][5] and batched[0][5][0].latency
         assert not batched[4][0] and not batched[1][8]  # no such feature; the window in the future
         assert batched[9][0] and batched[9][0][0].cost and batched[10][5] and batched[11][2]
-        # 14 reads (one without windows) in 9 branches: the four of the burn windows in one, the two by model
+        assert len(batched[14][0]) >= 2 and all(g.latency for g in batched[14][0]) and batched[15][1]
+        assert batched[16][0] and batched[16][0][0].ttft
+        # 18 reads (one without windows) in 9 branches: the four of the burn windows in one, the two by model
         # filtered on other columns and the one without a filter in three, the ragged windows' two with two
-        # columns in one and the one with a column in another, the four others alone.
+        # columns in one and the one with a column in another, the four others alone, the last four folded
+        # from two of those.
         [sql] = queries
         assert sql.count(" UNION ALL ") == 8, sql
     finally:
