@@ -557,14 +557,18 @@ def messages_from_span(attrs: Mapping[str, Any], events: Sequence[SpanEvent] = (
     return [*system, *inputs, *outputs][:MAX_MESSAGES]
 
 
+# Where each instrumentation family puts a tool call's (arguments, result), in the order tool_io tries them.
+TOOL_IO_KEYS = (("gen_ai.tool.call.arguments", "gen_ai.tool.call.result"),
+                ("input.value", "output.value"),
+                ("traceloop.entity.input", "traceloop.entity.output"),
+                ("langfuse.observation.input", "langfuse.observation.output"),
+                ("ai.toolCall.args", "ai.toolCall.result"))
+
+
 def tool_io(attrs: Mapping[str, Any], events: Sequence[SpanEvent] = (), logs: Sequence[LogEvent] = ()
             ) -> tuple[Any, Any]:
     """The arguments and result of a tool span, parsed from JSON when they are JSON."""
-    for arg_key, result_key in (("gen_ai.tool.call.arguments", "gen_ai.tool.call.result"),
-                                ("input.value", "output.value"),
-                                ("traceloop.entity.input", "traceloop.entity.output"),
-                                ("langfuse.observation.input", "langfuse.observation.output"),
-                                ("ai.toolCall.args", "ai.toolCall.result")):
+    for arg_key, result_key in TOOL_IO_KEYS:
         if arg_key in attrs or result_key in attrs:
             arguments = attrs.get(arg_key)
             result = attrs.get(result_key)

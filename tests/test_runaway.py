@@ -21,6 +21,7 @@ from llmobs_tui.config import AlertSettings, Config, ConfigError, NotifyTarget, 
 from llmobs_tui.screens.trace import TraceScreen
 from llmobs_tui.widgets.runaway_panel import RunawayPanel
 from store.connection import open_reader
+from store.content import TOOL_IO_KEYS
 from tests.otlp_factory import make_span, span_id_bytes, trace_id_bytes
 from tests.store_writing import write_through, writing
 from tests.test_notify import receiver
@@ -340,6 +341,32 @@ def tool_arguments_text_of(span) -> str:
 
     [arguments] = [kv.value.string_value for kv in span.attributes if kv.key == "gen_ai.tool.call.arguments"]
     return json.dumps(json.loads(arguments), sort_keys=True, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("arguments_key,result_key", TOOL_IO_KEYS)
+def test_tool_arguments_are_read_from_every_family_and_a_span_without_them_is_not_parsed(
+        arguments_key, result_key, monkeypatch):
+    """Each instrumentation family's arguments key gives the normalized arguments; a span with only a result,
+    or with an arguments key's text in a value but not as a key, has none. Without the text of any arguments
+    key in the stored span, the span is not parsed at all."""
+    import zstandard
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    from store import alerts
+
+    def stored(attrs: dict[str, str]) -> bytes:
+        span = make_span(1, 2, None, "execute_tool search", {"gen_ai.tool.name": "search", **attrs})
+        return zstandard.ZstdCompressor().compress(span.SerializeToString())
+
+    assert alerts.tool_arguments_text(stored({arguments_key: '{"b": 1,  "a": [2]}'})) == '{"a":[2],"b":1}'
+    assert alerts.tool_arguments_text(stored({arguments_key: "find   the\norder"})) == "find the order"
+    assert alerts.tool_arguments_text(stored({result_key: '{"ok": true}'})) is None
+    assert alerts.tool_arguments_text(stored({"note": f"about {arguments_key}"})) is None  # parsed: not a key
+    parsed = []
+    real = trace_pb2.Span.FromString
+    monkeypatch.setattr(trace_pb2.Span, "FromString", lambda data: parsed.append(1) or real(data))
+    assert alerts.tool_arguments_text(stored({result_key: "done", "gen_ai.operation.name": "execute_tool"})) is None
+    assert not parsed
 
 
 def test_the_runaway_table(tmp_path):
