@@ -591,6 +591,10 @@ class SpanWriter:
             self.sync.rechecks.again([(row_of[call], version) for call, version in found], self.clock())
             raise
         self.sync.stats.recheck_writes += 1
+        waiting = self.sync.policy.waiting
+        for call, version in found:
+            if call.trace_id in waiting:  # a late root whose move waits on the other replica's rechecks
+                self.sync.rechecks.later(row_of[call], version, waiting[call.trace_id])
         self._schedule_rechecks()
         self._evict_traces()
         return len(due)

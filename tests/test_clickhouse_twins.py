@@ -324,6 +324,37 @@ def test_a_passs_late_roots_are_looked_up_a_stretch_of_hours_at_a_time(tmp_path:
         assert calls_counted(engine)[0] == 2 * CALLS
 
 
+def test_a_late_root_stored_just_after_a_later_write_of_the_other_trace_is_moved_when_its_rechecks_are_over(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient) -> None:
+    """A's trace is written again at 190 s (a span without a call: its call's rechecks do not start over), and
+    B's late SDK root reaches B at 200 s. At B's last recheck (320 s) A's trace was written 130 s before, so
+    A's rechecks of that write could still run and B leaves the move; A's rechecks of the call ended at 120 s,
+    so nobody would move it. B looks the call up once more when they are over (340 s), and moves it."""
+    now = T0 + 60 * S
+    apps, sdks = traffic(T0)
+    more = [(make_span(0xA00 + n, 9, 1, "db query", {"db.system": "postgresql"}, start_ns=T0 + n * 3 * S + S,
+                       end_ns=T0 + n * 3 * S + S + 50 * MS), APP) for n in range(1, CALLS + 1)]
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now + 200 * S, http) as b:
+        a.write(apps)
+        for later in (2, 60, 120):
+            assert a.at(now + later * S) == CALLS  # nothing to find yet
+        a.now = now + 190 * S
+        a.write(more)
+        assert len(a.writer.sync.rechecks) == 0  # no call of A's written again
+        b.write(sdks)
+        for later in (2, 60, 120):
+            b.at(now + (200 + later) * S)
+        assert calls_counted(engine)[0] == 2 * CALLS  # B's last recheck: A's could still run
+        assert b.writer.sync.rechecks.due_by(now + 340 * S) and not b.writer.sync.rechecks.due_by(now + 339 * S)
+        assert b.at(now + 340 * S) == CALLS
+        assert calls_counted(engine)[0] == CALLS
+    db = single_store(tmp_path / "one.db", now, apps + more + sdks)
+    try:
+        assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+    finally:
+        db.close()
+
+
 def test_a_late_root_twin_is_left_to_the_other_replica_while_its_rechecks_run(
         tmp_path: Path, http: HttpClient, engine: ChdbClient) -> None:
     """Both spans written in one moment, long after the call ended; B's outbox reaches ClickHouse only just
@@ -696,6 +727,24 @@ def test_a_call_put_back_is_looked_up_once_at_each_step() -> None:
     rechecks.give_up(last)  # refused alone at its last step: given up, counted once
     rechecks.give_up(last)
     assert last == [(3, 10 * S)] and rechecks.given_up == 1 and len(rechecks) == 0
+
+
+def test_a_call_looked_up_later_is_kept_at_a_stop_and_follows_a_newer_write() -> None:
+    """Rechecks.later: a call looked up once more after its last step, when it is due, in order of due time
+    (not of asking); kept at a clean stop with the others; a newer write of the call supersedes it."""
+    rechecks = Rechecks()
+    rechecks.written([1, 2], 0)
+    for at in (2, 60, 120):
+        rechecks.due(at * S, 10)
+    assert len(rechecks) == 0
+    rechecks.later(1, 0, 500 * S)
+    rechecks.later(2, 0, 400 * S)
+    assert not rechecks.due_by(399 * S) and rechecks.due_by(400 * S)
+    restarted = Rechecks()
+    restarted.restore(rechecks.waiting())
+    assert restarted.due(10**6 * S, 10) == [(2, 0), (1, 0)] and len(restarted) == 0
+    rechecks.written([1], 300 * S)  # written again: that write's rechecks look it up
+    assert rechecks.due(10**6 * S, 10) == [(1, 300 * S), (2, 0)]
 
 
 def test_serve_says_when_calls_are_not_rechecked() -> None:

@@ -19,15 +19,15 @@ Collector splits it. Neither replica can see the other's span when it writes its
     stored more than `LATE_S` after it ended (a backlog) is looked up among every call at its own last recheck
     (`stored_twins_under_roots`, on the spans: no index by response id there, so for late roots only), and its
     replica, the last writer of the root's trace, moves it once the other's rechecks are over:
-    `RECHECK_AFTER_S[-1]` + `MARGIN_S` after the other trace's version;
+    `RECHECK_AFTER_S[-1]` + `MARGIN_S` after the other trace's version. If its last recheck comes before that
+    (the other trace was written again, not that span, less than 30 s before the root was stored), it is
+    looked up once more then (MovePolicy.waiting, Rechecks.later);
   - two roots: both replicas find the pair. The one that last wrote the trace of the span to unbill moves
     it, within `OWNER_S` of that write (its rechecks run that long); after that, and `MARGIN_S` more for
     clocks that disagree, the one that wrote the keeper's trace does (its rechecks run long enough to get
     there); nobody in between. Both judge by the trace's version in ClickHouse (when its last writer wrote it).
 
-Not covered: twins neither of which is a root (a context leaked from another request); a late root stored
-within 30 s of a write of the other's trace that followed that span's own (its replica's last recheck then
-comes too early for the rule above);
+Not covered: twins neither of which is a root (a context leaked from another request);
 a replica restarted on another working store between writing a call and its last recheck (on its own, it
 takes them back: trace_sync.py's `save` at a clean stop, `log_write` otherwise; for two roots the other
 replica's still converge unless both were written in the same moment); a trace written by two replicas at
@@ -36,6 +36,7 @@ once (trace_sync.py).
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -170,6 +171,9 @@ class Rechecks:
         self._latest: dict[int, tuple[int, int]] = {}
         # The last `due`'s calls: the version and step each was taken at (`again` and `give_up` take those).
         self._taken: dict[int, tuple[int, int]] = {}
+        # Calls looked up once more after their last step, when another replica's rechecks are over (MovePolicy's
+        # `waiting`): a heap of (due, row id, version), taken as the last step's.
+        self._later: list[tuple[int, int, int]] = []
         self.dropped = 0  # calls never rechecked because the queue was full
         self.given_up = 0  # calls whose lookup ClickHouse refused on its own (TraceSync.refused)
 
@@ -186,7 +190,7 @@ class Rechecks:
             first.append((version + RECHECK_AFTER_S[0] * S, row_id, version))
 
     def due_by(self, now: int) -> bool:
-        return any(queue and queue[0][0] <= now for queue in self._queues)
+        return any(queue and queue[0][0] <= now for queue in (*self._queues, self._later))
 
     def due(self, now: int, limit: int) -> list[tuple[int, int]]:
         """Up to `limit` (row id, version) due by `now`; each moves on to its next recheck (or is done after
@@ -207,11 +211,31 @@ class Rechecks:
                     self._latest[row_id] = (version, step + 1)
                 else:
                     del self._latest[row_id]
+        last = len(self._queues) - 1
+        while self._later and self._later[0][0] <= now and len(out) < limit:
+            _due, row_id, version = heapq.heappop(self._later)
+            if self._latest.get(row_id) == (version, last):
+                out.append((row_id, version))
+                self._taken[row_id] = (version, last)
+                del self._latest[row_id]
         return out
+
+    def later(self, row_id: int, version: int, due_at: int) -> None:
+        """Look this call up once more at `due_at`, as at its last step (unless written again since)."""
+        current = self._latest.get(row_id)
+        if current is not None and current[0] != version:
+            return  # written again: that write's rechecks look it up
+        if current is None and len(self._latest) >= MAX_QUEUED:
+            self.dropped += 1
+            return
+        self._latest[row_id] = (version, len(self._queues) - 1)
+        heapq.heappush(self._later, (due_at, row_id, version))
 
     def waiting(self) -> list[tuple[int, int, int, int]]:
         """(row id, version, step, due) of each call still to be looked up again: its live entry."""
-        return [(row_id, version, step, due_at) for step, queue in enumerate(self._queues)
+        last = len(self._queues) - 1
+        return [(row_id, version, step, due_at)
+                for step, queue in (*enumerate(self._queues), (last, sorted(self._later)))
                 for due_at, row_id, version in queue if self._latest.get(row_id) == (version, step)]
 
     def restore(self, entries: Iterable[tuple[int, int, int, int]]) -> None:
@@ -262,6 +286,8 @@ class MovePolicy:
     def __init__(self, versions: dict[bytes, int], mine: dict[bytes, int | None]) -> None:
         self.versions = versions
         self.mine = mine
+        # Late roots' traces whose move waits for the other replica's rechecks to be over: when they are.
+        self.waiting: dict[bytes, int] = {}
 
     def may_move(self, member_trace: bytes, keeper_trace: bytes, now: int, roots: tuple[bool, bool],
                  non_root_trace: bytes) -> bool:
@@ -281,9 +307,17 @@ class MovePolicy:
             return True
         # A late root's replica (stored_twins_under_roots), once the other's rechecks are over: it wrote the
         # trace under the other root at that trace's version at the latest, and rechecked it for RECHECK_AFTER_S.
+        # If that trace was written again since (not its call: its rechecks did not start over) less than 30 s
+        # before the root, that is after the root's last recheck: the root's replica looks it up again then
+        # (`waiting`, Rechecks.later), or nobody would move it.
         root_trace = keeper_trace if member_trace == non_root_trace else member_trace
-        return (root_trace in self.mine and non_root_trace in self.versions
-                and now >= self.versions[non_root_trace] + (RECHECK_AFTER_S[-1] + MARGIN_S) * S)
+        if root_trace not in self.mine or non_root_trace not in self.versions:
+            return False
+        over_at = self.versions[non_root_trace] + (RECHECK_AFTER_S[-1] + MARGIN_S) * S
+        if now < over_at:
+            self.waiting[root_trace] = max(over_at, self.waiting.get(root_trace, 0))
+            return False
+        return True
 
     def _wrote(self, trace_id: bytes) -> bool:
         return trace_id in self.mine or trace_id not in self.versions
@@ -291,6 +325,9 @@ class MovePolicy:
 
 # No lookup (SQLite store, or ClickHouse unreachable): the working store decides, as on one machine.
 class AnyMove:
+    def __init__(self) -> None:
+        self.waiting: dict[bytes, int] = {}  # nothing waits: never written
+
     def may_move(self, member_trace: bytes, keeper_trace: bytes, now: int, roots: tuple[bool, bool],
                  non_root_trace: bytes) -> bool:
         return True
