@@ -285,8 +285,9 @@ def test_a_warm_detector_on_clickhouse_reads_only_new_blobs(tmp_path, http):
 
 def test_clickhouse_reads_the_blobs_wanted_by_their_start_or_by_their_traces(tmp_path, http):
     """The blobs of the tool rows a ClickHouse evaluation wants: most of the window's (a first evaluation) are
-    read by the earliest one's start alone, without FINAL; a few among many by their traces' ids. Either way
-    each wanted span gets its own blob, whatever versions of it ClickHouse holds unmerged, and nothing else."""
+    read by the earliest one's start alone; a few among many by their traces' ids. Either way each wanted span
+    gets its own blob, with two versions of it unmerged in ClickHouse, and nothing else (an older version's blob
+    that differs: tests/test_clickhouse_client.py)."""
     import sqlite3
     import time
 

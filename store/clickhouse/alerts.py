@@ -247,19 +247,19 @@ def _wanted_raws(client: ClickHouseClient, tools: Sequence[tuple], wanted: Mappi
     """The blobs of the `wanted` rows of `tools` (the runaway read's tool rows), by row id, in SQLite's form.
 
     Every tool span since the earliest wanted one's start is among `tools` (the window's newest), so when a
-    third of those or more are wanted (a first evaluation: every candidate) they are read by that start alone,
-    without FINAL (a span's blob is the same in each of its versions; a forgotten span is no longer among
-    `tools`): 80 ms for 5,000 at 100M spans, against 195 by their traces' ids, which ClickHouse spends building
-    the set of ids. A few are read by their traces' ids as a PREWHERE, within their start (the sort key starts
-    with its hour; every version of a span has its start, trace id and kind, so FINAL folds the same versions
-    from the rows the PREWHERE keeps): 21 ms for 5 (bench.clickhouse_tui). By the ids alone, FINAL merged every
+    third of those or more are wanted (a first evaluation: every candidate) they are read by that start alone:
+    80 ms for 5,000 at 100M spans, against 195 by their traces' ids, which ClickHouse spends building the set
+    of ids (FINAL, for each span's newest version, costs the same either way). A few are read by their traces'
+    ids as a PREWHERE, within their start (the sort key starts with its hour; every version of a span has its
+    start, trace id and kind, so FINAL folds the same versions from the rows the PREWHERE keeps): 21 ms for 5
+    (bench.clickhouse_tui). By the ids alone, FINAL merged every
     span of the store for each 500 (2.6 s each at 100M spans); by (trace id, span id) pairs, matching ten sets of
     500 pairs against the key's ranges cost 160 ms, single trace ids 100. One query, its ids in parameters of
     IDS_PER_QUERY each (a form field holds 128 KiB)."""
     first = min(row[4] for row in wanted.values())
     if len(wanted) * 3 >= sum(1 for row in tools if row[4] >= first):
-        sql, params = ("SELECT trace_id, span_id, raw FROM spans WHERE start_ns >= {first:Int64} AND kind = 'tool' "
-                       "AND is_deleted = 0"), {"first": first}
+        sql, params = ("SELECT trace_id, span_id, raw FROM spans FINAL WHERE start_ns >= {first:Int64} "
+                       "AND kind = 'tool'"), {"first": first}
     else:
         by_trace, params = among("trace_id", "FixedString(16)",
                                  list(batches(sorted({row[1] for row in wanted.values()}))))
