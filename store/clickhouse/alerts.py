@@ -252,10 +252,10 @@ def _wanted_raws(client: ClickHouseClient, tools: Sequence[tuple], wanted: Mappi
     of ids (FINAL, for each span's newest version, costs the same either way). A few are read by their traces'
     ids as a PREWHERE, within their start (the sort key starts with its hour; every version of a span has its
     start, trace id and kind, so FINAL folds the same versions from the rows the PREWHERE keeps): 21 ms for 5
-    (bench.clickhouse_tui). By the ids alone, FINAL merged every
-    span of the store for each 500 (2.6 s each at 100M spans); by (trace id, span id) pairs, matching ten sets of
-    500 pairs against the key's ranges cost 160 ms, single trace ids 100. One query, its ids in parameters of
-    IDS_PER_QUERY each (a form field holds 128 KiB)."""
+    (bench.clickhouse_tui). By the ids alone, FINAL merged every span of the store for each 500 (2.6 s each at
+    100M spans); by (trace id, span id) pairs, matching ten sets of 500 pairs against the key's ranges cost
+    160 ms, single trace ids 100. One query, its ids in parameters of IDS_PER_QUERY each (a form field holds
+    128 KiB)."""
     first = min(row[4] for row in wanted.values())
     if len(wanted) * 3 >= sum(1 for row in tools if row[4] >= first):
         sql, params = ("SELECT trace_id, span_id, raw FROM spans FINAL WHERE start_ns >= {first:Int64} "
