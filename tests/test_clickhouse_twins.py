@@ -324,29 +324,45 @@ def test_a_passs_late_roots_are_looked_up_a_stretch_of_hours_at_a_time(tmp_path:
         assert calls_counted(engine)[0] == 2 * CALLS
 
 
+@pytest.mark.parametrize("killed", [False, True], ids=["running", "killed-after-its-last-recheck"])
 def test_a_late_root_stored_just_after_a_later_write_of_the_other_trace_is_moved_when_its_rechecks_are_over(
-        tmp_path: Path, http: HttpClient, engine: ChdbClient) -> None:
+        tmp_path: Path, http: HttpClient, engine: ChdbClient, killed: bool) -> None:
     """A's trace is written again at 190 s (a span without a call: its call's rechecks do not start over), and
     B's late SDK root reaches B at 200 s. At B's last recheck (320 s) A's trace was written 130 s before, so
     A's rechecks of that write could still run and B leaves the move; A's rechecks of the call ended at 120 s,
-    so nobody would move it. B looks the call up once more when they are over (340 s), and moves it."""
+    so nobody would move it. B looks the call up once more when they are over (340 s), and moves it.
+
+    Killed: B dies at 335 s, after its writer pruned the writes it logs for a restart, and restarts on its
+    working store. The log must still hold B's write of 200 s (up to 150 s old when its last lookup is due):
+    replayed, its rechecks run again and the last one finds the move still waiting, until 340 s."""
     now = T0 + 60 * S
     apps, sdks = traffic(T0)
     more = [(make_span(0xA00 + n, 9, 1, "db query", {"db.system": "postgresql"}, start_ns=T0 + n * 3 * S + S,
                        end_ns=T0 + n * 3 * S + S + 50 * MS), APP) for n in range(1, CALLS + 1)]
-    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now + 200 * S, http) as b:
-        a.write(apps)
-        for later in (2, 60, 120):
-            assert a.at(now + later * S) == CALLS  # nothing to find yet
-        a.now = now + 190 * S
-        a.write(more)
-        assert len(a.writer.sync.rechecks) == 0  # no call of A's written again
-        b.write(sdks)
-        for later in (2, 60, 120):
-            b.at(now + (200 + later) * S)
-        assert calls_counted(engine)[0] == 2 * CALLS  # B's last recheck: A's could still run
-        assert b.writer.sync.rechecks.due_by(now + 340 * S) and not b.writer.sync.rechecks.due_by(now + 339 * S)
-        assert b.at(now + 340 * S) == CALLS
+    with replica(tmp_path / "a.db", now, http) as a:
+        with replica(tmp_path / "b.db", now + 200 * S, http) as b:
+            a.write(apps)
+            for later in (2, 60, 120):
+                assert a.at(now + later * S) == CALLS  # nothing to find yet
+            a.now = now + 190 * S
+            a.write(more)
+            assert len(a.writer.sync.rechecks) == 0  # no call of A's written again
+            b.write(sdks)
+            for later in (2, 60, 120):
+                b.at(now + (200 + later) * S)
+            assert calls_counted(engine)[0] == 2 * CALLS  # B's last recheck: A's could still run
+            assert b.writer.sync.rechecks.due_by(now + 340 * S) and not b.writer.sync.rechecks.due_by(now + 339 * S)
+            if not killed:
+                assert b.at(now + 340 * S) == CALLS
+            else:
+                assert b.at(now + 335 * S) == 0  # nothing due; the log pruned as it is every 10 s
+        if killed:  # no clean stop's save: the restart replays the logged writes
+            with replica(tmp_path / "b.db", now + 336 * S, http) as b:
+                assert b.writer.sync.restore(b.db) == CALLS
+                # Its rechecks are past due: the late root's lookup runs at once, and finds the move still waiting.
+                assert b.at(now + 336 * S) == CALLS
+                assert calls_counted(engine)[0] == 2 * CALLS
+                assert b.at(now + 340 * S) == CALLS
         assert calls_counted(engine)[0] == CALLS
     db = single_store(tmp_path / "one.db", now, apps + more + sdks)
     try:

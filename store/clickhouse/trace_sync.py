@@ -40,6 +40,7 @@ from store.clickhouse.client import ClickHouseClient, ClickHouseError, batches
 from store.clickhouse.twin_calls import (
     ANY_MOVE,
     LATE_S,
+    MARGIN_S,
     MAX_QUEUED,
     PASS_CALLS,
     RECHECK_AFTER_S,
@@ -59,9 +60,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("llmobs.clickhouse")
 
-# How long the writes are logged for a killed replica's restart (TraceSync.log_write): its last recheck's reach,
-# and a margin. Older rows are dropped every PRUNE_EVERY_S.
-RECENT_WRITES_S = RECHECK_AFTER_S[-1] + 10
+# How long the writes are logged for a killed replica's restart (TraceSync.log_write): the reach of a write's
+# last lookup, and a margin. That is a late root's lookup put off until the other replica's rechecks are over
+# (Rechecks.later: under RECHECK_AFTER_S[-1] + MARGIN_S after the root's write, since it is put off only when
+# the other trace was written less than MARGIN_S before the root); it is not a write of its own, so the root's
+# logged write, replayed, is what brings it back. Older rows are dropped every PRUNE_EVERY_S.
+RECENT_WRITES_S = RECHECK_AFTER_S[-1] + MARGIN_S + 10
 PRUNE_EVERY_S = 10
 
 _UPDATED_COLUMNS = tuple(c for c in ch_rows.SPAN_VALUE_COLUMNS if c not in ("trace_id", "span_id"))
