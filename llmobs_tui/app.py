@@ -469,6 +469,10 @@ class LlmobsApp(App):
         if self._paint_held:
             self._paint_held = False
             self._end_batch()
+            # Textual drops what a batch would have painted, and ending one wakes the app, not the screen: a
+            # screen switched to whose show() changed no widget (an idle store: the same rows) stayed unpainted,
+            # the old screen on the terminal, until a later key. Its whole paint is the one the switch needs.
+            self.screen.refresh()
 
     def action_goto(self, name: str) -> None:
         self._switch(name)

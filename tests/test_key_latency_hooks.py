@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from rich.text import Text
+from textual import events
+from textual._compositor import ChopsUpdate, LayoutUpdate
 from textual.app import App, ComposeResult
 from textual.widgets import DataTable
 
@@ -123,6 +125,53 @@ async def test_the_held_paint_is_let_go_when_the_new_screens_read_is_slow(store:
         assert app._batch_count == 1
         await pilot.pause(PAINT_HOLD_S + 0.2)
         assert app._batch_count == 0
+
+
+def record_painted_rows(app: LlmobsApp) -> dict[str, set[int]]:
+    """The terminal rows each screen's updates repainted: Textual drops an update made during a batch
+    (App._display), so only those made outside one count."""
+    painted: dict[str, set[int]] = {}
+    display = app._display
+
+    def recording(screen, renderable) -> None:
+        if renderable is not None and not app._batch_count:
+            rows = painted.setdefault(getattr(screen, "NAME", type(screen).__name__), set())
+            if isinstance(renderable, LayoutUpdate):
+                rows.update(range(renderable.region.y, renderable.region.bottom))
+            elif isinstance(renderable, ChopsUpdate):
+                rows.update(y for y, _x1, _x2 in renderable.spans)
+        display(screen, renderable)
+
+    app._display = recording  # type: ignore[method-assign]
+    return painted
+
+
+@pytest.mark.parametrize("keys", ["3", "313", "353"])
+async def test_a_screen_switched_to_is_painted_whole_when_its_rows_have_not_changed(store: Path, keys: str) -> None:
+    """A quiet store (nothing ingested, the clock still): the trace list a key switches to shows the rows it
+    showed already, so its show() changes no widget. The switch's own paint fell in the held batch, whose
+    updates Textual drops, and nothing woke the screen after it, so the terminal kept the old screen whole
+    until a later change (found in tmux: `3` on an idle store did nothing; a second `3` or a resize showed
+    the list). Every row of the terminal is painted after a switch, once (bench: one full update a key)."""
+    app, shown = live_app(store)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert await wait_for(pilot, lambda: any(name == "overview" for name, _ in shown))
+        assert await warmed(pilot, app)
+        painted = record_painted_rows(app)
+        for key in keys:
+            painted.clear()
+            pressed = time.perf_counter()
+            # The key as the terminal's driver sends it, and waited for without Pilot's press and pause: they
+            # post to every widget of the screen after the key, which wakes it (a terminal does no such thing).
+            app.post_message(events.Key(key, key))
+            name = {"1": "overview", "3": "traces", "5": "alerts"}[key]
+            for _ in range(200):
+                if any(n == name and t >= pressed for n, t in shown) and not app._batch_count:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.3)
+            assert app._batch_count == 0
+            assert painted.get(name) == set(range(48)), (key, sorted(painted.get(name, ())))
 
 
 async def test_a_read_cancelled_midway_leaves_the_reader_usable(store: Path) -> None:
