@@ -383,21 +383,29 @@ def _argument_keys() -> tuple[bytes, ...]:
     return tuple(arguments.encode() for arguments, _result in TOOL_IO_KEYS)
 
 
-def tool_arguments_text(raw: bytes | None) -> str | None:
-    """A stored tool span's arguments (spans.raw: zstd protobuf), normalized so that the same call
-    reads the same: JSON re-serialized with sorted keys and no spacing, other text with its runs of
-    white space collapsed. None when the span carries no arguments (content not captured, or a
-    damaged blob): "the same arguments" cannot be claimed for what was never seen."""
+def tool_arguments_text(raw: bytes | None, compressed: bool = True) -> str | None:
+    """A stored tool span's arguments (spans.raw: zstd protobuf; `compressed=False`: the plain protobuf, as
+    ClickHouse keeps it), normalized so that the same call reads the same: JSON re-serialized with sorted keys
+    and no spacing, other text with its runs of white space collapsed. None when the span carries no arguments
+    (content not captured, or a damaged blob): "the same arguments" cannot be claimed for what was never
+    seen."""
     if not raw:
         return None
-    try:
-        span = _decompress(raw)
-    except Exception:  # a damaged blob: no arguments to compare, never a failed evaluation
-        return None
+    if compressed:
+        try:
+            span = _decompress(raw)
+        except Exception:  # a damaged blob: no arguments to compare, never a failed evaluation
+            return None
+    else:
+        span = raw
     # An attribute's key is in the serialized span as it is: without any key arguments are read from, there
     # are none, and the span is not parsed (content capture is off by default in the GenAI instrumentations, so
-    # most tool spans carry none): 10 µs instead of 32–38 a span, a few thousand a first evaluation.
-    if not any(key in span for key in _argument_keys()):
+    # most tool spans carry none): 10 µs instead of 32–38 a span, a few thousand a first evaluation. A loop, not
+    # any() over a generator: 1–2 µs less a span.
+    for key in _argument_keys():
+        if key in span:
+            break
+    else:
         return None
     import json
 

@@ -324,7 +324,7 @@ def test_clickhouse_reads_the_blobs_wanted_by_their_start_or_by_their_traces(tmp
         rows, raws = runaway_rows(http, detector.queries(settings, now), since, 5000, 20000, pick)
         [blob_read] = [q for q in sqls if " raw FROM spans" in q]
         by_row = {row[0]: row for row in rows["tools"]}
-        return ({(by_row[i][1], by_row[i][2]): tool_arguments_text(raw) for i, raw in raws.items()},
+        return ({(by_row[i][1], by_row[i][2]): tool_arguments_text(raw, compressed=False) for i, raw in raws.items()},
                 "PREWHERE" in blob_read)
 
     everything, by_ids = read(lambda tools: tools)
@@ -363,6 +363,10 @@ def test_tool_arguments_are_read_from_every_family_and_a_span_without_them_is_no
     assert alerts.tool_arguments_text(stored({arguments_key: "find   the\norder"})) == "find the order"
     assert alerts.tool_arguments_text(stored({result_key: '{"ok": true}'})) is None
     assert alerts.tool_arguments_text(stored({"note": f"about {arguments_key}"})) is None  # parsed: not a key
+    # Plain, as ClickHouse keeps the span: the same text.
+    plain = make_span(1, 2, None, "execute_tool search", {arguments_key: '{"b": 1,  "a": [2]}'}).SerializeToString()
+    assert alerts.tool_arguments_text(plain, compressed=False) == '{"a":[2],"b":1}'
+    assert alerts.tool_arguments_text(plain) is None  # not zstd: a damaged blob, never an exception
     parsed = []
     real = trace_pb2.Span.FromString
     monkeypatch.setattr(trace_pb2.Span, "FromString", lambda data: parsed.append(1) or real(data))

@@ -151,13 +151,14 @@ class RunawayDetector:
         return known if known is not None and known[0] == row[2] else None
 
     def report(self, settings: Any, now_s: float, rows: Mapping[str, Sequence[tuple]],
-               raws: Mapping[int, bytes | None] | None = None) -> RunawayReport:
-        """The findings from `queries`' rows (and `raws`: the blobs of `missing`'s rows)."""
+               raws: Mapping[int, bytes | None] | None = None, compressed: bool = True) -> RunawayReport:
+        """The findings from `queries`' rows (and `raws`: the blobs of `missing`'s rows; `compressed`: in the
+        SQLite store's zstd form, else plain as ClickHouse keeps them)."""
         cpu = time.thread_time()
         report = RunawayReport()
         tools = rows.get("tools", ())
         if tools:
-            self._loops(settings, tools, raws or {}, report)
+            self._loops(settings, tools, raws or {}, report, compressed)
         self._ceilings(settings, rows.get("running", ()), report)
         self.last_cpu_ms = (time.thread_time() - cpu) * 1000
         return report
@@ -185,14 +186,14 @@ class RunawayDetector:
         tools = rows.get("tools", ())
         self._digests = {r[0]: before[(r[1], r[2])] for r in tools if (r[1], r[2]) in before}
         self._raw_after = 0
-        report = self.report(settings, now_s, rows, raws)
+        report = self.report(settings, now_s, rows, raws, compressed=False)
         self._digests_by_span = {(r[1], r[2]): self._digests[r[0]] for r in tools if r[0] in self._digests}
         return report
 
     # -- loops -------------------------------------------------------------------------------------
 
     def _loops(self, settings: Any, tools: Sequence[tuple], raws: Mapping[int, bytes | None],
-               report: RunawayReport) -> None:
+               report: RunawayReport, compressed: bool) -> None:
         digests: dict[int, tuple[bytes, str, str | None, str | None]] = {}
         # Newest first (the query's order): the first span of a group is its latest repetition.
         per_trace: dict[tuple[bytes, str], list[tuple]] = {}
@@ -204,7 +205,7 @@ class RunawayDetector:
             if known is None:
                 if raw is None and row_id not in raws:
                     continue  # its blob was not read (a superseded read raced this one): `missing` asks next time
-                text = store_alerts.tool_arguments_text(raw if raw is not None else raws[row_id])
+                text = store_alerts.tool_arguments_text(raw if raw is not None else raws[row_id], compressed)
                 name = tool or "tool"
                 known = (span_id, name, None if text is None else _digest(name, text),
                          None if text is None else _preview(text))

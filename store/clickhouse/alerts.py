@@ -12,7 +12,6 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from store.alerts import PlannedRead
-from store.clickhouse import rows as ch_rows
 from store.clickhouse.client import ClickHouseClient, among, batches, identifier
 from store.clickhouse.dashboards import traces_since
 from store.clickhouse.reports import RollupRead, grouped_rollups, rollup_reads
@@ -244,7 +243,9 @@ def _any_span_ended_before_start(client: ClickHouseClient, since_ns: int) -> boo
 
 def _wanted_raws(client: ClickHouseClient, tools: Sequence[tuple], wanted: Mapping[int, tuple]
                  ) -> dict[int, bytes | None]:
-    """The blobs of the `wanted` rows of `tools` (the runaway read's tool rows), by row id, in SQLite's form.
+    """The blobs of the `wanted` rows of `tools` (the runaway read's tool rows), by row id, plain as ClickHouse
+    keeps them (store.alerts.tool_arguments_text reads them with compressed=False: recompressing each into
+    SQLite's zstd form for it to decompress cost 5.5 µs a span).
 
     Every tool span since the earliest wanted one's start is among `tools` (the window's newest), so when a
     third of those or more are wanted (a first evaluation: every candidate) they are read by that start alone:
@@ -267,14 +268,14 @@ def _wanted_raws(client: ClickHouseClient, tools: Sequence[tuple], wanted: Mappi
         sql = (f"SELECT trace_id, span_id, raw FROM spans FINAL PREWHERE {by_trace} "
                "WHERE start_ns >= {first:Int64} AND kind = 'tool'")
     blobs = {(bytes(t), bytes(s)): raw for t, s, raw in client.query(sql, params, bytes_columns=("raw",))}
-    # store.alerts.tool_arguments_text reads zstd (SQLite's form); ClickHouse keeps it plain.
-    return {row_id: ch_rows.sqlite_raw(blobs.get((row[1], row[2]))) or None for row_id, row in wanted.items()}
+    return {row_id: blobs.get((row[1], row[2])) or None for row_id, row in wanted.items()}
 
 
 def runaway_rows(client: ClickHouseClient, queries: Mapping[str, Any], since_ns: int, tool_limit: int,
                  span_limit: int, wants_raw: Any) -> tuple[dict[str, list[tuple]], dict[int, bytes | None]]:
     """The runaway rule's rows (store.alerts' runaway_tool_calls_query and running_traces_query shapes) for
-    the queries it asks (`queries`' names), and the blobs of the tool rows `wants_raw(rows)` lists.
+    the queries it asks (`queries`' names), and the blobs of the tool rows `wants_raw(rows)` lists (plain, not
+    zstd as SQLite's: store.alerts.tool_arguments_text(raw, compressed=False)).
 
     There are no row ids: a tool row's id is its place in this read (the detector's digest cache then
     never matches across evaluations: every candidate is digested, as on a first evaluation)."""
