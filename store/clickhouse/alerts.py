@@ -245,7 +245,7 @@ def _wanted_raws(client: ClickHouseClient, tools: Sequence[tuple], wanted: Mappi
                  ) -> dict[int, bytes | None]:
     """The blobs of the `wanted` rows of `tools` (the runaway read's tool rows), by row id, plain as ClickHouse
     keeps them (store.alerts.tool_arguments_text reads them with compressed=False: recompressing each into
-    SQLite's zstd form for it to decompress cost 5.5 µs a span).
+    SQLite's zstd form for it to decompress cost 5–11 µs a span).
 
     Every tool span since the earliest wanted one's start is among `tools` (the window's newest), so when a
     third of those or more are wanted (a first evaluation: every candidate) they are read by that start alone:
