@@ -67,15 +67,21 @@ def _evict(db: sqlite3.Connection, writer: SpanWriter | None, trace_ids: list[by
 
 def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: float | None,
             max_bytes: int | None, now_ns: int | None = None, deadline_s: float = 2.0,
-            chunk: int = EVICT_CHUNK, after_chunk: Callable[[], object] | None = None) -> RetentionResult:
+            chunk: int = EVICT_CHUNK, chunk_bytes: int | None = None,
+            after_chunk: Callable[[], object] | None = None) -> RetentionResult:
     """Evict what is older than `max_age_s`, then the oldest traces until under `max_bytes`.
 
     Stops after `deadline_s` so a large backlog is worked off across several calls without stalling
-    ingest; the caller runs it again later.
+    ingest; the caller runs it again later. Each transaction evicts at most `chunk` traces, and about
+    `chunk_bytes` of them when given: a delete writes to the WAL roughly what it frees (the leaf pages it
+    empties, and with SQLite's secure_delete, Debian's default, every freed page zeroed), so a chunk of
+    traces, not of bytes, is a WAL of any size. `after_chunk` runs after each (e.g. to empty the WAL).
     """
     now_ns = now_ns or time.time_ns()
     started = time.monotonic()
     result = RetentionResult()
+    if chunk_bytes is not None:
+        chunk = min(chunk, _traces_in(db, chunk_bytes))
     # 10-second rollups only serve the 5-minute view.
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -92,10 +98,12 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
             # A trace still receiving spans is kept until its end is old too.
             ids = [r[0] for r in db.execute(
                 "SELECT trace_id FROM traces WHERE start_ns < ? AND end_ns < ? ORDER BY start_ns LIMIT ?",
-                (cutoff, cutoff, EVICT_CHUNK))]
+                (cutoff, cutoff, chunk))]
             if not ids:
                 break
             _evict(db, writer, ids, result)
+            if after_chunk is not None:
+                after_chunk()
         db.execute("BEGIN IMMEDIATE")
         try:
             content_index.delete_traceless_logs(db, cutoff)
@@ -151,8 +159,26 @@ def enforce(db: sqlite3.Connection, writer: SpanWriter | None, *, max_age_s: flo
                 raise
     if result.traces or result.logs or result.rollups:
         # Give the freed pages back to the file system (auto_vacuum = INCREMENTAL).
+        # In steps of about a chunk when chunks are bounded in bytes: moving pages writes them to the WAL.
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
-        if free:
-            db.execute(f"PRAGMA incremental_vacuum({free})").fetchall()
-            result.freed_pages = free
+        step = free if chunk_bytes is None else max(1, chunk_bytes // _page_size(db))
+        while free > 0:
+            pages = min(free, step)
+            db.execute(f"PRAGMA incremental_vacuum({pages})").fetchall()
+            result.freed_pages += pages
+            free -= pages
+            if after_chunk is not None:
+                after_chunk()
     return result
+
+
+def _page_size(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA page_size").fetchone()[0])
+
+
+def _traces_in(db: sqlite3.Connection, size: int) -> int:
+    """About how many traces take `size` bytes of pages (the store's average; at least one)."""
+    traces = db.execute("SELECT count(*) FROM traces").fetchone()[0]
+    if not traces:
+        return 1
+    return max(1, size * traces // max(1, used_bytes(db)))

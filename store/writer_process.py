@@ -26,7 +26,7 @@ from store.batch_inlet import BatchInlet, waitables
 from store.checkpointer import Checkpointer
 from store.connection import StoreError, WriterLock, describe_error, open_writer
 from store.content_index import ContentIndexer, index_lag, record_indexing
-from store.disk_budget import DiskBudget, Reserve, store_files_bytes, truncate_wal, wal_bytes
+from store.disk_budget import DiskBudget, RecentWrites, Reserve, store_files_bytes, truncate_wal, wal_bytes
 from store.gctuning import tune_for_throughput
 from store.metrics import MetricWriter, dropped_message
 from store.pricing import record_price_rows
@@ -188,6 +188,11 @@ class WriterLoop:
         self.budget = DiskBudget.for_limit(self.max_db_bytes)
         self.reserve = Reserve(self.db_path, self.budget.reserve)
         self.reserve.hold()
+        # The room kept for the next write (store/disk_budget.py): in the WAL, and in the data share.
+        self.wal_writes = RecentWrites(floor=self.budget.wal_cap // 4)
+        self.data_writes = RecentWrites(floor=self.budget.batch_bytes)
+        self._wal_seen = wal_bytes(self.db_path)
+        self._used_seen = retention.used_bytes(db) if self.max_db_bytes else 0
         self.wal_truncations = 0
         self.room_made = 0
         self.retention_every_s = options.get("retention_every_s", 60.0)
@@ -325,12 +330,12 @@ class WriterLoop:
             return
         self.commit_seconds += time.perf_counter() - started
         self.commits += 1
-        self.keep_within_budget()
         # Metric points (a ninth batch element, receiver/decoder_process.handle_metrics): their own
         # transaction after the spans', acked only once committed; if it fails, only their requests are nacked.
         # On a ClickHouse store the outbox holds both transactions' batches, shipped below before any ack; a
         # refused request's retry adds no point twice (store/metrics.py: a point not newer than its stream's).
         stored_points, failed = self.commit_metrics(pending)
+        self.keep_within_budget()  # after both transactions: the room noted for the next write is theirs
         if self.shipper is not None and not self.shipped(pending):
             return
         acks = [(req_id, len(s) + len(lg) + stored, rejected + dropped,
@@ -400,18 +405,37 @@ class WriterLoop:
 
     def keep_within_budget(self) -> None:
         """After anything written (a commit, a slice of indexing): keep the WAL under its cap, and
-        when the data is over the size limit evict right away, not at the next periodic check (at
-        full speed, 10 s of ingest is tens of MB past the limit)."""
+        when the data leaves less than a write's room under the size limit evict right away, not at
+        the next periodic check (at full speed, 10 s of ingest is tens of MB past the limit)."""
         self.bound_wal()
-        data_limit = self.budget.data_bytes
-        if data_limit is not None and retention.used_bytes(self.db) > data_limit:
+        data_target = self.data_target
+        if data_target is None:
+            return
+        used = retention.used_bytes(self.db)
+        self.data_writes.note(used - self._used_seen)
+        self._used_seen = used
+        if used > data_target:
             self._next_size_check = time.monotonic()
 
+    @property
+    def data_target(self) -> int | None:
+        """What eviction keeps the live pages under: the data share less the room for the next write
+        (never less than half the share: one write that large is not the typical one)."""
+        data_bytes = self.budget.data_bytes
+        if data_bytes is None:
+            return None
+        return max(data_bytes // 2, data_bytes - self.data_writes.largest)
+
     def bound_wal(self) -> None:
-        """Truncate the WAL once it is past half its cap: the other half is room for the next commit
-        (a group commit writes at most about a quarter of the cap, see DiskBudget)."""
-        if wal_bytes(self.db_path) > self.budget.wal_cap // 2 and truncate_wal(self.db):
+        """Truncate the WAL once the next write, as large as the largest recent one, could take it past its
+        cap, and past half the cap in any case (store/disk_budget.py)."""
+        wal = wal_bytes(self.db_path)
+        self.wal_writes.note(wal - self._wal_seen)
+        cap = self.budget.wal_cap
+        if wal > min(cap // 2, cap - self.wal_writes.largest) and truncate_wal(self.db):
             self.wal_truncations += 1
+            wal = wal_bytes(self.db_path)
+        self._wal_seen = wal
 
     def make_room(self) -> None:
         """The disk is full below the size limit: give up the reserve so that eviction can be written,
@@ -456,11 +480,15 @@ class WriterLoop:
         if now >= self._next_retention or (self.max_db_bytes and now >= self._next_size_check):
             age = self.retention_s if now >= self._next_retention else None
             try:
-                result = retention.enforce(self.db, self.writer, max_age_s=age, max_bytes=self.budget.data_bytes,
-                                           deadline_s=1.0)
+                # Under a size limit, in chunks of about a quarter of the WAL cap, the WAL bounded after each.
+                result = retention.enforce(self.db, self.writer, max_age_s=age, max_bytes=self.data_target,
+                                           deadline_s=1.0, after_chunk=self.bound_wal,
+                                           chunk_bytes=self.budget.wal_cap // 4 if self.max_db_bytes else None)
                 self.evicted_traces += result.traces
                 if result.traces or result.logs or result.rollups:
                     self.bound_wal()  # eviction is written to the WAL too
+                if self.max_db_bytes:
+                    self._used_seen = retention.used_bytes(self.db)
             except sqlite3.Error as exc:
                 self.last_error = describe_error(self.db_path, exc)
                 log.error("retention failed: %s", self.last_error)
