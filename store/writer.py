@@ -566,6 +566,7 @@ class SpanWriter:
         if self.sync is None:
             return 0
         self.sync.prune_log(self.db, self.clock())
+        self.rewrite_traces_written_elsewhere()
         if not self.sync.rechecks.due_by(self.clock()) or not self.sync.reachable():
             return 0
         due = self.sync.rechecks.due(self.clock(), self.sync.pass_size)
@@ -598,6 +599,35 @@ class SpanWriter:
         self._schedule_rechecks()
         self._evict_traces()
         return len(due)
+
+    def rewrite_traces_written_elsewhere(self) -> int:
+        """With replicas: the traces this writer wrote TRACE_CHECK_AFTER_S ago looked up again in ClickHouse, and
+        those another replica stored spans of in the same moment pulled and decided again as a whole
+        (store/clickhouse/trace_sync.py). Returns how many traces were written again."""
+        assert self.sync is not None
+        due = self.sync.traces_due(self.clock())
+        stale = self.sync.written_elsewhere(self.db, due) if due else None
+        if not stale:
+            return 0
+        try:
+            with self._transaction():
+                self._written_calls = ([], [], 0)
+                self._write([], [], {}, {}, rewrite=stale)
+                if self.sync.unreachable:
+                    raise _Unreachable
+        except _Unreachable:
+            self.sync.check_again(stale)
+            return 0
+        except BaseException:
+            self.sync.check_again(stale)
+            raise
+        rewritten = len(self._written_calls[0])
+        if rewritten:
+            self.sync.stats.traces_rewritten += rewritten
+            self.sync.stats.recheck_writes += 1  # the writer loop ships after it
+        self._schedule_rechecks()
+        self._evict_traces()
+        return rewritten
 
     def _calls_of(self, due: Sequence[tuple[int, int]]) -> tuple[dict[Call, int], list[tuple[Call, int]]]:
         """The calls these span rows hold, with their write's version (a row gone since, forgotten or
@@ -850,9 +880,11 @@ class SpanWriter:
 
     def _write(self, span_rows: list[Sequence[Any]], log_rows: list[Sequence[Any]],
                resources: dict, scopes: dict, recheck: Sequence[tuple[Call, int]] = (),
-               twin_traces: Iterable[bytes] = ()) -> None:
+               twin_traces: Iterable[bytes] = (), rewrite: Sequence[bytes] = ()) -> None:
         """`recheck`: calls this writer stored before (with the version it gave their trace), found again with
-        a twin another replica stored since, in `twin_traces` (store/clickhouse/twin_calls.py)."""
+        a twin another replica stored since, in `twin_traces` (store/clickhouse/twin_calls.py). `rewrite`:
+        traces this writer stored before that another replica stored spans of since: decided again as a whole
+        if that replica's write did not see every span (store/clickhouse/trace_sync.py)."""
         db = self.db
         now = self.clock()
         fresh_resources = [(digest, value) for digest, value in resources.items() if digest not in self._resources]
@@ -871,8 +903,10 @@ class SpanWriter:
         if self.sync is not None:
             # Everything this batch writes must replace what it read from other replicas, whose clocks
             # may be ahead of this one's.
-            now = max(now, self.sync.pull(self, set(by_trace) | log_trace_ids, recheck, twin_traces) + 1)
-        self._load_traces(set(by_trace) | log_trace_ids | rechecked_traces)
+            now = max(now, self.sync.pull(self, set(by_trace) | log_trace_ids | set(rewrite), recheck, twin_traces,
+                                          rewrite) + 1)
+            rewrite = [t for t in rewrite if t in self.sync.undecided]
+        self._load_traces(set(by_trace) | log_trace_ids | rechecked_traces | set(rewrite))
 
         inserts: list[list[Any]] = []
         new_states: list[SpanState] = []
@@ -914,6 +948,9 @@ class SpanWriter:
                     if s.kind in BILLABLE and s.parent is not None:
                         _mark_up(trace, trace.spans.get(s.parent))
                 touched[trace_id] = trace
+
+        for trace_id in rewrite:
+            touched[trace_id] = self._traces[trace_id]
 
         # Log records: finish reasons join their span now, or when it arrives.
         log_inserts = []

@@ -504,19 +504,23 @@ class WriterLoop:
         """Calls written in the last two minutes looked up again (SpanWriter.recheck_twins), a pass at a time
         for up to RECHECK_SLICE_S, or until a batch is waiting: acks do not wait on more than a pass. What moved
         is shipped after each pass (acks do not wait on it: it is in the outbox, shipped by the next commit
-        otherwise); a pass that moved nothing ships nothing (an empty outbox still costs a read). Returns whether
-        calls are still due that a next pass could look up now."""
+        otherwise); a pass that moved nothing ships nothing (an empty outbox still costs a read). The traces written
+        are looked up again in the same passes (TraceSync.traces_due). Returns whether calls or traces are still
+        due that a next pass could look up now."""
         assert self.shipper is not None and self.writer.sync is not None
         sync = self.writer.sync
         slice_ends = time.monotonic() + RECHECK_SLICE_S
         try:
             while True:
                 moves = sync.stats.recheck_writes
-                if not self.writer.recheck_twins():
-                    return False  # none due, or ClickHouse did not take the lookup: again in a second
-                if sync.stats.recheck_writes != moves:
+                checked = sync.stats.trace_checks
+                looked_up = self.writer.recheck_twins()
+                if sync.stats.recheck_writes != moves:  # a billing moved, or a trace written again
                     self.shipper.ship()
-                if not sync.rechecks.due_by(self.writer.clock()):
+                if not looked_up and sync.stats.trace_checks == checked:
+                    return False  # none due, or ClickHouse did not take the lookup: again in a second
+                now = self.writer.clock()
+                if not (sync.rechecks.due_by(now) or sync.traces_due_by(now)):
                     return False
                 if time.monotonic() >= slice_ends or self.work_waiting():
                     return True
@@ -563,7 +567,9 @@ class WriterLoop:
                     "clickhouse_rechecks_dropped": self.writer.sync.rechecks.dropped,
                     "clickhouse_recheck_lookups_refused": self.writer.sync.stats.lookups_refused,
                     "clickhouse_rechecks_given_up": self.writer.sync.rechecks.given_up,
-                    "clickhouse_recheck_writes": self.writer.sync.stats.recheck_writes})}
+                    "clickhouse_recheck_writes": self.writer.sync.stats.recheck_writes,
+                    "clickhouse_trace_checks": self.writer.sync.stats.trace_checks,
+                    "clickhouse_traces_rewritten": self.writer.sync.stats.traces_rewritten})}
 
     def index_stats(self) -> dict[str, Any]:
         if self.indexer is None:

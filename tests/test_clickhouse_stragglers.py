@@ -41,12 +41,13 @@ def replica(path: Path, now: int, client: Any, sync: bool = True) -> Iterator[An
         if sync:
             writer.sync = TraceSync(shipper.reader)
 
-        def write(spans: list[Any], records: list[Any] = ()) -> None:  # type: ignore[assignment]
+        def write(spans: list[Any], records: list[Any] = (), ship: bool = True) -> None:  # type: ignore[assignment]
             write_through(normalizer, writer, spans, list(records), now)
-            assert shipper.ship()
+            assert not ship or shipper.ship()
 
         write.writer = writer  # type: ignore[attr-defined]
         write.db = db  # type: ignore[attr-defined]
+        write.shipper = shipper  # type: ignore[attr-defined]
         yield write
 
 
@@ -127,6 +128,94 @@ def test_a_replica_whose_clock_is_behind_still_replaces_what_it_read(tmp_path: P
         assert versions > now  # B wrote above A's version, not at its own clock
     finally:
         db.close()
+
+
+def _passes_at(seconds: int, now: int, clocks: dict[str, int], *replicas: tuple[str, Any]) -> None:
+    """The writer loop's pass (SpanWriter.recheck_twins) of each replica at `seconds` after `now` on its clock,
+    all decided before either ships (their timers fired together)."""
+    for name, write in replicas:
+        clocks[name] = now + seconds * S + (10**6 if name == "b" else 0)
+        write.writer.recheck_twins()
+    for _name, write in replicas:
+        assert write.shipper.ship()
+
+
+@pytest.mark.parametrize(("checks", "traces"), [(True, 6), (True, 1), (False, 6)],
+                         ids=["looked-up-again", "one-trace", "control"])
+def test_one_traces_spans_written_by_two_replicas_at_once_end_as_one_store_holds_them(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient, checks: bool, traces: int) -> None:
+    """The router splits traces between two replicas mid-flight (the Collector's ring changed): A gets the
+    framework spans and roots, B the SDK's calls below them, in the same moment, so neither sees the other's rows
+    when it commits. Each decided from half of each trace: the call billed at A's framework span and at B's SDK
+    span, B's calls without the root's feature, summaries of half the spans. At its check two seconds later A,
+    whose version is the older, finds B's summaries counting only B's spans and decides each trace again as a
+    whole; B, at its 60 s check, finds A's counting every span and leaves them; then neither writes again. The
+    control skips the checks: ClickHouse stays wrong."""
+    now = time.time_ns()
+    first, sdk, roots, records = _split(now, traces)
+    clocks = {"a": now, "b": now + 10**6}
+    with ExitStack() as stack:
+        a = stack.enter_context(replica(tmp_path / "a.db", now, http))
+        b = stack.enter_context(replica(tmp_path / "b.db", now, http))
+        a.writer.clock = lambda: clocks["a"]
+        b.writer.clock = lambda: clocks["b"]
+        a(first + roots, ship=False)
+        b(sdk, ship=False)  # B's lookup finds nothing of these traces: A's rows are not in ClickHouse yet
+        assert a.shipper.ship() and b.shipper.ship()
+        if checks:
+            for seconds in (1, 2, 3, 60, 61, 62, 120):
+                _passes_at(seconds, now, clocks, ("a", a), ("b", b))
+            assert a.writer.sync.stats.traces_rewritten == traces  # at 2 s
+            assert b.writer.sync.stats.traces_rewritten == 0  # at 60 s A's summaries count every span
+            rewritten = a.writer.sync.stats.traces_rewritten + b.writer.sync.stats.traces_rewritten
+            for seconds in (180, 240):
+                _passes_at(seconds, now, clocks, ("a", a), ("b", b))
+            assert a.writer.sync.stats.traces_rewritten + b.writer.sync.stats.traces_rewritten == rewritten
+        clocks["b"] = now + 300 * S
+        b([], records)  # a straggler afterwards: decided from the whole trace
+    db = single_store(tmp_path / "one.db", now, [(first + roots, []), (sdk, []), ([], records)])
+    try:
+        assert db.execute("SELECT count(*) FROM spans WHERE billed AND feature = 'research'").fetchone()[0] == traces
+        if checks:
+            assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+        else:
+            with pytest.raises(AssertionError):
+                assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+    finally:
+        db.close()
+
+
+def test_the_writer_loop_ships_a_trace_it_wrote_again_at_once(tmp_path: Path, http: HttpClient,
+                                                               engine: ChdbClient) -> None:
+    """The writer process's pass (WriterLoop.recheck_twins) ships what a trace's check wrote again without
+    waiting for the next batch, as it does a moved billing, even when no call was due in that pass."""
+    from multiprocessing import Pipe
+
+    from store.writer_process import WriterLoop
+
+    now = time.time_ns()
+    first, sdk, roots, _records = _split(now, traces=2)
+    clocks = {"a": now, "b": now + 10**6}
+    calls = ROLLUP_COUNTERS.index("calls")
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http) as b:
+        a.writer.clock = lambda: clocks["a"]
+        b.writer.clock = lambda: clocks["b"]
+        a(first + roots, ship=False)
+        b(sdk, ship=False)
+        assert a.shipper.ship() and b.shipper.ship()
+        inbox, _sender = Pipe(duplex=False)
+        _receiver, outbox = Pipe(duplex=False)
+        loop = WriterLoop(a.db, a.writer, inbox, outbox, {"db_path": str(tmp_path / "a.db"), "clickhouse": True},
+                          None, a.shipper)
+        try:
+            a.writer.sync.rechecks.due_by = lambda now: False  # no call due: only the traces' checks run
+            clocks["a"] = now + 2 * S
+            loop.recheck_twins()
+            assert a.writer.sync.stats.traces_rewritten == 2 and a.shipper.pending() == 0
+            _rollups, totals = clickhouse_rollups(engine)
+            assert sum(v[0][calls] for k, v in totals.items() if k[0] == 60) == 2  # billed once each
+        finally:
+            loop.reserve.give_up()
 
 
 def test_a_trace_forgotten_in_clickhouse_is_not_brought_back_by_a_straggler(tmp_path: Path, http: HttpClient,
@@ -214,3 +303,21 @@ def test_a_tool_calls_outer_span_reaching_another_replica_folds_the_call_there(
         assert (clickhouse_tool_calls(engine) == want) is sync
     finally:
         one.close()
+
+
+def test_trace_checks_come_a_pass_at_a_time_and_follow_the_newest_write() -> None:
+    """Each written trace is looked up 2 and 60 s after its write, at most a pass's worth at a time (the writer
+    loop runs passes back to back while more are due); a trace written again is looked up after that write."""
+    t0 = 10**18
+    sync = TraceSync(lambda: None)  # type: ignore[arg-type,return-value]
+    ids = [bytes([i]) * 16 for i in range(5)]
+    sync.written(ids, [], t0)
+    assert not sync.traces_due_by(t0 + S) and sync.traces_due_by(t0 + 2 * S)
+    assert sync.traces_due(t0 + 2 * S, limit=3) == ids[:3]
+    assert sync.traces_due(t0 + 2 * S, limit=3) == ids[3:]
+    assert not sync.traces_due_by(t0 + 2 * S)
+    sync.written(ids[:1], [], t0 + 30 * S)  # written again: the first write's next check is dropped
+    assert sync.traces_due(t0 + 32 * S) == ids[:1]
+    assert sync.traces_due(t0 + 60 * S) == ids[1:]
+    assert sync.traces_due(t0 + 90 * S) == ids[:1]
+    assert not sync.traces_due_by(10 * t0)

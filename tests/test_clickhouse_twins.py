@@ -779,6 +779,10 @@ def test_serve_says_when_calls_are_not_rechecked() -> None:
     writer.update(clickhouse_rechecks_dropped=2500, clickhouse_rechecks_given_up=1)
     assert ("twin rechecks: 1,200 waiting, 2,500 skipped (queue full), 1 given up (lookup refused)"
             in StatsPrinter(backend).line())  # type: ignore[arg-type]
+    assert "another replica" not in StatsPrinter(backend).line()  # type: ignore[arg-type]
+    writer.update(clickhouse_traces_rewritten=1500)  # store/clickhouse/trace_sync.py's trace checks
+    assert ("1,500 traces also written by another replica at once, decided again whole"
+            in StatsPrinter(backend).line())  # type: ignore[arg-type]
 
 
 def test_a_lookup_cut_off_with_clickhouse_is_not_taken_for_a_refusal(tmp_path: Path, http: HttpClient,

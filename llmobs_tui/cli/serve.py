@@ -193,6 +193,10 @@ class StatsPrinter:
             # Calls whose twin in another replica's trace may stay billed twice (store/clickhouse/twin_calls.py).
             parts.append(f"twin rechecks: {writer.get('clickhouse_rechecks_waiting', 0):,} waiting, {dropped:,} "
                          f"skipped (queue full), {given_up:,} given up (lookup refused)")
+        if rewritten := writer.get("clickhouse_traces_rewritten", 0):
+            # Spans of one trace another replica was given in the same moment (store/clickhouse/trace_sync.py): the
+            # router split traces, as when the replica set changes; often, it does not route by trace id.
+            parts.append(f"{rewritten:,} traces also written by another replica at once, decided again whole")
         if writer.get("last_error"):
             parts.append(f"last error: {writer['last_error']}")
         return " | ".join(parts)

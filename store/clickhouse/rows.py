@@ -233,6 +233,38 @@ def trace_tombstones(trace_ids: Sequence[bytes], version: int, start_ns: int | N
     return out
 
 
+def newer_versions(client: Any, versions: Mapping[bytes, int], starts: Mapping[bytes, int], lead_ns: int
+                   ) -> dict[bytes, int]:
+    """Of the traces in `versions` (trace id → a version), those ClickHouse holds a newer summary of: trace id →
+    that newest version. Each is looked for among the summaries starting from `lead_ns` before its start in
+    `starts` to `lead_ns` after (the sort key's hour then prunes the rest of the table: another copy of the trace
+    starts elsewhere only by the spans one copy lacks)."""
+    out: dict[bytes, int] = {}
+    ordered = sorted(versions, key=lambda t: starts.get(t, 0))
+    for chunk in batches(ordered):
+        first = min(starts.get(t, 0) for t in chunk) - lead_ns
+        last = max(starts.get(t, 0) for t in chunk) + lead_ns
+        for trace_id, version in client.query(
+                "SELECT trace_id, max(updated_ns) FROM trace_summaries WHERE start_ns BETWEEN {first:Int64} AND "
+                "{last:Int64} AND trace_id IN {ids:Array(FixedString(16))} AND updated_ns > {oldest:Int64} "
+                "GROUP BY trace_id", {"ids": chunk, "first": first, "last": last,
+                                      "oldest": min(versions[t] for t in chunk)}):
+            if int(version) > versions[bytes(trace_id)]:
+                out[bytes(trace_id)] = int(version)
+    return out
+
+
+def newest_span_counts(client: Any, ids: Sequence[bytes]) -> dict[bytes, int]:
+    """trace id → the span count of its newest summary (as newest_summaries picks it), for those ClickHouse holds."""
+    out: dict[bytes, int] = {}
+    for chunk in batches(ids):
+        for trace_id, spans in client.query(
+                "SELECT trace_id, argMax(spans, (updated_ns, 1 - is_deleted)) FROM trace_summaries "
+                "WHERE trace_id IN {ids:Array(FixedString(16))} GROUP BY trace_id", {"ids": chunk}):
+            out[bytes(trace_id)] = int(spans)
+    return out
+
+
 def newest_summaries(client: Any, ids: Sequence[bytes]) -> dict[bytes, tuple[int, int, int, int, int]]:
     """trace id → (deleted, version, start_ns, end_ns, cost_nusd) of its newest summary, for those ClickHouse
     holds. A trace whose start moved to another hour has, at its newest version, a live row and the deletion

@@ -19,10 +19,19 @@ replica's clock is ahead.
 A trace forgotten in ClickHouse (`forget --store`: a deletion newer than this copy) is dropped from the
 working store instead, so that a straggler does not bring the forgotten spans back.
 
-Not covered: two replicas given spans of one trace in the same moment (each commits before it could
-see the other's rows); the next span of that trace to arrive anywhere corrects it. While ClickHouse
-cannot be reached nothing is read: the batch is decided from the working store alone, as before, and
-its requests wait for the outbox to be shipped anyway.
+Two replicas given spans of one trace in the same moment each commit before they could see the other's
+rows: each decided from half the trace (a call billed twice, a child without its root's feature, a summary
+of half the spans). So every trace a replica writes is looked up again `TRACE_CHECK_AFTER_S` after the write
+(`traces_due`, off the path of any request's ack): if ClickHouse holds a newer version than the one this
+replica wrote, another replica wrote it since or at once, and the trace is pulled as for a batch. If that
+newest version's summary counts fewer spans than this store holds once the pull is in (`undecided`), its
+writer did not see them all: the two wrote at once, and this replica applies its rules to the whole trace again and
+ships what changed. A straggler's replica, which read the trace before writing it, counted every span: the
+first replica leaves it. Of two writes in the same moment, the one with the older version finds the other's;
+the other, at its next check, finds a summary that counts every span, and writes nothing.
+
+While ClickHouse cannot be reached nothing is read: the batch is decided from the working store alone, as
+before, and its requests wait for the outbox to be shipped anyway; the trace checks due wait for it.
 """
 
 from __future__ import annotations
@@ -30,8 +39,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 from array import array
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +49,7 @@ from store.clickhouse.client import ClickHouseClient, ClickHouseError, batches
 from store.clickhouse.twin_calls import (
     ANY_MOVE,
     LATE_S,
+    LEAD_NS,
     MARGIN_S,
     MAX_QUEUED,
     PASS_CALLS,
@@ -66,6 +76,10 @@ log = logging.getLogger("llmobs.clickhouse")
 # the other trace was written less than MARGIN_S before the root); it is not a write of its own, so the root's
 # logged write, replayed, is what brings it back. Older rows are dropped every PRUNE_EVERY_S.
 RECENT_WRITES_S = RECHECK_AFTER_S[-1] + MARGIN_S + 10
+# When a trace this replica wrote is looked up again for a write of it by another replica in the same moment.
+# 2 s: the other write of the same moment is shipped by then (a replica acks a request only once ClickHouse
+# confirmed it). 60 s: one held up longer (ClickHouse briefly unreachable for that replica).
+TRACE_CHECK_AFTER_S = (2, 60)
 PRUNE_EVERY_S = 10
 
 _UPDATED_COLUMNS = tuple(c for c in ch_rows.SPAN_VALUE_COLUMNS if c not in ("trace_id", "span_id"))
@@ -85,6 +99,8 @@ class SyncStats:
     rechecks: int = 0  # calls looked up again after they were written
     lookups_refused: int = 0  # rechecks' lookups ClickHouse refused (retried in halves)
     recheck_writes: int = 0  # recheck passes that found twins and committed what they moved
+    trace_checks: int = 0  # traces looked up again after this replica wrote them (TRACE_CHECK_AFTER_S)
+    traces_rewritten: int = 0  # of those, written again: another replica had stored spans of them at once
 
 
 class TraceSync:
@@ -101,6 +117,14 @@ class TraceSync:
         self.policy: MovePolicy | AnyMove = ANY_MOVE
         self.unreachable = False  # the last pull could not reach ClickHouse
         self.pulled: set[bytes] = set()  # the traces the last pull read from ClickHouse (written elsewhere)
+        # Of the traces to rewrite the last pull read, those whose newest summary in ClickHouse counts fewer spans than
+        # this store holds of them with the pull's: written by two replicas at once, each from its part.
+        self.undecided: set[bytes] = set()
+        # Each written trace's lookups for another replica's write of it (TRACE_CHECK_AFTER_S): a queue per step
+        # of (due, trace id, version), in the order written; an entry whose version is no longer the trace's
+        # newest write here is dropped when due (that write has entries of its own).
+        self._trace_checks: list[deque[tuple[int, bytes, int]]] = [deque() for _ in TRACE_CHECK_AFTER_S]
+        self._traces_again: list[bytes] = []  # a check that could not reach ClickHouse: the next pass's first
         self._next_prune = 0
         # Calls a recheck pass looks up: halved at each refused pass, doubled back at each one that runs.
         self.pass_size = PASS_CALLS
@@ -114,6 +138,52 @@ class TraceSync:
         while len(self._written) > MAX_QUEUED:
             self._written.popitem(last=False)
         self.rechecks.written(call_rows, version)
+        self._check_trace_later(trace_ids, version)
+
+    def _check_trace_later(self, trace_ids: Iterable[bytes], version: int, step: int = 0) -> None:
+        queue = self._trace_checks[step]
+        due = version + TRACE_CHECK_AFTER_S[step] * 10**9
+        for trace_id in trace_ids:
+            if len(queue) < MAX_QUEUED:
+                queue.append((due, trace_id, version))
+
+    def traces_due(self, now: int, limit: int = PASS_CALLS) -> list[bytes]:
+        """Up to `limit` traces whose lookup for another replica's write is due by `now`, of which this replica is
+        still the last writer here, each taken on to its next step (the rest are the next pass's)."""
+        due: dict[bytes, None] = dict.fromkeys(self._traces_again)
+        self._traces_again = []
+        for step, queue in enumerate(self._trace_checks):
+            while queue and queue[0][0] <= now and len(due) < limit:
+                _due, trace_id, version = queue.popleft()
+                if self._written.get(trace_id) != version:
+                    continue
+                due[trace_id] = None
+                if step + 1 < len(TRACE_CHECK_AFTER_S):
+                    self._check_trace_later((trace_id,), version, step + 1)
+        return list(due)
+
+    def traces_due_by(self, now: int) -> bool:
+        """Whether a trace's lookup is due by `now` (one put back after ClickHouse did not answer waits a pass)."""
+        return any(queue and queue[0][0] <= now for queue in self._trace_checks)
+
+    def written_elsewhere(self, db: sqlite3.Connection, trace_ids: Sequence[bytes]) -> list[bytes] | None:
+        """Of these traces, those ClickHouse holds a newer version of than the one this replica last wrote: another
+        replica wrote them since, or in the same moment (or forgot them: the pull drops those). None: ClickHouse did
+        not answer (they are looked up again at the next pass)."""
+        starts = dict(rows_in(db, "SELECT trace_id, start_ns FROM traces WHERE trace_id IN ({marks})", trace_ids))
+        versions = {t: self._written[t] for t in trace_ids if t in starts and t in self._written}
+        try:
+            newer = ch_rows.newer_versions(self.client(), versions, starts, LEAD_NS)
+        except (ClickHouseError, OSError) as exc:
+            log.debug("looking traces up again in ClickHouse failed: %s", exc)
+            self._traces_again = list(trace_ids)
+            return None
+        self.stats.trace_checks += len(versions)
+        return [t for t in versions if t in newer]
+
+    def check_again(self, trace_ids: Sequence[bytes]) -> None:
+        """A rewrite of these traces did not commit: they are the next pass's."""
+        self._traces_again = list(dict.fromkeys([*trace_ids, *self._traces_again]))
 
     def log_write(self, db: sqlite3.Connection, trace_ids: Sequence[bytes], call_rows: Sequence[int],
                   version: int) -> None:
@@ -164,6 +234,11 @@ class TraceSync:
         self.rechecks.restore(waiting)
         for trace_id, version in written[-MAX_QUEUED:]:
             self._written[bytes(trace_id)] = version
+        # The traces written within the last step's reach of the stop are looked up once more, at that step.
+        newest = max((version for _t, version in written), default=0)
+        for trace_id, version in self._written.items():
+            if newest - version <= TRACE_CHECK_AFTER_S[-1] * 10**9:
+                self._check_trace_later((trace_id,), version, len(TRACE_CHECK_AFTER_S) - 1)
         return len(waiting)
 
     def reachable(self) -> bool:
@@ -243,7 +318,7 @@ class TraceSync:
                         "stays as written): %s", self.rechecks.given_up, str(error).splitlines()[0][:300])
 
     def pull(self, writer: SpanWriter, trace_ids: Iterable[bytes], rechecked: Sequence[tuple[Call, int]] = (),
-             twin_traces: Iterable[bytes] = ()) -> int:
+             twin_traces: Iterable[bytes] = (), rewrite: Collection[bytes] = ()) -> int:
         """Bring these traces up to date from ClickHouse, and those of `rechecked` (calls this replica wrote
         before, with that write's version) and `twin_traces` (their twins', from with_stored_twins); returns the
         newest version read
@@ -255,6 +330,7 @@ class TraceSync:
         self.policy = ANY_MOVE
         self.unreachable = False
         self.pulled = set()
+        self.undecided = set()
         if not ids:
             return 0
         try:
@@ -293,15 +369,23 @@ class TraceSync:
             self._drop(writer, forgotten)
             writer.forget_traces(forgotten)
         if written:
+            to_rewrite = [t for t in written if t in rewrite]
             try:
                 spans = _spans_of(client, written)
                 resources, scopes = _blobs_for(client, db, spans)
+                counted = ch_rows.newest_span_counts(client, to_rewrite) if to_rewrite else {}
             except (ClickHouseError, OSError) as exc:
                 self.stats.skipped += 1
                 self.unreachable = True
                 log.debug("reading traces from ClickHouse failed: %s", exc)
                 return floor
             self._adopt(writer, spans, resources, scopes)
+            if to_rewrite:
+                # Counted here, after the pull: this store's spans and ClickHouse's. The pull reads only within the
+                # newest summary's time range, and the spans its writer lacked (this replica's) may lie outside.
+                held = dict(rows_in(db, "SELECT trace_id, count(*) FROM spans WHERE trace_id IN ({marks}) "
+                                    "GROUP BY trace_id", to_rewrite))
+                self.undecided = {t for t in to_rewrite if held.get(t, 0) > counted.get(t, 0)}
             self.pulled = set(written)
             self.stats.traces_pulled += len(written)
             self.stats.spans_pulled += len(spans)

@@ -30,8 +30,8 @@ Collector splits it. Neither replica can see the other's span when it writes its
 Not covered: twins neither of which is a root (a context leaked from another request);
 a replica restarted on another working store between writing a call and its last recheck (on its own, it
 takes them back: trace_sync.py's `save` at a clean stop, `log_write` otherwise; for two roots the other
-replica's still converge unless both were written in the same moment); a trace written by two replicas at
-once (trace_sync.py).
+replica's still converge unless both were written in the same moment). A trace written by two replicas at
+once is decided again as a whole by one of them (trace_sync.py's trace checks).
 """
 
 from __future__ import annotations
