@@ -185,6 +185,41 @@ def test_one_traces_spans_written_by_two_replicas_at_once_end_as_one_store_holds
         db.close()
 
 
+def test_a_trace_check_clickhouse_did_not_answer_is_made_when_it_answers_again(
+        tmp_path: Path, http: HttpClient, engine: ChdbClient) -> None:
+    """ClickHouse is unreachable for A at its 2 s check of traces B also wrote at once: the check is put back, not
+    dropped, and made at A's first pass once ClickHouse answers (here at 5 s, long before the 60 s one), which
+    decides them again as one store would."""
+    now = time.time_ns()
+    first, sdk, roots, _records = _split(now, traces=3)
+    clocks = {"a": now, "b": now + 10**6}
+
+    def down() -> Any:
+        raise ClickHouseError("ClickHouse is unreachable")
+
+    with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http) as b:
+        a.writer.clock = lambda: clocks["a"]
+        b.writer.clock = lambda: clocks["b"]
+        a(first + roots, ship=False)
+        b(sdk, ship=False)
+        assert a.shipper.ship() and b.shipper.ship()
+        reader, a.writer.sync.client = a.writer.sync.client, down
+        for seconds in (2, 3, 4):
+            clocks["a"] = now + seconds * S
+            a.writer.recheck_twins()
+        assert a.writer.sync.stats.trace_checks == 0 and a.writer.sync.stats.traces_rewritten == 0
+        a.writer.sync.client = reader
+        clocks["a"] = now + 5 * S
+        a.writer.recheck_twins()
+        assert a.writer.sync.stats.trace_checks == 3 and a.writer.sync.stats.traces_rewritten == 3
+        assert a.shipper.ship()
+    db = single_store(tmp_path / "one.db", now, [(first + roots, []), (sdk, [])])
+    try:
+        assert_clickhouse_equals_sqlite(db, engine, same_clock=False)
+    finally:
+        db.close()
+
+
 def test_the_writer_loop_ships_a_trace_it_wrote_again_at_once(tmp_path: Path, http: HttpClient,
                                                                engine: ChdbClient) -> None:
     """The writer process's pass (WriterLoop.recheck_twins) ships what a trace's check wrote again without
