@@ -11,7 +11,8 @@ it and runs ContentIndexer over the copy until the watermark reaches the top, as
 when idle, in its default 64-row transactions.
 Reported, per span: the CPU time of the whole indexing, of the text extraction alone
 (searchable_span_text over the same rows, no SQLite), and the bytes the index adds (dbstat: the FTS5
-tables and any side table of the index), plus the time to delete every index row again the way
+tables and any side table of the index), the time of forget's merge of the whole index after 1 % of the
+traces were deleted (content_index.purge_deleted), and the time to delete the other index rows the way
 retention does (delete_traces, in 64-trace chunks).
 """
 
@@ -93,8 +94,19 @@ def measure(source: Path, work: Path) -> dict:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         after = index_bytes(db)
         rows = indexer.stats.rows
-        # Deleting it all again as retention does (a chunk of traces per transaction).
         trace_ids = [row[0] for row in db.execute("SELECT trace_id FROM traces")]
+        # forget's erasure (store/forget.py): 1 % of the traces deleted, then the whole index merged so that no
+        # segment keeps their words (content_index.purge_deleted), whatever few were deleted.
+        forgotten, trace_ids = trace_ids[:max(1, len(trace_ids) // 100)], trace_ids[max(1, len(trace_ids) // 100):]
+        db.execute("BEGIN IMMEDIATE")
+        content_index.delete_traces(db, forgotten)
+        db.execute("COMMIT")
+        wall, cpu = time.perf_counter(), time.process_time()
+        db.execute("BEGIN IMMEDIATE")
+        content_index.purge_deleted(db)
+        db.execute("COMMIT")
+        purge_cpu, purge_wall = time.process_time() - cpu, time.perf_counter() - wall
+        # Deleting the rest again as retention does (a chunk of traces per transaction).
         cpu = time.process_time()
         for start in range(0, len(trace_ids), 64):
             db.execute("BEGIN IMMEDIATE")  # as retention does (the connection is in autocommit mode)
@@ -112,6 +124,8 @@ def measure(source: Path, work: Path) -> dict:
         "extract_cpu_us_per_span": round(extract_cpu / spans * 1e6, 1),
         "index_bytes_per_span": round((after - before) / spans),
         "delete_cpu_us_per_row": round(delete_cpu / max(rows, 1) * 1e6, 1),
+        "purge_cpu_s": round(purge_cpu, 3), "purge_wall_s": round(purge_wall, 3),
+        "purge_cpu_s_per_index_mb": round(purge_cpu / max(after - before, 1) * 2**20, 4),
         "rows_left_after_delete": left,
     }
 
@@ -146,7 +160,10 @@ def run(args: argparse.Namespace, cache: Path) -> int:
             Path(str(work) + suffix).unlink(missing_ok=True)
     print(f"{report['spans']} {args.workload} spans: indexing {report['index_cpu_us_per_span']} µs CPU per span "
           f"({report['index_wall_us_per_span']} µs wall), of which extraction {report['extract_cpu_us_per_span']} µs; "
-          f"index {report['index_bytes_per_span']} bytes per span; delete {report['delete_cpu_us_per_row']} µs per row")
+          f"index {report['index_bytes_per_span']} bytes per span; "
+          f"delete {report['delete_cpu_us_per_row']} µs per row; forget's merge of the whole index "
+          f"{report['purge_cpu_s']} s CPU ({report['purge_wall_s']} s wall, "
+          f"{report['purge_cpu_s_per_index_mb']} s per MB of index)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
     return 0

@@ -8,6 +8,12 @@ an index: a deletion request is rare, and an index on user ids would cost every 
 
 What cannot be found this way is said, not guessed: a log record with no trace id is not tied to any
 user, and a span of another trace that merely mentions the id in its text is not that user's.
+
+Deleted means gone from the files, not only from the tables: the writer's connection overwrites what it
+deletes (secure_delete, store/connection.py), the search index is merged so that no segment keeps the
+forgotten words (content_index.purge_deleted), and the WAL, which may still hold pages written before,
+is checkpointed and emptied. A reader open on the store (the TUI) can keep the WAL from being emptied:
+`erased` says whether it was.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from store import content_index
+from store.disk_budget import truncate_wal
 from store.writer import ForgetResult, SpanWriter
 
 # Traces per transaction: each is exact on its own, so a run that stops half-way (Ctrl-C, a full
@@ -37,6 +45,7 @@ class Forgotten:
     kind: str
     value: str
     removed: ForgetResult = field(default_factory=ForgetResult)
+    erased: bool = True  # nothing of the forgotten traces is left in the store's files (see above)
 
 
 def traces_of(db: sqlite3.Connection, kind: str, value: str) -> list[bytes]:
@@ -47,8 +56,10 @@ def traces_of(db: sqlite3.Connection, kind: str, value: str) -> list[bytes]:
 
 
 def forget(db: sqlite3.Connection, writer: SpanWriter, kind: str, value: str,
-           progress: Callable[[int, int], None] | None = None) -> Forgotten:
-    """Forget every trace of `kind` = `value`; `progress(done, total)` after each chunk."""
+           progress: Callable[[int, int], None] | None = None,
+           erasing: Callable[[], None] | None = None) -> Forgotten:
+    """Forget every trace of `kind` = `value`; `progress(done, total)` after each chunk, `erasing()` before the
+    files are rid of what was deleted (erase_leftovers: the longest step on a large store)."""
     done = Forgotten(kind, value)
     trace_ids = traces_of(db, kind, value)
     total = done.removed
@@ -58,4 +69,25 @@ def forget(db: sqlite3.Connection, writer: SpanWriter, kind: str, value: str,
             setattr(total, name, getattr(total, name) + getattr(part, name))
         if progress is not None:
             progress(min(start + CHUNK_TRACES, len(trace_ids)), len(trace_ids))
+    # Also when nothing was found: a run that could not empty the WAL is finished by running it again.
+    if erasing is not None:
+        erasing()
+    done.erased = erase_leftovers(db)
     return done
+
+
+def erase_leftovers(db: sqlite3.Connection) -> bool:
+    """After the deletes: the index's deleted postings merged away, the freed pages given back to the file
+    system, and the WAL emptied. Returns whether the WAL was (a reader's snapshot can hold it)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        content_index.purge_deleted(db)
+        db.execute("COMMIT")
+    except BaseException:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        raise
+    db.execute("PRAGMA incremental_vacuum").fetchall()
+    return truncate_wal(db)

@@ -213,3 +213,57 @@ def test_the_command_refuses_while_serve_writes_and_says_what_it_removed(tmp_pat
     assert again.stdout.strip() == "nothing stored for user 'alice'"
     blank = subprocess.run([*command, "--user", " "], capture_output=True, text=True, timeout=60)
     assert blank.returncode == 2 and "an id is required" in blank.stderr
+
+
+# The CLI as a SQLite build that does not overwrite deleted rows runs it (SQLite's own default; Debian's
+# turns it on): every connection starts with secure_delete off.
+_BUILD_WITHOUT_SECURE_DELETE = """
+import runpy, sqlite3, sys
+_connect = sqlite3.connect
+def connect(*args, **kwargs):
+    db = _connect(*args, **kwargs)
+    db.execute("PRAGMA secure_delete = OFF")
+    return db
+sqlite3.connect = connect
+sys.argv = ["llmobs-tui", *sys.argv[1:]]
+runpy.run_module("llmobs_tui", run_name="__main__")
+"""
+
+
+def _occurrences(path: Path, word: bytes) -> dict[str, int]:
+    """How often `word` can be read off each of the store's files, as anyone with the files could."""
+    return {f.name: f.read_bytes().count(word) for f in path.parent.glob(f"{path.name}*") if f.is_file()}
+
+
+def test_forgotten_words_cannot_be_read_off_the_files(tmp_path: Path) -> None:
+    """Deleted means gone from the database file and its WAL, not only from the tables: on a build whose
+    deletes leave the rows' bytes in free pages, and with the search index keeping a deleted row's words
+    until a merge meets them. While a reader holds the store open the WAL cannot be emptied: forget says so,
+    and the same command run again once it is closed finishes the job."""
+    path = tmp_path / "erase.db"
+    _store(path, _traffic(), list(range(1, 61)))
+    assert _occurrences(path, b"alice")[path.name] > 100
+    command = [sys.executable, "-c", _BUILD_WITHOUT_SECURE_DELETE, "forget", "--db", str(path), "--user", "alice"]
+    reader = sqlite3.connect(path)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM spans").fetchone()  # a snapshot the WAL must be kept for
+    try:
+        held = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    finally:
+        reader.close()
+    assert held.returncode == 0, held.stderr
+    assert held.stdout.startswith("forgot user 'alice': 20 traces,"), held.stdout
+    assert "could not be emptied" in held.stderr and "run the same command again" in held.stderr, held.stderr
+    again = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and again.stdout.strip() == "nothing stored for user 'alice'", again
+    assert again.stderr == ""
+    found = _occurrences(path, b"alice")
+    assert sum(found.values()) == 0, found
+    assert _occurrences(path, b"bob")[path.name] > 100  # the kept users' rows are still read off the same file
+    db = open_reader(path)
+    try:
+        assert db.execute("SELECT count(*) FROM content_index WHERE content_index MATCH ?",
+                          (phrase_query("bob"),)).fetchone()[0] > 0
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()

@@ -28,11 +28,16 @@ def cmd_forget(settings: Settings) -> int:
         if sys.stderr.isatty():
             print(f"\r  {done:,} of {total:,} traces", end="", file=sys.stderr, flush=True)
 
+    def erasing() -> None:
+        if sys.stderr.isatty():
+            print("\r  merging the search index and emptying the WAL, so that no copy is left in the files",
+                  end="", file=sys.stderr, flush=True)
+
     if settings.store_url is not None:
         return _forget_on_clickhouse(settings, kind, value, progress)
     try:
         with rewriting_store(settings.db_path, "forget") as db:
-            done = forget(db, SpanWriter(db), kind, value, progress)
+            done = forget(db, SpanWriter(db), kind, value, progress, erasing)
     except CannotWrite as exc:
         return fail(str(exc))
     except DatabaseError as exc:
@@ -44,10 +49,15 @@ def cmd_forget(settings: Settings) -> int:
     who = f"{kind} {clean(value, limit=200)!r}"
     if not r.traces:
         print(f"nothing stored for {who}")
-        return EXIT_OK
-    print(f"forgot {who}: {r.traces:,} traces, {r.spans:,} spans, {r.logs:,} log records, "
-          f"{r.index_rows:,} search-index rows; {r.calls:,} billed calls (${r.cost_nusd / 1e9:,.4f}) taken out of "
-          f"the rollups{rebilled_note(r.rebilled_traces)}; {r.conversations:,} conversations recomputed")
+    else:
+        print(f"forgot {who}: {r.traces:,} traces, {r.spans:,} spans, {r.logs:,} log records, "
+              f"{r.index_rows:,} search-index rows; {r.calls:,} billed calls (${r.cost_nusd / 1e9:,.4f}) taken out "
+              f"of the rollups{rebilled_note(r.rebilled_traces)}; {r.conversations:,} conversations recomputed")
+    if not done.erased:
+        # Deleted from every table, but pages written before may still be read off the WAL file.
+        print(f"warning: {settings.db_path}-wal could not be emptied (a reader, such as the TUI, has the store "
+              f"open): earlier copies of what was deleted may remain in it; close the readers and run the same "
+              f"command again to empty it", file=sys.stderr)
     return EXIT_OK
 
 
