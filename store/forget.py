@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from store import content_index
+from store.connection import immediate_transaction
 from store.disk_budget import truncate_wal
 from store.writer import ForgetResult, SpanWriter
 
@@ -79,15 +80,7 @@ def forget(db: sqlite3.Connection, writer: SpanWriter, kind: str, value: str,
 def erase_leftovers(db: sqlite3.Connection) -> bool:
     """After the deletes: the index's deleted postings merged away, the freed pages given back to the file
     system, and the WAL emptied. Returns whether the WAL was (a reader's snapshot can hold it)."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate_transaction(db):
         content_index.purge_deleted(db)
-        db.execute("COMMIT")
-    except BaseException:
-        try:
-            db.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass
-        raise
     db.execute("PRAGMA incremental_vacuum").fetchall()
     return truncate_wal(db)
