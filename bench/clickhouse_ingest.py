@@ -111,7 +111,7 @@ def write(path: Path, spans: list, per_request: int, now: int, outbox: bool,
             # is what the passes cost ingest as a whole.
             spent, server_spent = time.process_time() - cpu, _cpu_of(server_pid) - server_cpu
             rechecks = {"calls": calls, "looked_up": looked,
-                        "traces_looked_up": getattr(writer.sync.stats, "trace_checks", 0),
+                        "traces_looked_up": writer.sync.stats.trace_checks,
                         "cpu_us_per_call_looked_up": spent / max(1, looked) * 1e6,
                         "server_cpu_us_per_call_looked_up": server_spent / max(1, looked) * 1e6,
                         "wall_us_per_call_looked_up": (time.perf_counter() - wall) / max(1, looked) * 1e6,

@@ -130,6 +130,16 @@ def test_a_replica_whose_clock_is_behind_still_replaces_what_it_read(tmp_path: P
         db.close()
 
 
+def _written_at_once(a: Any, b: Any, clocks: dict[str, int], a_spans: list[Any], b_spans: list[Any]) -> None:
+    """A and B, each on its own clock, write their part of the same traces before either ships: B's lookup
+    finds nothing of them, A's rows are not in ClickHouse yet. Then both ship."""
+    a.writer.clock = lambda: clocks["a"]
+    b.writer.clock = lambda: clocks["b"]
+    a(a_spans, ship=False)
+    b(b_spans, ship=False)
+    assert a.shipper.ship() and b.shipper.ship()
+
+
 def _passes_at(seconds: int, now: int, clocks: dict[str, int], *replicas: tuple[str, Any]) -> None:
     """The writer loop's pass (SpanWriter.recheck_twins) of each replica at `seconds` after `now` on its clock,
     all decided before either ships (their timers fired together)."""
@@ -157,11 +167,7 @@ def test_one_traces_spans_written_by_two_replicas_at_once_end_as_one_store_holds
     with ExitStack() as stack:
         a = stack.enter_context(replica(tmp_path / "a.db", now, http))
         b = stack.enter_context(replica(tmp_path / "b.db", now, http))
-        a.writer.clock = lambda: clocks["a"]
-        b.writer.clock = lambda: clocks["b"]
-        a(first + roots, ship=False)
-        b(sdk, ship=False)  # B's lookup finds nothing of these traces: A's rows are not in ClickHouse yet
-        assert a.shipper.ship() and b.shipper.ship()
+        _written_at_once(a, b, clocks, first + roots, sdk)
         if checks:
             for seconds in (1, 2, 3, 60, 61, 62, 120):
                 _passes_at(seconds, now, clocks, ("a", a), ("b", b))
@@ -198,11 +204,7 @@ def test_a_trace_check_clickhouse_did_not_answer_is_made_when_it_answers_again(
         raise ClickHouseError("ClickHouse is unreachable")
 
     with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http) as b:
-        a.writer.clock = lambda: clocks["a"]
-        b.writer.clock = lambda: clocks["b"]
-        a(first + roots, ship=False)
-        b(sdk, ship=False)
-        assert a.shipper.ship() and b.shipper.ship()
+        _written_at_once(a, b, clocks, first + roots, sdk)
         reader, a.writer.sync.client = a.writer.sync.client, down
         for seconds in (2, 3, 4):
             clocks["a"] = now + seconds * S
@@ -233,11 +235,7 @@ def test_the_writer_loop_ships_a_trace_it_wrote_again_at_once(tmp_path: Path, ht
     clocks = {"a": now, "b": now + 10**6}
     calls = ROLLUP_COUNTERS.index("calls")
     with replica(tmp_path / "a.db", now, http) as a, replica(tmp_path / "b.db", now, http) as b:
-        a.writer.clock = lambda: clocks["a"]
-        b.writer.clock = lambda: clocks["b"]
-        a(first + roots, ship=False)
-        b(sdk, ship=False)
-        assert a.shipper.ship() and b.shipper.ship()
+        _written_at_once(a, b, clocks, first + roots, sdk)
         inbox, _sender = Pipe(duplex=False)
         _receiver, outbox = Pipe(duplex=False)
         loop = WriterLoop(a.db, a.writer, inbox, outbox, {"db_path": str(tmp_path / "a.db"), "clickhouse": True},
